@@ -1,0 +1,1 @@
+"""Benchmarks (`vxlab bench …`): measured figures written to files, never asserted in tests."""

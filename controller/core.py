@@ -1,0 +1,32 @@
+"""The controller core: hosts, networks, endpoints and watch over one store.
+
+Stateless apart from in-flight reservations: any number of controller processes can
+serve the same etcd. The gRPC servicer (servicer.py) is a thin edge over this.
+"""
+
+from __future__ import annotations
+
+from vxlab.controller.context import Config, Context
+from vxlab.controller.endpoints import Endpoints
+from vxlab.controller.hosts import Hosts
+from vxlab.controller.networks import Networks
+from vxlab.controller.store import Store
+from vxlab.controller.watch import Watcher
+
+
+class Controller:
+    def __init__(self, store: Store, config: Config | None = None) -> None:
+        self.ctx = Context(store, config or Config())
+        self.store = store
+        self.networks = Networks(self.ctx)
+        self.endpoints = Endpoints(self.ctx)
+        self.hosts = Hosts(self.ctx, self.endpoints)
+        self.watcher = Watcher(self.ctx)
+
+    async def healthy(self) -> bool:
+        """True when the store answers."""
+        try:
+            await self.store.revision()
+        except Exception:
+            return False
+        return True

@@ -1,0 +1,192 @@
+"""Endpoints: a container's attachment to a network, with its address and MAC.
+
+Create is one optimistic transaction over five comparisons (network and host
+unchanged, endpoint, address and MAC absent) and three puts (the record and the two
+alloc keys). Within one controller process, concurrent creates on a network reserve
+their candidate address in memory first, so they pick different addresses instead
+of colliding on the lowest free one; etcd still decides between processes.
+
+A warm create is a single etcd round trip: what a full read saw of the network
+(record, host records, used addresses) is kept as a hint for HINT_TTL seconds and
+the transaction re-checks all of it. A failed transaction discards the hint, reads
+everything again (which also produces the precise error: not found, already
+exists, address in use) and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from vxlab import validate
+from vxlab.controller import alloc
+from vxlab.controller.context import Context, now
+from vxlab.controller.store import Absent, Delete, KeyValue, ModRevisionIs, Put
+from vxlab.controller.txn import CONFLICT, retry
+from vxlab.errors import AlreadyExists, InvalidArgument, NotFound
+from vxlab.model import Endpoint, Network, from_json, to_json
+
+
+def check(ep: Endpoint) -> ipaddress.IPv4Address | None:
+    validate.name(ep.name, field="endpoint.name", max_len=validate.CONTAINER_NAME_MAX)
+    validate.name(ep.network, field="endpoint.network", max_len=validate.NETWORK_NAME_MAX)
+    validate.name(ep.host, field="endpoint.host", max_len=validate.HOST_NAME_MAX)
+    validate.labels(ep.labels, field="endpoint.labels")
+    return validate.ipv4(ep.ip, field="endpoint.ip") if ep.ip else None
+
+
+@dataclass
+class _Hint:
+    """What the last full read saw of a network: its record, its host records, the
+    addresses in use. Only a hint: the transaction re-checks all of it, and any
+    conflict discards the hint and reads again."""
+
+    net_kv: KeyValue
+    used: dict[int, str]  # address (as an integer) -> endpoint name
+    revision: int         # the store revision the read saw
+    hosts: dict[str, KeyValue] = field(default_factory=dict)
+    read_at: float = field(default_factory=time.monotonic)
+
+
+class Endpoints:
+    HINT_TTL = 2.0  # seconds; bounds how long a free made by another controller goes unseen
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.store = ctx.store
+        self.keys = ctx.keys
+        self._pending: dict[str, set[int]] = defaultdict(set)  # network -> addresses in flight
+        self._hints: dict[str, _Hint] = {}
+        # Our own recent commits per network, (revision, ip, name or "" for a free):
+        # merged into a fresh read that may have started before they landed.
+        self._recent: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
+
+    async def _read(self, ep: Endpoint) -> _Hint:
+        """Read the network, the host, the endpoint and the used addresses at once;
+        raise the user-facing error when one of them is wrong."""
+        keys = self.keys
+        net_kv, host_kv, existing, (used_kvs, rev) = await asyncio.gather(
+            self.store.get(keys.network(ep.network)), self.store.get(keys.host(ep.host)),
+            self.store.get(keys.endpoint(ep.network, ep.name)), self.store.range(keys.network_ips(ep.network)))
+        if net_kv is None:
+            self._hints.pop(ep.network, None)
+            raise NotFound(f"endpoint.network: no network named {ep.network!r}")
+        if host_kv is None:
+            raise NotFound(f"endpoint.host: no host named {ep.host!r}")
+        if existing is not None:
+            raise AlreadyExists(f"endpoint: {ep.name!r} is already attached to network {ep.network!r}")
+        used = {int(ipaddress.IPv4Address(kv.key.rsplit("/", 1)[1])): kv.value.decode() for kv in used_kvs}
+        hint = _Hint(net_kv, used, rev, {ep.host: host_kv})
+        current = self._hints.get(ep.network)
+        if current is not None and current.revision > rev:
+            return current  # a newer read finished first; keep it
+        if current is not None and current.net_kv.mod_revision == net_kv.mod_revision:
+            hint.hosts = {**current.hosts, **hint.hosts}
+        recent = [r for r in self._recent[ep.network] if r[0] > rev]
+        for _, ip, name in recent:
+            if name:
+                used[ip] = name
+            else:
+                used.pop(ip, None)
+        self._recent[ep.network] = recent
+        self._hints[ep.network] = hint
+        return hint
+
+    def _committed(self, network: str, revision: int, ip: int, name: str) -> None:
+        """Record our own commit (name "" = a free) in the hint and for later reads."""
+        self._recent[network].append((revision, ip, name))
+        hint = self._hints.get(network)
+        if hint is None:
+            return
+        if name:
+            hint.used[ip] = name
+        else:
+            hint.used.pop(ip, None)
+
+    async def create(self, ep: Endpoint) -> Endpoint:
+        want_ip = check(ep)
+        keys = self.keys
+        pending = self._pending[ep.network]
+        fresh = False
+
+        async def attempt():  # type: ignore[no-untyped-def]
+            nonlocal fresh
+            hint = self._hints.get(ep.network)
+            if fresh or hint is None or time.monotonic() - hint.read_at > self.HINT_TTL or ep.host not in hint.hosts:
+                hint = await self._read(ep)
+            net = from_json(Network, hint.net_kv.value)
+            subnet = ipaddress.IPv4Network(net.subnet)
+            gateway = ipaddress.IPv4Address(net.gateway)
+            if want_ip is not None:
+                validate.host_in(want_ip, subnet, field="endpoint.ip")
+                if want_ip == gateway:
+                    raise InvalidArgument("endpoint.ip", f"{want_ip} is the gateway of network {ep.network!r}")
+                if int(want_ip) in hint.used and fresh:
+                    raise AlreadyExists(f"endpoint.ip: {want_ip} is in use by {hint.used[int(want_ip)]!r}")
+                addr = want_ip
+            else:
+                addr = alloc.lowest_free_ip(subnet, gateway=gateway, used=hint.used.keys() | pending)
+            ip, ip_int = str(addr), int(addr)
+            mac = alloc.random_mac()
+            record = dataclasses.replace(ep, ip=ip, mac=mac, id=alloc.new_id(), created=now())
+            host_kv = hint.hosts[ep.host]
+            pending.add(ip_int)
+            try:
+                res = await self.store.txn(
+                    [ModRevisionIs(hint.net_kv.key, hint.net_kv.mod_revision),
+                     ModRevisionIs(host_kv.key, host_kv.mod_revision),
+                     Absent(keys.endpoint(ep.network, ep.name)),
+                     Absent(keys.ip(ep.network, ip)), Absent(keys.mac(ep.network, mac))],
+                    [Put(keys.endpoint(ep.network, ep.name), to_json(record)),
+                     Put(keys.ip(ep.network, ip), ep.name.encode()),
+                     Put(keys.mac(ep.network, mac), ep.name.encode())],
+                )
+            finally:
+                pending.discard(ip_int)
+            if not res.succeeded:
+                fresh = True  # find out what changed: read everything again
+                return CONFLICT
+            self._committed(ep.network, res.revision, ip_int, ep.name)
+            return record
+
+        return await retry(attempt, kind="endpoint_create")
+
+    async def get(self, network: str, name: str) -> Endpoint:
+        validate.name(network, field="network", max_len=validate.NETWORK_NAME_MAX)
+        validate.name(name, field="name", max_len=validate.CONTAINER_NAME_MAX)
+        kv = await self.store.get(self.keys.endpoint(network, name))
+        if kv is None:
+            raise NotFound(f"endpoint: no endpoint {name!r} on network {network!r}")
+        return from_json(Endpoint, kv.value)
+
+    async def list(self, *, network: str = "", host: str = "", name: str = "") -> tuple[list[Endpoint], int]:
+        if network:
+            validate.name(network, field="network", max_len=validate.NETWORK_NAME_MAX)
+        prefix = self.keys.network_endpoints(network) if network else self.keys.endpoints
+        kvs, rev = await self.store.range(prefix)
+        eps = [from_json(Endpoint, kv.value) for kv in kvs]
+        return [e for e in eps if (not host or e.host == host) and (not name or e.name == name)], rev
+
+    async def delete(self, network: str, name: str) -> None:
+        validate.name(network, field="network", max_len=validate.NETWORK_NAME_MAX)
+        validate.name(name, field="name", max_len=validate.CONTAINER_NAME_MAX)
+
+        async def attempt():  # type: ignore[no-untyped-def]
+            kv = await self.store.get(self.keys.endpoint(network, name))
+            if kv is None:
+                raise NotFound(f"endpoint: no endpoint {name!r} on network {network!r}")
+            ep = from_json(Endpoint, kv.value)
+            res = await self.store.txn(
+                [ModRevisionIs(kv.key, kv.mod_revision)],
+                [Delete(kv.key), Delete(self.keys.ip(network, ep.ip)), Delete(self.keys.mac(network, ep.mac))],
+            )
+            if not res.succeeded:
+                return CONFLICT
+            self._committed(network, res.revision, int(ipaddress.IPv4Address(ep.ip)), "")
+            return None
+
+        await retry(attempt, kind="endpoint_delete")

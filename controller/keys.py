@@ -1,0 +1,85 @@
+"""The etcd key layout, under a versioned prefix (default `/vxlab/v1/`).
+
+    hosts/<host>                 host record (JSON)
+    alive/<host>                 present while the host's lease lives (put with the lease)
+    networks/<network>           network record (JSON)
+    endpoints/<network>/<name>   endpoint record (JSON)
+    alloc/vni/<vni>              -> network name       (uniqueness of VNIs)
+    alloc/ip/<network>/<ip>      -> endpoint name      (uniqueness of addresses)
+    alloc/mac/<network>/<mac>    -> endpoint name      (uniqueness of MACs in a network)
+
+Every allocation is a compare-and-create of the alloc/ key in the same transaction
+as the record it belongs to, so two controllers can never hand out the same value.
+Per-network allocations live under a per-network prefix so that deleting a network
+is a constant number of operations (etcd caps a transaction at 128 by default).
+MACs are unique per network (the L2 domain where they matter); being 46 random
+bits, a collision across networks is as good as impossible too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "/vxlab/v1/"
+
+
+@dataclass(frozen=True)
+class Keys:
+    root: str = DEFAULT_PREFIX
+
+    @property
+    def hosts(self) -> str:
+        return self.root + "hosts/"
+
+    @property
+    def alive(self) -> str:
+        return self.root + "alive/"
+
+    @property
+    def networks(self) -> str:
+        return self.root + "networks/"
+
+    @property
+    def endpoints(self) -> str:
+        return self.root + "endpoints/"
+
+    @property
+    def alloc(self) -> str:
+        return self.root + "alloc/"
+
+    def host(self, name: str) -> str:
+        return self.hosts + name
+
+    def alive_key(self, name: str) -> str:
+        return self.alive + name
+
+    def network(self, name: str) -> str:
+        return self.networks + name
+
+    def network_endpoints(self, network: str) -> str:
+        return f"{self.endpoints}{network}/"
+
+    def endpoint(self, network: str, name: str) -> str:
+        return f"{self.endpoints}{network}/{name}"
+
+    def vni(self, vni: int) -> str:
+        return f"{self.alloc}vni/{vni}"
+
+    def network_ips(self, network: str) -> str:
+        return f"{self.alloc}ip/{network}/"
+
+    def ip(self, network: str, ip: str) -> str:
+        return f"{self.alloc}ip/{network}/{ip}"
+
+    def network_macs(self, network: str) -> str:
+        return f"{self.alloc}mac/{network}/"
+
+    def mac(self, network: str, mac: str) -> str:
+        return f"{self.alloc}mac/{network}/{mac}"
+
+    def classify(self, key: str) -> tuple[str, list[str]]:
+        """('hosts'|'alive'|'networks'|'endpoints'|'alloc'|'', path parts after it)."""
+        if not key.startswith(self.root):
+            return "", []
+        kind, _, rest = key[len(self.root):].partition("/")
+        return kind, rest.split("/") if rest else []

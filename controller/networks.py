@@ -1,0 +1,125 @@
+"""Networks: validation, subnet and VNI allocation, listing, deletion.
+
+Create is one optimistic transaction: the name must be absent, the VNI's alloc key
+absent, and no network created since the read (so the subnet-overlap check still
+holds). A conflict re-reads and tries again (controller/txn.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+
+from vxlab import validate
+from vxlab.controller import alloc
+from vxlab.controller.context import Context, now
+from vxlab.controller.store import Absent, Delete, DeletePrefix, ModRevisionIs, Op, PrefixUnchangedSince, Put
+from vxlab.controller.txn import CONFLICT, retry
+from vxlab.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from vxlab.model import Endpoint, Network, from_json, to_json
+
+DRIVERS = ("overlay",)
+
+
+def check(net: Network) -> tuple[ipaddress.IPv4Network | None, ipaddress.IPv4Address | None]:
+    """Validate a create request; returns the parsed subnet and gateway (None when absent)."""
+    validate.name(net.name, field="network.name", max_len=validate.NETWORK_NAME_MAX)
+    subnet = validate.subnet(net.subnet, field="network.subnet") if net.subnet else None
+    gateway = None
+    if net.gateway:
+        gateway = validate.ipv4(net.gateway, field="network.gateway")
+        if subnet is None:
+            raise InvalidArgument("network.gateway", "needs an explicit subnet")
+        validate.host_in(gateway, subnet, field="network.gateway")
+    validate.vni(net.vni, field="network.vni")
+    validate.mtu(net.mtu, field="network.mtu")
+    if net.driver and net.driver not in DRIVERS:
+        raise InvalidArgument("network.driver", f"{net.driver[:20]!r} is not one of {', '.join(DRIVERS)}")
+    validate.labels(net.labels, field="network.labels")
+    return subnet, gateway
+
+
+class Networks:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.store = ctx.store
+        self.keys = ctx.keys
+
+    async def create(self, net: Network) -> Network:
+        subnet, gateway = check(net)
+        config = self.ctx.config
+
+        async def attempt():  # type: ignore[no-untyped-def]
+            kvs, rev = await self.store.range(self.keys.networks)
+            existing = [from_json(Network, kv.value) for kv in kvs]
+            if any(n.name == net.name for n in existing):
+                raise AlreadyExists(f"network: {net.name!r} already exists")
+            used = [(n.name, ipaddress.IPv4Network(n.subnet)) for n in existing]
+            if subnet is not None:
+                hit = alloc.overlapping(subnet, used)
+                if hit:
+                    raise FailedPrecondition(
+                        f"network.subnet: {subnet} overlaps network {hit[0]!r} ({hit[1]})"
+                    )
+                chosen = subnet
+            else:
+                chosen = alloc.subnet_from_pool(config.pool(), config.subnet_prefix, (u for _, u in used))
+            vnis = {n.vni: n.name for n in existing}
+            if net.vni and net.vni in vnis:
+                raise AlreadyExists(f"network.vni: {net.vni} is in use by network {vnis[net.vni]!r}")
+            vni = net.vni or alloc.lowest_free_vni(vnis)
+            record = dataclasses.replace(
+                net, id=alloc.new_id(), subnet=str(chosen),
+                gateway=str(gateway or alloc.default_gateway(chosen)), vni=vni,
+                created=now(), driver=net.driver or "overlay",
+            )
+            res = await self.store.txn(
+                [Absent(self.keys.network(net.name)), Absent(self.keys.vni(vni)),
+                 PrefixUnchangedSince(self.keys.networks, rev)],
+                [Put(self.keys.network(net.name), to_json(record)), Put(self.keys.vni(vni), net.name.encode())],
+            )
+            return record if res.succeeded else CONFLICT
+
+        return await retry(attempt, kind="network_create")
+
+    async def get(self, name: str) -> Network:
+        validate.name(name, field="name", max_len=validate.NETWORK_NAME_MAX)
+        kv = await self.store.get(self.keys.network(name))
+        if kv is None:
+            raise NotFound(f"network: no network named {name!r}")
+        return from_json(Network, kv.value)
+
+    async def list(self) -> tuple[list[Network], int]:
+        kvs, rev = await self.store.range(self.keys.networks)
+        return [from_json(Network, kv.value) for kv in kvs], rev
+
+    async def delete(self, name: str, *, force: bool = False) -> int:
+        """Delete the network; refused while it has endpoints unless `force`. Returns
+        how many endpoints went with it."""
+        validate.name(name, field="name", max_len=validate.NETWORK_NAME_MAX)
+
+        async def attempt():  # type: ignore[no-untyped-def]
+            kv = await self.store.get(self.keys.network(name))
+            if kv is None:
+                raise NotFound(f"network: no network named {name!r}")
+            net = from_json(Network, kv.value)
+            eps, rev = await self.store.range(self.keys.network_endpoints(name))
+            if eps and not force:
+                names = ", ".join(from_json(Endpoint, e.value).name for e in eps[:5])
+                raise FailedPrecondition(
+                    f"network: {name!r} has {len(eps)} endpoints ({names}{', …' if len(eps) > 5 else ''});"
+                    " remove them or use force"
+                )
+            ops: list[Op] = [
+                Delete(kv.key), Delete(self.keys.vni(net.vni)),
+                DeletePrefix(self.keys.network_endpoints(name)), DeletePrefix(self.keys.network_ips(name)),
+                DeletePrefix(self.keys.network_macs(name)),
+            ]
+            res = await self.store.txn(
+                [ModRevisionIs(kv.key, kv.mod_revision),
+                 PrefixUnchangedSince(self.keys.network_endpoints(name), rev)],
+                ops,
+            )
+            return len(eps) if res.succeeded else CONFLICT
+
+        return await retry(attempt, kind="network_delete")

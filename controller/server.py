@@ -1,0 +1,192 @@
+"""The controller process: gRPC server with health, reflection and Prometheus metrics.
+
+`ControllerServer` wires the core to grpc.aio: the vxlab services, the standard
+health service (SERVING while etcd answers, NOT_SERVING while it does not), server
+reflection (so grpcurl works) and a metrics interceptor. `serve_forever` is what
+`vxlab controller serve` runs, optionally with an embedded etcd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from vxlab.controller import metrics, servicer
+from vxlab.controller.context import Config
+from vxlab.controller.core import Controller
+from vxlab.controller.store import Store
+
+log = logging.getLogger("vxlab.controller")
+MAX_MESSAGE = 64 * 1024 * 1024
+
+
+def _code_name(context: grpc.aio.ServicerContext, error: BaseException | None) -> str:
+    code = context.code()
+    if code is None:
+        return "UNKNOWN" if error is not None and not isinstance(error, asyncio.CancelledError) else "OK"
+    return code.name if isinstance(code, grpc.StatusCode) else str(code)
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Counts requests by method and status code and times them."""
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method = details.method.rsplit("/", 1)[-1]
+        if handler is None or not details.method.startswith("/vxlab."):
+            return handler
+        if handler.unary_unary:
+            inner = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                start, error = time.perf_counter(), None
+                try:
+                    return await inner(request, context)
+                except BaseException as e:
+                    error = e
+                    raise
+                finally:
+                    metrics.LATENCY.labels(method).observe(time.perf_counter() - start)
+                    metrics.REQUESTS.labels(method, _code_name(context, error)).inc()
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        if handler.unary_stream:
+            inner_stream = handler.unary_stream
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                error = None
+                try:
+                    async for item in inner_stream(request, context):
+                        yield item
+                except BaseException as e:
+                    error = e
+                    raise
+                finally:
+                    metrics.REQUESTS.labels(method, _code_name(context, error)).inc()
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        return handler
+
+
+class ControllerServer:
+    """One controller: a gRPC server over a store. `await start()`, then `await stop()`."""
+
+    def __init__(self, store: Store, *, config: Config | None = None, listen: str = "127.0.0.1:7070",
+                 health_interval: float = 1.0) -> None:
+        self.core = Controller(store, config)
+        self.listen = listen
+        self.health_interval = health_interval
+        self.address = ""
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._names: list[str] = []
+        self._probe: asyncio.Task[None] | None = None
+
+    async def start(self) -> str:
+        server = grpc.aio.server(
+            interceptors=[MetricsInterceptor()],
+            options=[("grpc.max_receive_message_length", MAX_MESSAGE),
+                     ("grpc.max_send_message_length", MAX_MESSAGE),
+                     ("grpc.so_reuseport", 0)],
+        )
+        self._names = servicer.add_all(server, self.core)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            [*self._names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            server)
+        port = server.add_insecure_port(self.listen)
+        if port == 0:
+            raise OSError(f"listen: cannot bind {self.listen}")
+        host = self.listen.rpartition(":")[0]
+        self.address = f"{host}:{port}"
+        await server.start()
+        self._server = server
+        await self._set_health(await self.core.healthy())
+        self._probe = asyncio.create_task(self._probe_loop())
+        return self.address
+
+    async def _set_health(self, ok: bool) -> None:
+        metrics.ETCD_UP.set(1 if ok else 0)
+        status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ["", *self._names]:
+            await self._health.set(name, status)
+
+    async def _probe_loop(self) -> None:
+        last = None
+        while True:
+            await asyncio.sleep(self.health_interval)
+            ok = await self.core.healthy()
+            if ok != last:
+                await self._set_health(ok)
+                log.info("etcd %s", "reachable" if ok else "UNREACHABLE")
+                last = ok
+
+    async def stop(self, grace: float = 1.0) -> None:
+        if self._probe:
+            self._probe.cancel()
+        if self._server:
+            await self._server.stop(grace)
+        await self.core.store.close()
+
+
+async def serve(
+    *, listen: str, etcd_endpoints: list[str] | None, embedded_etcd_dir: str | None,
+    metrics_listen: str | None, config: Config, ready_file: str | None = None,
+) -> None:
+    """Run a controller until SIGINT/SIGTERM; start an embedded etcd when asked."""
+    from vxlab.controller.store_etcd import EtcdStore
+    from vxlab.etcdproc import EtcdProcess
+
+    etcd = None
+    if embedded_etcd_dir:
+        etcd = EtcdProcess(data_dir=Path(embedded_etcd_dir))
+        etcd.start()
+        etcd_endpoints = etcd.endpoints
+        log.warning("embedded etcd %s (%s) at %s", etcd.version, etcd.binary.source, ",".join(etcd.endpoints))
+    if not etcd_endpoints:
+        raise SystemExit("error: etcd: give --etcd URL[,URL…] or --embedded-etcd DIR")
+    ctl = ControllerServer(EtcdStore(etcd_endpoints), config=config, listen=listen)
+    try:
+        address = await ctl.start()
+        if metrics_listen:
+            host, port = metrics.start_metrics_server(metrics_listen)
+            log.warning("metrics on http://%s:%d/metrics", host, port)
+        log.warning("controller listening on %s (etcd %s)", address, ",".join(etcd_endpoints))
+        if ready_file:
+            Path(ready_file).write_text(address + "\n")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await ctl.stop()
+        if etcd:
+            etcd.stop()
+
+
+def serve_forever(**kwargs: Any) -> None:
+    """Blocking entry point for the CLI (see `serve` for the arguments)."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    config = Config(
+        lease_ttl=kwargs.pop("lease_ttl", 5), subnet_pool=kwargs.pop("subnet_pool", "10.0.0.0/8"),
+        subnet_prefix=kwargs.pop("subnet_prefix", 24),
+    )
+    kwargs["metrics_listen"] = kwargs.pop("metrics", None)
+    asyncio.run(serve(config=config, **kwargs))

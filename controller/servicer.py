@@ -1,0 +1,123 @@
+"""gRPC servicers: request -> core call -> response, and core errors -> status codes.
+
+The only controller module that touches the generated protobuf code (with
+vxlab.wire for the conversions). No logic lives here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+
+from vxlab import wire
+from vxlab.controller.core import Controller
+from vxlab.controller.store import StoreUnavailable
+from vxlab.errors import VxError
+from vxlab.v1 import vxlab_pb2 as pb
+from vxlab.v1 import vxlab_pb2_grpc as pbg
+
+T = TypeVar("T")
+
+
+async def _call(context: grpc.aio.ServicerContext, fn: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await fn()
+    except VxError as e:
+        await context.abort(getattr(grpc.StatusCode, e.code), e.message)
+    except StoreUnavailable as e:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"etcd: unavailable ({e})")
+    raise AssertionError("unreachable")  # abort() raises
+
+
+class HostServicer(pbg.HostServiceServicer):
+    def __init__(self, core: Controller) -> None:
+        self.core = core
+
+    async def RegisterHost(self, request: pb.RegisterHostRequest, context: grpc.aio.ServicerContext) -> pb.RegisterHostResponse:
+        host, lease, ttl = await _call(context, lambda: self.core.hosts.register(wire.host_from_pb(request.host)))
+        return pb.RegisterHostResponse(host=wire.host_to_pb(host), lease_id=lease, lease_ttl=ttl)
+
+    async def KeepAlive(self, request: pb.KeepAliveRequest, context: grpc.aio.ServicerContext) -> pb.KeepAliveResponse:
+        lease, ttl, renewed = await _call(context, lambda: self.core.hosts.keepalive(request.name, request.lease_id))
+        return pb.KeepAliveResponse(lease_id=lease, ttl=ttl, renewed=renewed)
+
+    async def GetHost(self, request: pb.GetHostRequest, context: grpc.aio.ServicerContext) -> pb.Host:
+        return wire.host_to_pb(await _call(context, lambda: self.core.hosts.get(request.name)))
+
+    async def ListHosts(self, request: pb.ListHostsRequest, context: grpc.aio.ServicerContext) -> pb.ListHostsResponse:
+        hosts, rev = await _call(context, self.core.hosts.list)
+        return pb.ListHostsResponse(hosts=[wire.host_to_pb(h) for h in hosts], revision=rev)
+
+    async def DeregisterHost(self, request: pb.DeregisterHostRequest, context: grpc.aio.ServicerContext) -> pb.DeregisterHostResponse:
+        await _call(context, lambda: self.core.hosts.deregister(request.name, force=request.force))
+        return pb.DeregisterHostResponse()
+
+
+class NetworkServicer(pbg.NetworkServiceServicer):
+    def __init__(self, core: Controller) -> None:
+        self.core = core
+
+    async def CreateNetwork(self, request: pb.CreateNetworkRequest, context: grpc.aio.ServicerContext) -> pb.Network:
+        net = await _call(context, lambda: self.core.networks.create(wire.network_from_pb(request.network)))
+        return wire.network_to_pb(net)
+
+    async def GetNetwork(self, request: pb.GetNetworkRequest, context: grpc.aio.ServicerContext) -> pb.Network:
+        return wire.network_to_pb(await _call(context, lambda: self.core.networks.get(request.name)))
+
+    async def ListNetworks(self, request: pb.ListNetworksRequest, context: grpc.aio.ServicerContext) -> pb.ListNetworksResponse:
+        nets, rev = await _call(context, self.core.networks.list)
+        return pb.ListNetworksResponse(networks=[wire.network_to_pb(n) for n in nets], revision=rev)
+
+    async def DeleteNetwork(self, request: pb.DeleteNetworkRequest, context: grpc.aio.ServicerContext) -> pb.DeleteNetworkResponse:
+        n = await _call(context, lambda: self.core.networks.delete(request.name, force=request.force))
+        return pb.DeleteNetworkResponse(deleted_endpoints=n)
+
+
+class EndpointServicer(pbg.EndpointServiceServicer):
+    def __init__(self, core: Controller) -> None:
+        self.core = core
+
+    async def CreateEndpoint(self, request: pb.CreateEndpointRequest, context: grpc.aio.ServicerContext) -> pb.Endpoint:
+        ep = await _call(context, lambda: self.core.endpoints.create(wire.endpoint_from_pb(request.endpoint)))
+        return wire.endpoint_to_pb(ep)
+
+    async def GetEndpoint(self, request: pb.GetEndpointRequest, context: grpc.aio.ServicerContext) -> pb.Endpoint:
+        ep = await _call(context, lambda: self.core.endpoints.get(request.network, request.name))
+        return wire.endpoint_to_pb(ep)
+
+    async def ListEndpoints(self, request: pb.ListEndpointsRequest, context: grpc.aio.ServicerContext) -> pb.ListEndpointsResponse:
+        eps, rev = await _call(context, lambda: self.core.endpoints.list(
+            network=request.network, host=request.host, name=request.name))
+        return pb.ListEndpointsResponse(endpoints=[wire.endpoint_to_pb(e) for e in eps], revision=rev)
+
+    async def DeleteEndpoint(self, request: pb.DeleteEndpointRequest, context: grpc.aio.ServicerContext) -> pb.DeleteEndpointResponse:
+        await _call(context, lambda: self.core.endpoints.delete(request.network, request.name))
+        return pb.DeleteEndpointResponse()
+
+
+class WatchServicer(pbg.WatchServiceServicer):
+    def __init__(self, core: Controller) -> None:
+        self.core = core
+
+    async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchResponse]:
+        if request.start_revision < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "start_revision: must be >= 0")
+        stream = self.core.watcher.watch(start_revision=request.start_revision)
+        try:
+            async for batch in stream:
+                yield wire.batch_to_pb(batch)
+        except StoreUnavailable as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"etcd: unavailable ({e})")
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+
+
+def add_all(server: grpc.aio.Server, core: Controller) -> list[str]:
+    """Register every vxlab service on `server`; returns their full names (for reflection)."""
+    pbg.add_HostServiceServicer_to_server(HostServicer(core), server)
+    pbg.add_NetworkServiceServicer_to_server(NetworkServicer(core), server)
+    pbg.add_EndpointServiceServicer_to_server(EndpointServicer(core), server)
+    pbg.add_WatchServiceServicer_to_server(WatchServicer(core), server)
+    return [s.full_name for s in pb.DESCRIPTOR.services_by_name.values()]

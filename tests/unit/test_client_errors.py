@@ -1,0 +1,160 @@
+"""vxlab.client against a tiny in-process grpc.aio server: error mapping and failover.
+
+The servicer aborts GetNetwork with the status code named by the request's network
+name, so each gRPC code can be checked against the vxlab.errors class it becomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import grpc
+import grpc.aio
+import pytest
+from vxlab.v1 import vxlab_pb2 as pb
+from vxlab.v1 import vxlab_pb2_grpc as pb_grpc
+
+from vxlab import errors
+from vxlab.client import Client, parse_addresses
+from vxlab.model import Network
+
+DETAILS = {"INVALID_ARGUMENT": "subnet: not a valid IPv4 CIDR"}
+
+
+class Networks(pb_grpc.NetworkServiceServicer):
+    """GetNetwork(name=CODE) aborts with CODE; 'slow' sleeps; the rest answer."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def GetNetwork(self, request: pb.GetNetworkRequest, context: grpc.aio.ServicerContext) -> pb.Network:
+        self.calls += 1
+        if request.name == "slow":
+            await asyncio.sleep(5)
+        code = grpc.StatusCode[request.name]
+        await context.abort(code, DETAILS.get(request.name, f"{request.name.lower()} happened"))
+        raise AssertionError("unreachable")
+
+    async def CreateNetwork(self, request: pb.CreateNetworkRequest, context: grpc.aio.ServicerContext) -> pb.Network:
+        self.calls += 1
+        out = pb.Network()
+        out.CopyFrom(request.network)
+        out.id = "ab" * 32
+        return out
+
+    async def ListNetworks(self, request: pb.ListNetworksRequest,
+                           context: grpc.aio.ServicerContext) -> pb.ListNetworksResponse:
+        self.calls += 1
+        return pb.ListNetworksResponse(networks=[pb.Network(name="front", vni=4096)], revision=7)
+
+
+class Watch(pb_grpc.WatchServiceServicer):
+    async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchResponse]:
+        yield pb.WatchResponse(revision=request.start_revision + 1, snapshot=True,
+                               networks=[pb.Network(name="front")])
+        yield pb.WatchResponse(revision=request.start_revision + 2, changes=[
+            pb.Change(kind=pb.Change.DELETE, network=pb.Network(name="front"))])
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[str, Networks]]:
+    srv = grpc.aio.server()
+    servicer = Networks()
+    pb_grpc.add_NetworkServiceServicer_to_server(servicer, srv)
+    pb_grpc.add_WatchServiceServicer_to_server(Watch(), srv)
+    port = srv.add_insecure_port("127.0.0.1:0")
+    await srv.start()
+    yield f"127.0.0.1:{port}", servicer
+    await srv.stop(None)
+
+
+def closed_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.mark.parametrize(("code", "cls"), [
+    ("NOT_FOUND", errors.NotFound),
+    ("ALREADY_EXISTS", errors.AlreadyExists),
+    ("FAILED_PRECONDITION", errors.FailedPrecondition),
+    ("RESOURCE_EXHAUSTED", errors.ResourceExhausted),
+    ("ABORTED", errors.Aborted),
+    ("UNAVAILABLE", errors.Unavailable),
+])
+async def test_codes_map_to_error_classes(server: tuple[str, Networks], code: str, cls: type[errors.VxError]) -> None:
+    async with Client(server[0]) as client:
+        with pytest.raises(cls) as info:
+            await client.get_network(code)
+    assert type(info.value) is cls and info.value.code == code
+    assert info.value.message == f"{code.lower()} happened"
+
+
+async def test_invalid_argument_carries_field_and_reason(server: tuple[str, Networks]) -> None:
+    async with Client(server[0]) as client:
+        with pytest.raises(errors.InvalidArgument) as info:
+            await client.get_network("INVALID_ARGUMENT")
+    assert (info.value.field, info.value.reason) == ("subnet", "not a valid IPv4 CIDR")
+    assert info.value.message == "subnet: not a valid IPv4 CIDR"
+
+
+async def test_unknown_code_is_plain_vxerror(server: tuple[str, Networks]) -> None:
+    async with Client(server[0]) as client:
+        with pytest.raises(errors.VxError) as info:
+            await client.get_network("PERMISSION_DENIED")
+    assert type(info.value) is errors.VxError
+    assert (info.value.code, info.value.message) == ("PERMISSION_DENIED", "permission_denied happened")
+
+
+async def test_deadline_is_unavailable(server: tuple[str, Networks]) -> None:
+    async with Client(server[0], timeout=0.2) as client:
+        with pytest.raises(errors.Unavailable, match="no answer from"):
+            await client.get_network("slow")
+
+
+async def test_success_converts_to_model(server: tuple[str, Networks]) -> None:
+    async with Client(server[0]) as client:
+        created = await client.create_network(Network("blue", subnet="10.1.0.0/24", labels={"a": "b"}))
+        listed = await client.list_networks()
+    assert created == Network("blue", id="ab" * 32, subnet="10.1.0.0/24", labels={"a": "b"})
+    assert [(n.name, n.vni) for n in listed] == [("front", 4096)]
+
+
+async def test_failover_to_second_address(server: tuple[str, Networks]) -> None:
+    address, servicer = server
+    down = closed_port()
+    client = Client(f"{down}, {address}")
+    try:
+        assert client.address == down
+        assert [n.name for n in await client.list_networks()] == ["front"]
+        assert client.address == address  # remembered: the next call goes there first
+        with pytest.raises(errors.NotFound):  # non-UNAVAILABLE errors are not retried
+            await client.get_network("NOT_FOUND")
+        assert servicer.calls == 2
+    finally:
+        await client.close()
+
+
+async def test_all_addresses_down() -> None:
+    down1, down2 = closed_port(), closed_port()
+    async with Client([down1, down2], timeout=2) as client:
+        with pytest.raises(errors.Unavailable) as info:
+            await client.list_hosts()
+    assert info.value.message == f"controller: cannot reach {down1}, {down2}"
+
+
+async def test_watch_streams_batches_with_failover(server: tuple[str, Networks]) -> None:
+    async with Client([closed_port(), server[0]]) as client:
+        batches = [b async for b in client.watch(start_revision=10)]
+    assert [(b.revision, b.snapshot) for b in batches] == [(11, True), (12, False)]
+    assert batches[0].networks[0].name == "front"
+    assert batches[1].changes[0].kind == "delete" and batches[1].changes[0].obj.name == "front"
+
+
+def test_parse_addresses() -> None:
+    assert parse_addresses(" a:1, b:2 ,") == ["a:1", "b:2"]
+    assert parse_addresses(["a:1", "b:2,c:3"]) == ["a:1", "b:2", "c:3"]
+    with pytest.raises(errors.InvalidArgument):
+        parse_addresses(" , ")

@@ -1,0 +1,28 @@
+"""`vxlab bench …`: run a benchmark and print its table; results go to a JSON file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vxlab.cli.main import output
+
+app = typer.Typer(help="Benchmarks: measured figures written to files.", no_args_is_help=True)
+
+
+@app.command("controller")
+def controller(
+    out: Annotated[Path, typer.Option("-o", "--out", help="Directory for controller.json.")] = Path("bench/results"),
+    creates: Annotated[int, typer.Option(min=10, help="Endpoint creates per concurrency level.")] = 2000,
+    levels: Annotated[str, typer.Option(help="Concurrency levels, comma-separated.")] = "1,4,16",
+) -> None:
+    """Endpoint creates/s and p50/p99 latency at several client counts (real etcd)."""
+    from vxlab.bench import controller as bench
+
+    result = bench.run(out, levels=[int(x) for x in levels.split(",")], creates=creates)
+    output(as_json=False, data=result, columns=["CLIENTS", "CREATES/S", "P50 MS", "P99 MS"],
+           rows=[[str(r["clients"]), str(r["creates_per_s"]), str(r["p50_ms"]), str(r["p99_ms"])]
+                 for r in result["levels"]])
+    typer.echo(f"written: {result['path']}", err=True)

@@ -1,0 +1,93 @@
+"""`vxlab container …`: containers as seen by the controller, i.e. their endpoints.
+
+A container is every endpoint that carries its name on one host; `inspect` renders it
+like `docker container inspect`'s `NetworkSettings.Networks`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from vxlab.cli import main as cli
+from vxlab.cli.network import with_prefix
+from vxlab.errors import NotFound
+from vxlab.model import Endpoint, Network
+
+if TYPE_CHECKING:
+    from vxlab.client import Client
+
+app: typer.Typer = typer.Typer(help="Inspect containers (their endpoints on overlay networks).", no_args_is_help=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+LS_COLUMNS = ("NAME", "HOST", "NETWORK", "IP", "MAC", "ID")
+INSPECT_COLUMNS = ("NETWORK", "HOST", "IP", "GATEWAY", "MAC", "ENDPOINT ID")
+
+
+def container_id(*, host: str, name: str) -> str:
+    """A stable 64-hex id for a container (vxlab stores endpoints, not containers)."""
+    return hashlib.sha256(f"{host}/{name}".encode()).hexdigest()
+
+
+def _prefixlen(ip: str, subnet: str) -> int:
+    _, _, plen = with_prefix(ip or "0.0.0.0", subnet).partition("/")
+    return int(plen) if plen else 0
+
+
+def docker_containers(name: str, *, endpoints: list[Endpoint], networks: dict[str, Network]) -> list[dict[str, Any]]:
+    """One `docker container inspect` element per host carrying endpoints named `name`."""
+    out: list[dict[str, Any]] = []
+    for host in sorted({e.host for e in endpoints if e.name == name}):
+        attached: dict[str, dict[str, Any]] = {}
+        for e in sorted((e for e in endpoints if e.name == name and e.host == host), key=lambda e: e.network):
+            net = networks.get(e.network, Network(name=e.network))
+            attached[e.network] = {
+                "NetworkID": net.id, "EndpointID": e.id,
+                "Gateway": "" if net.internal else net.gateway,
+                "IPAddress": e.ip, "IPPrefixLen": _prefixlen(e.ip, net.subnet), "MacAddress": e.mac,
+            }
+        out.append({"Name": name, "Id": container_id(host=host, name=name), "Host": host,
+                    "NetworkSettings": {"Networks": attached}})
+    return out
+
+
+@app.command("ls")
+def ls(
+    ctx: typer.Context,
+    as_json: JsonOpt = False,
+    network: Annotated[str, typer.Option(metavar="N", help="Only endpoints on this network.")] = "",
+    host: Annotated[str, typer.Option(metavar="H", help="Only endpoints on this host.")] = "",
+) -> None:
+    """List endpoints: one row per container and network."""
+
+    async def go(c: Client) -> list[Endpoint]:
+        return await c.list_endpoints(network=network, host=host)
+
+    eps = sorted(cli.call(ctx, go), key=lambda e: (e.name, e.host, e.network))
+    cli.output(as_json=as_json, data=[dataclasses.asdict(e) for e in eps], columns=LS_COLUMNS,
+               rows=[[e.name, e.host, e.network, e.ip, e.mac, e.id[:12]] for e in eps])
+
+
+@app.command("inspect")
+def inspect(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Container name.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON shaped like `docker container inspect`.")] = False,
+) -> None:
+    """Show a container's attachments (a table, or docker-shaped JSON with --json)."""
+
+    async def go(c: Client) -> tuple[list[Endpoint], list[Network]]:
+        eps, nets = await asyncio.gather(c.list_endpoints(name=name), c.list_networks())
+        if not any(e.name == name for e in eps):
+            raise NotFound(f"container: no container named {name!r}")
+        return eps, nets
+
+    eps, nets = cli.call(ctx, go)
+    data = docker_containers(name, endpoints=eps, networks={n.name: n for n in nets})
+    rows = [[net, c["Host"], f"{a['IPAddress']}/{a['IPPrefixLen']}" if a["IPAddress"] else "",
+             a["Gateway"], a["MacAddress"], a["EndpointID"][:12]]
+            for c in data for net, a in c["NetworkSettings"]["Networks"].items()]
+    cli.output(as_json=as_json, data=data, columns=INSPECT_COLUMNS, rows=rows)

@@ -1,0 +1,133 @@
+"""The `vxlab` command: the root typer app and the helpers every verb shares.
+
+Verbs stay thin: they convert arguments, make their client calls through `call()`,
+and print with `output()`. `call()` obtains the client from `client_factory` (tests
+replace it with an in-memory fake) and turns a VxError into one `error: …` line on
+stderr with exit code 1; exit code 2 stays typer's usage errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from vxlab.errors import VxError
+
+if TYPE_CHECKING:
+    from vxlab.client import Client
+
+DEFAULT_CONTROLLER = "127.0.0.1:7070"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CliState:
+    """What the root callback hands to every verb through `ctx.obj`."""
+
+    controller: str
+
+
+def client_factory(address: str) -> Client:
+    """Build the client the verbs talk to; the single seam tests monkeypatch."""
+    from vxlab.client import Client  # lazily: `--help` need not load grpc
+
+    return Client(address)
+
+
+def fail(message: str) -> NoReturn:
+    """Print `error: <message>` (one line, stderr) and exit with code 1."""
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    raise typer.Exit(code=1)
+
+
+def call(ctx: typer.Context, fn: Callable[[Client], Awaitable[T]]) -> T:
+    """Run `fn(client)` on a fresh client for the selected controller, then close it."""
+    state: CliState = ctx.obj if isinstance(ctx.obj, CliState) else CliState(DEFAULT_CONTROLLER)
+
+    async def go() -> T:
+        client = client_factory(state.controller)
+        try:
+            return await fn(client)
+        finally:
+            await client.close()
+
+    try:
+        return asyncio.run(go())
+    except VxError as err:
+        fail(err.message)
+
+
+def parse_labels(items: Sequence[str] | None, *, field: str = "label") -> dict[str, str]:
+    """['k=v', …] -> {'k': 'v'}; a malformed item is bad input (exit 1)."""
+    labels: dict[str, str] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            fail(f"{field}: expected key=value, got {item!r}")
+        labels[key.strip()] = value
+    return labels
+
+
+def output(*, as_json: bool, data: Any, columns: Sequence[str],
+           rows: Iterable[Sequence[str | Text]]) -> None:
+    """Print `data` as JSON (stdout only) or `rows` as a plain docker-like table."""
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for name in columns:
+        table.add_column(name, no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    # Piped output gets a wide console so nothing is cut; a terminal keeps its width.
+    console = Console(width=None if sys.stdout.isatty() else 250, highlight=False)
+    console.print(table)
+
+
+def print_json(data: Any) -> None:
+    """Print JSON on stdout (the `inspect` verbs)."""
+    typer.echo(json.dumps(data, indent=2))
+
+
+app = typer.Typer(
+    name="vxlab", help="Multi-host VXLAN overlay lab: networks, hosts and containers.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    controller: Annotated[str, typer.Option(
+        "--controller", envvar="VXLAB_CONTROLLER", metavar="ADDR",
+        help="Controller address(es), host:port, comma-separated for failover.",
+    )] = DEFAULT_CONTROLLER,
+) -> None:
+    """Multi-host VXLAN overlay lab: networks, hosts and containers."""
+    ctx.obj = CliState(controller=controller)
+
+
+def main() -> None:
+    """Console-script entry point (`vxlab`)."""
+    app(prog_name="vxlab")
+
+
+# The verb groups import the helpers above, so they are attached last.
+from vxlab.cli import container, controller, host, network
+
+app.add_typer(network.app, name="network")
+app.add_typer(host.app, name="host")
+app.add_typer(container.app, name="container")
+app.add_typer(controller.app, name="controller")
+from vxlab.cli import bench  # noqa: E402
+
+app.add_typer(bench.app, name="bench")

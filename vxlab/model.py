@@ -1,0 +1,93 @@
+"""The desired-state objects (hosts, networks, endpoints) as plain dataclasses.
+
+This is the language of the core: the controller stores these as JSON in etcd, the
+agent reconciles against them. Only vxlab.client and the controller's servicer convert
+them to and from the generated protobuf messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T", "Host", "Network", "Endpoint")
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    underlay_ip: str = ""
+    underlay_mtu: int = 0
+    alive: bool = False
+    lease_ttl: int = 0
+    registered_at: str = ""
+    agent_version: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    id: str = ""
+    subnet: str = ""
+    gateway: str = ""
+    vni: int = 0
+    mtu: int = 0
+    internal: bool = False
+    created: str = ""
+    driver: str = "overlay"
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    network: str
+    host: str
+    ip: str = ""
+    mac: str = ""
+    id: str = ""
+    created: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+Object = Host | Network | Endpoint
+
+
+@dataclass(frozen=True)
+class Change:
+    """One object put or deleted at a revision."""
+
+    kind: Literal["put", "delete"]
+    obj: Object
+
+
+@dataclass(frozen=True)
+class WatchBatch:
+    """What Watch delivers: a whole snapshot, or the changes of one revision.
+
+    A batch with `snapshot=False` and no changes is a progress heartbeat: nothing
+    changed up to `revision`.
+    """
+
+    revision: int
+    snapshot: bool = False
+    compacted: bool = False
+    hosts: tuple[Host, ...] = ()
+    networks: tuple[Network, ...] = ()
+    endpoints: tuple[Endpoint, ...] = ()
+    changes: tuple[Change, ...] = ()
+
+
+def to_json(obj: Object) -> bytes:
+    """Serialise an object for the store (sorted keys: equal objects, equal bytes)."""
+    return json.dumps(dataclasses.asdict(obj), sort_keys=True, separators=(",", ":")).encode()
+
+
+def from_json(cls: type[T], data: bytes | str) -> T:
+    """Inverse of to_json; unknown keys (from a newer controller) are ignored."""
+    raw: dict[str, Any] = json.loads(data)
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in raw.items() if k in names})

@@ -1,0 +1,116 @@
+"""Validation of user input: names, addresses, subnets, VNIs, MTUs, labels.
+
+Pure functions that raise `InvalidArgument(field, reason)` and return normalised
+values. The limits are chosen so every kernel object derived from a name fits the
+kernel's 15-character interface-name limit:
+
+- network names: at most 11 characters, because the agent names the network's
+  bridge `vxb-<network>` and its VXLAN device `vxv-<network>` (4 + 11 = 15);
+- host and container names: at most 32 characters; they only appear in namespace
+  names (files under /run/netns, no 15-character limit) and in interface names
+  through a short hash (`vxe-<11 hex of the endpoint id>`).
+
+All names: lowercase ASCII letters, digits and '-', starting with a letter and not
+ending with '-' — safe in interface names, namespace paths, nft rules and shells.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from vxlab.errors import InvalidArgument
+
+NAME_RE = re.compile(r"^[a-z](?:[a-z0-9-]*[a-z0-9])?$")
+NETWORK_NAME_MAX = 11
+HOST_NAME_MAX = 32
+CONTAINER_NAME_MAX = 32
+VNI_MIN, VNI_MAX = 1, 16_777_215
+MTU_MIN, MTU_MAX = 576, 9216
+PREFIX_MIN, PREFIX_MAX = 8, 30
+LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+LABEL_VALUE_MAX = 255
+
+
+def name(value: str, *, field: str, max_len: int) -> str:
+    """A host, network or container name (see the module docstring for the rules)."""
+    if not value:
+        raise InvalidArgument(field, "required")
+    if len(value) > max_len:
+        raise InvalidArgument(field, f"{value[:40]!r} is longer than {max_len} characters")
+    if not NAME_RE.match(value):
+        raise InvalidArgument(
+            field,
+            f"{value[:40]!r} is not a valid name: use lowercase letters, digits and '-',"
+            " start with a letter, do not end with '-'",
+        )
+    return value
+
+
+def ipv4(value: str, *, field: str) -> ipaddress.IPv4Address:
+    """A single IPv4 address; IPv6 is refused with its own message."""
+    try:
+        addr = ipaddress.ip_address(value.strip())
+    except ValueError:
+        raise InvalidArgument(field, f"{value[:50]!r} is not a valid IPv4 address") from None
+    if addr.version == 6:
+        raise InvalidArgument(field, "IPv6 is not supported yet")
+    assert isinstance(addr, ipaddress.IPv4Address)
+    return addr
+
+
+def subnet(value: str, *, field: str = "subnet") -> ipaddress.IPv4Network:
+    """An IPv4 subnet in CIDR form, host bits zero, prefix length /8 to /30."""
+    text = value.strip()
+    if "/" not in text:
+        raise InvalidArgument(field, f"{value[:50]!r} is not a CIDR (expected e.g. 10.10.0.0/24)")
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise InvalidArgument(field, f"{value[:50]!r} is not a valid IPv4 CIDR") from None
+    if net.version == 6:
+        raise InvalidArgument(field, "IPv6 is not supported yet")
+    assert isinstance(net, ipaddress.IPv4Network)
+    if str(net.network_address) != text.split("/")[0]:
+        raise InvalidArgument(field, f"{text} has host bits set; did you mean {net}?")
+    if net.prefixlen > PREFIX_MAX:
+        raise InvalidArgument(
+            field, f"prefix /{net.prefixlen} is too small: at least /{PREFIX_MAX} is needed"
+            " (a gateway and one endpoint)"
+        )
+    if net.prefixlen < PREFIX_MIN:
+        raise InvalidArgument(field, f"prefix /{net.prefixlen} is too large: at most /{PREFIX_MIN}")
+    return net
+
+
+def host_in(addr: ipaddress.IPv4Address, net: ipaddress.IPv4Network, *, field: str) -> None:
+    """`addr` must be a usable host address of `net` (not its network or broadcast address)."""
+    if addr not in net:
+        raise InvalidArgument(field, f"{addr} is outside subnet {net}")
+    if addr == net.network_address:
+        raise InvalidArgument(field, f"{addr} is the network address of {net}")
+    if addr == net.broadcast_address:
+        raise InvalidArgument(field, f"{addr} is the broadcast address of {net}")
+
+
+def vni(value: int, *, field: str = "vni") -> int:
+    """0 (allocate one) or a VXLAN network identifier in 1..16777215."""
+    if value != 0 and not VNI_MIN <= value <= VNI_MAX:
+        raise InvalidArgument(field, f"{value} is out of range {VNI_MIN}..{VNI_MAX}")
+    return value
+
+
+def mtu(value: int, *, field: str = "mtu") -> int:
+    """0 (derive from the underlay) or an MTU in 576..9216."""
+    if value != 0 and not MTU_MIN <= value <= MTU_MAX:
+        raise InvalidArgument(field, f"{value} is out of range {MTU_MIN}..{MTU_MAX} (0 = automatic)")
+    return value
+
+
+def labels(value: dict[str, str], *, field: str = "labels") -> dict[str, str]:
+    for key, val in value.items():
+        if not LABEL_KEY_RE.match(key):
+            raise InvalidArgument(f"{field}.{key[:40]}", "label keys are 1-63 of [A-Za-z0-9._/-]")
+        if len(val) > LABEL_VALUE_MAX or not val.isprintable():
+            raise InvalidArgument(f"{field}.{key}", f"label values are at most {LABEL_VALUE_MAX} printable characters")
+    return dict(value)
