@@ -113,8 +113,10 @@ class ControllerServer:
         port = server.add_insecure_port(self.listen)
         if port == 0:
             raise OSError(f"listen: cannot bind {self.listen}")
-        host = self.listen.rpartition(":")[0]
-        self.address = f"{host}:{port}"
+        if self.listen.startswith("unix:"):
+            self.address = self.listen  # a socket file: reachable from every network namespace
+        else:
+            self.address = f"{self.listen.rpartition(':')[0]}:{port}"
         await server.start()
         self._server = server
         await self._set_health(await self.core.healthy())

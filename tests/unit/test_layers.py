@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 MAPPING = {"vxlab": "vxlab", "vxlab/controller": "controller", "vxlab/agent": "agent",
-           "vxlab/v1": "proto/vxlab/v1", "vxlab/bench": "bench"}
+           "vxlab/v1": "proto/vxlab/v1", "vxlab/bench": "bench", "vxlab/lab": "lab"}
 
 
 def test_import_contracts(tmp_path: Path) -> None:

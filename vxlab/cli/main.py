@@ -117,8 +117,24 @@ def root(
 
 
 def main() -> None:
-    """Console-script entry point (`vxlab`)."""
-    app(prog_name="vxlab")
+    """Console-script entry point (`vxlab`). Usage errors become one `error: …` line
+    (exit 2) instead of a multi-line panel."""
+    from typer import _click as click  # typer vendors click; its exceptions live here
+
+    try:
+        code = app(prog_name="vxlab", standalone_mode=False)
+    except click.exceptions.UsageError as e:
+        message = " ".join(e.format_message().split())
+        if message:  # empty: `vxlab` alone, help already printed
+            hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+            typer.echo(f"error: {message}{hint}", err=True)
+        sys.exit(2)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 # The verb groups import the helpers above, so they are attached last.
@@ -131,3 +147,6 @@ app.add_typer(controller.app, name="controller")
 from vxlab.cli import bench  # noqa: E402
 
 app.add_typer(bench.app, name="bench")
+from vxlab.cli import agent  # noqa: E402
+
+app.add_typer(agent.app, name="agent")

@@ -1,0 +1,121 @@
+"""Desired kernel state of one host, computed purely from the watch cache.
+
+The result has the same shape as a kernel dump (`dict[ns name, Namespace]`), holding
+only objects the agent owns, so the planner can diff the two field by field:
+
+- a network namespace per network with at least one local endpoint (created lazily,
+  like Docker's per-network sandbox): bridge, VXLAN device (the network's VNI, local
+  = this host's underlay IP, learning off, ARP proxy on), the bridge-side veth end of
+  each local endpoint, and for every endpoint on a *live remote* host a static FDB
+  entry (MAC -> that host's VTEP) and a permanent neighbour entry (IP -> MAC);
+- a container namespace per local container: one interface per network, with the
+  endpoint's MAC and address, and a default route via the gateway of its first
+  non-internal network.
+
+Interface names inside a container are kept when they exist (`actual`), so adding or
+removing a network never renames eth0; new interfaces take the lowest free ethN.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from dataclasses import dataclass
+
+from vxlab.agent.cache import StateCache
+from vxlab.agent.kernel import Fdb, Link, Namespace, Neigh, Route
+from vxlab.agent.names import VXLAN_OVERHEAD, VXLAN_PORT, Naming
+from vxlab.model import Endpoint, Network
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """What the agent knows about its own host."""
+
+    name: str
+    underlay_ip: str
+    underlay_mtu: int
+    netns_prefix: str = "vx-"
+    vxlan_port: int = VXLAN_PORT
+
+    @property
+    def naming(self) -> Naming:
+        return Naming(self.name, self.netns_prefix)
+
+
+def overlay_mtu(net: Network, me: HostInfo) -> int:
+    """The network's MTU, or the underlay's minus the VXLAN overhead."""
+    return net.mtu or (me.underlay_mtu or 1500) - VXLAN_OVERHEAD
+
+
+def _remote_entries(net: Network, vxlan: str, state: StateCache, me: HostInfo) -> tuple[set[Fdb], set[Neigh]]:
+    fdb: set[Fdb] = set()
+    neigh: set[Neigh] = set()
+    for ep in state.endpoints.values():
+        if ep.network != net.name or ep.host == me.name:
+            continue
+        host = state.hosts.get(ep.host)
+        if host is None or not host.alive or not host.underlay_ip or host.underlay_ip == me.underlay_ip:
+            continue  # unknown or dead host: peers are told it is unreachable
+        fdb.add(Fdb(vxlan, ep.mac, host.underlay_ip))
+        neigh.add(Neigh(vxlan, ep.ip, ep.mac))
+    return fdb, neigh
+
+
+def _network_ns(net: Network, local: list[Endpoint], state: StateCache, me: HostInfo) -> Namespace:
+    n = me.naming
+    mtu = overlay_mtu(net, me)
+    bridge, vxlan = n.bridge(net.name), n.vxlan(net.name)
+    links = {
+        bridge: Link(bridge, "bridge", alias=n.bridge_alias(net.name), mtu=mtu, up=True),
+        vxlan: Link(vxlan, "vxlan", alias=n.vxlan_alias(net.name), mtu=mtu, up=True, master=bridge,
+                    vni=net.vni, local=me.underlay_ip, port=me.vxlan_port, learning=False, proxy=True),
+    }
+    for ep in local:
+        veth = n.veth(ep.id)
+        links[veth] = Link(veth, "veth", alias=n.endpoint_alias(ep.id), mtu=mtu, up=True, master=bridge)
+    fdb, neigh = _remote_entries(net, vxlan, state, me)
+    return Namespace(n.network_ns(net.name), n.network_marker(net.name), links, fdb=frozenset(fdb),
+                     neigh=frozenset(neigh))
+
+
+def _container_ns(name: str, eps: list[Endpoint], state: StateCache, me: HostInfo,
+                  actual: Namespace | None) -> Namespace:
+    n = me.naming
+    existing = {link.alias: link.name for link in (actual.links.values() if actual else ())}
+    taken = set(existing.values())
+    links: dict[str, Link] = {}
+    addrs: set[tuple[str, str]] = set()
+    routes: set[Route] = set()
+    for ep in sorted(eps, key=lambda e: (e.created, e.network)):
+        net = state.networks[ep.network]
+        alias = n.endpoint_alias(ep.id)
+        ifname = existing.get(alias)
+        if ifname is None:
+            ifname = next(f"eth{i}" for i in range(len(taken) + 1) if f"eth{i}" not in taken)
+            taken.add(ifname)
+        links[ifname] = Link(ifname, "veth", alias=alias, mac=ep.mac, mtu=overlay_mtu(net, me), up=True)
+        prefix = ipaddress.IPv4Network(net.subnet).prefixlen
+        addrs.add((ifname, f"{ep.ip}/{prefix}"))
+        if not net.internal and not routes and net.gateway:
+            routes.add(Route("default", net.gateway, ifname))
+    return Namespace(n.container_ns(name), n.container_marker(name), links, frozenset(addrs), frozenset(routes))
+
+
+def desired_state(state: StateCache, me: HostInfo, actual: dict[str, Namespace] | None = None) -> dict[str, Namespace]:
+    """Every namespace this host should have, with the objects the agent owns in it."""
+    actual = actual or {}
+    by_network: dict[str, list[Endpoint]] = defaultdict(list)
+    by_container: dict[str, list[Endpoint]] = defaultdict(list)
+    for ep in state.endpoints.values():
+        if ep.host == me.name and ep.network in state.networks:
+            by_network[ep.network].append(ep)
+            by_container[ep.name].append(ep)
+    out: dict[str, Namespace] = {}
+    for net_name, local in by_network.items():
+        ns = _network_ns(state.networks[net_name], local, state, me)
+        out[ns.name] = ns
+    for name, eps in by_container.items():
+        ns_name = me.naming.container_ns(name)
+        out[ns_name] = _container_ns(name, eps, state, me, actual.get(ns_name))
+    return out

@@ -1,0 +1,165 @@
+"""The kernel contract of the agent: what it reads (a dump of owned namespaces) and
+what it writes (ensure-style operations), independent of pyroute2.
+
+Two implementations: `NetlinkKernel` (netlink.py, the only importer of pyroute2) and
+`FakeKernel` (fake.py, in memory, for reconciler unit tests). Both count their writes
+by kind in `writes`, so a test can assert that a pass with nothing to do wrote nothing.
+
+Ownership: every namespace the agent creates is named with its prefix and carries a
+marker (the ifalias of its loopback device); every link carries a marker ifalias
+starting with `vxlab:`. `dump(prefix)` returns namespaces with the prefix; the
+reconciler only ever changes the marked ones, and the kernel refuses to replace an
+object that exists without a marker (`Foreign`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+from dataclasses import dataclass, field
+
+MARK = "vxlab:"  # every ifalias we set starts with it
+
+
+class KernelError(Exception):
+    """A netlink operation failed; the message says which and why."""
+
+
+class Foreign(KernelError):
+    """An object with the name we need exists but is not ours: we never touch it."""
+
+
+@dataclass(frozen=True)
+class Link:
+    name: str
+    kind: str                # "bridge", "vxlan", "veth", "loopback", … ("" when unknown)
+    alias: str = ""          # ifalias: our marker, "" for objects we did not create
+    mac: str = ""
+    mtu: int = 0
+    up: bool = False
+    master: str = ""         # the bridge this link is enslaved to, in the same namespace
+    vni: int = 0             # vxlan only
+    local: str = ""          # vxlan only: local (underlay) address
+    port: int = 0            # vxlan only: UDP destination port
+    learning: bool = False   # vxlan only
+    proxy: bool = False      # vxlan only: ARP proxy from the neighbour table
+
+
+@dataclass(frozen=True)
+class Route:
+    dst: str        # "default" or a CIDR
+    gateway: str    # "" for an on-link route
+    dev: str
+
+
+@dataclass(frozen=True)
+class Fdb:
+    dev: str        # the vxlan device
+    mac: str
+    dst: str        # the remote VTEP
+
+
+@dataclass(frozen=True)
+class Neigh:
+    dev: str        # the vxlan device
+    ip: str
+    mac: str
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    marker: str = ""                                     # ifalias of `lo`; "" = not ours
+    links: dict[str, Link] = field(default_factory=dict)
+    addrs: frozenset[tuple[str, str]] = frozenset()      # (ifname, "ip/prefixlen"), IPv4, not on lo
+    routes: frozenset[Route] = frozenset()               # IPv4 main table, static/boot only (no kernel link routes)
+    fdb: frozenset[Fdb] = frozenset()                    # static unicast entries with a dst, on vxlan devices
+    neigh: frozenset[Neigh] = frozenset()                # permanent entries on vxlan devices
+
+
+@dataclass(frozen=True)
+class Underlay:
+    ip: str
+    dev: str
+    mtu: int
+
+
+class Kernel(ABC):
+    """Reads and writes of the agent. Every write method is idempotent where it can be:
+    adding what exists identically writes nothing and succeeds."""
+
+    def __init__(self) -> None:
+        self.writes: Counter[str] = Counter()
+
+    # --- reads ------------------------------------------------------------------
+    @abstractmethod
+    def dump(self, prefix: str) -> dict[str, Namespace]:
+        """Every network namespace whose name starts with `prefix`, with its state."""
+
+    @abstractmethod
+    def underlay(self, *, ip: str = "", dev: str = "") -> Underlay:
+        """The underlay of the agent's own namespace: the given IP or device, else the
+        device of the default route (or the only global IPv4 address); its MTU."""
+
+    # --- namespaces ---------------------------------------------------------------
+    @abstractmethod
+    def create_netns(self, name: str, *, marker: str) -> None:
+        """Create the namespace, bring `lo` up and set its ifalias to `marker`."""
+
+    @abstractmethod
+    def delete_netns(self, name: str) -> None: ...
+
+    # --- links (in namespace `ns`) -----------------------------------------------
+    @abstractmethod
+    def add_bridge(self, ns: str, name: str, *, mtu: int, alias: str) -> None:
+        """A bridge, up, with the MTU, no STP, MAC learning on its ports as default."""
+
+    @abstractmethod
+    def add_vxlan(self, ns: str, name: str, *, vni: int, local: str, port: int, mtu: int,
+                  alias: str, master: str) -> None:
+        """A VXLAN device created in the agent's own namespace (so its UDP socket binds to
+        the underlay there), then moved into `ns`, enslaved to `master`, up; learning
+        off, ARP proxy on, no default destination (no flooding over the underlay)."""
+
+    @abstractmethod
+    def add_veth(self, ns: str, name: str, *, alias: str, master: str, mtu: int,
+                 peer_ns: str, peer_name: str, peer_mac: str, peer_alias: str) -> None:
+        """A veth pair: `name` in `ns` on bridge `master`, up; its peer `peer_name` in
+        `peer_ns` with the MAC, up. Both ends get the MTU."""
+
+    @abstractmethod
+    def delete_link(self, ns: str, name: str) -> None:
+        """Delete a link (a veth takes its peer with it); a missing link is no error."""
+
+    @abstractmethod
+    def set_link(self, ns: str, name: str, *, mtu: int | None = None, up: bool | None = None) -> None: ...
+
+    # --- addresses, routes, fdb, neighbours ----------------------------------------
+    @abstractmethod
+    def add_addr(self, ns: str, dev: str, cidr: str) -> None: ...
+
+    @abstractmethod
+    def del_addr(self, ns: str, dev: str, cidr: str) -> None: ...
+
+    @abstractmethod
+    def add_route(self, ns: str, route: Route) -> None: ...
+
+    @abstractmethod
+    def del_route(self, ns: str, route: Route) -> None: ...
+
+    @abstractmethod
+    def add_fdb(self, ns: str, entry: Fdb) -> None:
+        """`bridge fdb replace MAC dev DEV dst DST self permanent`."""
+
+    @abstractmethod
+    def del_fdb(self, ns: str, entry: Fdb) -> None: ...
+
+    @abstractmethod
+    def add_neigh(self, ns: str, entry: Neigh) -> None:
+        """`ip neigh replace IP lladdr MAC dev DEV nud permanent`."""
+
+    @abstractmethod
+    def del_neigh(self, ns: str, entry: Neigh) -> None: ...
+
+    def close(self) -> None:
+        """Release sockets and helper processes."""

@@ -1,0 +1,71 @@
+"""Names and ownership markers of everything the agent creates.
+
+All kernel objects start with `vx`; namespaces carry the agent's prefix (default
+`vx-`; a lab passes `vx<lab>-<host>-` so hosts sharing one kernel never collide):
+
+    <prefix>n-<network>     the network's namespace: bridge, VXLAN device, veth ends
+    <prefix>c-<container>   a container's namespace: one ethN per network
+    vxb-<network>           the bridge            (<= 15 chars: network names <= 11)
+    vxv-<network>           the VXLAN device
+    vxe-<endpoint id[:11]>  the bridge-side end of a container's veth
+
+Markers: the ifalias of a namespace's `lo` is `vxlab:<host>:net:<network>` or
+`vxlab:<host>:ctr:<container>`; every link's ifalias is `vxlab:bridge:<network>`,
+`vxlab:vxlan:<network>` or `vxlab:ep:<endpoint id>` (both veth ends). The agent only
+changes namespaces whose marker names its own host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vxlab.agent.kernel import MARK
+
+VXLAN_PORT = 4789
+VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
+
+
+@dataclass(frozen=True)
+class Naming:
+    host: str
+    prefix: str = "vx-"
+
+    def network_ns(self, network: str) -> str:
+        return f"{self.prefix}n-{network}"
+
+    def container_ns(self, container: str) -> str:
+        return f"{self.prefix}c-{container}"
+
+    def network_marker(self, network: str) -> str:
+        return f"{MARK}{self.host}:net:{network}"
+
+    def container_marker(self, container: str) -> str:
+        return f"{MARK}{self.host}:ctr:{container}"
+
+    def owns(self, marker: str) -> bool:
+        """A namespace marker written by this host's agent."""
+        return marker.startswith(f"{MARK}{self.host}:")
+
+    @staticmethod
+    def bridge(network: str) -> str:
+        return f"vxb-{network}"
+
+    @staticmethod
+    def vxlan(network: str) -> str:
+        return f"vxv-{network}"
+
+    @staticmethod
+    def veth(endpoint_id: str) -> str:
+        return f"vxe-{endpoint_id[:11]}"
+
+    @staticmethod
+    def bridge_alias(network: str) -> str:
+        return f"{MARK}bridge:{network}"
+
+    @staticmethod
+    def vxlan_alias(network: str) -> str:
+        return f"{MARK}vxlan:{network}"
+
+    @staticmethod
+    def endpoint_alias(endpoint_id: str) -> str:
+        return f"{MARK}ep:{endpoint_id}"

@@ -1,0 +1,257 @@
+"""Network-namespace plumbing of the netlink driver, without forking helper processes.
+
+A netlink socket belongs to the namespace its creator was in when it was opened, and
+`setns(2)` / `unshare(CLONE_NEWNET)` only change the calling *thread*. So everything
+that needs another namespace runs in a short-lived thread that enters (or creates) the
+namespace, opens its sockets and exits: the caller's namespace never changes, and no
+process is forked (pyroute2's `IPRoute(netns=...)` and `netns.create` fork a child).
+
+`Handles` caches one `NsHandle` (a pyroute2 `IPRoute` for requests plus a raw
+NETLINK_ROUTE socket for fast neighbour dumps) per namespace, keyed by the namespace's
+nsfs inode: a namespace that was deleted (or deleted and created again) drops its
+handle, which also releases the namespace, since an open socket keeps it alive.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from pyroute2 import IPRoute
+
+NETNS_DIR = "/run/netns"
+_CLONE_NEWNET = 0x40000000
+_MS_BIND = 0x1000
+_MS_REC = 0x4000
+_MS_SHARED = 1 << 20
+_MNT_DETACH = 2
+
+T = TypeVar("T")
+_libc: ctypes.CDLL | None = None
+_rundir_lock = threading.Lock()
+_rundir_shared = False
+
+
+class NamespaceMissing(OSError):
+    """The namespace has no mount under /run/netns (or it is not a namespace)."""
+
+
+def _c() -> ctypes.CDLL:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    return _libc
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def in_thread(fn: Callable[[], T]) -> T:
+    """Run `fn` in a fresh OS thread (which may change its own namespace and then dies)
+    and return its result or raise its exception."""
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            box["ok"] = fn()
+        except BaseException as exc:  # re-raised in the caller
+            box["err"] = exc
+
+    worker = threading.Thread(target=run, name="vxlab-netns", daemon=True)
+    worker.start()
+    worker.join()
+    if "err" in box:
+        raise box["err"]  # type: ignore[misc]
+    return box["ok"]  # type: ignore[return-value]
+
+
+def path_of(name: str) -> str:
+    if not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"bad namespace name {name!r}")
+    return f"{NETNS_DIR}/{name}"
+
+
+def list_netns() -> list[str]:
+    try:
+        return sorted(os.listdir(NETNS_DIR))
+    except FileNotFoundError:
+        return []
+
+
+def ns_ident(name: str) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the namespace `name`, or None when there is no such namespace
+    or the file under /run/netns is a stale mount point (not on nsfs)."""
+    try:
+        st = os.stat(path_of(name))
+    except FileNotFoundError:
+        return None
+    if st.st_dev != os.stat("/proc/self/ns/net").st_dev:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _enter(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _check(_c().setns(fd, _CLONE_NEWNET), f"setns {path}")
+    finally:
+        os.close(fd)
+
+
+def _rtnl_fds() -> tuple[int, int]:
+    """Two NETLINK_ROUTE sockets of the current thread's namespace, as detached fds."""
+    a = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
+    b = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
+    return a.detach(), b.detach()
+
+
+def _share_rundir() -> None:
+    """Make /run/netns a shared mount (as iproute2 does), so namespace mounts propagate
+    into mount namespaces cloned later (e.g. by `ip netns exec`)."""
+    global _rundir_shared
+    with _rundir_lock:
+        if _rundir_shared:
+            return
+        os.makedirs(NETNS_DIR, mode=0o755, exist_ok=True)
+        libc = _c()
+        if libc.mount(b"none", NETNS_DIR.encode(), b"none", _MS_SHARED | _MS_REC, None) != 0:
+            if ctypes.get_errno() != errno.EINVAL:
+                _check(-1, f"mount --make-shared {NETNS_DIR}")
+            _check(libc.mount(NETNS_DIR.encode(), NETNS_DIR.encode(), b"none", _MS_BIND | _MS_REC, None),
+                   f"mount --bind {NETNS_DIR}")
+            _check(libc.mount(b"none", NETNS_DIR.encode(), b"none", _MS_SHARED | _MS_REC, None),
+                   f"mount --make-shared {NETNS_DIR}")
+        _rundir_shared = True
+
+
+def create_netns(name: str) -> tuple[int, int]:
+    """Create namespace `name` (bind-mounted at /run/netns/name, like `ip netns add`) and
+    return two netlink socket fds opened inside it. A stale mount point (a leftover file
+    that is no namespace) is replaced; an existing namespace raises FileExistsError."""
+    path = path_of(name)
+    _share_rundir()
+    if os.path.exists(path):
+        if ns_ident(name) is not None:
+            raise FileExistsError(errno.EEXIST, f"namespace {name} exists")
+        remove_netns(name)
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444))
+
+    def make() -> tuple[int, int]:
+        _check(_c().unshare(_CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+        src = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
+        _check(_c().mount(src, path.encode(), b"none", _MS_BIND, None), f"mount --bind {src.decode()} {path}")
+        return _rtnl_fds()
+
+    try:
+        return in_thread(make)
+    except BaseException:
+        remove_netns(name)
+        raise
+
+
+def remove_netns(name: str) -> bool:
+    """Unmount and unlink /run/netns/name (like `ip netns del`); False when missing."""
+    path = path_of(name)
+    if not os.path.lexists(path):
+        return False
+    _c().umount2(path.encode(), _MNT_DETACH)  # fails harmlessly on a stale file
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _open_ipr(fd: int) -> IPRoute:
+    try:
+        return IPRoute(fileno=fd, groups=0)  # groups=0: no event subscriptions to buffer
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+@dataclass
+class NsHandle:
+    """Sockets of one namespace: `ipr` for requests, `raw` for the fast dumps."""
+
+    name: str                        # "" for the agent's own namespace
+    ident: tuple[int, int] | None
+    ipr: IPRoute
+    raw: socket.socket
+
+    @classmethod
+    def from_fds(cls, name: str, ident: tuple[int, int] | None, fds: tuple[int, int]) -> NsHandle:
+        raw = socket.socket(fileno=fds[1])
+        try:
+            ipr = _open_ipr(fds[0])
+        except BaseException:
+            raw.close()
+            raise
+        raw.settimeout(10.0)
+        return cls(name, ident, ipr, raw)
+
+    def close(self) -> None:
+        try:
+            self.ipr.close()
+        finally:
+            self.raw.close()
+
+
+class Handles:
+    """The own-namespace handle plus one lazily opened, cached handle per namespace."""
+
+    def __init__(self) -> None:
+        self.own = NsHandle.from_fds("", None, _rtnl_fds())
+        self._cache: dict[str, NsHandle] = {}
+
+    def get(self, name: str) -> NsHandle:
+        """The handle of `name` ("" = own namespace); NamespaceMissing when it is gone."""
+        if not name:
+            return self.own
+        ident = ns_ident(name)
+        cached = self._cache.get(name)
+        if cached is not None and cached.ident == ident:
+            return cached
+        self.drop(name)
+        if ident is None:
+            raise NamespaceMissing(errno.ENOENT, f"no network namespace {name}")
+        path = path_of(name)
+
+        def open_inside() -> tuple[int, int]:
+            _enter(path)
+            return _rtnl_fds()
+
+        handle = NsHandle.from_fds(name, ident, in_thread(open_inside))
+        self._cache[name] = handle
+        return handle
+
+    def adopt(self, name: str, fds: tuple[int, int]) -> NsHandle:
+        """Cache the sockets `create_netns` opened in the new namespace."""
+        self.drop(name)
+        handle = NsHandle.from_fds(name, ns_ident(name), fds)
+        self._cache[name] = handle
+        return handle
+
+    def drop(self, name: str) -> None:
+        handle = self._cache.pop(name, None)
+        if handle is not None:
+            handle.close()
+
+    def prune(self, alive: set[str]) -> None:
+        for name in [n for n in self._cache if n not in alive]:
+            self.drop(name)
+
+    def close(self) -> None:
+        for name in list(self._cache):
+            self.drop(name)
+        self.own.close()

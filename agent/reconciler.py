@@ -1,0 +1,79 @@
+"""Reconciler: desired (from the watch cache) vs actual (kernel) -> plan -> apply.
+
+Between full passes the reconciler diffs against what it believes the kernel holds
+(the last dump, updated by what it applied), so an event costs no dump; a full pass
+(`full=True`: at start and on every periodic resync) dumps the kernel and repairs any
+drift. A failed action forces the next pass to be a full one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from vxlab.agent import metrics
+from vxlab.agent.cache import StateCache
+from vxlab.agent.desired import HostInfo, desired_state
+from vxlab.agent.kernel import Kernel, KernelError, Namespace
+from vxlab.agent.plan import Action, make_plan
+
+log = logging.getLogger("vxlab.agent")
+
+
+@dataclass
+class PassResult:
+    actions: list[Action]
+    writes: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    full: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+class Reconciler:
+    def __init__(self, kernel: Kernel, me: HostInfo) -> None:
+        self.kernel = kernel
+        self.me = me
+        self.naming = me.naming
+        self._believed: dict[str, Namespace] | None = None
+
+    def actual(self, *, full: bool) -> dict[str, Namespace]:
+        if full or self._believed is None:
+            self._believed = self.kernel.dump(self.me.netns_prefix)
+        return self._believed
+
+    def plan(self, state: StateCache, *, full: bool = False) -> tuple[list[Action], dict[str, Namespace]]:
+        actual = self.actual(full=full)
+        desired = desired_state(state, self.me, actual)
+        return make_plan(desired, actual, self.naming), desired
+
+    def reconcile(self, state: StateCache, *, full: bool = False) -> PassResult:
+        start = time.perf_counter()
+        actions, desired = self.plan(state, full=full)
+        before = Counter(self.kernel.writes)
+        result = PassResult(actions, full=full)
+        for action in actions:
+            try:
+                getattr(self.kernel, action.method)(*action.args, **dict(action.kwargs))
+            except KernelError as e:
+                result.errors.append(f"{action.describe()}: {e}")
+                metrics.ERRORS.labels("kernel").inc()
+                log.warning("%s failed: %s", action.describe(), e)
+        result.writes = Counter(self.kernel.writes) - before
+        for op, n in result.writes.items():
+            metrics.NETLINK_OPS.labels(op).inc(n)
+        if result.ok:
+            kept = {k: v for k, v in (self._believed or {}).items() if not self.naming.owns(v.marker)}
+            self._believed = {**kept, **desired}
+        else:
+            self._believed = None  # find out what really happened on the next pass
+        result.seconds = time.perf_counter() - start
+        metrics.RECONCILE_SECONDS.labels("full" if full else "event").observe(result.seconds)
+        metrics.FDB_ENTRIES.set(sum(len(ns.fdb) for ns in desired.values()))
+        metrics.NEIGH_ENTRIES.set(sum(len(ns.neigh) for ns in desired.values()))
+        return result

@@ -1,0 +1,208 @@
+"""The agent process: register, keep the lease alive, follow Watch, reconcile.
+
+Three asyncio tasks share one StateCache:
+
+- liveness: RegisterHost, then KeepAlive every TTL/3; re-registers when the controller
+  forgot the host; retries with backoff while the control plane is down;
+- watch: snapshot then changes; on any error it reconnects with backoff from the last
+  revision (the controller answers with a fresh snapshot when that was compacted);
+- reconcile: runs a pass when the cache changed, and a full pass (kernel dump, drift
+  repair) every `resync` seconds. Passes run in one worker thread (pyroute2 is
+  blocking) on a copy of the cache. Nothing is reconciled before the first snapshot,
+  and losing the control plane never tears anything down.
+
+After every pass the agent writes a status file (JSON) that labs and tests read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vxlab.agent import metrics
+from vxlab.agent.cache import StateCache
+from vxlab.agent.desired import HostInfo
+from vxlab.agent.kernel import Kernel
+from vxlab.agent.reconciler import PassResult, Reconciler
+from vxlab.client import Client
+from vxlab.errors import NotFound, VxError
+from vxlab.model import Host
+
+log = logging.getLogger("vxlab.agent")
+VERSION = "0.1.0"
+
+
+@dataclass
+class AgentConfig:
+    controller: list[str]
+    host: str
+    underlay_ip: str = ""
+    underlay_dev: str = ""
+    netns_prefix: str = "vx-"
+    resync: float = 10.0
+    status_file: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, kernel: Kernel) -> None:
+        self.config = config
+        self.kernel = kernel
+        self.cache = StateCache()
+        self.client = Client(config.controller)
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile")
+        self._dirty = asyncio.Event()
+        self._pending_since: float | None = None
+        self.applied_revision = 0
+        self.last: PassResult | None = None
+        self.registered = False
+        self.lease = 0
+        underlay = kernel.underlay(ip=config.underlay_ip, dev=config.underlay_dev)
+        self.me = HostInfo(config.host, underlay.ip, underlay.mtu, config.netns_prefix)
+        self.underlay_dev = underlay.dev
+        self.reconciler = Reconciler(kernel, self.me)
+
+    async def run(self) -> None:
+        log.warning("agent %s: underlay %s on %s (mtu %d), controller %s", self.me.name, self.me.underlay_ip,
+                    self.underlay_dev, self.me.underlay_mtu, ",".join(self.config.controller))
+        tasks = [asyncio.create_task(c) for c in (self._liveness(), self._watch(), self._reconcile_loop())]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.client.close()
+            self._pool.shutdown(wait=True)
+
+    async def _liveness(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                if not self.registered:
+                    host = Host(name=self.me.name, underlay_ip=self.me.underlay_ip, underlay_mtu=self.me.underlay_mtu,
+                                agent_version=VERSION, labels=self.config.labels)
+                    _, self.lease, ttl = await self.client.register_host(host)
+                    self.registered = True
+                    log.warning("registered as %s (lease ttl %ds)", self.me.name, ttl)
+                else:
+                    self.lease, ttl, renewed = await self.client.keepalive(self.me.name, self.lease)
+                    if not renewed:
+                        log.warning("lease had expired; alive again with a new one")
+                backoff = 0.2
+                await asyncio.sleep(max(0.2, ttl / 3))
+            except NotFound:
+                self.registered = False
+            except VxError as e:
+                metrics.ERRORS.labels("liveness").inc()
+                log.info("liveness: %s; retry in %.1fs", e, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _watch(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                start = self.cache.revision if self.cache.synced else 0
+                async for batch in self.client.watch(start_revision=start):
+                    backoff = 0.2
+                    if self.cache.apply(batch):
+                        if batch.compacted:
+                            log.warning("resumed after compaction: fresh snapshot at %d", batch.revision)
+                        if self._pending_since is None:
+                            self._pending_since = time.monotonic()
+                        self._dirty.set()
+                    elif self._pending_since is None and self.last and self.last.ok:
+                        self.applied_revision = self.cache.revision  # heartbeat: still converged
+                        metrics.LAST_REVISION.set(self.applied_revision)
+            except (VxError, Exception) as e:  # noqa: BLE001 - any stream failure: reconnect
+                metrics.ERRORS.labels("watch").inc()
+                log.info("watch: %s; reconnect in %.1fs", e, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    async def _reconcile_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_full = 0.0
+        while True:
+            try:
+                await asyncio.wait_for(self._dirty.wait(), max(0.0, next_full - time.monotonic()))
+            except TimeoutError:
+                pass
+            if not self.cache.synced:
+                await self._dirty.wait()
+                continue
+            self._dirty.clear()
+            full = time.monotonic() >= next_full or (self.last is not None and not self.last.ok)
+            pending, self._pending_since = self._pending_since, None
+            copy = StateCache(self.cache.revision, True, dict(self.cache.hosts), dict(self.cache.networks),
+                              dict(self.cache.endpoints))
+            result = await loop.run_in_executor(self._pool, lambda: self.reconciler.reconcile(copy, full=full))
+            if full:
+                next_full = time.monotonic() + self.config.resync
+            self.last = result
+            if result.ok:
+                self.applied_revision = copy.revision
+                metrics.LAST_REVISION.set(copy.revision)
+                if pending is not None:
+                    metrics.PROGRAMMING_LATENCY.observe(time.monotonic() - pending)
+            if result.actions:
+                log.warning("pass (%s) at revision %d: %d actions, %d writes, %d errors in %.1f ms",
+                            "full" if full else "event", copy.revision, len(result.actions),
+                            sum(result.writes.values()), len(result.errors), result.seconds * 1000)
+            self.write_status()
+
+    def status(self) -> dict[str, Any]:
+        last = self.last
+        return {
+            "host": self.me.name, "pid": os.getpid(), "underlay_ip": self.me.underlay_ip,
+            "underlay_dev": self.underlay_dev, "underlay_mtu": self.me.underlay_mtu,
+            "registered": self.registered, "revision": self.cache.revision,
+            "applied_revision": self.applied_revision,
+            "converged": bool(last and last.ok and not self._dirty.is_set()
+                              and self.applied_revision == self.cache.revision),
+            "last_pass": None if last is None else {
+                "full": last.full, "actions": len(last.actions), "writes": sum(last.writes.values()),
+                "errors": last.errors[:5], "ms": round(last.seconds * 1000, 2)},
+            "time": time.time(),
+        }
+
+    def write_status(self) -> None:
+        if not self.config.status_file:
+            return
+        path = Path(self.config.status_file)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.status()))
+        tmp.replace(path)
+
+
+async def plan_once(config: AgentConfig, kernel: Kernel) -> list[str]:
+    """`--dry-run`: one snapshot, one kernel dump, the plan as text; nothing written."""
+    agent = Agent(config, kernel)
+    try:
+        async for batch in agent.client.watch():
+            agent.cache.apply(batch)
+            break
+        actions, _ = agent.reconciler.plan(agent.cache, full=True)
+        return [a.describe() for a in actions]
+    finally:
+        await agent.client.close()
+        agent._pool.shutdown()
+
+
+def teardown(kernel: Kernel, *, host: str, netns_prefix: str) -> list[str]:
+    """Delete every namespace this host's agent owns (its marker), nothing else."""
+    me = HostInfo(host, "", 0, netns_prefix)
+    gone = []
+    for name, ns in kernel.dump(netns_prefix).items():
+        if me.naming.owns(ns.marker):
+            kernel.delete_netns(name)
+            gone.append(name)
+    return gone

@@ -1,0 +1,75 @@
+"""The lab's underlay: a switch in a namespace of its own and one namespace per host.
+
+The switch is a bridge inside its own namespace, so the machine's firewall (Docker's
+FORWARD DROP, bridge-nf-call-iptables=1) never sees lab traffic. Each simulated host
+is a namespace with `eth0` (a veth to the switch) holding its underlay address.
+Namespaces carry a marker (ifalias of `lo`) so cleanup only touches lab objects.
+
+Uses iproute2 (`ip`) rather than netlink: the lab runner is not the data plane, and
+the agent's netlink module stays the one importer of pyroute2.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+
+
+class UnderlayError(RuntimeError):
+    pass
+
+
+def ip(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    cmd = ["ip", *(["-n", ns] if ns else []), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise UnderlayError(f"{' '.join(cmd)}: {proc.stderr.strip()}")
+    return proc
+
+
+def netns_list() -> list[str]:
+    out = ip("netns", "list").stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def marker(ns: str) -> str:
+    """The ifalias of `lo` in `ns` ("" when unset or the namespace is gone)."""
+    proc = ip("-o", "link", "show", "lo", ns=ns, check=False)
+    if proc.returncode != 0 or " alias " not in proc.stdout:
+        return ""
+    return proc.stdout.split(" alias ", 1)[1].split()[0]
+
+
+def create_ns(name: str, *, mark: str) -> None:
+    ip("netns", "add", name)
+    ip("link", "set", "lo", "up", ns=name)
+    ip("link", "set", "lo", "alias", mark, ns=name)
+    ip("netns", "exec", name, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", check=False)
+
+
+def delete_ns(name: str) -> None:
+    ip("netns", "delete", name, check=False)
+
+
+@dataclass(frozen=True)
+class SimHost:
+    name: str
+    ns: str
+    ip: str       # underlay address
+    cidr: str     # with prefix length
+
+
+def create_switch(ns: str, *, mark: str, mtu: int = 1500) -> None:
+    create_ns(ns, mark=mark)
+    ip("link", "add", "vxsw", "mtu", str(mtu), "type", "bridge", "stp_state", "0", "forward_delay", "0", ns=ns)
+    ip("link", "set", "vxsw", "alias", mark, "up", ns=ns)
+
+
+def add_host(switch_ns: str, host: SimHost, *, port: str, mark: str, mtu: int = 1500) -> None:
+    """Create the host namespace and wire its eth0 to the switch (port = switch-side name)."""
+    create_ns(host.ns, mark=mark)
+    ip("link", "add", port, "mtu", str(mtu), "type", "veth", "peer", "name", "eth0", "netns", host.ns,
+       "mtu", str(mtu), ns=switch_ns)
+    ip("link", "set", port, "alias", mark, "master", "vxsw", "up", ns=switch_ns)
+    ip("link", "set", "eth0", "alias", mark, "up", ns=host.ns)
+    ip("addr", "add", host.cidr, "dev", "eth0", ns=host.ns)

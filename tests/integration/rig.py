@@ -1,0 +1,168 @@
+"""A small multi-host rig for agent tests: etcd, one controller on a unix socket, an
+underlay switch namespace, N host namespaces, one real agent process in each.
+
+Everything is named `vxt<6 hex>…` and removed in `close()`, which the fixtures call
+also when a test fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from vxlab.client import Client
+from vxlab.etcdproc import EtcdProcess
+from vxlab.lab import underlay
+from vxlab.model import Endpoint, Network
+
+
+class Rig:
+    def __init__(self, tmp: Path, *, hosts: int = 2, lease_ttl: int = 2, resync: float = 2.0) -> None:
+        self.tmp = tmp
+        self.id = "vxt" + secrets.token_hex(3)
+        self.lease_ttl = lease_ttl
+        self.resync = resync
+        self.sock = f"unix:{tmp}/controller.sock"
+        self.etcd = EtcdProcess(tmp / "etcd", progress_notify_interval=1.0)
+        self.controller: subprocess.Popen[bytes] | None = None
+        self.agents: dict[str, subprocess.Popen[bytes]] = {}
+        self.hosts = {f"h{i}": underlay.SimHost(f"h{i}", f"{self.id}-h{i}", f"172.31.0.{10 + i}",
+                                                f"172.31.0.{10 + i}/24") for i in range(1, hosts + 1)}
+        self.switch = f"{self.id}-sw"
+
+    # --- lifecycle ------------------------------------------------------------------
+    def start(self) -> Rig:
+        self.etcd.start()
+        self.start_controller()
+        underlay.create_switch(self.switch, mark=f"vxlab:test:{self.id}")
+        for i, h in enumerate(self.hosts.values()):
+            underlay.add_host(self.switch, h, port=f"vxu-{i}", mark=f"vxlab:test:{self.id}")
+        for name in self.hosts:
+            self.start_agent(name)
+        return self
+
+    def start_controller(self) -> None:
+        log = (self.tmp / "controller.log").open("ab")
+        self.controller = subprocess.Popen(
+            [sys.executable, "-m", "vxlab.cli", "controller", "serve", "--listen", self.sock,
+             "--etcd", ",".join(self.etcd.endpoints), "--lease-ttl", str(self.lease_ttl)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.wait(lambda: Path(self.sock[5:]).exists(), "controller socket")
+
+    def kill_controller(self) -> None:
+        if self.controller and self.controller.poll() is None:
+            os.killpg(self.controller.pid, signal.SIGKILL)
+            self.controller.wait()
+        Path(self.sock[5:]).unlink(missing_ok=True)
+
+    def prefix(self, host: str) -> str:
+        return f"{self.id}-{host}-"
+
+    def status_path(self, host: str) -> Path:
+        return self.tmp / f"agent-{host}.json"
+
+    def start_agent(self, host: str) -> None:
+        h = self.hosts[host]
+        log = (self.tmp / f"agent-{host}.log").open("ab")
+        self.agents[host] = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{h.ns}", sys.executable, "-m", "vxlab.cli", "--controller", self.sock,
+             "agent", "run", "--host", host, "--netns-prefix", self.prefix(host), "--resync", str(self.resync),
+             "--status-file", str(self.status_path(host))],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill_agent(self, host: str, sig: int = signal.SIGKILL) -> None:
+        p = self.agents.get(host)
+        if p and p.poll() is None:
+            os.killpg(p.pid, sig)
+            if sig in (signal.SIGKILL, signal.SIGTERM):
+                p.wait()
+
+    def close(self) -> None:
+        for host in list(self.agents):
+            self.kill_agent(host)
+        self.kill_controller()
+        self.etcd.stop()
+        for ns in underlay.netns_list():
+            if ns.startswith(self.id):
+                underlay.delete_ns(ns)
+
+    # --- helpers --------------------------------------------------------------------
+    @staticmethod
+    def wait(cond: Any, what: str, timeout: float = 20.0, interval: float = 0.05) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if cond():
+                return
+            time.sleep(interval)
+        raise TimeoutError(f"timed out waiting for {what}")
+
+    def status(self, host: str) -> dict[str, Any]:
+        try:
+            return json.loads(self.status_path(host).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def converged(self, revision: int = 0) -> None:
+        """Wait until every running agent has applied at least `revision` and converged."""
+        def ok() -> bool:
+            return all(self.status(h).get("converged") and self.status(h).get("applied_revision", 0) >= revision
+                       for h, p in self.agents.items() if p.poll() is None)
+        self.wait(ok, f"agents converged at revision >= {revision}")
+
+    def api(self, coro_fn: Any) -> Any:
+        async def go() -> Any:
+            async with Client(self.sock) as c:
+                return await coro_fn(c)
+        return asyncio.run(go())
+
+    def network(self, name: str, **kw: Any) -> Network:
+        return self.api(lambda c: c.create_network(Network(name=name, **kw)))
+
+    def container(self, name: str, host: str, network: str, **kw: Any) -> Endpoint:
+        return self.api(lambda c: c.create_endpoint(Endpoint(name=name, network=network, host=host, **kw)))
+
+    def revision(self) -> int:
+        """The store's current revision (what a converged agent has applied)."""
+        from vxlab.controller.store_etcd import EtcdStore
+
+        async def go() -> int:
+            store = EtcdStore(self.etcd.endpoints)
+            try:
+                return await store.revision()
+            finally:
+                await store.close()
+        return asyncio.run(go())
+
+    def settle(self) -> None:
+        """Wait until every running agent has programmed everything written so far."""
+        self.converged(self.revision())
+
+    def cns(self, host: str, container: str) -> str:
+        return f"{self.prefix(host)}c-{container}"
+
+    def nns(self, host: str, network: str) -> str:
+        return f"{self.prefix(host)}n-{network}"
+
+    def sh(self, ns: str, *cmd: str, check: bool = False, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True, check=check,
+                              timeout=timeout)
+
+    def ping(self, ns: str, ip: str, *, count: int = 1, size: int | None = None, df: bool = False,
+             wait: float = 1.0, interval: float | None = None) -> subprocess.CompletedProcess[str]:
+        cmd = ["ping", "-n", "-c", str(count), "-W", str(wait)]
+        if size is not None:
+            cmd += ["-s", str(size)]
+        if df:
+            cmd += ["-M", "do"]
+        if interval is not None:
+            cmd += ["-i", str(interval)]
+        return self.sh(ns, *cmd, ip)
+

@@ -1,0 +1,184 @@
+"""Agents in simulated hosts (namespaces) against a real etcd and controller: real
+ping and TCP between containers across VXLAN, MTU, restarts, drift, dead hosts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from rig import Rig
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory):
+    r = Rig(tmp_path_factory.mktemp("rig"), hosts=3)
+    try:
+        r.start()
+        r.wait(lambda: all(r.status(h).get("registered") for h in r.hosts), "agents registered")
+        r.network("blue", subnet="10.77.0.0/24")
+        r.container("web", "h1", "blue")
+        r.container("db", "h2", "blue")
+        r.settle()
+        yield r
+    finally:
+        r.close()
+
+
+def test_ping_and_tcp_across_vxlan_with_vni_on_the_wire(rig: Rig):
+    web, db = rig.cns("h1", "web"), rig.cns("h2", "db")
+    assert rig.ping(web, "10.77.0.3", count=3, interval=0.2).returncode == 0
+    # TCP: a one-shot server in db, a client in web.
+    srv = subprocess.Popen(["ip", "netns", "exec", db, "python3", "-c",
+                            "import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);"
+                            "s.bind(('0.0.0.0',5001));s.listen();c,_=s.accept();c.sendall(c.recv(64)[::-1]);c.close()"])
+    try:
+        time.sleep(0.3)
+        out = rig.sh(web, "python3", "-c", "import socket;s=socket.create_connection(('10.77.0.3',5001),3);"
+                     "s.sendall(b'olleh');print(s.recv(64).decode())", check=True)
+        assert out.stdout.strip() == "hello"
+    finally:
+        srv.kill()
+        srv.wait()
+    # The underlay carries VXLAN with the network's VNI.
+    h1 = rig.hosts["h1"].ns
+    cap = subprocess.Popen(["ip", "netns", "exec", h1, "tcpdump", "-i", "eth0", "-nn", "-c", "1", "-l",
+                            "udp", "port", "4789"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        time.sleep(0.5)
+        rig.ping(web, "10.77.0.3", count=2, interval=0.2)
+        out, _ = cap.communicate(timeout=10)
+    finally:
+        cap.kill()
+    vni = rig.api(lambda c: c.get_network("blue")).vni
+    assert f"vni {vni}" in out and "VXLAN" in out, out
+
+
+def test_mtu_is_underlay_minus_50_proven_with_df_pings(rig: Rig):
+    web = rig.cns("h1", "web")
+    mtu = int(rig.sh(web, "cat", "/sys/class/net/eth0/mtu").stdout)
+    assert mtu == 1450
+    biggest = mtu - 28  # IPv4 + ICMP headers
+    assert rig.ping(web, "10.77.0.3", size=biggest, df=True).returncode == 0
+    too_big = rig.ping(web, "10.77.0.3", size=biggest + 1, df=True)
+    assert too_big.returncode != 0 and "message too long" in (too_big.stdout + too_big.stderr).lower()
+
+
+def test_full_resync_with_nothing_changed_writes_nothing(rig: Rig):
+    rig.settle()
+    before = rig.status("h1")["time"]
+    rig.wait(lambda: rig.status("h1")["time"] > before + rig.resync * 0.5 and rig.status("h1")["last_pass"]["full"],
+             "a full pass", timeout=3 * rig.resync + 5)
+    last = rig.status("h1")["last_pass"]
+    assert last["actions"] == 0 and last["writes"] == 0, last
+
+
+def test_drift_repaired_by_periodic_resync(rig: Rig):
+    nns = rig.nns("h1", "blue")
+    db = rig.api(lambda c: c.get_endpoint("blue", "db"))
+    subprocess.run(["ip", "netns", "exec", nns, "bridge", "fdb", "del", db.mac, "dev", "vxv-blue", "self"], check=True)
+    veth = next(l for l in rig.sh(nns, "ip", "-o", "link").stdout.split("\n") if "vxe-" in l).split(": ")[1].split("@")[0]
+    subprocess.run(["ip", "-n", nns, "link", "del", veth], check=True)
+    rig.wait(lambda: db.mac in rig.sh(nns, "bridge", "fdb", "show", "dev", "vxv-blue").stdout, "fdb repaired",
+             timeout=3 * rig.resync + 5)
+    rig.wait(lambda: rig.ping(rig.cns("h1", "web"), "10.77.0.3").returncode == 0, "reachable again",
+             timeout=3 * rig.resync + 5)
+
+
+def test_agent_kill9_and_restart_loses_no_probe(rig: Rig):
+    web = rig.cns("h1", "web")
+    pinger = subprocess.Popen(["ip", "netns", "exec", web, "ping", "-n", "-i", "0.05", "-W", "1", "-c", "100",
+                               "10.77.0.3"], stdout=subprocess.PIPE, text=True)
+    time.sleep(1)
+    rig.kill_agent("h1")
+    rig.kill_agent("h2")
+    time.sleep(0.5)
+    rig.start_agent("h1")
+    rig.start_agent("h2")
+    out, _ = pinger.communicate(timeout=30)
+    assert " 0% packet loss" in out, out
+    rig.settle()
+    assert rig.status("h1")["last_pass"]["writes"] == 0, "the restarted agent adopted what existed"
+
+
+def test_dead_host_purged_then_restored(rig: Rig):
+    rig.container("cache", "h3", "blue")
+    rig.settle()
+    nns, web = rig.nns("h1", "blue"), rig.cns("h1", "web")
+    cache = rig.api(lambda c: c.get_endpoint("blue", "cache"))
+    assert rig.ping(web, cache.ip).returncode == 0
+    rig.kill_agent("h3", signal.SIGSTOP)  # frozen: no keepalive, lease expires
+    try:
+        t0 = time.monotonic()
+        rig.wait(lambda: cache.mac not in rig.sh(nns, "bridge", "fdb", "show", "dev", "vxv-blue").stdout,
+                 "dead host's fdb entry purged", timeout=rig.lease_ttl + 10)
+        assert time.monotonic() - t0 < rig.lease_ttl + 5
+        assert cache.ip not in rig.sh(nns, "ip", "neigh", "show", "dev", "vxv-blue").stdout
+        assert rig.ping(rig.cns("h2", "db"), "10.77.0.2").returncode == 0, "other pairs unaffected"
+    finally:
+        os.killpg(rig.agents["h3"].pid, signal.SIGCONT)
+    rig.wait(lambda: rig.ping(web, cache.ip).returncode == 0, "host back, reachable", timeout=15)
+
+
+def test_ip_reused_on_another_host_leaves_no_stale_entry(rig: Rig):
+    old = rig.container("tmp", "h2", "blue")
+    rig.settle()
+    rig.api(lambda c: c.delete_endpoint("blue", "tmp"))
+    new = rig.container("tmp2", "h3", "blue", ip=old.ip)
+    rig.settle()
+    fdb = rig.sh(rig.nns("h1", "blue"), "bridge", "fdb", "show", "dev", "vxv-blue").stdout
+    assert old.mac not in fdb and f"{new.mac} dst {rig.hosts['h3'].ip}" in fdb
+    neigh = rig.sh(rig.nns("h1", "blue"), "ip", "neigh", "show", old.ip, "dev", "vxv-blue").stdout
+    assert new.mac in neigh and old.mac not in neigh
+    assert rig.ping(rig.cns("h1", "web"), new.ip).returncode == 0
+
+
+def test_controller_down_leaves_data_plane_alone_then_resyncs(rig: Rig):
+    web = rig.cns("h1", "web")
+    pinger = subprocess.Popen(["ip", "netns", "exec", web, "ping", "-n", "-i", "0.05", "-W", "1", "-c", "80",
+                               "10.77.0.3"], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    rig.kill_controller()
+    time.sleep(2)
+    rig.start_controller()
+    out, _ = pinger.communicate(timeout=30)
+    assert " 0% packet loss" in out, out
+    late = rig.container("late", "h2", "blue")
+    rig.settle()
+    assert rig.ping(web, late.ip).returncode == 0, "agents resumed after the controller came back"
+
+
+def test_multi_homed_container_and_isolation(rig: Rig):
+    rig.network("red", subnet="10.78.0.0/24", internal=True)
+    rig.container("db", "h2", "red")
+    rig.container("api", "h1", "red")
+    rig.settle()
+    db = rig.cns("h2", "db")
+    links = rig.sh(db, "ip", "-o", "-4", "addr").stdout
+    assert "eth0" in links and "eth1" in links and "10.78.0." in links
+    api = rig.cns("h1", "api")
+    assert rig.ping(api, rig.api(lambda c: c.get_endpoint("red", "db")).ip).returncode == 0
+    assert rig.ping(api, "10.77.0.2").returncode != 0, "red must not reach blue"
+    assert "default" not in rig.sh(api, "ip", "route").stdout, "internal network: no default route"
+
+
+def test_dry_run_prints_plan_without_writing(rig: Rig):
+    h = rig.hosts["h1"]
+    late = rig.container("drydb", "h1", "blue")  # the running agent will create it; dry-run first
+    rig.kill_agent("h1", signal.SIGSTOP)
+    try:
+        out = subprocess.run(["nsenter", f"--net=/run/netns/{h.ns}", sys.executable, "-m", "vxlab.cli",
+                              "--controller", rig.sock, "agent", "run", "--host", "h1", "--netns-prefix",
+                              rig.prefix("h1"), "--dry-run"], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        assert f"+ add netns {rig.cns('h1', 'drydb')}" in out.stdout and "+ add veth" in out.stdout, out.stdout
+        assert rig.cns("h1", "drydb") not in subprocess.run(["ip", "netns"], capture_output=True, text=True).stdout
+    finally:
+        os.killpg(rig.agents["h1"].pid, signal.SIGCONT)
+    rig.settle()
+    assert rig.ping(rig.cns("h1", "web"), late.ip).returncode == 0

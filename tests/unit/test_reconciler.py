@@ -1,0 +1,150 @@
+"""The reconciler against the in-memory FakeKernel: plans, idempotence, drift, ownership."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from vxlab.agent.cache import StateCache
+from vxlab.agent.desired import HostInfo
+from vxlab.agent.fake import FakeKernel
+from vxlab.agent.kernel import Fdb, Link, Neigh, Route
+from vxlab.agent.reconciler import Reconciler
+from vxlab.model import Change, Endpoint, Host, Network, WatchBatch
+
+ME = HostInfo(name="h1", underlay_ip="172.30.0.11", underlay_mtu=1500, netns_prefix="vxt-h1-")
+
+
+def ep(name: str, net: str, host: str, ip: str, mac: str, created: str = "1") -> Endpoint:
+    return Endpoint(name=name, network=net, host=host, ip=ip, mac=mac, id=(name + net + host).ljust(64, "0"),
+                    created=created)
+
+
+def snapshot() -> StateCache:
+    s = StateCache()
+    s.apply(WatchBatch(revision=10, snapshot=True, hosts=(
+        Host("h1", "172.30.0.11", alive=True), Host("h2", "172.30.0.12", alive=True),
+        Host("h3", "172.30.0.13", alive=True)),
+        networks=(Network("blue", subnet="10.10.0.0/24", gateway="10.10.0.1", vni=4096),
+                  Network("red", subnet="10.20.0.0/24", gateway="10.20.0.1", vni=4097, internal=True, mtu=1400)),
+        endpoints=(ep("web", "blue", "h1", "10.10.0.2", "02:00:00:00:00:01"),
+                   ep("db", "blue", "h2", "10.10.0.3", "02:00:00:00:00:02"))))
+    return s
+
+
+@pytest.fixture
+def rig():
+    k = FakeKernel()
+    return k, Reconciler(k, ME), snapshot()
+
+
+def test_first_pass_builds_everything_second_pass_writes_nothing(rig):
+    k, r, s = rig
+    res = r.reconcile(s, full=True)
+    assert res.ok and sum(res.writes.values()) > 0
+    net, ctr = k.ns["vxt-h1-n-blue"], k.ns["vxt-h1-c-web"]
+    assert net.marker == "vxlab:h1:net:blue" and ctr.marker == "vxlab:h1:ctr:web"
+    vx = net.links["vxv-blue"]
+    assert (vx.vni, vx.local, vx.port, vx.learning, vx.proxy, vx.mtu) == (4096, "172.30.0.11", 4789, False, True, 1450)
+    assert net.links["vxb-blue"].kind == "bridge"
+    assert set(net.fdb.values()) == {Fdb("vxv-blue", "02:00:00:00:00:02", "172.30.0.12")}
+    assert set(net.neigh.values()) == {Neigh("vxv-blue", "10.10.0.3", "02:00:00:00:00:02")}
+    eth0 = ctr.links["eth0"]
+    assert eth0.mac == "02:00:00:00:00:01" and eth0.mtu == 1450
+    assert ctr.addrs == {("eth0", "10.10.0.2/24")}
+    assert ctr.routes == {Route("default", "10.10.0.1", "eth0")}
+    for full in (False, True):
+        again = r.reconcile(s, full=full)
+        assert again.actions == [] and sum(again.writes.values()) == 0, again.actions
+
+
+def test_restarted_agent_adopts_without_writes(rig):
+    k, r, s = rig
+    r.reconcile(s, full=True)
+    fresh = Reconciler(k, ME)  # a new agent process on the same kernel
+    res = fresh.reconcile(snapshot(), full=True)
+    assert res.actions == [] and sum(res.writes.values()) == 0
+
+
+def test_dead_host_entries_removed_then_restored(rig):
+    k, r, s = rig
+    r.reconcile(s, full=True)
+    s.apply(WatchBatch(revision=11, changes=(Change("put", Host("h2", "172.30.0.12", alive=False)),)))
+    res = r.reconcile(s)
+    assert {a.kind for a in res.actions} == {"fdb", "neigh"} and all(a.op == "delete" for a in res.actions)
+    assert not k.ns["vxt-h1-n-blue"].fdb and not k.ns["vxt-h1-n-blue"].neigh
+    s.apply(WatchBatch(revision=12, changes=(Change("put", Host("h2", "172.30.0.12", alive=True)),)))
+    r.reconcile(s)
+    assert len(k.ns["vxt-h1-n-blue"].fdb) == 1 and len(k.ns["vxt-h1-n-blue"].neigh) == 1
+
+
+def test_ip_reused_on_another_host_leaves_no_stale_entry(rig):
+    k, r, s = rig
+    r.reconcile(s, full=True)
+    s.apply(WatchBatch(revision=11, changes=(
+        Change("delete", Endpoint("db", "blue", "")),
+        Change("put", ep("db2", "blue", "h3", "10.10.0.3", "02:00:00:00:00:03")))))
+    res = r.reconcile(s)
+    net = k.ns["vxt-h1-n-blue"]
+    assert set(net.fdb.values()) == {Fdb("vxv-blue", "02:00:00:00:00:03", "172.30.0.13")}
+    assert set(net.neigh.values()) == {Neigh("vxv-blue", "10.10.0.3", "02:00:00:00:00:03")}
+    assert [a.op for a in res.actions if a.kind == "neigh"] == ["replace"]
+
+
+def test_drift_repaired_by_full_pass_only(rig):
+    k, r, s = rig
+    r.reconcile(s, full=True)
+    net = k.ns["vxt-h1-n-blue"]
+    net.fdb.clear()
+    k.delete_link("vxt-h1-n-blue", next(n for n in net.links if n.startswith("vxe-")))
+    assert r.reconcile(s).actions == [], "an event pass trusts what it applied"
+    res = r.reconcile(s, full=True)
+    assert {(a.kind, a.op) for a in res.actions} == {("fdb", "add"), ("veth", "add"), ("addr", "add"), ("route", "add")}
+    assert len(net.fdb) == 1 and "eth0" in k.ns["vxt-h1-c-web"].links
+
+
+def test_multi_network_container_keeps_interface_names(rig):
+    k, r, s = rig
+    s.apply(WatchBatch(revision=11, changes=(Change("put", ep("web", "red", "h1", "10.20.0.2", "02:00:00:00:00:11", "2")),)))
+    r.reconcile(s, full=True)
+    ctr = k.ns["vxt-h1-c-web"]
+    assert ctr.links["eth0"].mac.endswith(":01") and ctr.links["eth1"].mac.endswith(":11")
+    assert ctr.links["eth1"].mtu == 1400
+    assert ctr.routes == {Route("default", "10.10.0.1", "eth0")}, "internal network: no default route"
+    s.apply(WatchBatch(revision=12, changes=(Change("delete", Endpoint("web", "blue", "")),)))
+    r.reconcile(s)
+    assert set(ctr.links) == {"eth1"} and "vxt-h1-n-blue" not in k.ns
+    assert r.reconcile(s, full=True).actions == []
+
+
+def test_foreign_objects_never_touched(rig):
+    k, r, s = rig
+    k.create_netns("vxt-h1-c-web", marker="someone-else")
+    k.create_netns("vxt-h1-other", marker="")
+    res = r.reconcile(s, full=True)
+    assert not res.ok and any("not ours" in e or "marker" in e for e in res.errors)
+    assert k.ns["vxt-h1-c-web"].marker == "someone-else" and "vxt-h1-other" in k.ns
+    # A link without our mark inside our namespace stays.
+    k.ns["vxt-h1-n-blue"].links["dummy0"] = Link("dummy0", "dummy")
+    r.reconcile(s, full=True)
+    assert "dummy0" in k.ns["vxt-h1-n-blue"].links
+
+
+def test_vxlan_replaced_when_vni_changes(rig):
+    k, r, s = rig
+    r.reconcile(s, full=True)
+    blue = dataclasses.replace(s.networks["blue"], vni=5000)
+    s.apply(WatchBatch(revision=11, changes=(Change("put", blue),)))
+    res = r.reconcile(s)
+    assert [(a.op, a.kind) for a in res.actions][:1] == [("replace", "link")]
+    assert k.ns["vxt-h1-n-blue"].links["vxv-blue"].vni == 5000
+    assert len(k.ns["vxt-h1-n-blue"].fdb) == 1, "entries re-added on the new device"
+
+
+def test_plan_describes_actions(rig):
+    _, r, s = rig
+    actions, _ = r.plan(s, full=True)
+    text = "\n".join(a.describe() for a in actions)
+    assert "+ add netns vxt-h1-n-blue" in text and "+ add vxlan vxv-blue (vni 4096, local 172.30.0.11)" in text
+    assert "02:00:00:00:00:02 -> 172.30.0.12" in text
