@@ -48,21 +48,24 @@ def overlay_mtu(net: Network, me: HostInfo) -> int:
     return net.mtu or (me.underlay_mtu or 1500) - VXLAN_OVERHEAD
 
 
-def _remote_entries(net: Network, vxlan: str, state: StateCache, me: HostInfo) -> tuple[set[Fdb], set[Neigh]]:
+def _remote_entries(net: Network, vxlan: str, state: StateCache, me: HostInfo,
+                    assume_alive: frozenset[str]) -> tuple[set[Fdb], set[Neigh]]:
     fdb: set[Fdb] = set()
     neigh: set[Neigh] = set()
     for ep in state.endpoints.values():
         if ep.network != net.name or ep.host == me.name:
             continue
         host = state.hosts.get(ep.host)
-        if host is None or not host.alive or not host.underlay_ip or host.underlay_ip == me.underlay_ip:
+        alive = host is not None and (host.alive or host.name in assume_alive)
+        if host is None or not alive or not host.underlay_ip or host.underlay_ip == me.underlay_ip:
             continue  # unknown or dead host: peers are told it is unreachable
         fdb.add(Fdb(vxlan, ep.mac, host.underlay_ip))
         neigh.add(Neigh(vxlan, ep.ip, ep.mac))
     return fdb, neigh
 
 
-def _network_ns(net: Network, local: list[Endpoint], state: StateCache, me: HostInfo) -> Namespace:
+def _network_ns(net: Network, local: list[Endpoint], state: StateCache, me: HostInfo,
+                assume_alive: frozenset[str]) -> Namespace:
     n = me.naming
     mtu = overlay_mtu(net, me)
     bridge, vxlan = n.bridge(net.name), n.vxlan(net.name)
@@ -74,7 +77,7 @@ def _network_ns(net: Network, local: list[Endpoint], state: StateCache, me: Host
     for ep in local:
         veth = n.veth(ep.id)
         links[veth] = Link(veth, "veth", alias=n.endpoint_alias(ep.id), mtu=mtu, up=True, master=bridge)
-    fdb, neigh = _remote_entries(net, vxlan, state, me)
+    fdb, neigh = _remote_entries(net, vxlan, state, me, assume_alive)
     return Namespace(n.network_ns(net.name), n.network_marker(net.name), links, fdb=frozenset(fdb),
                      neigh=frozenset(neigh))
 
@@ -102,8 +105,12 @@ def _container_ns(name: str, eps: list[Endpoint], state: StateCache, me: HostInf
     return Namespace(n.container_ns(name), n.container_marker(name), links, frozenset(addrs), frozenset(routes))
 
 
-def desired_state(state: StateCache, me: HostInfo, actual: dict[str, Namespace] | None = None) -> dict[str, Namespace]:
-    """Every namespace this host should have, with the objects the agent owns in it."""
+def desired_state(state: StateCache, me: HostInfo, actual: dict[str, Namespace] | None = None, *,
+                  assume_alive: frozenset[str] = frozenset()) -> dict[str, Namespace]:
+    """Every namespace this host should have, with the objects the agent owns in it.
+
+    `assume_alive`: hosts to keep programming although the state says they are dead
+    (the agent's grace period after it lost the control plane itself)."""
     actual = actual or {}
     by_network: dict[str, list[Endpoint]] = defaultdict(list)
     by_container: dict[str, list[Endpoint]] = defaultdict(list)
@@ -113,7 +120,7 @@ def desired_state(state: StateCache, me: HostInfo, actual: dict[str, Namespace] 
             by_container[ep.name].append(ep)
     out: dict[str, Namespace] = {}
     for net_name, local in by_network.items():
-        ns = _network_ns(state.networks[net_name], local, state, me)
+        ns = _network_ns(state.networks[net_name], local, state, me, assume_alive)
         out[ns.name] = ns
     for name, eps in by_container.items():
         ns_name = me.naming.container_ns(name)

@@ -36,9 +36,9 @@ def link_of(msg: Msg, names: Mapping[int, str]) -> Link:
     if kind == "vxlan":
         data = msg.get(("linkinfo", "data"))
         if data is not None:
-            fields = dict(vni=data.get("vxlan_id") or 0, local=data.get("vxlan_local") or "",
-                          port=data.get("vxlan_port") or 0, learning=bool(data.get("vxlan_learning")),
-                          proxy=bool(data.get("vxlan_proxy")))
+            fields = {"vni": data.get("vxlan_id") or 0, "local": data.get("vxlan_local") or "",
+                      "port": data.get("vxlan_port") or 0, "learning": bool(data.get("vxlan_learning")),
+                      "proxy": bool(data.get("vxlan_proxy"))}
     return Link(name=msg.get("ifname") or "", kind=kind, alias=msg.get("ifalias") or "",
                 mac=msg.get("address") or "", mtu=msg.get("mtu") or 0, up=bool(msg["flags"] & IFF_UP),
                 master=names.get(msg.get("master") or 0, ""), **fields)

@@ -37,6 +37,7 @@ T = TypeVar("T")
 _libc: ctypes.CDLL | None = None
 _rundir_lock = threading.Lock()
 _rundir_shared = False
+_nsfs_dev: int | None = None  # st_dev of nsfs: all namespace files share it
 
 
 class NamespaceMissing(OSError):
@@ -64,7 +65,7 @@ def in_thread(fn: Callable[[], T]) -> T:
     def run() -> None:
         try:
             box["ok"] = fn()
-        except BaseException as exc:  # re-raised in the caller
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
             box["err"] = exc
 
     worker = threading.Thread(target=run, name="vxlab-netns", daemon=True)
@@ -76,6 +77,7 @@ def in_thread(fn: Callable[[], T]) -> T:
 
 
 def path_of(name: str) -> str:
+    """/run/netns/<name>, for a valid name."""
     if not name or "/" in name or name in (".", ".."):
         raise ValueError(f"bad namespace name {name!r}")
     return f"{NETNS_DIR}/{name}"
@@ -91,11 +93,14 @@ def list_netns() -> list[str]:
 def ns_ident(name: str) -> tuple[int, int] | None:
     """(st_dev, st_ino) of the namespace `name`, or None when there is no such namespace
     or the file under /run/netns is a stale mount point (not on nsfs)."""
+    global _nsfs_dev
     try:
         st = os.stat(path_of(name))
     except FileNotFoundError:
         return None
-    if st.st_dev != os.stat("/proc/self/ns/net").st_dev:
+    if _nsfs_dev is None:
+        _nsfs_dev = os.stat("/proc/self/ns/net").st_dev
+    if st.st_dev != _nsfs_dev:
         return None
     return st.st_dev, st.st_ino
 

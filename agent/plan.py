@@ -95,7 +95,8 @@ def _needs_replace(want: Link, have: Link) -> str:
 def _diff_ns(want: Namespace, have: Namespace, desired: dict[str, Namespace]) -> list[Action]:
     out: list[Action] = []
     ns = want.name
-    owned = {name: link for name, link in have.links.items() if link.alias.startswith(MARK)}
+    # `lo` carries the namespace's marker, not a link marker: never a link of ours.
+    owned = {name: link for name, link in have.links.items() if link.alias.startswith(MARK) and name != "lo"}
     replaced: set[str] = set()
     for name, link in want.links.items():
         cur = owned.get(name)

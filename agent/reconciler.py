@@ -47,14 +47,16 @@ class Reconciler:
             self._believed = self.kernel.dump(self.me.netns_prefix)
         return self._believed
 
-    def plan(self, state: StateCache, *, full: bool = False) -> tuple[list[Action], dict[str, Namespace]]:
+    def plan(self, state: StateCache, *, full: bool = False,
+             assume_alive: frozenset[str] = frozenset()) -> tuple[list[Action], dict[str, Namespace]]:
         actual = self.actual(full=full)
-        desired = desired_state(state, self.me, actual)
+        desired = desired_state(state, self.me, actual, assume_alive=assume_alive)
         return make_plan(desired, actual, self.naming), desired
 
-    def reconcile(self, state: StateCache, *, full: bool = False) -> PassResult:
+    def reconcile(self, state: StateCache, *, full: bool = False,
+                  assume_alive: frozenset[str] = frozenset()) -> PassResult:
         start = time.perf_counter()
-        actions, desired = self.plan(state, full=full)
+        actions, desired = self.plan(state, full=full, assume_alive=assume_alive)
         before = Counter(self.kernel.writes)
         result = PassResult(actions, full=full)
         for action in actions:

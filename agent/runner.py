@@ -11,6 +11,13 @@ Three asyncio tasks share one StateCache:
   blocking) on a copy of the cache. Nothing is reconciled before the first snapshot,
   and losing the control plane never tears anything down.
 
+Grace after a control-plane outage: while the agent cannot reach the controller, and
+for one lease TTL (+1 s) after it is back, hosts that were alive when the outage began
+stay programmed even if the state now says they are dead. A controller that was down
+longer than the lease TTL lets every lease expire at once; without the grace period
+every agent would purge every peer and drop traffic that never stopped flowing (the
+same reasoning as Kubernetes' node controller refusing mass evictions).
+
 After every pass the agent writes a status file (JSON) that labs and tests read.
 """
 
@@ -23,8 +30,9 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from vxlab.agent import metrics
 from vxlab.agent.cache import StateCache
@@ -36,6 +44,7 @@ from vxlab.errors import NotFound, VxError
 from vxlab.model import Host
 
 log = logging.getLogger("vxlab.agent")
+T = TypeVar("T")
 VERSION = "0.1.0"
 
 
@@ -52,22 +61,37 @@ class AgentConfig:
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, kernel: Kernel) -> None:
+    """One agent. `kernel` is a factory: the kernel is created, and only ever used, in
+    the agent's single reconcile thread (netlink sockets are not shared across threads)."""
+
+    def __init__(self, config: AgentConfig, kernel: Callable[[], Kernel]) -> None:
         self.config = config
-        self.kernel = kernel
         self.cache = StateCache()
         self.client = Client(config.controller)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile")
+        self.kernel = self._pool.submit(kernel).result()
         self._dirty = asyncio.Event()
         self._pending_since: float | None = None
         self.applied_revision = 0
         self.last: PassResult | None = None
         self.registered = False
         self.lease = 0
-        underlay = kernel.underlay(ip=config.underlay_ip, dev=config.underlay_dev)
+        self.ttl = 5
+        self._outage_since: float | None = None
+        self._grace_hosts: frozenset[str] = frozenset()
+        self._grace_until = 0.0
+        underlay = self.in_thread(lambda: self.kernel.underlay(ip=config.underlay_ip, dev=config.underlay_dev))
         self.me = HostInfo(config.host, underlay.ip, underlay.mtu, config.netns_prefix)
         self.underlay_dev = underlay.dev
-        self.reconciler = Reconciler(kernel, self.me)
+        self.reconciler = Reconciler(self.kernel, self.me)
+
+    def in_thread(self, fn: Callable[[], T]) -> T:
+        """Run `fn` in the reconcile thread and wait for it (for synchronous callers)."""
+        return self._pool.submit(fn).result()
+
+    def close_kernel(self) -> None:
+        self.in_thread(self.kernel.close)
+        self._pool.shutdown(wait=True)
 
     async def run(self) -> None:
         log.warning("agent %s: underlay %s on %s (mtu %d), controller %s", self.me.name, self.me.underlay_ip,
@@ -80,7 +104,7 @@ class Agent:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.client.close()
-            self._pool.shutdown(wait=True)
+            self.close_kernel()
 
     async def _liveness(self) -> None:
         backoff = 0.2
@@ -90,6 +114,7 @@ class Agent:
                     host = Host(name=self.me.name, underlay_ip=self.me.underlay_ip, underlay_mtu=self.me.underlay_mtu,
                                 agent_version=VERSION, labels=self.config.labels)
                     _, self.lease, ttl = await self.client.register_host(host)
+                    self.ttl = ttl
                     self.registered = True
                     log.warning("registered as %s (lease ttl %ds)", self.me.name, ttl)
                 else:
@@ -113,6 +138,10 @@ class Agent:
                 start = self.cache.revision if self.cache.synced else 0
                 async for batch in self.client.watch(start_revision=start):
                     backoff = 0.2
+                    if self._outage_since is not None:
+                        self._outage_since = None
+                        self._grace_until = time.monotonic() + self.ttl + 1.0
+                        log.warning("control plane back; keeping peers programmed for %.0fs", self.ttl + 1.0)
                     if self.cache.apply(batch):
                         if batch.compacted:
                             log.warning("resumed after compaction: fresh snapshot at %d", batch.revision)
@@ -124,6 +153,10 @@ class Agent:
                         metrics.LAST_REVISION.set(self.applied_revision)
             except (VxError, Exception) as e:  # noqa: BLE001 - any stream failure: reconnect
                 metrics.ERRORS.labels("watch").inc()
+                if self._outage_since is None:
+                    self._outage_since = time.monotonic()
+                    if time.monotonic() >= self._grace_until:
+                        self._grace_hosts = frozenset(h.name for h in self.cache.hosts.values() if h.alive)
                 log.info("watch: %s; reconnect in %.1fs", e, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
@@ -132,8 +165,9 @@ class Agent:
         loop = asyncio.get_running_loop()
         next_full = 0.0
         while True:
+            wake = next_full if self._grace_until <= time.monotonic() else min(next_full, self._grace_until)
             try:
-                await asyncio.wait_for(self._dirty.wait(), max(0.0, next_full - time.monotonic()))
+                await asyncio.wait_for(self._dirty.wait(), max(0.0, wake - time.monotonic()))
             except TimeoutError:
                 pass
             if not self.cache.synced:
@@ -144,7 +178,10 @@ class Agent:
             pending, self._pending_since = self._pending_since, None
             copy = StateCache(self.cache.revision, True, dict(self.cache.hosts), dict(self.cache.networks),
                               dict(self.cache.endpoints))
-            result = await loop.run_in_executor(self._pool, lambda: self.reconciler.reconcile(copy, full=full))
+            grace = self._grace_hosts if self._outage_since is not None or time.monotonic() < self._grace_until \
+                else frozenset()
+            result = await loop.run_in_executor(
+                self._pool, lambda: self.reconciler.reconcile(copy, full=full, assume_alive=grace))
             if full:
                 next_full = time.monotonic() + self.config.resync
             self.last = result
@@ -183,18 +220,18 @@ class Agent:
         tmp.replace(path)
 
 
-async def plan_once(config: AgentConfig, kernel: Kernel) -> list[str]:
+async def plan_once(config: AgentConfig, kernel: Callable[[], Kernel]) -> list[str]:
     """`--dry-run`: one snapshot, one kernel dump, the plan as text; nothing written."""
     agent = Agent(config, kernel)
     try:
         async for batch in agent.client.watch():
             agent.cache.apply(batch)
             break
-        actions, _ = agent.reconciler.plan(agent.cache, full=True)
+        actions, _ = agent.in_thread(lambda: agent.reconciler.plan(agent.cache, full=True))
         return [a.describe() for a in actions]
     finally:
         await agent.client.close()
-        agent._pool.shutdown()
+        agent.close_kernel()
 
 
 def teardown(kernel: Kernel, *, host: str, netns_prefix: str) -> list[str]:

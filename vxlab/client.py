@@ -134,6 +134,11 @@ class Client:
         r = await self._unary("host", "ListHosts", pb.ListHostsRequest())
         return [wire.host_from_pb(h) for h in r.hosts]
 
+    async def revision(self) -> int:
+        """The store revision the controller reads at now (what converged agents have applied)."""
+        r = await self._unary("host", "ListHosts", pb.ListHostsRequest())
+        return int(r.revision)
+
     async def deregister_host(self, name: str, *, force: bool = False) -> None:
         await self._unary("host", "DeregisterHost", pb.DeregisterHostRequest(name=name, force=force))
 

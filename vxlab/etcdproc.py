@@ -137,6 +137,7 @@ class EtcdProcess(_Managed):
         progress_notify_interval: float = 5.0,
         startup_timeout: float = 20.0,
         die_with_parent: bool = True,
+        detached: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.binary = binary or find_etcd()
@@ -148,7 +149,8 @@ class EtcdProcess(_Managed):
         self._token = cluster_token or f"vxlab-{self.name}"
         self._progress = progress_notify_interval
         self._startup_timeout = startup_timeout
-        self._die_with_parent = die_with_parent
+        self._die_with_parent = die_with_parent and not detached
+        self._detached = detached  # outlives this process (a lab's etcd): own session, no atexit kill
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -203,9 +205,11 @@ class EtcdProcess(_Managed):
             log.write(f"\n--- vxlab: starting {' '.join(args)}\n".encode())
             log.flush()
             self._proc = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=self._detached,
             )
-        _live.add(self)
+        if not self._detached:
+            _live.add(self)
 
     def wait_healthy(self, *, timeout: float | None = None) -> None:
         deadline = time.monotonic() + (timeout or self._startup_timeout)

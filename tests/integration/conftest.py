@@ -87,3 +87,23 @@ def controllers(tmp_path: Path) -> Iterator[Callable[..., ControllerProc]]:
     finally:
         for c in started:
             c.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sweep_test_namespaces() -> Iterator[None]:
+    """Remove `vxt…` namespaces that a killed earlier run left behind (tests name theirs
+    so); normal teardown already removes each test's own, also when it fails."""
+    def sweep() -> None:
+        out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            name = line.split()[0] if line.strip() else ""
+            try:
+                age = time.time() - os.stat(f"/run/netns/{name}").st_ctime
+            except OSError:
+                continue
+            # Old enough not to belong to a run going on right now.
+            if name.startswith("vxt") and name[3:9].isalnum() and age > 600:
+                subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+    if os.geteuid() == 0:
+        sweep()
+    yield

@@ -84,7 +84,7 @@ def test_drift_repaired_by_periodic_resync(rig: Rig):
     subprocess.run(["ip", "netns", "exec", nns, "bridge", "fdb", "del", db.mac, "dev", "vxv-blue", "self"], check=True)
     veth = next(l for l in rig.sh(nns, "ip", "-o", "link").stdout.split("\n") if "vxe-" in l).split(": ")[1].split("@")[0]
     subprocess.run(["ip", "-n", nns, "link", "del", veth], check=True)
-    rig.wait(lambda: db.mac in rig.sh(nns, "bridge", "fdb", "show", "dev", "vxv-blue").stdout, "fdb repaired",
+    rig.wait(lambda: f"{db.mac} dst" in rig.sh(nns, "bridge", "fdb", "show", "dev", "vxv-blue").stdout, "fdb repaired",
              timeout=3 * rig.resync + 5)
     rig.wait(lambda: rig.ping(rig.cns("h1", "web"), "10.77.0.3").returncode == 0, "reachable again",
              timeout=3 * rig.resync + 5)
@@ -115,7 +115,8 @@ def test_dead_host_purged_then_restored(rig: Rig):
     rig.kill_agent("h3", signal.SIGSTOP)  # frozen: no keepalive, lease expires
     try:
         t0 = time.monotonic()
-        rig.wait(lambda: cache.mac not in rig.sh(nns, "bridge", "fdb", "show", "dev", "vxv-blue").stdout,
+        # `self` entries carry "dst"; the bridge's own learned entries for the port do not matter.
+        rig.wait(lambda: f"{cache.mac} dst" not in rig.sh(nns, "bridge", "fdb", "show", "dev", "vxv-blue").stdout,
                  "dead host's fdb entry purged", timeout=rig.lease_ttl + 10)
         assert time.monotonic() - t0 < rig.lease_ttl + 5
         assert cache.ip not in rig.sh(nns, "ip", "neigh", "show", "dev", "vxv-blue").stdout
@@ -132,7 +133,7 @@ def test_ip_reused_on_another_host_leaves_no_stale_entry(rig: Rig):
     new = rig.container("tmp2", "h3", "blue", ip=old.ip)
     rig.settle()
     fdb = rig.sh(rig.nns("h1", "blue"), "bridge", "fdb", "show", "dev", "vxv-blue").stdout
-    assert old.mac not in fdb and f"{new.mac} dst {rig.hosts['h3'].ip}" in fdb
+    assert f"{old.mac} dst" not in fdb and f"{new.mac} dst {rig.hosts['h3'].ip}" in fdb
     neigh = rig.sh(rig.nns("h1", "blue"), "ip", "neigh", "show", old.ip, "dev", "vxv-blue").stdout
     assert new.mac in neigh and old.mac not in neigh
     assert rig.ping(rig.cns("h1", "web"), new.ip).returncode == 0
@@ -169,9 +170,9 @@ def test_multi_homed_container_and_isolation(rig: Rig):
 
 def test_dry_run_prints_plan_without_writing(rig: Rig):
     h = rig.hosts["h1"]
-    late = rig.container("drydb", "h1", "blue")  # the running agent will create it; dry-run first
-    rig.kill_agent("h1", signal.SIGSTOP)
+    rig.kill_agent("h1", signal.SIGSTOP)  # frozen, so only the dry run sees the new container
     try:
+        late = rig.container("drydb", "h1", "blue")
         out = subprocess.run(["nsenter", f"--net=/run/netns/{h.ns}", sys.executable, "-m", "vxlab.cli",
                               "--controller", rig.sock, "agent", "run", "--host", "h1", "--netns-prefix",
                               rig.prefix("h1"), "--dry-run"], capture_output=True, text=True, timeout=30)

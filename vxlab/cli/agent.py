@@ -44,13 +44,12 @@ def run(
         config = AgentConfig(controller=state.controller.split(","), host=host, underlay_ip=underlay_ip,
                              underlay_dev=underlay_dev, netns_prefix=netns_prefix, resync=resync,
                              status_file=status_file, labels=parse_labels(label))
-        kernel = NetlinkKernel()
         if dry_run:
-            lines = asyncio.run(plan_once(config, kernel))
+            lines = asyncio.run(plan_once(config, NetlinkKernel))
             typer.echo("\n".join(lines) if lines else "nothing to do")
             return
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-        agent = Agent(config, kernel)
+        agent = Agent(config, NetlinkKernel)
         if metrics:
             _serve_metrics(metrics)
         asyncio.run(agent.run())

@@ -1,0 +1,268 @@
+"""`NetlinkKernel`: the `Kernel` contract on the real kernel, with pyroute2.
+
+Namespaces, dumps and links live here; addresses, routes, FDB and neighbour entries in
+`netlink_objs` (a mixin). Handles: `netlink_ns`; reads: `netlink_dump`.
+
+Every write is ensure-style: the current object is read first (a netlink GET; a small
+dump for addresses and routes), and a request is sent only when something differs;
+`writes[<method>]` counts the requests sent. A `NetlinkKernel` must be created and used in ONE thread, outside any
+running asyncio event loop (pyroute2 0.9 keeps its sockets and event loop per thread):
+give the agent a dedicated worker thread, e.g. `ThreadPoolExecutor(max_workers=1)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import threading
+from typing import Any
+
+from pyroute2.netlink.exceptions import NetlinkError
+from vxlab.agent import netlink_ns
+from vxlab.agent.kernel import MARK, Foreign, KernelError, Namespace, Underlay
+from vxlab.agent.netlink_dump import IFF_UP, Msg, find_underlay, link_of, read_namespace
+from vxlab.agent.netlink_ns import Handles, NamespaceMissing, NsHandle
+from vxlab.agent.netlink_objs import ObjectOps, where
+from vxlab.agent.netlink_raw import link_index
+
+ADDR_GEN_MODE_NONE = 1  # no IPv6 link-local address on the bridge itself
+
+
+class NetlinkKernel(ObjectOps):
+    """The kernel of the calling thread's network namespace (the agent's "own" one)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise KernelError("NetlinkKernel can not run inside an asyncio event loop: "
+                              "create and call it in a worker thread")
+        self._thread = threading.get_ident()
+        try:
+            self._handles = Handles()
+        except (OSError, NetlinkError) as exc:
+            raise KernelError(f"open netlink in the agent's namespace: {exc}") from exc
+        self._closed = False
+
+    # --- plumbing --------------------------------------------------------------------
+    def _handle(self, ns: str) -> NsHandle:
+        if threading.get_ident() != self._thread:
+            raise KernelError("NetlinkKernel used from another thread than the one that created it")
+        if self._closed:
+            raise KernelError("NetlinkKernel is closed")
+        try:
+            return self._handles.get(ns)
+        except NamespaceMissing as exc:
+            raise KernelError(f"no network namespace {ns!r}") from exc
+        except (OSError, NetlinkError) as exc:
+            raise KernelError(f"open netlink in {where(ns)}: {exc}") from exc
+
+    def _own(self) -> NsHandle:
+        return self._handle("")
+
+    def _ns_fd(self, ns: str) -> int:
+        try:
+            path = netlink_ns.path_of(ns) if ns else "/proc/thread-self/ns/net"
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except (OSError, ValueError) as exc:
+            raise KernelError(f"open namespace {ns!r}: {exc}") from exc
+
+    def _tmp_name(self, own: NsHandle) -> str:
+        while True:
+            name = "vxtmp" + secrets.token_hex(4)
+            with self._op("add_vxlan", "", f"link {name}"):
+                if not link_index(own.raw, name):
+                    return name
+
+    def _master_index(self, h: NsHandle, ns: str, master: str) -> int:
+        if not master:
+            return 0
+        msg = self._get(h, master)
+        if msg is None:
+            raise KernelError(f"master {master!r} does not exist in {where(ns)}")
+        return int(msg["index"])
+
+    def _fix(self, op: str, h: NsHandle, ns: str, msg: Msg, *, mtu: int | None = None, up: bool | None = None,
+             master: str | None = None, alias: str | None = None, mac: str | None = None) -> None:
+        """One `set` request for whatever differs from `msg` (nothing when all is right)."""
+        name = msg.get("ifname")
+        change: dict[str, Any] = {}
+        if mtu is not None and msg.get("mtu") != mtu:
+            change["mtu"] = mtu
+        if up is not None and bool(msg["flags"] & IFF_UP) != up:
+            change["state"] = "up" if up else "down"
+        if master is not None:
+            want = self._master_index(h, ns, master)
+            if (msg.get("master") or 0) != want:
+                change["master"] = want
+        if alias is not None and (msg.get("ifalias") or "") != alias:
+            change["ifalias"] = alias
+        if mac is not None and (msg.get("address") or "") != mac.lower():
+            change["address"] = mac
+        if change:
+            self._write(op, h, ns, f"link {name}", h.ipr.link, "set", index=msg["index"], **change)
+
+    def _owned(self, op: str, ns: str, msg: Msg | None) -> Msg | None:
+        if msg is not None and not (msg.get("ifalias") or "").startswith(MARK):
+            raise Foreign(f"{op}: link {msg.get('ifname')!r} in {where(ns)} exists without a {MARK} marker "
+                          f"(alias {msg.get('ifalias') or ''!r})")
+        return msg
+
+    # --- reads --------------------------------------------------------------------------
+    def dump(self, prefix: str) -> dict[str, Namespace]:
+        self._own()  # thread / closed checks
+        names = netlink_ns.list_netns()
+        self._handles.prune(set(names))
+        out: dict[str, Namespace] = {}
+        for name in names:
+            if not name.startswith(prefix) or netlink_ns.ns_ident(name) is None:
+                continue
+            h = self._handle(name)
+            with self._op("dump", name, "namespace"):
+                out[name] = read_namespace(name, h)
+        return out
+
+    def underlay(self, *, ip: str = "", dev: str = "") -> Underlay:
+        own = self._own()
+        with self._op("underlay", "", dev or ip or "default route"):
+            return find_underlay(own, ip=ip, dev=dev)
+
+    # --- namespaces -------------------------------------------------------------------
+    def create_netns(self, name: str, *, marker: str) -> None:
+        self._own()
+        if netlink_ns.ns_ident(name) is None:
+            try:
+                fds = netlink_ns.create_netns(name)
+            except FileExistsError:
+                pass  # created concurrently: check it below
+            except (OSError, ValueError) as exc:
+                raise KernelError(f"create_netns {name}: {exc}") from exc
+            else:
+                self.writes["create_netns"] += 1
+                h = self._handles.adopt(name, fds)
+                lo = self._must_get(h, name, "lo")
+                self._fix("create_netns", h, name, lo, up=True, alias=marker)
+                return
+        h = self._handle(name)
+        lo = self._must_get(h, name, "lo")
+        found = lo.get("ifalias") or ""
+        if found != marker:
+            raise Foreign(f"create_netns: namespace {name!r} exists with marker {found!r}, not {marker!r}")
+        self._fix("create_netns", h, name, lo, up=True)
+
+    def delete_netns(self, name: str) -> None:
+        self._own()
+        self._handles.drop(name)  # an open socket would keep the namespace alive
+        try:
+            removed = netlink_ns.remove_netns(name)
+        except (OSError, ValueError) as exc:
+            raise KernelError(f"delete_netns {name}: {exc}") from exc
+        if removed:
+            self.writes["delete_netns"] += 1
+
+    # --- links ---------------------------------------------------------------------------
+    def add_bridge(self, ns: str, name: str, *, mtu: int, alias: str) -> None:
+        h = self._handle(ns)
+        msg = self._owned("add_bridge", ns, self._get(h, name))
+        if msg is not None and link_of(msg, {}).kind != "bridge":
+            self._write("add_bridge", h, ns, f"link {name}", h.ipr.link, "del", index=msg["index"])
+            msg = None
+        if msg is None:
+            self._write("add_bridge", h, ns, f"bridge {name}", h.ipr.link, "add", ifname=name, kind="bridge",
+                        mtu=mtu, br_stp_state=0)
+            msg = self._must_get(h, ns, name)
+            self._write("add_bridge", h, ns, f"bridge {name}", h.ipr.link, "set", index=msg["index"],
+                        ifalias=alias, state="up", af_spec={"attrs": [["AF_INET6", {
+                            "attrs": [["IFLA_INET6_ADDR_GEN_MODE", ADDR_GEN_MODE_NONE]]}]]})
+            return
+        self._fix("add_bridge", h, ns, msg, mtu=mtu, up=True, alias=alias)
+
+    def add_vxlan(self, ns: str, name: str, *, vni: int, local: str, port: int, mtu: int,
+                  alias: str, master: str) -> None:
+        h = self._handle(ns)
+        msg = self._owned("add_vxlan", ns, self._get(h, name))
+        if msg is not None:
+            have = link_of(msg, {})
+            if (have.kind, have.vni, have.local, have.port, have.learning, have.proxy) == \
+                    ("vxlan", vni, local, port, False, True):
+                self._fix("add_vxlan", h, ns, msg, mtu=mtu, up=True, master=master, alias=alias)
+                return
+            self._write("add_vxlan", h, ns, f"link {name}", h.ipr.link, "del", index=msg["index"])
+        master_index = self._master_index(h, ns, master)
+        own = self._own()
+        tmp = self._tmp_name(own)
+        self._write("add_vxlan", own, "", f"vxlan {tmp} (for {name})", own.ipr.link, "add", ifname=tmp,
+                    kind="vxlan", vxlan_id=vni, vxlan_local=local, vxlan_port=port, vxlan_learning=0,
+                    vxlan_proxy=1, mtu=mtu)
+        fd = self._ns_fd(ns)
+        try:
+            index = self._must_get(own, "", tmp)["index"]
+            # one request: move into ns, rename, mark, enslave, up (the kernel applies the
+            # move first, then the name and the rest in the target namespace)
+            self._write("add_vxlan", own, "", f"vxlan {tmp} -> {ns}/{name}", own.ipr.link, "set", index=index,
+                        net_ns_fd=fd, ifname=name, ifalias=alias, master=master_index, state="up")
+        except KernelError:
+            for handle in (own, h):  # best effort: no half-made device stays behind
+                try:
+                    leftover = link_index(handle.raw, tmp)
+                    if leftover:
+                        handle.ipr.link("del", index=leftover)
+                except (OSError, NetlinkError):
+                    pass
+            raise
+        finally:
+            os.close(fd)
+
+    def add_veth(self, ns: str, name: str, *, alias: str, master: str, mtu: int,
+                 peer_ns: str, peer_name: str, peer_mac: str, peer_alias: str) -> None:
+        h = self._handle(ns)
+        ph = self._handle(peer_ns)
+        msg = self._owned("add_veth", ns, self._get(h, name))
+        if msg is not None and link_of(msg, {}).kind != "veth":
+            self._write("add_veth", h, ns, f"link {name}", h.ipr.link, "del", index=msg["index"])
+            msg = None
+        peer = self._get(ph, peer_name)
+        if msg is not None:
+            self._fix("add_veth", h, ns, msg, mtu=mtu, up=True, master=master, alias=alias)
+            if peer is not None and (peer.get("ifalias") or "").startswith(MARK):
+                self._fix("add_veth", ph, peer_ns, peer, mtu=mtu, up=True, alias=peer_alias, mac=peer_mac)
+            return
+        stale = self._owned("add_veth", peer_ns, peer)
+        if stale is not None:  # a peer of ours without its host end: remove it
+            self._write("add_veth", ph, peer_ns, f"link {peer_name}", ph.ipr.link, "del", index=stale["index"])
+        master_index = self._master_index(h, ns, master)
+        fd = self._ns_fd(peer_ns)
+        try:
+            self._write("add_veth", h, ns, f"veth {name} (peer {peer_ns}/{peer_name})", h.ipr.link, "add",
+                        ifname=name, kind="veth", mtu=mtu,
+                        peer={"ifname": peer_name, "net_ns_fd": fd, "address": peer_mac, "mtu": mtu})
+        finally:
+            os.close(fd)
+        msg = self._must_get(h, ns, name)
+        self._write("add_veth", h, ns, f"link {name}", h.ipr.link, "set", index=msg["index"], ifalias=alias,
+                    master=master_index, state="up")
+        peer = self._must_get(ph, peer_ns, peer_name)
+        self._write("add_veth", ph, peer_ns, f"link {peer_name}", ph.ipr.link, "set", index=peer["index"],
+                    ifalias=peer_alias, state="up")
+
+    def delete_link(self, ns: str, name: str) -> None:
+        h = self._handle_if(ns)
+        msg = None if h is None else self._owned("delete_link", ns, self._get(h, name))
+        if h is not None and msg is not None:
+            self._write("delete_link", h, ns, f"link {name}", h.ipr.link, "del", index=msg["index"])
+
+    def set_link(self, ns: str, name: str, *, mtu: int | None = None, up: bool | None = None) -> None:
+        h = self._handle(ns)
+        msg = self._owned("set_link", ns, self._must_get(h, ns, name))
+        self._fix("set_link", h, ns, msg, mtu=mtu, up=up)
+
+    def close(self) -> None:
+        """Release all sockets (and with them the namespaces they pin). Call it from the
+        thread that created the kernel: from another one pyroute2 leaks its event loops."""
+        if not self._closed:
+            self._closed = True
+            self._handles.close()

@@ -1,0 +1,270 @@
+"""The lab: bring a topology up on this machine, change it, look at it, tear it down.
+
+`Lab.up(topology)` starts (or keeps) the lab's etcd and controller, the underlay
+switch and one namespace per host with its own agent process inside, then applies
+networks and containers through the controller's API and waits until every agent
+reports it has programmed the controller's current revision. On a running lab it
+applies only the difference. `Lab.down()` removes everything the lab made, also after
+a crash (it works from state.json and from the `vx-<lab>.` name prefix + marker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from vxlab.client import Client
+from vxlab.lab import procs, underlay
+from vxlab.lab.state import LabState, Proc, lab_dir, lab_marker, ns_prefix
+from vxlab.lab.topology import Topology, load, to_dict
+from vxlab.model import Endpoint, Host, Network
+
+T = TypeVar("T")
+LEASE_TTL = 5
+
+
+@dataclass(frozen=True)
+class Step:
+    """One line of an `up` plan."""
+
+    op: str      # "+" add, "-" remove, "~" replace
+    kind: str    # host, network, container
+    name: str
+    detail: str = ""
+    network: str = ""  # containers: which attachment
+
+    def describe(self) -> str:
+        return f"{self.op} {self.kind} {self.name}{'  ' + self.detail if self.detail else ''}"
+
+
+class Lab:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.state = LabState.load(name) or LabState(name)
+        self.topology: Topology | None = None
+
+    # --- names -----------------------------------------------------------------
+    @property
+    def socket(self) -> str:
+        return self.state.socket
+
+    def host_ns(self, host: str) -> str:
+        return f"{ns_prefix(self.name)}{host}"
+
+    def agent_prefix(self, host: str) -> str:
+        return f"{ns_prefix(self.name)}{host}."
+
+    def container_ns(self, host: str, container: str) -> str:
+        return f"{self.agent_prefix(host)}c-{container}"
+
+    @property
+    def switch_ns(self) -> str:
+        return f"{ns_prefix(self.name)}sw"
+
+    # --- API access --------------------------------------------------------------
+    def call(self, fn: Callable[[Client], Awaitable[T]]) -> T:
+        async def go() -> T:
+            async with Client(self.socket, timeout=15) as c:
+                return await fn(c)
+        return asyncio.run(go())
+
+    def running(self) -> bool:
+        return self.state.controller is not None and self.state.controller.alive()
+
+    # --- plan ----------------------------------------------------------------------
+    def plan(self, topo: Topology) -> list[Step]:
+        """What `up` would change, by comparing the topology with the running lab."""
+        hosts: set[str] = set()
+        nets: dict[str, Network] = {}
+        eps: dict[tuple[str, str], Endpoint] = {}
+        if self.running():
+            hosts = set(self.state.agents)
+            nets = {n.name: n for n in self.call(lambda c: c.list_networks())}
+            eps = {(e.network, e.name): e for e in self.call(lambda c: c.list_endpoints())}
+        steps = [Step("+", "host", h.name, h.underlay_ip) for h in topo.hosts if h.name not in hosts]
+        want_hosts = {h.name for h in topo.hosts}
+        steps += [Step("-", "host", h) for h in sorted(hosts - want_hosts)]
+        steps += [Step("+", "network", n.name, n.subnet or "(subnet allocated)") for n in topo.networks
+                  if n.name not in nets]
+        steps += [Step("-", "network", n) for n in sorted(set(nets) - {n.name for n in topo.networks})]
+        want = {(a.network, c.name): (c, a) for c in topo.containers for a in c.networks}
+        for (net, name), (c, a) in want.items():
+            cur = eps.get((net, name))
+            if cur is None:
+                steps.append(Step("+", "container", name, f"on {c.host}, network {net}" + (f" ip {a.ip}" if a.ip else ""), net))
+            elif cur.host != c.host or (a.ip and a.ip != cur.ip):
+                steps.append(Step("~", "container", name, f"network {net}: {cur.host}/{cur.ip} -> {c.host}/{a.ip or 'any'}", net))
+        steps += [Step("-", "container", name, f"network {net}", net) for (net, name) in eps if (net, name) not in want]
+        return steps
+
+    # --- up --------------------------------------------------------------------------
+    def up(self, topo: Topology, *, progress: Callable[[str], None] = lambda s: None) -> list[Step]:
+        for n in topo.networks:
+            if n.driver != "overlay":
+                raise procs.LabError(f"networks[{n.name}].driver: {n.driver!r} is not supported yet (only overlay)")
+        for c in topo.containers:
+            if c.network_mode:
+                raise procs.LabError(f"containers[{c.name}].network_mode: not supported yet")
+        steps = self.plan(topo)
+        self.topology = topo
+        self.state.topology = to_dict(topo)
+        self.state.save()
+        if not (self.state.etcd and self.state.etcd[0].alive()):
+            progress("starting etcd")
+            procs.start_etcd(self.state)
+        if not self.running():
+            progress("starting the controller")
+            procs.start_controller(self.state, lease_ttl=LEASE_TTL)
+        self._underlay(topo, progress)
+        self._hosts(topo, progress)
+        progress("applying networks and containers")
+        self._apply(topo, steps)
+        progress("waiting for agents to converge")
+        self.wait_converged()
+        return steps
+
+    def _underlay(self, topo: Topology, progress: Callable[[str], None]) -> None:
+        existing = set(underlay.netns_list())
+        mark = lab_marker(self.name)
+        if self.switch_ns not in existing:
+            progress("creating the underlay switch")
+            underlay.create_switch(self.switch_ns, mark=mark, mtu=topo.underlay.mtu)
+        prefix_len = topo.underlay.subnet.split("/")[1]
+        for i, h in enumerate(topo.hosts):
+            ns = self.host_ns(h.name)
+            if ns not in existing:
+                progress(f"creating host {h.name}")
+                underlay.add_host(self.switch_ns, underlay.SimHost(h.name, ns, h.underlay_ip, f"{h.underlay_ip}/{prefix_len}"),
+                                  port=f"vxu-{_port_id(h.name)}", mark=mark, mtu=topo.underlay.mtu)
+
+    def _hosts(self, topo: Topology, progress: Callable[[str], None]) -> None:
+        want = {h.name for h in topo.hosts}
+        for gone in sorted(set(self.state.agents) - want):
+            progress(f"removing host {gone}")
+            self.remove_host(gone)
+        for h in topo.hosts:
+            proc = self.state.agents.get(h.name)
+            if proc is None or not proc.alive():
+                progress(f"starting agent on {h.name}")
+                procs.start_agent(self.state, h.name, host_ns=self.host_ns(h.name), prefix=self.agent_prefix(h.name))
+        progress("waiting for agents to register")
+
+        def registered() -> bool:
+            alive = {x.name for x in self.call(lambda c: c.list_hosts()) if x.alive}
+            return want <= alive
+        procs.wait_for(registered, "every agent to register (see the agent logs in "
+                       f"{self.state.dir / 'logs'})", timeout=60)
+
+    def _apply(self, topo: Topology, steps: list[Step]) -> None:
+        async def go(c: Client) -> None:
+            for s in steps:
+                if s.kind == "container" and s.op in "-~":
+                    await c.delete_endpoint(s.network, s.name)
+            for s in steps:
+                if s.kind == "network" and s.op == "-":
+                    await c.delete_network(s.name, force=True)
+            specs = {n.name: n for n in topo.networks}
+            await asyncio.gather(*(c.create_network(Network(
+                name=n, subnet=specs[n].subnet or "", gateway=specs[n].gateway or "", vni=specs[n].vni or 0,
+                mtu=specs[n].mtu or 0, internal=specs[n].internal, labels=dict(specs[n].labels)))
+                for n in (s.name for s in steps if s.kind == "network" and s.op == "+")))
+            todo = {(s.network, s.name) for s in steps if s.kind == "container" and s.op in "+~"}
+            await asyncio.gather(*(
+                c.create_endpoint(Endpoint(name=ct.name, network=a.network, host=ct.host, ip=a.ip or "",
+                                           labels=dict(ct.labels)))
+                for ct in topo.containers for a in ct.networks if (a.network, ct.name) in todo))
+        self.call(go)
+
+    def remove_host(self, host: str) -> None:
+        proc = self.state.agents.pop(host, None)
+        if proc:
+            proc.stop()
+        for ns in underlay.netns_list():
+            if ns.startswith(self.agent_prefix(host)) or ns == self.host_ns(host):
+                underlay.delete_ns(ns)
+        if self.running():
+            try:
+                self.call(lambda c: c.deregister_host(host, force=True))
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self.state.save()
+
+    def agent_status(self, host: str) -> dict[str, Any]:
+        try:
+            return json.loads(procs.agent_status_path(self.state, host).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def wait_converged(self, *, timeout: float = 60.0) -> int:
+        """Wait until every agent has programmed the controller's current revision."""
+        rev = self.call(lambda c: c.revision())
+
+        def done() -> bool:
+            return all(self.agent_status(h).get("converged") and self.agent_status(h).get("applied_revision", 0) >= rev
+                       for h in self.state.agents)
+        procs.wait_for(done, f"agents to converge at revision {rev}", timeout=timeout)
+        return rev
+
+    # --- down ------------------------------------------------------------------------
+    def down(self) -> list[str]:
+        """Stop every process and remove every namespace of the lab; then its directory."""
+        removed = []
+        for host, proc in self.state.agents.items():
+            proc.stop()
+        if self.state.controller:
+            self.state.controller.stop()
+        for proc in self.state.etcd:
+            proc.stop()
+        for proc in _orphans(lab_dir(self.name)):  # started by an `up` that crashed before saving
+            proc.stop()
+        for ns in underlay.netns_list():
+            if ns.startswith(ns_prefix(self.name)) and underlay.marker(ns).startswith("vxlab:"):
+                underlay.delete_ns(ns)
+                removed.append(ns)
+        shutil.rmtree(lab_dir(self.name), ignore_errors=True)
+        self.state = LabState(self.name)
+        return removed
+
+    # --- context manager (Python API) ---------------------------------------------------
+    @classmethod
+    def from_file(cls, path: str | Path, *, name: str | None = None) -> Lab:
+        topo = load(path)
+        lab = cls(name or topo.name)
+        lab.topology = topo
+        return lab
+
+    def __enter__(self) -> Lab:
+        if self.topology is None:
+            raise procs.LabError("no topology: use Lab.from_file(path)")
+        self.up(self.topology)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+
+def _orphans(directory: Path) -> list[Proc]:
+    """Processes whose command line names the lab's directory (its sockets, data, status)."""
+    needle = str(directory).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if needle in (entry / "cmdline").read_bytes():
+                    found.append(Proc.of(int(entry.name)))
+            except OSError:
+                continue
+    return found
+
+
+def _port_id(host: str) -> str:
+    """A short, stable switch-port suffix for a host (port names are <= 15 chars)."""
+    import hashlib
+
+    return hashlib.sha1(host.encode()).hexdigest()[:8]

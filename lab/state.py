@@ -1,0 +1,141 @@
+"""A lab's state on disk: where it lives, what it started, how to find it again.
+
+Every lab has a directory `$VXLAB_RUN/<lab>/` (default `/run/vxlab/<lab>/`) holding
+`state.json` (process ids with their start times, the controller socket, the etcd
+endpoints, the applied topology), the etcd data, the controller's socket and the
+logs. It is written before anything is started, so `down` can clean up after an `up`
+that crashed halfway or after any of the lab's processes was killed.
+
+Kernel objects are named `vx-<lab>.…` (lab names hold no dot, so one lab's prefix is
+never a prefix of another's) and carry a `vxlab:` marker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def run_root() -> Path:
+    return Path(os.environ.get("VXLAB_RUN", "/run/vxlab"))
+
+
+def lab_dir(lab: str) -> Path:
+    return run_root() / lab
+
+
+def ns_prefix(lab: str) -> str:
+    return f"vx-{lab}."
+
+
+def lab_marker(lab: str) -> str:
+    return f"vxlab:lab:{lab}"
+
+
+def list_labs() -> list[str]:
+    root = run_root()
+    return sorted(p.name for p in root.iterdir() if (p / "state.json").exists()) if root.is_dir() else []
+
+
+def _start_time(pid: int) -> int:
+    """The process start time (clock ticks since boot), 0 when there is no such process."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+@dataclass
+class Proc:
+    """A process the lab started, identified by pid *and* start time (pids get reused)."""
+
+    pid: int
+    started: int
+
+    @classmethod
+    def of(cls, pid: int) -> Proc:
+        return cls(pid, _start_time(pid))
+
+    def alive(self) -> bool:
+        return self.pid > 0 and _start_time(self.pid) == self.started != 0
+
+    def stop(self, *, sig: int = signal.SIGTERM, timeout: float = 5.0) -> None:
+        """Signal the process group, wait, then SIGKILL."""
+        if not self.alive():
+            return
+        _signal(self.pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.alive() and not _zombie(self.pid):
+            time.sleep(0.02)
+        if self.alive() and not _zombie(self.pid):
+            _signal(self.pid, signal.SIGKILL)
+        _reap(self.pid)
+
+
+def _signal(pid: int, sig: int) -> None:
+    """Signal the process group the process leads, else the process alone."""
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+@dataclass
+class LabState:
+    name: str
+    etcd_endpoints: list[str] = field(default_factory=list)
+    etcd: list[Proc] = field(default_factory=list)
+    controller: Proc | None = None
+    agents: dict[str, Proc] = field(default_factory=dict)
+    topology: dict[str, Any] = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+
+    @property
+    def dir(self) -> Path:
+        return lab_dir(self.name)
+
+    @property
+    def socket(self) -> str:
+        return f"unix:{self.dir / 'controller.sock'}"
+
+    def save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / "state.json.tmp"
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(self.dir / "state.json")
+
+    @classmethod
+    def load(cls, name: str) -> LabState | None:
+        try:
+            raw = json.loads((lab_dir(name) / "state.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return cls(
+            name=raw["name"], etcd_endpoints=raw.get("etcd_endpoints", []),
+            etcd=[Proc(**p) for p in raw.get("etcd", [])],
+            controller=Proc(**raw["controller"]) if raw.get("controller") else None,
+            agents={h: Proc(**p) for h, p in raw.get("agents", {}).items()},
+            topology=raw.get("topology", {}), created=raw.get("created", 0.0),
+        )

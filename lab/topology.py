@@ -1,0 +1,472 @@
+"""Lab topology files: parse and validate a YAML description into frozen dataclasses.
+
+A topology names the lab, its underlay (subnet and MTU), the simulated hosts, the
+networks to create and the containers to start (see examples/quickstart.yaml). Every
+problem is reported as ONE `TopologyError` whose str() is "path: reason", the path
+being the YAML location (`containers[2].host: unknown host 'h9'`); YAML syntax errors
+and missing files name the file instead (`lab.yaml: line 3: ...`).
+
+Names, addresses, subnets, VNIs, MTUs and labels go through `vxlab.validate` with the
+YAML path as the field, so the lab accepts exactly what the controller accepts.
+`to_dict` gives the canonical form stored with a lab's state; parsing it back yields
+an equal `Topology`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vxlab import validate
+from vxlab.errors import InvalidArgument
+
+LAB_NAME_MAX = 11            # the lab name prefixes namespace names
+DEFAULT_UNDERLAY = "172.30.0.0/24"
+UNDERLAY_PREFIX_MAX = 29     # room for the switch (.1) and a few hosts
+UNDERLAY_MTU_MIN, UNDERLAY_MTU_MAX = 1280, 9216
+DEFAULT_MTU = 1500
+FIRST_HOST_OFFSET = 11       # automatic host addresses: .11, .12, ...
+HOSTS_MAX = 250
+ETCD_MEMBERS = (1, 3)
+DRIVERS = ("overlay", "bridge")
+NETWORK_MODES = ("none", "host")
+
+TOP_KEYS = ("name", "underlay", "hosts", "networks", "containers", "etcd")
+UNDERLAY_KEYS = ("subnet", "mtu")
+HOST_KEYS = ("name", "underlay_ip")
+NETWORK_KEYS = ("name", "subnet", "gateway", "vni", "mtu", "internal", "driver", "host", "labels")
+CONTAINER_KEYS = ("name", "host", "networks", "ip", "network_mode", "labels")
+ATTACH_KEYS = ("name", "ip")
+
+
+class TopologyError(Exception):
+    """A topology is invalid: `path` is the YAML location (or the file), `reason` why."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class UnderlaySpec:
+    subnet: str = DEFAULT_UNDERLAY
+    mtu: int = DEFAULT_MTU
+
+    @property
+    def network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.subnet)
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    name: str
+    underlay_ip: str
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    name: str
+    subnet: str | None = None     # None: allocated by the controller
+    gateway: str | None = None
+    vni: int | None = None
+    mtu: int | None = None
+    internal: bool = False
+    driver: str = "overlay"
+    host: str | None = None       # only for driver "bridge"
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    network: str
+    ip: str | None = None
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    host: str
+    networks: tuple[Attachment, ...] = ()
+    network_mode: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str
+    underlay: UnderlaySpec
+    hosts: tuple[HostSpec, ...]
+    networks: tuple[NetworkSpec, ...] = ()
+    containers: tuple[ContainerSpec, ...] = ()
+    etcd_members: int = 1
+
+
+# --- YAML ------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys instead of keeping the last one, and
+    reads only true/false as booleans (as YAML 1.2 does): `name: off` is a string."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, (str, int, float, bool)):
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key {key!r}", key_node.start_mark)
+                    seen.add(key)
+        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def load(path: str | Path) -> Topology:
+    """Read and parse a topology file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TopologyError(str(path), "no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise TopologyError(str(path), f"cannot read: {getattr(e, 'strerror', None) or e}") from None
+    return parse(text, source=str(path))
+
+
+def parse(text: str, *, source: str = "<string>") -> Topology:
+    """Parse and validate topology YAML; `source` names the text in syntax errors."""
+    try:
+        data = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise TopologyError(source, f"{where}{e.problem or e.context}") from None
+    except yaml.YAMLError as e:
+        raise TopologyError(source, str(e)) from None
+    if data is None:
+        raise TopologyError(source, "empty document")
+    if not isinstance(data, dict):
+        raise TopologyError(source, f"expected a mapping at the top level, got {_kind(data)}")
+    try:
+        return _topology(data)
+    except InvalidArgument as e:
+        raise TopologyError(e.field, e.reason) from None
+
+
+def to_dict(t: Topology) -> dict[str, Any]:
+    """The canonical plain form (assigned host addresses made explicit)."""
+    def network(n: NetworkSpec) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": n.name, "internal": n.internal, "driver": n.driver}
+        for key in ("subnet", "gateway", "vni", "mtu", "host"):
+            if getattr(n, key) is not None:
+                d[key] = getattr(n, key)
+        if n.labels:
+            d["labels"] = dict(n.labels)
+        return d
+
+    def container(c: ContainerSpec) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": c.name, "host": c.host}
+        if c.networks:
+            d["networks"] = [{"name": a.network, **({"ip": a.ip} if a.ip else {})} for a in c.networks]
+        if c.network_mode is not None:
+            d["network_mode"] = c.network_mode
+        if c.labels:
+            d["labels"] = dict(c.labels)
+        return d
+
+    return {
+        "name": t.name,
+        "underlay": {"subnet": t.underlay.subnet, "mtu": t.underlay.mtu},
+        "etcd": {"members": t.etcd_members},
+        "hosts": [{"name": h.name, "underlay_ip": h.underlay_ip} for h in t.hosts],
+        "networks": [network(n) for n in t.networks],
+        "containers": [container(c) for c in t.containers],
+    }
+
+
+# --- typed access ----------------------------------------------------------------------
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "mapping"
+    return type(value).__name__
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _mapping(value: Any, path: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TopologyError(path, f"expected a mapping, got {_kind(value)}")
+    for key in value:
+        if key not in keys:
+            raise TopologyError(_join(path, key), "unknown key")
+    return value
+
+
+def _opt(m: dict[str, Any], key: str, path: str, types: type | tuple[type, ...], what: str) -> Any:
+    """m[key] checked against `types` (bool is never an int); None when absent or null."""
+    value = m.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) != (types is bool) or not isinstance(value, types):
+        raise TopologyError(_join(path, key), f"expected {what}, got {_kind(value)}")
+    return value
+
+
+def _str(m: dict[str, Any], key: str, path: str, *, required: bool = False) -> str | None:
+    value: str | None = _opt(m, key, path, str, "a string")
+    if required and not value:
+        raise TopologyError(_join(path, key), "required")
+    return value
+
+
+def _int(m: dict[str, Any], key: str, path: str) -> int | None:
+    return _opt(m, key, path, int, "an integer")  # type: ignore[no-any-return]
+
+
+def _labels(m: dict[str, Any], path: str) -> dict[str, str]:
+    raw = _opt(m, "labels", path, dict, "a mapping") or {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            bad = key if not isinstance(key, str) else value
+            raise TopologyError(_join(path, f"labels.{key}"), f"expected a string, got {_kind(bad)}")
+    return validate.labels(raw, field=_join(path, "labels"))
+
+
+def _section(top: dict[str, Any], key: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    return {} if top.get(key) is None else _mapping(top[key], key, keys)
+
+
+def _items(m: dict[str, Any], key: str) -> list[Any]:
+    value = m.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise TopologyError(key, f"expected a list, got {_kind(value)}")
+    return value
+
+
+# --- sections --------------------------------------------------------------------------
+
+
+def _topology(top: dict[str, Any]) -> Topology:
+    _mapping(top, "", TOP_KEYS)
+    name = validate.name(_str(top, "name", "", required=True) or "", field="name", max_len=LAB_NAME_MAX)
+    underlay = _underlay(_section(top, "underlay", UNDERLAY_KEYS))
+    members = _int(_section(top, "etcd", ("members",)), "members", "etcd")
+    members = 1 if members is None else members
+    if members not in ETCD_MEMBERS:
+        raise TopologyError("etcd.members", f"expected 1 or 3, got {members}")
+    hosts = _hosts(top.get("hosts"), underlay.network)
+    networks = _networks(_items(top, "networks"), {h.name for h in hosts})
+    containers = _containers(_items(top, "containers"), {h.name for h in hosts}, networks)
+    return Topology(name, underlay, hosts, networks, containers, members)
+
+
+def _underlay(u: dict[str, Any]) -> UnderlaySpec:
+    net = validate.subnet(_str(u, "subnet", "underlay") or DEFAULT_UNDERLAY, field="underlay.subnet")
+    if net.prefixlen > UNDERLAY_PREFIX_MAX:
+        raise TopologyError("underlay.subnet", f"prefix /{net.prefixlen} is too small: at least"
+                            f" /{UNDERLAY_PREFIX_MAX} is needed (the switch and the hosts)")
+    mtu = _int(u, "mtu", "underlay")
+    mtu = DEFAULT_MTU if mtu is None else mtu
+    if not UNDERLAY_MTU_MIN <= mtu <= UNDERLAY_MTU_MAX:
+        raise TopologyError("underlay.mtu", f"{mtu} is out of range {UNDERLAY_MTU_MIN}..{UNDERLAY_MTU_MAX}")
+    return UnderlaySpec(str(net), mtu)
+
+
+def _hosts(raw: Any, net: ipaddress.IPv4Network) -> tuple[HostSpec, ...]:
+    if raw is None:
+        raise TopologyError("hosts", "required")
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        if not 1 <= raw <= HOSTS_MAX:
+            raise TopologyError("hosts", f"{raw} is out of range 1..{HOSTS_MAX}")
+        raw = [f"h{i}" for i in range(1, raw + 1)]
+    if not isinstance(raw, list):
+        raise TopologyError("hosts", f"expected a count or a list, got {_kind(raw)}")
+    if not 1 <= len(raw) <= HOSTS_MAX:
+        raise TopologyError("hosts", f"expected 1..{HOSTS_MAX} hosts, got {len(raw)}")
+    entries: list[tuple[str, ipaddress.IPv4Address | None]] = []
+    names: set[str] = set()
+    used: dict[ipaddress.IPv4Address, str] = {}
+    for i, item in enumerate(raw):
+        path = f"hosts[{i}]"
+        if isinstance(item, str):
+            item = {"name": item}
+        elif not isinstance(item, dict):
+            raise TopologyError(path, f"expected a name or a mapping, got {_kind(item)}")
+        _mapping(item, path, HOST_KEYS)
+        name = validate.name(_str(item, "name", path, required=True) or "",
+                             field=f"{path}.name", max_len=validate.HOST_NAME_MAX)
+        if name in names:
+            raise TopologyError(path, f"duplicate host {name!r}")
+        names.add(name)
+        addr = None
+        text = _str(item, "underlay_ip", path)
+        if text is not None:
+            field_ = f"{path}.underlay_ip"
+            addr = validate.ipv4(text, field=field_)
+            validate.host_in(addr, net, field=field_)
+            if addr == net.network_address + 1:
+                raise TopologyError(field_, f"{addr} is reserved for the switch")
+            if addr in used:
+                raise TopologyError(field_, f"{addr} is already used by host {used[addr]!r}")
+            used[addr] = name
+        entries.append((name, addr))
+    hosts = []
+    candidate = net.network_address + FIRST_HOST_OFFSET
+    for name, addr in entries:
+        if addr is None:
+            while candidate in used:
+                candidate += 1
+            if candidate >= net.broadcast_address:
+                raise TopologyError("underlay.subnet", f"{net} is too small for {len(entries)} hosts"
+                                    f" (automatic addresses start at {net.network_address + FIRST_HOST_OFFSET})")
+            addr = candidate
+            used[addr] = name
+        hosts.append(HostSpec(name, str(addr)))
+    return tuple(hosts)
+
+
+def _networks(raw: list[Any], hosts: set[str]) -> tuple[NetworkSpec, ...]:
+    out: list[NetworkSpec] = []
+    vnis: dict[int, str] = {}
+    subnets: list[tuple[str, ipaddress.IPv4Network]] = []
+    for i, item in enumerate(raw):
+        path = f"networks[{i}]"
+        n = _mapping(item, path, NETWORK_KEYS)
+        name = validate.name(_str(n, "name", path, required=True) or "",
+                             field=f"{path}.name", max_len=validate.NETWORK_NAME_MAX)
+        if any(o.name == name for o in out):
+            raise TopologyError(path, f"duplicate network {name!r}")
+        subnet = None
+        if (text := _str(n, "subnet", path)) is not None:
+            subnet = validate.subnet(text, field=f"{path}.subnet")
+            for other, o_net in subnets:
+                if subnet.overlaps(o_net):
+                    raise TopologyError(f"{path}.subnet", f"{subnet} overlaps network {other!r} ({o_net})")
+            subnets.append((name, subnet))
+        gateway = None
+        if (text := _str(n, "gateway", path)) is not None:
+            gateway = validate.ipv4(text, field=f"{path}.gateway")
+            if subnet is None:
+                raise TopologyError(f"{path}.gateway", "needs an explicit subnet")
+            validate.host_in(gateway, subnet, field=f"{path}.gateway")
+        vni = validate.vni(_int(n, "vni", path) or 0, field=f"{path}.vni") or None
+        mtu = validate.mtu(_int(n, "mtu", path) or 0, field=f"{path}.mtu") or None
+        internal = _opt(n, "internal", path, bool, "true or false") or False
+        driver = _str(n, "driver", path) or "overlay"
+        if driver not in DRIVERS:
+            raise TopologyError(f"{path}.driver", f"{driver[:20]!r} is not one of {', '.join(DRIVERS)}")
+        host = _str(n, "host", path)
+        if driver == "bridge":
+            if host is None:
+                raise TopologyError(f"{path}.host", "required for driver: bridge")
+            if host not in hosts:
+                raise TopologyError(f"{path}.host", f"unknown host {host!r}")
+            if vni is not None:
+                raise TopologyError(f"{path}.vni", "only for driver: overlay")
+        elif host is not None:
+            raise TopologyError(f"{path}.host", "only for driver: bridge")
+        if vni is not None:
+            if vni in vnis:
+                raise TopologyError(f"{path}.vni", f"{vni} is already used by network {vnis[vni]!r}")
+            vnis[vni] = name
+        out.append(NetworkSpec(name, str(subnet) if subnet else None, str(gateway) if gateway else None,
+                               vni, mtu, internal, driver, host, _labels(n, path)))
+    return tuple(out)
+
+
+def _attachments(c: dict[str, Any], path: str) -> list[tuple[str, str, str | None, str]]:
+    """(network, path of the name, ip, path of the ip) for each entry of `networks`."""
+    raw = c.get("networks") or []
+    if not isinstance(raw, list):
+        raise TopologyError(f"{path}.networks", f"expected a list, got {_kind(raw)}")
+    found: list[tuple[str, str, str | None, str]] = []
+    for j, item in enumerate(raw):
+        item_path = f"{path}.networks[{j}]"
+        if isinstance(item, str):
+            found.append((item, item_path, None, ""))
+        elif isinstance(item, dict):
+            _mapping(item, item_path, ATTACH_KEYS)
+            name = _str(item, "name", item_path, required=True) or ""
+            found.append((name, f"{item_path}.name", _str(item, "ip", item_path), f"{item_path}.ip"))
+        else:
+            raise TopologyError(item_path, f"expected a network name or a mapping, got {_kind(item)}")
+    for net, ip in (_opt(c, "ip", path, dict, "a mapping") or {}).items():
+        ip_path = f"{path}.ip.{net}"
+        hits = [k for k, entry in enumerate(found) if entry[0] == net]
+        if not hits:
+            raise TopologyError(ip_path, f"network {net!r} is not in the container's networks")
+        if found[hits[0]][2] is not None:
+            raise TopologyError(ip_path, f"ip already given in {found[hits[0]][3]}")
+        if not isinstance(ip, str):
+            raise TopologyError(ip_path, f"expected a string, got {_kind(ip)}")
+        found[hits[0]] = (net, found[hits[0]][1], ip, ip_path)
+    return found
+
+
+def _containers(raw: list[Any], hosts: set[str], networks: tuple[NetworkSpec, ...]) -> tuple[ContainerSpec, ...]:
+    by_name = {n.name: n for n in networks}
+    out: list[ContainerSpec] = []
+    taken: dict[tuple[str, ipaddress.IPv4Address], str] = {}   # (network, ip) -> container
+    for i, item in enumerate(raw):
+        path = f"containers[{i}]"
+        c = _mapping(item, path, CONTAINER_KEYS)
+        name = validate.name(_str(c, "name", path, required=True) or "",
+                             field=f"{path}.name", max_len=validate.CONTAINER_NAME_MAX)
+        if any(o.name == name for o in out):
+            raise TopologyError(path, f"duplicate container {name!r}")
+        host = _str(c, "host", path, required=True) or ""
+        if host not in hosts:
+            raise TopologyError(f"{path}.host", f"unknown host {host!r}")
+        mode = _str(c, "network_mode", path)
+        if mode is not None:
+            if mode not in NETWORK_MODES:
+                raise TopologyError(f"{path}.network_mode", f"{mode[:20]!r} is not one of {', '.join(NETWORK_MODES)}")
+            if c.get("networks") or c.get("ip"):
+                raise TopologyError(f"{path}.network_mode", "excludes networks")
+        attachments: list[Attachment] = []
+        for net_name, net_path, ip_text, ip_path in _attachments(c, path):
+            net = by_name.get(net_name)
+            if net is None:
+                raise TopologyError(net_path, f"unknown network {net_name!r}")
+            if any(a.network == net_name for a in attachments):
+                raise TopologyError(net_path, f"already attached to network {net_name!r}")
+            if net.driver == "bridge" and net.host != host:
+                raise TopologyError(net_path, f"network {net_name!r} is a bridge on host {net.host!r},"
+                                    f" the container is on {host!r}")
+            ip = None
+            if ip_text is not None:
+                ip = validate.ipv4(ip_text, field=ip_path)
+                if net.subnet is None:
+                    raise TopologyError(ip_path, f"network {net_name!r} has no explicit subnet")
+                subnet = ipaddress.IPv4Network(net.subnet)
+                validate.host_in(ip, subnet, field=ip_path)
+                gateway = ipaddress.IPv4Address(net.gateway) if net.gateway else subnet.network_address + 1
+                if ip == gateway:
+                    raise TopologyError(ip_path, f"{ip} is the gateway of network {net_name!r}")
+                if (net_name, ip) in taken:
+                    raise TopologyError(ip_path, f"{ip} is already used by container {taken[net_name, ip]!r}")
+                taken[net_name, ip] = name
+            attachments.append(Attachment(net_name, str(ip) if ip else None))
+        out.append(ContainerSpec(name, host, tuple(attachments), mode, _labels(c, path)))
+    return tuple(out)

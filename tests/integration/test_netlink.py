@@ -1,0 +1,290 @@
+"""NetlinkKernel against the real kernel (root): namespaces and their markers, a dump
+that round-trips what was written, ensure-calls that write nothing the second time, the
+vxlan replace, and a ping between two containers on two simulated hosts across VXLAN.
+
+Every test works under a unique `vxt<6 hex>-` prefix; the fixture deletes every
+namespace with it, also when the test fails. The driver runs in a thread that entered a
+throwaway "host" namespace (setns changes only the calling thread), so the pytest
+process itself never changes namespace.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import secrets
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import pytest
+from vxlab.agent.kernel import Fdb, Foreign, KernelError, Link, Neigh, Route, Underlay
+from vxlab.agent.netlink import NetlinkKernel
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")]
+
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def sh(*args: str, check: bool = True) -> str:
+    return subprocess.run(args, check=check, capture_output=True, text=True, timeout=20).stdout
+
+
+class Lab:
+    """Throwaway namespaces under one prefix; `run` drives a NetlinkKernel in a host."""
+
+    def __init__(self) -> None:
+        self.prefix = f"vxt{secrets.token_hex(3)}-"
+
+    def ns(self, name: str) -> str:
+        return self.prefix + name
+
+    def host(self, name: str, *cmds: str) -> str:
+        """A plain namespace (no marker), lo up, then `ip -n <host> <cmd>` for each cmd."""
+        host = self.ns(name)
+        sh("ip", "netns", "add", host)
+        sh("ip", "-n", host, "link", "set", "lo", "up")
+        for cmd in cmds:
+            sh("ip", "-n", host, *cmd.split())
+        return host
+
+    def run(self, host: str, fn: Callable[[NetlinkKernel], T]) -> T:
+        """fn(kernel) with a fresh NetlinkKernel in a thread inside `host`."""
+        box: dict[str, object] = {}
+
+        def body() -> None:
+            try:
+                fd = os.open(f"/run/netns/{host}", os.O_RDONLY)
+                try:
+                    if _libc.setns(fd, CLONE_NEWNET) != 0:
+                        raise OSError(ctypes.get_errno(), "setns")
+                finally:
+                    os.close(fd)
+                kernel = NetlinkKernel()
+                try:
+                    box["ok"] = fn(kernel)
+                finally:
+                    kernel.close()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the test
+                box["err"] = exc
+
+        worker = threading.Thread(target=body, daemon=True)
+        worker.start()
+        worker.join(60)
+        assert not worker.is_alive(), "driver thread hung"
+        if "err" in box:
+            raise box["err"]  # type: ignore[misc]
+        return box["ok"]  # type: ignore[return-value]
+
+    def cleanup(self) -> None:
+        for name in sh("ip", "netns", "list", check=False).split():
+            if name.startswith(self.prefix):
+                sh("ip", "netns", "del", name, check=False)
+        for line in sh("ip", "-o", "link", "show", check=False).splitlines():
+            name = line.split(":")[1].strip().split("@")[0]
+            if name.startswith(self.prefix):
+                sh("ip", "link", "del", name, check=False)
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    own_ns = os.readlink("/proc/self/ns/net")
+    lab = Lab()
+    try:
+        yield lab
+    finally:
+        lab.cleanup()
+        assert os.readlink("/proc/self/ns/net") == own_ns
+        assert not [n for n in sh("ip", "netns", "list").split() if n.startswith(lab.prefix)]
+
+
+def writes(kernel: NetlinkKernel) -> int:
+    return sum(kernel.writes.values())
+
+
+def test_create_netns_marker_foreign_and_delete(lab: Lab) -> None:
+    host = lab.host("h")
+    net, foreign = lab.ns("n"), lab.ns("f")
+    sh("ip", "netns", "add", foreign)
+
+    def scenario(k: NetlinkKernel) -> None:
+        k.create_netns(net, marker="vxlab:m1")
+        assert dict(k.writes) == {"create_netns": 2}  # the namespace, then lo up + alias
+        k.create_netns(net, marker="vxlab:m1")
+        assert writes(k) == 2
+        with pytest.raises(Foreign, match="vxlab:m1"):
+            k.create_netns(net, marker="vxlab:m2")
+        with pytest.raises(Foreign):
+            k.create_netns(foreign, marker="vxlab:m1")
+        dump = k.dump(lab.prefix)
+        assert set(dump) == {host, net, foreign}
+        assert (dump[net].marker, dump[foreign].marker, dump[host].marker) == ("vxlab:m1", "", "")
+        assert dump[net].links["lo"] == Link(name="lo", kind="loopback", alias="vxlab:m1",
+                                             mac="00:00:00:00:00:00", mtu=65536, up=True)
+        # deleted behind our back (the cached handle must go) and created again
+        sh("ip", "netns", "del", net)
+        assert net not in k.dump(lab.prefix)
+        k.create_netns(net, marker="vxlab:m3")
+        assert k.dump(lab.prefix)[net].marker == "vxlab:m3"
+        k.delete_netns(net)
+        k.delete_netns(net)
+        assert k.writes["delete_netns"] == 1
+        with pytest.raises(KernelError, match="no network namespace"):
+            k.add_bridge(net, "br0", mtu=1500, alias="vxlab:b")
+
+    lab.run(host, scenario)
+    assert net not in sh("ip", "netns", "list").split()
+
+
+def test_dump_round_trip_and_idempotence(lab: Lab) -> None:
+    host = lab.host("h", "link add u0 type veth peer name u1", "addr add 172.31.7.1/24 dev u0",
+                    "link set u0 up", "link set u1 up")
+    net, ctr = lab.ns("net"), lab.ns("ctr")
+    mac, rmac = "02:42:00:00:00:01", "02:42:00:00:00:02"
+    fdb, neigh = Fdb("vx0", rmac, "172.31.7.2"), Neigh("vx0", "10.99.0.2", rmac)
+    route = Route("default", "10.99.0.254", "eth0")
+
+    def ensure_all(k: NetlinkKernel) -> None:
+        k.create_netns(net, marker="vxlab:net")
+        k.create_netns(ctr, marker="vxlab:ctr")
+        k.add_bridge(net, "br0", mtu=1450, alias="vxlab:br")
+        k.add_vxlan(net, "vx0", vni=4242, local="172.31.7.1", port=4789, mtu=1450, alias="vxlab:vx", master="br0")
+        k.add_veth(net, "ve0", alias="vxlab:ve", master="br0", mtu=1450, peer_ns=ctr, peer_name="eth0",
+                   peer_mac=mac, peer_alias="vxlab:eth0")
+        k.add_addr(ctr, "eth0", "10.99.0.1/24")
+        k.add_route(ctr, route)
+        k.add_fdb(net, fdb)
+        k.add_neigh(net, neigh)
+
+    def scenario(k: NetlinkKernel) -> None:
+        assert k.underlay() == Underlay(ip="172.31.7.1", dev="u0", mtu=1500)
+        ensure_all(k)
+        assert dict(k.writes) == {"create_netns": 4, "add_bridge": 2, "add_vxlan": 2, "add_veth": 3,
+                                  "add_addr": 1, "add_route": 1, "add_fdb": 1, "add_neigh": 1}
+        before = writes(k)
+        ensure_all(k)
+        assert writes(k) == before, "a second ensure pass must write nothing"
+
+        dump = k.dump(lab.prefix)
+        n, c = dump[net], dump[ctr]
+        assert set(n.links) == {"lo", "br0", "vx0", "ve0"} and set(c.links) == {"lo", "eth0"}
+        br, vx, ve, eth = n.links["br0"], n.links["vx0"], n.links["ve0"], c.links["eth0"]
+        assert (br.kind, br.alias, br.mtu, br.up, br.master) == ("bridge", "vxlab:br", 1450, True, "")
+        assert vx == Link(name="vx0", kind="vxlan", alias="vxlab:vx", mac=vx.mac, mtu=1450, up=True,
+                          master="br0", vni=4242, local="172.31.7.1", port=4789, learning=False, proxy=True)
+        assert (ve.kind, ve.alias, ve.mtu, ve.up, ve.master) == ("veth", "vxlab:ve", 1450, True, "br0")
+        assert eth == Link(name="eth0", kind="veth", alias="vxlab:eth0", mac=mac, mtu=1450, up=True)
+        assert (n.addrs, n.routes, n.fdb, n.neigh) == (frozenset(), frozenset(), {fdb}, {neigh})
+        assert (c.addrs, c.routes, c.fdb, c.neigh) == ({("eth0", "10.99.0.1/24")}, {route}, frozenset(), frozenset())
+
+        # the vxlan socket is bound in the agent's namespace, not in the network's
+        assert ":4789" in sh("ip", "netns", "exec", host, "ss", "-Hluna")
+        assert ":4789" not in sh("ip", "netns", "exec", net, "ss", "-Hluna")
+        assert "vxtmp" not in sh("ip", "netns", "exec", host, "ip", "-o", "link")
+
+        before = writes(k)
+        k.set_link(ctr, "eth0", mtu=1400)
+        k.set_link(ctr, "eth0", mtu=1400, up=True)
+        assert writes(k) == before + 1 and k.dump(lab.prefix)[ctr].links["eth0"].mtu == 1400
+        # a delete of an entry that now points elsewhere, or of anything missing, writes nothing
+        k.del_fdb(net, Fdb("vx0", rmac, "172.31.7.99"))
+        k.del_neigh(net, Neigh("vx0", "10.99.0.2", "02:42:00:00:00:99"))
+        assert writes(k) == before + 1
+        for _ in range(2):
+            k.del_fdb(net, fdb)
+            k.del_neigh(net, neigh)
+            k.del_route(ctr, route)
+            k.del_addr(ctr, "eth0", "10.99.0.1/24")
+            k.delete_link(net, "vx0")
+        assert writes(k) == before + 6
+        after = k.dump(lab.prefix)
+        assert "vx0" not in after[net].links and not after[net].fdb and not after[net].neigh
+        assert not after[ctr].addrs and not after[ctr].routes
+
+    lab.run(host, scenario)
+
+
+def test_vxlan_replace_and_foreign_links(lab: Lab) -> None:
+    host = lab.host("h", "link add u0 type veth peer name u1", "addr add 172.31.8.1/24 dev u0",
+                    "addr add 172.31.9.1/24 dev u1", "link set u0 up", "link set u1 up")
+    net = lab.ns("net")
+
+    def scenario(k: NetlinkKernel) -> None:
+        with pytest.raises(KernelError, match="172.31.8.1 on u0, 172.31.9.1 on u1"):
+            k.underlay()  # no default route, two candidates
+        assert k.underlay(dev="u1") == Underlay(ip="172.31.9.1", dev="u1", mtu=1500)
+        assert k.underlay(ip="172.31.8.1").dev == "u0"
+        with pytest.raises(KernelError, match="no device has address 10.1.1.1"):
+            k.underlay(ip="10.1.1.1")
+        k.create_netns(net, marker="vxlab:net")
+        k.add_bridge(net, "br0", mtu=1500, alias="vxlab:br")
+        k.add_vxlan(net, "vx0", vni=100, local="172.31.8.1", port=4789, mtu=1450, alias="vxlab:vx", master="br0")
+        k.writes.clear()
+        k.add_vxlan(net, "vx0", vni=200, local="172.31.8.1", port=4789, mtu=1450, alias="vxlab:vx", master="br0")
+        assert dict(k.writes) == {"add_vxlan": 3}  # delete, create in the own namespace, move + set
+        vx = k.dump(lab.prefix)[net].links["vx0"]
+        assert (vx.vni, vx.local, vx.port, vx.master, vx.up, vx.mtu) == (200, "172.31.8.1", 4789, "br0", True, 1450)
+        k.add_vxlan(net, "vx0", vni=200, local="172.31.8.1", port=4789, mtu=1400, alias="vxlab:vx", master="br0")
+        assert dict(k.writes) == {"add_vxlan": 4}  # only the mtu
+        sh("ip", "-n", net, "link", "add", "vxf", "type", "vxlan", "id", "7", "dstport", "4789")
+        sh("ip", "-n", net, "link", "add", "brf", "type", "bridge")
+        with pytest.raises(Foreign, match="vxf"):
+            k.add_vxlan(net, "vxf", vni=7, local="172.31.8.1", port=4789, mtu=1450, alias="vxlab:x", master="br0")
+        with pytest.raises(Foreign, match="brf"):
+            k.add_bridge(net, "brf", mtu=1500, alias="vxlab:b")
+        with pytest.raises(Foreign):
+            k.delete_link(net, "brf")
+        with pytest.raises(KernelError, match="master 'nobr' does not exist"):
+            k.add_vxlan(net, "vx1", vni=300, local="172.31.8.1", port=4789, mtu=1450, alias="vxlab:v", master="nobr")
+        assert "vxtmp" not in sh("ip", "netns", "exec", host, "ip", "-o", "link")
+
+    lab.run(host, scenario)
+
+
+def _overlay_host(lab: Lab, i: int, peer: int) -> Callable[[NetlinkKernel], None]:
+    def build(k: NetlinkKernel) -> None:
+        net, ctr = lab.ns(f"net{i}"), lab.ns(f"ctr{i}")
+        k.create_netns(net, marker=f"vxlab:net{i}")
+        k.create_netns(ctr, marker=f"vxlab:ctr{i}")
+        k.add_bridge(net, "br0", mtu=1450, alias="vxlab:br")
+        k.add_vxlan(net, "vx0", vni=4242, local=f"172.31.250.{i}", port=4789, mtu=1450, alias="vxlab:vx",
+                    master="br0")
+        k.add_veth(net, "ve0", alias="vxlab:ve", master="br0", mtu=1450, peer_ns=ctr, peer_name="eth0",
+                   peer_mac=f"02:42:0a:63:00:0{i}", peer_alias="vxlab:eth0")
+        k.add_addr(ctr, "eth0", f"10.99.0.{i}/24")
+        k.add_fdb(net, Fdb("vx0", f"02:42:0a:63:00:0{peer}", f"172.31.250.{peer}"))
+        k.add_neigh(net, Neigh("vx0", f"10.99.0.{peer}", f"02:42:0a:63:00:0{peer}"))
+    return build
+
+
+def test_ping_across_vxlan(lab: Lab) -> None:
+    h1 = lab.host("h1")
+    h2 = lab.host("h2")
+    sh("ip", "-n", h1, "link", "add", "u1", "type", "veth", "peer", "name", "u2", "netns", h2)
+    for host, dev, i in ((h1, "u1", 1), (h2, "u2", 2)):
+        sh("ip", "-n", host, "addr", "add", f"172.31.250.{i}/24", "dev", dev)
+        sh("ip", "-n", host, "link", "set", dev, "up")
+    lab.run(h1, _overlay_host(lab, 1, 2))
+    lab.run(h2, _overlay_host(lab, 2, 1))
+
+    dump = subprocess.Popen(["ip", "netns", "exec", h1, "tcpdump", "-i", "u1", "-c", "1", "-nn", "-l",
+                             "udp", "port", "4789"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert dump.stderr is not None
+        deadline = time.monotonic() + 5
+        while "listening on" not in dump.stderr.readline() and time.monotonic() < deadline:
+            pass
+        ping = subprocess.run(["ip", "netns", "exec", lab.ns("ctr1"), "ping", "-c", "2", "-W", "1", "10.99.0.2"],
+                              check=False, capture_output=True, text=True, timeout=10)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        out, _ = dump.communicate(timeout=5)
+    finally:
+        if dump.poll() is None:
+            dump.kill()
+            dump.wait()
+    assert "VXLAN, flags [I] (0x08), vni 4242" in out, out
