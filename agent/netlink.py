@@ -13,15 +13,24 @@ give the agent a dedicated worker thread, e.g. `ThreadPoolExecutor(max_workers=1
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import secrets
 import threading
+import time
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 from vxlab.agent import netlink_ns
 from vxlab.agent.kernel import MARK, Foreign, KernelError, Namespace, Underlay
-from vxlab.agent.netlink_dump import IFF_UP, Msg, find_underlay, link_of, read_namespace
+from vxlab.agent.netlink_dump import (
+    IFF_UP,
+    Msg,
+    find_underlay,
+    link_of,
+    read_links,
+    read_namespace,
+)
 from vxlab.agent.netlink_ns import Handles, NamespaceMissing, NsHandle
 from vxlab.agent.netlink_objs import ObjectOps, where
 from vxlab.agent.netlink_raw import link_index
@@ -155,7 +164,20 @@ class NetlinkKernel(ObjectOps):
         self._fix("create_netns", h, name, lo, up=True)
 
     def delete_netns(self, name: str) -> None:
+        """Unmount the namespace. Our vxlan and veth links in it are deleted first (one
+        write each): the kernel destroys a namespace asynchronously, and until then its
+        vxlan devices still hold their VNI in the agent's namespace (a new vxlan with it
+        fails with EEXIST) and its veth peers still sit in the container namespaces."""
         self._own()
+        if netlink_ns.ns_ident(name) is not None:
+            h = self._handle(name)
+            with self._op("delete_netns", name, "links"):
+                links, _names = read_links(h)
+            for link in links.values():
+                if link.kind in ("vxlan", "veth") and link.alias.startswith(MARK):
+                    index = link_index(h.raw, link.name)
+                    if index:
+                        self._write("delete_netns", h, name, f"link {link.name}", h.ipr.link, "del", index=index)
         self._handles.drop(name)  # an open socket would keep the namespace alive
         try:
             removed = netlink_ns.remove_netns(name)
@@ -195,9 +217,20 @@ class NetlinkKernel(ObjectOps):
         master_index = self._master_index(h, ns, master)
         own = self._own()
         tmp = self._tmp_name(own)
-        self._write("add_vxlan", own, "", f"vxlan {tmp} (for {name})", own.ipr.link, "add", ifname=tmp,
-                    kind="vxlan", vxlan_id=vni, vxlan_local=local, vxlan_port=port, vxlan_learning=0,
-                    vxlan_proxy=1, mtu=mtu)
+        for delay in (0.05, 0.1, 0.2, 0.4, 0.8, 0.0):
+            try:
+                self._write("add_vxlan", own, "", f"vxlan {tmp} (for {name})", own.ipr.link, "add", ifname=tmp,
+                            kind="vxlan", vxlan_id=vni, vxlan_local=local, vxlan_port=port, vxlan_learning=0,
+                            vxlan_proxy=1, mtu=mtu)
+                break
+            except KernelError as exc:
+                cause = exc.__cause__
+                if not (isinstance(cause, NetlinkError) and cause.code == errno.EEXIST):
+                    raise
+                if not delay:  # another device, maybe in a namespace still being destroyed, has it
+                    raise KernelError(f"add_vxlan {ns}/{name}: VNI {vni} (local {local}, port {port}) is in use "
+                                      "by another vxlan device of the agent's namespace") from cause
+                time.sleep(delay)
         fd = self._ns_fd(ns)
         try:
             index = self._must_get(own, "", tmp)["index"]

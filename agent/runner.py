@@ -112,7 +112,8 @@ class Agent:
             try:
                 if not self.registered:
                     host = Host(name=self.me.name, underlay_ip=self.me.underlay_ip, underlay_mtu=self.me.underlay_mtu,
-                                agent_version=VERSION, labels=self.config.labels)
+                                agent_version=VERSION,
+                                labels={"vxlab/netns-prefix": self.me.netns_prefix, **self.config.labels})
                     _, self.lease, ttl = await self.client.register_host(host)
                     self.ttl = ttl
                     self.registered = True
@@ -180,8 +181,15 @@ class Agent:
                               dict(self.cache.endpoints))
             grace = self._grace_hosts if self._outage_since is not None or time.monotonic() < self._grace_until \
                 else frozenset()
-            result = await loop.run_in_executor(
-                self._pool, lambda: self.reconciler.reconcile(copy, full=full, assume_alive=grace))
+            try:
+                result = await loop.run_in_executor(
+                    self._pool, lambda: self.reconciler.reconcile(copy, full=full, assume_alive=grace))
+            except Exception as e:  # noqa: BLE001 - a bug or a kernel surprise must not kill the agent
+                log.exception("reconcile pass failed")
+                metrics.ERRORS.labels("reconcile").inc()
+                result = PassResult([], errors=[f"pass failed: {e}"], full=full)
+                self._dirty.set()
+                await asyncio.sleep(1.0)
             if full:
                 next_full = time.monotonic() + self.config.resync
             self.last = result
@@ -216,8 +224,12 @@ class Agent:
             return
         path = Path(self.config.status_file)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.status()))
-        tmp.replace(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(self.status()))
+            tmp.replace(path)
+        except OSError as e:
+            log.warning("cannot write status file %s: %s", path, e)
 
 
 async def plan_once(config: AgentConfig, kernel: Callable[[], Kernel]) -> list[str]:

@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import shutil
+import subprocess
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 
 from vxlab.client import Client
 from vxlab.lab import procs, underlay
+from vxlab.lab.check import CheckResult, run_check
 from vxlab.lab.state import LabState, Proc, lab_dir, lab_marker, ns_prefix
 from vxlab.lab.topology import Topology, load, to_dict
 from vxlab.model import Endpoint, Host, Network
@@ -210,6 +212,76 @@ class Lab:
                        for h in self.state.agents)
         procs.wait_for(done, f"agents to converge at revision {rev}", timeout=timeout)
         return rev
+
+    # --- looking -----------------------------------------------------------------------
+    def containers(self) -> list[dict[str, Any]]:
+        eps = self.call(lambda c: c.list_endpoints())
+        return [{"container": e.name, "host": e.host, "network": e.network, "ip": e.ip, "mac": e.mac,
+                 "namespace": self.container_ns(e.host, e.name)}
+                for e in sorted(eps, key=lambda e: (e.name, e.network))]
+
+    def namespace_of(self, container: str) -> str:
+        eps = [e for e in self.call(lambda c: c.list_endpoints(name=container))]
+        if not eps:
+            raise procs.LabError(f"container: no container named {container!r} in lab {self.name!r}")
+        return self.container_ns(eps[0].host, container)
+
+    def status(self, *, brief: bool = False) -> dict[str, Any]:
+        st: dict[str, Any] = {"name": self.name, "controller": self.socket, "controller_up": self.running(),
+                              "etcd": self.state.etcd_endpoints,
+                              "etcd_up": bool(self.state.etcd) and all(p.alive() for p in self.state.etcd),
+                              "hosts": sorted(self.state.agents)}
+        if brief:
+            return st
+        hosts: dict[str, Host] = {}
+        st["revision"] = 0
+        if self.running():
+            try:
+                hosts = {h.name: h for h in self.call(lambda c: c.list_hosts())}
+                st["revision"] = self.call(lambda c: c.revision())
+            except Exception:  # noqa: BLE001 - etcd down: report what we know
+                st["controller_up"] = False
+        rows = []
+        for name, proc in sorted(self.state.agents.items()):
+            a = self.agent_status(name)
+            h = hosts.get(name)
+            rows.append({"name": name, "underlay_ip": h.underlay_ip if h else a.get("underlay_ip", ""),
+                         "alive": bool(h and h.alive), "agent_running": proc.alive(),
+                         "applied_revision": a.get("applied_revision", 0),
+                         "converged": bool(a.get("converged")) and a.get("applied_revision", 0) >= st["revision"]})
+        st["hosts"] = rows
+        st["converged"] = all(r["converged"] for r in rows)
+        return st
+
+    def check(self, **kw: Any) -> CheckResult:
+        eps = self.call(lambda c: c.list_endpoints())
+        return run_check(eps, lambda e: self.container_ns(e.host, e.name), **kw)
+
+    def exec(self, container: str, *cmd: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run a command inside a container's namespace (Python API)."""
+        return subprocess.run(["ip", "netns", "exec", self.namespace_of(container), *cmd],
+                              capture_output=True, text=True, check=check)
+
+    def container(self, name: str, *, host: str, networks: list[str], ip: str = "") -> list[Endpoint]:
+        """Attach a new container (`container run`) and wait until every agent programmed it."""
+        async def go(c: Client) -> list[Endpoint]:
+            return list(await asyncio.gather(*(c.create_endpoint(Endpoint(name=name, network=n, host=host,
+                                                                            ip=ip if i == 0 else ""))
+                                               for i, n in enumerate(networks))))
+        eps = self.call(go)
+        self.wait_converged()
+        return eps
+
+    def remove_container(self, name: str) -> int:
+        async def go(c: Client) -> int:
+            eps = await c.list_endpoints(name=name)
+            if not eps:
+                raise procs.LabError(f"container: no container named {name!r}")
+            await asyncio.gather(*(c.delete_endpoint(e.network, name) for e in eps))
+            return len(eps)
+        n = self.call(go)
+        self.wait_converged()
+        return n
 
     # --- down ------------------------------------------------------------------------
     def down(self) -> list[str]:

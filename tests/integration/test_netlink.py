@@ -242,6 +242,15 @@ def test_vxlan_replace_and_foreign_links(lab: Lab) -> None:
         with pytest.raises(KernelError, match="master 'nobr' does not exist"):
             k.add_vxlan(net, "vx1", vni=300, local="172.31.8.1", port=4789, mtu=1450, alias="vxlab:v", master="nobr")
         assert "vxtmp" not in sh("ip", "netns", "exec", host, "ip", "-o", "link")
+        # deleting the namespace frees the VNI at once (its vxlan is deleted first), so
+        # the network can be created again right away
+        k.writes.clear()
+        k.delete_netns(net)
+        assert dict(k.writes) == {"delete_netns": 2}
+        k.create_netns(net, marker="vxlab:net")
+        k.add_bridge(net, "br0", mtu=1500, alias="vxlab:br")
+        k.add_vxlan(net, "vx0", vni=200, local="172.31.8.1", port=4789, mtu=1450, alias="vxlab:vx", master="br0")
+        assert k.dump(lab.prefix)[net].links["vx0"].vni == 200
 
     lab.run(host, scenario)
 

@@ -277,7 +277,7 @@ def test_container_inspect_json(fake: FakeClient) -> None:
         "front": {"NetworkID": NET_ID, "EndpointID": EP_IDS["web", "front"], "Gateway": "10.0.1.1",
                   "IPAddress": "10.0.1.2", "IPPrefixLen": 24, "MacAddress": "02:00:00:00:00:01"},
     }
-    assert "SandboxKey" not in web["NetworkSettings"]
+    assert web["NetworkSettings"]["SandboxKey"] == "/run/netns/vx-c-web"
 
 
 def test_container_inspect_table(fake: FakeClient) -> None:

@@ -15,8 +15,8 @@ import typer
 
 from vxlab.cli import main as cli
 from vxlab.cli.network import with_prefix
-from vxlab.errors import NotFound
-from vxlab.model import Endpoint, Network
+from vxlab.errors import NotFound, VxError
+from vxlab.model import Endpoint, Host, Network
 
 if TYPE_CHECKING:
     from vxlab.client import Client
@@ -37,7 +37,17 @@ def _prefixlen(ip: str, subnet: str) -> int:
     return int(plen) if plen else 0
 
 
-def docker_containers(name: str, *, endpoints: list[Endpoint], networks: dict[str, Network]) -> list[dict[str, Any]]:
+NETNS_PREFIX_LABEL = "vxlab/netns-prefix"  # set by the agent when it registers its host
+
+
+def sandbox_key(name: str, host: Host | None) -> str:
+    """The path of the container's network namespace, as Docker's `SandboxKey`."""
+    prefix = (host.labels.get(NETNS_PREFIX_LABEL) if host else None) or "vx-"
+    return f"/run/netns/{prefix}c-{name}"
+
+
+def docker_containers(name: str, *, endpoints: list[Endpoint], networks: dict[str, Network],
+                      hosts: dict[str, Host] | None = None) -> list[dict[str, Any]]:
     """One `docker container inspect` element per host carrying endpoints named `name`."""
     out: list[dict[str, Any]] = []
     for host in sorted({e.host for e in endpoints if e.name == name}):
@@ -50,7 +60,8 @@ def docker_containers(name: str, *, endpoints: list[Endpoint], networks: dict[st
                 "IPAddress": e.ip, "IPPrefixLen": _prefixlen(e.ip, net.subnet), "MacAddress": e.mac,
             }
         out.append({"Name": name, "Id": container_id(host=host, name=name), "Host": host,
-                    "NetworkSettings": {"Networks": attached}})
+                    "NetworkSettings": {"SandboxKey": sandbox_key(name, (hosts or {}).get(host)),
+                                        "Networks": attached}})
     return out
 
 
@@ -79,15 +90,59 @@ def inspect(
 ) -> None:
     """Show a container's attachments (a table, or docker-shaped JSON with --json)."""
 
-    async def go(c: Client) -> tuple[list[Endpoint], list[Network]]:
-        eps, nets = await asyncio.gather(c.list_endpoints(name=name), c.list_networks())
+    async def go(c: Client) -> tuple[list[Endpoint], list[Network], list[Host]]:
+        eps, nets, hosts = await asyncio.gather(c.list_endpoints(name=name), c.list_networks(), c.list_hosts())
         if not any(e.name == name for e in eps):
             raise NotFound(f"container: no container named {name!r}")
-        return eps, nets
+        return eps, nets, hosts
 
-    eps, nets = cli.call(ctx, go)
-    data = docker_containers(name, endpoints=eps, networks={n.name: n for n in nets})
+    eps, nets, hosts = cli.call(ctx, go)
+    data = docker_containers(name, endpoints=eps, networks={n.name: n for n in nets},
+                             hosts={h.name: h for h in hosts})
     rows = [[net, c["Host"], f"{a['IPAddress']}/{a['IPPrefixLen']}" if a["IPAddress"] else "",
              a["Gateway"], a["MacAddress"], a["EndpointID"][:12]]
             for c in data for net, a in c["NetworkSettings"]["Networks"].items()]
     cli.output(as_json=as_json, data=data, columns=INSPECT_COLUMNS, rows=rows)
+
+
+@app.command("run")
+def run(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Container name.")],
+    host: Annotated[str, typer.Option("--host", metavar="H", help="The host it runs on.")],
+    network: Annotated[list[str], typer.Option("--network", metavar="N", help="A network (repeatable).")],
+    ip: Annotated[str, typer.Option(metavar="IP", help="Address on the first network.")] = "",
+) -> None:
+    """Start a container on HOST attached to each --network; waits until it is reachable."""
+    from vxlab.lab.lab import Lab
+    from vxlab.lab.procs import LabError
+
+    state: cli.CliState = ctx.obj
+    if not state.lab:
+        cli.fail("lab: no lab selected (use --lab or start one with `vxlab up`)")
+    try:
+        eps = Lab(state.lab).container(name, host=host, networks=network, ip=ip)
+    except LabError as e:
+        cli.fail(str(e))
+    except VxError as e:
+        cli.fail(e.message)
+    cli.output(as_json=False, data=None, columns=LS_COLUMNS,
+               rows=[[e.name, e.host, e.network, e.ip, e.mac, e.id[:12]] for e in eps])
+
+
+@app.command("rm")
+def rm(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Container name.")]) -> None:
+    """Remove a container (all its endpoints) from the lab."""
+    from vxlab.lab.lab import Lab
+    from vxlab.lab.procs import LabError
+
+    state: cli.CliState = ctx.obj
+    if not state.lab:
+        cli.fail("lab: no lab selected (use --lab or start one with `vxlab up`)")
+    try:
+        n = Lab(state.lab).remove_container(name)
+    except LabError as e:
+        cli.fail(str(e))
+    except VxError as e:
+        cli.fail(e.message)
+    typer.echo(f"removed {name} ({n} endpoints)", err=True)

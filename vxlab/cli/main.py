@@ -34,6 +34,7 @@ class CliState:
     """What the root callback hands to every verb through `ctx.obj`."""
 
     controller: str
+    lab: str | None = None  # the lab selected with --lab, or the only one running
 
 
 def client_factory(address: str) -> Client:
@@ -107,13 +108,25 @@ app = typer.Typer(
 @app.callback()
 def root(
     ctx: typer.Context,
-    controller: Annotated[str, typer.Option(
+    controller: Annotated[str | None, typer.Option(
         "--controller", envvar="VXLAB_CONTROLLER", metavar="ADDR",
-        help="Controller address(es), host:port, comma-separated for failover.",
-    )] = DEFAULT_CONTROLLER,
+        help="Controller address(es), host:port or unix:PATH, comma-separated for failover."
+             f" Default: the selected lab's controller, else {DEFAULT_CONTROLLER}.",
+    )] = None,
+    lab: Annotated[str | None, typer.Option(
+        "--lab", envvar="VXLAB_LAB", metavar="NAME", help="The lab to act on (default: the only one running).",
+    )] = None,
 ) -> None:
     """Multi-host VXLAN overlay lab: networks, hosts and containers."""
-    ctx.obj = CliState(controller=controller)
+    from vxlab.lab.state import LabState, list_labs
+
+    if lab is None:
+        running = list_labs()
+        lab = running[0] if len(running) == 1 else None
+    if controller is None:
+        state = LabState.load(lab) if lab else None
+        controller = state.socket if state else DEFAULT_CONTROLLER
+    ctx.obj = CliState(controller=controller, lab=lab)
 
 
 def main() -> None:
@@ -150,3 +163,13 @@ app.add_typer(bench.app, name="bench")
 from vxlab.cli import agent  # noqa: E402
 
 app.add_typer(agent.app, name="agent")
+from vxlab.cli import lab  # noqa: E402
+
+app.command("up")(lab.up)
+app.command("down")(lab.down)
+app.command("status")(lab.status)
+app.command("check")(lab.check)
+app.command("exec", context_settings={"allow_interspersed_args": False})(lab.exec_)
+lab_app = typer.Typer(help="Labs on this machine.", no_args_is_help=True)
+lab_app.command("ls")(lab.labs)
+app.add_typer(lab_app, name="lab")

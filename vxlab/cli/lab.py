@@ -1,0 +1,159 @@
+"""Lab verbs: `vxlab up`, `down`, `status`, `check`, `exec`, `lab ls`.
+
+Each converts its arguments, makes one call on `vxlab.lab.Lab`, and prints a table or
+JSON. Lab failures (a bad topology file, a process that would not start) are one
+`error: …` line and exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from vxlab.cli.main import CliState, fail, output, print_json
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+LabOpt = Annotated[str | None, typer.Option("--lab", metavar="NAME", help="Lab name.")]
+
+
+def _lab_name(ctx: typer.Context, lab: str | None) -> str:
+    from vxlab.lab.state import list_labs
+
+    state: CliState = ctx.obj
+    name = lab or state.lab
+    if name:
+        return name
+    running = list_labs()
+    fail("lab: no lab is running" if not running else f"lab: several labs are running ({', '.join(running)}); use --lab")
+
+
+def up(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="Topology file (YAML).")],
+    lab: LabOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would change; change nothing.")] = False,
+) -> None:
+    """Bring a lab up from FILE, or apply only the difference to a running lab."""
+    from vxlab.lab.lab import Lab
+    from vxlab.lab.procs import LabError
+    from vxlab.lab.topology import TopologyError, load
+
+    try:
+        topo = load(file)
+        the_lab = Lab(lab or topo.name)
+        if dry_run:
+            steps = the_lab.plan(topo)
+            typer.echo("\n".join(s.describe() for s in steps) if steps else "nothing to do")
+            return
+        console = Console(stderr=True)
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      console=console, transient=True) as progress:
+            task = progress.add_task(f"lab {the_lab.name}: starting", total=None)
+            the_lab.up(topo, progress=lambda msg: progress.update(task, description=f"lab {the_lab.name}: {msg}"))
+        _summary(the_lab)
+    except (TopologyError, LabError, OSError) as e:
+        fail(str(e))
+
+
+def _summary(the_lab: Any) -> None:
+    rows = the_lab.containers()
+    output(as_json=False, data=rows, columns=["CONTAINER", "HOST", "NETWORK", "IP", "MAC", "NAMESPACE"],
+           rows=[[r["container"], r["host"], r["network"], r["ip"], r["mac"], r["namespace"]] for r in rows])
+    st = the_lab.status()
+    typer.echo(f"lab {st['name']}: {len(st['hosts'])} hosts, {len(rows)} endpoints, "
+               f"converged at revision {st['revision']} — controller {st['controller']}", err=True)
+
+
+def down(ctx: typer.Context, lab: LabOpt = None) -> None:
+    """Remove everything of the lab: processes, namespaces, links, state."""
+    from vxlab.lab.lab import Lab
+
+    name = _lab_name(ctx, lab)
+    removed = Lab(name).down()
+    typer.echo(f"lab {name}: down ({len(removed)} namespaces removed)", err=True)
+
+
+def status(ctx: typer.Context, lab: LabOpt = None, as_json: JsonOpt = False) -> None:
+    """Controller, etcd, hosts alive, agent convergence."""
+    from vxlab.lab.lab import Lab
+
+    st = Lab(_lab_name(ctx, lab)).status()
+    if as_json:
+        print_json(st)
+        return
+    typer.echo(f"lab {st['name']}: controller {st['controller']} ({'up' if st['controller_up'] else 'DOWN'}), "
+               f"etcd {', '.join(st['etcd'])} ({'up' if st['etcd_up'] else 'DOWN'}), revision {st['revision']}")
+    output(as_json=False, data=st, columns=["HOST", "UNDERLAY", "ALIVE", "AGENT", "APPLIED", "CONVERGED"],
+           rows=[[h["name"], h["underlay_ip"], _yes(h["alive"]), _yes(h["agent_running"]),
+                  str(h["applied_revision"]), _yes(h["converged"])] for h in st["hosts"]])
+
+
+def _yes(v: bool) -> Text:
+    return Text("yes", style="green") if v else Text("no", style="red")
+
+
+def check(ctx: typer.Context, lab: LabOpt = None, as_json: JsonOpt = False) -> None:
+    """Ping every pair: must reach within a network, must not reach across networks."""
+    from vxlab.lab.lab import Lab
+
+    result = Lab(_lab_name(ctx, lab)).check()
+    if as_json:
+        print_json(result.to_json())
+    else:
+        names = sorted({p.src for p in result.probes} | {p.dst for p in result.probes})
+        cells: dict[tuple[str, str], list[str]] = {}
+        for p in result.probes:
+            mark = ("ok" if p.reached else "FAIL") if p.expect else ("blocked" if not p.reached else "LEAK")
+            cells.setdefault((p.src, p.dst), []).append(f"{p.network}:{mark}")
+        rows = [[src, *[Text(" ".join(cells.get((src, dst), ["-"])),
+                             style="red" if any(x.endswith(("FAIL", "LEAK")) for x in cells.get((src, dst), []))
+                             else "green") for dst in names]] for src in names]
+        output(as_json=False, data=None, columns=["FROM \\ TO", *names], rows=rows)
+        bad = result.failures
+        typer.echo(f"{len(result.probes) - len(bad)}/{len(result.probes)} expectations hold"
+                   + (f"; failed: {', '.join(f'{p.src}->{p.dst}@{p.network}' for p in bad)}" if bad else ""), err=True)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def exec_(
+    ctx: typer.Context,
+    container: Annotated[str, typer.Argument(help="Container name.")],
+    cmd: Annotated[list[str], typer.Argument(help="Command to run inside the container's namespace.")],
+    lab: LabOpt = None,
+) -> None:
+    """Run CMD inside the container's network namespace; its exit code is passed through."""
+    from vxlab.lab.lab import Lab
+    from vxlab.lab.procs import LabError
+
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        fail("cmd: nothing to run (vxlab exec NAME -- CMD…)")
+    try:
+        ns = Lab(_lab_name(ctx, lab)).namespace_of(container)
+    except LabError as e:
+        fail(str(e))
+    proc = subprocess.run(["ip", "netns", "exec", ns, *cmd], stdin=sys.stdin)
+    raise typer.Exit(proc.returncode)
+
+
+def labs(as_json: JsonOpt = False) -> None:
+    """List the labs on this machine."""
+    from vxlab.lab.lab import Lab
+    from vxlab.lab.state import list_labs
+
+    rows = [Lab(name).status(brief=True) for name in list_labs()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    output(as_json=False, data=rows, columns=["LAB", "HOSTS", "CONTROLLER"],
+           rows=[[r["name"], str(len(r["hosts"])), r["controller"]] for r in rows])
