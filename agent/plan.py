@@ -166,6 +166,12 @@ def make_plan(desired: dict[str, Namespace], actual: dict[str, Namespace], namin
             out.append(_act("add", "netns", name, name, "has local endpoints", "create_netns", "netns+",
                             name, marker=want.marker))
             have = Namespace(name, want.marker)
+        elif have.marker == "":
+            # Possibly our own creation, interrupted before the marker was set: the kernel
+            # adopts it only when it is empty (just `lo`), else refuses with Foreign.
+            out.append(_act("add", "netns", name, name, "exists without a marker: adopt it if empty",
+                            "create_netns", "netns+", name, marker=want.marker))
+            have = Namespace(name, want.marker)
         elif not naming.owns(have.marker):
             out.append(_act("add", "netns", name, name, f"exists but not ours (marker {have.marker!r}):"
                             " refusing to touch it", "create_netns", "netns+", name, marker=want.marker))

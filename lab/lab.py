@@ -136,12 +136,14 @@ class Lab:
         mark = lab_marker(self.name)
         if self.switch_ns not in existing:
             progress("creating the underlay switch")
+            self.state.intend(self.switch_ns)
             underlay.create_switch(self.switch_ns, mark=mark, mtu=topo.underlay.mtu)
         prefix_len = topo.underlay.subnet.split("/")[1]
         for i, h in enumerate(topo.hosts):
             ns = self.host_ns(h.name)
             if ns not in existing:
                 progress(f"creating host {h.name}")
+                self.state.intend(ns)
                 underlay.add_host(self.switch_ns, underlay.SimHost(h.name, ns, h.underlay_ip, f"{h.underlay_ip}/{prefix_len}"),
                                   port=f"vxu-{_port_id(h.name)}", mark=mark, mtu=topo.underlay.mtu)
 
@@ -296,7 +298,8 @@ class Lab:
         for proc in _orphans(lab_dir(self.name)):  # started by an `up` that crashed before saving
             proc.stop()
         for ns in underlay.netns_list():
-            if ns.startswith(ns_prefix(self.name)) and underlay.marker(ns).startswith("vxlab:"):
+            ours = ns in self.state.namespaces or underlay.marker(ns).startswith("vxlab:")
+            if ns.startswith(ns_prefix(self.name)) and ours:
                 underlay.delete_ns(ns)
                 removed.append(ns)
         shutil.rmtree(lab_dir(self.name), ignore_errors=True)

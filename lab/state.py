@@ -111,6 +111,14 @@ class LabState:
     agents: dict[str, Proc] = field(default_factory=dict)
     topology: dict[str, Any] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
+    namespaces: list[str] = field(default_factory=list)  # recorded before they are created
+
+    def intend(self, ns: str) -> None:
+        """Record a namespace before creating it, so `down` finds it even if the creation
+        was interrupted before the namespace carried its marker."""
+        if ns not in self.namespaces:
+            self.namespaces.append(ns)
+            self.save()
 
     @property
     def dir(self) -> Path:
@@ -138,4 +146,5 @@ class LabState:
             controller=Proc(**raw["controller"]) if raw.get("controller") else None,
             agents={h: Proc(**p) for h, p in raw.get("agents", {}).items()},
             topology=raw.get("topology", {}), created=raw.get("created", 0.0),
+            namespaces=raw.get("namespaces", []),
         )

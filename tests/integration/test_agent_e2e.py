@@ -151,7 +151,11 @@ def test_controller_down_leaves_data_plane_alone_then_resyncs(rig: Rig):
     assert " 0% packet loss" in out, out
     late = rig.container("late", "h2", "blue")
     rig.settle()
-    assert rig.ping(web, late.ip).returncode == 0, "agents resumed after the controller came back"
+    # Past the grace period too: peers that came back stay programmed.
+    time.sleep(rig.lease_ttl + 1.5)
+    rig.wait(lambda: rig.ping(web, late.ip).returncode == 0, "agents resumed after the controller came back",
+             timeout=10)
+    assert rig.ping(web, "10.77.0.3").returncode == 0
 
 
 def test_multi_homed_container_and_isolation(rig: Rig):
