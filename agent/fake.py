@@ -49,10 +49,6 @@ class FakeKernel(Kernel):
     def create_netns(self, name: str, *, marker: str) -> None:
         if name in self.ns:
             cur = self.ns[name]
-            if cur.marker == "" and not cur.links and not cur.addrs:
-                cur.marker = marker  # an interrupted creation of ours: adopt
-                self.writes["create_netns"] += 1
-                return
             if cur.marker != marker:
                 raise Foreign(f"namespace {name}: exists with marker {self.ns[name].marker!r}")
             return

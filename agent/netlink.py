@@ -145,7 +145,7 @@ class NetlinkKernel(ObjectOps):
         self._own()
         if netlink_ns.ns_ident(name) is None:
             try:
-                fds = netlink_ns.create_netns(name)
+                fds = netlink_ns.create_netns(name, marker=marker)
             except FileExistsError:
                 pass  # created concurrently: check it below
             except (OSError, ValueError) as exc:
@@ -159,18 +159,9 @@ class NetlinkKernel(ObjectOps):
         h = self._handle(name)
         lo = self._must_get(h, name, "lo")
         found = lo.get("ifalias") or ""
-        if found == "" and self._only_lo(h):
-            # Our own creation interrupted before the marker was set (kill -9 between the
-            # two steps): an empty namespace with exactly our name. Finish the job.
-            self._fix("create_netns", h, name, lo, up=True, alias=marker)
-            return
         if found != marker:
             raise Foreign(f"create_netns: namespace {name!r} exists with marker {found!r}, not {marker!r}")
         self._fix("create_netns", h, name, lo, up=True)
-
-    @staticmethod
-    def _only_lo(h: Any) -> bool:
-        return [link.get("ifname") for link in h.get_links()] == ["lo"]
 
     def delete_netns(self, name: str) -> None:
         """Unmount the namespace. Our vxlan and veth links in it are deleted first (one

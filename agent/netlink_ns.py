@@ -139,10 +139,15 @@ def _share_rundir() -> None:
         _rundir_shared = True
 
 
-def create_netns(name: str) -> tuple[int, int]:
+def create_netns(name: str, *, marker: str = "") -> tuple[int, int]:
     """Create namespace `name` (bind-mounted at /run/netns/name, like `ip netns add`) and
     return two netlink socket fds opened inside it. A stale mount point (a leftover file
-    that is no namespace) is replaced; an existing namespace raises FileExistsError."""
+    that is no namespace) is replaced; an existing namespace raises FileExistsError.
+
+    `lo` is brought up and given `marker` as its ifalias *before* the namespace is
+    mounted under its name: a process killed half-way leaves either nothing (an
+    unmounted namespace dies with its thread) or a marked namespace, never an unmarked
+    one that would look foreign afterwards."""
     path = path_of(name)
     _share_rundir()
     if os.path.exists(path):
@@ -153,9 +158,16 @@ def create_netns(name: str) -> tuple[int, int]:
 
     def make() -> tuple[int, int]:
         _check(_c().unshare(_CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+        fds = _rtnl_fds()
+        ipr = IPRoute(fileno=os.dup(fds[0]), groups=0)
+        try:
+            lo = ipr.link_lookup(ifname="lo")[0]
+            ipr.link("set", index=lo, state="up", **({"ifalias": marker} if marker else {}))
+        finally:
+            ipr.close()
         src = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
         _check(_c().mount(src, path.encode(), b"none", _MS_BIND, None), f"mount --bind {src.decode()} {path}")
-        return _rtnl_fds()
+        return fds
 
     try:
         return in_thread(make)

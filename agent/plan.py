@@ -160,25 +160,23 @@ def _diff_entries(ns: str, want: dict[tuple[str, str], Fdb | Neigh], have: dict[
 def make_plan(desired: dict[str, Namespace], actual: dict[str, Namespace], naming: Naming) -> list[Action]:
     """Actions that turn `actual` into `desired`, in execution order."""
     out: list[Action] = []
+    refused: set[str] = set()
     for name, want in desired.items():
         have = actual.get(name)
         if have is None:
             out.append(_act("add", "netns", name, name, "has local endpoints", "create_netns", "netns+",
                             name, marker=want.marker))
             have = Namespace(name, want.marker)
-        elif have.marker == "":
-            # Possibly our own creation, interrupted before the marker was set: the kernel
-            # adopts it only when it is empty (just `lo`), else refuses with Foreign.
-            out.append(_act("add", "netns", name, name, "exists without a marker: adopt it if empty",
-                            "create_netns", "netns+", name, marker=want.marker))
-            have = Namespace(name, want.marker)
         elif not naming.owns(have.marker):
             out.append(_act("add", "netns", name, name, f"exists but not ours (marker {have.marker!r}):"
                             " refusing to touch it", "create_netns", "netns+", name, marker=want.marker))
+            refused.add(name)
             continue  # create_netns raises Foreign; nothing else is attempted in it
         out += _diff_ns(want, have, desired)
     for name, have in actual.items():
         if name not in desired and naming.owns(have.marker):
             out.append(_act("delete", "netns", name, name, "no local endpoint needs it", "delete_netns",
                             "netns-", name))
+    # Nothing may reach into a namespace that is not ours, not even a veth peer.
+    out = [a for a in out if dict(a.kwargs).get("peer_ns") not in refused]
     return sorted(dict.fromkeys(out), key=lambda a: a.phase)

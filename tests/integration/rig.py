@@ -25,7 +25,7 @@ from vxlab.model import Endpoint, Network
 
 
 class Rig:
-    def __init__(self, tmp: Path, *, hosts: int = 2, lease_ttl: int = 2, resync: float = 2.0) -> None:
+    def __init__(self, tmp: Path, *, hosts: int = 2, lease_ttl: int = 4, resync: float = 2.0) -> None:
         self.tmp = tmp
         self.id = "vxt" + secrets.token_hex(3)
         self.lease_ttl = lease_ttl

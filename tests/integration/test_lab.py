@@ -183,3 +183,31 @@ def test_python_api(tmp_path, monkeypatch):
         lab.container("extra", host="h1", networks=["blue"])
         assert lab.check().ok
     assert left_behind(name) == []
+
+
+def test_lab_works_where_docker_set_forward_drop(env, tmp_path):
+    """dockerd sets the FORWARD policy to DROP and bridge-nf-call-iptables=1; the lab
+    keeps its traffic out of this namespace, so it must not care. Emulated with an nft
+    table of our own (a forward hook with policy drop), removed afterwards."""
+    import shutil
+
+    if shutil.which("nft") is None:
+        pytest.skip("nft is not installed (apt-get install nftables)")
+    table = "vxlabtest_" + secrets.token_hex(3)
+    sysctl = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+    old = sysctl.read_text().strip() if sysctl.exists() else None
+    subprocess.run(["nft", "add", "table", "ip", table], check=True)
+    try:
+        subprocess.run(["nft", "add", "chain", "ip", table, "forward",
+                        "{ type filter hook forward priority 0; policy drop; }"], check=True)
+        if sysctl.exists():
+            sysctl.write_text("1")
+        name = "vxt" + secrets.token_hex(3)
+        assert vx(env, "up", str(topo(tmp_path, name, QUICK))).returncode == 0
+        check = vx(env, "check")
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert vx(env, "down").returncode == 0
+    finally:
+        subprocess.run(["nft", "delete", "table", "ip", table], check=False)
+        if old is not None:
+            sysctl.write_text(old)

@@ -26,3 +26,19 @@ def controller(
            rows=[[str(r["clients"]), str(r["creates_per_s"]), str(r["p50_ms"]), str(r["p99_ms"])]
                  for r in result["levels"]])
     typer.echo(f"written: {result['path']}", err=True)
+
+
+@app.command("agent")
+def agent(
+    out: Annotated[Path, typer.Option("-o", "--out", help="Directory for agent.json.")] = Path("bench/results"),
+    samples: Annotated[int, typer.Option(min=5, help="Single creates measured per level.")] = 100,
+    levels: Annotated[str, typer.Option(help="Remote endpoint counts, comma-separated.")] = "100,1000",
+) -> None:
+    """Event -> kernel programmed latency with N remote endpoints; agent RSS and idle CPU."""
+    from vxlab.bench import agent as bench
+
+    result = bench.run(out, levels=[int(x) for x in levels.split(",")], samples=samples)
+    output(as_json=False, data=result, columns=["REMOTE EPS", "P50 MS", "P99 MS", "RSS MB", "IDLE CPU %"],
+           rows=[[str(r["remote_endpoints"]), str(r["p50_ms"]), str(r["p99_ms"]), str(r["agent_rss_mb"]),
+                  str(r["agent_idle_cpu_pct"])] for r in result["levels"]])
+    typer.echo(f"written: {result['path']}", err=True)
