@@ -83,7 +83,8 @@ class Endpoints:
         hint = _Hint(net_kv, used, rev, {ep.host: host_kv})
         current = self._hints.get(ep.network)
         if current is not None and current.revision > rev:
-            return current  # a newer read finished first; keep it
+            current.hosts.setdefault(ep.host, host_kv)  # a newer read finished first; keep it
+            return current
         if current is not None and current.net_kv.mod_revision == net_kv.mod_revision:
             hint.hosts = {**current.hosts, **hint.hosts}
         recent = [r for r in self._recent[ep.network] if r[0] > rev]

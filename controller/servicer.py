@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
+import logging
+
 import grpc
 
 from vxlab import wire
@@ -19,6 +21,7 @@ from vxlab.v1 import vxlab_pb2 as pb
 from vxlab.v1 import vxlab_pb2_grpc as pbg
 
 T = TypeVar("T")
+log = logging.getLogger("vxlab.controller")
 
 
 async def _call(context: grpc.aio.ServicerContext, fn: Callable[[], Awaitable[T]]) -> T:
@@ -28,6 +31,9 @@ async def _call(context: grpc.aio.ServicerContext, fn: Callable[[], Awaitable[T]
         await context.abort(getattr(grpc.StatusCode, e.code), e.message)
     except StoreUnavailable as e:
         await context.abort(grpc.StatusCode.UNAVAILABLE, f"etcd: unavailable ({e})")
+    except Exception as e:  # noqa: BLE001 - a bug: log it whole, answer INTERNAL
+        log.exception("internal error")
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}: {e}")
     raise AssertionError("unreachable")  # abort() raises
 
 

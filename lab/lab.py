@@ -152,11 +152,11 @@ class Lab:
         for gone in sorted(set(self.state.agents) - want):
             progress(f"removing host {gone}")
             self.remove_host(gone)
-        for h in topo.hosts:
-            proc = self.state.agents.get(h.name)
-            if proc is None or not proc.alive():
-                progress(f"starting agent on {h.name}")
-                procs.start_agent(self.state, h.name, host_ns=self.host_ns(h.name), prefix=self.agent_prefix(h.name))
+        todo = [(h.name, self.host_ns(h.name), self.agent_prefix(h.name)) for h in topo.hosts
+                if (p := self.state.agents.get(h.name)) is None or not p.alive()]
+        if todo:
+            progress(f"starting {len(todo)} agents")
+            procs.start_agents(self.state, todo)
         progress("waiting for agents to register")
 
         def registered() -> bool:

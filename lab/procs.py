@@ -8,6 +8,7 @@ finds it even after a crash.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -58,6 +59,35 @@ def start_agent(state: LabState, host: str, *, host_ns: str, prefix: str, resync
          "--status-file", str(agent_status_path(state, host))],
         state.dir / "logs" / f"agent-{host}.log")
     state.save()
+
+
+def start_agents(state: LabState, hosts: list[tuple[str, str, str]], *, resync: float = 10.0) -> None:
+    """Start several agents (host, host namespace, netns prefix) through one spawner
+    process that imports the agent once and forks each (see vxlab.agent.spawner)."""
+    if len(hosts) <= 1:
+        for host, ns, prefix in hosts:
+            start_agent(state, host, host_ns=ns, prefix=prefix, resync=resync)
+        return
+    (state.dir / "logs").mkdir(parents=True, exist_ok=True)
+    spawner = subprocess.Popen([sys.executable, "-m", "vxlab.agent.spawner"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=(state.dir / "logs" / "spawner.log").open("ab"),
+                               text=True)
+    assert spawner.stdin is not None and spawner.stdout is not None
+    try:
+        for host, ns, prefix in hosts:
+            spawner.stdin.write(json.dumps({
+                "host": host, "netns": ns, "controller": state.socket, "netns_prefix": prefix, "resync": resync,
+                "status_file": str(agent_status_path(state, host)),
+                "log": str(state.dir / "logs" / f"agent-{host}.log")}) + "\n")
+            spawner.stdin.flush()
+            line = spawner.stdout.readline()
+            if not line:
+                raise LabError(f"the agent spawner died (see {state.dir / 'logs' / 'spawner.log'})")
+            state.agents[host] = Proc.of(int(json.loads(line)["pid"]))
+            state.save()
+    finally:
+        spawner.stdin.close()
+        spawner.wait(10)
 
 
 def agent_status_path(state: LabState, host: str) -> Path:

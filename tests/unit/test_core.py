@@ -220,3 +220,14 @@ async def test_watch_reports_dead_host(ctl):
         seen += [c.obj for c in b.changes if isinstance(c.obj, Host) and c.obj.name == "h3"]
     assert seen[0].alive and not seen[-1].alive
     await it.aclose()
+
+
+async def test_concurrent_creates_on_many_hosts(ctl):
+    """Concurrent first creates for different hosts share one network hint (a regression:
+    a newer read returned without the other create's host)."""
+    for i in range(3, 30):
+        await ctl.hosts.register(Host(name=f"h{i}", underlay_ip=f"172.30.0.{i + 10}"))
+    await ctl.networks.create(Network(name="blue", subnet="10.10.0.0/22"))
+    eps = await asyncio.gather(*(ctl.endpoints.create(Endpoint(name=f"c{i}", network="blue", host=f"h{i % 28 + 2}"))
+                                 for i in range(300)))
+    assert len({e.ip for e in eps}) == 300

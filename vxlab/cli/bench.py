@@ -42,3 +42,18 @@ def agent(
            rows=[[str(r["remote_endpoints"]), str(r["p50_ms"]), str(r["p99_ms"]), str(r["agent_rss_mb"]),
                   str(r["agent_idle_cpu_pct"])] for r in result["levels"]])
     typer.echo(f"written: {result['path']}", err=True)
+
+
+@app.command("bringup")
+def bringup(
+    out: Annotated[Path, typer.Option("-o", "--out", help="Directory for bringup.json/png.")] = Path("bench/results"),
+    sizes: Annotated[str, typer.Option(help="Host counts, comma-separated.")] = "10,25,50,100",
+) -> None:
+    """Time `up` of N hosts x 5 containers to converged, phase by phase; plot it."""
+    from vxlab.bench import bringup as bench
+
+    result = bench.run(out, sizes=[int(x) for x in sizes.split(",")])
+    output(as_json=False, data=result, columns=["HOSTS", "CONTAINERS", "SECONDS", "DOWN S"],
+           rows=[[str(r["hosts"]), str(r["containers"]), str(r["seconds"]), str(r["down_seconds"])]
+                 for r in result["sizes"]])
+    typer.echo(f"written: {result['path']}", err=True)

@@ -1,0 +1,76 @@
+"""A zygote for agents: import everything once, then fork one agent per host.
+
+Starting a Python agent costs about a second of CPU, almost all of it imports (grpc,
+pyroute2, asyncio); a lab of 100 hosts would spend a minute just on that on 2 cores.
+`python -m vxlab.agent.spawner` imports the agent once, reads one JSON request per line
+on stdin (`{"host", "netns", "controller", "netns_prefix", "status_file", "log",
+"resync"}`), forks a child for each — the child enters the host's network namespace,
+starts a session of its own, and runs exactly what `vxlab agent run` runs — and answers
+`{"pid": N}` on stdout. Each agent is still its own process, killable on its own; the
+spawner exits when stdin closes. No thread or channel exists before a fork.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from vxlab.agent.netlink import NetlinkKernel
+from vxlab.agent.runner import Agent, AgentConfig
+
+CLONE_NEWNET = 0x40000000
+
+
+def _enter_netns(name: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns {name}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def _child(req: dict[str, Any]) -> int:
+    os.setsid()
+    log = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    _enter_netns(req["netns"])
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", force=True)
+    config = AgentConfig(controller=req["controller"].split(","), host=req["host"],
+                         netns_prefix=req["netns_prefix"], resync=float(req.get("resync", 10.0)),
+                         status_file=req["status_file"])
+    asyncio.run(Agent(config, NetlinkKernel).run())
+    return 0
+
+
+def spawn(req: dict[str, Any]) -> int:
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = _child(req)
+        except BaseException:  # noqa: BLE001 - report and leave without running the parent's code
+            logging.exception("agent %s failed", req.get("host"))
+        finally:
+            os._exit(code)
+    return pid
+
+
+def main() -> None:
+    for line in sys.stdin:
+        if line.strip():
+            print(json.dumps({"pid": spawn(json.loads(line))}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

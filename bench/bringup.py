@@ -1,0 +1,83 @@
+"""Bring-up benchmark: `up` of N hosts x 5 containers from nothing to converged.
+
+For each size it writes a topology (one network, 5 containers per host), times
+`Lab.up` phase by phase (the progress messages mark the phases), then `down`.
+Writes bringup.json and bringup.png. Target (issue 4): 100 x 5 <= 30 s, linear growth.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from vxlab.bench import machine
+from vxlab.lab.lab import Lab
+from vxlab.lab.topology import parse
+
+
+def topology(name: str, hosts: int, per_host: int = 5) -> str:
+    lines = [f"name: {name}", f"underlay: {{subnet: 172.30.0.0/{23 if hosts > 200 else 24}}}",
+             f"hosts: {hosts}", "networks:", "  - {name: blue, subnet: 10.60.0.0/16}", "containers:"]
+    for h in range(1, hosts + 1):
+        for c in range(per_host):
+            lines.append(f"  - {{name: c{h}-{c}, host: h{h}, networks: [blue]}}")
+    return "\n".join(lines) + "\n"
+
+
+def measure(hosts: int) -> dict[str, Any]:
+    name = "vxbringup"
+    lab = Lab(name)
+    lab.down()
+    marks: list[tuple[str, float]] = []
+    start = time.perf_counter()
+
+    def progress(msg: str) -> None:
+        marks.append((msg, time.perf_counter() - start))
+
+    try:
+        lab.up(parse(topology(name, hosts)), progress=progress)
+        total = time.perf_counter() - start
+    finally:
+        t0 = time.perf_counter()
+        lab.down()
+        down = time.perf_counter() - t0
+    phases: dict[str, float] = {}
+    for (msg, t), (_, t_next) in zip(marks, [*marks[1:], ("end", total)], strict=True):
+        key = msg.split(" h")[0] if msg.startswith(("creating host", "starting agent")) else msg
+        phases[key] = round(phases.get(key, 0.0) + t_next - t, 3)
+    return {"hosts": hosts, "containers": hosts * 5, "seconds": round(total, 2), "down_seconds": round(down, 2),
+            "phases": phases}
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r["hosts"] for r in rows], [r["seconds"] for r in rows], "o-", label="vxlab up (5 containers/host)")
+    ax.axhline(30, color="red", linestyle="--", label="target: 100 x 5 in 30 s")
+    ax.set_xlabel("hosts")
+    ax.set_ylabel("seconds to converged")
+    ax.legend()
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def run(out_dir: Path, *, sizes: list[int] | None = None) -> dict[str, Any]:
+    sizes = sizes or [10, 25, 50, 100]
+    rows = [measure(n) for n in sizes]
+    result = {"benchmark": "bring-up: vxlab up, N hosts x 5 containers, to converged",
+              "target": "100 x 5 <= 30 s, linear growth", "machine": machine.describe(), "sizes": rows}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = plot(rows, out_dir / "bringup.png")
+    result["plot"] = str(png) if png else "matplotlib not installed"
+    result["path"] = str(machine.write(out_dir, "bringup", result))
+    return result
