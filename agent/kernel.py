@@ -17,6 +17,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 MARK = "vxlab:"  # every ifalias we set starts with it
 
@@ -45,22 +46,19 @@ class Link:
     proxy: bool = False      # vxlan only: ARP proxy from the neighbour table
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     dst: str        # "default" or a CIDR
     gateway: str    # "" for an on-link route
     dev: str
 
 
-@dataclass(frozen=True)
-class Fdb:
+class Fdb(NamedTuple):
     dev: str        # the vxlan device
     mac: str
     dst: str        # the remote VTEP
 
 
-@dataclass(frozen=True)
-class Neigh:
+class Neigh(NamedTuple):
     dev: str        # the vxlan device
     ip: str
     mac: str

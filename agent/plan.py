@@ -133,28 +133,35 @@ def _diff_ns(want: Namespace, have: Namespace, desired: dict[str, Namespace]) ->
         if r.dev in owned_devs:
             out.append(_act("delete", "route", ns, f"{r.dst} via {r.gateway} dev {r.dev}", "not desired",
                             "del_route", "route-", ns, r))
-    out += _diff_entries(ns, {(e.dev, e.mac): e for e in want.fdb}, {(e.dev, e.mac): e for e in have.fdb}, "fdb")
-    out += _diff_entries(ns, {(e.dev, e.ip): e for e in want.neigh}, {(e.dev, e.ip): e for e in have.neigh}, "neigh")
+    out += _diff_entries(ns, want.fdb, have.fdb, "fdb")
+    out += _diff_entries(ns, want.neigh, have.neigh, "neigh")
     return out
 
 
-def _diff_entries(ns: str, want: dict[tuple[str, str], Fdb | Neigh], have: dict[tuple[str, str], Fdb | Neigh],
+def _diff_entries(ns: str, want: frozenset[Fdb] | frozenset[Neigh], have: frozenset[Fdb] | frozenset[Neigh],
                   kind: str) -> list[Action]:
+    """Set differences in C first (O(n)), then Python only for what changed. Entries are
+    keyed by (dev, MAC) for FDB and (dev, IP) for neighbours: a changed value under the
+    same key is one `replace`, never a delete racing an add."""
     out: list[Action] = []
-    for key, entry in want.items():
-        cur = have.get(key)
-        if cur == entry:
-            continue
+    if want == have:
+        return out
+    gone = {_entry_key(e): e for e in have - want}
+    for entry in sorted(want - have):
+        cur = gone.pop(_entry_key(entry), None)
         what = f"{entry.mac} -> {entry.dst}" if isinstance(entry, Fdb) else f"{entry.ip} -> {entry.mac}"
         op: Op = "add" if cur is None else "replace"
         reason = "remote endpoint" if cur is None else f"was {cur.dst if isinstance(cur, Fdb) else cur.mac}"
         out.append(_act(op, kind, ns, f"{what} on {entry.dev}", reason, f"add_{kind}", f"{kind}+", ns, entry))
-    for key, entry in have.items():
-        if key not in want:
-            what = f"{entry.mac}" if isinstance(entry, Fdb) else f"{entry.ip}"
-            out.append(_act("delete", kind, ns, f"{what} on {entry.dev}", "endpoint gone or its host dead",
-                            f"del_{kind}", f"{kind}-", ns, entry))
+    for entry in gone.values():
+        what = f"{entry.mac}" if isinstance(entry, Fdb) else f"{entry.ip}"
+        out.append(_act("delete", kind, ns, f"{what} on {entry.dev}", "endpoint gone or its host dead",
+                        f"del_{kind}", f"{kind}-", ns, entry))
     return out
+
+
+def _entry_key(e: Fdb | Neigh) -> tuple[str, str]:
+    return (e.dev, e.mac) if isinstance(e, Fdb) else (e.dev, e.ip)
 
 
 def make_plan(desired: dict[str, Namespace], actual: dict[str, Namespace], naming: Naming) -> list[Action]:
