@@ -53,10 +53,14 @@ class Reconciler:
         desired = desired_state(state, self.me, actual, assume_alive=assume_alive)
         return make_plan(desired, actual, self.naming), desired
 
-    def reconcile(self, state: StateCache, *, full: bool = False,
-                  assume_alive: frozenset[str] = frozenset()) -> PassResult:
+    def reconcile(self, state: StateCache, *, full: bool = False, assume_alive: frozenset[str] = frozenset(),
+                  actual: dict[str, Namespace] | None = None) -> PassResult:
+        """One pass. `actual`: a kernel dump made elsewhere (the agent's dump thread);
+        without it a full pass dumps here."""
         start = time.perf_counter()
-        actions, desired = self.plan(state, full=full, assume_alive=assume_alive)
+        if actual is not None:
+            self._believed = actual
+        actions, desired = self.plan(state, full=full and actual is None, assume_alive=assume_alive)
         before = Counter(self.kernel.writes)
         result = PassResult(actions, full=full)
         for action in actions:

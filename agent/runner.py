@@ -70,6 +70,8 @@ class Agent:
         self.client = Client(config.controller)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile")
         self.kernel = self._pool.submit(kernel).result()
+        self._dump_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dump")
+        self._dump_kernel = self._dump_pool.submit(kernel).result()
         self._dirty = asyncio.Event()
         self._pending_since: float | None = None
         self.applied_revision = 0
@@ -92,6 +94,8 @@ class Agent:
     def close_kernel(self) -> None:
         self.in_thread(self.kernel.close)
         self._pool.shutdown(wait=True)
+        self._dump_pool.submit(self._dump_kernel.close).result()
+        self._dump_pool.shutdown(wait=True)
 
     async def run(self) -> None:
         log.warning("agent %s: underlay %s on %s (mtu %d), controller %s", self.me.name, self.me.underlay_ip,
@@ -163,35 +167,53 @@ class Agent:
             backoff = min(backoff * 2, 2.0)
 
     async def _reconcile_loop(self) -> None:
+        """Event passes diff against what was applied; every `resync` seconds a full pass
+        diffs against a fresh kernel dump. The dump runs in a thread of its own with its
+        own netlink sockets, so events keep being programmed while it reads (a dump of
+        thousands of entries takes tens of ms); a dump that raced an event pass only
+        yields idempotent extra operations."""
         loop = asyncio.get_running_loop()
         next_full = 0.0
+        dump: asyncio.Future[Any] | None = None
         while True:
-            wake = next_full if self._grace_until <= time.monotonic() else min(next_full, self._grace_until)
-            try:
-                await asyncio.wait_for(self._dirty.wait(), max(0.0, wake - time.monotonic()))
-            except TimeoutError:
-                pass
-            if not self.cache.synced:
+            if not self.cache.synced:  # nothing is reconciled before the first snapshot
                 await self._dirty.wait()
                 continue
+            now = time.monotonic()
+            if dump is None and now >= next_full:
+                dump = loop.run_in_executor(self._dump_pool, lambda: self._dump_kernel.dump(self.me.netns_prefix))
+            wake = next_full if self._grace_until <= now else min(next_full, self._grace_until)
+            dirty = asyncio.ensure_future(self._dirty.wait())
+            waiting: set[asyncio.Future[Any]] = {dirty} if dump is None else {dirty, dump}
+            await asyncio.wait(waiting, timeout=None if dump is not None else max(0.0, wake - now),
+                               return_when=asyncio.FIRST_COMPLETED)
+            dirty.cancel()
+            actual = None
+            if dump is not None and dump.done():
+                try:
+                    actual = dump.result()
+                except Exception as e:  # noqa: BLE001 - fall back to a dump in the reconcile thread
+                    log.warning("background dump failed: %s", e)
+                dump = None
+                next_full = time.monotonic() + self.config.resync
+            elif not self._dirty.is_set() and time.monotonic() < self._grace_until:
+                continue  # woken early: nothing to do yet
             self._dirty.clear()
-            full = time.monotonic() >= next_full or (self.last is not None and not self.last.ok)
+            full = actual is not None or (self.last is not None and not self.last.ok)
             pending, self._pending_since = self._pending_since, None
             copy = StateCache(self.cache.revision, True, dict(self.cache.hosts), dict(self.cache.networks),
                               dict(self.cache.endpoints))
             grace = self._grace_hosts if self._outage_since is not None or time.monotonic() < self._grace_until \
                 else frozenset()
             try:
-                result = await loop.run_in_executor(
-                    self._pool, lambda: self.reconciler.reconcile(copy, full=full, assume_alive=grace))
+                result = await loop.run_in_executor(self._pool, lambda: self.reconciler.reconcile(
+                    copy, full=full, assume_alive=grace, actual=actual))
             except Exception as e:  # noqa: BLE001 - a bug or a kernel surprise must not kill the agent
                 log.exception("reconcile pass failed")
                 metrics.ERRORS.labels("reconcile").inc()
                 result = PassResult([], errors=[f"pass failed: {e}"], full=full)
                 self._dirty.set()
                 await asyncio.sleep(1.0)
-            if full:
-                next_full = time.monotonic() + self.config.resync
             self.last = result
             if result.ok:
                 self.applied_revision = copy.revision
