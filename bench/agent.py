@@ -96,6 +96,7 @@ async def _measure(lab: Lab, *, levels: list[int], samples: int) -> list[dict[st
             out.append({"remote_endpoints": level, "samples": samples,
                         "p50_ms": round(_pct(lat, 50) * 1000, 2), "p99_ms": round(_pct(lat, 99) * 1000, 2),
                         "mean_ms": round(statistics.fmean(lat) * 1000, 2),
+                        "p90_ms": round(_pct(lat, 90) * 1000, 2), "max_ms": round(max(lat) * 1000, 2),
                         "agent_rss_mb": round(rss / 2**20, 1), "agent_idle_cpu_pct": round((cpu1 - cpu0) / 10 * 100, 2)})
         stop.set()
         await ka

@@ -64,9 +64,7 @@ def start_agent(state: LabState, host: str, *, host_ns: str, prefix: str, resync
 def start_agents(state: LabState, hosts: list[tuple[str, str, str]], *, resync: float = 10.0) -> None:
     """Start several agents (host, host namespace, netns prefix) through one spawner
     process that imports the agent once and forks each (see vxlab.agent.spawner)."""
-    if len(hosts) <= 1:
-        for host, ns, prefix in hosts:
-            start_agent(state, host, host_ns=ns, prefix=prefix, resync=resync)
+    if not hosts:
         return
     (state.dir / "logs").mkdir(parents=True, exist_ok=True)
     spawner = subprocess.Popen([sys.executable, "-m", "vxlab.agent.spawner"], stdin=subprocess.PIPE,
