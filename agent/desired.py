@@ -78,8 +78,18 @@ def _network_ns(net: Network, local: list[Endpoint], state: StateCache, me: Host
         veth = n.veth(ep.id)
         links[veth] = Link(veth, "veth", alias=n.endpoint_alias(ep.id), mtu=mtu, up=True, master=bridge)
     fdb, neigh = _remote_entries(net, vxlan, state, me, assume_alive)
-    return Namespace(n.network_ns(net.name), n.network_marker(net.name), links, fdb=frozenset(fdb),
-                     neigh=frozenset(neigh))
+    addrs: set[tuple[str, str]] = set()
+    routes: set[Route] = set()
+    if not net.internal and net.gateway:
+        # The gateway lives on the bridge on every host (a distributed gateway); traffic
+        # for the outside leaves through the uplink, NATed (see Kernel.add_uplink).
+        prefix = ipaddress.IPv4Network(net.subnet).prefixlen
+        host_ip, ns_ip = n.uplink_addresses(net.vni)
+        links[n.UPLINK] = Link(n.UPLINK, "veth", alias=n.uplink_alias(net.name), mtu=mtu, up=True)
+        addrs |= {(bridge, f"{net.gateway}/{prefix}"), (n.UPLINK, f"{ns_ip}/30")}
+        routes.add(Route("default", host_ip, n.UPLINK))
+    return Namespace(n.network_ns(net.name), n.network_marker(net.name), links, frozenset(addrs),
+                     frozenset(routes), fdb=frozenset(fdb), neigh=frozenset(neigh))
 
 
 def _container_ns(name: str, eps: list[Endpoint], state: StateCache, me: HostInfo,

@@ -100,6 +100,11 @@ class FakeKernel(Kernel):
         self.peers[(peer_ns, peer_name)] = (ns, name)
         self.writes["add_veth"] += 1
 
+    def add_uplink(self, ns: str, name: str, *, alias: str, mtu: int, host_name: str, host_cidr: str,
+                   masquerade: str) -> None:
+        self._ensure(ns, Link(name, "veth", alias=alias, mtu=mtu, up=True), "add_uplink")
+        self.uplinks = {**getattr(self, "uplinks", {}), ns: (host_name, host_cidr, masquerade)}
+
     def _drop_link(self, ns: str, name: str) -> None:
         n = self.ns.get(ns)
         if n is None or n.links.pop(name, None) is None:

@@ -126,6 +126,16 @@ class Kernel(ABC):
         `peer_ns` with the MAC, up. Both ends get the MTU."""
 
     @abstractmethod
+    def add_uplink(self, ns: str, name: str, *, alias: str, mtu: int, host_name: str, host_cidr: str,
+                   masquerade: str) -> None:
+        """The way out of a network namespace (the role of Docker's docker_gwbridge): a veth
+        pair, `host_name` in the agent's own namespace with `host_cidr`, `name` in `ns`
+        (its address and default route are ordinary addr/route entries); IPv4 forwarding
+        on in both namespaces; NAT (masquerade) of `masquerade` leaving `ns` through
+        `name`, and of 169.254.0.0/16 leaving the agent's namespace (an nftables table
+        `vxlab` of our own in each)."""
+
+    @abstractmethod
     def delete_link(self, ns: str, name: str) -> None:
         """Delete a link (a veth takes its peer with it); a missing link is no error."""
 

@@ -8,6 +8,8 @@ All kernel objects start with `vx`; namespaces carry the agent's prefix (default
     vxb-<network>           the bridge            (<= 15 chars: network names <= 11)
     vxv-<network>           the VXLAN device
     vxe-<endpoint id[:11]>  the bridge-side end of a container's veth
+    vxgw0 / vxg-<network>   a non-internal network's uplink (inside its namespace / in
+                            the host's), 169.254.<vni-based>/30, NAT on both sides
 
 Markers: the ifalias of a namespace's `lo` is `vxlab:<host>:net:<network>` or
 `vxlab:<host>:ctr:<container>`; every link's ifalias is `vxlab:bridge:<network>`,
@@ -57,6 +59,25 @@ class Naming:
     @staticmethod
     def veth(endpoint_id: str) -> str:
         return f"vxe-{endpoint_id[:11]}"
+
+    UPLINK = "vxgw0"  # inside a network namespace: its way out (non-internal networks)
+
+    @staticmethod
+    def uplink_host(network: str) -> str:
+        return f"vxg-{network}"
+
+    @staticmethod
+    def uplink_alias(network: str) -> str:
+        return f"{MARK}uplink:{network}"
+
+    @staticmethod
+    def uplink_addresses(vni: int) -> tuple[str, str]:
+        """(host side, namespace side) of the network's uplink: a /30 of 169.254.0.0/16
+        chosen by the VNI (one per network, the same on every host)."""
+        base = (169 << 24) | (254 << 16) | ((vni % 16383 + 1) * 4)
+        def dotted(n: int) -> str:
+            return ".".join(str((n >> s) & 255) for s in (24, 16, 8, 0))
+        return dotted(base + 1), dotted(base + 2)
 
     @staticmethod
     def bridge_alias(network: str) -> str:

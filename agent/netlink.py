@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hashlib
 import os
+import subprocess
 import secrets
 import threading
 import time
@@ -281,6 +283,53 @@ class NetlinkKernel(ObjectOps):
         peer = self._must_get(ph, peer_ns, peer_name)
         self._write("add_veth", ph, peer_ns, f"link {peer_name}", ph.ipr.link, "set", index=peer["index"],
                     ifalias=peer_alias, state="up")
+
+    def add_uplink(self, ns: str, name: str, *, alias: str, mtu: int, host_name: str, host_cidr: str,
+                   masquerade: str) -> None:
+        mac = "02:" + ":".join(hashlib.sha1(f"{ns}/{name}".encode()).hexdigest()[i:i + 2] for i in range(0, 10, 2))
+        self.add_veth("", host_name, alias=alias, master="", mtu=mtu, peer_ns=ns, peer_name=name, peer_mac=mac,
+                      peer_alias=alias)
+        self.add_addr("", host_name, host_cidr)
+        for where_ in ("", ns):
+            if self._sysctl(where_, "net/ipv4/ip_forward", "1"):
+                self.writes["add_uplink"] += 1
+        self._nft("", "table ip vxlab {\n chain postrouting {\n  type nat hook postrouting priority srcnat; policy accept;\n"
+                  '  ip saddr 169.254.0.0/16 oifname != "vxg-*" masquerade\n }\n}\n')
+        if masquerade:
+            self._nft(ns, "table ip vxlab {\n chain postrouting {\n  type nat hook postrouting priority srcnat; policy accept;\n"
+                      f'  ip saddr {masquerade} oifname "{name}" masquerade\n }}\n}}\n')
+
+    def _sysctl(self, ns: str, key: str, value: str) -> bool:
+        """Set /proc/sys/<key> inside `ns` ("" = ours); True when it changed."""
+        path = f"/proc/sys/{key}"
+
+        def rw() -> bool:
+            if ns:
+                netlink_ns._enter(netlink_ns.path_of(ns))
+            with open(path) as f:
+                if f.read().strip() == value:
+                    return False
+            with open(path, "w") as f:
+                f.write(value)
+            return True
+        try:
+            return netlink_ns.in_thread(rw)
+        except OSError as exc:
+            raise KernelError(f"sysctl {key}={value} in {where(ns)}: {exc}") from exc
+
+    def _nft(self, ns: str, table: str) -> None:
+        """Replace our own nftables table `ip vxlab` in `ns` with `table`, atomically;
+        nothing is written when it already holds exactly these rules."""
+        enter = ["nsenter", f"--net={netlink_ns.path_of(ns)}"] if ns else []
+        cur = subprocess.run([*enter, "nft", "list", "table", "ip", "vxlab"], capture_output=True, text=True)
+        want_rule = [line.strip() for line in table.splitlines() if "masquerade" in line][0]
+        if cur.returncode == 0 and want_rule.replace('"', "") in cur.stdout.replace('"', ""):
+            return
+        script = ("add table ip vxlab\ndelete table ip vxlab\n" + table)
+        out = subprocess.run([*enter, "nft", "-f", "-"], input=script, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise KernelError(f"nft in {where(ns)}: {out.stderr.strip() or out.stdout.strip()}")
+        self.writes["add_uplink"] += 1
 
     def delete_link(self, ns: str, name: str) -> None:
         h = self._handle_if(ns)

@@ -13,6 +13,7 @@ one `replace`, never a delete racing an add.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,7 +22,7 @@ from vxlab.agent.names import Naming
 
 Op = Literal["add", "delete", "replace", "update"]
 # Execution order of the phases (lower first).
-PHASE = {"netns+": 0, "link^": 0, "bridge+": 1, "vxlan+": 2, "veth+": 3, "link~": 4, "addr+": 5, "route+": 6,
+PHASE = {"netns+": 0, "link^": 0, "bridge+": 1, "vxlan+": 2, "veth+": 3, "uplink+": 3, "link~": 4, "addr+": 5, "route+": 6,
          "fdb+": 7, "neigh+": 7, "neigh-": 8, "fdb-": 8, "route-": 9, "addr-": 9, "link-": 10, "netns-": 11}
 
 
@@ -55,6 +56,14 @@ def _add_link(ns: Namespace, link: Link, reason: str, desired: dict[str, Namespa
         return [_act("add", "vxlan", ns.name, f"{link.name} (vni {link.vni}, local {link.local})", reason,
                      "add_vxlan", "vxlan+", ns.name, link.name, vni=link.vni, local=link.local, port=link.port,
                      mtu=link.mtu, alias=link.alias, master=link.master)]
+    if link.alias.startswith(f"{MARK}uplink:"):
+        network = link.alias[len(f"{MARK}uplink:"):]
+        host_ip, _ = Naming.uplink_addresses(_vni_of(ns, network))
+        gw = next((cidr for dev, cidr in ns.addrs if dev == Naming.bridge(network)), "")
+        subnet = str(ipaddress.IPv4Network(gw, strict=False)) if gw else ""
+        return [_act("add", "uplink", ns.name, f"{link.name} <-> {Naming.uplink_host(network)}", reason, "add_uplink",
+                     "uplink+", ns.name, link.name, alias=link.alias, mtu=link.mtu,
+                     host_name=Naming.uplink_host(network), host_cidr=f"{host_ip}/30", masquerade=subnet)]
     # A veth pair is created from the bridge side, with its peer in the container
     # namespace, whichever end was found missing (both missing: one action, deduplicated).
     pair = _veth_pair(link, desired)
@@ -64,6 +73,10 @@ def _add_link(ns: Namespace, link: Link, reason: str, desired: dict[str, Namespa
     return [_act("add", "veth", bns, f"{bridge_end.name} <-> {cns}/{peer.name}", reason, "add_veth", "veth+",
                  bns, bridge_end.name, alias=bridge_end.alias, master=bridge_end.master, mtu=bridge_end.mtu,
                  peer_ns=cns, peer_name=peer.name, peer_mac=peer.mac, peer_alias=peer.alias)]
+
+
+def _vni_of(ns: Namespace, network: str) -> int:
+    return ns.links[Naming.vxlan(network)].vni
 
 
 def _veth_pair(link: Link, desired: dict[str, Namespace]) -> tuple[tuple[str, Link], tuple[str, Link]] | None:

@@ -69,6 +69,13 @@ class Lab:
     def switch_ns(self) -> str:
         return f"{ns_prefix(self.name)}sw"
 
+    def outside_ip(self) -> str:
+        """The lab's outside address (the underlay's first address, on the switch)."""
+        import ipaddress
+
+        subnet = self.state.topology.get("underlay", {}).get("subnet", "172.30.0.0/24")
+        return str(ipaddress.IPv4Network(subnet).network_address + 1)
+
     # --- API access --------------------------------------------------------------
     def call(self, fn: Callable[[Client], Awaitable[T]]) -> T:
         async def go() -> T:
@@ -137,7 +144,9 @@ class Lab:
         if self.switch_ns not in existing:
             progress("creating the underlay switch")
             self.state.intend(self.switch_ns)
-            underlay.create_switch(self.switch_ns, mark=mark, mtu=topo.underlay.mtu)
+            net = topo.underlay.network
+            underlay.create_switch(self.switch_ns, mark=mark, mtu=topo.underlay.mtu,
+                                   outside=f"{net.network_address + 1}/{net.prefixlen}")
         prefix_len = topo.underlay.subnet.split("/")[1]
         for i, h in enumerate(topo.hosts):
             ns = self.host_ns(h.name)

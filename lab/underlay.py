@@ -59,10 +59,14 @@ class SimHost:
     cidr: str     # with prefix length
 
 
-def create_switch(ns: str, *, mark: str, mtu: int = 1500) -> None:
+def create_switch(ns: str, *, mark: str, mtu: int = 1500, outside: str = "") -> None:
+    """The underlay switch. `outside` (e.g. 172.30.0.1/24) is an address on the switch
+    itself: the lab's "outside world", what containers reach through their host's NAT."""
     create_ns(ns, mark=mark)
     ip("link", "add", "vxsw", "mtu", str(mtu), "type", "bridge", "stp_state", "0", "forward_delay", "0", ns=ns)
     ip("link", "set", "vxsw", "alias", mark, "up", ns=ns)
+    if outside:
+        ip("addr", "add", outside, "dev", "vxsw", ns=ns)
 
 
 def add_host(switch_ns: str, host: SimHost, *, port: str, mark: str, mtu: int = 1500) -> None:

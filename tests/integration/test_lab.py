@@ -211,3 +211,37 @@ def test_lab_works_where_docker_set_forward_drop(env, tmp_path):
         subprocess.run(["nft", "delete", "table", "ip", table], check=False)
         if old is not None:
             sysctl.write_text(old)
+
+
+def test_external_access_through_nat_and_internal_networks_cut_off(env, tmp_path):
+    """Containers on a normal network reach the lab's outside address (on the underlay
+    switch) through their host's NAT; containers on an internal network cannot; and the
+    gateways never route between networks."""
+    name = "vxt" + secrets.token_hex(3)
+    f = topo(tmp_path, name, """hosts: 2
+networks:
+  - {name: blue, subnet: 10.10.0.0/24}
+  - {name: red, subnet: 10.11.0.0/24, internal: true}
+containers:
+  - {name: web, host: h1, networks: [blue]}
+  - {name: db, host: h2, networks: [red]}
+  - {name: both, host: h2, networks: [blue, red]}
+""")
+    assert vx(env, "up", str(f)).returncode == 0
+    outside = Lab(name).outside_ip()
+    assert outside == "172.30.0.1"
+    assert vx(env, "exec", "web", "--", "ping", "-c1", "-W1", outside).returncode == 0
+    assert vx(env, "exec", "both", "--", "ping", "-c1", "-W1", outside).returncode == 0
+    cut = vx(env, "exec", "db", "--", "ping", "-c1", "-W1", outside)
+    assert cut.returncode != 0 and "unreachable" in (cut.stdout + cut.stderr).lower()
+    # The outside sees the host's underlay address (NAT), not the container's.
+    sw = f"vx-{name}.sw"
+    cap = subprocess.Popen(["ip", "netns", "exec", sw, "tcpdump", "-i", "vxsw", "-nn", "-c", "1", "-l", "icmp"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    time.sleep(0.5)
+    vx(env, "exec", "web", "--", "ping", "-c2", "-W1", outside)
+    out, _ = cap.communicate(timeout=10)
+    assert "172.30.0.11 > 172.30.0.1" in out, out
+    # Isolation holds with gateways in place: web cannot reach db's red address.
+    check = json.loads(vx(env, "check", "--json").stdout)
+    assert check["ok"], [p for p in check["probes"] if not p["ok"]]
