@@ -138,7 +138,9 @@ def find_underlay(handle: NsHandle, *, ip: str = "", dev: str = "") -> Underlay:
                 raise KernelError(f"underlay: default route device {dev} has no global IPv4 address")
             ip = mine[0]
         else:
-            cands = [(d, a) for d, a in globals_ if links.get(d) and links[d].kind != "loopback"]
+            # Never a link-local address (a network's uplink `vxg-…` has one from 169.254/16).
+            cands = [(d, a) for d, a in globals_ if links.get(d) and links[d].kind != "loopback"
+                     and not a.startswith("169.254.")]
             if len({d for d, _a in cands}) != 1:
                 raise KernelError("underlay: no default route and "
                                   f"{'no' if not cands else 'more than one'} device with a global IPv4 address "

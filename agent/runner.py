@@ -170,18 +170,21 @@ class Agent:
         """Event passes diff against what was applied; every `resync` seconds a full pass
         diffs against a fresh kernel dump. The dump runs in a thread of its own with its
         own netlink sockets, so events keep being programmed while it reads (a dump of
-        thousands of entries takes tens of ms); a dump that raced an event pass only
-        yields idempotent extra operations."""
+        thousands of entries takes tens of ms). A dump that raced an event pass is stale:
+        it is discarded and the full pass dumps in the reconcile thread instead. The first
+        pass (adoption after a start) always dumps in the reconcile thread."""
         loop = asyncio.get_running_loop()
         next_full = 0.0
         dump: asyncio.Future[Any] | None = None
+        passes = dumped_at = 0
         while True:
             if not self.cache.synced:  # nothing is reconciled before the first snapshot
                 await self._dirty.wait()
                 continue
             now = time.monotonic()
-            if dump is None and now >= next_full:
+            if dump is None and now >= next_full and self.last is not None:
                 dump = loop.run_in_executor(self._dump_pool, lambda: self._dump_kernel.dump(self.me.netns_prefix))
+                dumped_at = passes
             wake = next_full if self._grace_until <= now else min(next_full, self._grace_until)
             dirty = asyncio.ensure_future(self._dirty.wait())
             waiting: set[asyncio.Future[Any]] = {dirty} if dump is None else {dirty, dump}
@@ -189,17 +192,21 @@ class Agent:
                                return_when=asyncio.FIRST_COMPLETED)
             dirty.cancel()
             actual = None
+            full = self.last is None or not self.last.ok  # the first pass adopts: a dump in-thread
             if dump is not None and dump.done():
+                full = True
                 try:
-                    actual = dump.result()
+                    # A pass ran while the dump read: it is stale, dump again in-thread.
+                    actual = dump.result() if dumped_at == passes else None
                 except Exception as e:  # noqa: BLE001 - fall back to a dump in the reconcile thread
                     log.warning("background dump failed: %s", e)
                 dump = None
+            if full:
                 next_full = time.monotonic() + self.config.resync
             elif not self._dirty.is_set() and time.monotonic() < self._grace_until:
                 continue  # woken early: nothing to do yet
             self._dirty.clear()
-            full = actual is not None or (self.last is not None and not self.last.ok)
+            passes += 1
             pending, self._pending_since = self._pending_since, None
             copy = StateCache(self.cache.revision, True, dict(self.cache.hosts), dict(self.cache.networks),
                               dict(self.cache.endpoints))

@@ -63,11 +63,11 @@ def to_dot(hosts: list[Host], networks: list[Network], endpoints: list[Endpoint]
 
     lines = [
         "digraph vxlab {",
-        f"  graph [rankdir=LR, fontname=\"{FONT}\", fontsize=13, labelloc=t, labeljust=l, "
-        "nodesep=0.35, ranksep=1.4, pad=0.3, newrank=true, bgcolor=\"white\",",
+        (f"  graph [rankdir=LR, fontname=\"{FONT}\", fontsize=13, labelloc=t, labeljust=l, "
+         "nodesep=0.35, ranksep=1.4, pad=0.3, newrank=true, bgcolor=\"white\","),
         f"         label=<<b>{_esc(title)}</b>>];",
-        f"  node [fontname=\"{FONT}\", fontsize=11, shape=box, style=\"rounded,filled\", "
-        "fillcolor=\"white\", color=\"#616161\", margin=\"0.15,0.07\"];",
+        (f"  node [fontname=\"{FONT}\", fontsize=11, shape=box, style=\"rounded,filled\", "
+         "fillcolor=\"white\", color=\"#616161\", margin=\"0.15,0.07\"];"),
         "  edge [arrowhead=none, penwidth=1.8];",
         "",
     ]
@@ -104,8 +104,8 @@ def _host_cluster(host: Host, containers: dict[tuple[str, str], list[Endpoint]],
              f"{'alive' if host.alive else 'dead'}</font>")
     lines = [
         f"  subgraph {_id('cluster', host.name)} {{",
-        f"    label=<{label}>; style=\"{style}\"; color=\"{look['color']}\"; "
-        f"fillcolor=\"{look['fill']}\"; fontcolor=\"{look['font']}\"; penwidth=2; margin=12;",
+        (f"    label=<{label}>; style=\"{style}\"; color=\"{look['color']}\"; "
+         f"fillcolor=\"{look['fill']}\"; fontcolor=\"{look['font']}\"; penwidth=2; margin=12;"),
     ]
     mine = [(cname, eps) for (hname, cname), eps in containers.items() if hname == host.name]
     for cname, eps in mine:
@@ -145,12 +145,11 @@ def _esc(text: str) -> str:
 
 
 def _id(kind: str, *parts: str) -> str:
-    """A plain DOT identifier for an object; names that are not [A-Za-z0-9_] get a hash
-    suffix, so two different names never share an identifier."""
-    raw = "/".join(parts)
-    safe = re.sub(r"[^A-Za-z0-9_]", "_", "__".join(parts))
-    if safe != raw.replace("/", "__") or "__" in raw:
-        safe += "_" + hashlib.sha1(raw.encode()).hexdigest()[:8]
+    """A plain DOT identifier for an object; parts that are not all [A-Za-z0-9] get a
+    hash suffix, so two different objects never share an identifier."""
+    safe = "__".join(re.sub(r"[^A-Za-z0-9]", "_", p) for p in parts)
+    if not all(p.isascii() and p.isalnum() for p in parts):
+        safe += "_" + hashlib.sha1("\0".join(parts).encode()).hexdigest()[:8]
     return f"{kind}_{safe}"
 
 
@@ -184,7 +183,8 @@ def _run_dot(dot: str, fmt: str) -> bytes:
     if exe is None:
         raise GraphError("graph: Graphviz 'dot' is not installed (apt-get install graphviz)")
     try:
-        proc = subprocess.run([exe, f"-T{fmt}"], input=dot.encode(), capture_output=True, timeout=DOT_TIMEOUT)
+        proc = subprocess.run([exe, f"-T{fmt}"], input=dot.encode(), capture_output=True,
+                              timeout=DOT_TIMEOUT, check=False)
     except subprocess.TimeoutExpired as e:
         raise GraphError(f"graph: Graphviz 'dot' took longer than {DOT_TIMEOUT:g}s") from e
     if proc.returncode != 0:

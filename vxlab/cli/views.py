@@ -1,0 +1,112 @@
+"""Looking verbs: `vxlab graph` (a picture of the overlay) and `vxlab store ls` (the
+etcd keys behind it).
+
+Both are thin: they find the lab (or the controller), make one core call in
+`vxlab.lab.graph` / `vxlab.lab.store_view`, and print. Bad input and unreachable
+services are one `error: …` line and exit code 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from vxlab.cli.main import DEFAULT_CONTROLLER, CliState, call, fail, output, print_json
+from vxlab.errors import VxError
+
+if TYPE_CHECKING:
+    from vxlab.client import Client
+    from vxlab.model import Endpoint, Host, Network
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+LabOpt = Annotated[str | None, typer.Option("--lab", metavar="NAME", help="Lab name.")]
+VALUE_WIDTH = 70
+
+Snapshot = tuple[list["Host"], list["Network"], list["Endpoint"], int]
+
+
+def _state(ctx: typer.Context) -> CliState:
+    return ctx.obj if isinstance(ctx.obj, CliState) else CliState(DEFAULT_CONTROLLER)
+
+
+def _known_lab(name: str, verb: str) -> None:
+    from vxlab.lab.state import list_labs
+
+    if name not in list_labs():
+        fail(f"{verb}: no lab named {name!r} on this machine")
+
+
+async def _snapshot(c: Client) -> Snapshot:
+    hosts, networks, endpoints = await asyncio.gather(c.list_hosts(), c.list_networks(), c.list_endpoints())
+    return hosts, networks, endpoints, await c.revision()
+
+
+def graph(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("-o", "--out", metavar="FILE",
+                                      help="Where to write: FILE.svg, FILE.png or FILE.dot (Graphviz source).")],
+    lab: LabOpt = None,
+) -> None:
+    """Draw hosts, containers and networks as a picture (Graphviz)."""
+    from vxlab.lab.graph import FORMATS, GraphError, render, to_dot
+
+    if out.suffix.lower() not in FORMATS:  # before asking the controller anything
+        fail(f"out: {out.name!r} must end in one of {', '.join(FORMATS)}")
+    state = _state(ctx)
+    if lab or state.lab:
+        _known_lab(lab or state.lab or "", "graph")
+    if lab:  # `graph --lab NAME`: that lab's controller
+        from vxlab.lab.lab import Lab
+
+        try:
+            hosts, networks, endpoints, rev = Lab(lab).call(_snapshot)
+        except VxError as err:
+            fail(err.message)
+        title = f"lab {lab} · revision {rev}"
+    else:  # the lab chosen at the root (its controller), or --controller
+        hosts, networks, endpoints, rev = call(ctx, _snapshot)
+        title = f"lab {state.lab} · revision {rev}" if state.lab else f"controller {state.controller} · revision {rev}"
+    try:
+        path = render(to_dot(hosts, networks, endpoints, title=title), out)
+    except GraphError as e:
+        fail(str(e))
+    containers = len({(e.host, e.name) for e in endpoints})
+    typer.echo(f"graph: wrote {path} ({len(hosts)} hosts, {len(networks)} networks, "
+               f"{containers} containers, revision {rev})", err=True)
+
+
+def store_ls(
+    ctx: typer.Context,
+    prefix: Annotated[str, typer.Argument(help="Key prefix under /vxlab/v1/, e.g. networks/ or alive/.")] = "",
+    as_json: JsonOpt = False,
+    lab: LabOpt = None,
+) -> None:
+    """List the etcd keys of the lab under /vxlab/v1/ with their values and revisions."""
+    from vxlab.controller.store import StoreUnavailable
+    from vxlab.lab.state import LabState
+    from vxlab.lab.store_view import full_prefix, one_line
+    from vxlab.lab.store_view import store_ls as read
+
+    name = lab or _state(ctx).lab
+    if not name:
+        fail("store: no lab selected (the store view reads the lab's etcd)")
+    st = LabState.load(name)
+    if st is None:
+        fail(f"store: no lab named {name!r} on this machine")
+    if not st.etcd_endpoints:
+        fail(f"store: lab {name!r} has no etcd (is it up?)")
+    try:
+        rows, revision = asyncio.run(read(st.etcd_endpoints, prefix))
+    except (StoreUnavailable, ValueError) as e:
+        fail(f"store: {e}")
+    if as_json:
+        print_json(rows)
+    else:
+        output(as_json=False, data=rows, columns=["KEY", "VALUE", "MOD REV", "LEASE"],
+               rows=[[r["key"], one_line(r["value"], width=VALUE_WIDTH), str(r["mod_revision"]),
+                      f"{r['lease']:x}" if r["lease"] else "-"] for r in rows])
+    typer.echo(f"revision {revision}, {len(rows)} keys"
+               + ("" if rows else f" under {full_prefix(prefix)}"), err=True)
