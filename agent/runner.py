@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import json
 import logging
 import os
@@ -221,6 +222,13 @@ class Agent:
                 result = PassResult([], errors=[f"pass failed: {e}"], full=full)
                 self._dirty.set()
                 await asyncio.sleep(1.0)
+            if self.last is None:
+                # Objects alive after the first pass (modules, the cache) stay for good:
+                # keep them out of the collector, whose full sweeps over them otherwise
+                # stall an event pass by tens of ms.
+                gc.collect()
+                gc.freeze()
+                gc.set_threshold(20_000, 20, 50)  # fewer, rarer sweeps: the agent makes few cycles
             self.last = result
             if result.ok:
                 self.applied_revision = copy.revision

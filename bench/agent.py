@@ -86,9 +86,11 @@ async def _measure(lab: Lab, *, levels: list[int], samples: int) -> list[dict[st
                 await c.create_endpoint(Endpoint(name=f"s{level}-{j}", network="blue", host=f"r{j % PHANTOMS}"))
                 t0 = time.perf_counter()
                 rev = await c.revision()
-                while json.loads(status.read_text() or "{}").get("applied_revision", 0) < rev:
+                while (st := json.loads(status.read_text() or "{}")).get("applied_revision", 0) < rev:
                     await asyncio.sleep(0.0005)
                 lat.append(time.perf_counter() - t0)
+                if lat[-1] > 0.025 and os.environ.get("VXLAB_BENCH_DEBUG"):
+                    print(f"slow {lat[-1] * 1000:.1f} ms: last pass {st.get('last_pass')}", flush=True)
             pid = lab.state.agents["h1"].pid
             cpu0, rss = _proc_stat(pid)
             await asyncio.sleep(10)

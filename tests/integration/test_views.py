@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from vxlab.lab.lab import Lab
 from vxlab.lab.topology import parse
 
@@ -59,7 +58,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
 
 def vx(lab: RunningLab, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "vxlab.cli", "--lab", lab.name, *args],
-                          capture_output=True, text=True, env=lab.env, timeout=60)
+                          capture_output=True, text=True, env=lab.env, timeout=60, check=False)
 
 
 def test_graph_svg(lab: RunningLab, tmp_path: Path) -> None:
@@ -112,6 +111,6 @@ def test_store_ls_prefix_table(lab: RunningLab) -> None:
 def test_store_ls_without_a_lab_is_an_error(lab: RunningLab, tmp_path: Path) -> None:
     env = {**lab.env, "VXLAB_RUN": str(tmp_path / "empty")}
     r = subprocess.run([sys.executable, "-m", "vxlab.cli", "store", "ls"], capture_output=True, text=True,
-                       env=env, timeout=60)
+                       env=env, timeout=60, check=False)
     assert r.returncode == 1
     assert r.stderr.strip() == "error: store: no lab selected (the store view reads the lab's etcd)"

@@ -83,7 +83,7 @@ def test_labels_are_escaped_and_odd_names_get_safe_ids() -> None:
                  [Endpoint("w-1", "x&y", 'a"b<c>', "1.2.3.4")], title="<t> & \"q\"")
     assert "&lt;t&gt; &amp; &quot;q&quot;" in dot and "a&quot;b&lt;c&gt;" in dot and "x&amp;y" in dot
     assert '<c>' not in dot and 'a"b' not in dot
-    ids = re.findall(r"^\s*(\w+) \[", dot, flags=re.M)
+    ids = re.findall(r"^\s*(\w+) \[", dot, flags=re.MULTILINE)
     assert any(i.startswith("ctr_a_b_c___w_1_") for i in ids)
 
 

@@ -107,6 +107,6 @@ def store_ls(
     else:
         output(as_json=False, data=rows, columns=["KEY", "VALUE", "MOD REV", "LEASE"],
                rows=[[r["key"], one_line(r["value"], width=VALUE_WIDTH), str(r["mod_revision"]),
-                      f"{r['lease']:x}" if r["lease"] else "-"] for r in rows])
+                      str(r["lease"] or "-")] for r in rows])
     typer.echo(f"revision {revision}, {len(rows)} keys"
                + ("" if rows else f" under {full_prefix(prefix)}"), err=True)
