@@ -49,7 +49,7 @@ class Hosts:
         lease = await self.store.grant_lease(ttl)
         prev_alive = await self.store.get(self.keys.alive_key(host.name))
         await self.store.txn([], [
-            Put(self.keys.host(host.name), to_json(record)),
+            Put(self.keys.host(host.name), to_json(record, exclude=("alive",))),
             Put(self.keys.alive_key(host.name), json.dumps({"lease": lease}).encode(), lease=lease),
         ])
         if prev_alive and prev_alive.lease and prev_alive.lease != lease:

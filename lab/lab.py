@@ -268,6 +268,32 @@ class Lab:
         eps = self.call(lambda c: c.list_endpoints())
         return run_check(eps, lambda e: self.container_ns(e.host, e.name), **kw)
 
+    def trace(self, src: str, dst: str, *, network: str = "", count: int = 3) -> Any:
+        """The path from container `src` to `dst` (on their shared network, or `network`),
+        with a live underlay capture decoded as VXLAN."""
+        from vxlab.lab import trace
+
+        async def go(c: Client) -> tuple[list[Endpoint], list[Network], list[Host]]:
+            return await asyncio.gather(c.list_endpoints(), c.list_networks(), c.list_hosts())  # type: ignore[return-value]
+        eps, nets, hosts = self.call(go)
+        mine = {e.network: e for e in eps if e.name == src}
+        theirs = {e.network: e for e in eps if e.name == dst}
+        if not mine:
+            raise procs.LabError(f"src: no container named {src!r}")
+        if not theirs:
+            raise procs.LabError(f"dst: no container named {dst!r}")
+        shared = [n for n in sorted(theirs) if n in mine and (not network or n == network)]
+        if not shared:
+            raise procs.LabError(f"network: {src!r} and {dst!r} share no network"
+                                 + (f" named {network!r}" if network else "") + "; they cannot reach each other")
+        net = next(n for n in nets if n.name == shared[0])
+        t = trace.build(mine[net.name], theirs[net.name], net, container_ns=self.container_ns,
+                        host_ns=self.host_ns, network_ns=lambda h, n: f"{self.agent_prefix(h)}n-{n}",
+                        underlay_ip={h.name: h.underlay_ip for h in hosts})
+        a = mine[net.name]
+        return trace.capture(t, src_ns=self.container_ns(a.host, src), src_host_ns=self.host_ns(a.host),
+                             dst_ip=theirs[net.name].ip, count=count)
+
     def exec(self, container: str, *cmd: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         """Run a command inside a container's namespace (Python API)."""
         return subprocess.run(["ip", "netns", "exec", self.namespace_of(container), *cmd],

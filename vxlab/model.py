@@ -81,9 +81,11 @@ class WatchBatch:
     changes: tuple[Change, ...] = ()
 
 
-def to_json(obj: Object) -> bytes:
-    """Serialise an object for the store (sorted keys: equal objects, equal bytes)."""
-    return json.dumps(dataclasses.asdict(obj), sort_keys=True, separators=(",", ":")).encode()
+def to_json(obj: Object, *, exclude: tuple[str, ...] = ()) -> bytes:
+    """Serialise an object for the store (sorted keys: equal objects, equal bytes);
+    `exclude` leaves out derived fields (a host's liveness lives in its lease)."""
+    raw = {k: v for k, v in dataclasses.asdict(obj).items() if k not in exclude}
+    return json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()
 
 
 def from_json(cls: type[T], data: bytes | str) -> T:

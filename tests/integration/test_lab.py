@@ -76,6 +76,14 @@ def test_quickstart_up_check_exec_down(env, tmp_path):
     st = json.loads(vx(env, "status", "--json").stdout)
     assert st["converged"] and [h["alive"] for h in st["hosts"]] == [True, True]
     assert st["controller"].startswith("unix:") and st["etcd"]
+    tr = vx(env, "trace", "web", "db")
+    assert tr.returncode == 0, tr.stdout + tr.stderr
+    vni = json.loads(vx(env, "network", "inspect", "blue").stdout)[0]["Options"][
+        "com.docker.network.driver.overlay.vxlanid_list"]
+    assert f"VXLAN, flags [I] (0x08), vni {vni}" in tr.stdout and "10.10.0.2 > 10.10.0.3: ICMP echo request" in tr.stdout
+    assert "vxv-blue" in tr.stdout and "dst 172.30.0.12" in tr.stdout  # the FDB entry used
+    traced = json.loads(vx(env, "trace", "web", "db", "--json").stdout)
+    assert traced["reached"] and traced["vni"] == int(vni) and len(traced["hops"]) == 10
     assert vx(env, "exec", "web", "--", "sh", "-c", "exit 7").returncode == 7
     assert vx(env, "exec", "web", "--", "ping", "-c1", "-W1", "10.10.0.3").returncode == 0
     run = vx(env, "container", "run", "cache", "--host", "h2", "--network", "blue", "--ip", "10.10.0.77")

@@ -157,3 +157,34 @@ def labs(as_json: JsonOpt = False) -> None:
         return
     output(as_json=False, data=rows, columns=["LAB", "HOSTS", "CONTROLLER"],
            rows=[[r["name"], str(len(r["hosts"])), r["controller"]] for r in rows])
+
+
+def trace(
+    ctx: typer.Context,
+    src: Annotated[str, typer.Argument(help="Source container.")],
+    dst: Annotated[str, typer.Argument(help="Destination container.")],
+    network: Annotated[str, typer.Option(metavar="N", help="The network to trace on (default: the first shared).")] = "",
+    lab: LabOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The path SRC -> DST hop by hop (veth, bridge, VXLAN, underlay) with a live capture."""
+    from vxlab.lab.lab import Lab
+    from vxlab.lab.procs import LabError
+
+    try:
+        t = Lab(_lab_name(ctx, lab)).trace(src, dst, network=network)
+    except LabError as e:
+        fail(str(e))
+    if as_json:
+        print_json(t.to_json())
+    else:
+        typer.echo(f"{t.src} -> {t.dst} on network {t.network} (vni {t.vni})")
+        output(as_json=False, data=None, columns=["#", "NAMESPACE", "DEVICE", "WHAT HAPPENS"],
+               rows=[[str(i), h.where, h.what, h.detail] for i, h in enumerate(t.hops, 1)])
+        if t.capture:
+            typer.echo("underlay capture (source host eth0, udp/4789):")
+            for line in t.capture:
+                typer.echo(f"  {line}")
+        typer.echo(f"reached: {'yes' if t.reached else 'NO'}")
+    if not t.reached:
+        raise typer.Exit(1)

@@ -170,6 +170,14 @@ app.command("down")(lab.down)
 app.command("status")(lab.status)
 app.command("check")(lab.check)
 app.command("exec", context_settings={"allow_interspersed_args": False})(lab.exec_)
+app.command("trace")(lab.trace)
 lab_app = typer.Typer(help="Labs on this machine.", no_args_is_help=True)
 lab_app.command("ls")(lab.labs)
 app.add_typer(lab_app, name="lab")
+from vxlab.cli import views  # noqa: E402
+
+app.command("graph")(views.graph)
+store_app = typer.Typer(help="The lab's etcd keys and values (read-only): the overlay's key-value store.",
+                        no_args_is_help=True)
+store_app.command("ls")(views.store_ls)
+app.add_typer(store_app, name="store")
