@@ -169,5 +169,13 @@ class Kernel(ABC):
     @abstractmethod
     def del_neigh(self, ns: str, entry: Neigh) -> None: ...
 
+    def apply_entries(self, ns: str, *, add: list[Fdb | Neigh], delete: list[Fdb | Neigh]) -> None:
+        """Many FDB/neighbour writes in `ns` at once (the reconciler's bulk path). The
+        default does them one by one; NetlinkKernel batches them in a few system calls."""
+        for e in add:
+            self.add_fdb(ns, e) if isinstance(e, Fdb) else self.add_neigh(ns, e)
+        for e in delete:
+            self.del_fdb(ns, e) if isinstance(e, Fdb) else self.del_neigh(ns, e)
+
     def close(self) -> None:
         """Release sockets and helper processes."""

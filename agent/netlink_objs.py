@@ -10,6 +10,7 @@ writes nothing.
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import os
 import socket
@@ -26,8 +27,10 @@ from vxlab.agent.netlink_raw import (
     NUD_NOARP,
     NUD_PERMANENT,
     RawNeigh,
+    batch,
     get_neigh,
     link_index,
+    neigh_request,
 )
 
 RTPROT_STATIC = 4
@@ -182,6 +185,37 @@ class ObjectOps(Kernel):
             have = self._fdb(*found, entry.mac)
             if have is not None and have.dst == entry.dst:
                 self._fdb_write("del_fdb", "del", found[0], ns, found[1], entry)
+
+    def apply_entries(self, ns: str, *, add: list[Fdb | Neigh], delete: list[Fdb | Neigh]) -> None:
+        """Batched replace/delete of FDB and neighbour entries (see netlink_raw.batch); a
+        delete of a missing entry is no error and no write."""
+        if not add and not delete:
+            return
+        h = self._handle(ns)
+        reqs: list[tuple[str, Fdb | Neigh, Callable[[int], bytes]]] = []
+        for e, is_del in [*((e, False) for e in add), *((e, True) for e in delete)]:
+            index = self._index(h, ns, e.dev) if not is_del else self._find(h, e.dev)
+            if not index:
+                continue  # deleting from a device that is gone: nothing to do
+            if isinstance(e, Fdb):
+                kind = "del_fdb" if is_del else "add_fdb"
+                make = functools.partial(neigh_request, delete=is_del, family=AF_BRIDGE, ifindex=index,
+                                         state=NUD_PERMANENT, flags=NTF_SELF, dst=e.dst, lladdr=e.mac)
+            else:
+                kind = "del_neigh" if is_del else "add_neigh"
+                make = functools.partial(neigh_request, delete=is_del, family=socket.AF_INET, ifindex=index,
+                                         state=NUD_PERMANENT, flags=0, dst=e.ip, lladdr="" if is_del else e.mac)
+            reqs.append((kind, e, lambda seq, m=make: m(seq=seq)))
+        with self._op("apply_entries", ns, f"{len(reqs)} entries"):
+            codes = batch(h.raw, [r[2] for r in reqs])
+        failed = []
+        for (kind, e, _), code in zip(reqs, codes, strict=True):
+            if code == 0:
+                self.writes[kind] += 1
+            elif not (kind.startswith("del") and code in (errno.ENOENT, errno.ESRCH)):
+                failed.append(f"{kind} {e}: {os.strerror(code)}")
+        if failed:
+            raise KernelError(f"{len(failed)} of {len(reqs)} entries failed in {where(ns)}: {'; '.join(failed[:3])}")
 
     # --- neighbours (ARP proxy table) ---------------------------------------------------------
     def _neigh(self, h: NsHandle, index: int, ip: str) -> RawNeigh | None:

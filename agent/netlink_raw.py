@@ -176,3 +176,50 @@ def link_index(sock: socket.socket, name: str) -> int:
             return 0
         raise
     return found[0] if found else 0
+
+
+RTM_DELNEIGH = 29
+NLM_F_ACK = 0x4
+NLM_F_REPLACE = 0x100
+NLM_F_CREATE = 0x400
+_BATCH = 256  # messages per sendmsg; ACKs are read before the next batch
+
+
+def neigh_request(*, delete: bool, family: int, ifindex: int, state: int, flags: int,
+                  dst: str, lladdr: str, seq: int) -> bytes:
+    """One RTM_NEWNEIGH (replace) or RTM_DELNEIGH message: FDB entries are AF_BRIDGE with
+    NTF_SELF (NDA_LLADDR = MAC, NDA_DST = VTEP), neighbours AF_INET (NDA_DST = IP)."""
+    body = _NDMSG.pack(family, ifindex, state, flags, 0)
+    if dst:
+        body += _rta(NDA_DST, socket.inet_aton(dst))
+    if lladdr:
+        body += _rta(NDA_LLADDR, bytes.fromhex(lladdr.replace(":", "")))
+    mtype = RTM_DELNEIGH if delete else RTM_NEWNEIGH
+    nlflags = NLM_F_REQUEST | NLM_F_ACK | (0 if delete else NLM_F_CREATE | NLM_F_REPLACE)
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), mtype, nlflags, seq, 0) + body
+
+
+def batch(sock: socket.socket, requests: list[Callable[[int], bytes]]) -> list[int]:
+    """Send many requests, `_BATCH` per sendmsg, without waiting between them, and collect
+    every ACK: returns the errno of each request (0 = done). One system call carries
+    hundreds of FDB or neighbour entries, where one request each costs a round trip."""
+    errors: list[int] = []
+    buf = bytearray(1 << 16)
+    view = memoryview(buf)
+    for start in range(0, len(requests), _BATCH):
+        chunk = requests[start:start + _BATCH]
+        seqs = [next(_seq) & 0xFFFFFFFF for _ in chunk]
+        sock.sendto(b"".join(make(seq) for make, seq in zip(chunk, seqs, strict=True)), (0, 0))
+        pending = {seq: i for i, seq in enumerate(seqs)}
+        result = [0] * len(chunk)
+        while pending:
+            size = sock.recv_into(buf)
+            off = 0
+            while off + _NLMSGHDR.size <= size:
+                length, rtype, _flags, rseq, _pid = _NLMSGHDR.unpack_from(view, off)
+                if rtype == NLMSG_ERROR and rseq in pending:
+                    (code,) = struct.unpack_from("=i", view, off + _NLMSGHDR.size)
+                    result[pending.pop(rseq)] = -code
+                off += (length + 3) & ~3
+        errors += result
+    return errors

@@ -12,6 +12,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from vxlab.agent import metrics
 from vxlab.agent.cache import StateCache
@@ -33,6 +34,25 @@ class PassResult:
     @property
     def ok(self) -> bool:
         return not self.errors
+
+
+_ENTRY_METHODS = {"add_fdb": True, "add_neigh": True, "del_fdb": False, "del_neigh": False}
+
+
+def _batched(actions: list[Action]) -> list[Action | tuple[str, list[Any], list[Any]]]:
+    """Consecutive FDB/neighbour actions in one namespace become one bulk step (the
+    kernel sends them in a few system calls); everything else runs one by one, in order."""
+    out: list[Action | tuple[str, list[Any], list[Any]]] = []
+    for a in actions:
+        if a.method not in _ENTRY_METHODS:
+            out.append(a)
+            continue
+        last = out[-1] if out else None
+        if not isinstance(last, tuple) or last[0] != a.ns:
+            last = (a.ns, [], [])
+            out.append(last)
+        (last[1] if _ENTRY_METHODS[a.method] else last[2]).append(a.args[1])
+    return out
 
 
 class Reconciler:
@@ -63,13 +83,18 @@ class Reconciler:
         actions, desired = self.plan(state, full=full and actual is None, assume_alive=assume_alive)
         before = Counter(self.kernel.writes)
         result = PassResult(actions, full=full)
-        for action in actions:
+        for step in _batched(actions):
             try:
-                getattr(self.kernel, action.method)(*action.args, **dict(action.kwargs))
+                if isinstance(step, Action):
+                    getattr(self.kernel, step.method)(*step.args, **dict(step.kwargs))
+                else:
+                    ns, add, delete = step
+                    self.kernel.apply_entries(ns, add=add, delete=delete)
             except KernelError as e:
-                result.errors.append(f"{action.describe()}: {e}")
+                what = step.describe() if isinstance(step, Action) else f"{len(step[1]) + len(step[2])} entries in {step[0]}"
+                result.errors.append(f"{what}: {e}")
                 metrics.ERRORS.labels("kernel").inc()
-                log.warning("%s failed: %s", action.describe(), e)
+                log.warning("%s failed: %s", what, e)
         result.writes = Counter(self.kernel.writes) - before
         for op, n in result.writes.items():
             metrics.NETLINK_OPS.labels(op).inc(n)
