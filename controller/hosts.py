@@ -21,6 +21,9 @@ from vxlab.errors import FailedPrecondition, InvalidArgument, NotFound
 from vxlab.model import Endpoint, Host, from_json, to_json
 
 
+MAX_TTL = 300  # a registration may ask for a longer first lease (a lab pre-registering hosts)
+
+
 class Hosts:
     def __init__(self, ctx: Context, endpoints: Endpoints) -> None:
         self.ctx = ctx
@@ -37,12 +40,14 @@ class Hosts:
         if host.underlay_mtu and not validate.MTU_MIN <= host.underlay_mtu <= 65535:
             raise InvalidArgument("host.underlay_mtu", f"{host.underlay_mtu} is out of range")
         validate.labels(host.labels, field="host.labels")
+        if host.lease_ttl and not 1 <= host.lease_ttl <= MAX_TTL:
+            raise InvalidArgument("host.lease_ttl", f"{host.lease_ttl} is out of range 1..{MAX_TTL} (0 = default)")
         return host
 
     async def register(self, host: Host) -> tuple[Host, int, int]:
         """Create or update the host's record and make it alive with a fresh lease."""
         self.validate(host)
-        ttl = self.ctx.config.lease_ttl
+        ttl = host.lease_ttl or self.ctx.config.lease_ttl
         old = await self.store.get(self.keys.host(host.name))
         registered = from_json(Host, old.value).registered_at if old else now()
         record = dataclasses.replace(host, alive=False, lease_ttl=ttl, registered_at=registered)
@@ -57,11 +62,21 @@ class Hosts:
         return dataclasses.replace(record, alive=True), lease, ttl
 
     async def keepalive(self, name: str, lease_id: int) -> tuple[int, int, bool]:
-        """Renew the lease; if it expired, grant a new one and mark the host alive again."""
+        """Renew the lease; if it expired, grant a new one and mark the host alive again.
+
+        The host's alive key must be bound to the caller's lease: when another lease holds
+        it (a registration raced this one), it is bound to the caller's again, so the key
+        never dies with a lease nobody renews."""
         validate.name(name, field="name", max_len=validate.HOST_NAME_MAX)
         if lease_id > 0:
             ttl = await self.store.refresh_lease(lease_id)
             if ttl > 0:
+                alive = await self.store.get(self.keys.alive_key(name))
+                if alive is None or alive.lease != lease_id:
+                    if await self.store.get(self.keys.host(name)) is None:
+                        raise NotFound(f"host: no host named {name!r}; register it first")
+                    await self.store.txn([], [Put(self.keys.alive_key(name), json.dumps({"lease": lease_id}).encode(),
+                                                  lease=lease_id)])
                 return lease_id, ttl, True
         if await self.store.get(self.keys.host(name)) is None:
             raise NotFound(f"host: no host named {name!r}; register it first")

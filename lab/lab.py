@@ -29,6 +29,15 @@ from vxlab.model import Endpoint, Host, Network
 
 T = TypeVar("T")
 LEASE_TTL = 5
+PREREGISTER_TTL = 120  # until each host's own agent registers (and replaces this lease)
+
+
+def lease_ttl_for(hosts: int) -> int:
+    """The host lease TTL of a lab's controller: 5 s (the default), longer for big labs.
+    On 2 cores, 50+ agents programming hundreds of entries at once can delay a keepalive
+    past 5 s; every such expiry makes every peer purge and re-add that host's entries,
+    which feeds the overload (measured: 50 hosts x 5 containers took 50 s with 5 s)."""
+    return max(LEASE_TTL, -(-hosts // 5))
 
 
 @dataclass(frozen=True)
@@ -129,11 +138,15 @@ class Lab:
             procs.start_etcd(self.state)
         if not self.running():
             progress("starting the controller")
-            procs.start_controller(self.state, lease_ttl=LEASE_TTL)
+            procs.start_controller(self.state, lease_ttl=lease_ttl_for(len(topo.hosts)))
         self._underlay(topo, progress)
-        self._hosts(topo, progress)
+        # New hosts are registered before their agents start, and the containers created
+        # before too: each new agent then starts from one snapshot holding everything and
+        # programs it in one pass, instead of every agent replaying every create.
+        self._preregister(topo)
         progress("applying networks and containers")
         self._apply(topo, steps)
+        self._hosts(topo, progress)
         progress("waiting for agents to converge")
         self.wait_converged()
         return steps
@@ -155,6 +168,18 @@ class Lab:
                 self.state.intend(ns)
                 underlay.add_host(self.switch_ns, underlay.SimHost(h.name, ns, h.underlay_ip, f"{h.underlay_ip}/{prefix_len}"),
                                   port=f"vxu-{_port_id(h.name)}", mark=mark, mtu=topo.underlay.mtu)
+
+    def _preregister(self, topo: Topology) -> None:
+        """Register hosts whose agents are not running yet, with a first lease long enough
+        for their agents to start and register themselves (which replaces it), so no host
+        flaps dead meanwhile and containers can be created before any agent watches."""
+        new = [h for h in topo.hosts if (p := self.state.agents.get(h.name)) is None or not p.alive()]
+        if new:
+            async def go(c: Client) -> None:
+                await asyncio.gather(*(c.register_host(Host(name=h.name, underlay_ip=h.underlay_ip,
+                                                            underlay_mtu=topo.underlay.mtu, lease_ttl=PREREGISTER_TTL))
+                                       for h in new))
+            self.call(go)
 
     def _hosts(self, topo: Topology, progress: Callable[[str], None]) -> None:
         want = {h.name for h in topo.hosts}

@@ -231,3 +231,15 @@ async def test_concurrent_creates_on_many_hosts(ctl):
     eps = await asyncio.gather(*(ctl.endpoints.create(Endpoint(name=f"c{i}", network="blue", host=f"h{i % 28 + 2}"))
                                  for i in range(300)))
     assert len({e.ip for e in eps}) == 300
+
+
+async def test_keepalive_rebinds_alive_key_to_the_callers_lease(ctl):
+    """Two registrations raced: the alive key must end up on the lease that is renewed."""
+    _, lease_a, _ = await ctl.hosts.register(Host(name="h3", underlay_ip="172.30.0.13"))
+    _, lease_b, _ = await ctl.hosts.register(Host(name="h3", underlay_ip="172.30.0.13"))  # revokes a
+    new_a, _, renewed = await ctl.hosts.keepalive("h3", lease_a)  # a's holder comes back: new lease
+    assert not renewed
+    lb, _, renewed_b = await ctl.hosts.keepalive("h3", lease_b)    # b renews and takes the key back
+    assert renewed_b and lb == lease_b
+    ctl.store.expire_lease(new_a)                                  # a's holder stops renewing
+    assert (await ctl.hosts.get("h3")).alive, "the key is bound to b's lease, which lives"
