@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
+import collections
 import logging
+from typing import Any
 
 import grpc
 
@@ -106,6 +108,19 @@ class EndpointServicer(pbg.EndpointServiceServicer):
 class WatchServicer(pbg.WatchServiceServicer):
     def __init__(self, core: Controller) -> None:
         self.core = core
+        # The shared watch hands every subscriber the same batch objects: convert once.
+        self._converted: collections.OrderedDict[int, tuple[Any, pb.WatchResponse]] = collections.OrderedDict()
+
+    def _to_pb(self, batch: Any) -> pb.WatchResponse:
+        hit = self._converted.get(id(batch))
+        if hit is not None and hit[0] is batch:
+            return hit[1]
+        msg = wire.batch_to_pb(batch)
+        if not batch.snapshot:
+            self._converted[id(batch)] = (batch, msg)
+            if len(self._converted) > 1024:
+                self._converted.popitem(last=False)
+        return msg
 
     async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchResponse]:
         if request.start_revision < 0:
@@ -113,7 +128,7 @@ class WatchServicer(pbg.WatchServiceServicer):
         stream = self.core.watcher.watch(start_revision=request.start_revision)
         try:
             async for batch in stream:
-                yield wire.batch_to_pb(batch)
+                yield self._to_pb(batch)
         except StoreUnavailable as e:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"etcd: unavailable ({e})")
         finally:

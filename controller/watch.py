@@ -17,20 +17,102 @@ StoreUnavailable; the agent reconnects with its last revision.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import dataclasses
 from collections.abc import AsyncIterator
+from typing import Any
 
 from vxlab.controller import metrics
 from vxlab.controller.context import Context
-from vxlab.controller.store import Compacted, Event, KeyValue
+from vxlab.controller.store import Compacted, Event, KeyValue, StoreUnavailable
 from vxlab.model import Change, Endpoint, Host, Network, WatchBatch, from_json
 
 
+_END = object()  # hub -> subscriber: the shared stream ended (the subscriber reconnects)
+
+
 class Watcher:
+    """Serves Watch streams from one shared etcd watch per controller process (the hub):
+    each revision is read and translated once and fanned out to every subscriber, with
+    the last HISTORY batches kept for resumes. A resume older than that history, or the
+    hub not running, falls back to a watch of the subscriber's own."""
+
+    HISTORY = 20_000   # batches kept for resumes
+    QUEUE = 50_000     # per subscriber; a subscriber that falls this far behind is dropped
+
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.store = ctx.store
         self.keys = ctx.keys
+        self._subscribers: set[asyncio.Queue[Any]] = set()
+        self._history: collections.deque[WatchBatch] = collections.deque(maxlen=self.HISTORY)
+        self._hub: asyncio.Task[None] | None = None
+        self._hub_from = 0    # the hub streams every revision after this one
+        self._hub_ready: asyncio.Future[None] | None = None
+
+    async def _ensure_hub(self) -> bool:
+        """Start the hub if needed; False when it cannot run (the store is down)."""
+        if self._hub is None or self._hub.done():
+            loop = asyncio.get_running_loop()
+            self._hub_ready = loop.create_future()
+            self._history.clear()
+            self._hub = asyncio.create_task(self._run_hub(self._hub_ready))
+        assert self._hub_ready is not None
+        try:
+            await asyncio.shield(self._hub_ready)
+        except Exception:  # noqa: BLE001 - the hub failed to start: subscribers watch alone
+            return False
+        return True
+
+    async def _run_hub(self, ready: asyncio.Future[None]) -> None:
+        try:
+            snap = await self.snapshot()
+            self._hub_from = snap.revision
+            alive = {h.name: h.alive for h in snap.hosts}
+            stream = self._follow(snap.revision + 1, alive=alive)
+            ready.set_result(None)
+            async for batch in stream:
+                if batch.changes:
+                    self._history.append(batch)
+                for q in list(self._subscribers):
+                    if q.qsize() >= self.QUEUE:
+                        self._subscribers.discard(q)
+                        q.put_nowait(_END)
+                    else:
+                        q.put_nowait(batch)
+        except Exception as e:  # noqa: BLE001 - store down or compacted: subscribers reconnect
+            if not ready.done():
+                ready.set_exception(e)
+        finally:
+            for q in list(self._subscribers):
+                q.put_nowait(_END)
+            self._subscribers.clear()
+
+    async def _shared(self, after: int) -> AsyncIterator[WatchBatch] | None:
+        """Batches after revision `after` from the hub, or None when it cannot serve them."""
+        if not await self._ensure_hub():
+            return None
+        oldest = self._history[0].revision if self._history else self._hub_from + 1
+        if after < min(oldest - 1, self._hub_from):
+            return None  # older than the hub remembers
+        q: asyncio.Queue[Any] = asyncio.Queue()
+        for b in self._history:
+            if b.revision > after:
+                q.put_nowait(b)
+        self._subscribers.add(q)
+
+        async def gen() -> AsyncIterator[WatchBatch]:
+            try:
+                while True:
+                    item = await q.get()
+                    if item is _END:
+                        raise StoreUnavailable("the controller's shared watch ended; reconnect")
+                    if item.revision > after:
+                        yield item
+            finally:
+                self._subscribers.discard(q)
+        return gen()
 
     async def snapshot(self, *, compacted: bool = False) -> WatchBatch:
         kvs, rev = await self.store.range(self.keys.root)
@@ -62,14 +144,23 @@ class Watcher:
         metrics.WATCHERS.inc()
         try:
             if start_revision > 0:
+                shared = await self._shared(start_revision)
                 try:
-                    async for batch in self._follow(start_revision + 1):
+                    async for batch in shared or self._follow(start_revision + 1):
                         yield batch
                     return
                 except Compacted:
                     snap = await self.snapshot(compacted=True)
             else:
+                # Join the hub first, then take the snapshot: nothing between them is lost.
+                await self._ensure_hub()
                 snap = await self.snapshot()
+            shared = await self._shared(snap.revision)
+            if shared is not None:
+                yield snap
+                async for batch in shared:
+                    yield batch
+                return
             yield snap
             alive = {h.name: h.alive for h in snap.hosts}
             async for batch in self._follow(snap.revision + 1, alive=alive):

@@ -111,11 +111,24 @@ async def test_watch_order_resume_and_compaction(etcd, controllers):
             names += [ch.obj.name for ch in b.changes]
         assert names == ["c2", "c3", "c4"]
         await it.aclose()
-        # Compact everything, then resume from an old revision: a fresh snapshot.
+        # Compact everything, then resume from an old revision at a controller that does
+        # not remember it (a fresh one; a running one serves resumes from its memory):
+        # a fresh snapshot, marked compacted.
         await store.compact(await store.revision())
+        other = controllers(etcd.endpoints)
+        async with Client(other.address) as cl2:
+            it = cl2.watch(start_revision=seen[0][0])
+            b = await _next(it)
+            assert b.snapshot and b.compacted and len(b.endpoints) == 5
+            await it.aclose()
+        # The running controller resumes the same revision from its memory, in order.
         it = cl.watch(start_revision=seen[0][0])
-        b = await _next(it)
-        assert b.snapshot and b.compacted and len(b.endpoints) == 5
+        names = []
+        while len(names) < 5:
+            b = await _next(it)
+            assert not b.snapshot
+            names += [ch.obj.name for ch in b.changes]
+        assert names == ["c0", "c1", "c2", "c3", "c4"]
         await it.aclose()
     await store.close()
 
