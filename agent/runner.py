@@ -72,7 +72,8 @@ class Agent:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile")
         self.kernel = self._pool.submit(kernel).result()
         self._dump_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dump")
-        self._dump_kernel = self._dump_pool.submit(kernel).result()
+        self._kernel_factory = kernel
+        self._dump_kernel: Kernel | None = None  # created in the dump thread on first use
         self._dirty = asyncio.Event()
         self._pending_since: float | None = None
         self.applied_revision = 0
@@ -92,10 +93,17 @@ class Agent:
         """Run `fn` in the reconcile thread and wait for it (for synchronous callers)."""
         return self._pool.submit(fn).result()
 
+    def _background_dump(self) -> dict[str, Any]:
+        """Runs in the dump thread, with a kernel of its own."""
+        if self._dump_kernel is None:
+            self._dump_kernel = self._kernel_factory()
+        return self._dump_kernel.dump(self.me.netns_prefix)
+
     def close_kernel(self) -> None:
         self.in_thread(self.kernel.close)
         self._pool.shutdown(wait=True)
-        self._dump_pool.submit(self._dump_kernel.close).result()
+        if self._dump_kernel is not None:
+            self._dump_pool.submit(self._dump_kernel.close).result()
         self._dump_pool.shutdown(wait=True)
 
     async def run(self) -> None:
@@ -184,7 +192,7 @@ class Agent:
                 continue
             now = time.monotonic()
             if dump is None and now >= next_full and self.last is not None:
-                dump = loop.run_in_executor(self._dump_pool, lambda: self._dump_kernel.dump(self.me.netns_prefix))
+                dump = loop.run_in_executor(self._dump_pool, self._background_dump)
                 dumped_at = passes
             wake = next_full if self._grace_until <= now else min(next_full, self._grace_until)
             dirty = asyncio.ensure_future(self._dirty.wait())
