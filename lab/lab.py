@@ -148,7 +148,7 @@ class Lab:
         self._apply(topo, steps)
         self._hosts(topo, progress)
         progress("waiting for agents to converge")
-        self.wait_converged()
+        self.wait_converged(timeout=60 + 2 * len(topo.hosts))
         return steps
 
     def _underlay(self, topo: Topology, progress: Callable[[str], None]) -> None:
@@ -197,7 +197,7 @@ class Lab:
             alive = {x.name for x in self.call(lambda c: c.list_hosts()) if x.alive}
             return want <= alive
         procs.wait_for(registered, "every agent to register (see the agent logs in "
-                       f"{self.state.dir / 'logs'})", timeout=60)
+                       f"{self.state.dir / 'logs'})", timeout=60 + len(want))
 
     def _apply(self, topo: Topology, steps: list[Step]) -> None:
         async def go(c: Client) -> None:

@@ -25,6 +25,8 @@ from vxlab.model import Endpoint, Network
 
 
 class Rig:
+    METRICS_PORT = 9464  # each agent listens in its own host namespace
+
     def __init__(self, tmp: Path, *, hosts: int = 2, lease_ttl: int = 4, resync: float = 2.0) -> None:
         self.tmp = tmp
         self.id = "vxt" + secrets.token_hex(3)
@@ -75,7 +77,7 @@ class Rig:
         self.agents[host] = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{h.ns}", sys.executable, "-m", "vxlab.cli", "--controller", self.sock,
              "agent", "run", "--host", host, "--netns-prefix", self.prefix(host), "--resync", str(self.resync),
-             "--status-file", str(self.status_path(host))],
+             "--status-file", str(self.status_path(host)), "--metrics", f"127.0.0.1:{self.METRICS_PORT}"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill_agent(self, host: str, sig: int = signal.SIGKILL) -> None:

@@ -158,6 +158,41 @@ def test_controller_down_leaves_data_plane_alone_then_resyncs(rig: Rig):
     assert rig.ping(web, "10.77.0.3").returncode == 0
 
 
+def test_etcd_down_leaves_data_plane_alone_then_resyncs(rig: Rig):
+    web = rig.cns("h1", "web")
+    pinger = subprocess.Popen(["ip", "netns", "exec", web, "ping", "-n", "-i", "0.05", "-W", "1", "-c", "100",
+                               "10.77.0.3"], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    rig.etcd.stop()
+    time.sleep(3)
+    rig.etcd.restart()
+    out, _ = pinger.communicate(timeout=30)
+    assert " 0% packet loss" in out, out
+
+    def created() -> bool:
+        try:
+            rig.container("postetcd", "h2", "blue")
+            return True
+        except Exception:  # noqa: BLE001 - UNAVAILABLE until the controller reaches etcd again
+            return False
+    rig.wait(created, "the controller to serve again after etcd came back", timeout=20, interval=0.3)
+    rig.settle()
+    new = rig.api(lambda c: c.get_endpoint("blue", "postetcd"))
+    rig.wait(lambda: rig.ping(web, new.ip).returncode == 0, "agents resynced after etcd came back", timeout=10)
+
+
+def test_agent_metrics(rig: Rig):
+    code = ("import urllib.request;print(urllib.request.urlopen("
+            f"'http://127.0.0.1:{rig.METRICS_PORT}/metrics', timeout=5).read().decode())")
+    text = rig.sh(rig.hosts["h1"].ns, sys.executable, "-c", code).stdout
+    for name in ("vxlab_agent_reconcile_seconds_count", "vxlab_agent_netlink_ops_total{op=\"add_fdb\"}",
+                 "vxlab_agent_last_applied_revision", "vxlab_agent_fdb_entries",
+                 "vxlab_agent_neigh_entries", "vxlab_agent_programming_latency_seconds_bucket"):
+        assert name in text, name
+    fdb = next(line for line in text.splitlines() if line.startswith("vxlab_agent_fdb_entries "))
+    assert float(fdb.split()[1]) >= 1
+
+
 def test_multi_homed_container_and_isolation(rig: Rig):
     rig.network("red", subnet="10.78.0.0/24", internal=True)
     rig.container("db", "h2", "red")
