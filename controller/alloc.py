@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 
 from vxlab.errors import ResourceExhausted
 from vxlab.validate import VNI_MAX
@@ -68,12 +68,13 @@ def default_gateway(net: Net4) -> ipaddress.IPv4Address:
 
 
 def lowest_free_ip(
-    net: Net4, *, gateway: ipaddress.IPv4Address, used: set[int] | dict[int, str]
+    net: Net4, *, gateway: ipaddress.IPv4Address, used: Container[int], start: int = 0,
 ) -> ipaddress.IPv4Address:
-    """The lowest address of `net` that is not network, broadcast, gateway or in `used`
-    (addresses as integers: this runs on every create, over every address in use)."""
+    """The lowest address of `net` from `start` on that is not network, broadcast, gateway
+    or in `used` (addresses as integers; `start` lets a caller that knows everything
+    below it is taken skip the scan over every address in use)."""
     gw = int(gateway)
-    for addr in range(int(net.network_address) + 1, int(net.broadcast_address)):
+    for addr in range(max(start, int(net.network_address) + 1), int(net.broadcast_address)):
         if addr != gw and addr not in used:
             return ipaddress.IPv4Address(addr)
     raise ResourceExhausted(f"ip: subnet {net} is full")

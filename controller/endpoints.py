@@ -50,6 +50,17 @@ class _Hint:
     revision: int         # the store revision the read saw
     hosts: dict[str, KeyValue] = field(default_factory=dict)
     read_at: float = field(default_factory=time.monotonic)
+    floor: int = 0        # every address below it is in use or in flight (a scan start)
+
+
+class _Both:
+    """Membership in either of two containers, without building their union."""
+
+    def __init__(self, a: dict[int, str], b: set[int]) -> None:
+        self.a, self.b = a, b
+
+    def __contains__(self, x: object) -> bool:
+        return x in self.a or x in self.b
 
 
 class Endpoints:
@@ -61,6 +72,7 @@ class Endpoints:
         self.keys = ctx.keys
         self._pending: dict[str, set[int]] = defaultdict(set)  # network -> addresses in flight
         self._hints: dict[str, _Hint] = {}
+        self._refreshing: dict[str, asyncio.Future[_Hint]] = {}
         # Our own recent commits per network, (revision, ip, name or "" for a free):
         # merged into a fresh read that may have started before they landed.
         self._recent: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
@@ -97,6 +109,22 @@ class Endpoints:
         self._hints[ep.network] = hint
         return hint
 
+    async def _refresh(self, ep: Endpoint) -> _Hint | None:
+        """An expired hint is read again once, however many creates are waiting for it
+        (no thundering herd of identical range reads). A failure specific to the
+        reading create (its endpoint exists, its host is gone) is not shared: the
+        others get None and read for themselves."""
+        fut = self._refreshing.get(ep.network)
+        if fut is None:
+            fut = asyncio.ensure_future(self._read(ep))
+            self._refreshing[ep.network] = fut
+            fut.add_done_callback(lambda _f, n=ep.network: self._refreshing.pop(n, None))
+            return await fut
+        try:
+            return await asyncio.shield(fut)
+        except Exception:  # noqa: BLE001 - the reader's own error
+            return None
+
     def _committed(self, network: str, revision: int, ip: int, name: str) -> None:
         """Record our own commit (name "" = a free) in the hint and for later reads."""
         self._recent[network].append((revision, ip, name))
@@ -107,6 +135,7 @@ class Endpoints:
             hint.used[ip] = name
         else:
             hint.used.pop(ip, None)
+            hint.floor = min(hint.floor, ip)
 
     async def create(self, ep: Endpoint) -> Endpoint:
         want_ip = check(ep)
@@ -117,7 +146,9 @@ class Endpoints:
         async def attempt():  # type: ignore[no-untyped-def]
             nonlocal fresh
             hint = self._hints.get(ep.network)
-            if fresh or hint is None or time.monotonic() - hint.read_at > self.HINT_TTL or ep.host not in hint.hosts:
+            if hint is not None and not fresh and time.monotonic() - hint.read_at > self.HINT_TTL:
+                hint = await self._refresh(ep)
+            if fresh or hint is None or ep.host not in hint.hosts:
                 hint = await self._read(ep)
             net = from_json(Network, hint.net_kv.value)
             subnet = ipaddress.IPv4Network(net.subnet)
@@ -130,7 +161,9 @@ class Endpoints:
                     raise AlreadyExists(f"endpoint.ip: {want_ip} is in use by {hint.used[int(want_ip)]!r}")
                 addr = want_ip
             else:
-                addr = alloc.lowest_free_ip(subnet, gateway=gateway, used=hint.used.keys() | pending)
+                addr = alloc.lowest_free_ip(subnet, gateway=gateway, used=_Both(hint.used, pending),
+                                            start=hint.floor)
+                hint.floor = int(addr)
             ip, ip_int = str(addr), int(addr)
             mac = alloc.random_mac()
             record = dataclasses.replace(ep, ip=ip, mac=mac, id=alloc.new_id(), created=now())
@@ -149,6 +182,7 @@ class Endpoints:
             finally:
                 pending.discard(ip_int)
             if not res.succeeded:
+                hint.floor = min(hint.floor, ip_int)  # the address is free again
                 fresh = True  # find out what changed: read everything again
                 return CONFLICT
             self._committed(ep.network, res.revision, ip_int, ep.name)
