@@ -253,3 +253,10 @@ containers:
     # Isolation holds with gateways in place: web cannot reach db's red address.
     check = json.loads(vx(env, "check", "--json").stdout)
     assert check["ok"], [p for p in check["probes"] if not p["ok"]]
+
+
+@pytest.mark.vxlab_topology(str(ROOT / "examples" / "quickstart.yaml"), name="vxtfixture")
+def test_pytest_fixture_for_users(vxlab_lab, monkeypatch, tmp_path):
+    assert vxlab_lab.name == "vxtfixture"
+    assert vxlab_lab.exec("web", "ping", "-c1", "-W1", "10.10.0.3").returncode == 0
+    assert vxlab_lab.check().ok
