@@ -19,6 +19,7 @@ removing a network never renames eth0; new interfaces take the lowest free ethN.
 from __future__ import annotations
 
 import ipaddress
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -69,22 +70,22 @@ def _network_ns(net: Network, local: list[Endpoint], state: StateCache, me: Host
     n = me.naming
     mtu = overlay_mtu(net, me)
     bridge, vxlan = n.bridge(net.name), n.vxlan(net.name)
-    links = {
-        bridge: Link(bridge, "bridge", alias=n.bridge_alias(net.name), mtu=mtu, up=True),
-        vxlan: Link(vxlan, "vxlan", alias=n.vxlan_alias(net.name), mtu=mtu, up=True, master=bridge,
-                    vni=net.vni, local=me.underlay_ip, port=me.vxlan_port, learning=False, proxy=True),
-    }
+    links = {bridge: Link(bridge, "bridge", alias=n.bridge_alias(net.name), mtu=mtu, up=True)}
+    overlay = net.driver != "bridge"  # a bridge network lives on one host: no VXLAN, no peers
+    if overlay:
+        links[vxlan] = Link(vxlan, "vxlan", alias=n.vxlan_alias(net.name), mtu=mtu, up=True, master=bridge,
+                            vni=net.vni, local=me.underlay_ip, port=me.vxlan_port, learning=False, proxy=True)
     for ep in local:
         veth = n.veth(ep.id)
         links[veth] = Link(veth, "veth", alias=n.endpoint_alias(ep.id), mtu=mtu, up=True, master=bridge)
-    fdb, neigh = _remote_entries(net, vxlan, state, me, assume_alive)
+    fdb, neigh = _remote_entries(net, vxlan, state, me, assume_alive) if overlay else (set(), set())
     addrs: set[tuple[str, str]] = set()
     routes: set[Route] = set()
     if not net.internal and net.gateway:
         # The gateway lives on the bridge on every host (a distributed gateway); traffic
         # for the outside leaves through the uplink, NATed (see Kernel.add_uplink).
         prefix = ipaddress.IPv4Network(net.subnet).prefixlen
-        host_ip, ns_ip = n.uplink_addresses(net.vni)
+        host_ip, ns_ip = n.uplink_addresses(net.vni or zlib.crc32(net.name.encode()))
         links[n.UPLINK] = Link(n.UPLINK, "veth", alias=n.uplink_alias(net.name), mtu=mtu, up=True)
         addrs |= {(bridge, f"{net.gateway}/{prefix}"), (n.UPLINK, f"{ns_ip}/30")}
         routes.add(Route("default", host_ip, n.UPLINK))

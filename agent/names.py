@@ -73,7 +73,8 @@ class Naming:
     @staticmethod
     def uplink_addresses(vni: int) -> tuple[str, str]:
         """(host side, namespace side) of the network's uplink: a /30 of 169.254.0.0/16
-        chosen by the VNI (one per network, the same on every host)."""
+        chosen by the VNI (one per network, the same on every host; a bridge network,
+        which has no VNI, passes a hash of its name)."""
         base = (169 << 24) | (254 << 16) | ((vni % 16383 + 1) * 4)
         def dotted(n: int) -> str:
             return ".".join(str((n >> s) & 255) for s in (24, 16, 8, 0))

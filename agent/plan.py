@@ -58,7 +58,7 @@ def _add_link(ns: Namespace, link: Link, reason: str, desired: dict[str, Namespa
                      mtu=link.mtu, alias=link.alias, master=link.master)]
     if link.alias.startswith(f"{MARK}uplink:"):
         network = link.alias[len(f"{MARK}uplink:"):]
-        host_ip, _ = Naming.uplink_addresses(_vni_of(ns, network))
+        host_ip = next(r.gateway for r in ns.routes if r.dev == link.name)  # the uplink's far end
         gw = next((cidr for dev, cidr in ns.addrs if dev == Naming.bridge(network)), "")
         subnet = str(ipaddress.IPv4Network(gw, strict=False)) if gw else ""
         return [_act("add", "uplink", ns.name, f"{link.name} <-> {Naming.uplink_host(network)}", reason, "add_uplink",
@@ -73,10 +73,6 @@ def _add_link(ns: Namespace, link: Link, reason: str, desired: dict[str, Namespa
     return [_act("add", "veth", bns, f"{bridge_end.name} <-> {cns}/{peer.name}", reason, "add_veth", "veth+",
                  bns, bridge_end.name, alias=bridge_end.alias, master=bridge_end.master, mtu=bridge_end.mtu,
                  peer_ns=cns, peer_name=peer.name, peer_mac=peer.mac, peer_alias=peer.alias)]
-
-
-def _vni_of(ns: Namespace, network: str) -> int:
-    return ns.links[Naming.vxlan(network)].vni
 
 
 def _veth_pair(link: Link, desired: dict[str, Namespace]) -> tuple[tuple[str, Link], tuple[str, Link]] | None:

@@ -27,7 +27,7 @@ from vxlab.controller import alloc
 from vxlab.controller.context import Context, now
 from vxlab.controller.store import Absent, Delete, KeyValue, ModRevisionIs, Put
 from vxlab.controller.txn import CONFLICT, retry
-from vxlab.errors import AlreadyExists, InvalidArgument, NotFound
+from vxlab.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from vxlab.model import Endpoint, Network, from_json, to_json
 
 
@@ -151,6 +151,9 @@ class Endpoints:
             if fresh or hint is None or ep.host not in hint.hosts:
                 hint = await self._read(ep)
             net = from_json(Network, hint.net_kv.value)
+            if net.driver == "bridge" and ep.host != net.host:
+                raise FailedPrecondition(f"endpoint.host: network {ep.network!r} is a bridge network on host"
+                                         f" {net.host!r}; {ep.host!r} cannot join it")
             subnet = ipaddress.IPv4Network(net.subnet)
             gateway = ipaddress.IPv4Address(net.gateway)
             if want_ip is not None:

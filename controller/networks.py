@@ -18,7 +18,7 @@ from vxlab.controller.txn import CONFLICT, retry
 from vxlab.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from vxlab.model import Endpoint, Network, from_json, to_json
 
-DRIVERS = ("overlay",)
+DRIVERS = ("overlay", "bridge")
 
 
 def check(net: Network) -> tuple[ipaddress.IPv4Network | None, ipaddress.IPv4Address | None]:
@@ -36,6 +36,14 @@ def check(net: Network) -> tuple[ipaddress.IPv4Network | None, ipaddress.IPv4Add
     if net.driver and net.driver not in DRIVERS:
         raise InvalidArgument("network.driver", f"{net.driver[:20]!r} is not one of {', '.join(DRIVERS)}")
     validate.labels(net.labels, field="network.labels")
+    if net.driver == "bridge":
+        if not net.host:
+            raise InvalidArgument("network.host", "required for driver 'bridge' (the one host it lives on)")
+        validate.name(net.host, field="network.host", max_len=validate.HOST_NAME_MAX)
+        if net.vni:
+            raise InvalidArgument("network.vni", "a bridge network has no VNI (no VXLAN)")
+    elif net.host:
+        raise InvalidArgument("network.host", "only for driver 'bridge'; an overlay spans every host")
     return subnet, gateway
 
 
@@ -64,20 +72,23 @@ class Networks:
                 chosen = subnet
             else:
                 chosen = alloc.subnet_from_pool(config.pool(), config.subnet_prefix, (u for _, u in used))
-            vnis = {n.vni: n.name for n in existing}
+            if net.driver == "bridge" and await self.store.get(self.keys.host(net.host)) is None:
+                raise NotFound(f"network.host: no host named {net.host!r}")
+            vnis = {n.vni: n.name for n in existing if n.vni}
             if net.vni and net.vni in vnis:
                 raise AlreadyExists(f"network.vni: {net.vni} is in use by network {vnis[net.vni]!r}")
-            vni = net.vni or alloc.lowest_free_vni(vnis)
+            vni = 0 if net.driver == "bridge" else net.vni or alloc.lowest_free_vni(vnis)
             record = dataclasses.replace(
                 net, id=alloc.new_id(), subnet=str(chosen),
                 gateway=str(gateway or alloc.default_gateway(chosen)), vni=vni,
                 created=now(), driver=net.driver or "overlay",
             )
-            res = await self.store.txn(
-                [Absent(self.keys.network(net.name)), Absent(self.keys.vni(vni)),
-                 PrefixUnchangedSince(self.keys.networks, rev)],
-                [Put(self.keys.network(net.name), to_json(record)), Put(self.keys.vni(vni), net.name.encode())],
-            )
+            compares = [Absent(self.keys.network(net.name)), PrefixUnchangedSince(self.keys.networks, rev)]
+            ops = [Put(self.keys.network(net.name), to_json(record))]
+            if vni:
+                compares.append(Absent(self.keys.vni(vni)))
+                ops.append(Put(self.keys.vni(vni), net.name.encode()))
+            res = await self.store.txn(compares, ops)
             return record if res.succeeded else CONFLICT
 
         return await retry(attempt, kind="network_create")
@@ -111,7 +122,7 @@ class Networks:
                     " remove them or use force"
                 )
             ops: list[Op] = [
-                Delete(kv.key), Delete(self.keys.vni(net.vni)),
+                Delete(kv.key), *([Delete(self.keys.vni(net.vni))] if net.vni else []),
                 DeletePrefix(self.keys.network_endpoints(name)), DeletePrefix(self.keys.network_ips(name)),
                 DeletePrefix(self.keys.network_macs(name)),
             ]

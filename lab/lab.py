@@ -123,9 +123,6 @@ class Lab:
 
     # --- up --------------------------------------------------------------------------
     def up(self, topo: Topology, *, progress: Callable[[str], None] = lambda s: None) -> list[Step]:
-        for n in topo.networks:
-            if n.driver != "overlay":
-                raise procs.LabError(f"networks[{n.name}].driver: {n.driver!r} is not supported yet (only overlay)")
         for c in topo.containers:
             if c.network_mode:
                 raise procs.LabError(f"containers[{c.name}].network_mode: not supported yet")
@@ -210,7 +207,8 @@ class Lab:
             specs = {n.name: n for n in topo.networks}
             await asyncio.gather(*(c.create_network(Network(
                 name=n, subnet=specs[n].subnet or "", gateway=specs[n].gateway or "", vni=specs[n].vni or 0,
-                mtu=specs[n].mtu or 0, internal=specs[n].internal, labels=dict(specs[n].labels)))
+                mtu=specs[n].mtu or 0, internal=specs[n].internal, labels=dict(specs[n].labels),
+                driver=specs[n].driver, host=specs[n].host or ""))
                 for n in (s.name for s in steps if s.kind == "network" and s.op == "+")))
             todo = {(s.network, s.name) for s in steps if s.kind == "container" and s.op in "+~"}
             await asyncio.gather(*(

@@ -39,6 +39,7 @@ class Network:
     created: str = ""
     driver: str = "overlay"
     labels: dict[str, str] = field(default_factory=dict)
+    host: str = ""  # driver "bridge": the one host it lives on
 
 
 @dataclass(frozen=True)

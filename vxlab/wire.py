@@ -29,14 +29,14 @@ def host_from_pb(m: pb.Host) -> Host:
 def network_to_pb(n: Network) -> pb.Network:
     return pb.Network(
         name=n.name, id=n.id, subnet=n.subnet, gateway=n.gateway, vni=n.vni, mtu=n.mtu,
-        internal=n.internal, created=n.created, driver=n.driver, labels=dict(n.labels),
+        internal=n.internal, created=n.created, driver=n.driver, labels=dict(n.labels), host=n.host,
     )
 
 
 def network_from_pb(m: pb.Network) -> Network:
     return Network(
         name=m.name, id=m.id, subnet=m.subnet, gateway=m.gateway, vni=m.vni, mtu=m.mtu,
-        internal=m.internal, created=m.created, driver=m.driver, labels=dict(m.labels),
+        internal=m.internal, created=m.created, driver=m.driver, labels=dict(m.labels), host=m.host,
     )
 
 

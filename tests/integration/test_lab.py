@@ -260,3 +260,30 @@ def test_pytest_fixture_for_users(vxlab_lab, monkeypatch, tmp_path):
     assert vxlab_lab.name == "vxtfixture"
     assert vxlab_lab.exec("web", "ping", "-c1", "-W1", "10.10.0.3").returncode == 0
     assert vxlab_lab.check().ok
+
+
+def test_bridge_network_lives_on_one_host(env, tmp_path):
+    """Docker's user-defined bridge next to an overlay: no VXLAN device, local traffic
+    only, still isolated from the overlay, and the controller refuses a foreign host."""
+    name = "vxt" + secrets.token_hex(3)
+    f = topo(tmp_path, name, """hosts: 2
+networks:
+  - {name: blue, subnet: 10.10.0.0/24}
+  - {name: loc, subnet: 10.12.0.0/24, driver: bridge, host: h1}
+containers:
+  - {name: a, host: h1, networks: [loc]}
+  - {name: b, host: h1, networks: [loc, blue]}
+  - {name: c, host: h2, networks: [blue]}
+""")
+    up = vx(env, "up", str(f))
+    assert up.returncode == 0, up.stderr
+    check = json.loads(vx(env, "check", "--json").stdout)
+    assert check["ok"], [p for p in check["probes"] if not p["ok"]]
+    links = subprocess.run(["ip", "-n", f"vx-{name}.h1.n-loc", "-o", "link"], capture_output=True, text=True).stdout
+    assert "vxb-loc" in links and "vxv-" not in links, "a bridge network has no VXLAN device"
+    tr = vx(env, "trace", "a", "b")
+    assert tr.returncode == 0 and "same host, no VXLAN" in tr.stdout
+    inspect = json.loads(vx(env, "network", "inspect", "loc").stdout)[0]
+    assert inspect["Driver"] == "bridge" and inspect["Scope"] == "local"
+    refused = vx(env, "container", "run", "d", "--host", "h2", "--network", "loc")
+    assert refused.returncode == 1 and "bridge network on host 'h1'" in refused.stderr

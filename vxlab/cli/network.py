@@ -37,7 +37,8 @@ def network_row(net: Network, *, endpoints: int) -> list[str]:
 
 def docker_network(net: Network, *, endpoints: list[Endpoint], hosts: dict[str, Host]) -> dict[str, Any]:
     """One element of `docker network inspect`'s list, filled from vxlab's records."""
-    options = {"com.docker.network.driver.overlay.vxlanid_list": str(net.vni)}
+    bridge = net.driver == "bridge"
+    options = {} if bridge else {"com.docker.network.driver.overlay.vxlanid_list": str(net.vni)}
     if net.mtu:
         options["com.docker.network.driver.mtu"] = str(net.mtu)
     mine = sorted((e for e in endpoints if e.network == net.name), key=lambda e: e.name)
@@ -46,7 +47,7 @@ def docker_network(net: Network, *, endpoints: list[Endpoint], hosts: dict[str, 
         "Name": net.name,
         "Id": net.id,
         "Created": net.created,
-        "Scope": "swarm",
+        "Scope": "local" if bridge else "swarm",
         "Driver": net.driver or "overlay",
         "EnableIPv6": False,
         "IPAM": {"Driver": "default", "Options": None,
@@ -75,11 +76,13 @@ def create(
     mtu: Annotated[int, typer.Option(metavar="N", help="MTU 576..9216; 0 = underlay MTU - 50.")] = 0,
     internal: Annotated[bool, typer.Option("--internal", help="No route outside the overlay.")] = False,
     label: Annotated[list[str] | None, typer.Option(metavar="k=v", help="Label (repeatable).")] = None,
+    driver: Annotated[str, typer.Option(metavar="D", help="overlay (VXLAN across hosts) or bridge (one host).")] = "overlay",
+    host: Annotated[str, typer.Option(metavar="H", help="With --driver bridge: the host it lives on.")] = "",
     as_json: JsonOpt = False,
 ) -> None:
-    """Create an overlay network."""
-    wanted = Network(name=name, subnet=subnet, gateway=gateway, vni=vni, mtu=mtu,
-                     internal=internal, labels=cli.parse_labels(label))
+    """Create a network: an overlay across hosts, or a single-host bridge network."""
+    wanted = Network(name=name, subnet=subnet, gateway=gateway, vni=vni, mtu=mtu, internal=internal,
+                     labels=cli.parse_labels(label), driver=driver, host=host)
 
     async def go(c: Client) -> Network:
         return await c.create_network(wanted)

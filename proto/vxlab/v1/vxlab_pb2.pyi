@@ -35,7 +35,7 @@ class Host(_message.Message):
     def __init__(self, name: _Optional[str] = ..., underlay_ip: _Optional[str] = ..., underlay_mtu: _Optional[int] = ..., alive: _Optional[bool] = ..., lease_ttl: _Optional[int] = ..., registered_at: _Optional[str] = ..., agent_version: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Network(_message.Message):
-    __slots__ = ("name", "id", "subnet", "gateway", "vni", "mtu", "internal", "created", "driver", "labels")
+    __slots__ = ("name", "id", "subnet", "gateway", "vni", "mtu", "internal", "created", "driver", "labels", "host")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,7 @@ class Network(_message.Message):
     CREATED_FIELD_NUMBER: _ClassVar[int]
     DRIVER_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
     name: str
     id: str
     subnet: str
@@ -63,7 +64,8 @@ class Network(_message.Message):
     created: str
     driver: str
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., subnet: _Optional[str] = ..., gateway: _Optional[str] = ..., vni: _Optional[int] = ..., mtu: _Optional[int] = ..., internal: _Optional[bool] = ..., created: _Optional[str] = ..., driver: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    host: str
+    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., subnet: _Optional[str] = ..., gateway: _Optional[str] = ..., vni: _Optional[int] = ..., mtu: _Optional[int] = ..., internal: _Optional[bool] = ..., created: _Optional[str] = ..., driver: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., host: _Optional[str] = ...) -> None: ...
 
 class Endpoint(_message.Message):
     __slots__ = ("name", "network", "host", "ip", "mac", "id", "created", "labels")
