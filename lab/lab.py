@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from vxlab.client import Client
 from vxlab.lab import procs, underlay
-from vxlab.lab.check import CheckResult, run_check
+from vxlab.lab.check import CheckResult, Probe, ping, run_check
 from vxlab.lab.state import LabState, Proc, lab_dir, lab_marker, ns_prefix
 from vxlab.lab.topology import Topology, load, to_dict
 from vxlab.model import Endpoint, Host, Network
@@ -123,9 +123,6 @@ class Lab:
 
     # --- up --------------------------------------------------------------------------
     def up(self, topo: Topology, *, progress: Callable[[str], None] = lambda s: None) -> list[Step]:
-        for c in topo.containers:
-            if c.network_mode:
-                raise procs.LabError(f"containers[{c.name}].network_mode: not supported yet")
         steps = self.plan(topo)
         self.topology = topo
         self.state.topology = to_dict(topo)
@@ -144,6 +141,7 @@ class Lab:
         progress("applying networks and containers")
         self._apply(topo, steps)
         self._hosts(topo, progress)
+        self._special_containers(topo)
         progress("waiting for agents to converge")
         self.wait_converged(timeout=60 + 2 * len(topo.hosts))
         return steps
@@ -165,6 +163,23 @@ class Lab:
                 self.state.intend(ns)
                 underlay.add_host(self.switch_ns, underlay.SimHost(h.name, ns, h.underlay_ip, f"{h.underlay_ip}/{prefix_len}"),
                                   port=f"vxu-{_port_id(h.name)}", mark=mark, mtu=topo.underlay.mtu)
+
+    def _special_containers(self, topo: Topology) -> None:
+        """`network_mode: none`: a namespace of the lab's own with only `lo`, nothing the
+        agent manages; `host`: the host's namespace itself (nothing to create)."""
+        want = {self.container_ns(c.host, c.name) for c in topo.containers if c.network_mode == "none"}
+        existing = set(underlay.netns_list())
+        for ns in sorted(want - existing):
+            self.state.intend(ns)
+            underlay.create_ns(ns, mark=lab_marker(self.name))
+        for ns in sorted(existing - want):
+            if ns in self.state.namespaces and underlay.marker(ns) == lab_marker(self.name) and ".c-" in ns:
+                underlay.delete_ns(ns)
+
+    def _modes(self) -> dict[str, tuple[str, str]]:
+        """Containers with a network_mode: name -> (mode, host), from the applied topology."""
+        return {c["name"]: (c["network_mode"], c["host"]) for c in self.state.topology.get("containers", [])
+                if c.get("network_mode")}
 
     def _preregister(self, topo: Topology) -> None:
         """Register hosts whose agents are not running yet, with a first lease long enough
@@ -250,11 +265,17 @@ class Lab:
     # --- looking -----------------------------------------------------------------------
     def containers(self) -> list[dict[str, Any]]:
         eps = self.call(lambda c: c.list_endpoints())
-        return [{"container": e.name, "host": e.host, "network": e.network, "ip": e.ip, "mac": e.mac,
-                 "namespace": self.container_ns(e.host, e.name)}
-                for e in sorted(eps, key=lambda e: (e.name, e.network))]
+        rows = [{"container": e.name, "host": e.host, "network": e.network, "ip": e.ip, "mac": e.mac,
+                 "namespace": self.container_ns(e.host, e.name)} for e in eps]
+        rows += [{"container": name, "host": host, "network": f"({mode})", "ip": "", "mac": "",
+                  "namespace": self.namespace_of(name)} for name, (mode, host) in self._modes().items()]
+        return sorted(rows, key=lambda r: (r["container"], r["network"]))
 
     def namespace_of(self, container: str) -> str:
+        mode = self._modes().get(container)
+        if mode is not None:
+            kind, host = mode
+            return self.host_ns(host) if kind == "host" else self.container_ns(host, container)
         eps = [e for e in self.call(lambda c: c.list_endpoints(name=container))]
         if not eps:
             raise procs.LabError(f"container: no container named {container!r} in lab {self.name!r}")
@@ -288,8 +309,14 @@ class Lab:
         return st
 
     def check(self, **kw: Any) -> CheckResult:
+        """Every expectation, including: a `network_mode: none` container reaches nobody."""
         eps = self.call(lambda c: c.list_endpoints())
-        return run_check(eps, lambda e: self.container_ns(e.host, e.name), **kw)
+        result = run_check(eps, lambda e: self.container_ns(e.host, e.name), **kw)
+        isolated = [n for n, (mode, _) in self._modes().items() if mode == "none"]
+        extra = [Probe(n, e.name, e.network, e.ip, expect=False) for n in isolated for e in eps]
+        extra = [Probe(p.src, p.dst, p.network, p.ip, False, ping(self.namespace_of(p.src), p.ip, timeout=0.5))
+                 for p in extra]
+        return CheckResult(result.probes + tuple(extra))
 
     def trace(self, src: str, dst: str, *, network: str = "", count: int = 3) -> Any:
         """The path from container `src` to `dst` (on their shared network, or `network`),

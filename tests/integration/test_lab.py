@@ -287,3 +287,22 @@ containers:
     assert inspect["Driver"] == "bridge" and inspect["Scope"] == "local"
     refused = vx(env, "container", "run", "d", "--host", "h2", "--network", "loc")
     assert refused.returncode == 1 and "bridge network on host 'h1'" in refused.stderr
+
+
+def test_network_modes_none_and_host(env, tmp_path):
+    name = "vxt" + secrets.token_hex(3)
+    f = topo(tmp_path, name, """hosts: 2
+networks:
+  - {name: blue, subnet: 10.10.0.0/24}
+containers:
+  - {name: web, host: h1, networks: [blue]}
+  - {name: lonely, host: h2, network_mode: none}
+  - {name: hostnet, host: h2, network_mode: host}
+""")
+    assert vx(env, "up", str(f)).returncode == 0
+    links = vx(env, "exec", "lonely", "--", "ip", "-o", "link").stdout
+    assert [line.split(": ")[1] for line in links.splitlines()] == ["lo"]
+    assert "172.30.0.12" in vx(env, "exec", "hostnet", "--", "ip", "-o", "-4", "addr").stdout
+    check = json.loads(vx(env, "check", "--json").stdout)
+    assert check["ok"] and any(p["src"] == "lonely" and not p["expect"] for p in check["probes"])
+    assert vx(env, "down").returncode == 0 and left_behind(name) == []
