@@ -45,6 +45,7 @@ class NetlinkKernel(ObjectOps):
 
     def __init__(self) -> None:
         super().__init__()
+        self._host_nat = False  # the agent namespace's NAT table, shared by all networks
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -293,8 +294,10 @@ class NetlinkKernel(ObjectOps):
         for where_ in ("", ns):
             if self._sysctl(where_, "net/ipv4/ip_forward", "1"):
                 self.writes["add_uplink"] += 1
-        self._nft("", "table ip vxlab {\n chain postrouting {\n  type nat hook postrouting priority srcnat; policy accept;\n"
-                  '  ip saddr 169.254.0.0/16 oifname != "vxg-*" masquerade\n }\n}\n')
+        if not self._host_nat:  # one table for every network: ensured once per agent
+            self._nft("", "table ip vxlab {\n chain postrouting {\n  type nat hook postrouting priority srcnat;"
+                      ' policy accept;\n  ip saddr 169.254.0.0/16 oifname != "vxg-*" masquerade\n }\n}\n')
+            self._host_nat = True
         if masquerade:
             self._nft(ns, "table ip vxlab {\n chain postrouting {\n  type nat hook postrouting priority srcnat; policy accept;\n"
                       f'  ip saddr {masquerade} oifname "{name}" masquerade\n }}\n}}\n')
