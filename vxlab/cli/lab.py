@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from vxlab.cli.main import CliState, fail, output, print_json
@@ -54,10 +54,15 @@ def up(
             typer.echo("\n".join(s.describe() for s in steps) if steps else "nothing to do")
             return
         console = Console(stderr=True)
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                      console=console, transient=True) as progress:
-            task = progress.add_task(f"lab {the_lab.name}: starting", total=None)
-            the_lab.up(topo, progress=lambda msg: progress.update(task, description=f"lab {the_lab.name}: {msg}"))
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console, transient=True) as progress:
+            # Steps: etcd, controller, switch, one per host, containers, agents, register, converge.
+            task = progress.add_task(f"lab {the_lab.name}: starting", total=7 + len(topo.hosts))
+
+            def step(msg: str) -> None:
+                progress.update(task, description=f"lab {the_lab.name}: {msg}", advance=1)
+            the_lab.up(topo, progress=step)
+            progress.update(task, completed=progress.tasks[0].total)
         _summary(the_lab)
     except (TopologyError, LabError, OSError) as e:
         fail(str(e))
