@@ -17,7 +17,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from vxlab.agent.kernel import MARK, Fdb, Link, Namespace, Neigh, Route
+from vxlab.agent.kernel import MARK, Fdb, Link, Namespace, Neigh
 from vxlab.agent.names import Naming
 
 Op = Literal["add", "delete", "replace", "update"]

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -148,7 +148,7 @@ def test_down_after_up_crashed_halfway(env, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "vxlab.cli", "up", str(topo(tmp_path, name, QUICK))],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not list(Path(f"/run/netns").glob(f"vx-{name}.h*")):
+    while time.monotonic() < deadline and not list(Path("/run/netns").glob(f"vx-{name}.h*")):
         time.sleep(0.02)
     proc.kill()
     proc.wait()
