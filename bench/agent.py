@@ -38,11 +38,6 @@ containers:
 PHANTOMS = 20
 
 
-def _pct(v: list[float], p: float) -> float:
-    s = sorted(v)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
-
-
 def _proc_stat(pid: int) -> tuple[float, int]:
     """(cpu seconds, rss bytes) of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -96,9 +91,9 @@ async def _measure(lab: Lab, *, levels: list[int], samples: int) -> list[dict[st
             await asyncio.sleep(10)
             cpu1, _ = _proc_stat(pid)
             out.append({"remote_endpoints": level, "samples": samples,
-                        "p50_ms": round(_pct(lat, 50) * 1000, 2), "p99_ms": round(_pct(lat, 99) * 1000, 2),
+                        "p50_ms": round(machine.percentile(lat, 50) * 1000, 2), "p99_ms": round(machine.percentile(lat, 99) * 1000, 2),
                         "mean_ms": round(statistics.fmean(lat) * 1000, 2),
-                        "p90_ms": round(_pct(lat, 90) * 1000, 2), "max_ms": round(max(lat) * 1000, 2),
+                        "p90_ms": round(machine.percentile(lat, 90) * 1000, 2), "max_ms": round(max(lat) * 1000, 2),
                         "agent_rss_mb": round(rss / 2**20, 1), "agent_idle_cpu_pct": round((cpu1 - cpu0) / 10 * 100, 2)})
         stop.set()
         await ka

@@ -47,6 +47,12 @@ def describe(**extra: Any) -> dict[str, Any]:
     }
 
 
+def percentile(values: list[float], p: float) -> float:
+    """The p-th percentile (nearest rank) of `values`."""
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
 def write(out_dir: Path, name: str, result: dict[str, Any]) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.json"

@@ -24,6 +24,17 @@ from vxlab.lab import underlay
 from vxlab.model import Endpoint, Network
 
 
+# Two hosts, one network, a container on each: the body of a lab topology (no name).
+QUICK = """hosts: 2
+networks:
+  - name: blue
+    subnet: 10.10.0.0/24
+containers:
+  - {name: web, host: h1, networks: [blue]}
+  - {name: db, host: h2, networks: [blue]}
+"""
+
+
 class Rig:
     METRICS_PORT = 9464  # each agent listens in its own host namespace
 

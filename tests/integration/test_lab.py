@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from rig import QUICK
+
 from vxlab.lab.lab import Lab
 from vxlab.lab.state import LabState
 
@@ -46,15 +48,6 @@ def topo(tmp: Path, name: str, body: str) -> Path:
     p.write_text(f"name: {name}\n{body}")
     return p
 
-
-QUICK = """hosts: 2
-networks:
-  - name: blue
-    subnet: 10.10.0.0/24
-containers:
-  - {name: web, host: h1, networks: [blue]}
-  - {name: db, host: h2, networks: [blue]}
-"""
 
 
 def left_behind(lab: str) -> list[str]:

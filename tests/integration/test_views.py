@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from rig import QUICK
+
 from vxlab.lab.lab import Lab
 from vxlab.lab.topology import parse
 
@@ -25,14 +27,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (namespaces)"),
 ]
 
-TOPOLOGY = """hosts: 2
-networks:
-  - name: blue
-    subnet: 10.10.0.0/24
-containers:
-  - {name: web, host: h1, networks: [blue]}
-  - {name: db, host: h2, networks: [blue]}
-"""
+TOPOLOGY = QUICK
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from vxlab.cli.main import output
 
 app = typer.Typer(help="Benchmarks: measured figures written to files.", no_args_is_help=True)
+
+
+def _report(result: dict[str, Any], rows_key: str, columns: dict[str, str]) -> None:
+    """The result's rows as a table (column title -> field), then where it was written."""
+    output(as_json=False, data=result, columns=list(columns),
+           rows=[[str(r[field]) for field in columns.values()] for r in result[rows_key]])
+    typer.echo(f"written: {result['path']}", err=True)
 
 
 @app.command("controller")
@@ -22,10 +29,8 @@ def controller(
     from vxlab.bench import controller as bench
 
     result = bench.run(out, levels=[int(x) for x in levels.split(",")], creates=creates)
-    output(as_json=False, data=result, columns=["CLIENTS", "CREATES/S", "P50 MS", "P99 MS"],
-           rows=[[str(r["clients"]), str(r["creates_per_s"]), str(r["p50_ms"]), str(r["p99_ms"])]
-                 for r in result["levels"]])
-    typer.echo(f"written: {result['path']}", err=True)
+    _report(result, "levels", {"CLIENTS": "clients", "CREATES/S": "creates_per_s", "P50 MS": "p50_ms",
+                               "P99 MS": "p99_ms"})
 
 
 @app.command("agent")
@@ -38,10 +43,8 @@ def agent(
     from vxlab.bench import agent as bench
 
     result = bench.run(out, levels=[int(x) for x in levels.split(",")], samples=samples)
-    output(as_json=False, data=result, columns=["REMOTE EPS", "P50 MS", "P99 MS", "RSS MB", "IDLE CPU %"],
-           rows=[[str(r["remote_endpoints"]), str(r["p50_ms"]), str(r["p99_ms"]), str(r["agent_rss_mb"]),
-                  str(r["agent_idle_cpu_pct"])] for r in result["levels"]])
-    typer.echo(f"written: {result['path']}", err=True)
+    _report(result, "levels", {"REMOTE EPS": "remote_endpoints", "P50 MS": "p50_ms", "P99 MS": "p99_ms",
+                               "RSS MB": "agent_rss_mb", "IDLE CPU %": "agent_idle_cpu_pct"})
 
 
 @app.command("bringup")
@@ -53,7 +56,5 @@ def bringup(
     from vxlab.bench import bringup as bench
 
     result = bench.run(out, sizes=[int(x) for x in sizes.split(",")])
-    output(as_json=False, data=result, columns=["HOSTS", "CONTAINERS", "SECONDS", "DOWN S"],
-           rows=[[str(r["hosts"]), str(r["containers"]), str(r["seconds"]), str(r["down_seconds"])]
-                 for r in result["sizes"]])
-    typer.echo(f"written: {result['path']}", err=True)
+    _report(result, "sizes", {"HOSTS": "hosts", "CONTAINERS": "containers", "SECONDS": "seconds",
+                              "DOWN S": "down_seconds"})
