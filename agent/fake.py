@@ -166,6 +166,9 @@ class FakeKernel(Kernel):
             n.neigh[(entry.dev, entry.ip)] = entry
             self.writes["add_neigh"] += 1
 
+    def forget_stale_neigh(self, ns: str, dev: str, *, entries: tuple[tuple[str, str], ...]) -> None:
+        self._get(ns)  # the fake has no dynamic ARP cache: nothing is ever stale
+
     def del_neigh(self, ns: str, entry: Neigh) -> None:
         if self._get(ns).neigh.pop((entry.dev, entry.ip), None) is not None:
             self.writes["del_neigh"] += 1

@@ -169,6 +169,12 @@ class Kernel(ABC):
     @abstractmethod
     def del_neigh(self, ns: str, entry: Neigh) -> None: ...
 
+    @abstractmethod
+    def forget_stale_neigh(self, ns: str, dev: str, *, entries: tuple[tuple[str, str], ...]) -> None:
+        """In a container's namespace: for each (IP, MAC), delete the *dynamic* ARP entry
+        for IP on DEV if it names another MAC (a reused IP's old owner). Permanent
+        entries and entries already right are left alone."""
+
     def apply_entries(self, ns: str, *, add: list[Fdb | Neigh], delete: list[Fdb | Neigh]) -> None:
         """Many FDB/neighbour writes in `ns` at once (the reconciler's bulk path). The
         default does them one by one; NetlinkKernel batches them in a few system calls."""

@@ -20,11 +20,12 @@ import errno
 import os
 import socket
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from pyroute2 import IPRoute
+
+from vxlab.netns import in_thread
 
 NETNS_DIR = "/run/netns"
 _CLONE_NEWNET = 0x40000000
@@ -55,25 +56,6 @@ def _check(ret: int, what: str) -> None:
     if ret != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def in_thread(fn: Callable[[], T]) -> T:
-    """Run `fn` in a fresh OS thread (which may change its own namespace and then dies)
-    and return its result or raise its exception."""
-    box: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            box["ok"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-            box["err"] = exc
-
-    worker = threading.Thread(target=run, name="vxlab-netns", daemon=True)
-    worker.start()
-    worker.join()
-    if "err" in box:
-        raise box["err"]  # type: ignore[misc]
-    return box["ok"]  # type: ignore[return-value]
 
 
 def path_of(name: str) -> str:

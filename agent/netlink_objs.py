@@ -231,6 +231,17 @@ class ObjectOps(Kernel):
                         "replace", family=socket.AF_INET, ifindex=index, dst=entry.ip, lladdr=entry.mac,
                         state=NUD_PERMANENT)
 
+    def forget_stale_neigh(self, ns: str, dev: str, *, entries: tuple[tuple[str, str], ...]) -> None:
+        found = self._dev(ns, dev)
+        if found is None:
+            return
+        h, index = found
+        for ip, mac in entries:
+            have = self._neigh(h, index, ip)
+            if have is not None and not have.state & NUD_PERMANENT and have.lladdr != mac.lower():
+                self._write("forget_neigh", h, ns, f"neigh {ip} dev {dev} (was {have.lladdr})", h.ipr.neigh, "del",
+                            family=socket.AF_INET, ifindex=index, dst=ip)
+
     def del_neigh(self, ns: str, entry: Neigh) -> None:
         found = self._dev(ns, entry.dev)
         if found is not None:

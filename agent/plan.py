@@ -195,4 +195,41 @@ def make_plan(desired: dict[str, Namespace], actual: dict[str, Namespace], namin
                             "netns-", name))
     # Nothing may reach into a namespace that is not ours, not even a veth peer.
     out = [a for a in out if dict(a.kwargs).get("peer_ns") not in refused]
+    out += _arp_refresh(out, desired, actual)
     return sorted(dict.fromkeys(out), key=lambda a: a.phase)
+
+
+def _arp_refresh(actions: list[Action], desired: dict[str, Namespace], actual: dict[str, Namespace]) -> list[Action]:
+    """Addresses get reused with a new (random) MAC, and containers that talked to the
+    old owner still cache its MAC for 30-60 s: their frames would go to a MAC no FDB
+    knows (there is no flooding). So for every neighbour added or replaced on a network,
+    and every address a local container gets, the *existing* local containers on that
+    network drop a differing dynamic ARP entry for that IP (one action per container)."""
+    ports: dict[str, str] = {}                       # endpoint alias -> network namespace
+    ends: dict[str, tuple[str, Link]] = {}           # endpoint alias -> (container namespace, its end)
+    for ns in desired.values():
+        for link in ns.links.values():
+            if link.kind == "veth":
+                if link.master:
+                    ports[link.alias] = ns.name
+                else:
+                    ends[link.alias] = (ns.name, link)
+    changed: dict[str, dict[str, str]] = {}          # network namespace -> IP -> MAC
+    for a in actions:
+        if a.kind == "neigh" and a.op in ("add", "replace"):
+            changed.setdefault(a.ns, {})[a.args[1].ip] = a.args[1].mac
+        elif a.kind == "addr" and a.op == "add":
+            dev, cidr = a.args[1], a.args[2]
+            for alias, (cns, link) in ends.items():
+                if cns == a.ns and link.name == dev and alias in ports:
+                    changed.setdefault(ports[alias], {})[cidr.split("/")[0]] = link.mac
+    out = []
+    for alias, (cns, link) in sorted(ends.items()):
+        todo = changed.get(ports.get(alias, ""), {})
+        if todo and cns in actual and link.name in actual[cns].links:
+            entries = tuple(sorted((ip, mac) for ip, mac in todo.items() if mac != link.mac))
+            if entries:
+                out.append(_act("update", "arp", cns, f"{len(entries)} address(es) on {link.name}",
+                                "drop cached MACs a reused address may have had", "forget_stale_neigh",
+                                "neigh+", cns, link.name, entries=entries))
+    return out

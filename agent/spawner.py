@@ -13,28 +13,15 @@ spawner exits when stdin closes. No thread or channel exists before a fork.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import json
 import logging
 import os
 import sys
 from typing import Any
 
+from vxlab import netns
 from vxlab.agent.netlink import NetlinkKernel
 from vxlab.agent.runner import Agent, AgentConfig
-
-CLONE_NEWNET = 0x40000000
-
-
-def _enter_netns(name: str) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns {name}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
 
 
 def _child(req: dict[str, Any]) -> int:
@@ -44,7 +31,7 @@ def _child(req: dict[str, Any]) -> int:
     os.dup2(null, 0)
     os.dup2(log, 1)
     os.dup2(log, 2)
-    _enter_netns(req["netns"])
+    netns.enter(req["netns"])
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", force=True)
     config = AgentConfig(controller=req["controller"].split(","), host=req["host"],
                          netns_prefix=req["netns_prefix"], resync=float(req.get("resync", 10.0)),

@@ -10,6 +10,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from vxlab.stats import percentile
+
+__all__ = ["describe", "percentile", "write"]
+
 
 def _cpu_model() -> str:
     try:
@@ -45,12 +49,6 @@ def describe(**extra: Any) -> dict[str, Any]:
         "versions": {d: _version(d) for d in ("vxlab", "grpcio", "protobuf", "aetcd", "pyroute2")},
         **extra,
     }
-
-
-def percentile(values: list[float], p: float) -> float:
-    """The p-th percentile (nearest rank) of `values`."""
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
 def write(out_dir: Path, name: str, result: dict[str, Any]) -> Path:

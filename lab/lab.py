@@ -15,7 +15,8 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -132,7 +133,8 @@ class Lab:
             procs.start_etcd(self.state)
         if not self.running():
             progress("starting the controller")
-            procs.start_controller(self.state, lease_ttl=lease_ttl_for(len(topo.hosts)))
+            self.state.lease_ttl = lease_ttl_for(len(topo.hosts))
+            procs.start_controller(self.state, lease_ttl=self.state.lease_ttl)
         self._underlay(topo, progress)
         # New hosts are registered before their agents start, and the containers created
         # before too: each new agent then starts from one snapshot holding everything and
@@ -282,6 +284,7 @@ class Lab:
         return self.container_ns(eps[0].host, container)
 
     def status(self, *, brief: bool = False) -> dict[str, Any]:
+        self.state = LabState.load(self.name) or self.state  # a fault's heal may have restarted processes
         st: dict[str, Any] = {"name": self.name, "controller": self.socket, "controller_up": self.running(),
                               "etcd": self.state.etcd_endpoints,
                               "etcd_up": bool(self.state.etcd) and all(p.alive() for p in self.state.etcd),
@@ -306,6 +309,8 @@ class Lab:
                          "converged": bool(a.get("converged")) and a.get("applied_revision", 0) >= st["revision"]})
         st["hosts"] = rows
         st["converged"] = all(r["converged"] for r in rows)
+        st["lease_ttl"] = self.state.lease_ttl
+        st["faults"] = [f.describe() + f" [{f.id}]" for f in self.faults()]
         return st
 
     def check(self, **kw: Any) -> CheckResult:
@@ -370,9 +375,40 @@ class Lab:
         self.wait_converged()
         return n
 
+    # --- faults (see vxlab.lab.faults) -----------------------------------------------------
+    def add_fault(self, kind: str, *, duration: float | None = None, **params: Any) -> Any:
+        """Inject a fault (`partition`, `loss`, `host-crash`, …); returns its record."""
+        from vxlab.lab import faults
+
+        return faults.add(self, kind, duration=duration, **params)
+
+    def heal(self, fault_id: str | None = None) -> list[Any]:
+        """Heal one fault, or every active fault when `fault_id` is None."""
+        from vxlab.lab import faults
+
+        return faults.heal_all(self) if fault_id is None else [faults.heal(self, fault_id)]
+
+    def faults(self) -> list[Any]:
+        from vxlab.lab import faults
+
+        return faults.listing(self)
+
+    @contextmanager
+    def fault(self, kind: str, **params: Any) -> Iterator[Any]:
+        """`with lab.fault("partition", hosts=["h1"], from_=["h2"]):` — healed on exit."""
+        f = self.add_fault(kind, **params)
+        try:
+            yield f
+        finally:
+            self.heal(f.id)
+
     # --- down ------------------------------------------------------------------------
     def down(self) -> list[str]:
         """Stop every process and remove every namespace of the lab; then its directory."""
+        from vxlab.lab import faults
+
+        faults.stop_timers(self)
+        self.state = LabState.load(self.name) or self.state  # a heal may have restarted processes
         removed = []
         for host, proc in self.state.agents.items():
             proc.stop()

@@ -112,6 +112,7 @@ class LabState:
     topology: dict[str, Any] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
     namespaces: list[str] = field(default_factory=list)  # recorded before they are created
+    lease_ttl: int = 5  # the controller's host lease TTL (peers purge a dead host after it)
 
     def intend(self, ns: str) -> None:
         """Record a namespace before creating it, so `down` finds it even if the creation
@@ -146,5 +147,5 @@ class LabState:
             controller=Proc(**raw["controller"]) if raw.get("controller") else None,
             agents={h: Proc(**p) for h, p in raw.get("agents", {}).items()},
             topology=raw.get("topology", {}), created=raw.get("created", 0.0),
-            namespaces=raw.get("namespaces", []),
+            namespaces=raw.get("namespaces", []), lease_ttl=raw.get("lease_ttl", 5),
         )

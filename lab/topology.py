@@ -135,6 +135,9 @@ _Loader.yaml_implicit_resolvers = {
 _Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
+YamlLoader = _Loader  # for other vxlab YAML files (scenarios): the same strict rules
+
+
 def load(path: str | Path) -> Topology:
     """Read and parse a topology file."""
     try:
@@ -160,6 +163,11 @@ def parse(text: str, *, source: str = "<string>") -> Topology:
         raise TopologyError(source, "empty document")
     if not isinstance(data, dict):
         raise TopologyError(source, f"expected a mapping at the top level, got {_kind(data)}")
+    return from_mapping(data)
+
+
+def from_mapping(data: dict[str, Any]) -> Topology:
+    """Validate an already-parsed topology (e.g. inline in a scenario file)."""
     try:
         return _topology(data)
     except InvalidArgument as e:

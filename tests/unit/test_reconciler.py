@@ -90,6 +90,21 @@ def test_ip_reused_on_another_host_leaves_no_stale_entry(rig):
     assert set(net.fdb.values()) == {Fdb("vxv-blue", "02:00:00:00:00:03", "172.30.0.13")}
     assert set(net.neigh.values()) == {Neigh("vxv-blue", "10.10.0.3", "02:00:00:00:00:03")}
     assert [a.op for a in res.actions if a.kind == "neigh"] == ["replace"]
+    # the local container may cache db's old MAC for 10.10.0.3: it is told to drop it
+    arp = [a for a in res.actions if a.kind == "arp"]
+    assert [(a.ns, a.args, dict(a.kwargs)) for a in arp] == [
+        ("vxt-h1-c-web", ("vxt-h1-c-web", "eth0"), {"entries": (("10.10.0.3", "02:00:00:00:00:03"),)})]
+
+
+def test_arp_refresh_only_for_existing_containers_and_changes(rig):
+    k, r, s = rig
+    first = r.reconcile(s, full=True)
+    assert not [a for a in first.actions if a.kind == "arp"]  # new containers have no cache yet
+    s.apply(WatchBatch(revision=11, changes=(Change("put", ep("app", "blue", "h1", "10.10.0.9", "02:00:00:00:00:09")),)))
+    res = r.reconcile(s)  # a new local container: web (existing) drops a cached MAC for .9; app is new
+    assert [(a.ns, dict(a.kwargs)["entries"]) for a in res.actions if a.kind == "arp"] == [
+        ("vxt-h1-c-web", (("10.10.0.9", "02:00:00:00:00:09"),))]
+    assert r.reconcile(s).actions == []
 
 
 def test_drift_repaired_by_full_pass_only(rig):

@@ -181,3 +181,9 @@ store_app = typer.Typer(help="The lab's etcd keys and values (read-only): the ov
                         no_args_is_help=True)
 store_app.command("ls")(views.store_ls)
 app.add_typer(store_app, name="store")
+from vxlab.cli import fault  # noqa: E402
+
+app.add_typer(fault.app, name="fault")
+from vxlab.cli import experiment  # noqa: E402
+
+app.add_typer(experiment.app, name="experiment")

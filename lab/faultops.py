@@ -1,0 +1,193 @@
+"""Applying and healing faults on a lab's own objects (see vxlab.lab.faults).
+
+`apply` returns what `heal` needs to restore exactly what was there (a table name, the
+command line of a killed process, …). Network faults: nftables tables in the underlay
+switch's namespace (bridge family: the switch sees every frame between hosts, and the
+machine's own firewall never sees them), tc qdiscs on the two ends of a host's link.
+Process faults: SIGKILL (SIGTERM for etcd-stop); heal restarts the same command line.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vxlab.lab import procs
+from vxlab.lab.faultspec import FaultError, sides
+from vxlab.lab.state import Proc
+
+if TYPE_CHECKING:
+    from vxlab.lab.lab import Lab
+
+
+def _run(cmd: list[str], *, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run(cmd, input=stdin, capture_output=True, text=True)
+    if check and out.returncode != 0:
+        raise FaultError(f"{' '.join(cmd[:6])}…: {out.stderr.strip() or out.stdout.strip()}")
+    return out
+
+
+def _ips(lab: Lab, hosts: list[str]) -> str:
+    by_name = {h["name"]: h["underlay_ip"] for h in lab.state.topology.get("hosts", [])}
+    return ", ".join(by_name[h] for h in hosts)
+
+
+def _table(fault_id: str) -> str:
+    return f"vxf_{fault_id}"
+
+
+def _nft(lab: Lab, fault_id: str, chains: dict[str, list[str]]) -> dict[str, Any]:
+    """One table per fault in the switch's namespace: `bridge vxf_<id>`."""
+    hooks = {"forward": "forward", "input": "input", "output": "output"}
+    body = "".join(f"  chain {c} {{ type filter hook {hooks[c]} priority -10; policy accept;\n"
+                   + "".join(f"    {r}\n" for r in rules) + "  }\n" for c, rules in chains.items() if rules)
+    _run(["ip", "netns", "exec", lab.switch_ns, "nft", "-f", "-"],
+         stdin=f"table bridge {_table(fault_id)} {{\n  comment \"vxlab fault {fault_id}\"\n{body}}}\n")
+    return {"nft_table": _table(fault_id)}
+
+
+def _port(lab: Lab, host: str) -> tuple[str, str]:
+    """(namespace, device) of each end of a host's underlay link, host side first."""
+    from vxlab.lab.lab import _port_id
+
+    return lab.host_ns(host), f"vxu-{_port_id(host)}"
+
+
+def _qdisc(lab: Lab, host: str, side: str, spec: list[str]) -> list[str]:
+    ns, dev = (lab.host_ns(host), "eth0") if side == "egress" else (lab.switch_ns, _port(lab, host)[1])
+    out = _run(["tc", "-n", ns, "qdisc", "add", "dev", dev, "root", *spec], check=False)
+    if out.returncode != 0:
+        err = out.stderr.strip()
+        if spec[0] == "netem" and ("unknown" in err.lower() or "no such file" in err.lower()):
+            raise FaultError("delay: this kernel has no netem qdisc (sch_netem), which delay injection needs; "
+                             "vxlab will not fake a delay — use a kernel with CONFIG_NET_SCH_NETEM")
+        raise FaultError(f"{spec[0]} on {host} ({side}): tc: {err}")
+    return [ns, dev]
+
+
+def apply(lab: Lab, fault_id: str, kind: str, p: dict[str, Any]) -> dict[str, Any]:
+    if kind == "partition":
+        a, b = _ips(lab, p["hosts"]), _ips(lab, p["from"])
+        rules = [f"ip saddr {{ {a} }} ip daddr {{ {b} }} drop"]
+        if not p["oneway"]:
+            rules.append(f"ip saddr {{ {b} }} ip daddr {{ {a} }} drop")
+        return _nft(lab, fault_id, {"forward": rules})
+    if kind == "loss":
+        port = _port(lab, p["host"])[1]
+        chance = f"numgen random mod 10000 < {round(p['percent'] * 100)} drop"
+        egress = [f'iifname "{port}" {chance}'] if "egress" in sides(p["direction"]) else []
+        ingress = [f'oifname "{port}" {chance}'] if "ingress" in sides(p["direction"]) else []
+        return _nft(lab, fault_id, {"forward": egress + ingress, "input": egress, "output": ingress})
+    if kind in ("rate", "delay"):
+        if kind == "rate":
+            burst = max(16 * 1024, int(p["mbit"] * 1e6 / 8 / 100))  # 10 ms worth of bytes, >= 16 KiB
+            spec = ["tbf", "rate", f"{p['mbit']}mbit", "burst", str(burst), "latency", "100ms"]
+        else:
+            spec = ["netem", "delay", f"{p['ms']}ms"] + ([f"{p['jitter_ms']}ms"] if p["jitter_ms"] else [])
+        done: list[list[str]] = []
+        try:
+            for side in sides(p["direction"]):
+                done.append(_qdisc(lab, p["host"], side, spec))
+        except FaultError:
+            _del_qdiscs(done)  # the other side went on already: take it off again
+            raise
+        return {"qdiscs": done}
+    if kind == "link-down":
+        return _link(lab, p["host"], up=False)
+    if kind == "agent-kill":
+        return _kill_agent(lab, p["host"])
+    if kind == "host-crash":
+        return _kill_agent(lab, p["host"]) | _link(lab, p["host"], up=False)
+    if kind == "etcd-stop":
+        stopped = [_command(proc) for proc in lab.state.etcd if proc.alive()]
+        for proc in lab.state.etcd:
+            proc.stop(sig=signal.SIGTERM)
+        return {"procs": stopped}
+    if kind == "controller-kill":
+        if lab.state.controller is None or not lab.state.controller.alive():
+            raise FaultError("controller-kill: the controller is not running")
+        cmd = _command(lab.state.controller)
+        lab.state.controller.stop(sig=signal.SIGKILL)
+        return {"procs": [cmd]}
+    raise FaultError(f"kind: unknown fault kind {kind!r}")
+
+
+def heal(lab: Lab, fault_id: str, kind: str, p: dict[str, Any], undo: dict[str, Any]) -> None:
+    if "nft_table" in undo:
+        _run(["ip", "netns", "exec", lab.switch_ns, "nft", "delete", "table", "bridge", undo["nft_table"]], check=False)
+    _del_qdiscs(undo.get("qdiscs", []))
+    if undo.get("link_down"):
+        _link(lab, p["host"], up=True)
+    if "agent" in undo:
+        procs.start_agents(lab.state, [(p["host"], lab.host_ns(p["host"]), lab.agent_prefix(p["host"]))])
+    if kind == "etcd-stop":
+        lab.state.etcd = [_respawn(c) for c in undo["procs"]]
+        lab.state.save()
+        for endpoint in lab.state.etcd_endpoints:
+            _wait_port(endpoint, what="etcd")
+    if kind == "controller-kill":
+        Path(lab.socket.removeprefix("unix:")).unlink(missing_ok=True)
+        lab.state.controller = _respawn(undo["procs"][0])
+        lab.state.save()
+        procs.wait_for(lambda: Path(lab.socket.removeprefix("unix:")).exists(), "the controller socket",
+                       alive=lab.state.controller)
+    if kind in ("etcd-stop", "controller-kill"):  # healed = the control plane answers again
+        procs.wait_for(lambda: _answers(lab), "the controller to answer through etcd", timeout=30)
+
+
+def _answers(lab: Lab) -> bool:
+    try:
+        lab.call(lambda c: c.revision())
+        return True
+    except Exception:  # noqa: BLE001 - still reconnecting
+        time.sleep(0.05)
+        return False
+
+
+def _del_qdiscs(done: list[list[str]]) -> None:
+    for ns, dev in done:
+        _run(["tc", "-n", ns, "qdisc", "del", "dev", dev, "root"], check=False)
+
+
+def _link(lab: Lab, host: str, *, up: bool) -> dict[str, Any]:
+    _run(["ip", "-n", lab.switch_ns, "link", "set", _port(lab, host)[1], "up" if up else "down"])
+    return {"link_down": True}
+
+
+def _kill_agent(lab: Lab, host: str) -> dict[str, Any]:
+    proc = lab.state.agents.get(host)
+    if proc is None or not proc.alive():
+        raise FaultError(f"host: the agent of {host!r} is not running")
+    proc.stop(sig=signal.SIGKILL)
+    return {"agent": proc.pid}
+
+
+def _command(proc: Proc) -> dict[str, Any]:
+    """What it takes to start a process again: argv, working directory, stdout file."""
+    base = Path(f"/proc/{proc.pid}")
+    argv = [a.decode() for a in (base / "cmdline").read_bytes().split(b"\0") if a]
+    return {"argv": argv, "cwd": os.readlink(base / "cwd"), "stdout": os.readlink(base / "fd" / "1")}
+
+
+def _respawn(cmd: dict[str, Any]) -> Proc:
+    with open(cmd["stdout"], "ab") as out:
+        p = subprocess.Popen(cmd["argv"], cwd=cmd["cwd"], stdin=subprocess.DEVNULL, stdout=out,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+    return Proc.of(p.pid)
+
+
+def _wait_port(endpoint: str, *, what: str, timeout: float = 20.0) -> None:
+    host, _, port = endpoint.split("://")[-1].rpartition(":")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, int(port)), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise FaultError(f"{what}: not listening on {endpoint} {timeout:g}s after the restart")

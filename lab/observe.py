@@ -1,0 +1,42 @@
+"""Looking at the data plane from outside, for experiments and fault tests.
+
+`vtep_entries(lab, host)` counts, on every *other* host, the FDB entries that send
+frames to `host`'s VTEP (its underlay address): what peers purge when a host dies and
+program again when it returns. `time_until(cond)` measures how long a condition takes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from vxlab.lab import underlay
+
+if TYPE_CHECKING:
+    from vxlab.lab.lab import Lab
+
+
+def vtep_entries(lab: Lab, host: str) -> dict[str, int]:
+    """peer host -> number of FDB entries (all its networks) pointing at `host`'s VTEP."""
+    ips = {h["name"]: h["underlay_ip"] for h in lab.state.topology.get("hosts", [])}
+    needle = f" dst {ips[host]} "
+    counts = {peer: 0 for peer in ips if peer != host}
+    for ns in underlay.netns_list():
+        for peer in counts:
+            if ns.startswith(f"{lab.agent_prefix(peer)}n-"):
+                out = subprocess.run(["bridge", "-n", ns, "fdb", "show"], capture_output=True, text=True).stdout
+                counts[peer] += sum(1 for line in out.splitlines() if needle in line + " ")
+    return counts
+
+
+def time_until(cond: Callable[[], bool], *, timeout: float, interval: float = 0.05) -> float | None:
+    """Seconds until `cond()` first held (polled every `interval`), None on timeout."""
+    start = time.monotonic()
+    while True:
+        if cond():
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            return None
+        time.sleep(interval)

@@ -1,0 +1,174 @@
+"""Experiment scenario files: which lab, which probes, which faults when.
+
+```yaml
+name: crash-h3                 # the experiment's name (default: the file's stem)
+lab: ../three-hosts.yaml       # a topology file (relative to this file) or an inline topology
+duration: 30s                  # default: the last heal + 5 s
+probes:
+  - {src: c1, dst: c3}                       # ping every 100 ms (>= 10 Hz)
+  - {src: c1, dst: c2, interval: 20ms}
+  - {src: c2, dst: c3, tcp: true}            # and iperf3 TCP throughput, for the whole run
+  - all                                      # every pair of containers sharing a network
+timeline:
+  - at: 5s
+    fault: {kind: host-crash, host: h3}
+    for: 10s                                 # healed then (default: at the end)
+```
+Every problem is one ScenarioError "path: reason" (`timeline[0].fault.host: unknown
+host 'h9'`), raised before anything starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from vxlab.lab import faultspec, topology
+from vxlab.lab.topology import Topology, TopologyError
+
+KEYS = ("name", "lab", "duration", "probes", "timeline")
+PROBE_KEYS = ("src", "dst", "network", "interval", "tcp")
+EVENT_KEYS = ("at", "fault", "for")
+MAX_INTERVAL = 0.1  # probes run at >= 10 Hz
+
+
+class ScenarioError(TopologyError):
+    """A scenario is invalid; str() is "path: reason"."""
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    src: str
+    dst: str
+    network: str = ""
+    interval: float = MAX_INTERVAL
+    tcp: bool = False
+
+
+@dataclass(frozen=True)
+class Event:
+    at: float
+    kind: str
+    params: dict[str, Any]
+    duration: float | None   # None: healed at the end
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    topology: Topology
+    probes: tuple[ProbeSpec, ...]
+    all_pairs: bool
+    timeline: tuple[Event, ...]
+    duration: float
+
+
+def load(path: str | Path) -> Scenario:
+    path = Path(path)
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=topology.YamlLoader)
+    except OSError as e:
+        raise ScenarioError(str(path), e.strerror or str(e)) from None
+    except yaml.YAMLError as e:
+        raise ScenarioError(str(path), str(e).splitlines()[0]) from None
+    return parse(data, base=path.parent, default_name=path.stem)
+
+
+def parse(data: Any, *, base: Path, default_name: str = "experiment") -> Scenario:
+    if not isinstance(data, dict):
+        raise ScenarioError("scenario", "expected a mapping at the top level")
+    for k in data:
+        if k not in KEYS:
+            raise ScenarioError(str(k), "unknown key")
+    topo = _lab(data.get("lab"), base)
+    containers = {c.name for c in topo.containers}
+    probes, all_pairs = _probes(data.get("probes"), containers)
+    events = tuple(_event(e, f"timeline[{i}]", {h.name for h in topo.hosts})
+                   for i, e in enumerate(_list(data.get("timeline"), "timeline")))
+    last = max((e.at + (e.duration or 0.0) for e in events), default=0.0)
+    duration = _duration(data["duration"], "duration") if data.get("duration") is not None else last + 5.0
+    if duration <= 0:
+        raise ScenarioError("duration", "must be positive")
+    for i, e in enumerate(events):
+        if e.at >= duration:
+            raise ScenarioError(f"timeline[{i}].at", f"{e.at:g}s is not before the end ({duration:g}s)")
+    name = data.get("name") or default_name
+    if not isinstance(name, str):
+        raise ScenarioError("name", "expected a string")
+    return Scenario(name, topo, probes, all_pairs, tuple(sorted(events, key=lambda e: e.at)), duration)
+
+
+def _lab(raw: Any, base: Path) -> Topology:
+    try:
+        if isinstance(raw, str):
+            return topology.load(base / raw)
+        if isinstance(raw, dict):
+            return topology.from_mapping(raw)
+    except TopologyError as e:
+        raise ScenarioError(e.path if isinstance(raw, str) else f"lab.{e.path}", e.reason) from None
+    raise ScenarioError("lab", "required: a topology file name or an inline topology")
+
+
+def _list(raw: Any, path: str) -> list[Any]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ScenarioError(path, "expected a list")
+    return raw
+
+
+def _probes(raw: Any, containers: set[str]) -> tuple[tuple[ProbeSpec, ...], bool]:
+    items = _list(raw, "probes")
+    if not items:
+        raise ScenarioError("probes", "required: at least one probe (or `all`)")
+    out, all_pairs = [], False
+    for i, p in enumerate(items):
+        path = f"probes[{i}]"
+        if p == "all":
+            all_pairs = True
+            continue
+        if not isinstance(p, dict):
+            raise ScenarioError(path, "expected a mapping {src, dst, …} or `all`")
+        for k in p:
+            if k not in PROBE_KEYS:
+                raise ScenarioError(f"{path}.{k}", "unknown key")
+        for k in ("src", "dst"):
+            if p.get(k) not in containers:
+                raise ScenarioError(f"{path}.{k}", f"unknown container {p.get(k)!r}")
+        interval = _duration(p.get("interval", MAX_INTERVAL), f"{path}.interval")
+        if not 0.002 <= interval <= MAX_INTERVAL:
+            raise ScenarioError(f"{path}.interval", "must be between 2ms and 100ms (probes run at >= 10 Hz)")
+        if not isinstance(p.get("tcp", False), bool):
+            raise ScenarioError(f"{path}.tcp", "expected true or false")
+        out.append(ProbeSpec(p["src"], p["dst"], str(p.get("network") or ""), interval, p.get("tcp", False)))
+    return tuple(out), all_pairs
+
+
+def _event(raw: Any, path: str, hosts: set[str]) -> Event:
+    if not isinstance(raw, dict):
+        raise ScenarioError(path, "expected a mapping {at, fault, for}")
+    for k in raw:
+        if k not in EVENT_KEYS:
+            raise ScenarioError(f"{path}.{k}", "unknown key")
+    if "at" not in raw:
+        raise ScenarioError(f"{path}.at", "required")
+    fault = raw.get("fault")
+    if not isinstance(fault, dict) or "kind" not in fault:
+        raise ScenarioError(f"{path}.fault", "required: a mapping with a `kind`")
+    params = {k: v for k, v in fault.items() if k != "kind"}
+    try:
+        params = faultspec.validate(str(fault["kind"]), params, hosts=hosts)
+    except faultspec.FaultError as e:
+        field, _, reason = str(e).partition(": ")
+        raise ScenarioError(f"{path}.fault.{field}", reason) from None
+    duration = _duration(raw["for"], f"{path}.for") if raw.get("for") is not None else None
+    return Event(_duration(raw["at"], f"{path}.at"), str(fault["kind"]), params, duration)
+
+
+def _duration(value: Any, path: str) -> float:
+    try:
+        return faultspec.parse_duration(value, field=path)
+    except faultspec.FaultError as e:
+        raise ScenarioError(path, str(e).partition(": ")[2]) from None

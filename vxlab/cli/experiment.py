@@ -1,0 +1,46 @@
+"""`vxlab experiment run FILE -o DIR`: a timed fault scenario with a report and a picture.
+
+Thin: load the scenario → `vxlab.lab.experiment.run` → a per-pair table and the paths.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vxlab.cli.main import fail, output
+
+app = typer.Typer(help="Timed failure-injection experiments with reports.", no_args_is_help=True)
+
+
+@app.command("run")
+def run(
+    file: Annotated[Path, typer.Argument(help="Scenario file (YAML).")],
+    out: Annotated[Path, typer.Option("-o", "--out", metavar="DIR", help="Where to write the results.")],
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the lab up afterwards.")] = False,
+) -> None:
+    """Run the scenario: lab up, probes, faults on the timeline; write samples, summary.json,
+    report.md and timeline.png to DIR."""
+    from vxlab.lab import experiment, report, scenario
+    from vxlab.lab.procs import LabError
+    from vxlab.lab.topology import TopologyError
+
+    try:
+        sc = scenario.load(file)
+        result = experiment.run(sc, out=out, keep=keep, progress=lambda s: typer.echo(s, err=True))
+    except (TopologyError, LabError, OSError) as e:
+        fail(str(e))
+    s = report.summarize(result)
+    output(as_json=False, data=None,
+           columns=["PAIR", "SENT", "LOST", "LOSS", "LONGEST OUTAGE", "RECOVERED AFTER HEAL"],
+           rows=[[p["pair"], str(p["sent"]), str(p["lost"]), f"{p['loss_pct']:.1f}%", f"{p['longest_outage_s']:.2f}s",
+                  ", ".join(f"{k} {v:.2f}s" for k, v in p["recovered_after_heal_s"].items()) or "-"]
+                 for p in s["pairs"]])
+    for f in s["faults"]:
+        extra = "".join(f", {label} {f[key]:.2f}s" for key, label in (("purged_after", "peers purged after"),
+                                                                      ("restored_after", "restored after"))
+                        if f[key] is not None)
+        typer.echo(f"{f['id']}: {f['description']}{extra}{'  ERROR ' + f['error'] if f['error'] else ''}", err=True)
+    typer.echo(f"report: {out / 'report.md'}  timeline: {out / 'timeline.png'}", err=True)
