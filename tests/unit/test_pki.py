@@ -182,3 +182,13 @@ def test_cli_tls_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert r.exit_code == 1 and r.stderr == "error: tls-cert: needed with tls-ca\n"
     r = runner.invoke(main.app, ["--insecure", "--pki", "x", "host", "ls"])
     assert r.exit_code == 1 and r.stderr == "error: insecure: contradicts --pki/--tls-*\n"
+
+
+def test_lab_state_hands_out_the_admin_and_etcd_certificates(tmp_path: Path) -> None:
+    from vxlab.lab.state import LabState
+
+    st = LabState("x", pki_dir=str(tmp_path / "pki"))
+    assert st.client_tls() == Pki(tmp_path / "pki").admin()
+    assert st.etcd_tls() == Pki(tmp_path / "pki").etcd_client()
+    assert LabState("x").client_tls() is None  # no PKI yet (or a lab from before TLS)
+    assert LabState("x", pki_dir=str(tmp_path), insecure=True).client_tls() is None

@@ -24,8 +24,10 @@ FileOpt = Annotated[Path | None, typer.Option(metavar="FILE")]
 
 
 def _tls(ctx: typer.Context, *, pki: Path | None, insecure: bool, files: dict[str, Path | None],
-         etcd_files: dict[str, Path | None]) -> tuple[TlsConfig | None, TlsConfig | None, TlsConfig | None]:
-    """(server, etcd client, embedded etcd server) TLS settings from the flags."""
+         etcd_files: dict[str, Path | None], etcd_plain: bool,
+         ) -> tuple[TlsConfig | None, TlsConfig | None, TlsConfig | None]:
+    """(server, etcd client, embedded etcd server) TLS settings from the flags; a PKI's
+    etcd certificates are used unless the etcd endpoints given are plain http."""
     state = ctx.obj if isinstance(ctx.obj, cli.CliState) else None
     pki = pki or (state.pki if state else None)
     server = TlsConfig.of(**files, field="tls")
@@ -37,7 +39,7 @@ def _tls(ctx: typer.Context, *, pki: Path | None, insecure: bool, files: dict[st
     layout = Pki(pki)
     if not layout.ca.is_file():
         cli.fail(f"pki: no CA in {pki} (run 'vxlab pki init {pki}')")
-    has_etcd = layout.has_etcd()
+    has_etcd = layout.has_etcd() and not etcd_plain
     return (server or layout.controller(), etcd or (layout.etcd_client() if has_etcd else None),
             layout.etcd_server() if has_etcd else None)
 
@@ -75,7 +77,9 @@ def serve(
     try:
         tls, etcd_tls, embedded_tls = _tls(ctx, pki=pki, insecure=insecure,
                                            files={"ca": tls_ca, "cert": tls_cert, "key": tls_key},
-                                           etcd_files={"ca": etcd_ca, "cert": etcd_cert, "key": etcd_key})
+                                           etcd_files={"ca": etcd_ca, "cert": etcd_cert, "key": etcd_key},
+                                           etcd_plain=bool(endpoints) and not any(
+                                               e.startswith("https://") for e in endpoints or []))
         result = serve_forever(
             listen=listen, etcd_endpoints=endpoints, embedded_etcd_dir=embedded_etcd,
             metrics=metrics, lease_ttl=lease_ttl, subnet_pool=subnet_pool, subnet_prefix=subnet_prefix,
