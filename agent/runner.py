@@ -41,8 +41,9 @@ from vxlab.agent.desired import HostInfo
 from vxlab.agent.kernel import Kernel
 from vxlab.agent.reconciler import PassResult, Reconciler
 from vxlab.client import Client
-from vxlab.errors import NotFound, VxError
+from vxlab.errors import NotFound, PermissionDenied, Unauthenticated, VxError
 from vxlab.model import Host
+from vxlab.tls import TlsConfig
 
 log = logging.getLogger("vxlab.agent")
 T = TypeVar("T")
@@ -59,6 +60,7 @@ class AgentConfig:
     resync: float = 10.0
     status_file: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    tls: TlsConfig | None = None  # this host's certificate (mutual TLS with the controller)
 
 
 class Agent:
@@ -68,7 +70,7 @@ class Agent:
     def __init__(self, config: AgentConfig, kernel: Callable[[], Kernel]) -> None:
         self.config = config
         self.cache = StateCache()
-        self.client = Client(config.controller)
+        self.client = Client(config.controller, tls=config.tls)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile")
         self.kernel = self._pool.submit(kernel).result()
         self._dump_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dump")
@@ -141,7 +143,9 @@ class Agent:
                 self.registered = False
             except VxError as e:
                 metrics.ERRORS.labels("liveness").inc()
-                log.info("liveness: %s; retry in %.1fs", e, backoff)
+                # a certificate the controller refuses does not fix itself: say so loudly
+                level = logging.WARNING if isinstance(e, (Unauthenticated, PermissionDenied)) else logging.INFO
+                log.log(level, "liveness: %s; retry in %.1fs", e, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 

@@ -60,7 +60,7 @@ async def _keepalive(c: Client, leases: dict[str, int], stop: asyncio.Event) -> 
 async def _measure(lab: Lab, *, levels: list[int], samples: int) -> list[dict[str, Any]]:
     status = procs.agent_status_path(lab.state, "h1")
     out = []
-    async with Client(lab.socket) as c:
+    async with Client(lab.socket, tls=lab.state.client_tls()) as c:
         leases = {}
         for i in range(PHANTOMS):
             _, leases[f"r{i}"], _ = await c.register_host(Host(name=f"r{i}", underlay_ip=f"172.30.1.{i + 10}"))

@@ -4,6 +4,11 @@
 health service (SERVING while etcd answers, NOT_SERVING while it does not), server
 reflection (so grpcurl works) and a metrics interceptor. `serve_forever` is what
 `vxlab controller serve` runs, optionally with an embedded etcd.
+
+With `tls` the server speaks mutual TLS only: a client without a certificate of the
+CA fails the handshake, and an interceptor authorizes every vxlab call by the identity
+in the client's certificate (policy in vxlab.controller.authz). Without it, plaintext
+and everything allowed, as before TLS existed.
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from vxlab.controller import metrics, servicer
+from vxlab.controller import authz, metrics, servicer
 from vxlab.controller.context import Config
 from vxlab.controller.core import Controller
 from vxlab.controller.store import Store
+from vxlab.errors import PermissionDenied
+from vxlab.tls import Identity, TlsConfig, identity_of_uris
 
 log = logging.getLogger("vxlab.controller")
 MAX_MESSAGE = 64 * 1024 * 1024
@@ -36,61 +43,107 @@ def _code_name(context: grpc.aio.ServicerContext, error: BaseException | None) -
     return code.name if isinstance(code, grpc.StatusCode) else str(code)
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Counts requests by method and status code and times them."""
+Unary = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+Stream = Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+
+
+class _Wrapping(grpc.aio.ServerInterceptor):
+    """Wraps the unary and server-streaming handlers of the vxlab services."""
+
+    def wrap_unary(self, method: str, inner: Unary) -> Unary:
+        raise NotImplementedError
+
+    def wrap_stream(self, method: str, inner: Stream) -> Stream:
+        raise NotImplementedError
 
     async def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        method = details.method.rsplit("/", 1)[-1]
         if handler is None or not details.method.startswith("/vxlab."):
             return handler
+        kw = {"request_deserializer": handler.request_deserializer,
+              "response_serializer": handler.response_serializer}
         if handler.unary_unary:
-            inner = handler.unary_unary
-
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                start, error = time.perf_counter(), None
-                try:
-                    return await inner(request, context)
-                except BaseException as e:
-                    error = e
-                    raise
-                finally:
-                    metrics.LATENCY.labels(method).observe(time.perf_counter() - start)
-                    metrics.REQUESTS.labels(method, _code_name(context, error)).inc()
-
-            return grpc.unary_unary_rpc_method_handler(
-                unary, request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
+            return grpc.unary_unary_rpc_method_handler(self.wrap_unary(details.method, handler.unary_unary), **kw)
         if handler.unary_stream:
-            inner_stream = handler.unary_stream
-
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                error = None
-                try:
-                    async for item in inner_stream(request, context):
-                        yield item
-                except BaseException as e:
-                    error = e
-                    raise
-                finally:
-                    metrics.REQUESTS.labels(method, _code_name(context, error)).inc()
-
-            return grpc.unary_stream_rpc_method_handler(
-                stream, request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
+            return grpc.unary_stream_rpc_method_handler(self.wrap_stream(details.method, handler.unary_stream), **kw)
         return handler
+
+
+class MetricsInterceptor(_Wrapping):
+    """Counts requests by method and status code and times them."""
+
+    def wrap_unary(self, method: str, inner: Unary) -> Unary:
+        method = method.rsplit("/", 1)[-1]
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            start, error = time.perf_counter(), None
+            try:
+                return await inner(request, context)
+            except BaseException as e:
+                error = e
+                raise
+            finally:
+                metrics.LATENCY.labels(method).observe(time.perf_counter() - start)
+                metrics.REQUESTS.labels(method, _code_name(context, error)).inc()
+        return unary
+
+    def wrap_stream(self, method: str, inner: Stream) -> Stream:
+        method = method.rsplit("/", 1)[-1]
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            error = None
+            try:
+                async for item in inner(request, context):
+                    yield item
+            except BaseException as e:
+                error = e
+                raise
+            finally:
+                metrics.REQUESTS.labels(method, _code_name(context, error)).inc()
+        return stream
+
+
+def peer_identity(context: grpc.aio.ServicerContext) -> Identity:
+    """The identity in the peer's (verified) client certificate."""
+    sans = context.auth_context().get("x509_subject_alternative_name", [])
+    return identity_of_uris([s.decode(errors="replace") for s in sans])
+
+
+class AuthzInterceptor(_Wrapping):
+    """Refuses (PERMISSION_DENIED) what the caller's certificate does not allow."""
+
+    @staticmethod
+    async def _check(method: str, request: Any, context: grpc.aio.ServicerContext) -> None:
+        try:
+            authz.authorize(peer_identity(context), method, request)
+        except PermissionDenied as e:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, e.message)
+
+    def wrap_unary(self, method: str, inner: Unary) -> Unary:
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await self._check(method, request, context)
+            return await inner(request, context)
+        return unary
+
+    def wrap_stream(self, method: str, inner: Stream) -> Stream:
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            await self._check(method, request, context)
+            async for item in inner(request, context):
+                yield item
+        return stream
 
 
 class ControllerServer:
     """One controller: a gRPC server over a store. `await start()`, then `await stop()`."""
 
     def __init__(self, store: Store, *, config: Config | None = None, listen: str = "127.0.0.1:7070",
-                 health_interval: float = 1.0) -> None:
+                 health_interval: float = 1.0, tls: TlsConfig | None = None) -> None:
         self.core = Controller(store, config)
         self.listen = listen
+        self.tls = tls
         self.health_interval = health_interval
         self.address = ""
         self._server: grpc.aio.Server | None = None
@@ -99,8 +152,12 @@ class ControllerServer:
         self._probe: asyncio.Task[None] | None = None
 
     async def start(self) -> str:
+        credentials = None
+        if self.tls is not None:
+            ca, cert, key = self.tls.read()
+            credentials = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
         server = grpc.aio.server(
-            interceptors=[MetricsInterceptor()],
+            interceptors=[MetricsInterceptor(), *([AuthzInterceptor()] if credentials else [])],
             options=[("grpc.max_receive_message_length", MAX_MESSAGE),
                      ("grpc.max_send_message_length", MAX_MESSAGE),
                      ("grpc.so_reuseport", 0)],
@@ -110,7 +167,10 @@ class ControllerServer:
         reflection.enable_server_reflection(
             [*self._names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
             server)
-        port = server.add_insecure_port(self.listen)
+        if credentials is not None:
+            port = server.add_secure_port(self.listen, credentials)
+        else:
+            port = server.add_insecure_port(self.listen)
         if port == 0:
             raise OSError(f"listen: cannot bind {self.listen}")
         if self.listen.startswith("unix:"):
@@ -150,26 +210,39 @@ class ControllerServer:
 async def serve(
     *, listen: str, etcd_endpoints: list[str] | None, embedded_etcd_dir: str | None,
     metrics_listen: str | None, config: Config, ready_file: str | None = None,
+    tls: TlsConfig | None = None, etcd_tls: TlsConfig | None = None, embedded_etcd_tls: TlsConfig | None = None,
 ) -> None:
-    """Run a controller until SIGINT/SIGTERM; start an embedded etcd when asked."""
+    """Run a controller until SIGINT/SIGTERM; start an embedded etcd when asked.
+
+    `tls`: serve mutual TLS with these files; `etcd_tls`: the client certificate for etcd
+    (https endpoints); `embedded_etcd_tls`: the embedded etcd's server certificate."""
     from vxlab.controller.store_etcd import EtcdStore
     from vxlab.etcdproc import EtcdProcess
 
     etcd = None
     if embedded_etcd_dir:
-        etcd = EtcdProcess(data_dir=Path(embedded_etcd_dir))
+        etcd = EtcdProcess(data_dir=Path(embedded_etcd_dir), tls=embedded_etcd_tls, client_tls=etcd_tls)
         etcd.start()
         etcd_endpoints = etcd.endpoints
         log.warning("embedded etcd %s (%s) at %s", etcd.version, etcd.binary.source, ",".join(etcd.endpoints))
     if not etcd_endpoints:
         raise SystemExit("error: etcd: give --etcd URL[,URL…] or --embedded-etcd DIR")
-    ctl = ControllerServer(EtcdStore(etcd_endpoints), config=config, listen=listen)
+    if tls is None:
+        log.warning("serving WITHOUT TLS: anyone who can reach %s can change every network", listen)
+    try:
+        store = EtcdStore(etcd_endpoints, tls=etcd_tls)
+    except ValueError as e:
+        if etcd:
+            etcd.stop()
+        raise SystemExit(f"error: {e}") from None
+    ctl = ControllerServer(store, config=config, listen=listen, tls=tls)
     try:
         address = await ctl.start()
         if metrics_listen:
             host, port = metrics.start_metrics_server(metrics_listen)
             log.warning("metrics on http://%s:%d/metrics", host, port)
-        log.warning("controller listening on %s (etcd %s)", address, ",".join(etcd_endpoints))
+        log.warning("controller listening on %s%s (etcd %s)", address, " with mutual TLS" if tls else "",
+                    ",".join(etcd_endpoints))
         if ready_file:
             Path(ready_file).write_text(address + "\n")
         stop = asyncio.Event()

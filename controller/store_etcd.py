@@ -10,6 +10,9 @@ the response header (we need the revision); `Client.refresh_lease` leaves its ke
 stream open; aetcd's shared `Watcher` drops progress notifications (responses without
 events) and headers. So each `watch()` opens its own Watch stream on the client's
 channel, independent of other watches, and cancels it when the iterator is closed.
+
+`https://` endpoints are mutual TLS with `tls` (etcd's CA, our client certificate and
+key); aetcd has no TLS option, so `_Client` builds the secure channel itself.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from vxlab.controller.store import (
     StoreUnavailable,
     TxnResult,
 )
+from vxlab.tls import TlsConfig
 
 _Code = grpc.StatusCode
 _UNAVAILABLE = {_Code.UNAVAILABLE, _Code.DEADLINE_EXCEEDED, _Code.CANCELLED}
@@ -64,13 +68,21 @@ def _prefix_range(prefix: str) -> tuple[bytes, bytes]:
     return key, bytes(end)
 
 
+def endpoints_scheme(endpoints: list[str]) -> str:
+    """'http' or 'https', the one scheme of all `endpoints` (a bare host:port is http)."""
+    schemes = {urlsplit(e if "://" in e else f"http://{e}").scheme for e in endpoints}
+    if len(schemes) != 1:
+        raise ValueError(f"etcd endpoints mix schemes ({', '.join(sorted(schemes))}): use one")
+    return schemes.pop()
+
+
 def channel_target(endpoints: list[str]) -> str:
-    """A gRPC target for `http://host:port` endpoints; several become one address list."""
+    """A gRPC target for `http(s)://host:port` endpoints; several become one address list."""
     hosts: list[tuple[str, int]] = []
     for endpoint in endpoints:
         url = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
-        if url.scheme != "http" or not url.hostname:
-            raise ValueError(f"unsupported etcd endpoint {endpoint!r} (want http://host:port)")
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"unsupported etcd endpoint {endpoint!r} (want http(s)://host:port)")
         hosts.append((url.hostname, url.port or 2379))
     if len(hosts) == 1:
         host, port = hosts[0]
@@ -84,14 +96,20 @@ def channel_target(endpoints: list[str]) -> str:
 class _Client(aetcd.Client):
     """aetcd's client on a channel we build: any gRPC target, our channel options."""
 
-    def __init__(self, target: str, *, timeout: float, options: dict[str, Any]) -> None:
+    def __init__(self, target: str, *, timeout: float, options: dict[str, Any],
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
         super().__init__(timeout=timeout, options=options)
         self._target = target
+        self._credentials = credentials
 
     async def connect(self) -> None:
         if self._connected.is_set():
             return
-        self.channel = rpc.insecure_channel(self._target, options=list(self._options.items()))
+        options = list(self._options.items())
+        if self._credentials is not None:
+            self.channel = rpc.secure_channel(self._target, self._credentials, options=options)
+        else:
+            self.channel = rpc.insecure_channel(self._target, options=options)
         self.kvstub = rpc.KVStub(self.channel)
         self.clusterstub = rpc.ClusterStub(self.channel)
         self.leasestub = rpc.LeaseStub(self.channel)
@@ -111,10 +129,15 @@ def _rpc_error(exc: BaseException) -> grpc.aio.AioRpcError | None:
 class EtcdStore(Store):
     """`Store` on etcd v3; see the module docstring."""
 
-    def __init__(self, endpoints: list[str], *, timeout: float = 5.0) -> None:
+    def __init__(self, endpoints: list[str], *, timeout: float = 5.0, tls: TlsConfig | None = None) -> None:
         if not endpoints:
             raise ValueError("no etcd endpoints")
         self.endpoints = list(endpoints)
+        secure = endpoints_scheme(self.endpoints) == "https"
+        if secure and tls is None:
+            raise ValueError("etcd: https endpoints need a client certificate (--etcd-ca/--etcd-cert/--etcd-key or --pki)")
+        if tls is not None and not secure:
+            raise ValueError("etcd: a client certificate was given for plain http endpoints (use https://)")
         self._timeout = timeout
         options = {
             "grpc.lb_policy_name": "round_robin",
@@ -126,7 +149,14 @@ class EtcdStore(Store):
             "grpc.keepalive_permit_without_calls": 0,  # etcd answers idle pings with GOAWAY
             "grpc.max_receive_message_length": -1,
         }
-        self._client = _Client(channel_target(self.endpoints), timeout=timeout, options=options)
+        credentials = None
+        if tls is not None:
+            ca, cert, key = tls.read()
+            credentials = grpc.ssl_channel_credentials(ca, key, cert)
+            # an address list ("ipv4:a,b") is no name to check: check the first endpoint's
+            options["grpc.ssl_target_name_override"] = tls.server_name or urlsplit(self.endpoints[0]).hostname
+        self._client = _Client(channel_target(self.endpoints), timeout=timeout, options=options,
+                               credentials=credentials)
         self._closed = False
 
     @contextlib.asynccontextmanager

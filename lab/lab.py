@@ -89,7 +89,7 @@ class Lab:
     # --- API access --------------------------------------------------------------
     def call(self, fn: Callable[[Client], Awaitable[T]]) -> T:
         async def go() -> T:
-            async with Client(self.socket, timeout=15) as c:
+            async with Client(self.socket, timeout=15, tls=self.state.client_tls()) as c:
                 return await fn(c)
         return asyncio.run(go())
 

@@ -4,6 +4,11 @@ Each is started in a session of its own (so the lab outlives the `vxlab up` that
 started it and a Ctrl-C in that terminal does not reach it), logs to the lab's
 directory, and is recorded in state.json before anything waits on it, so `down`
 finds it even after a crash.
+
+Unless the lab is `insecure`, `start_etcd` (the first step of an `up`) makes the lab's
+PKI, and everything runs with mutual TLS: etcd with its server certificate and
+client-certificate auth, the controller with `--pki`, each agent with its own host
+certificate (issued when the agent first starts).
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ import sys
 import time
 from pathlib import Path
 
+from vxlab import pki
 from vxlab.etcdproc import EtcdProcess
 from vxlab.lab.state import LabState, Proc
+from vxlab.tls import Pki, TlsConfig
 
 
 class LabError(RuntimeError):
@@ -30,8 +37,31 @@ def _spawn(args: list[str], log: Path) -> Proc:
     return Proc.of(p.pid)
 
 
+def ensure_pki(state: LabState) -> Pki | None:
+    """The lab's PKI, made on first use; None for an insecure lab."""
+    if state.insecure:
+        return None
+    if state.pki is None or not state.pki.ca.is_file():
+        made = pki.init(state.dir / "pki", force=True)
+        state.pki_dir = str(made.dir)
+        state.save()
+    return state.pki
+
+
+def host_tls(state: LabState, host: str) -> TlsConfig | None:
+    """The host's certificate (issued now if it has none yet); None for an insecure lab."""
+    layout = ensure_pki(state)
+    if layout is None:
+        return None
+    if not layout.pair(f"host:{host}")[0].is_file():
+        pki.issue_host(layout.dir, host)
+    return layout.host(host)
+
+
 def start_etcd(state: LabState) -> None:
-    etcd = EtcdProcess(state.dir / "etcd", detached=True, progress_notify_interval=2.0)
+    layout = ensure_pki(state)
+    etcd = EtcdProcess(state.dir / "etcd", detached=True, progress_notify_interval=2.0,
+                       tls=layout.etcd_server() if layout else None, client_tls=layout.etcd_client() if layout else None)
     etcd.spawn()
     assert etcd.pid is not None
     state.etcd = [Proc.of(etcd.pid)]
@@ -43,9 +73,11 @@ def start_etcd(state: LabState) -> None:
 def start_controller(state: LabState, *, lease_ttl: int) -> None:
     sock = Path(state.socket[len("unix:"):])
     sock.unlink(missing_ok=True)
+    layout = ensure_pki(state)
+    tls = ["--pki", str(layout.dir)] if layout else ["--insecure"]
     state.controller = _spawn(
         [sys.executable, "-m", "vxlab.cli", "controller", "serve", "--listen", state.socket,
-         "--etcd", ",".join(state.etcd_endpoints), "--lease-ttl", str(lease_ttl)],
+         "--etcd", ",".join(state.etcd_endpoints), "--lease-ttl", str(lease_ttl), *tls],
         state.dir / "logs" / "controller.log")
     state.save()
     wait_for(lambda: sock.exists(), f"the controller socket (see {state.dir / 'logs' / 'controller.log'})",
@@ -53,9 +85,10 @@ def start_controller(state: LabState, *, lease_ttl: int) -> None:
 
 
 def start_agent(state: LabState, host: str, *, host_ns: str, prefix: str, resync: float = 10.0) -> None:
+    tls = ["--pki", state.pki_dir] if host_tls(state, host) else ["--insecure"]
     state.agents[host] = _spawn(
         ["nsenter", f"--net=/run/netns/{host_ns}", sys.executable, "-m", "vxlab.cli", "--controller",
-         state.socket, "agent", "run", "--host", host, "--netns-prefix", prefix, "--resync", str(resync),
+         state.socket, *tls, "agent", "run", "--host", host, "--netns-prefix", prefix, "--resync", str(resync),
          "--status-file", str(agent_status_path(state, host))],
         state.dir / "logs" / f"agent-{host}.log")
     state.save()
@@ -73,8 +106,10 @@ def start_agents(state: LabState, hosts: list[tuple[str, str, str]], *, resync: 
     assert spawner.stdin is not None and spawner.stdout is not None
     try:
         for host, ns, prefix in hosts:
+            tls = host_tls(state, host)
             spawner.stdin.write(json.dumps({
                 "host": host, "netns": ns, "controller": state.socket, "netns_prefix": prefix, "resync": resync,
+                "tls": {"ca": str(tls.ca), "cert": str(tls.cert), "key": str(tls.key)} if tls else None,
                 "status_file": str(agent_status_path(state, host)),
                 "log": str(state.dir / "logs" / f"agent-{host}.log")}) + "\n")
             spawner.stdin.flush()

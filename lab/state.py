@@ -8,6 +8,11 @@ that crashed halfway or after any of the lab's processes was killed.
 
 Kernel objects are named `vx-<lab>.…` (lab names hold no dot, so one lab's prefix is
 never a prefix of another's) and carry a `vxlab:` marker.
+
+Unless the lab was brought up `--insecure`, it has a PKI in `<lab dir>/pki/` (made at
+its first `up`, see vxlab.pki) and every hop is mutual TLS: `client_tls()` is the
+admin certificate for anyone who talks to the lab's controller, `etcd_tls()` the
+client certificate for its etcd.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from vxlab.tls import Pki, TlsConfig
 
 
 def run_root() -> Path:
@@ -113,6 +120,20 @@ class LabState:
     created: float = field(default_factory=time.time)
     namespaces: list[str] = field(default_factory=list)  # recorded before they are created
     lease_ttl: int = 5  # the controller's host lease TTL (peers purge a dead host after it)
+    pki_dir: str = ""  # "" until the first `up` makes it (never for an insecure lab)
+    insecure: bool = False  # plaintext everywhere (`vxlab up --insecure`)
+
+    @property
+    def pki(self) -> Pki | None:
+        return None if self.insecure or not self.pki_dir else Pki(Path(self.pki_dir))
+
+    def client_tls(self) -> TlsConfig | None:
+        """The admin certificate for the lab's controller; None for a plaintext lab."""
+        return self.pki.admin() if self.pki else None
+
+    def etcd_tls(self) -> TlsConfig | None:
+        """The client certificate for the lab's etcd; None for a plaintext lab."""
+        return self.pki.etcd_client() if self.pki else None
 
     def intend(self, ns: str) -> None:
         """Record a namespace before creating it, so `down` finds it even if the creation
@@ -148,4 +169,5 @@ class LabState:
             agents={h: Proc(**p) for h, p in raw.get("agents", {}).items()},
             topology=raw.get("topology", {}), created=raw.get("created", 0.0),
             namespaces=raw.get("namespaces", []), lease_ttl=raw.get("lease_ttl", 5),
+            pki_dir=raw.get("pki_dir", ""), insecure=raw.get("insecure", False),
         )

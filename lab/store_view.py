@@ -15,6 +15,7 @@ from typing import Any
 from vxlab.controller.keys import DEFAULT_PREFIX
 from vxlab.controller.store import KeyValue
 from vxlab.controller.store_etcd import EtcdStore
+from vxlab.tls import TlsConfig
 
 READ_TIMEOUT = 5.0
 
@@ -43,12 +44,14 @@ def row(kv: KeyValue) -> dict[str, Any]:
             "mod_revision": kv.mod_revision, "lease": kv.lease or 0}
 
 
-async def store_ls(endpoints: list[str], prefix: str = "") -> tuple[list[dict[str, Any]], int]:
-    """Every key under /vxlab/v1/<prefix> (sorted by key) and the store revision.
+async def store_ls(endpoints: list[str], prefix: str = "", *,
+                   tls: TlsConfig | None = None) -> tuple[list[dict[str, Any]], int]:
+    """Every key under /vxlab/v1/<prefix> (sorted by key) and the store revision;
+    `tls`: the etcd client certificate (https endpoints).
 
     Raises StoreUnavailable when etcd does not answer, ValueError for bad endpoints.
     """
-    store = EtcdStore(endpoints, timeout=READ_TIMEOUT)
+    store = EtcdStore(endpoints, timeout=READ_TIMEOUT, tls=tls)
     try:
         kvs, revision = await store.range(full_prefix(prefix))
     finally:

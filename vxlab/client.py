@@ -4,10 +4,17 @@ The one edge (with vxlab.wire) that speaks the generated v1 code on the client s
 It keeps one channel per controller address, fails a unary call over to the next
 address when one answers UNAVAILABLE, and turns every gRPC error into the matching
 vxlab.errors class, so callers (the CLI, the agent) never see grpc.
+
+With `tls` (a vxlab.tls.TlsConfig) every channel is mutual TLS: the controller's
+certificate must be signed by the CA, ours says who we are. A failed handshake is an
+`Unauthenticated` error saying why. For `unix:` targets gRPC checks the certificate
+against the socket path; the controller's certificate is for `localhost`, so the
+client asks for that name (`grpc.ssl_target_name_override`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Self
 
@@ -16,6 +23,7 @@ import grpc.aio
 
 from vxlab import errors, wire
 from vxlab.model import Endpoint, Host, Network, WatchBatch
+from vxlab.tls import TlsConfig
 from vxlab.v1 import vxlab_pb2 as pb
 from vxlab.v1 import vxlab_pb2_grpc as pb_grpc
 
@@ -23,8 +31,9 @@ MAX_RECEIVE_BYTES = 64 * 1024 * 1024
 _BY_CODE: dict[str, type[errors.VxError]] = {
     cls.code: cls
     for cls in (errors.NotFound, errors.AlreadyExists, errors.FailedPrecondition,
-                errors.ResourceExhausted, errors.Unavailable, errors.Aborted)
+                errors.ResourceExhausted, errors.Unavailable, errors.Aborted, errors.Unauthenticated)
 }
+UNIX_SERVER_NAME = "localhost"
 _STUBS = {"host": pb_grpc.HostServiceStub, "network": pb_grpc.NetworkServiceStub,
           "endpoint": pb_grpc.EndpointServiceStub, "watch": pb_grpc.WatchServiceStub}
 
@@ -38,10 +47,43 @@ def parse_addresses(addresses: str | list[str]) -> list[str]:
     return out
 
 
-def error_from_rpc(err: grpc.aio.AioRpcError, *, address: str, timeout: float) -> errors.VxError:
+def _connect_error(details: str, *, address: str, tls: bool) -> errors.VxError | None:
+    """A connection that failed in the TLS handshake, as an Unauthenticated saying why.
+
+    With TLS 1.3 the server checks our certificate after our side of the handshake is
+    done: a refusal reaches us only as a connection closed or reset right after connect."""
+    low = details.lower()
+    if not low.startswith("failed to connect"):
+        return None
+    ssl = re.search(r"OPENSSL_internal:([A-Z_]+)(: [^:]+)?", details)
+    reason = "".join(g or "" for g in ssl.groups()) if ssl else ""
+    closed = any(w in low for w in ("socket closed", "connection reset", "broken pipe"))
+    if tls and "wrong_version_number" in low:
+        return errors.Unauthenticated(f"controller: TLS handshake with {address} failed: it does not speak "
+                                      "TLS (started without --pki/--tls-*?)")
+    if tls and ("hostname verification" in low or "certificate_verify_failed" in low):
+        why = reason or "hostname verification failed"
+        return errors.Unauthenticated(f"controller: TLS handshake with {address} failed: its certificate is "
+                                      f"not one our CA signed for that name ({why})")
+    if tls and (closed or "handshake" in low):
+        return errors.Unauthenticated(f"controller: {address} refused our TLS handshake: it did not accept "
+                                      f"our client certificate (signed by another CA?){f' ({reason})' if reason else ''}")
+    if not tls and closed:
+        return errors.Unauthenticated(f"controller: {address} closed the connection: it requires TLS with a "
+                                      "client certificate (give --pki DIR or --tls-ca/--tls-cert/--tls-key)")
+    return None
+
+
+def error_from_rpc(err: grpc.aio.AioRpcError, *, address: str, timeout: float,
+                   tls: bool = False) -> errors.VxError:
     """Translate a failed RPC into the vxlab.errors class named by its status code."""
     code = err.code()
     details = err.details() or code.name.lower()
+    if code == grpc.StatusCode.UNAVAILABLE and (handshake := _connect_error(details, address=address, tls=tls)):
+        return handshake
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        field, sep, reason = details.partition(": ")
+        return errors.PermissionDenied(field, reason) if sep else errors.PermissionDenied("", details)
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         field, sep, reason = details.partition(": ")
         return errors.InvalidArgument(field, reason) if sep else errors.InvalidArgument("request", details)
@@ -61,10 +103,15 @@ class Client:
     """The controller's API as coroutines; use `async with Client(...) as c:`."""
 
     def __init__(self, addresses: str | list[str], *, timeout: float = 10.0,
-                 max_receive_bytes: int = MAX_RECEIVE_BYTES) -> None:
+                 max_receive_bytes: int = MAX_RECEIVE_BYTES, tls: TlsConfig | None = None) -> None:
         self._addresses = parse_addresses(addresses)
         self._timeout = timeout
-        self._options = [("grpc.max_receive_message_length", max_receive_bytes)]
+        self._options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", max_receive_bytes)]
+        self._tls = tls
+        self._credentials: grpc.ChannelCredentials | None = None
+        if tls is not None:  # read now: a missing file is bad input, not a failed call
+            ca, cert, key = tls.read()
+            self._credentials = grpc.ssl_channel_credentials(ca, key, cert)
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[tuple[str, str], Any] = {}
         self._current = 0  # index of the address that answered last
@@ -90,10 +137,19 @@ class Client:
         if stub is None:
             channel = self._channels.get(address)
             if channel is None:  # created lazily: a grpc.aio channel binds to the running loop
-                channel = grpc.aio.insecure_channel(address, options=self._options)
-                self._channels[address] = channel
+                channel = self._channels[address] = self._channel(address)
             stub = self._stubs[address, service] = _STUBS[service](channel)
         return stub
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        if self._credentials is None or self._tls is None:
+            return grpc.aio.insecure_channel(address, options=self._options)
+        name = self._tls.server_name or (UNIX_SERVER_NAME if address.startswith("unix") else "")
+        options = self._options + ([("grpc.ssl_target_name_override", name)] if name else [])
+        return grpc.aio.secure_channel(address, self._credentials, options=options)
+
+    def _error(self, err: grpc.aio.AioRpcError, address: str) -> errors.VxError:
+        return error_from_rpc(err, address=address, timeout=self._timeout, tls=self._tls is not None)
 
     def _order(self) -> list[int]:
         n = len(self._addresses)
@@ -112,7 +168,7 @@ class Client:
                     continue
                 if err.code() == grpc.StatusCode.UNAVAILABLE:  # every address refused
                     address = ", ".join(self._addresses[j] for j in order)
-                raise error_from_rpc(err, address=address, timeout=self._timeout) from None
+                raise self._error(err, address) from None
             self._current = i
             return response
         raise AssertionError("unreachable")  # pragma: no cover
@@ -204,6 +260,6 @@ class Client:
                 retry = not received and attempt + 1 < len(order)
                 if err.code() == grpc.StatusCode.UNAVAILABLE and retry:
                     continue
-                raise error_from_rpc(err, address=address, timeout=self._timeout) from None
+                raise self._error(err, address) from None
             finally:
                 call.cancel()

@@ -2,7 +2,7 @@
 
 The core raises these; the gRPC servicer and the CLI translate them (INVALID_ARGUMENT
 naming the field and the reason, NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION,
-UNAVAILABLE). Nothing here imports gRPC.
+UNAVAILABLE, UNAUTHENTICATED, PERMISSION_DENIED). Nothing here imports gRPC.
 """
 
 from __future__ import annotations
@@ -57,3 +57,21 @@ class Aborted(VxError):
     """A transaction kept conflicting past the retry budget."""
 
     code = "ABORTED"
+
+
+class Unauthenticated(VxError):
+    """The peer could not prove who it is: no client certificate, a foreign CA, a
+    failed TLS handshake."""
+
+    code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(VxError):
+    """The caller is known but may not do this; the message names the field."""
+
+    code = "PERMISSION_DENIED"
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}" if field else reason)
+        self.field = field
+        self.reason = reason

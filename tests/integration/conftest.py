@@ -7,7 +7,6 @@ fails; etcd runs in a tmp dir on free loopback ports.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from rig import stop_group
 from vxlab.etcdproc import EtcdProcess, free_port
 
 pytestmark = pytest.mark.integration
@@ -63,13 +63,7 @@ class ControllerProc:
         raise TimeoutError(f"controller not serving: {self.log.read_text()[-2000:]}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc)
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 underlay switch namespace, N host namespaces, one real agent process in each.
 
 Everything is named `vxt<6 hex>…` and removed in `close()`, which the fixtures call
-also when a test fails.
+also when a test fails. With `tls=True` the rig makes a PKI in its tmp dir and runs
+every hop with mutual TLS (etcd, controller, each agent with its own host certificate).
 """
 
 from __future__ import annotations
@@ -18,10 +19,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vxlab import pki
 from vxlab.client import Client
 from vxlab.etcdproc import EtcdProcess
 from vxlab.lab import underlay
 from vxlab.model import Endpoint, Network
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group a test started, SIGKILL it after 5 s."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 # Two hosts, one network, a container on each: the body of a lab topology (no name).
@@ -38,13 +51,17 @@ containers:
 class Rig:
     METRICS_PORT = 9464  # each agent listens in its own host namespace
 
-    def __init__(self, tmp: Path, *, hosts: int = 2, lease_ttl: int = 4, resync: float = 2.0) -> None:
+    def __init__(self, tmp: Path, *, hosts: int = 2, lease_ttl: int = 4, resync: float = 2.0,
+                 tls: bool = False) -> None:
         self.tmp = tmp
         self.id = "vxt" + secrets.token_hex(3)
         self.lease_ttl = lease_ttl
         self.resync = resync
         self.sock = f"unix:{tmp}/controller.sock"
-        self.etcd = EtcdProcess(tmp / "etcd", progress_notify_interval=1.0)
+        self.pki = pki.init(tmp / "pki", hosts=[f"h{i}" for i in range(1, hosts + 1)]) if tls else None
+        self.etcd = EtcdProcess(tmp / "etcd", progress_notify_interval=1.0,
+                                tls=self.pki.etcd_server() if self.pki else None,
+                                client_tls=self.pki.etcd_client() if self.pki else None)
         self.controller: subprocess.Popen[bytes] | None = None
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
         self.hosts = {f"h{i}": underlay.SimHost(f"h{i}", f"{self.id}-h{i}", f"172.31.0.{10 + i}",
@@ -66,9 +83,12 @@ class Rig:
         log = (self.tmp / "controller.log").open("ab")
         self.controller = subprocess.Popen(
             [sys.executable, "-m", "vxlab.cli", "controller", "serve", "--listen", self.sock,
-             "--etcd", ",".join(self.etcd.endpoints), "--lease-ttl", str(self.lease_ttl)],
+             "--etcd", ",".join(self.etcd.endpoints), "--lease-ttl", str(self.lease_ttl), *self._pki_args()],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.wait(lambda: Path(self.sock[5:]).exists(), "controller socket")
+
+    def _pki_args(self) -> list[str]:
+        return ["--pki", str(self.pki.dir)] if self.pki else []
 
     def kill_controller(self) -> None:
         if self.controller and self.controller.poll() is None:
@@ -87,7 +107,7 @@ class Rig:
         log = (self.tmp / f"agent-{host}.log").open("ab")
         self.agents[host] = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{h.ns}", sys.executable, "-m", "vxlab.cli", "--controller", self.sock,
-             "agent", "run", "--host", host, "--netns-prefix", self.prefix(host), "--resync", str(self.resync),
+             *self._pki_args(), "agent", "run", "--host", host, "--netns-prefix", self.prefix(host), "--resync", str(self.resync),
              "--status-file", str(self.status_path(host)), "--metrics", f"127.0.0.1:{self.METRICS_PORT}"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -132,7 +152,7 @@ class Rig:
 
     def api(self, coro_fn: Any) -> Any:
         async def go() -> Any:
-            async with Client(self.sock) as c:
+            async with Client(self.sock, tls=self.pki.admin() if self.pki else None) as c:
                 return await coro_fn(c)
         return asyncio.run(go())
 
@@ -147,7 +167,7 @@ class Rig:
         from vxlab.controller.store_etcd import EtcdStore
 
         async def go() -> int:
-            store = EtcdStore(self.etcd.endpoints)
+            store = EtcdStore(self.etcd.endpoints, tls=self.pki.etcd_client() if self.pki else None)
             try:
                 return await store.revision()
             finally:

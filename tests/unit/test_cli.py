@@ -28,6 +28,7 @@ class FakeClient:
 
     def __init__(self) -> None:
         self.address = ""
+        self.tls: object = None
         self.closed = False
         self.fail: VxError | None = None
         self.created: list[Network] = []
@@ -87,8 +88,9 @@ class FakeClient:
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeClient:
     client = FakeClient()
 
-    def factory(address: str) -> FakeClient:
+    def factory(address: str, *, tls: object = None) -> FakeClient:
         client.address = address
+        client.tls = tls
         return client
 
     monkeypatch.setattr(main, "client_factory", factory)
@@ -312,7 +314,8 @@ def test_controller_serve_passes_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.exit_code == 0, result.output
     assert seen == {"listen": "0.0.0.0:7171", "etcd_endpoints": ["http://a:2379", "http://b:2379"],
                     "embedded_etcd_dir": None, "metrics": "127.0.0.1:9100", "lease_ttl": 3,
-                    "subnet_pool": "172.16.0.0/12", "subnet_prefix": 26}
+                    "subnet_pool": "172.16.0.0/12", "subnet_prefix": 26,
+                    "tls": None, "etcd_tls": None, "embedded_etcd_tls": None}
     seen.clear()
     assert run("controller", "serve", "--embedded-etcd", "/tmp/etcd").exit_code == 0
     assert seen["etcd_endpoints"] is None and seen["embedded_etcd_dir"] == "/tmp/etcd"

@@ -83,6 +83,8 @@ def closed_port() -> str:
     ("RESOURCE_EXHAUSTED", errors.ResourceExhausted),
     ("ABORTED", errors.Aborted),
     ("UNAVAILABLE", errors.Unavailable),
+    ("UNAUTHENTICATED", errors.Unauthenticated),
+    ("PERMISSION_DENIED", errors.PermissionDenied),
 ])
 async def test_codes_map_to_error_classes(server: tuple[str, Networks], code: str, cls: type[errors.VxError]) -> None:
     async with Client(server[0]) as client:
@@ -103,9 +105,9 @@ async def test_invalid_argument_carries_field_and_reason(server: tuple[str, Netw
 async def test_unknown_code_is_plain_vxerror(server: tuple[str, Networks]) -> None:
     async with Client(server[0]) as client:
         with pytest.raises(errors.VxError) as info:
-            await client.get_network("PERMISSION_DENIED")
+            await client.get_network("DATA_LOSS")
     assert type(info.value) is errors.VxError
-    assert (info.value.code, info.value.message) == ("PERMISSION_DENIED", "permission_denied happened")
+    assert (info.value.code, info.value.message) == ("DATA_LOSS", "data_loss happened")
 
 
 async def test_deadline_is_unavailable(server: tuple[str, Networks]) -> None:

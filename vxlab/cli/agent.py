@@ -35,15 +35,17 @@ def run(
     from vxlab.agent.netlink import NetlinkKernel
     from vxlab.agent.runner import Agent, AgentConfig, plan_once
     from vxlab.errors import VxError
+    from vxlab.tls import Pki
 
     state: CliState = ctx.obj
     try:
         validate.name(host, field="host", max_len=validate.HOST_NAME_MAX)
         if not netns_prefix.startswith("vx"):
             fail("netns-prefix: must start with 'vx'")
+        tls = Pki(state.pki).host(host) if state.pki else state.tls  # --pki: this host's own certificate
         config = AgentConfig(controller=state.controller.split(","), host=host, underlay_ip=underlay_ip,
                              underlay_dev=underlay_dev, netns_prefix=netns_prefix, resync=resync,
-                             status_file=status_file, labels=parse_labels(label))
+                             status_file=status_file, labels=parse_labels(label), tls=tls)
         if dry_run:
             lines = asyncio.run(plan_once(config, NetlinkKernel))
             typer.echo("\n".join(lines) if lines else "nothing to do")

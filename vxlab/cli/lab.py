@@ -40,6 +40,7 @@ def up(
     file: Annotated[Path, typer.Argument(help="Topology file (YAML).")],
     lab: LabOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would change; change nothing.")] = False,
+    insecure: Annotated[bool, typer.Option("--insecure", help="No TLS anywhere in the lab (default: mutual TLS).")] = False,
 ) -> None:
     """Bring a lab up from FILE, or apply only the difference to a running lab."""
     from vxlab.lab.lab import Lab
@@ -49,6 +50,10 @@ def up(
     try:
         topo = load(file)
         the_lab = Lab(lab or topo.name)
+        if the_lab.running() and the_lab.state.insecure != insecure:
+            fail(f"insecure: lab {the_lab.name} runs {'without' if the_lab.state.insecure else 'with'} TLS; "
+                 "'down' it first to change that")
+        the_lab.state.insecure = insecure
         if dry_run:
             steps = the_lab.plan(topo)
             typer.echo("\n".join(s.describe() for s in steps) if steps else "nothing to do")

@@ -4,15 +4,21 @@ Verbs stay thin: they convert arguments, make their client calls through `call()
 and print with `output()`. `call()` obtains the client from `client_factory` (tests
 replace it with an in-memory fake) and turns a VxError into one `error: …` line on
 stderr with exit code 1; exit code 2 stays typer's usage errors.
+
+TLS: `--pki DIR` (the admin certificate of a `vxlab pki init` directory) or
+`--tls-ca/--tls-cert/--tls-key`; a lab selected automatically brings its own admin
+certificate; `--insecure` forces plaintext and says so on stderr.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -21,9 +27,13 @@ from rich.table import Table
 from rich.text import Text
 
 from vxlab.errors import VxError
+from vxlab.tls import Pki, TlsConfig
 
 if TYPE_CHECKING:
     from vxlab.client import Client
+
+# gRPC's C core logs failed TLS handshakes on stderr; the CLI prints its own one line.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 DEFAULT_CONTROLLER = "127.0.0.1:7070"
 T = TypeVar("T")
@@ -35,13 +45,15 @@ class CliState:
 
     controller: str
     lab: str | None = None  # the lab selected with --lab, or the only one running
+    tls: TlsConfig | None = None  # the client certificate verbs present (None: plaintext)
+    pki: Path | None = None  # --pki DIR: the agent takes its host's certificate from here
 
 
-def client_factory(address: str) -> Client:
+def client_factory(address: str, *, tls: TlsConfig | None = None) -> Client:
     """Build the client the verbs talk to; the single seam tests monkeypatch."""
     from vxlab.client import Client  # lazily: `--help` need not load grpc
 
-    return Client(address)
+    return Client(address, tls=tls)
 
 
 def fail(message: str) -> NoReturn:
@@ -55,7 +67,7 @@ def call(ctx: typer.Context, fn: Callable[[Client], Awaitable[T]]) -> T:
     state: CliState = ctx.obj if isinstance(ctx.obj, CliState) else CliState(DEFAULT_CONTROLLER)
 
     async def go() -> T:
-        client = client_factory(state.controller)
+        client = client_factory(state.controller, tls=state.tls) if state.tls else client_factory(state.controller)
         try:
             return await fn(client)
         finally:
@@ -116,6 +128,18 @@ def root(
     lab: Annotated[str | None, typer.Option(
         "--lab", envvar="VXLAB_LAB", metavar="NAME", help="The lab to act on (default: the only one running).",
     )] = None,
+    pki: Annotated[Path | None, typer.Option(
+        "--pki", envvar="VXLAB_PKI", metavar="DIR",
+        help="Mutual TLS with the certificates of DIR (`vxlab pki init`): admin, or the agent's host.",
+    )] = None,
+    tls_ca: Annotated[Path | None, typer.Option("--tls-ca", envvar="VXLAB_TLS_CA", metavar="FILE",
+                                                help="CA that signed the controller's certificate.")] = None,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", envvar="VXLAB_TLS_CERT", metavar="FILE",
+                                                  help="Our client certificate.")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", envvar="VXLAB_TLS_KEY", metavar="FILE",
+                                                 help="Our client key.")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", envvar="VXLAB_INSECURE",
+                                           help="Plaintext, no certificates (warns on stderr).")] = False,
 ) -> None:
     """Multi-host VXLAN overlay lab: networks, hosts and containers."""
     from vxlab.lab.state import LabState, list_labs
@@ -123,10 +147,23 @@ def root(
     if lab is None:
         running = list_labs()
         lab = running[0] if len(running) == 1 else None
+    tls: TlsConfig | None = None
     if controller is None:
         state = LabState.load(lab) if lab else None
         controller = state.socket if state else DEFAULT_CONTROLLER
-    ctx.obj = CliState(controller=controller, lab=lab)
+        tls = state.client_tls() if state else None  # the lab's admin certificate
+    try:
+        explicit = TlsConfig.of(ca=tls_ca, cert=tls_cert, key=tls_key)
+    except VxError as err:
+        fail(err.message)
+    if insecure:
+        if explicit or pki:
+            fail("insecure: contradicts --pki/--tls-*")
+        typer.echo("warning: --insecure: plaintext to the controller, no authentication", err=True)
+        tls = None
+    elif explicit or pki:
+        tls = explicit or Pki(pki).admin()  # type: ignore[arg-type]
+    ctx.obj = CliState(controller=controller, lab=lab, tls=tls, pki=pki if not explicit else None)
 
 
 def main() -> None:
@@ -164,6 +201,9 @@ from vxlab.cli import agent  # noqa: E402
 
 app.add_typer(agent.app, name="agent")
 from vxlab.cli import lab  # noqa: E402
+from vxlab.cli import pki as pki_cli  # noqa: E402
+
+app.add_typer(pki_cli.app, name="pki")
 
 app.command("up")(lab.up)
 app.command("down")(lab.down)

@@ -99,7 +99,7 @@ def store_ls(
     if not st.etcd_endpoints:
         fail(f"store: lab {name!r} has no etcd (is it up?)")
     try:
-        rows, revision = asyncio.run(read(st.etcd_endpoints, prefix))
+        rows, revision = asyncio.run(read(st.etcd_endpoints, prefix, tls=st.etcd_tls()))
     except (StoreUnavailable, ValueError) as e:
         fail(f"store: {e}")
     if as_json:
