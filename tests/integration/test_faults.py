@@ -287,3 +287,19 @@ def test_reused_address_reachable_at_once(healthy: Lab) -> None:
             assert reaches(lab, "c1", "c4") and reaches(lab, "c3", "c4") and reaches(lab, "c4", "c1")
         finally:
             lab.remove_container("c4")
+
+
+def test_down_removes_faults_and_their_timers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VXLAB_RUN", str(tmp_path / "run"))
+    name = "vxt" + secrets.token_hex(3)
+    lab = Lab(name)
+    try:
+        lab.up(parse(f"name: {name}\nhosts: 2\n"))
+        f = lab.add_fault("partition", hosts="h1", from_="h2", duration=60)
+        g = lab.add_fault("agent-kill", host="h2")
+        assert f.timer is not None and f.timer.alive() and [x.id for x in lab.faults()] == [f.id, g.id]
+    finally:
+        lab.down()
+    assert not f.timer.alive()
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"vx-{name}." not in left and not (tmp_path / "run" / name).exists()
