@@ -69,18 +69,22 @@ class Proc:
         return cls(pid, _start_time(pid))
 
     def alive(self) -> bool:
-        return self.pid > 0 and _start_time(self.pid) == self.started != 0
+        """Running: the same process (pid and start time) and not a zombie (a killed
+        agent whose parent exited waits as a zombie until init reaps it, and in a
+        container init may never do so)."""
+        return self.pid > 0 and _start_time(self.pid) == self.started != 0 and not _zombie(self.pid)
 
     def stop(self, *, sig: int = signal.SIGTERM, timeout: float = 5.0) -> None:
-        """Signal the process group, wait, then SIGKILL."""
-        if not self.alive():
-            return
-        _signal(self.pid, sig)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.alive() and not _zombie(self.pid):
-            time.sleep(0.02)
-        if self.alive() and not _zombie(self.pid):
-            _signal(self.pid, signal.SIGKILL)
+        """Signal the process group, wait, then SIGKILL; reap it if it is our child."""
+        if self.pid <= 0 or _start_time(self.pid) != self.started or self.started == 0:
+            return  # gone (or the pid belongs to another process now)
+        if self.alive():
+            _signal(self.pid, sig)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.alive():
+                time.sleep(0.02)
+            if self.alive():
+                _signal(self.pid, signal.SIGKILL)
         _reap(self.pid)
 
 

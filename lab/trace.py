@@ -11,6 +11,7 @@ Then a ping runs while tcpdump listens on the source host's underlay device.
 from __future__ import annotations
 
 import re
+import select
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -85,9 +86,10 @@ def capture(t: Trace, *, src_ns: str, src_host_ns: str, dst_ip: str, count: int 
     local = not any(h.what.startswith("vxv-") for h in t.hops)
     cap = None if local else subprocess.Popen(
         ["ip", "netns", "exec", src_host_ns, "tcpdump", "-i", "eth0", "-nn", "-l", "-c", str(2 * count),
-         "udp", "port", "4789"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+         "udp", "port", "4789"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(0.4)
+        if cap is not None:
+            _wait_listening(cap)
         ping = subprocess.run(["ip", "netns", "exec", src_ns, "ping", "-n", "-c", str(count), "-i", "0.2", "-W", "1",
                                dst_ip], capture_output=True, text=True)
         t.reached = ping.returncode == 0
@@ -102,3 +104,17 @@ def capture(t: Trace, *, src_ns: str, src_host_ns: str, dst_ip: str, count: int 
         if cap is not None and cap.poll() is None:
             cap.kill()
     return t
+
+
+def _wait_listening(cap: subprocess.Popen[str], *, timeout: float = 5.0) -> None:
+    """Until tcpdump says it is capturing ("listening on eth0, …" on stderr): on a busy
+    machine a fixed sleep misses the first packets."""
+    assert cap.stderr is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([cap.stderr], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        line = cap.stderr.readline()
+        if not line or "listening on" in line:
+            break

@@ -174,7 +174,8 @@ def test_channel_target() -> None:
     assert channel_target(["http://127.0.0.1:2379"]) == "127.0.0.1:2379"
     assert channel_target(["localhost:1", "http://127.0.0.1:2"]) == "ipv4:127.0.0.1:1,127.0.0.1:2"
     assert channel_target(["http://[::1]:5", "http://[::1]:6"]) == "ipv6:[::1]:5,[::1]:6"
+    assert channel_target(["https://127.0.0.1:2379"]) == "127.0.0.1:2379"  # TLS: the scheme picks credentials
     with pytest.raises(ValueError):
-        channel_target(["https://127.0.0.1:2379"])
+        channel_target(["unix:///tmp/etcd.sock"])
     with pytest.raises(ValueError):
         EtcdStore([])
