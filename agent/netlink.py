@@ -93,10 +93,10 @@ class NetlinkKernel(ObjectOps):
     def _master_index(self, h: NsHandle, ns: str, master: str) -> int:
         if not master:
             return 0
-        msg = self._get(h, master)
-        if msg is None:
+        index = self._find(h, master)
+        if not index:
             raise KernelError(f"master {master!r} does not exist in {where(ns)}")
-        return int(msg["index"])
+        return index
 
     def _fix(self, op: str, h: NsHandle, ns: str, msg: Msg, *, mtu: int | None = None, up: bool | None = None,
              master: str | None = None, alias: str | None = None, mac: str | None = None) -> None:
@@ -199,8 +199,7 @@ class NetlinkKernel(ObjectOps):
         if msg is None:
             self._write("add_bridge", h, ns, f"bridge {name}", h.ipr.link, "add", ifname=name, kind="bridge",
                         mtu=mtu, br_stp_state=0)
-            msg = self._must_get(h, ns, name)
-            self._write("add_bridge", h, ns, f"bridge {name}", h.ipr.link, "set", index=msg["index"],
+            self._write("add_bridge", h, ns, f"bridge {name}", h.ipr.link, "set", index=self._index(h, ns, name),
                         ifalias=alias, state="up", af_spec={"attrs": [["AF_INET6", {
                             "attrs": [["IFLA_INET6_ADDR_GEN_MODE", ADDR_GEN_MODE_NONE]]}]]})
             return
@@ -236,7 +235,7 @@ class NetlinkKernel(ObjectOps):
                 time.sleep(delay)
         fd = self._ns_fd(ns)
         try:
-            index = self._must_get(own, "", tmp)["index"]
+            index = self._index(own, "", tmp)
             # one request: move into ns, rename, mark, enslave, up (the kernel applies the
             # move first, then the name and the rest in the target namespace)
             self._write("add_vxlan", own, "", f"vxlan {tmp} -> {ns}/{name}", own.ipr.link, "set", index=index,
@@ -278,12 +277,10 @@ class NetlinkKernel(ObjectOps):
                         peer={"ifname": peer_name, "net_ns_fd": fd, "address": peer_mac, "mtu": mtu})
         finally:
             os.close(fd)
-        msg = self._must_get(h, ns, name)
-        self._write("add_veth", h, ns, f"link {name}", h.ipr.link, "set", index=msg["index"], ifalias=alias,
-                    master=master_index, state="up")
-        peer = self._must_get(ph, peer_ns, peer_name)
-        self._write("add_veth", ph, peer_ns, f"link {peer_name}", ph.ipr.link, "set", index=peer["index"],
-                    ifalias=peer_alias, state="up")
+        self._write("add_veth", h, ns, f"link {name}", h.ipr.link, "set", index=self._index(h, ns, name),
+                    ifalias=alias, master=master_index, state="up")
+        self._write("add_veth", ph, peer_ns, f"link {peer_name}", ph.ipr.link, "set",
+                    index=self._index(ph, peer_ns, peer_name), ifalias=peer_alias, state="up")
 
     def add_uplink(self, ns: str, name: str, *, alias: str, mtu: int, host_name: str, host_cidr: str,
                    masquerade: str) -> None:

@@ -76,6 +76,8 @@ class ObjectOps(Kernel):
         """The RTM_NEWLINK message of link `name`, None when it does not exist."""
         if len(name) > 15:
             raise KernelError(f"link name {name!r} is longer than 15 characters")
+        if not self._find(h, name):  # a cheap raw lookup first: most gets are of missing links
+            return None
         try:
             return h.ipr.link("get", ifname=name)[0]
         except NetlinkError as exc:
@@ -193,8 +195,13 @@ class ObjectOps(Kernel):
             return
         h = self._handle(ns)
         reqs: list[tuple[str, Fdb | Neigh, Callable[[int], bytes]]] = []
+        indexes: dict[str, int] = {}  # one lookup per device, not per entry
         for e, is_del in [*((e, False) for e in add), *((e, True) for e in delete)]:
-            index = self._index(h, ns, e.dev) if not is_del else self._find(h, e.dev)
+            if e.dev not in indexes:
+                indexes[e.dev] = self._find(h, e.dev)
+            index = indexes[e.dev]
+            if not index and not is_del:
+                raise KernelError(f"no link {e.dev!r} in {where(ns)}")
             if not index:
                 continue  # deleting from a device that is gone: nothing to do
             if isinstance(e, Fdb):

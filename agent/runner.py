@@ -29,6 +29,7 @@ import gc
 import json
 import logging
 import os
+import random
 import time
 from dataclasses import dataclass, field
 from collections.abc import Callable
@@ -214,8 +215,8 @@ class Agent:
                 except Exception as e:  # noqa: BLE001 - fall back to a dump in the reconcile thread
                     log.warning("background dump failed: %s", e)
                 dump = None
-            if full:
-                next_full = time.monotonic() + self.config.resync
+            if full:  # +-10 %: agents started together do not dump together for ever after
+                next_full = time.monotonic() + self.config.resync * random.uniform(0.9, 1.1)
             elif not self._dirty.is_set() and time.monotonic() < self._grace_until:
                 continue  # woken early: nothing to do yet
             self._dirty.clear()

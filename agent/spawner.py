@@ -4,7 +4,7 @@ Starting a Python agent costs about a second of CPU, almost all of it imports (g
 pyroute2, asyncio); a lab of 100 hosts would spend a minute just on that on 2 cores.
 `python -m vxlab.agent.spawner` imports the agent once, reads one JSON request per line
 on stdin (`{"host", "netns", "controller", "netns_prefix", "status_file", "log",
-"resync", "tls"}`; `tls` is `{"ca", "cert", "key"}` or null), forks a child for each — the child enters the host's network namespace,
+"resync", "tls", "nice"}`; `tls` is `{"ca", "cert", "key"}` or null), forks a child for each — the child enters the host's network namespace,
 starts a session of its own, and runs exactly what `vxlab agent run` runs — and answers
 `{"pid": N}` on stdout. Each agent is still its own process, killable on its own; the
 spawner exits when stdin closes. No thread or channel exists before a fork.
@@ -33,6 +33,8 @@ def _child(req: dict[str, Any]) -> int:
     os.dup2(log, 1)
     os.dup2(log, 2)
     netns.enter(req["netns"])
+    if req.get("nice"):
+        os.nice(int(req["nice"]))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", force=True)
     config = AgentConfig(controller=req["controller"].split(","), host=req["host"],
                          netns_prefix=req["netns_prefix"], resync=float(req.get("resync", 10.0)),
@@ -56,6 +58,8 @@ def spawn(req: dict[str, Any]) -> int:
 
 
 def main() -> None:
+    """Arguments are ignored: a caller may name what the agents belong to (the lab runner
+    passes `--for <lab dir>`), so that its cleanup finds them by their command line."""
     for line in sys.stdin:
         if line.strip():
             print(json.dumps({"pid": spawn(json.loads(line))}), flush=True)

@@ -44,8 +44,7 @@ def measure(hosts: int) -> dict[str, Any]:
         down = time.perf_counter() - t0
     phases: dict[str, float] = {}
     for (msg, t), (_, t_next) in zip(marks, [*marks[1:], ("end", total)], strict=True):
-        key = msg.split(" h")[0] if msg.startswith(("creating host", "starting agent")) else msg
-        phases[key] = round(phases.get(key, 0.0) + t_next - t, 3)
+        phases[msg] = round(phases.get(msg, 0.0) + t_next - t, 3)
     return {"hosts": hosts, "containers": hosts * 5, "seconds": round(total, 2), "down_seconds": round(down, 2),
             "phases": phases}
 

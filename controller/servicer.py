@@ -110,16 +110,19 @@ class WatchServicer(pbg.WatchServiceServicer):
         self.core = core
         # The shared watch hands every subscriber the same batch objects: convert once.
         self._converted: collections.OrderedDict[int, tuple[Any, pb.WatchResponse]] = collections.OrderedDict()
+        self._snapshot: tuple[Any, pb.WatchResponse] | None = None  # only the latest: they can be big
 
     def _to_pb(self, batch: Any) -> pb.WatchResponse:
-        hit = self._converted.get(id(batch))
+        hit = self._snapshot if batch.snapshot else self._converted.get(id(batch))
         if hit is not None and hit[0] is batch:
             return hit[1]
         msg = wire.batch_to_pb(batch)
-        if not batch.snapshot:
-            self._converted[id(batch)] = (batch, msg)
-            if len(self._converted) > 1024:
-                self._converted.popitem(last=False)
+        if batch.snapshot:  # the hub's view hands joiners one snapshot object until it changes
+            self._snapshot = (batch, msg)
+            return msg
+        self._converted[id(batch)] = (batch, msg)
+        if len(self._converted) > 1024:
+            self._converted.popitem(last=False)
         return msg
 
     async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchResponse]:

@@ -158,13 +158,13 @@ class Lab:
             underlay.create_switch(self.switch_ns, mark=mark, mtu=topo.underlay.mtu,
                                    outside=f"{net.network_address + 1}/{net.prefixlen}")
         prefix_len = topo.underlay.subnet.split("/")[1]
-        for i, h in enumerate(topo.hosts):
-            ns = self.host_ns(h.name)
-            if ns not in existing:
-                progress(f"creating host {h.name}")
-                self.state.intend(ns)
-                underlay.add_host(self.switch_ns, underlay.SimHost(h.name, ns, h.underlay_ip, f"{h.underlay_ip}/{prefix_len}"),
-                                  port=f"vxu-{_port_id(h.name)}", mark=mark, mtu=topo.underlay.mtu)
+        new = [(underlay.SimHost(h.name, self.host_ns(h.name), h.underlay_ip, f"{h.underlay_ip}/{prefix_len}"),
+                f"vxu-{_port_id(h.name)}") for h in topo.hosts if self.host_ns(h.name) not in existing]
+        if new:
+            progress(f"creating {len(new)} hosts")
+            self.state.namespaces += [h.ns for h, _ in new if h.ns not in self.state.namespaces]
+            self.state.save()  # recorded before they exist: `down` finds half-made ones
+            underlay.add_hosts(self.switch_ns, new, mark=mark, mtu=topo.underlay.mtu)
 
     def _special_containers(self, topo: Topology) -> None:
         """`network_mode: none`: a namespace of the lab's own with only `lo`, nothing the
@@ -207,11 +207,11 @@ class Lab:
             procs.start_agents(self.state, todo)
         progress("waiting for agents to register")
 
-        def registered() -> bool:
-            alive = {x.name for x in self.call(lambda c: c.list_hosts()) if x.alive}
-            return want <= alive
+        def registered() -> bool:  # each agent's status file says so (no RPC per poll)
+            return all((a := self.agent_status(h)).get("registered") and a.get("pid") == self.state.agents[h].pid
+                       for h in want)
         procs.wait_for(registered, "every agent to register (see the agent logs in "
-                       f"{self.state.dir / 'logs'})", timeout=60 + len(want))
+                       f"{self.state.dir / 'logs'})", timeout=60 + len(want), interval=0.1)
 
     def _apply(self, topo: Topology, steps: list[Step]) -> None:
         async def go(c: Client) -> None:
@@ -259,9 +259,9 @@ class Lab:
         rev = self.call(lambda c: c.revision())
 
         def done() -> bool:
-            return all(self.agent_status(h).get("converged") and self.agent_status(h).get("applied_revision", 0) >= rev
+            return all((a := self.agent_status(h)).get("converged") and a.get("applied_revision", 0) >= rev
                        for h in self.state.agents)
-        procs.wait_for(done, f"agents to converge at revision {rev}", timeout=timeout)
+        procs.wait_for(done, f"agents to converge at revision {rev}", timeout=timeout, interval=0.05)
         return rev
 
     # --- looking -----------------------------------------------------------------------

@@ -84,23 +84,34 @@ def start_controller(state: LabState, *, lease_ttl: int) -> None:
              alive=state.controller)
 
 
-def start_agent(state: LabState, host: str, *, host_ns: str, prefix: str, resync: float = 10.0) -> None:
-    tls = ["--pki", state.pki_dir] if host_tls(state, host) else ["--insecure"]
-    state.agents[host] = _spawn(
-        ["nsenter", f"--net=/run/netns/{host_ns}", sys.executable, "-m", "vxlab.cli", "--controller",
-         state.socket, *tls, "agent", "run", "--host", host, "--netns-prefix", prefix, "--resync", str(resync),
-         "--status-file", str(agent_status_path(state, host))],
-        state.dir / "logs" / f"agent-{host}.log")
-    state.save()
+AGENT_NICE = 10  # see start_agents
 
 
-def start_agents(state: LabState, hosts: list[tuple[str, str, str]], *, resync: float = 10.0) -> None:
+def resync_for(hosts: int) -> float:
+    """The agents' full-resync period: 10 s (the agent's default) up to 20 hosts, then
+    half a second per host, at most 60 s. A full pass dumps every entry of the host
+    (~10 ms of CPU per 1000 entries, more under load); 100 agents at 10 s kept a whole
+    core busy doing nothing but checking for drift."""
+    return 10.0 if hosts <= 20 else min(60.0, hosts / 2)
+
+
+def start_agents(state: LabState, hosts: list[tuple[str, str, str]]) -> None:
     """Start several agents (host, host namespace, netns prefix) through one spawner
-    process that imports the agent once and forks each (see vxlab.agent.spawner)."""
+    process that imports the agent once and forks each (see vxlab.agent.spawner).
+
+    Agents run at nice 10: on real machines every host has CPUs of its own, here 100
+    simulated hosts share two cores with the lab's etcd and controller, and at equal
+    priority a burst of agent work (first passes, resyncs) starved the controller until
+    host leases expired — every peer then purged and re-added those hosts, which fed the
+    overload (measured: 100 x 5 converged only after 45 s of such flapping)."""
     if not hosts:
         return
+    resync = resync_for(len(state.topology.get("hosts", [])))
     (state.dir / "logs").mkdir(parents=True, exist_ok=True)
-    spawner = subprocess.Popen([sys.executable, "-m", "vxlab.agent.spawner"], stdin=subprocess.PIPE,
+    # The lab's directory on the spawner's command line (which its forked agents share):
+    # `down` finds agents by it even if this process dies before state.json names them.
+    spawner = subprocess.Popen([sys.executable, "-m", "vxlab.agent.spawner", "--for", str(state.dir)],
+                               stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=(state.dir / "logs" / "spawner.log").open("ab"),
                                text=True)
     assert spawner.stdin is not None and spawner.stdout is not None
@@ -109,6 +120,7 @@ def start_agents(state: LabState, hosts: list[tuple[str, str, str]], *, resync: 
             tls = host_tls(state, host)
             spawner.stdin.write(json.dumps({
                 "host": host, "netns": ns, "controller": state.socket, "netns_prefix": prefix, "resync": resync,
+                "nice": AGENT_NICE,
                 "tls": {"ca": str(tls.ca), "cert": str(tls.cert), "key": str(tls.key)} if tls else None,
                 "status_file": str(agent_status_path(state, host)),
                 "log": str(state.dir / "logs" / f"agent-{host}.log")}) + "\n")
@@ -117,8 +129,8 @@ def start_agents(state: LabState, hosts: list[tuple[str, str, str]], *, resync: 
             if not line:
                 raise LabError(f"the agent spawner died (see {state.dir / 'logs' / 'spawner.log'})")
             state.agents[host] = Proc.of(int(json.loads(line)["pid"]))
-            state.save()
     finally:
+        state.save()
         spawner.stdin.close()
         spawner.wait(10)
 
@@ -127,12 +139,13 @@ def agent_status_path(state: LabState, host: str) -> Path:
     return state.dir / "agents" / f"{host}.json"
 
 
-def wait_for(cond, what: str, *, timeout: float = 30.0, alive: Proc | None = None) -> None:  # type: ignore[no-untyped-def]
+def wait_for(cond, what: str, *, timeout: float = 30.0, alive: Proc | None = None,  # type: ignore[no-untyped-def]
+             interval: float = 0.02) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
             return
         if alive is not None and not alive.alive():
             raise LabError(f"gave up waiting for {what}: the process exited")
-        time.sleep(0.02)
+        time.sleep(interval)
     raise LabError(f"timed out after {timeout:.0f}s waiting for {what}")

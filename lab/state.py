@@ -157,7 +157,7 @@ class LabState:
     def save(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / "state.json.tmp"
-        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.write_text(json.dumps(asdict(self), indent=1))
         tmp.replace(self.dir / "state.json")
 
     @classmethod

@@ -14,6 +14,8 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass
 
+from vxlab import netns
+
 
 class UnderlayError(RuntimeError):
     pass
@@ -42,9 +44,8 @@ def marker(ns: str) -> str:
 
 def create_ns(name: str, *, mark: str) -> None:
     ip("netns", "add", name)
-    ip("link", "set", "lo", "up", ns=name)
-    ip("link", "set", "lo", "alias", mark, ns=name)
-    ip("netns", "exec", name, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", check=False)
+    batch(["link set lo up", f"link set lo alias {mark}"], ns=name)
+    _no_ipv6(name)
 
 
 def delete_ns(name: str) -> None:
@@ -69,11 +70,38 @@ def create_switch(ns: str, *, mark: str, mtu: int = 1500, outside: str = "") -> 
         ip("addr", "add", outside, "dev", "vxsw", ns=ns)
 
 
-def add_host(switch_ns: str, host: SimHost, *, port: str, mark: str, mtu: int = 1500) -> None:
-    """Create the host namespace and wire its eth0 to the switch (port = switch-side name)."""
-    create_ns(host.ns, mark=mark)
-    ip("link", "add", port, "mtu", str(mtu), "type", "veth", "peer", "name", "eth0", "netns", host.ns,
-       "mtu", str(mtu), ns=switch_ns)
-    ip("link", "set", port, "alias", mark, "master", "vxsw", "up", ns=switch_ns)
-    ip("link", "set", "eth0", "alias", mark, "up", ns=host.ns)
-    ip("addr", "add", host.cidr, "dev", "eth0", ns=host.ns)
+def batch(lines: list[str], *, ns: str | None = None) -> None:
+    """Many `ip` commands in one process (`ip -batch -`); the first failure raises."""
+    if not lines:
+        return
+    cmd = ["ip", *(["-n", ns] if ns else []), "-batch", "-"]
+    proc = subprocess.run(cmd, input="\n".join(lines) + "\n", capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise UnderlayError(f"{' '.join(cmd)}: {proc.stderr.strip()}")
+
+
+def add_hosts(switch_ns: str, hosts: list[tuple[SimHost, str]], *, mark: str, mtu: int = 1500) -> None:
+    """Create host namespaces and wire each one's eth0 to the switch ((host, switch-side
+    port name) pairs). Batched: one `ip` process for all namespaces, one for all switch
+    ports, one per host for its inside — not nine processes per host."""
+    batch([f"netns add {h.ns}" for h, _ in hosts])
+    batch([line for h, port in hosts for line in (
+        f"link add {port} mtu {mtu} type veth peer name eth0 netns {h.ns} mtu {mtu}",
+        f"link set {port} alias {mark} master vxsw up")], ns=switch_ns)
+    for h, _ in hosts:
+        batch(["link set lo up", f"link set lo alias {mark}", f"link set eth0 alias {mark} up",
+               f"addr add {h.cidr} dev eth0"], ns=h.ns)
+        _no_ipv6(h.ns)
+
+
+def _no_ipv6(ns: str) -> None:
+    """net.ipv6.conf.all.disable_ipv6=1 inside `ns`, without a process: /proc/sys/net
+    belongs to the namespace of the thread that opens it."""
+    def write() -> None:
+        netns.enter(ns)
+        with open("/proc/sys/net/ipv6/conf/all/disable_ipv6", "w") as f:
+            f.write("1")
+    try:
+        netns.in_thread(write)
+    except OSError:
+        pass  # no IPv6 in this kernel: nothing to disable

@@ -73,8 +73,8 @@ class Rig:
         self.etcd.start()
         self.start_controller()
         underlay.create_switch(self.switch, mark=f"vxlab:test:{self.id}")
-        for i, h in enumerate(self.hosts.values()):
-            underlay.add_host(self.switch, h, port=f"vxu-{i}", mark=f"vxlab:test:{self.id}")
+        underlay.add_hosts(self.switch, [(h, f"vxu-{i}") for i, h in enumerate(self.hosts.values())],
+                           mark=f"vxlab:test:{self.id}")
         for name in self.hosts:
             self.start_agent(name)
         return self

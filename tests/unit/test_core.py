@@ -198,6 +198,33 @@ async def test_watch_snapshot_then_changes_and_resume(ctl):
     await it2.aclose()
 
 
+async def test_snapshots_from_the_hub_view_equal_the_store(ctl):
+    """A joiner's snapshot comes from the shared watch's materialized view: it must say
+    exactly what a range read of the store says, after puts, deletes and liveness."""
+    first = ctl.watcher.watch()
+    await first.__anext__()  # the hub runs from here on
+    await ctl.networks.create(Network(name="blue"))
+    made = [await ctl.endpoints.create(Endpoint(name=f"c{i}", network="blue", host=f"h{i % 2 + 1}")) for i in range(4)]
+    await ctl.endpoints.delete("blue", "c1")
+    _, lease, _ = await ctl.hosts.register(Host(name="h3", underlay_ip="172.30.0.13"))
+    ctl.store.expire_lease(lease)
+    want = await ctl.watcher.snapshot()
+    for _ in range(50):  # until the hub has applied everything
+        joiner = ctl.watcher.watch()
+        snap = await joiner.__anext__()
+        await joiner.aclose()
+        if snap.revision >= want.revision:
+            break
+        await asyncio.sleep(0.02)
+    assert (snap.hosts, snap.networks, snap.endpoints) == (want.hosts, want.networks, want.endpoints)
+    assert [e.name for e in snap.endpoints] == ["c0", "c2", "c3"] and len(made) == 4
+    assert [h.alive for h in snap.hosts] == [True, True, False]
+    again = ctl.watcher.watch()
+    assert await again.__anext__() is snap  # shared until the next change
+    await again.aclose()
+    await first.aclose()
+
+
 async def test_watch_compacted_resume_gives_snapshot(ctl):
     await ctl.networks.create(Network(name="blue"))
     rev = await ctl.store.revision()

@@ -23,7 +23,7 @@ def run(
     underlay_ip: Annotated[str, typer.Option(metavar="IP", help="VTEP address (default: detected).")] = "",
     underlay_dev: Annotated[str, typer.Option(metavar="DEV", help="Underlay device (default: detected).")] = "",
     netns_prefix: Prefix = "vx-",
-    resync: Annotated[float, typer.Option(min=0.5, max=10.0, metavar="SECONDS", help="Full resync period.")] = 10.0,
+    resync: Annotated[float, typer.Option(min=0.5, max=300.0, metavar="SECONDS", help="Full resync period.")] = 10.0,
     metrics: Annotated[str | None, typer.Option(metavar="ADDR", help="Prometheus metrics address.")] = None,
     status_file: Annotated[str, typer.Option(metavar="FILE", help="Write convergence status here.")] = "",
     label: Annotated[list[str] | None, typer.Option(metavar="K=V", help="Host label.")] = None,

@@ -61,8 +61,8 @@ def up(
         console = Console(stderr=True)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console, transient=True) as progress:
-            # Steps: etcd, controller, switch, one per host, containers, agents, register, converge.
-            task = progress.add_task(f"lab {the_lab.name}: starting", total=7 + len(topo.hosts))
+            # Steps: etcd, controller, switch, hosts, containers, agents, register, converge.
+            task = progress.add_task(f"lab {the_lab.name}: starting", total=8)
 
             def step(msg: str) -> None:
                 progress.update(task, description=f"lab {the_lab.name}: {msg}", advance=1)
