@@ -26,7 +26,7 @@ def topology(name: str, hosts: int, per_host: int = 5) -> str:
 
 
 def measure(hosts: int) -> dict[str, Any]:
-    name = "vxbringup"
+    name = "vxbenchbu"  # a name of its own: namespaces are global on the machine
     lab = Lab(name)
     lab.down()
     marks: list[tuple[str, float]] = []

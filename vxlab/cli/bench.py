@@ -58,3 +58,83 @@ def bringup(
     result = bench.run(out, sizes=[int(x) for x in sizes.split(",")])
     _report(result, "sizes", {"HOSTS": "hosts", "CONTAINERS": "containers", "SECONDS": "seconds",
                               "DOWN S": "down_seconds"})
+
+
+def _ints(text: str, field: str) -> list[int]:
+    """'10,25,50' -> [10, 25, 50]; a bad list is one error line naming the option."""
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{field}: expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise typer.BadParameter(f"{field}: expected positive integers, got {text!r}")
+    return values
+
+
+def _progress(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+OutOpt = Annotated[Path, typer.Option("-o", "--out", help="Directory for the result files.")]
+QuickOpt = Annotated[bool, typer.Option("--quick", help="Tiny sizes: checks the plumbing, the figures mean nothing.")]
+
+
+def _suite_part(part: str, out: Path, quick: bool, sizes: list[int] | None = None) -> None:
+    from vxlab.bench import suite
+
+    result = suite.run(out, parts=[part], sizes=sizes, quick=quick, progress=_progress)
+    failed = result["parts"][part].get("error")
+    typer.echo(f"written: {out / 'results.json'}, {out / 'RESULTS.md'}", err=True)
+    if failed:
+        typer.echo(f"error: {part}: {failed}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("all")
+def all_(
+    out: OutOpt = Path("bench/results"),
+    sizes: Annotated[str, typer.Option(help="Bring-up host counts, comma-separated.")] = "10,25,50,100",
+    parts: Annotated[str, typer.Option(help="Parts to run, comma-separated (default: all).")] = "",
+    quick: QuickOpt = False,
+) -> None:
+    """Every benchmark in one run: results.json, RESULTS.md and PNG plots in OUT."""
+    from vxlab.bench import suite
+
+    chosen = [p for p in parts.split(",") if p] or None
+    for p in chosen or []:
+        if p not in suite.PARTS:
+            raise typer.BadParameter(f"parts: unknown part {p!r} (one of {', '.join(suite.PARTS)})")
+    result = suite.run(out, parts=chosen, sizes=_ints(sizes, "sizes"), quick=quick, progress=_progress)
+    typer.echo(f"written: {out / 'results.json'}, {out / 'RESULTS.md'}", err=True)
+    if any("error" in r for r in result["parts"].values()):
+        raise typer.Exit(1)
+
+
+@app.command("dataplane")
+def dataplane(out: OutOpt = Path("bench/results"), quick: QuickOpt = False) -> None:
+    """iperf3 + ping: overlay vs underlay at MTU 1500 and 9000, and the settings sweep."""
+    _suite_part("dataplane", out, quick)
+
+
+@app.command("controlplane")
+def controlplane(out: OutOpt = Path("bench/results"), quick: QuickOpt = False) -> None:
+    """container run -> first reply from every other host, at 10 and 50 hosts, with a breakdown."""
+    _suite_part("controlplane", out, quick)
+
+
+@app.command("deadhost")
+def deadhost(out: OutOpt = Path("bench/results"), quick: QuickOpt = False) -> None:
+    """host-crash -> peers purged, return -> reachable, against the lease TTL."""
+    _suite_part("deadhost", out, quick)
+
+
+@app.command("footprint")
+def footprint(out: OutOpt = Path("bench/results"), quick: QuickOpt = False) -> None:
+    """Controller creates/s, agent RSS and idle CPU, etcd keys and bytes per endpoint."""
+    _suite_part("footprint", out, quick)
+
+
+@app.command("docker")
+def docker(out: OutOpt = Path("bench/results"), quick: QuickOpt = False) -> None:
+    """Docker swarm's overlay measured like vxlab (needs: apt-get install docker.io busybox-static)."""
+    _suite_part("docker", out, quick)

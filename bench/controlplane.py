@@ -1,0 +1,151 @@
+"""Control-plane benchmark: `container run` -> first successful ping from a container on
+every other host, at N hosts, p50/p99 over the samples, with a breakdown.
+
+A lab `vxbenchcp` of N hosts, one network, one container `p<i>` per host. Each sample
+picks the next host round robin and an address of its own, starts a `FirstReply` (5 ms)
+from the container of every *other* host towards that address, then creates the
+endpoint with the API and records, per peer, the time from the create call to its
+first reply. Breakdown per sample: the create RPC's latency, and per peer from its
+agent's log the end of the pass that programmed the revision (`pass … at revision R
+… in X ms`), all from the create call: "pass start" (watch delivery + queue), "pass"
+(X), "programmed" (pass end), and "reply after programmed" (first reply - pass end);
+likewise when the target host's own agent made the container ("target programmed"). The agents' log stamps have
+millisecond resolution (wall clock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vxlab.bench import firstreply, machine, summary
+from vxlab.client import Client
+from vxlab.lab.lab import Lab
+from vxlab.lab.topology import parse
+from vxlab.model import Endpoint
+
+NAME = "vxbenchcp"
+_PASS = re.compile(r"^(\S+ \S+) .*pass \((?:event|full)\) at revision (\d+): .* in ([0-9.]+) ms")
+
+
+def topology(name: str, hosts: int) -> str:
+    lines = [f"name: {name}", f"hosts: {hosts}", "networks:", "  - {name: blue, subnet: 10.80.0.0/16}",
+             "containers:"]
+    lines += [f"  - {{name: p{h}, host: h{h}, networks: [blue], ip: {{blue: 10.80.0.{h + 1}}}}}" for h in range(1, hosts + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def parse_passes(text: str) -> list[tuple[float, int, float]]:
+    """(end time as epoch seconds, revision, pass ms) of each pass line of an agent log."""
+    out = []
+    for line in text.splitlines():
+        m = _PASS.match(line)
+        if m:
+            stamp = dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            out.append((stamp, int(m.group(2)), float(m.group(3))))
+    return out
+
+
+def programmed_at(passes: list[tuple[float, int, float]], revision: int, *, after: float) -> tuple[float, float] | None:
+    """(end epoch, pass ms) of the first pass at or past `revision` ending after `after`."""
+    for end, rev, ms in passes:
+        if rev >= revision and end >= after - 0.002:
+            return end, ms
+    return None
+
+
+def _log(lab: Lab, host: str) -> Path:
+    return lab.state.dir / "logs" / f"agent-{host}.log"
+
+
+def sample(lab: Lab, c: Client, loop: asyncio.AbstractEventLoop, *, i: int, hosts: int,
+           timeout: float = 5.0) -> dict[str, Any]:
+    target = f"h{i % hosts + 1}"
+    ip = f"10.80.{1 + i // 250}.{i % 250 + 2}"
+    sources = {f"h{h}": lab.container_ns(f"h{h}", f"p{h}") for h in range(1, hosts + 1) if f"h{h}" != target}
+    fr = firstreply.FirstReply(sources, ip).start()
+    wall0, t0 = time.time(), time.monotonic()
+    ep = loop.run_until_complete(c.create_endpoint(Endpoint(name=f"s{i}", network="blue", host=target, ip=ip)))
+    rpc = time.monotonic() - t0
+    fr.wait(timeout=timeout)
+    first = fr.stop()
+    rev = loop.run_until_complete(c.revision())
+    del ep
+    row: dict[str, Any] = {"target": target, "rpc_ms": round(rpc * 1000, 2),
+                           "first_reply_ms": {h: round((t - t0) * 1000, 2) for h, t in first.items()},
+                           "missing": sorted(set(sources) - set(first))}
+    parts = []
+    mine = programmed_at(parse_passes(_log(lab, target).read_text(errors="replace")), rev, after=wall0)
+    row["target_programmed_ms"] = round((mine[0] - wall0) * 1000, 1) if mine else None
+    row["target_pass_ms"] = mine[1] if mine else None
+    for h in sources:
+        got = programmed_at(parse_passes(_log(lab, h).read_text(errors="replace")), rev - 0, after=wall0)
+        if got and h in first:
+            end, ms = got
+            end_rel = (end - wall0) * 1000
+            parts.append({"pass_start_ms": round(end_rel - ms, 1), "pass_ms": ms, "programmed_ms": round(end_rel, 1),
+                          "reply_after_programmed_ms": round((first[h] - t0) * 1000 - end_rel, 1)})
+    row["breakdown"] = parts
+    return row
+
+
+def measure(hosts: int, *, samples: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    lab = Lab(NAME)
+    lab.down()
+    try:
+        progress(f"controlplane: bringing up {hosts} hosts")
+        lab.up(parse(topology(NAME, hosts)))
+        for h in range(1, hosts + 1):
+            firstreply.fast_arp(["ip", "netns", "exec", lab.container_ns(f"h{h}", f"p{h}")])
+        loop = asyncio.new_event_loop()
+        c = Client(lab.socket, timeout=15, tls=lab.state.client_tls())
+        rows = []
+        try:
+            for i in range(samples):
+                rows.append(sample(lab, c, loop, i=i, hosts=hosts))
+                time.sleep(0.2)
+            progress(f"controlplane {hosts} hosts: {samples} samples")
+        finally:
+            loop.run_until_complete(c.close())
+            loop.close()
+    finally:
+        lab.down()
+    return summarize(hosts, rows)
+
+
+BREAKDOWN = ("pass_start_ms", "pass_ms", "programmed_ms", "reply_after_programmed_ms")
+
+
+def summarize(hosts: int, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-peer first replies pooled over the samples, and the slowest peer per sample."""
+    per_peer = [v for r in rows for v in r["first_reply_ms"].values()]
+    slowest = [max(r["first_reply_ms"].values()) for r in rows if r["first_reply_ms"] and not r["missing"]]
+    br = [b for r in rows for b in r["breakdown"]]
+    return {"hosts": hosts, "samples": len(rows), "peers_per_sample": hosts - 1,
+            "first_reply_ms": summary.dist(per_peer), "all_peers_ms": summary.dist(slowest),
+            "missing_replies": sum(len(r["missing"]) for r in rows),
+            "rpc_ms": summary.dist([r["rpc_ms"] for r in rows]),
+            "target_programmed_ms": summary.dist([r["target_programmed_ms"] for r in rows
+                                                  if r.get("target_programmed_ms") is not None]),
+            "breakdown_p50_ms": {k: summary.median([b[k] for b in br]) for k in
+                                 BREAKDOWN} if br else {},
+            "breakdown_p99_ms": {k: summary.dist([b[k] for b in br]).get("p99") for k in
+                                 BREAKDOWN} if br else {},
+            "raw": rows}
+
+
+def run(out_dir: Path, *, sizes: list[int] | None = None, samples: int = 20,
+        progress: Callable[[str], None] = lambda s: None, write: bool = True) -> dict[str, Any]:
+    sizes = sizes or [10, 50]
+    rows = [measure(n, samples=samples, progress=progress) for n in sizes]
+    result = {"benchmark": "control plane: container create call -> first ping reply from a container on every "
+                           "other host (5 ms probes, ARP retry 10 ms in the probing containers)",
+              "target": "p50 <= 50 ms, p99 <= 200 ms", "machine": machine.describe(), "sizes": rows}
+    if write:
+        result["path"] = str(machine.write(out_dir, "controlplane", result))
+    return result
