@@ -40,7 +40,8 @@ from vxlab.agent.cache import StateCache
 from vxlab.agent.desired import HostInfo
 from vxlab.agent.kernel import Kernel
 from vxlab.agent.reconciler import PassResult, Reconciler
-from vxlab.client import Client
+from vxlab.agent.underlay import controller_ips
+from vxlab.client import Client, parse_addresses
 from vxlab.errors import NotFound, VxError
 from vxlab.model import Host
 
@@ -84,7 +85,9 @@ class Agent:
         self._outage_since: float | None = None
         self._grace_hosts: frozenset[str] = frozenset()
         self._grace_until = 0.0
-        underlay = self.in_thread(lambda: self.kernel.underlay(ip=config.underlay_ip, dev=config.underlay_dev))
+        towards = [] if config.underlay_ip or config.underlay_dev else controller_ips(parse_addresses(config.controller))
+        underlay = self.in_thread(lambda: self.kernel.underlay(ip=config.underlay_ip, dev=config.underlay_dev,
+                                                               towards=towards))
         self.me = HostInfo(config.host, underlay.ip, underlay.mtu, config.netns_prefix)
         self.underlay_dev = underlay.dev
         self.reconciler = Reconciler(self.kernel, self.me)
