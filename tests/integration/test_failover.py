@@ -1,0 +1,70 @@
+"""Controller failover: two controller replicas on one etcd, agents given both addresses.
+
+`kill -9` of the controller every agent talks to loses no probe (20 Hz), and the agents
+keep converging through the other one: their Watch resumes there from their last
+revision, their keepalives go there, and a container created afterwards (through the
+same failover in the client) is programmed on every host. Then the other way round.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+from rig import Rig
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def rig(tmp_path_factory: pytest.TempPathFactory):
+    r = Rig(tmp_path_factory.mktemp("failover"), hosts=3, controllers=2)
+    try:
+        r.start()
+        r.wait(lambda: all(r.status(h).get("registered") for h in r.hosts), "agents registered")
+        r.network("blue", subnet="10.79.0.0/24")
+        r.container("web", "h1", "blue")
+        r.container("db", "h2", "blue")
+        r.settle()
+        yield r
+    finally:
+        r.close()
+
+
+def programmed_everywhere(rig: Rig, name: str, host: str) -> None:
+    """`name` on `host` has its namespace there and an FDB entry towards `host` on every peer."""
+    ep = rig.api(lambda c: c.get_endpoint("blue", name))
+    assert rig.cns(host, name) in subprocess.run(["ip", "netns"], capture_output=True, text=True).stdout
+    for peer in rig.hosts:
+        if peer != host and rig.nns(peer, "blue") in subprocess.run(["ip", "netns"], capture_output=True,
+                                                                     text=True).stdout:
+            fdb = rig.sh(rig.nns(peer, "blue"), "bridge", "fdb", "show", "dev", "vxv-blue").stdout
+            assert f"{ep.mac} dst {rig.hosts[host].ip}" in fdb, (peer, fdb)
+    assert rig.ping(rig.cns("h1", "web"), ep.ip).returncode == 0
+
+
+def test_kill9_of_a_controller_loses_no_probe_and_agents_keep_converging(rig: Rig):
+    web = rig.cns("h1", "web")
+    for dead, survivor in ((0, 1), (1, 0)):
+        pinger = subprocess.Popen(["ip", "netns", "exec", web, "ping", "-n", "-i", "0.05", "-W", "1", "-c", "80",
+                                   "10.79.0.3"], stdout=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.5)
+            rig.kill_controller(dead)
+            out, _ = pinger.communicate(timeout=30)
+        finally:
+            pinger.kill()
+            pinger.wait()
+        assert " 0% packet loss" in out, out
+        name = f"late{dead}"
+        rig.container(name, "h3", "blue")  # the client fails over too
+        rig.settle()
+        programmed_everywhere(rig, name, "h3")
+        assert all(rig.status(h)["registered"] for h in rig.hosts)
+        # every agent's lease is kept alive through the survivor: nobody is dead after a TTL
+        time.sleep(rig.lease_ttl + 1)
+        hosts = rig.api(lambda c: c.list_hosts())
+        assert all(h.alive for h in hosts), hosts
+        rig.start_controller(dead)  # back as the replica for the next round
+        assert rig.controllers[survivor] is not None and rig.controllers[survivor].poll() is None
