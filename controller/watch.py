@@ -108,7 +108,9 @@ class Watcher:
                     item = await q.get()
                     if item is _END:
                         raise StoreUnavailable("the controller's shared watch ended; reconnect")
-                    if item.revision > after:
+                    # Heartbeats too when nothing changed since `after`: they tell the
+                    # subscriber the stream is alive (agents fail over from a silent one).
+                    if item.revision > after or (not item.changes and item.revision == after):
                         yield item
             finally:
                 self._subscribers.discard(q)

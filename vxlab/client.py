@@ -1,13 +1,16 @@
 """Async gRPC client of the vxlab controller: model objects in, model objects out.
 
 The one edge (with vxlab.wire) that speaks the generated v1 code on the client side.
-It keeps one channel per controller address, fails a unary call over to the next
-address when one answers UNAVAILABLE, and turns every gRPC error into the matching
-vxlab.errors class, so callers (the CLI, the agent) never see grpc.
+It keeps one channel per controller address, fails a call over to the next address
+when one answers UNAVAILABLE, or does not answer within `failover_timeout` (a hung
+controller; only calls that are safe to repeat, and a Watch until its headers arrive),
+and turns every gRPC error into the matching vxlab.errors class, so callers (the CLI,
+the agent) never see grpc.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Self
 
@@ -25,6 +28,13 @@ _BY_CODE: dict[str, type[errors.VxError]] = {
     for cls in (errors.NotFound, errors.AlreadyExists, errors.FailedPrecondition,
                 errors.ResourceExhausted, errors.Unavailable, errors.Aborted)
 }
+# gRPC backs off reconnecting up to 2 minutes, failing calls at once meanwhile: a
+# controller that came back would stay unused (and with every other one down, agents
+# would lose their leases). Retry a lost controller at least once a second.
+RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 200),
+                     ("grpc.max_reconnect_backoff_ms", 1000)]  # not min_…: that is also the connect timeout
+# Not repeated on another controller after a timeout: the first may have done it.
+_NOT_REPEATABLE = frozenset({"CreateNetwork", "CreateEndpoint", "DeleteNetwork", "DeleteEndpoint"})
 _STUBS = {"host": pb_grpc.HostServiceStub, "network": pb_grpc.NetworkServiceStub,
           "endpoint": pb_grpc.EndpointServiceStub, "watch": pb_grpc.WatchServiceStub}
 
@@ -60,11 +70,14 @@ def error_from_rpc(err: grpc.aio.AioRpcError, *, address: str, timeout: float) -
 class Client:
     """The controller's API as coroutines; use `async with Client(...) as c:`."""
 
-    def __init__(self, addresses: str | list[str], *, timeout: float = 10.0,
+    def __init__(self, addresses: str | list[str], *, timeout: float = 10.0, failover_timeout: float | None = 3.0,
                  max_receive_bytes: int = MAX_RECEIVE_BYTES) -> None:
+        """`timeout`: the deadline of a call; `failover_timeout`: the shorter one of an
+        attempt that has another address to fail over to (None: `timeout`)."""
         self._addresses = parse_addresses(addresses)
         self._timeout = timeout
-        self._options = [("grpc.max_receive_message_length", max_receive_bytes)]
+        self._failover_timeout = timeout if failover_timeout is None else min(timeout, failover_timeout)
+        self._options = [("grpc.max_receive_message_length", max_receive_bytes), *RECONNECT_OPTIONS]
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[tuple[str, str], Any] = {}
         self._current = 0  # index of the address that answered last
@@ -105,14 +118,17 @@ class Client:
         for attempt, i in enumerate(order):
             address = self._addresses[i]
             call: Callable[..., Awaitable[Any]] = getattr(self._stub(address, service), method)
+            last = attempt + 1 == len(order)
+            timeout = self._timeout if last else self._failover_timeout
             try:
-                response = await call(request, timeout=self._timeout)
+                response = await call(request, timeout=timeout)
             except grpc.aio.AioRpcError as err:
-                if err.code() == grpc.StatusCode.UNAVAILABLE and attempt + 1 < len(order):
+                hung = err.code() == grpc.StatusCode.DEADLINE_EXCEEDED and method not in _NOT_REPEATABLE
+                if (err.code() == grpc.StatusCode.UNAVAILABLE or hung) and not last:
                     continue
                 if err.code() == grpc.StatusCode.UNAVAILABLE:  # every address refused
                     address = ", ".join(self._addresses[j] for j in order)
-                raise error_from_rpc(err, address=address, timeout=self._timeout) from None
+                raise error_from_rpc(err, address=address, timeout=timeout) from None
             self._current = i
             return response
         raise AssertionError("unreachable")  # pragma: no cover
@@ -183,7 +199,8 @@ class Client:
     # -- watch --------------------------------------------------------------------------
 
     async def watch(self, *, start_revision: int = 0) -> AsyncIterator[WatchBatch]:
-        """Stream WatchBatches; fails over only while no batch has been received yet.
+        """Stream WatchBatches; fails over only while no batch has been received yet, and
+        to the next address when one sends no headers within `failover_timeout`.
 
         No deadline: the stream lives until the caller stops iterating (which cancels
         the call) or the controller goes away (raised as Unavailable).
@@ -195,6 +212,12 @@ class Client:
             call = self._stub(address, "watch").Watch(request)
             received = False
             try:
+                if attempt + 1 < len(order):
+                    try:
+                        async with asyncio.timeout(self._failover_timeout):
+                            await call.initial_metadata()
+                    except TimeoutError:
+                        continue  # hung: the next address (`finally` cancels this call)
                 async for response in call:
                     if not received:
                         received, self._current = True, i

@@ -66,6 +66,16 @@ class Rig:
             self.start_agent(name)
         return self
 
+    def start_pair(self, subnet: str) -> Rig:
+        """start(), then network `blue` (subnet) with `web` on h1 and `db` on h2, programmed."""
+        self.start()
+        self.wait(lambda: all(self.status(h).get("registered") for h in self.hosts), "agents registered")
+        self.network("blue", subnet=subnet)
+        self.container("web", "h1", "blue")
+        self.container("db", "h2", "blue")
+        self.settle()
+        return self
+
     def start_controller(self, i: int = 0) -> None:
         sock = self.socks[i]
         log = (self.tmp / f"controller{i}.log").open("ab")

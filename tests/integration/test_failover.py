@@ -8,11 +8,16 @@ same failover in the client) is programmed on every host. Then the other way rou
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import subprocess
 import time
 
 import pytest
 from rig import Rig
+
+from vxlab.model import Endpoint
 
 pytestmark = pytest.mark.integration
 
@@ -21,13 +26,7 @@ pytestmark = pytest.mark.integration
 def rig(tmp_path_factory: pytest.TempPathFactory):
     r = Rig(tmp_path_factory.mktemp("failover"), hosts=3, controllers=2)
     try:
-        r.start()
-        r.wait(lambda: all(r.status(h).get("registered") for h in r.hosts), "agents registered")
-        r.network("blue", subnet="10.79.0.0/24")
-        r.container("web", "h1", "blue")
-        r.container("db", "h2", "blue")
-        r.settle()
-        yield r
+        yield r.start_pair("10.79.0.0/24")
     finally:
         r.close()
 
@@ -68,3 +67,56 @@ def test_kill9_of_a_controller_loses_no_probe_and_agents_keep_converging(rig: Ri
         assert all(h.alive for h in hosts), hosts
         rig.start_controller(dead)  # back as the replica for the next round
         assert rig.controllers[survivor] is not None and rig.controllers[survivor].poll() is None
+
+
+def test_a_hung_controller_is_failed_over_too(rig: Rig):
+    """SIGSTOP: connections stay open but nothing answers (a hung VM, a partition).
+    Agents move their keepalives after FAILOVER_TIMEOUT and their Watch after WATCH_IDLE.
+    A create is not repeated on another controller after a timeout (the first may have
+    done it), so this one goes to the survivor directly."""
+    from vxlab.agent.runner import WATCH_IDLE
+    from vxlab.client import Client
+
+    web = rig.cns("h1", "web")
+    hung = rig.controllers[0]
+    assert hung is not None
+    pinger = subprocess.Popen(["ip", "netns", "exec", web, "ping", "-n", "-i", "0.05", "-W", "1", "-c", "80",
+                               "10.79.0.3"], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        os.killpg(hung.pid, signal.SIGSTOP)
+        out, _ = pinger.communicate(timeout=30)
+        assert " 0% packet loss" in out, out
+
+        async def create(_: Client) -> Endpoint:
+            async with Client(rig.socks[1]) as survivor:
+                return await survivor.create_endpoint(Endpoint(name="late", network="blue", host="h3"))
+        rig.api(create)
+        revision = rig.revision()
+        rig.wait(lambda: all(rig.status(h).get("applied_revision", 0) >= revision for h in rig.hosts),
+                 "agents converged through the survivor", timeout=WATCH_IDLE + 20)
+        programmed_everywhere(rig, "late", "h3")
+        hosts = rig.api(lambda c: c.list_hosts())  # a read fails over after the client's failover_timeout
+        assert all(h.alive for h in hosts), hosts
+    finally:
+        pinger.kill()
+        pinger.wait()
+        os.killpg(hung.pid, signal.SIGCONT)
+
+
+async def test_an_idle_watch_gets_heartbeats_also_when_nothing_changed(etcd, controllers):
+    """Agents take a silent Watch for a hung controller, so heartbeats must flow also to a
+    subscriber that has seen no change since it joined (fresh, or resumed at the head)."""
+    from vxlab.client import Client
+
+    ctl = controllers(etcd.endpoints)
+    async with Client(ctl.address) as client:
+        stream = client.watch()
+        snap = await anext(stream)
+        beat = await asyncio.wait_for(anext(stream), 15)
+        assert beat.revision == snap.revision and not beat.changes and not beat.snapshot
+        await stream.aclose()  # type: ignore[attr-defined]
+        stream = client.watch(start_revision=snap.revision)
+        beat = await asyncio.wait_for(anext(stream), 15)
+        assert beat.revision == snap.revision and not beat.changes and not beat.snapshot
+        await stream.aclose()  # type: ignore[attr-defined]
