@@ -136,7 +136,9 @@ def test_deploy_files_run_a_cluster_a_controller_and_an_agent(tmp_path: Path, pr
 
     status = tmp_path / "agent-status.json"
     agent = procs.start("agent", [
-        "ip", "netns", "exec", vm1, sys.executable, "-m", "vxlab.cli", "--controller",
+        # nsenter, not `ip netns exec`: that one runs in a mount namespace of its own, which
+        # would keep the agent's /run/netns mounts from the host (as systemd's ProtectSystem would)
+        "nsenter", f"--net=/run/netns/{vm1}", sys.executable, "-m", "vxlab.cli", "--controller",
         f"192.168.56.12:7070,unix:{sock}", "agent", "run", "--config", str(DEPLOY / "config" / "agent.toml"),
         "--netns-prefix", f"{vm1}-", "--status-file", str(status)])
 
@@ -150,3 +152,18 @@ def test_deploy_files_run_a_cluster_a_controller_and_an_agent(tmp_path: Path, pr
     assert (host.name, host.underlay_ip, host.underlay_mtu) == ("vm1", "192.168.56.11", 9000), procs.log("agent")
     assert host.labels["site"] == "vagrant" and host.labels["vxlab/netns-prefix"] == f"{vm1}-"
     assert "underlay 192.168.56.11 on eth1 (mtu 9000)" in procs.log("agent")
+
+    # A container the way deploy/README.md makes one on real hosts (no lab: the controller).
+    def vxlab(*args: str) -> None:
+        env = {**os.environ, "VXLAB_RUN": str(tmp_path / "run")}  # never another lab running here
+        out = subprocess.run([sys.executable, "-m", "vxlab.cli", "--controller", f"unix:{sock}", *args],
+                             capture_output=True, text=True, env=env, timeout=60)
+        assert out.returncode == 0, out.stderr
+    vxlab("network", "create", "blue", "--subnet", "10.99.0.0/24")
+    vxlab("container", "run", "web", "--host", "vm1", "--network", "blue")
+    ns = f"{vm1}-c-web"
+    wait(lambda: "10.99.0.2/24" in subprocess.run(["ip", "-n", ns, "-o", "addr"], capture_output=True,
+                                                  text=True).stdout, "the agent made the container")
+    mtu = subprocess.run(["ip", "netns", "exec", ns, "cat", "/sys/class/net/eth0/mtu"], capture_output=True,
+                         text=True).stdout
+    assert int(mtu) == 9000 - 50

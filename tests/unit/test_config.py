@@ -148,3 +148,4 @@ def test_agent_run_without_host_or_config(agents: list[Any]) -> None:
     assert result.exit_code == 1 and result.stderr.startswith("error: host: required") and agents == []
     result = runner.invoke(main.app, ["agent", "run", "--host", "h1"])
     assert result.exit_code == 0 and agents[-1].controller == ["127.0.0.1:7070"]
+
