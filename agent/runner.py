@@ -51,7 +51,7 @@ log = logging.getLogger("vxlab.agent")
 T = TypeVar("T")
 VERSION = "0.1.0"
 FAILOVER_TIMEOUT = 2.0  # a controller that does not answer a call in this long is hung: try the next
-WATCH_IDLE = 15.0       # no batch for this long: reconnect (etcd sends progress every few s, see deploy/etcd)
+WATCH_IDLE = 15.0       # no batch for this long: reconnect (controllers send one every 5 s, Watcher.HEARTBEAT)
 
 
 @dataclass
