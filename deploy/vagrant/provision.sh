@@ -31,9 +31,10 @@ sed "s/^host = \".*\"/host = \"$name\"/" "$deploy/config/agent.toml" > /etc/vxla
 install -m 0644 "$deploy"/systemd/*.service /etc/systemd/system/
 systemctl daemon-reload
 
-systemctl enable --now "vxlab-etcd@$name.service"
-if [[ "$role" == controller ]]; then
-  systemctl enable vxlab-controller.service && systemctl restart vxlab-controller.service
-fi
-systemctl enable vxlab-agent.service && systemctl restart vxlab-agent.service
+# --no-block: a member is "started" only once the cluster has a quorum, i.e. after the
+# next VM's provisioning; the controller is ordered after it, the agent retries alone.
+units=("vxlab-etcd@$name.service" vxlab-agent.service)
+[[ "$role" == controller ]] && units+=(vxlab-controller.service)
+systemctl enable "${units[@]}"
+systemctl restart --no-block "${units[@]}"
 echo "provision: $name ready (etcd member${role:+, controller}, agent)"

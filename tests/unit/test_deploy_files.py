@@ -121,6 +121,7 @@ def test_provisioning_installs_what_the_units_name() -> None:
     assert subprocess.run(["bash", "-n", str(DEPLOY / "vagrant" / "provision.sh")]).returncode == 0
     assert "python3 -m venv /opt/vxlab" in script and "/etc/vxlab/agent.toml" in script
     assert '"vxlab-etcd@$name.service"' in script and "vxlab-controller.service" in script
+    assert "systemctl restart --no-block" in script, "a first member blocks until a second one runs"
     vagrantfile = (DEPLOY / "Vagrantfile").read_text()
     for i in (1, 2, 3):
         ip = f"192.168.56.1{i}"
