@@ -120,3 +120,35 @@ async def test_an_idle_watch_gets_heartbeats_also_when_nothing_changed(etcd, con
         beat = await asyncio.wait_for(anext(stream), 15)
         assert beat.revision == snap.revision and not beat.changes and not beat.snapshot
         await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def test_two_controllers_over_three_etcd_members_lose_the_leader_and_a_controller(tmp_path, controllers):
+    """The control plane as deploy/ runs it: two controllers over a 3-member etcd. With
+    the etcd leader and one controller killed, a client given both keeps working."""
+    from vxlab.client import Client
+    from vxlab.errors import Unavailable
+    from vxlab.etcdproc import EtcdCluster
+    from vxlab.model import Network
+
+    cluster = EtcdCluster(3, tmp_path / "etcd")
+    try:
+        cluster.start()
+        first, second = controllers(cluster.endpoints), controllers(cluster.endpoints)
+        async with Client([first.address, second.address]) as client:
+            await client.create_network(Network(name="blue"))
+            leader = cluster.leader()
+            assert leader is not None
+            cluster.kill(leader)
+            os.killpg(first.proc.pid, signal.SIGKILL)
+            for _ in range(100):  # UNAVAILABLE while the members elect a new leader
+                try:
+                    await client.create_network(Network(name="red"))
+                    break
+                except Unavailable:
+                    await asyncio.sleep(0.2)
+            else:
+                pytest.fail("no create through the surviving controller and etcd members")
+            assert {n.name for n in await client.list_networks()} == {"blue", "red"}
+            assert client.address == second.address
+    finally:
+        cluster.stop()
