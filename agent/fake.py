@@ -9,6 +9,7 @@ and a write counter per method.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from vxlab.agent.kernel import MARK, Fdb, Foreign, Kernel, KernelError, Link, Namespace, Neigh, Route, Underlay
@@ -43,7 +44,7 @@ class FakeKernel(Kernel):
             for name, n in self.ns.items() if name.startswith(prefix)
         }
 
-    def underlay(self, *, ip: str = "", dev: str = "") -> Underlay:
+    def underlay(self, *, ip: str = "", dev: str = "", towards: Sequence[str] = ()) -> Underlay:
         return self._underlay
 
     def create_netns(self, name: str, *, marker: str) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -95,9 +96,10 @@ class Kernel(ABC):
         """Every network namespace whose name starts with `prefix`, with its state."""
 
     @abstractmethod
-    def underlay(self, *, ip: str = "", dev: str = "") -> Underlay:
+    def underlay(self, *, ip: str = "", dev: str = "", towards: Sequence[str] = ()) -> Underlay:
         """The underlay of the agent's own namespace: the given IP or device, else the
-        device of the default route (or the only global IPv4 address); its MTU."""
+        device of the route towards the controller IPs `towards`, else of the default
+        route (or the only global IPv4 address); its MTU. Rules: agent/underlay.py."""
 
     # --- namespaces ---------------------------------------------------------------
     @abstractmethod

@@ -20,6 +20,7 @@ import subprocess
 import secrets
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
@@ -138,10 +139,10 @@ class NetlinkKernel(ObjectOps):
                 out[name] = read_namespace(name, h)
         return out
 
-    def underlay(self, *, ip: str = "", dev: str = "") -> Underlay:
+    def underlay(self, *, ip: str = "", dev: str = "", towards: Sequence[str] = ()) -> Underlay:
         own = self._own()
-        with self._op("underlay", "", dev or ip or "default route"):
-            return find_underlay(own, ip=ip, dev=dev)
+        with self._op("underlay", "", dev or ip or "route towards the controller"):
+            return find_underlay(own, ip=ip, dev=dev, towards=towards)
 
     # --- namespaces -------------------------------------------------------------------
     def create_netns(self, name: str, *, marker: str) -> None:

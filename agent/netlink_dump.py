@@ -1,5 +1,5 @@
 """Reads of the netlink driver: one namespace's state as a `Namespace`, and the
-underlay of the agent's own namespace.
+facts about the agent's own namespace its underlay is chosen from (agent/underlay.py).
 
 Links, addresses and routes come from pyroute2 dumps (few objects); FDB and neighbour
 entries, which may be thousands, come from `netlink_raw` on the same namespace.
@@ -7,13 +7,17 @@ entries, which may be thousands, come from `netlink_raw` on the same namespace.
 
 from __future__ import annotations
 
+import errno
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vxlab.agent.kernel import Fdb, KernelError, Link, Namespace, Neigh, Route, Underlay
+from pyroute2.netlink.exceptions import NetlinkError
+
+from vxlab.agent.kernel import Fdb, Link, Namespace, Neigh, Route, Underlay
 from vxlab.agent.netlink_ns import NsHandle
 from vxlab.agent.netlink_raw import NUD_NOARP, NUD_PERMANENT, dump_neigh
+from vxlab.agent.underlay import NO_ROUTE, UnderlayFacts, select_underlay
 
 IFF_UP = 0x1
 ARPHRD_LOOPBACK = 772
@@ -99,51 +103,27 @@ def read_namespace(name: str, handle: NsHandle) -> Namespace:
                      routes=routes, fdb=fdb, neigh=neigh)
 
 
-def _describe(pairs: Iterable[tuple[str, str]]) -> str:
-    found = sorted(f"{ip} on {dev}" for dev, ip in pairs)
-    return ", ".join(found) if found else "none"
-
-
-def find_underlay(handle: NsHandle, *, ip: str = "", dev: str = "") -> Underlay:
-    """The underlay of the handle's namespace (see `Kernel.underlay`)."""
+def underlay_facts(handle: NsHandle, *, towards: Sequence[str] = ()) -> UnderlayFacts:
+    """Links, global IPv4 addresses, default routes and the route to each of `towards`."""
     links, names = read_links(handle)
-    addrs = [(names.get(i, ""), cidr.split("/")[0], scope) for i, cidr, scope in read_addrs(handle)]
-    globals_ = [(d, a) for d, a, scope in addrs if scope == RT_SCOPE_UNIVERSE]
-    if dev and dev not in links:
-        raise KernelError(f"underlay: no device {dev!r} in the agent's namespace (devices: {', '.join(sorted(links))})")
-    if ip:
-        having = sorted({d for d, a, _s in addrs if a == ip})
-        if not having:
-            raise KernelError(f"underlay: no device has address {ip}; IPv4 addresses: {_describe(globals_)}")
-        if dev and dev not in having:
-            raise KernelError(f"underlay: {ip} is on {', '.join(having)}, not on {dev}")
-        if len(having) > 1 and not dev:
-            raise KernelError(f"underlay: {ip} is on several devices: {', '.join(having)}")
-        dev = dev or having[0]
-    elif dev:
-        mine = [a for d, a in globals_ if d == dev]
-        if not mine:
-            raise KernelError(f"underlay: device {dev} has no global IPv4 address; found: {_describe(globals_)}")
-        ip = mine[0]
-    else:
-        defaults = sorted({names.get(r.get("oif"), "?") for r in handle.ipr.route("dump", family=socket.AF_INET)
-                           if r["dst_len"] == 0 and (r.get("table") or r["table"]) == RT_TABLE_MAIN
-                           and r["type"] == RTN_UNICAST})
-        if len(defaults) > 1 or "?" in defaults:
-            raise KernelError(f"underlay: ambiguous, default routes via {', '.join(defaults)}; give ip or dev")
-        if defaults:
-            dev = defaults[0]
-            mine = [a for d, a in globals_ if d == dev]
-            if not mine:
-                raise KernelError(f"underlay: default route device {dev} has no global IPv4 address")
-            ip = mine[0]
-        else:
-            # Never a link-local address (a network's uplink `vxg-…` has one from 169.254/16).
-            cands = [(d, a) for d, a in globals_ if links.get(d) and links[d].kind != "loopback"
-                     and not a.startswith("169.254.")]
-            if len({d for d, _a in cands}) != 1:
-                raise KernelError("underlay: no default route and "
-                                  f"{'no' if not cands else 'more than one'} device with a global IPv4 address "
-                                  f"(found: {_describe(cands)}); give ip or dev")
-            dev, ip = cands[0]
-    return Underlay(ip=ip, dev=dev, mtu=links[dev].mtu)
+    addrs = [(names.get(i, ""), cidr.split("/")[0]) for i, cidr, scope in read_addrs(handle)
+             if scope == RT_SCOPE_UNIVERSE]
+    defaults = [names.get(r.get("oif"), "?") for r in handle.ipr.route("dump", family=socket.AF_INET)
+                if r["dst_len"] == 0 and (r.get("table") or r["table"]) == RT_TABLE_MAIN and r["type"] == RTN_UNICAST]
+    routes: dict[str, str] = {}
+    for target in towards:
+        try:
+            found = handle.ipr.route("get", dst=target)
+        except NetlinkError as e:
+            if e.code not in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EINVAL):
+                raise
+            found = []
+        routes[target] = names.get(found[0].get("oif"), NO_ROUTE) if found else NO_ROUTE
+    return UnderlayFacts(mtus={n: link.mtu for n, link in links.items()},
+                         loopbacks=frozenset(n for n, link in links.items() if link.kind == "loopback"),
+                         addrs=addrs, defaults=defaults, routes=routes)
+
+
+def find_underlay(handle: NsHandle, *, ip: str = "", dev: str = "", towards: Sequence[str] = ()) -> Underlay:
+    """The underlay of the handle's namespace (see `Kernel.underlay`)."""
+    return select_underlay(underlay_facts(handle, towards=towards), ip=ip, dev=dev, towards=towards)

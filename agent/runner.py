@@ -5,7 +5,9 @@ Three asyncio tasks share one StateCache:
 - liveness: RegisterHost, then KeepAlive every TTL/3; re-registers when the controller
   forgot the host; retries with backoff while the control plane is down;
 - watch: snapshot then changes; on any error it reconnects with backoff from the last
-  revision (the controller answers with a fresh snapshot when that was compacted);
+  revision (the controller answers with a fresh snapshot when that was compacted), on
+  the next controller when several are given and this one is gone or hung; a stream
+  silent for WATCH_IDLE seconds (no change, no progress heartbeat) counts as hung;
 - reconcile: runs a pass when the cache changed, and a full pass (kernel dump, drift
   repair) every `resync` seconds. Passes run in one worker thread (pyroute2 is
   blocking) on a copy of the cache. Nothing is reconciled before the first snapshot,
@@ -32,7 +34,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,14 +43,17 @@ from vxlab.agent.cache import StateCache
 from vxlab.agent.desired import HostInfo
 from vxlab.agent.kernel import Kernel
 from vxlab.agent.reconciler import PassResult, Reconciler
-from vxlab.client import Client
-from vxlab.errors import NotFound, PermissionDenied, Unauthenticated, VxError
+from vxlab.agent.underlay import controller_ips
+from vxlab.client import Client, parse_addresses
+from vxlab.errors import NotFound, PermissionDenied, Unauthenticated, Unavailable, VxError
 from vxlab.model import Host
 from vxlab.tls import TlsConfig
 
 log = logging.getLogger("vxlab.agent")
 T = TypeVar("T")
 VERSION = "0.1.0"
+FAILOVER_TIMEOUT = 2.0  # a controller that does not answer a call in this long is hung: try the next
+WATCH_IDLE = 15.0       # no batch for this long: reconnect (controllers send one every 5 s, Watcher.HEARTBEAT)
 
 
 @dataclass
@@ -71,7 +76,7 @@ class Agent:
     def __init__(self, config: AgentConfig, kernel: Callable[[], Kernel]) -> None:
         self.config = config
         self.cache = StateCache()
-        self.client = Client(config.controller, tls=config.tls)
+        self.client = Client(config.controller, tls=config.tls, failover_timeout=FAILOVER_TIMEOUT)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile")
         self.kernel = self._pool.submit(kernel).result()
         self._dump_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dump")
@@ -87,7 +92,9 @@ class Agent:
         self._outage_since: float | None = None
         self._grace_hosts: frozenset[str] = frozenset()
         self._grace_until = 0.0
-        underlay = self.in_thread(lambda: self.kernel.underlay(ip=config.underlay_ip, dev=config.underlay_dev))
+        towards = [] if config.underlay_ip or config.underlay_dev else controller_ips(parse_addresses(config.controller))
+        underlay = self.in_thread(lambda: self.kernel.underlay(ip=config.underlay_ip, dev=config.underlay_dev,
+                                                               towards=towards))
         self.me = HostInfo(config.host, underlay.ip, underlay.mtu, config.netns_prefix)
         self.underlay_dev = underlay.dev
         self.reconciler = Reconciler(self.kernel, self.me)
@@ -155,7 +162,7 @@ class Agent:
         while True:
             try:
                 start = self.cache.revision if self.cache.synced else 0
-                async for batch in self.client.watch(start_revision=start):
+                async for batch in _idle_timeout(self.client.watch(start_revision=start), WATCH_IDLE):
                     backoff = 0.2
                     if self._outage_since is not None:
                         self._outage_since = None
@@ -173,6 +180,7 @@ class Agent:
             except (VxError, Exception) as e:  # noqa: BLE001 - any stream failure: reconnect
                 metrics.ERRORS.labels("watch").inc()
                 if self._outage_since is None:
+                    log.warning("watch: %s; reconnecting (to the next controller, if several)", e)
                     self._outage_since = time.monotonic()
                     if time.monotonic() >= self._grace_until:
                         self._grace_hosts = frozenset(h.name for h in self.cache.hosts.values() if h.alive)
@@ -280,6 +288,22 @@ class Agent:
             tmp.replace(path)
         except OSError as e:
             log.warning("cannot write status file %s: %s", path, e)
+
+
+async def _idle_timeout(stream: AsyncIterator[T], seconds: float) -> AsyncIterator[T]:
+    """`stream`'s items; Unavailable when none comes for `seconds` (the stream is closed)."""
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(seconds):
+                    item = await anext(stream)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise Unavailable(f"controller: watch silent for {seconds:g}s") from None
+            yield item
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
 
 
 async def plan_once(config: AgentConfig, kernel: Callable[[], Kernel]) -> list[str]:

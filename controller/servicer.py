@@ -128,6 +128,9 @@ class WatchServicer(pbg.WatchServiceServicer):
     async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchResponse]:
         if request.start_revision < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "start_revision: must be >= 0")
+        # Headers at once: a resume may see no batch for a while, and the client tells a
+        # live controller from a hung one by them (then fails over).
+        await context.send_initial_metadata(())
         stream = self.core.watcher.watch(start_revision=request.start_revision)
         try:
             async for batch in stream:

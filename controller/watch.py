@@ -84,6 +84,7 @@ class Watcher:
 
     HISTORY = 20_000   # batches kept for resumes
     QUEUE = 50_000     # per subscriber; a subscriber that falls this far behind is dropped
+    HEARTBEAT = 5.0    # a subscriber hears at least this often, changes or not (agents: WATCH_IDLE)
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -152,14 +153,26 @@ class Watcher:
         self._subscribers.add(q)
 
         async def gen() -> AsyncIterator[WatchBatch]:
+            last = after  # the revision the subscriber has everything up to
+            getter: asyncio.Future[Any] | None = None
             try:
                 while True:
-                    item = await q.get()
+                    getter = getter or asyncio.ensure_future(q.get())
+                    done, _ = await asyncio.wait({getter}, timeout=self.HEARTBEAT)
+                    if not done:  # etcd sent no progress (its default is every 10 min)
+                        yield WatchBatch(revision=last)
+                        continue
+                    item, getter = getter.result(), None
                     if item is _END:
                         raise StoreUnavailable("the controller's shared watch ended; reconnect")
-                    if item.revision > after:
+                    # Heartbeats too when nothing changed since `after`: they tell the
+                    # subscriber the stream is alive (agents fail over from a silent one).
+                    if item.revision > after or (not item.changes and item.revision == after):
+                        last = max(last, item.revision)
                         yield item
             finally:
+                if getter is not None:
+                    getter.cancel()
                 self._subscribers.discard(q)
         return gen()
 

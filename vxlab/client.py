@@ -1,9 +1,11 @@
 """Async gRPC client of the vxlab controller: model objects in, model objects out.
 
 The one edge (with vxlab.wire) that speaks the generated v1 code on the client side.
-It keeps one channel per controller address, fails a unary call over to the next
-address when one answers UNAVAILABLE, and turns every gRPC error into the matching
-vxlab.errors class, so callers (the CLI, the agent) never see grpc.
+It keeps one channel per controller address, fails a call over to the next address
+when one answers UNAVAILABLE, or does not answer within `failover_timeout` (a hung
+controller; only calls that are safe to repeat, and a Watch until its headers arrive),
+and turns every gRPC error into the matching vxlab.errors class, so callers (the CLI,
+the agent) never see grpc.
 
 With `tls` (a vxlab.tls.TlsConfig) every channel is mutual TLS: the controller's
 certificate must be signed by the CA, ours says who we are. A failed handshake is an
@@ -14,6 +16,7 @@ client asks for that name (`grpc.ssl_target_name_override`).
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Self
@@ -34,6 +37,13 @@ _BY_CODE: dict[str, type[errors.VxError]] = {
                 errors.ResourceExhausted, errors.Unavailable, errors.Aborted, errors.Unauthenticated)
 }
 UNIX_SERVER_NAME = "localhost"
+# gRPC backs off reconnecting up to 2 minutes, failing calls at once meanwhile: a
+# controller that came back would stay unused (and with every other one down, agents
+# would lose their leases). Retry a lost controller at least once a second.
+RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 200),
+                     ("grpc.max_reconnect_backoff_ms", 1000)]  # not min_…: that is also the connect timeout
+# Not repeated on another controller after a timeout: the first may have done it.
+_NOT_REPEATABLE = frozenset({"CreateNetwork", "CreateEndpoint", "DeleteNetwork", "DeleteEndpoint"})
 _STUBS = {"host": pb_grpc.HostServiceStub, "network": pb_grpc.NetworkServiceStub,
           "endpoint": pb_grpc.EndpointServiceStub, "watch": pb_grpc.WatchServiceStub}
 
@@ -102,11 +112,15 @@ def error_from_rpc(err: grpc.aio.AioRpcError, *, address: str, timeout: float,
 class Client:
     """The controller's API as coroutines; use `async with Client(...) as c:`."""
 
-    def __init__(self, addresses: str | list[str], *, timeout: float = 10.0,
+    def __init__(self, addresses: str | list[str], *, timeout: float = 10.0, failover_timeout: float | None = 3.0,
                  max_receive_bytes: int = MAX_RECEIVE_BYTES, tls: TlsConfig | None = None) -> None:
+        """`timeout`: the deadline of a call; `failover_timeout`: the shorter one of an
+        attempt that has another address to fail over to (None: `timeout`)."""
         self._addresses = parse_addresses(addresses)
         self._timeout = timeout
-        self._options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", max_receive_bytes)]
+        self._failover_timeout = timeout if failover_timeout is None else min(timeout, failover_timeout)
+        self._options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", max_receive_bytes),
+                                                *RECONNECT_OPTIONS]
         self._tls = tls
         self._credentials: grpc.ChannelCredentials | None = None
         if tls is not None:  # read now: a missing file is bad input, not a failed call
@@ -148,8 +162,9 @@ class Client:
         options = self._options + ([("grpc.ssl_target_name_override", name)] if name else [])
         return grpc.aio.secure_channel(address, self._credentials, options=options)
 
-    def _error(self, err: grpc.aio.AioRpcError, address: str) -> errors.VxError:
-        return error_from_rpc(err, address=address, timeout=self._timeout, tls=self._tls is not None)
+    def _error(self, err: grpc.aio.AioRpcError, address: str, timeout: float | None = None) -> errors.VxError:
+        return error_from_rpc(err, address=address, timeout=self._timeout if timeout is None else timeout,
+                              tls=self._tls is not None)
 
     def _order(self) -> list[int]:
         n = len(self._addresses)
@@ -161,14 +176,17 @@ class Client:
         for attempt, i in enumerate(order):
             address = self._addresses[i]
             call: Callable[..., Awaitable[Any]] = getattr(self._stub(address, service), method)
+            last = attempt + 1 == len(order)
+            timeout = self._timeout if last else self._failover_timeout
             try:
-                response = await call(request, timeout=self._timeout)
+                response = await call(request, timeout=timeout)
             except grpc.aio.AioRpcError as err:
-                if err.code() == grpc.StatusCode.UNAVAILABLE and attempt + 1 < len(order):
+                hung = err.code() == grpc.StatusCode.DEADLINE_EXCEEDED and method not in _NOT_REPEATABLE
+                if (err.code() == grpc.StatusCode.UNAVAILABLE or hung) and not last:
                     continue
                 if err.code() == grpc.StatusCode.UNAVAILABLE:  # every address refused
                     address = ", ".join(self._addresses[j] for j in order)
-                raise self._error(err, address) from None
+                raise self._error(err, address, timeout) from None
             self._current = i
             return response
         raise AssertionError("unreachable")  # pragma: no cover
@@ -239,7 +257,8 @@ class Client:
     # -- watch --------------------------------------------------------------------------
 
     async def watch(self, *, start_revision: int = 0) -> AsyncIterator[WatchBatch]:
-        """Stream WatchBatches; fails over only while no batch has been received yet.
+        """Stream WatchBatches; fails over only while no batch has been received yet, and
+        to the next address when one sends no headers within `failover_timeout`.
 
         No deadline: the stream lives until the caller stops iterating (which cancels
         the call) or the controller goes away (raised as Unavailable).
@@ -251,6 +270,12 @@ class Client:
             call = self._stub(address, "watch").Watch(request)
             received = False
             try:
+                if attempt + 1 < len(order):
+                    try:
+                        async with asyncio.timeout(self._failover_timeout):
+                            await call.initial_metadata()
+                    except TimeoutError:
+                        continue  # hung: the next address (`finally` cancels this call)
                 async for response in call:
                     if not received:
                         received, self._current = True, i

@@ -1,5 +1,6 @@
-"""A small multi-host rig for agent tests: etcd, one controller on a unix socket, an
-underlay switch namespace, N host namespaces, one real agent process in each.
+"""A small multi-host rig for agent tests: etcd, one controller (or several replicas,
+`controllers=N`) on unix sockets, an underlay switch namespace, N host namespaces, one
+real agent process in each, given every controller address (comma-separated).
 
 Everything is named `vxt<6 hex>…` and removed in `close()`, which the fixtures call
 also when a test fails. With `tls=True` the rig makes a PKI in its tmp dir and runs
@@ -52,17 +53,18 @@ class Rig:
     METRICS_PORT = 9464  # each agent listens in its own host namespace
 
     def __init__(self, tmp: Path, *, hosts: int = 2, lease_ttl: int = 4, resync: float = 2.0,
-                 tls: bool = False) -> None:
+                 tls: bool = False, controllers: int = 1) -> None:
         self.tmp = tmp
         self.id = "vxt" + secrets.token_hex(3)
         self.lease_ttl = lease_ttl
         self.resync = resync
-        self.sock = f"unix:{tmp}/controller.sock"
+        self.socks = [f"unix:{tmp}/controller{'' if i == 0 else i}.sock" for i in range(controllers)]
+        self.sock = ",".join(self.socks)  # what agents and `api()` are given: failover in this order
         self.pki = pki.init(tmp / "pki", hosts=[f"h{i}" for i in range(1, hosts + 1)]) if tls else None
         self.etcd = EtcdProcess(tmp / "etcd", progress_notify_interval=1.0,
                                 tls=self.pki.etcd_server() if self.pki else None,
                                 client_tls=self.pki.etcd_client() if self.pki else None)
-        self.controller: subprocess.Popen[bytes] | None = None
+        self.controllers: list[subprocess.Popen[bytes] | None] = [None] * controllers
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
         self.hosts = {f"h{i}": underlay.SimHost(f"h{i}", f"{self.id}-h{i}", f"172.31.0.{10 + i}",
                                                 f"172.31.0.{10 + i}/24") for i in range(1, hosts + 1)}
@@ -71,7 +73,8 @@ class Rig:
     # --- lifecycle ------------------------------------------------------------------
     def start(self) -> Rig:
         self.etcd.start()
-        self.start_controller()
+        for i in range(len(self.socks)):
+            self.start_controller(i)
         underlay.create_switch(self.switch, mark=f"vxlab:test:{self.id}")
         underlay.add_hosts(self.switch, [(h, f"vxu-{i}") for i, h in enumerate(self.hosts.values())],
                            mark=f"vxlab:test:{self.id}")
@@ -79,22 +82,34 @@ class Rig:
             self.start_agent(name)
         return self
 
-    def start_controller(self) -> None:
-        log = (self.tmp / "controller.log").open("ab")
-        self.controller = subprocess.Popen(
-            [sys.executable, "-m", "vxlab.cli", "controller", "serve", "--listen", self.sock,
+    def start_pair(self, subnet: str) -> Rig:
+        """start(), then network `blue` (subnet) with `web` on h1 and `db` on h2, programmed."""
+        self.start()
+        self.wait(lambda: all(self.status(h).get("registered") for h in self.hosts), "agents registered")
+        self.network("blue", subnet=subnet)
+        self.container("web", "h1", "blue")
+        self.container("db", "h2", "blue")
+        self.settle()
+        return self
+
+    def start_controller(self, i: int = 0) -> None:
+        sock = self.socks[i]
+        log = (self.tmp / f"controller{i}.log").open("ab")
+        self.controllers[i] = subprocess.Popen(
+            [sys.executable, "-m", "vxlab.cli", "controller", "serve", "--listen", sock,
              "--etcd", ",".join(self.etcd.endpoints), "--lease-ttl", str(self.lease_ttl), *self._pki_args()],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.wait(lambda: Path(self.sock[5:]).exists(), "controller socket")
+        self.wait(lambda: Path(sock[5:]).exists(), "controller socket")
 
     def _pki_args(self) -> list[str]:
         return ["--pki", str(self.pki.dir)] if self.pki else []
 
-    def kill_controller(self) -> None:
-        if self.controller and self.controller.poll() is None:
-            os.killpg(self.controller.pid, signal.SIGKILL)
-            self.controller.wait()
-        Path(self.sock[5:]).unlink(missing_ok=True)
+    def kill_controller(self, i: int = 0) -> None:
+        proc = self.controllers[i]
+        if proc and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        Path(self.socks[i][5:]).unlink(missing_ok=True)
 
     def prefix(self, host: str) -> str:
         return f"{self.id}-{host}-"
@@ -121,7 +136,8 @@ class Rig:
     def close(self) -> None:
         for host in list(self.agents):
             self.kill_agent(host)
-        self.kill_controller()
+        for i in range(len(self.socks)):
+            self.kill_controller(i)
         self.etcd.stop()
         for ns in underlay.netns_list():
             if ns.startswith(self.id):

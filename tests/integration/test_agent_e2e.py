@@ -19,13 +19,7 @@ pytestmark = pytest.mark.integration
 def rig(tmp_path_factory: pytest.TempPathFactory):
     r = Rig(tmp_path_factory.mktemp("rig"), hosts=3)
     try:
-        r.start()
-        r.wait(lambda: all(r.status(h).get("registered") for h in r.hosts), "agents registered")
-        r.network("blue", subnet="10.77.0.0/24")
-        r.container("web", "h1", "blue")
-        r.container("db", "h2", "blue")
-        r.settle()
-        yield r
+        yield r.start_pair("10.77.0.0/24")
     finally:
         r.close()
 

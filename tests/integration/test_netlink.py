@@ -255,6 +255,31 @@ def test_vxlan_replace_and_foreign_links(lab: Lab) -> None:
     lab.run(host, scenario)
 
 
+def test_underlay_follows_the_route_towards_the_controller(lab: Lab) -> None:
+    """A VM-like host: the default route on u0 (NAT), the peers and controllers on u2."""
+    host = lab.host("h", "link add u0 type veth peer name u1", "link add u2 mtu 9000 type veth peer name u3",
+                    "addr add 172.31.7.1/24 dev u0", "addr add 172.31.10.1/24 dev u2",
+                    "link set u0 up", "link set u1 up", "link set u2 up", "link set u3 up",
+                    "route add default via 172.31.7.254")
+
+    def scenario(k: NetlinkKernel) -> None:
+        assert k.underlay() == Underlay(ip="172.31.7.1", dev="u0", mtu=1500)  # the default route
+        assert k.underlay(towards=["172.31.10.5"]) == Underlay(ip="172.31.10.1", dev="u2", mtu=9000)
+        assert k.underlay(towards=["172.31.10.1", "127.0.0.1"]).dev == "u2"  # a controller on this host
+        assert k.underlay(towards=["8.8.8.8"]).dev == "u0"  # via the default route
+        assert k.underlay(dev="u0", towards=["172.31.10.5"]).dev == "u0"
+        with pytest.raises(KernelError, match="different devices"):
+            k.underlay(towards=["172.31.10.5", "8.8.8.8"])
+        sh("ip", "-n", host, "route", "del", "default")
+        with pytest.raises(KernelError, match="no route to the controller at 8.8.8.8"):
+            k.underlay(towards=["8.8.8.8"])
+        sh("ip", "-n", host, "addr", "add", "172.31.10.2/24", "dev", "u2")
+        with pytest.raises(KernelError, match=r"u2 \(the route towards the controller\) has several"):
+            k.underlay(towards=["172.31.10.5"])
+
+    lab.run(host, scenario)
+
+
 def _overlay_host(lab: Lab, i: int, peer: int) -> Callable[[NetlinkKernel], None]:
     def build(k: NetlinkKernel) -> None:
         net, ctr = lab.ns(f"net{i}"), lab.ns(f"ctr{i}")

@@ -11,6 +11,7 @@ import json
 import sys
 import types
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -320,3 +321,41 @@ def test_controller_serve_passes_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     assert run("controller", "serve", "--embedded-etcd", "/tmp/etcd").exit_code == 0
     assert seen["etcd_endpoints"] is None and seen["embedded_etcd_dir"] == "/tmp/etcd"
     assert seen["listen"] == "127.0.0.1:7070" and seen["lease_ttl"] == 5 and seen["subnet_prefix"] == 24
+
+
+# -- containers on real hosts (no lab): straight to the controller --------------------
+
+class Endpoints:
+    """The endpoint calls of vxlab.client.Client, in memory."""
+
+    def __init__(self) -> None:
+        self.endpoints: list[Any] = []
+        self.address = ""
+
+    async def create_endpoint(self, ep: Any) -> Any:
+        made = replace(ep, ip=ep.ip or f"10.0.{len(self.endpoints)}.2", mac="02:00:00:00:00:01", id="ab" * 32)
+        self.endpoints.append(made)
+        return made
+
+    async def list_endpoints(self, *, name: str = "", **_: Any) -> list[Any]:
+        return [e for e in self.endpoints if e.name == name]
+
+    async def delete_endpoint(self, network: str, name: str) -> None:
+        self.endpoints = [e for e in self.endpoints if (e.network, e.name) != (network, name)]
+
+    async def close(self) -> None:
+        return None
+
+
+def test_container_run_and_rm_without_a_lab_go_to_the_controller(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = Endpoints()
+    monkeypatch.setattr(main, "client_factory", lambda address: fake)
+    result = run("--controller", "10.0.0.1:7070,10.0.0.2:7070", "container", "run", "web",
+                 "--host", "vm1", "--network", "blue", "--network", "red", "--ip", "10.9.0.5")
+    assert result.exit_code == 0, result.output
+    assert [(e.network, e.host, e.ip) for e in fake.endpoints] == [("blue", "vm1", "10.9.0.5"), ("red", "vm1", "10.0.1.2")]
+    assert "web" in result.stdout and "10.9.0.5" in result.stdout
+    result = run("container", "rm", "web")
+    assert result.exit_code == 0 and fake.endpoints == [] and "removed web (2 endpoints)" in result.stderr
+    result = run("container", "rm", "web")
+    assert (result.exit_code, result.stderr) == (1, "error: container: no container named 'web'\n")

@@ -160,3 +160,53 @@ def test_parse_addresses() -> None:
     assert parse_addresses(["a:1", "b:2,c:3"]) == ["a:1", "b:2", "c:3"]
     with pytest.raises(errors.InvalidArgument):
         parse_addresses(" , ")
+
+
+class Hung(pb_grpc.NetworkServiceServicer, pb_grpc.WatchServiceServicer):
+    """A controller that accepts calls and never answers (a hung VM, a partition)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def ListNetworks(self, request: pb.ListNetworksRequest,
+                           context: grpc.aio.ServicerContext) -> pb.ListNetworksResponse:
+        self.calls += 1
+        await asyncio.sleep(30)
+        raise AssertionError("unreachable")
+
+    CreateNetwork = ListNetworks  # type: ignore[assignment]
+
+    async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchResponse]:
+        self.calls += 1
+        await asyncio.sleep(30)
+        yield pb.WatchResponse()
+
+
+@pytest.fixture
+async def hung() -> AsyncIterator[tuple[str, Hung]]:
+    srv = grpc.aio.server()
+    servicer = Hung()
+    pb_grpc.add_NetworkServiceServicer_to_server(servicer, srv)
+    pb_grpc.add_WatchServiceServicer_to_server(servicer, srv)
+    port = srv.add_insecure_port("127.0.0.1:0")
+    await srv.start()
+    yield f"127.0.0.1:{port}", servicer
+    await srv.stop(None)
+
+
+async def test_a_hung_controller_is_failed_over_for_repeatable_calls_and_watch(
+        server: tuple[str, Networks], hung: tuple[str, Hung]) -> None:
+    async with Client([hung[0], server[0]], failover_timeout=0.3) as client:
+        assert [n.name for n in await client.list_networks()] == ["front"]
+        assert client.address == server[0]
+    async with Client([hung[0], server[0]], failover_timeout=0.3) as client:
+        batches = [b async for b in client.watch(start_revision=10)]
+        assert [b.revision for b in batches] == [11, 12]
+    assert hung[1].calls == 2
+
+
+async def test_a_create_is_not_repeated_after_a_timeout(server: tuple[str, Networks], hung: tuple[str, Hung]) -> None:
+    async with Client([hung[0], server[0]], failover_timeout=0.3) as client:
+        with pytest.raises(errors.Unavailable, match=f"no answer from {hung[0]} within 0.3s"):
+            await client.create_network(Network("blue"))
+    assert server[1].calls == 0  # the first controller may have created it: not done twice

@@ -272,3 +272,29 @@ async def test_keepalive_rebinds_alive_key_to_the_callers_lease(ctl):
     assert renewed_b and lb == lease_b
     ctl.store.expire_lease(new_a)                                  # a's holder stops renewing
     assert (await ctl.hosts.get("h3")).alive, "the key is bound to b's lease, which lives"
+
+
+async def test_watch_heartbeats_without_store_progress(monkeypatch: pytest.MonkeyPatch):
+    """etcd's progress notifications default to every 10 minutes: the controller's own
+    heartbeat (at the revision the subscriber has everything up to) keeps the stream
+    from looking hung to the agents."""
+    from vxlab.controller.watch import Watcher
+
+    monkeypatch.setattr(Watcher, "HEARTBEAT", 0.05)
+    store = MemoryStore(progress_interval=3600)
+    c = Controller(store, Config(lease_ttl=1))
+    try:
+        await c.networks.create(Network(name="blue"))
+        it = c.watcher.watch()
+        snap = await it.__anext__()
+        beats = [await asyncio.wait_for(it.__anext__(), 5) for _ in range(2)]
+        assert [(b.revision, b.changes, b.snapshot) for b in beats] == [(snap.revision, (), False)] * 2
+        await c.networks.create(Network(name="red"))
+        change = await asyncio.wait_for(it.__anext__(), 5)
+        while not change.changes:
+            change = await asyncio.wait_for(it.__anext__(), 5)
+        beat = await asyncio.wait_for(it.__anext__(), 5)
+        assert change.revision > snap.revision and (beat.revision, beat.changes) == (change.revision, ())
+        await it.aclose()
+    finally:
+        await store.close()

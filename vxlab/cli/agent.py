@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
+from vxlab import config
+from vxlab.cli.flags import given
 from vxlab.cli.main import CliState, fail, parse_labels
 
 app = typer.Typer(help="Run the per-host agent that programs the kernel.", no_args_is_help=True)
@@ -16,21 +19,27 @@ Host = Annotated[str, typer.Option("--host", metavar="NAME", help="This host's n
 Prefix = Annotated[str, typer.Option(metavar="PREFIX", help="Prefix of the namespaces the agent creates.")]
 
 
+def _default(key: str) -> Any:
+    return config.default("agent", key)
+
+
 @app.command("run")
 def run(
     ctx: typer.Context,
-    host: Host,
+    host: Annotated[str | None, typer.Option("--host", metavar="NAME", help="This host's name.")] = None,
+    config_file: Annotated[str | None, typer.Option(
+        "--config", metavar="FILE", help="TOML file with an [agent] table; flags override it.")] = None,
     underlay_ip: Annotated[str, typer.Option(metavar="IP", help="VTEP address (default: detected).")] = "",
     underlay_dev: Annotated[str, typer.Option(metavar="DEV", help="Underlay device (default: detected).")] = "",
-    netns_prefix: Prefix = "vx-",
-    resync: Annotated[float, typer.Option(min=0.5, max=300.0, metavar="SECONDS", help="Full resync period.")] = 10.0,
+    netns_prefix: Prefix = _default("netns-prefix"),
+    resync: Annotated[float, typer.Option(min=config.RESYNC_MIN, max=config.RESYNC_MAX, metavar="SECONDS",
+                                          help="Full resync period.")] = _default("resync"),
     metrics: Annotated[str | None, typer.Option(metavar="ADDR", help="Prometheus metrics address.")] = None,
     status_file: Annotated[str, typer.Option(metavar="FILE", help="Write convergence status here.")] = "",
     label: Annotated[list[str] | None, typer.Option(metavar="K=V", help="Host label.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and exit; change nothing.")] = False,
 ) -> None:
     """Register HOST, follow the controller's Watch and reconcile the kernel."""
-    from vxlab import validate
     from vxlab.agent.kernel import KernelError
     from vxlab.agent.netlink import NetlinkKernel
     from vxlab.agent.runner import Agent, AgentConfig, plan_once
@@ -38,27 +47,43 @@ def run(
     from vxlab.tls import Pki
 
     state: CliState = ctx.obj
+    flags = given(ctx, exclude=frozenset({"config_file", "dry_run", "label"}))
+    if label:
+        flags["labels"] = parse_labels(label)
+    root = ctx.find_root()
+    if "controller" in given(root):  # the global --controller (or VXLAB_CONTROLLER) beats the file
+        flags["controller"] = state.controller
     try:
-        validate.name(host, field="host", max_len=validate.HOST_NAME_MAX)
-        if not netns_prefix.startswith("vx"):
-            fail("netns-prefix: must start with 'vx'")
-        tls = Pki(state.pki).host(host) if state.pki else state.tls  # --pki: this host's own certificate
-        config = AgentConfig(controller=state.controller.split(","), host=host, underlay_ip=underlay_ip,
-                             underlay_dev=underlay_dev, netns_prefix=netns_prefix, resync=resync,
-                             status_file=status_file, labels=parse_labels(label), tls=tls)
+        opts = config.resolve("agent", path=config_file, flags=flags)
+        if opts["host"] is None:
+            fail("host: required (--host NAME, or host in the [agent] table of --config)")
+        agent_config = AgentConfig(
+            controller=opts["controller"] or state.controller.split(","), host=opts["host"],
+            underlay_ip=opts["underlay_ip"], underlay_dev=opts["underlay_dev"], netns_prefix=opts["netns_prefix"],
+            resync=opts["resync"], status_file=opts["status_file"], labels=opts["labels"],
+            tls=_tls(state, pki=opts["pki"], host=opts["host"]))
         if dry_run:
-            lines = asyncio.run(plan_once(config, NetlinkKernel))
+            lines = asyncio.run(plan_once(agent_config, NetlinkKernel))
             typer.echo("\n".join(lines) if lines else "nothing to do")
             return
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-        agent = Agent(config, NetlinkKernel)
-        if metrics:
-            _serve_metrics(metrics)
+        agent = Agent(agent_config, NetlinkKernel)
+        if opts["metrics"]:
+            _serve_metrics(opts["metrics"])
         asyncio.run(agent.run())
     except (VxError, KernelError) as e:
         fail(str(e))
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+
+
+def _tls(state: CliState, *, pki: str | None, host: str) -> Any:
+    """With a PKI (the global --pki, or `pki` in the [agent] table): this host's own
+    certificate; else what the global --tls-* flags gave (None: plaintext)."""
+    from vxlab.tls import Pki
+
+    directory = state.pki or pki
+    return Pki(Path(directory)).host(host) if directory else state.tls
 
 
 def _serve_metrics(listen: str) -> None:

@@ -113,36 +113,50 @@ def run(
     network: Annotated[list[str], typer.Option("--network", metavar="N", help="A network (repeatable).")],
     ip: Annotated[str, typer.Option(metavar="IP", help="Address on the first network.")] = "",
 ) -> None:
-    """Start a container on HOST attached to each --network; waits until it is reachable."""
+    """Start a container on HOST attached to each --network. In a lab: waits until it is
+    reachable. Without one (real hosts): its endpoints are created in the controller and
+    the host's agent makes the container's namespace (`vx-c-NAME`), its peers the entries."""
     from vxlab.lab.lab import Lab
     from vxlab.lab.procs import LabError
 
     state: cli.CliState = ctx.obj
     if not state.lab:
-        cli.fail("lab: no lab selected (use --lab or start one with `vxlab up`)")
-    try:
-        eps = Lab(state.lab).container(name, host=host, networks=network, ip=ip)
-    except LabError as e:
-        cli.fail(str(e))
-    except VxError as e:
-        cli.fail(e.message)
+        async def create(c: Client) -> list[Endpoint]:
+            return [await c.create_endpoint(Endpoint(name=name, network=net, host=host, ip=ip if i == 0 else ""))
+                    for i, net in enumerate(network)]
+        eps = cli.call(ctx, create)
+    else:
+        try:
+            eps = Lab(state.lab).container(name, host=host, networks=network, ip=ip)
+        except LabError as e:
+            cli.fail(str(e))
+        except VxError as e:
+            cli.fail(e.message)
     cli.output(as_json=False, data=None, columns=LS_COLUMNS,
                rows=[[e.name, e.host, e.network, e.ip, e.mac, e.id[:12]] for e in eps])
 
 
 @app.command("rm")
 def rm(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Container name.")]) -> None:
-    """Remove a container (all its endpoints) from the lab."""
+    """Remove a container (all its endpoints) from the lab, or without one from the controller."""
     from vxlab.lab.lab import Lab
     from vxlab.lab.procs import LabError
 
     state: cli.CliState = ctx.obj
     if not state.lab:
-        cli.fail("lab: no lab selected (use --lab or start one with `vxlab up`)")
-    try:
-        n = Lab(state.lab).remove_container(name)
-    except LabError as e:
-        cli.fail(str(e))
-    except VxError as e:
-        cli.fail(e.message)
+        async def remove(c: Client) -> int:
+            eps = await c.list_endpoints(name=name)
+            if not eps:
+                raise NotFound(f"container: no container named {name!r}")
+            for e in eps:
+                await c.delete_endpoint(e.network, e.name)
+            return len(eps)
+        n = cli.call(ctx, remove)
+    else:
+        try:
+            n = Lab(state.lab).remove_container(name)
+        except LabError as e:
+            cli.fail(str(e))
+        except VxError as e:
+            cli.fail(e.message)
     typer.echo(f"removed {name} ({n} endpoints)", err=True)

@@ -1,0 +1,145 @@
+"""deploy/: the systemd units are valid (`systemd-analyze verify`, and a strict parse of our
+own), their command lines parse with the real CLI, and the files they name exist; the
+provisioning script, cloud-init file and Vagrantfile agree with them.
+
+What runs them for real (etcd members from the env files, a controller and an agent from
+the example configs) is tests/integration/test_deploy.py.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+UNITS = {p.name: p for p in sorted((DEPLOY / "systemd").glob("*.service"))}
+VXLAB = "/opt/vxlab/bin/vxlab"  # where deploy/vagrant/provision.sh installs the CLI
+# Options that give a service a mount namespace of its own: the agent's /run/netns
+# mounts would be invisible to the host.
+MOUNT_NS_OPTIONS = {"ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices", "ReadWritePaths",
+                    "ReadOnlyPaths", "InaccessiblePaths", "ProtectKernelTunables", "ProtectKernelModules",
+                    "ProtectControlGroups", "ProtectKernelLogs", "ProtectClock", "ProtectHostname",
+                    "TemporaryFileSystem", "BindPaths", "PrivateMounts", "ProtectProc", "DynamicUser"}
+
+
+def parse_unit(path: Path) -> dict[str, dict[str, list[str]]]:
+    """Sections -> key -> values (a key may repeat); anything not `Key=value` fails."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current = None
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if m := re.fullmatch(r"\[(\w+)\]", line):
+            current = sections.setdefault(m.group(1), {})
+            continue
+        m = re.fullmatch(r"([A-Z][A-Za-z]+)=(.*)", line)
+        assert m and current is not None, f"{path.name}:{number}: not a Key=value line in a section: {raw!r}"
+        current.setdefault(m.group(1), []).append(m.group(2))
+    return sections
+
+
+def test_the_units_we_ship() -> None:
+    assert set(UNITS) == {"vxlab-etcd@.service", "vxlab-controller.service", "vxlab-agent.service"}
+
+
+@pytest.mark.parametrize("name", sorted(UNITS))
+def test_unit_sections_and_keys(name: str) -> None:
+    unit = parse_unit(UNITS[name])
+    assert set(unit) == {"Unit", "Service", "Install"}
+    assert unit["Unit"]["Description"] and unit["Install"]["WantedBy"] == ["multi-user.target"]
+    assert "network-online.target" in unit["Unit"]["After"][0] and unit["Service"]["Restart"]
+    assert len(unit["Service"]["ExecStart"]) == 1
+    assert unit["Service"]["NoNewPrivileges"] == ["yes"]
+
+
+@pytest.mark.parametrize(("name", "verb"), [("vxlab-controller.service", ["controller", "serve"]),
+                                            ("vxlab-agent.service", ["agent", "run"])])
+def test_execstart_parses_with_the_real_cli(name: str, verb: list[str]) -> None:
+    argv = shlex.split(parse_unit(UNITS[name])["Service"]["ExecStart"][0])
+    assert argv[0] == VXLAB and argv[1:3] == verb
+    config = argv[argv.index("--config") + 1]
+    assert (DEPLOY / "config" / Path(config).name).is_file(), f"{config}: no example in deploy/config/"
+    out = subprocess.run([sys.executable, "-m", "vxlab.cli", *argv[1:], "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "Usage:" in out.stdout, out.stderr  # unknown options would fail here
+
+
+def test_agent_keeps_the_host_mount_namespace_and_only_its_capabilities() -> None:
+    service = parse_unit(UNITS["vxlab-agent.service"])["Service"]
+    assert not MOUNT_NS_OPTIONS & set(service), MOUNT_NS_OPTIONS & set(service)
+    assert set(service["CapabilityBoundingSet"][0].split()) == {"CAP_NET_ADMIN", "CAP_SYS_ADMIN"}
+    assert "AF_NETLINK" in service["RestrictAddressFamilies"][0]
+
+
+def test_controller_and_etcd_run_without_privileges() -> None:
+    for name in ("vxlab-controller.service", "vxlab-etcd@.service"):
+        service = parse_unit(UNITS[name])["Service"]
+        assert service["DynamicUser"] == ["yes"] and service["CapabilityBoundingSet"] == [""]
+        assert service["ProtectSystem"] == ["strict"]
+
+
+def test_etcd_members_one_env_file_each() -> None:
+    service = parse_unit(UNITS["vxlab-etcd@.service"])["Service"]
+    assert service["EnvironmentFile"] == ["/etc/vxlab/etcd/%i.env"] and service["ExecStart"] == ["/usr/bin/etcd"]
+    envs = sorted(p.name for p in (DEPLOY / "etcd").glob("*.env"))
+    assert envs == ["vm1.env", "vm2.env", "vm3.env"]
+    for env in envs:
+        values = dict(line.split("=", 1) for line in (DEPLOY / "etcd" / env).read_text().splitlines()
+                      if line and not line.startswith("#"))
+        assert values["ETCD_NAME"] == env.removesuffix(".env")
+        assert values["ETCD_DATA_DIR"].startswith("/var/lib/vxlab-etcd/")  # the unit's StateDirectory
+        assert values["ETCD_INITIAL_CLUSTER"].count("=http://") == 3
+        assert all(k.startswith("ETCD_") for k in values)
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed (./vx installs it)")
+def test_systemd_analyze_verify(tmp_path: Path) -> None:
+    """systemd's own parser (works without systemd as PID 1). The CLI path is pointed at
+    this venv's vxlab, since verify checks that ExecStart's program exists."""
+    vxlab = Path(sys.executable).parent / "vxlab"
+    assert vxlab.exists()
+    for name, path in UNITS.items():
+        (tmp_path / name).write_text(path.read_text().replace(VXLAB, str(vxlab)))
+    names = ["vxlab-etcd@vm1.service" if n.endswith("@.service") else n for n in sorted(UNITS)]
+    out = subprocess.run(["systemd-analyze", "verify", *names], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "SYSTEMD_LOG_LEVEL": "warning"})
+    ours = [line for line in (out.stdout + out.stderr).splitlines() if "vxlab" in line]
+    assert out.returncode == 0 and not ours, out.stdout + out.stderr
+
+
+def test_provisioning_installs_what_the_units_name() -> None:
+    script = (DEPLOY / "vagrant" / "provision.sh").read_text()
+    assert subprocess.run(["bash", "-n", str(DEPLOY / "vagrant" / "provision.sh")]).returncode == 0
+    assert "python3 -m venv /opt/vxlab" in script and "/etc/vxlab/agent.toml" in script
+    assert '"vxlab-etcd@$name.service"' in script and "vxlab-controller.service" in script
+    assert "systemctl restart --no-block" in script, "a first member blocks until a second one runs"
+    vagrantfile = (DEPLOY / "Vagrantfile").read_text()
+    for i in (1, 2, 3):
+        ip = f"192.168.56.1{i}"
+        assert f'"vm{i}" => "{ip}"' in vagrantfile
+        assert f"{ip}:2380" in (DEPLOY / "etcd" / "vm1.env").read_text()
+        assert f"{ip}:2379" in (DEPLOY / "config" / "controller.toml").read_text()
+    cloud = yaml.safe_load((DEPLOY / "cloud-init" / "vxlab-vm.yaml").read_text())
+    assert (DEPLOY / "cloud-init" / "vxlab-vm.yaml").read_text().startswith("#cloud-config\n")
+    assert "deploy/vagrant/provision.sh" in cloud["runcmd"][0][2]
+
+
+def test_example_configs_load_through_the_cli_path() -> None:
+    """`--config` of each verb accepts its example (the verbs' own resolve step)."""
+    from vxlab import config
+
+    ctl = config.resolve("controller", path=DEPLOY / "config" / "controller.toml", flags={})
+    assert ctl["listen"] == "0.0.0.0:7070" and len(ctl["etcd"]) == 3
+    agent = config.resolve("agent", path=DEPLOY / "config" / "agent.toml", flags={})
+    assert agent["controller"] == ["192.168.56.11:7070", "192.168.56.12:7070"] and agent["host"] == "vm1"
+    runtime = parse_unit(UNITS["vxlab-agent.service"])["Service"]["RuntimeDirectory"][0]
+    assert agent["status_file"].startswith(f"/run/{runtime}/"), "the agent writes its status where it may"
