@@ -228,10 +228,23 @@ class Lab:
                 driver=specs[n].driver, host=specs[n].host or ""))
                 for n in (s.name for s in steps if s.kind == "network" and s.op == "+")))
             todo = {(s.network, s.name) for s in steps if s.kind == "container" and s.op in "+~"}
-            await asyncio.gather(*(
-                c.create_endpoint(Endpoint(name=ct.name, network=a.network, host=ct.host, ip=a.ip or "",
-                                           labels=dict(ct.labels)))
-                for ct in topo.containers for a in ct.networks if (a.network, ct.name) in todo))
+            # Addresses follow the file: given ones first (all at once), then the others in
+            # file order, one network after another in parallel. Concurrent creates would
+            # hand out addresses in whatever order the transactions commit.
+            chains: dict[str, list[Endpoint]] = {}
+            fixed = []
+            for ct in topo.containers:
+                for a in ct.networks:
+                    if (a.network, ct.name) in todo:
+                        ep = Endpoint(name=ct.name, network=a.network, host=ct.host, ip=a.ip or "",
+                                      labels=dict(ct.labels))
+                        (fixed if a.ip else chains.setdefault(a.network, [])).append(ep)
+            await asyncio.gather(*(c.create_endpoint(ep) for ep in fixed))
+
+            async def in_order(eps: list[Endpoint]) -> None:
+                for ep in eps:
+                    await c.create_endpoint(ep)
+            await asyncio.gather(*(in_order(eps) for eps in chains.values()))
         self.call(go)
 
     def remove_host(self, host: str) -> None:
