@@ -27,8 +27,8 @@ import pytest
 from vxlab import netns
 from vxlab.errors import InvalidArgument
 from vxlab.lab import underlay
+from rig import module_lab
 from vxlab.lab.lab import Lab
-from vxlab.lab.topology import parse
 from vxlab.model import Endpoint, Host, Network
 
 pytestmark = pytest.mark.integration
@@ -47,20 +47,8 @@ ROGUE_IP = "172.30.0.250"
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    run = tmp_path_factory.mktemp("run")
-    old = os.environ.get("VXLAB_RUN")
-    os.environ["VXLAB_RUN"] = str(run)
-    name = "vxt" + secrets.token_hex(3)
-    the_lab = Lab(name)
-    try:
-        the_lab.up(parse(f"name: {name}\n{TOPO}"))
+    with module_lab(tmp_path_factory.mktemp("run"), TOPO) as the_lab:
         yield the_lab
-    finally:
-        the_lab.down()
-        if old is None:
-            os.environ.pop("VXLAB_RUN", None)
-        else:
-            os.environ["VXLAB_RUN"] = old
 
 
 def sh(ns: str, *cmd: str) -> subprocess.CompletedProcess[str]:
