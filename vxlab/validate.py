@@ -115,7 +115,8 @@ def labels(value: dict[str, str], *, field: str = "labels") -> dict[str, str]:
     Values: at most 255 printable characters; they are data, never part of a name,
     path, rule or command."""
     for key, val in value.items():
-        shown = key[:40] if key[:40].isprintable() else repr(key[:40])  # the error stays one line
+        # the error stays one line, and "field: reason" stays unambiguous
+        shown = key[:40] if key[:40].isprintable() and ":" not in key else repr(key[:40])
         if len(key) > LABEL_KEY_MAX or ".." in key or not LABEL_KEY_RE.match(key):
             raise InvalidArgument(f"{field}.{shown}", "label keys are 1-63 of [A-Za-z0-9._/-]"
                                   " (name or prefix/name, no '..')")
