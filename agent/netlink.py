@@ -146,7 +146,11 @@ class NetlinkKernel(ObjectOps):
     # --- the rogue-VTEP allow-list (nftables, see vtep.py) -------------------------------
     def vtep_filter(self) -> VtepFilter | None:
         self._own()
-        cur = subprocess.run(["nft", "-j", "list", "table", vtep.FAMILY, vtep.TABLE], capture_output=True, text=True)
+        try:
+            cur = subprocess.run(["nft", "-j", "list", "table", vtep.FAMILY, vtep.TABLE], capture_output=True,
+                                 text=True)
+        except OSError:  # no nft: the write says so, the rest of the pass goes on
+            return None
         return vtep.parse(cur.stdout) if cur.returncode == 0 else None
 
     def set_vtep_filter(self, want: VtepFilter) -> None:
@@ -156,14 +160,20 @@ class NetlinkKernel(ObjectOps):
             script = vtep.render(want)
         except ValueError as exc:
             raise KernelError(f"set_vtep_filter: {exc}") from exc
-        out = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True)
+        try:
+            out = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True)
+        except OSError as exc:
+            raise KernelError(f"set_vtep_filter: nft: {exc}") from exc
         if out.returncode != 0:
             raise KernelError(f"set_vtep_filter: nft: {out.stderr.strip() or out.stdout.strip()}")
         self.writes["set_vtep_filter"] += 1
 
     def delete_vtep_filter(self) -> None:
         self._own()
-        cur = subprocess.run(["nft", "list", "table", vtep.FAMILY, vtep.TABLE], capture_output=True, text=True)
+        try:
+            cur = subprocess.run(["nft", "list", "table", vtep.FAMILY, vtep.TABLE], capture_output=True, text=True)
+        except OSError:
+            return  # no nft: no table of ours either
         if cur.returncode != 0:
             return  # no table of ours
         out = subprocess.run(["nft", "delete", "table", vtep.FAMILY, vtep.TABLE], capture_output=True, text=True)

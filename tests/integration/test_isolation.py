@@ -222,3 +222,41 @@ def test_hostile_names_through_the_cli_exit_1_with_one_line(lab: Lab, bad: str):
     assert lab.call(lambda c: c.revision()) == before
     assert not os.path.exists("/tmp/vxtpwn")
     assert not [n for n in underlay.netns_list() if bad in n]
+
+
+def test_netlink_kernel_allow_list_is_ensure_style_and_leaves_other_tables_alone():
+    """On a bare namespace: written once, read back equal (no second write), replaced
+    in one transaction, removed by cleanup; a table that is not ours is never touched."""
+    from vxlab.agent.kernel import VtepFilter
+    from vxlab.agent.netlink import NetlinkKernel
+
+    ns = "vxt" + secrets.token_hex(3) + "k"
+    underlay.ip("netns", "add", ns)
+    try:
+        assert sh(ns, "nft", "add", "table", "inet", "vxtother").returncode == 0
+
+        def body() -> list[object]:
+            netns.enter(ns)
+            k = NetlinkKernel()
+            try:
+                want = VtepFilter(4789, frozenset({"172.30.0.11", "172.30.0.12"}))
+                seen = [k.vtep_filter()]
+                k.set_vtep_filter(want)
+                k.set_vtep_filter(want)
+                seen += [k.vtep_filter(), dict(k.writes)]
+                k.set_vtep_filter(VtepFilter(4789, frozenset({"172.30.0.11"})))
+                seen.append(k.vtep_filter())
+                k.delete_vtep_filter()
+                k.delete_vtep_filter()
+                seen += [k.vtep_filter(), dict(k.writes)]
+                return seen
+            finally:
+                k.close()
+        before, after_set, writes, after_update, after_delete, final = netns.in_thread(body)
+        assert before is None and after_set == VtepFilter(4789, frozenset({"172.30.0.11", "172.30.0.12"}))
+        assert writes == {"set_vtep_filter": 1}
+        assert after_update == VtepFilter(4789, frozenset({"172.30.0.11"})) and after_delete is None
+        assert final == {"set_vtep_filter": 2, "delete_vtep_filter": 1}
+        assert sh(ns, "nft", "list", "table", "inet", "vxtother").returncode == 0, "a foreign table was touched"
+    finally:
+        underlay.delete_ns(ns)
