@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from vxlab.agent.kernel import MARK, Fdb, Foreign, Kernel, KernelError, Link, Namespace, Neigh, Route, Underlay
+from vxlab.agent.kernel import MARK, Fdb, Foreign, Kernel, KernelError, Link, Namespace, Neigh, Route, Underlay, VtepFilter
 
 
 @dataclass
@@ -31,6 +31,7 @@ class FakeKernel(Kernel):
         self.ns: dict[str, _Ns] = {}
         self._underlay = underlay
         self.peers: dict[tuple[str, str], tuple[str, str]] = {}  # veth end -> other end
+        self.vteps: VtepFilter | None = None  # the allow-list table of the agent's namespace
 
     def _get(self, ns: str) -> _Ns:
         if ns not in self.ns:
@@ -46,6 +47,19 @@ class FakeKernel(Kernel):
 
     def underlay(self, *, ip: str = "", dev: str = "", towards: Sequence[str] = ()) -> Underlay:
         return self._underlay
+
+    def vtep_filter(self) -> VtepFilter | None:
+        return self.vteps
+
+    def set_vtep_filter(self, want: VtepFilter) -> None:
+        if self.vteps != want:
+            self.vteps = want
+            self.writes["set_vtep_filter"] += 1
+
+    def delete_vtep_filter(self) -> None:
+        if self.vteps is not None:
+            self.vteps = None
+            self.writes["delete_vtep_filter"] += 1
 
     def create_netns(self, name: str, *, marker: str) -> None:
         if name in self.ns:

@@ -77,6 +77,16 @@ class Namespace:
 
 
 @dataclass(frozen=True)
+class VtepFilter:
+    """The rogue-VTEP allow-list of the agent's own namespace (the role of Calico's
+    ipset of known hosts): UDP to `port` (the VXLAN port) is dropped on input unless
+    its source is one of `vteps`, the underlay addresses of the known hosts."""
+
+    port: int
+    vteps: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class Underlay:
     ip: str
     dev: str
@@ -101,10 +111,27 @@ class Kernel(ABC):
         device of the route towards the controller IPs `towards`, else of the default
         route (or the only global IPv4 address); its MTU. Rules: agent/underlay.py."""
 
+    @abstractmethod
+    def vtep_filter(self) -> VtepFilter | None:
+        """The allow-list of the agent's own namespace as the kernel holds it; None
+        when our table is missing or not in the shape we write (a rewrite repairs it)."""
+
+    # --- the rogue-VTEP allow-list (agent's own namespace) ------------------------
+    @abstractmethod
+    def set_vtep_filter(self, want: VtepFilter) -> None:
+        """Make the allow-list exactly `want`, in one atomic transaction (nftables
+        table `inet vxlab_vtep`, ours alone); nothing is written when it already is."""
+
+    @abstractmethod
+    def delete_vtep_filter(self) -> None:
+        """Remove our allow-list table; a missing one is no error."""
+
     # --- namespaces ---------------------------------------------------------------
     @abstractmethod
     def create_netns(self, name: str, *, marker: str) -> None:
-        """Create the namespace, bring `lo` up and set its ifalias to `marker`."""
+        """Create the namespace, bring `lo` up and set its ifalias to `marker`; IPv4
+        forwarding off in it (a new namespace inherits the host's value, and a
+        multi-homed container must never route between its networks)."""
 
     @abstractmethod
     def delete_netns(self, name: str) -> None: ...

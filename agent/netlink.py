@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
-from vxlab.agent import netlink_ns
-from vxlab.agent.kernel import MARK, Foreign, KernelError, Namespace, Underlay
+from vxlab.agent import netlink_ns, vtep
+from vxlab.agent.kernel import MARK, Foreign, KernelError, Namespace, Underlay, VtepFilter
 from vxlab.agent.netlink_dump import (
     IFF_UP,
     Msg,
@@ -144,6 +144,44 @@ class NetlinkKernel(ObjectOps):
         with self._op("underlay", "", dev or ip or "route towards the controller"):
             return find_underlay(own, ip=ip, dev=dev, towards=towards)
 
+    # --- the rogue-VTEP allow-list (nftables, see vtep.py) -------------------------------
+    def vtep_filter(self) -> VtepFilter | None:
+        self._own()
+        try:
+            cur = subprocess.run(["nft", "-j", "list", "table", vtep.FAMILY, vtep.TABLE], capture_output=True,
+                                 text=True)
+        except OSError:  # no nft: the write says so, the rest of the pass goes on
+            return None
+        return vtep.parse(cur.stdout) if cur.returncode == 0 else None
+
+    def set_vtep_filter(self, want: VtepFilter) -> None:
+        if self.vtep_filter() == want:
+            return
+        try:
+            script = vtep.render(want)
+        except ValueError as exc:
+            raise KernelError(f"set_vtep_filter: {exc}") from exc
+        try:
+            out = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True)
+        except OSError as exc:
+            raise KernelError(f"set_vtep_filter: nft: {exc}") from exc
+        if out.returncode != 0:
+            raise KernelError(f"set_vtep_filter: nft: {out.stderr.strip() or out.stdout.strip()}")
+        self.writes["set_vtep_filter"] += 1
+
+    def delete_vtep_filter(self) -> None:
+        self._own()
+        try:
+            cur = subprocess.run(["nft", "list", "table", vtep.FAMILY, vtep.TABLE], capture_output=True, text=True)
+        except OSError:
+            return  # no nft: no table of ours either
+        if cur.returncode != 0:
+            return  # no table of ours
+        out = subprocess.run(["nft", "delete", "table", vtep.FAMILY, vtep.TABLE], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise KernelError(f"delete_vtep_filter: nft: {out.stderr.strip()}")
+        self.writes["delete_vtep_filter"] += 1
+
     # --- namespaces -------------------------------------------------------------------
     def create_netns(self, name: str, *, marker: str) -> None:
         self._own()
@@ -157,6 +195,7 @@ class NetlinkKernel(ObjectOps):
             else:
                 self.writes["create_netns"] += 1
                 h = self._handles.adopt(name, fds)
+                self._sysctl(name, "net/ipv4/ip_forward", "0")  # not inherited from the host
                 lo = self._must_get(h, name, "lo")
                 self._fix("create_netns", h, name, lo, up=True, alias=marker)
                 return

@@ -7,6 +7,8 @@ vxlab mark, and addresses, routes, FDB and neighbour entries on such links.
 
 Order: namespaces are created first, then bridges and VXLAN devices, veth pairs,
 addresses, routes and entries; removals run in reverse (entries, links, namespaces).
+The rogue-VTEP allow-list of the agent's own namespace is one more action, planned by
+`plan_vtep_filter` (first: the filter is in place before any VXLAN device is up).
 FDB entries are keyed by (dev, MAC) and neighbours by (dev, IP): a changed value is
 one `replace`, never a delete racing an add.
 """
@@ -17,12 +19,13 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from vxlab.agent.kernel import MARK, Fdb, Link, Namespace, Neigh
+from vxlab.agent import vtep
+from vxlab.agent.kernel import MARK, Fdb, Link, Namespace, Neigh, VtepFilter
 from vxlab.agent.names import Naming
 
 Op = Literal["add", "delete", "replace", "update"]
 # Execution order of the phases (lower first).
-PHASE = {"netns+": 0, "link^": 0, "bridge+": 1, "vxlan+": 2, "veth+": 3, "uplink+": 3, "link~": 4, "addr+": 5, "route+": 6,
+PHASE = {"vtep~": 0, "netns+": 0, "link^": 0, "bridge+": 1, "vxlan+": 2, "veth+": 3, "uplink+": 3, "link~": 4, "addr+": 5, "route+": 6,
          "fdb+": 7, "neigh+": 7, "neigh-": 8, "fdb-": 8, "route-": 9, "addr-": 9, "link-": 10, "netns-": 11}
 
 
@@ -171,6 +174,15 @@ def _diff_entries(ns: str, want: frozenset[Fdb] | frozenset[Neigh], have: frozen
 
 def _entry_key(e: Fdb | Neigh) -> tuple[str, str]:
     return (e.dev, e.mac) if isinstance(e, Fdb) else (e.dev, e.ip)
+
+
+def plan_vtep_filter(want: VtepFilter, have: VtepFilter | None) -> list[Action]:
+    """One action when the allow-list differs from `want` (none when it is right)."""
+    reason = vtep.diff_reason(want, have)
+    if not reason:
+        return []
+    return [_act("add" if have is None else "update", "vteps", vtep.AGENT_NS, f"{vtep.FAMILY} {vtep.TABLE}",
+                 reason, "set_vtep_filter", "vtep~", want)]
 
 
 def make_plan(desired: dict[str, Namespace], actual: dict[str, Namespace], naming: Naming) -> list[Action]:

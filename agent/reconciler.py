@@ -4,6 +4,9 @@ Between full passes the reconciler diffs against what it believes the kernel hol
 (the last dump, updated by what it applied), so an event costs no dump; a full pass
 (`full=True`: at start and on every periodic resync) dumps the kernel and repairs any
 drift. A failed action forces the next pass to be a full one.
+
+Besides the namespaces, the state holds the rogue-VTEP allow-list of the agent's own
+namespace (vtep.py): read with every dump, planned as one action with its reason.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from typing import Any
 from vxlab.agent import metrics
 from vxlab.agent.cache import StateCache
 from vxlab.agent.desired import HostInfo, desired_state
-from vxlab.agent.kernel import Kernel, KernelError, Namespace
-from vxlab.agent.plan import Action, make_plan
+from vxlab.agent import vtep
+from vxlab.agent.kernel import Kernel, KernelError, Namespace, VtepFilter
+from vxlab.agent.plan import Action, make_plan, plan_vtep_filter
 
 log = logging.getLogger("vxlab.agent")
 
@@ -55,31 +59,42 @@ def _batched(actions: list[Action]) -> list[Action | tuple[str, list[Any], list[
     return out
 
 
+def observe(kernel: Kernel, prefix: str) -> tuple[dict[str, Namespace], VtepFilter | None]:
+    """What the kernel holds: the owned namespaces' dump and the allow-list."""
+    return kernel.dump(prefix), kernel.vtep_filter()
+
+
 class Reconciler:
     def __init__(self, kernel: Kernel, me: HostInfo) -> None:
         self.kernel = kernel
         self.me = me
         self.naming = me.naming
         self._believed: dict[str, Namespace] | None = None
+        self._believed_filter: VtepFilter | None = None
 
     def actual(self, *, full: bool) -> dict[str, Namespace]:
         if full or self._believed is None:
-            self._believed = self.kernel.dump(self.me.netns_prefix)
+            self._believed, self._believed_filter = observe(self.kernel, self.me.netns_prefix)
         return self._believed
+
+    def desired_filter(self, state: StateCache) -> VtepFilter:
+        return vtep.desired_filter({h.name: h.underlay_ip for h in state.hosts.values()},
+                                   me_ip=self.me.underlay_ip, port=self.me.vxlan_port)
 
     def plan(self, state: StateCache, *, full: bool = False,
              assume_alive: frozenset[str] = frozenset()) -> tuple[list[Action], dict[str, Namespace]]:
         actual = self.actual(full=full)
         desired = desired_state(state, self.me, actual, assume_alive=assume_alive)
-        return make_plan(desired, actual, self.naming), desired
+        actions = plan_vtep_filter(self.desired_filter(state), self._believed_filter)
+        return actions + make_plan(desired, actual, self.naming), desired
 
     def reconcile(self, state: StateCache, *, full: bool = False, assume_alive: frozenset[str] = frozenset(),
-                  actual: dict[str, Namespace] | None = None) -> PassResult:
-        """One pass. `actual`: a kernel dump made elsewhere (the agent's dump thread);
+                  actual: tuple[dict[str, Namespace], VtepFilter | None] | None = None) -> PassResult:
+        """One pass. `actual`: an `observe` made elsewhere (the agent's dump thread);
         without it a full pass dumps here."""
         start = time.perf_counter()
         if actual is not None:
-            self._believed = actual
+            self._believed, self._believed_filter = actual
         actions, desired = self.plan(state, full=full and actual is None, assume_alive=assume_alive)
         before = Counter(self.kernel.writes)
         result = PassResult(actions, full=full)
@@ -101,6 +116,7 @@ class Reconciler:
         if result.ok:
             kept = {k: v for k, v in (self._believed or {}).items() if not self.naming.owns(v.marker)}
             self._believed = {**kept, **desired}
+            self._believed_filter = self.desired_filter(state)
         else:
             self._believed = None  # find out what really happened on the next pass
         result.seconds = time.perf_counter() - start

@@ -38,11 +38,11 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from vxlab.agent import metrics
+from vxlab.agent import metrics, vtep
 from vxlab.agent.cache import StateCache
 from vxlab.agent.desired import HostInfo
-from vxlab.agent.kernel import Kernel
-from vxlab.agent.reconciler import PassResult, Reconciler
+from vxlab.agent.kernel import Kernel, VtepFilter
+from vxlab.agent.reconciler import PassResult, Reconciler, observe
 from vxlab.agent.underlay import controller_ips
 from vxlab.client import Client, parse_addresses
 from vxlab.errors import NotFound, PermissionDenied, Unauthenticated, Unavailable, VxError
@@ -103,11 +103,11 @@ class Agent:
         """Run `fn` in the reconcile thread and wait for it (for synchronous callers)."""
         return self._pool.submit(fn).result()
 
-    def _background_dump(self) -> dict[str, Any]:
+    def _background_dump(self) -> tuple[dict[str, Any], VtepFilter | None]:
         """Runs in the dump thread, with a kernel of its own."""
         if self._dump_kernel is None:
             self._dump_kernel = self._kernel_factory()
-        return self._dump_kernel.dump(self.me.netns_prefix)
+        return observe(self._dump_kernel, self.me.netns_prefix)
 
     def close_kernel(self) -> None:
         self.in_thread(self.kernel.close)
@@ -321,11 +321,16 @@ async def plan_once(config: AgentConfig, kernel: Callable[[], Kernel]) -> list[s
 
 
 def teardown(kernel: Kernel, *, host: str, netns_prefix: str) -> list[str]:
-    """Delete every namespace this host's agent owns (its marker), nothing else."""
+    """Delete every namespace this host's agent owns (its marker) and the agent's
+    rogue-VTEP allow-list table, nothing else."""
     me = HostInfo(host, "", 0, netns_prefix)
     gone = []
     for name, ns in kernel.dump(netns_prefix).items():
         if me.naming.owns(ns.marker):
             kernel.delete_netns(name)
             gone.append(name)
+    before = kernel.writes["delete_vtep_filter"]
+    kernel.delete_vtep_filter()
+    if kernel.writes["delete_vtep_filter"] > before:
+        gone.append(f"nftables table {vtep.FAMILY} {vtep.TABLE}")
     return gone

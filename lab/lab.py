@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from vxlab.client import Client
+from vxlab.errors import InvalidArgument
 from vxlab.lab import procs, underlay
 from vxlab.lab.check import CheckResult, Probe, ping, run_check
-from vxlab.lab.state import LabState, Proc, lab_dir, lab_marker, ns_prefix
+from vxlab.lab.state import LabState, Proc, check_lab_name, lab_dir, lab_marker, ns_prefix
 from vxlab.lab.topology import Topology, load, to_dict
 from vxlab.model import Endpoint, Host, Network
 
@@ -57,6 +58,10 @@ class Step:
 
 class Lab:
     def __init__(self, name: str) -> None:
+        try:
+            check_lab_name(name)  # it names a directory and prefixes namespaces
+        except InvalidArgument as e:
+            raise procs.LabError(e.message) from None
         self.name = name
         self.state = LabState.load(name) or LabState(name)
         self.topology: Topology | None = None

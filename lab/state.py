@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vxlab import validate
 from vxlab.tls import Pki, TlsConfig
 
 
@@ -32,8 +33,16 @@ def run_root() -> Path:
     return Path(os.environ.get("VXLAB_RUN", "/run/vxlab"))
 
 
+def check_lab_name(name: str, *, field: str = "lab") -> str:
+    """A lab name names a directory under the run root and prefixes namespace names:
+    the rules of every other name (no '/', '..', spaces, quotes, …), at most 11."""
+    from vxlab.lab.topology import LAB_NAME_MAX
+
+    return validate.name(name, field=field, max_len=LAB_NAME_MAX)
+
+
 def lab_dir(lab: str) -> Path:
-    return run_root() / lab
+    return run_root() / check_lab_name(lab)
 
 
 def ns_prefix(lab: str) -> str:

@@ -48,9 +48,15 @@ class TopologyError(Exception):
     """A topology is invalid: `path` is the YAML location (or the file), `reason` why."""
 
     def __init__(self, path: str, reason: str) -> None:
+        path, reason = one_line(path), one_line(reason)  # a key or YAML excerpt may hold a newline
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+def one_line(text: str) -> str:
+    """`text` with line breaks and other control characters escaped (errors are one line)."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,10 @@ CONTAINER_NAME_MAX = 32
 VNI_MIN, VNI_MAX = 1, 16_777_215
 MTU_MIN, MTU_MAX = 576, 9216
 PREFIX_MIN, PREFIX_MAX = 8, 30
-LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+# `name` or `prefix/name` (as Kubernetes: `vxlab/netns-prefix`): one '/' at most, no
+# '..', each part starting and ending with a letter or digit.
+LABEL_KEY_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?/)?[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
+LABEL_KEY_MAX = 63
 LABEL_VALUE_MAX = 255
 
 
@@ -108,9 +111,15 @@ def mtu(value: int, *, field: str = "mtu") -> int:
 
 
 def labels(value: dict[str, str], *, field: str = "labels") -> dict[str, str]:
+    """Keys: `name` or `prefix/name` of [A-Za-z0-9._-], at most 63 characters, no '..'.
+    Values: at most 255 printable characters; they are data, never part of a name,
+    path, rule or command."""
     for key, val in value.items():
-        if not LABEL_KEY_RE.match(key):
-            raise InvalidArgument(f"{field}.{key[:40]}", "label keys are 1-63 of [A-Za-z0-9._/-]")
+        # the error stays one line, and "field: reason" stays unambiguous
+        shown = key[:40] if key[:40].isprintable() and ":" not in key else repr(key[:40])
+        if len(key) > LABEL_KEY_MAX or ".." in key or not LABEL_KEY_RE.match(key):
+            raise InvalidArgument(f"{field}.{shown}", "label keys are 1-63 of [A-Za-z0-9._/-]"
+                                  " (name or prefix/name, no '..')")
         if len(val) > LABEL_VALUE_MAX or not val.isprintable():
-            raise InvalidArgument(f"{field}.{key}", f"label values are at most {LABEL_VALUE_MAX} printable characters")
+            raise InvalidArgument(f"{field}.{shown}", f"label values are at most {LABEL_VALUE_MAX} printable characters")
     return dict(value)

@@ -17,6 +17,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,28 @@ def stop_group(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@contextmanager
+def module_lab(run: Path, body: str) -> Iterator[Any]:
+    """A lab named `vxt<6 hex>` from a topology body (no name), with VXLAB_RUN set to
+    `run` while it lives; taken down (and VXLAB_RUN restored) also on failure."""
+    from vxlab.lab.lab import Lab
+    from vxlab.lab.topology import parse
+
+    old = os.environ.get("VXLAB_RUN")
+    os.environ["VXLAB_RUN"] = str(run)
+    name = "vxt" + secrets.token_hex(3)
+    the_lab = Lab(name)
+    try:
+        the_lab.up(parse(f"name: {name}\n{body}"))
+        yield the_lab
+    finally:
+        the_lab.down()
+        if old is None:
+            os.environ.pop("VXLAB_RUN", None)
+        else:
+            os.environ["VXLAB_RUN"] = old
 
 
 # Two hosts, one network, a container on each: the body of a lab topology (no name).

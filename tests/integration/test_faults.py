@@ -9,7 +9,6 @@ generous: a slow machine must not fail a test; exact figures go to the reports.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rig import module_lab
 from vxlab.lab.lab import Lab
 from vxlab.lab.observe import time_until, vtep_entries
 from vxlab.lab.probe import Pinger, measure_tcp
@@ -40,20 +40,8 @@ HOST = {"c1": "h1", "c2": "h2", "c3": "h3", "c4": "h2"}
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    run = tmp_path_factory.mktemp("run")
-    old = os.environ.get("VXLAB_RUN")
-    os.environ["VXLAB_RUN"] = str(run)
-    name = "vxt" + secrets.token_hex(3)
-    the_lab = Lab(name)
-    try:
-        the_lab.up(parse(f"name: {name}\n{TOPO}"))
+    with module_lab(tmp_path_factory.mktemp("run"), TOPO) as the_lab:
         yield the_lab
-    finally:
-        the_lab.down()
-        if old is None:
-            os.environ.pop("VXLAB_RUN", None)
-        else:
-            os.environ["VXLAB_RUN"] = old
 
 
 @pytest.fixture

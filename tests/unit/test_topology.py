@@ -131,7 +131,7 @@ ERRORS = [
     (BASE + "networks: [{name: blue, labels: [a]}]\n", "networks[0].labels: expected a mapping, got list"),
     (BASE + "networks: [{name: blue, labels: {tier: 1}}]\n", "networks[0].labels.tier: expected a string, got int"),
     (BASE + "networks: [{name: blue, labels: {'b@d': x}}]\n",
-     "networks[0].labels.b@d: label keys are 1-63 of [A-Za-z0-9._/-]"),
+     "networks[0].labels.b@d: label keys are 1-63 of [A-Za-z0-9._/-] (name or prefix/name, no '..')"),
     # containers
     (NETS + "containers: {web: 1}\n", "containers: expected a list, got mapping"),
     (NETS + "containers: [{host: h1}]\n", "containers[0].name: required"),

@@ -25,12 +25,16 @@ LabOpt = Annotated[str | None, typer.Option("--lab", metavar="NAME", help="Lab n
 
 
 def _lab_name(ctx: typer.Context, lab: str | None) -> str:
-    from vxlab.lab.state import list_labs
+    from vxlab.errors import VxError
+    from vxlab.lab.state import check_lab_name, list_labs
 
     state: CliState = ctx.obj
     name = lab or state.lab
     if name:
-        return name
+        try:
+            return check_lab_name(name, field="lab")
+        except VxError as e:
+            fail(e.message)
     running = list_labs()
     fail("lab: no lab is running" if not running else f"lab: several labs are running ({', '.join(running)}); use --lab")
 
@@ -49,7 +53,7 @@ def up(
 
     try:
         topo = load(file)
-        the_lab = Lab(lab or topo.name)
+        the_lab = Lab(lab or topo.name)  # a bad --lab is a LabError
         if the_lab.running() and the_lab.state.insecure != insecure:
             fail(f"insecure: lab {the_lab.name} runs {'without' if the_lab.state.insecure else 'with'} TLS; "
                  "'down' it first to change that")

@@ -142,8 +142,13 @@ def root(
                                            help="Plaintext, no certificates (warns on stderr).")] = False,
 ) -> None:
     """Multi-host VXLAN overlay lab: networks, hosts and containers."""
-    from vxlab.lab.state import LabState, list_labs
+    from vxlab.lab.state import LabState, check_lab_name, list_labs
 
+    if lab is not None:
+        try:
+            check_lab_name(lab, field="lab")  # it names a directory and namespaces
+        except VxError as err:
+            fail(err.message)
     if lab is None:
         running = list_labs()
         lab = running[0] if len(running) == 1 else None
@@ -227,3 +232,6 @@ app.add_typer(fault.app, name="fault")
 from vxlab.cli import experiment  # noqa: E402
 
 app.add_typer(experiment.app, name="experiment")
+from vxlab.cli import fuzz as fuzz_cli  # noqa: E402
+
+app.command("fuzz")(fuzz_cli.fuzz)

@@ -1,0 +1,24 @@
+"""`vxlab fuzz`: the soak run of the fuzz properties (see vxlab/fuzz.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from vxlab.cli.main import fail
+
+
+def fuzz(
+    examples: Annotated[int, typer.Option(min=1, metavar="N", help="Cases per target.")] = 10_000,
+    target: Annotated[list[str] | None, typer.Option(metavar="T", help="rpc, topology or scenario (repeatable).")] = None,
+) -> None:
+    """Fuzz every RPC and the topology and scenario parsers; print a summary; exit 1 on a failed property."""
+    try:
+        from vxlab import fuzz as fz
+    except ImportError as e:
+        fail(f"fuzz: needs the test extra (pip install 'vxlab[test]'): {e}")
+    unknown = sorted(set(target or []) - set(fz.TARGETS))
+    if unknown:
+        fail(f"target: unknown {', '.join(unknown)} (one of {', '.join(sorted(fz.TARGETS))})")
+    raise typer.Exit(fz.soak(examples, targets=target or sorted(fz.TARGETS), out=typer.echo))
