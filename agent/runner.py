@@ -175,8 +175,11 @@ class Agent:
                             self._pending_since = time.monotonic()
                         self._dirty.set()
                     elif self._pending_since is None and self.last and self.last.ok:
-                        self.applied_revision = self.cache.revision  # heartbeat: still converged
-                        metrics.LAST_REVISION.set(self.applied_revision)
+                        # a heartbeat, or a change the kernel does not depend on: still converged
+                        if self.applied_revision != self.cache.revision:
+                            self.applied_revision = self.cache.revision
+                            metrics.LAST_REVISION.set(self.applied_revision)
+                            self.write_status()
             except (VxError, Exception) as e:  # noqa: BLE001 - any stream failure: reconnect
                 metrics.ERRORS.labels("watch").inc()
                 if self._outage_since is None:
@@ -252,8 +255,10 @@ class Agent:
                 gc.set_threshold(20_000, 20, 50)  # fewer, rarer sweeps: the agent makes few cycles
             self.last = result
             if result.ok:
-                self.applied_revision = copy.revision
-                metrics.LAST_REVISION.set(copy.revision)
+                # Not dirty: whatever arrived during the pass changed nothing the kernel
+                # depends on, so the kernel is right for the cache's revision too.
+                self.applied_revision = copy.revision if self._dirty.is_set() else self.cache.revision
+                metrics.LAST_REVISION.set(self.applied_revision)
                 if pending is not None:
                     metrics.PROGRAMMING_LATENCY.observe(time.monotonic() - pending)
             if result.actions:

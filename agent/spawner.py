@@ -13,6 +13,7 @@ spawner exits when stdin closes. No thread or channel exists before a fork.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -59,7 +60,13 @@ def spawn(req: dict[str, Any]) -> int:
 
 def main() -> None:
     """Arguments are ignored: a caller may name what the agents belong to (the lab runner
-    passes `--for <lab dir>`), so that its cleanup finds them by their command line."""
+    passes `--for <lab dir>`), so that its cleanup finds them by their command line.
+
+    Everything imported so far is moved out of the collector's sight before forking:
+    children then neither scan it in their collections (the agent collects once after
+    its first pass) nor write to its pages (copy-on-write stays shared)."""
+    gc.collect()
+    gc.freeze()
     for line in sys.stdin:
         if line.strip():
             print(json.dumps({"pid": spawn(json.loads(line))}), flush=True)

@@ -170,3 +170,15 @@ def test_unmarked_namespace_in_the_way_is_refused(rig):
     k.create_netns("vxt-h1-c-web", marker="")  # someone's `ip netns add` with our name
     res = r.reconcile(s, full=True)
     assert not res.ok and k.ns["vxt-h1-c-web"].marker == "" and not k.ns["vxt-h1-c-web"].links
+
+
+def test_cache_reports_only_changes_the_kernel_depends_on():
+    s = snapshot()
+    h2 = s.hosts["h2"]
+    relabelled = dataclasses.replace(h2, labels={"vxlab/netns-prefix": "vx-h2."}, agent_version="9")
+    assert not s.apply(WatchBatch(revision=11, changes=(Change("put", relabelled),)))  # a re-registration
+    assert s.revision == 11 and s.hosts["h2"].agent_version == "9"
+    assert not s.apply(WatchBatch(revision=12, changes=(Change("put", s.endpoints[("blue", "db")]),)))
+    assert s.apply(WatchBatch(revision=13, changes=(Change("put", dataclasses.replace(h2, alive=False)),)))
+    assert s.apply(WatchBatch(revision=14, changes=(Change("delete", Endpoint("db", "blue", "")),)))
+    assert not s.apply(WatchBatch(revision=15, changes=(Change("delete", Endpoint("db", "blue", "")),)))
