@@ -183,6 +183,11 @@ class Lab:
             if ns in self.state.namespaces and underlay.marker(ns) == lab_marker(self.name) and ".c-" in ns:
                 underlay.delete_ns(ns)
 
+    def network_modes(self) -> dict[str, tuple[str, str]]:
+        """Containers with a network_mode: name -> (mode, host), from the applied topology
+        (the controller knows only containers with endpoints)."""
+        return self._modes()
+
     def _modes(self) -> dict[str, tuple[str, str]]:
         """Containers with a network_mode: name -> (mode, host), from the applied topology."""
         return {c["name"]: (c["network_mode"], c["host"]) for c in self.state.topology.get("containers", [])

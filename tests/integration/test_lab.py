@@ -298,4 +298,6 @@ containers:
     assert "172.30.0.12" in vx(env, "exec", "hostnet", "--", "ip", "-o", "-4", "addr").stdout
     check = json.loads(vx(env, "check", "--json").stdout)
     assert check["ok"] and any(p["src"] == "lonely" and not p["expect"] for p in check["probes"])
+    listed = vx(env, "container", "ls").stdout
+    assert "lonely" in listed and "(none)" in listed and "hostnet" in listed and "(host)" in listed
     assert vx(env, "down").returncode == 0 and left_behind(name) == []

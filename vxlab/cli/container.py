@@ -78,8 +78,17 @@ def ls(
         return await c.list_endpoints(network=network, host=host)
 
     eps = sorted(cli.call(ctx, go), key=lambda e: (e.name, e.host, e.network))
-    cli.output(as_json=as_json, data=[dataclasses.asdict(e) for e in eps], columns=LS_COLUMNS,
-               rows=[[e.name, e.host, e.network, e.ip, e.mac, e.id[:12]] for e in eps])
+    rows = [[e.name, e.host, e.network, e.ip, e.mac, e.id[:12]] for e in eps]
+    data = [dataclasses.asdict(e) for e in eps]
+    state: cli.CliState = ctx.obj
+    if state.lab and not network:  # the lab's `network_mode: none|host` containers: no endpoint
+        from vxlab.lab.lab import Lab
+
+        for name, (mode, on) in sorted(Lab(state.lab).network_modes().items()):
+            if not host or on == host:
+                rows.append([name, on, f"({mode})", "", "", ""])
+                data.append({"name": name, "host": on, "network_mode": mode})
+    cli.output(as_json=as_json, data=data, columns=LS_COLUMNS, rows=rows)
 
 
 @app.command("inspect")
