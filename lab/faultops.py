@@ -108,6 +108,13 @@ def apply(lab: Lab, fault_id: str, kind: str, p: dict[str, Any]) -> dict[str, An
         for proc in lab.state.etcd:
             proc.stop(sig=signal.SIGTERM)
         return {"procs": stopped}
+    if kind == "etcd-member-kill":
+        proc = lab.state.etcd[p["member"] - 1]
+        if not proc.alive():
+            raise FaultError(f"member: etcd member {p['member']} is not running")
+        cmd = _command(proc)
+        proc.stop(sig=signal.SIGKILL)  # a crash: no leadership hand-over
+        return {"procs": [cmd]}
     if kind == "controller-kill":
         if lab.state.controller is None or not lab.state.controller.alive():
             raise FaultError("controller-kill: the controller is not running")
@@ -130,6 +137,13 @@ def heal(lab: Lab, fault_id: str, kind: str, p: dict[str, Any], undo: dict[str, 
         lab.state.save()
         for endpoint in lab.state.etcd_endpoints:
             _wait_port(endpoint, what="etcd")
+    if kind == "etcd-member-kill":  # the others may still lack a quorum: wait for the port only
+        i = p["member"] - 1
+        lab.state.etcd[i] = _respawn(undo["procs"][0])
+        lab.state.save()
+        _wait_port(lab.state.etcd_endpoints[i], what=f"etcd member {p['member']}")
+        if 2 * sum(proc.alive() for proc in lab.state.etcd) > len(lab.state.etcd):  # a quorum again
+            procs.wait_for(lambda: _answers(lab), "the controller to answer through etcd", timeout=30)
     if kind == "controller-kill":
         Path(lab.socket.removeprefix("unix:")).unlink(missing_ok=True)
         lab.state.controller = _respawn(undo["procs"][0])

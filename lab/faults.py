@@ -98,7 +98,7 @@ def listing(lab: Lab) -> list[Fault]:
 def add(lab: Lab, kind: str, *, duration: float | None = None, **params: Any) -> Fault:
     """Inject one fault; with `duration`, a timer process heals it after that many seconds."""
     hosts = {h["name"]: h for h in lab.state.topology.get("hosts", [])}
-    params = faultspec.validate(kind, params, hosts=set(hosts))
+    params = faultspec.validate(kind, params, hosts=set(hosts), members=max(1, len(lab.state.etcd)))
     if duration is not None and duration <= 0:
         raise FaultError("for: must be a positive duration")
     with _locked(lab) as book:

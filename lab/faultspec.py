@@ -29,8 +29,10 @@ KINDS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "agent-kill": (("host",), {}),
     "host-crash": (("host",), {}),
     "etcd-stop": ((), {}),
+    "etcd-member-kill": (("member",), {}),
     "controller-kill": ((), {}),
 }
+ETCD_MEMBERS_MAX = 3
 
 
 def parse_duration(value: Any, *, field: str = "for") -> float:
@@ -72,7 +74,8 @@ def _number(value: Any, field: str, *, low: float, high: float, low_open: bool =
     return x
 
 
-def validate(kind: str, params: dict[str, Any], *, hosts: set[str]) -> dict[str, Any]:
+def validate(kind: str, params: dict[str, Any], *, hosts: set[str], members: int = 1) -> dict[str, Any]:
+    """Normalised parameters of a fault, or FaultError; `members`: the lab's etcd members."""
     if kind not in KINDS:
         raise FaultError(f"kind: unknown fault kind {kind!r} (kinds: {', '.join(KINDS)})")
     required, optional = KINDS[kind]
@@ -97,6 +100,12 @@ def validate(kind: str, params: dict[str, Any], *, hosts: set[str]) -> dict[str,
         out["percent"] = _number(out["percent"], "percent", low=0, high=100)
     if kind == "rate":
         out["mbit"] = _number(out["mbit"], "mbit", low=0, high=100_000)
+    if kind == "etcd-member-kill":
+        m = out["member"]
+        if isinstance(m, bool) or not isinstance(m, int | str) or not str(m).isdigit() or not 1 <= int(m) <= members:
+            raise FaultError(f"member: the lab's etcd members are 1..{members}, not {m!r}"
+                             + (" (a cluster needs `etcd: {members: 3}` in the topology)" if members == 1 else ""))
+        out["member"] = int(m)
     if kind == "delay":
         out["ms"] = _number(out["ms"], "ms", low=0, high=60_000)
         out["jitter_ms"] = _number(out["jitter_ms"], "jitter_ms", low=0, high=60_000, low_open=False)
@@ -118,9 +127,12 @@ def claims(kind: str, params: dict[str, Any]) -> set[str]:
     h = params.get("host", "")
     if kind in ("rate", "delay"):
         return {f"the {side} qdisc of {h}" for side in sides(params["direction"])}
+    if kind == "etcd-member-kill":
+        return {f"etcd member {params['member']}"}
     return {"link-down": {f"the link of {h}"}, "agent-kill": {f"the agent of {h}"},
             "host-crash": {f"the link of {h}", f"the agent of {h}"},
-            "etcd-stop": {"etcd"}, "controller-kill": {"the controller"}}.get(kind, set())
+            "etcd-stop": {f"etcd member {i}" for i in range(1, ETCD_MEMBERS_MAX + 1)},
+            "controller-kill": {"the controller"}}.get(kind, set())
 
 
 def describe(kind: str, p: dict[str, Any]) -> str:
@@ -133,4 +145,6 @@ def describe(kind: str, p: dict[str, Any]) -> str:
         return f"rate {p['mbit']:g} Mbit/s on {p['host']} ({p['direction']})"
     if kind == "delay":
         return f"delay {p['ms']:g} ms ±{p['jitter_ms']:g} on {p['host']} ({p['direction']})"
+    if kind == "etcd-member-kill":
+        return f"etcd-member-kill {p['member']}"
     return f"{kind} {p['host']}" if "host" in p else kind

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from vxlab.client import Client
+from vxlab.errors import VxError
 from vxlab.errors import InvalidArgument
 from vxlab.lab import procs, underlay
 from vxlab.lab.check import CheckResult, Probe, ping, run_check
@@ -133,9 +134,9 @@ class Lab:
         self.topology = topo
         self.state.topology = to_dict(topo)
         self.state.save()
-        if not (self.state.etcd and self.state.etcd[0].alive()):
-            progress("starting etcd")
-            procs.start_etcd(self.state)
+        if not any(p.alive() for p in self.state.etcd):  # a cluster with a member down still runs
+            progress("starting etcd" + (f" ({topo.etcd_members} members)" if topo.etcd_members > 1 else ""))
+            procs.start_etcd(self.state, members=topo.etcd_members)
         if not self.running():
             progress("starting the controller")
             self.state.lease_ttl = lease_ttl_for(len(topo.hosts))
@@ -301,7 +302,14 @@ class Lab:
         if mode is not None:
             kind, host = mode
             return self.host_ns(host) if kind == "host" else self.container_ns(host, container)
-        eps = [e for e in self.call(lambda c: c.list_endpoints(name=container))]
+        ns = self.container_ns(next((c["host"] for c in self.state.topology.get("containers", [])
+                                     if c["name"] == container), ""), container)
+        if ns in underlay.netns_list():  # from the topology file: no control plane needed
+            return ns
+        try:
+            eps = self.call(lambda c: c.list_endpoints(name=container))
+        except VxError as e:
+            raise procs.LabError(f"container: cannot look {container!r} up: {e}") from None
         if not eps:
             raise procs.LabError(f"container: no container named {container!r} in lab {self.name!r}")
         return self.container_ns(eps[0].host, container)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from vxlab import pki
-from vxlab.etcdproc import EtcdProcess
+from vxlab.etcdproc import EtcdCluster, EtcdProcess
 from vxlab.lab.state import LabState, Proc
 from vxlab.tls import Pki, TlsConfig
 
@@ -58,16 +58,23 @@ def host_tls(state: LabState, host: str) -> TlsConfig | None:
     return layout.host(host)
 
 
-def start_etcd(state: LabState) -> None:
+def start_etcd(state: LabState, *, members: int = 1) -> None:
+    """One etcd member, or a static cluster of `members` (each in `etcd/m<i>`, every one
+    recorded before anything waits on it; the controller gets every client endpoint)."""
     layout = ensure_pki(state)
-    etcd = EtcdProcess(state.dir / "etcd", detached=True, progress_notify_interval=2.0,
-                       tls=layout.etcd_server() if layout else None, client_tls=layout.etcd_client() if layout else None)
-    etcd.spawn()
-    assert etcd.pid is not None
-    state.etcd = [Proc.of(etcd.pid)]
-    state.etcd_endpoints = etcd.endpoints
+    tls = {"tls": layout.etcd_server() if layout else None, "client_tls": layout.etcd_client() if layout else None}
+    procs: list[EtcdProcess]
+    if members == 1:
+        procs = [EtcdProcess(state.dir / "etcd", detached=True, progress_notify_interval=2.0, **tls)]
+    else:
+        procs = EtcdCluster(members, state.dir / "etcd", detached=True, progress_notify_interval=2.0, **tls).members
+    for member in procs:
+        member.spawn()
+    state.etcd = [Proc.of(member.pid or 0) for member in procs]
+    state.etcd_endpoints = [member.endpoints[0] for member in procs]
     state.save()
-    etcd.wait_healthy()
+    for member in procs:
+        member.wait_healthy()
 
 
 def start_controller(state: LabState, *, lease_ttl: int) -> None:

@@ -85,7 +85,7 @@ def parse(data: Any, *, base: Path, default_name: str = "experiment") -> Scenari
     topo = _lab(data.get("lab"), base)
     containers = {c.name for c in topo.containers}
     probes, all_pairs = _probes(data.get("probes"), containers)
-    events = tuple(_event(e, f"timeline[{i}]", {h.name for h in topo.hosts})
+    events = tuple(_event(e, f"timeline[{i}]", {h.name for h in topo.hosts}, topo.etcd_members)
                    for i, e in enumerate(_list(data.get("timeline"), "timeline")))
     last = max((e.at + (e.duration or 0.0) for e in events), default=0.0)
     duration = _duration(data["duration"], "duration") if data.get("duration") is not None else last + 5.0
@@ -146,7 +146,7 @@ def _probes(raw: Any, containers: set[str]) -> tuple[tuple[ProbeSpec, ...], bool
     return tuple(out), all_pairs
 
 
-def _event(raw: Any, path: str, hosts: set[str]) -> Event:
+def _event(raw: Any, path: str, hosts: set[str], members: int) -> Event:
     if not isinstance(raw, dict):
         raise ScenarioError(path, "expected a mapping {at, fault, for}")
     for k in raw:
@@ -159,7 +159,7 @@ def _event(raw: Any, path: str, hosts: set[str]) -> Event:
         raise ScenarioError(f"{path}.fault", "required: a mapping with a `kind`")
     params = {k: v for k, v in fault.items() if k != "kind"}
     try:
-        params = faultspec.validate(str(fault["kind"]), params, hosts=hosts)
+        params = faultspec.validate(str(fault["kind"]), params, hosts=hosts, members=members)
     except faultspec.FaultError as e:
         field, _, reason = str(e).partition(": ")
         raise ScenarioError(f"{path}.fault.{field}", reason) from None

@@ -311,7 +311,12 @@ class EtcdCluster(_Managed):
         binary: EtcdBinary | None = None,
         progress_notify_interval: float = 5.0,
         startup_timeout: float = 30.0,
+        detached: bool = False,
+        tls: TlsConfig | None = None,
+        client_tls: TlsConfig | None = None,
     ) -> None:
+        """`detached`, `tls`, `client_tls`: as for EtcdProcess, for every member (client
+        traffic over TLS; peer traffic stays plain, on loopback)."""
         binary = binary or find_etcd()
         token = f"vxlab-{uuid.uuid4().hex[:8]}"
         names = [f"{token}-m{i}" for i in range(members)]
@@ -321,7 +326,8 @@ class EtcdCluster(_Managed):
             EtcdProcess(
                 Path(base_dir) / f"m{i}", binary=binary, peer_port=peers[i], name=names[i],
                 initial_cluster=initial, cluster_token=token, startup_timeout=startup_timeout,
-                progress_notify_interval=progress_notify_interval,
+                progress_notify_interval=progress_notify_interval, detached=detached, tls=tls,
+                client_tls=client_tls,
             )
             for i in range(members)
         ]  # fmt: skip

@@ -27,10 +27,20 @@ HOSTS = {"h1", "h2", "h3"}
     ("partition", {"hosts": [], "from": "h2"}, "hosts: names no host"),
     ("etcd-stop", {"host": "h1"}, "host: not a parameter of etcd-stop"),
     ("delay", {"host": "h1", "ms": 10, "jitter_ms": -1}, "jitter_ms: must be >= 0"),
+    ("etcd-member-kill", {"member": 2}, "member: the lab's etcd members are 1..1, not 2 (a cluster needs"),
+    ("etcd-member-kill", {}, "member: etcd-member-kill needs it"),
 ])
 def test_bad_faults_name_the_field(kind, params, error):
     with pytest.raises(FaultError, match=error.replace("(", r"\(")):
         faultspec.validate(kind, params, hosts=HOSTS)
+
+
+def test_etcd_members():
+    p = faultspec.validate("etcd-member-kill", {"member": "3"}, hosts=HOSTS, members=3)
+    assert p == {"member": 3} and faultspec.describe("etcd-member-kill", p) == "etcd-member-kill 3"
+    assert faultspec.claims("etcd-member-kill", p) < faultspec.claims("etcd-stop", {})  # they conflict
+    with pytest.raises(FaultError, match="member: the lab's etcd members are 1..3, not 4"):
+        faultspec.validate("etcd-member-kill", {"member": 4}, hosts=HOSTS, members=3)
 
 
 def test_fault_normalised_and_described():

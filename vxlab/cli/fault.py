@@ -17,7 +17,7 @@ app = typer.Typer(help="Inject faults into a running lab, list them, heal them."
 
 KINDS_HELP = ("partition --hosts A[,B] --from C[,D] [--oneway] | loss --host H --percent P [--direction D] | "
               "rate --host H --mbit N | delay --host H --ms N [--jitter-ms J] (needs netem) | link-down --host H | "
-              "agent-kill --host H | host-crash --host H | etcd-stop | controller-kill")
+              "agent-kill --host H | host-crash --host H | etcd-stop | etcd-member-kill --member N | controller-kill")
 
 
 @app.command("add")
@@ -35,6 +35,7 @@ def add(
     mbit: Annotated[float | None, typer.Option(metavar="N", help="rate: token-bucket rate in Mbit/s.")] = None,
     ms: Annotated[float | None, typer.Option(metavar="N", help="delay: milliseconds.")] = None,
     jitter_ms: Annotated[float | None, typer.Option(metavar="J", help="delay: jitter in ms.")] = None,
+    member: Annotated[int | None, typer.Option(metavar="N", help="etcd-member-kill: which member (1..3).")] = None,
     for_: Annotated[str | None, typer.Option("--for", metavar="DURATION", help="Heal after e.g. 10s, 500ms, 2m.")] = None,
     lab: LabOpt = None,
     as_json: JsonOpt = False,
@@ -44,7 +45,7 @@ def add(
     from vxlab.lab.procs import LabError
 
     params = {"host": host, "hosts": hosts, "from": from_, "oneway": oneway, "percent": percent,
-              "direction": direction, "mbit": mbit, "ms": ms, "jitter_ms": jitter_ms}
+              "direction": direction, "mbit": mbit, "ms": ms, "jitter_ms": jitter_ms, "member": member}
     try:
         the_lab = _running(ctx, lab)
         duration = parse_duration(for_) if for_ is not None else None

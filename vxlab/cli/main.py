@@ -189,6 +189,13 @@ def main() -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
+    except Exception as e:  # a verb that let a controller or lab error through: still one line
+        from vxlab.lab.procs import LabError
+
+        if not isinstance(e, VxError | LabError):
+            raise
+        typer.echo(f"error: {' '.join(str(e).split())}", err=True)
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 
 
