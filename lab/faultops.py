@@ -114,6 +114,7 @@ def apply(lab: Lab, fault_id: str, kind: str, p: dict[str, Any]) -> dict[str, An
             raise FaultError(f"member: etcd member {p['member']} is not running")
         cmd = _command(proc)
         proc.stop(sig=signal.SIGKILL)  # a crash: no leadership hand-over
+        _settle(lab)
         return {"procs": [cmd]}
     if kind == "controller-kill":
         if lab.state.controller is None or not lab.state.controller.alive():
@@ -142,8 +143,7 @@ def heal(lab: Lab, fault_id: str, kind: str, p: dict[str, Any], undo: dict[str, 
         lab.state.etcd[i] = _respawn(undo["procs"][0])
         lab.state.save()
         _wait_port(lab.state.etcd_endpoints[i], what=f"etcd member {p['member']}")
-        if 2 * sum(proc.alive() for proc in lab.state.etcd) > len(lab.state.etcd):  # a quorum again
-            procs.wait_for(lambda: _answers(lab), "the controller to answer through etcd", timeout=30)
+        _settle(lab)
     if kind == "controller-kill":
         Path(lab.socket.removeprefix("unix:")).unlink(missing_ok=True)
         lab.state.controller = _respawn(undo["procs"][0])
@@ -151,6 +151,14 @@ def heal(lab: Lab, fault_id: str, kind: str, p: dict[str, Any], undo: dict[str, 
         procs.wait_for(lambda: Path(lab.socket.removeprefix("unix:")).exists(), "the controller socket",
                        alive=lab.state.controller)
     if kind in ("etcd-stop", "controller-kill"):  # healed = the control plane answers again
+        procs.wait_for(lambda: _answers(lab), "the controller to answer through etcd", timeout=30)
+
+
+def _settle(lab: Lab) -> None:
+    """With a quorum of etcd members alive, wait until the controller answers through
+    them (a killed leader means an election first): the fault's effect is then the
+    steady one, not the election's."""
+    if 2 * sum(proc.alive() for proc in lab.state.etcd) > len(lab.state.etcd):
         procs.wait_for(lambda: _answers(lab), "the controller to answer through etcd", timeout=30)
 
 
