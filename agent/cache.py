@@ -1,15 +1,16 @@
 """The agent's copy of the desired state, fed by the controller's Watch stream.
 
 A snapshot replaces everything; a change batch updates objects by identity (hosts by
-name, networks by name, endpoints by (network, name)). The revision of the last batch
+name, networks by name, endpoints and policies by (network, name)). The revision of the last batch
 applied is what the agent resumes from after a reconnect.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from vxlab.model import Endpoint, Host, Network, WatchBatch
+from vxlab.model import Endpoint, Host, Network, Policy, WatchBatch
 
 
 @dataclass
@@ -19,6 +20,12 @@ class StateCache:
     hosts: dict[str, Host] = field(default_factory=dict)
     networks: dict[str, Network] = field(default_factory=dict)
     endpoints: dict[tuple[str, str], Endpoint] = field(default_factory=dict)
+    policies: dict[tuple[str, str], Policy] = field(default_factory=dict)
+
+    def copy(self) -> StateCache:
+        """A copy a pass can read while the watch goes on applying batches here."""
+        return StateCache(self.revision, self.synced, dict(self.hosts), dict(self.networks), dict(self.endpoints),
+                          dict(self.policies))
 
     def apply(self, batch: WatchBatch) -> bool:
         """Apply a batch; returns True when it changed anything the kernel state depends
@@ -29,6 +36,7 @@ class StateCache:
             self.hosts = {h.name: h for h in batch.hosts}
             self.networks = {n.name: n for n in batch.networks}
             self.endpoints = {(e.network, e.name): e for e in batch.endpoints}
+            self.policies = {(p.network, p.name): p for p in batch.policies}
             self.revision = batch.revision
             self.synced = True
             return True
@@ -49,10 +57,12 @@ class StateCache:
                     self.networks[obj.name] = obj
                 else:
                     changed |= self.networks.pop(obj.name, None) is not None
-            elif put:
-                changed |= self.endpoints.get((obj.network, obj.name)) != obj
-                self.endpoints[(obj.network, obj.name)] = obj
             else:
-                changed |= self.endpoints.pop((obj.network, obj.name), None) is not None
+                table: dict[tuple[str, str], Any] = self.policies if isinstance(obj, Policy) else self.endpoints
+                if put:
+                    changed |= table.get((obj.network, obj.name)) != obj
+                    table[(obj.network, obj.name)] = obj
+                else:
+                    changed |= table.pop((obj.network, obj.name), None) is not None
         self.revision = max(self.revision, batch.revision)
         return changed

@@ -7,7 +7,8 @@ only objects the agent owns, so the planner can diff the two field by field:
   like Docker's per-network sandbox): bridge, VXLAN device (the network's VNI, local
   = this host's underlay IP, learning off, ARP proxy on), the bridge-side veth end of
   each local endpoint, and for every endpoint on a *live remote* host a static FDB
-  entry (MAC -> that host's VTEP) and a permanent neighbour entry (IP -> MAC);
+  entry (MAC -> that host's VTEP) and a permanent neighbour entry (IP -> MAC), and
+  the network's policy rules that apply to its local endpoints (policy_nft.py);
 - a container namespace per local container: one interface per network, with the
   endpoint's MAC and address, and a default route via the gateway of its first
   non-internal network.
@@ -23,6 +24,7 @@ import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 
+from vxlab.agent import policy_nft
 from vxlab.agent.cache import StateCache
 from vxlab.agent.kernel import Fdb, Link, Namespace, Neigh, Route
 from vxlab.agent.names import VXLAN_OVERHEAD, VXLAN_PORT, Naming
@@ -89,8 +91,10 @@ def _network_ns(net: Network, local: list[Endpoint], state: StateCache, me: Host
         links[n.UPLINK] = Link(n.UPLINK, "veth", alias=n.uplink_alias(net.name), mtu=mtu, up=True)
         addrs |= {(bridge, f"{net.gateway}/{prefix}"), (n.UPLINK, f"{ns_ip}/30")}
         routes.add(Route("default", host_ip, n.UPLINK))
+    policy = policy_nft.build(net.name, local, state.endpoints.values(), state.policies.values()) \
+        if state.policies else None
     return Namespace(n.network_ns(net.name), n.network_marker(net.name), links, frozenset(addrs),
-                     frozenset(routes), fdb=frozenset(fdb), neigh=frozenset(neigh))
+                     frozenset(routes), fdb=frozenset(fdb), neigh=frozenset(neigh), policy=policy)
 
 
 def _container_ns(name: str, eps: list[Endpoint], state: StateCache, me: HostInfo,

@@ -12,7 +12,8 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from vxlab.agent.kernel import MARK, Fdb, Foreign, Kernel, KernelError, Link, Namespace, Neigh, Route, Underlay, VtepFilter
+from vxlab.agent.kernel import (MARK, Fdb, Foreign, Kernel, KernelError, Link, Namespace, Neigh, PolicyTable, Route,
+                               Underlay, VtepFilter)
 
 
 @dataclass
@@ -23,6 +24,7 @@ class _Ns:
     routes: set[Route] = field(default_factory=set)
     fdb: dict[tuple[str, str], Fdb] = field(default_factory=dict)
     neigh: dict[tuple[str, str], Neigh] = field(default_factory=dict)
+    policy: PolicyTable | None = None
 
 
 class FakeKernel(Kernel):
@@ -41,7 +43,7 @@ class FakeKernel(Kernel):
     def dump(self, prefix: str) -> dict[str, Namespace]:
         return {
             name: Namespace(name, n.marker, dict(n.links), frozenset(n.addrs), frozenset(n.routes),
-                            frozenset(n.fdb.values()), frozenset(n.neigh.values()))
+                            frozenset(n.fdb.values()), frozenset(n.neigh.values()), n.policy)
             for name, n in self.ns.items() if name.startswith(prefix)
         }
 
@@ -55,6 +57,18 @@ class FakeKernel(Kernel):
         if self.vteps != want:
             self.vteps = want
             self.writes["set_vtep_filter"] += 1
+
+    def set_policy(self, ns: str, table: PolicyTable) -> None:
+        n = self._get(ns)
+        if n.policy != table:
+            n.policy = table
+            self.writes["set_policy"] += 1
+
+    def delete_policy(self, ns: str) -> None:
+        n = self.ns.get(ns)
+        if n is not None and n.policy is not None:
+            n.policy = None
+            self.writes["delete_policy"] += 1
 
     def delete_vtep_filter(self) -> None:
         if self.vteps is not None:

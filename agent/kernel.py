@@ -74,6 +74,19 @@ class Namespace:
     routes: frozenset[Route] = frozenset()               # IPv4 main table, static/boot only (no kernel link routes)
     fdb: frozenset[Fdb] = frozenset()                    # static unicast entries with a dst, on vxlan devices
     neigh: frozenset[Neigh] = frozenset()                # permanent entries on vxlan devices
+    policy: PolicyTable | None = None                    # network namespaces: our nft policy table
+
+
+@dataclass(frozen=True)
+class PolicyTable:
+    """The network-policy table of a network namespace (agent/policy_nft.py). Compared
+    by `tag` alone (`vxlab:<digest of the rules>:<rule count>`, what a dump can read
+    back); the script and the local addresses are only there to write it."""
+
+    tag: str
+    script: str = field(default="", compare=False)
+    local: tuple[str, ...] = field(default=(), compare=False)   # the local endpoints' IPs
+    rules: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -125,6 +138,18 @@ class Kernel(ABC):
     @abstractmethod
     def delete_vtep_filter(self) -> None:
         """Remove our allow-list table; a missing one is no error."""
+
+    # --- network policy (in a network namespace) ---------------------------------------
+    @abstractmethod
+    def set_policy(self, ns: str, table: PolicyTable) -> None:
+        """Replace our policy table in `ns` with `table`, atomically (bridged IPv4 and
+        IPv6 handed to the IP hooks there), then forget the connections towards the
+        local endpoints (`table.local`): conntrack picks the allowed ones up again at
+        their next packet, under the new rules; the denied ones end."""
+
+    @abstractmethod
+    def delete_policy(self, ns: str) -> None:
+        """Remove our policy table from `ns`; a missing one is no error."""
 
     # --- namespaces ---------------------------------------------------------------
     @abstractmethod

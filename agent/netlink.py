@@ -1,7 +1,7 @@
 """`NetlinkKernel`: the `Kernel` contract on the real kernel, with pyroute2.
 
 Namespaces, dumps and links live here; addresses, routes, FDB and neighbour entries in
-`netlink_objs` (a mixin). Handles: `netlink_ns`; reads: `netlink_dump`.
+`netlink_objs` (a mixin), network policy in `netlink_policy` (another). Handles: `netlink_ns`; reads: `netlink_dump`.
 
 Every write is ensure-style: the current object is read first (a netlink GET; a small
 dump for addresses and routes), and a request is sent only when something differs;
@@ -13,6 +13,7 @@ give the agent a dedicated worker thread, e.g. `ThreadPoolExecutor(max_workers=1
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import hashlib
 import os
@@ -26,6 +27,7 @@ from typing import Any
 from pyroute2.netlink.exceptions import NetlinkError
 from vxlab.agent import netlink_ns, vtep
 from vxlab.agent.kernel import MARK, Foreign, KernelError, Namespace, Underlay, VtepFilter
+from vxlab.agent.netlink_policy import PolicyOps, read_policy
 from vxlab.agent.netlink_dump import (
     IFF_UP,
     Msg,
@@ -41,7 +43,7 @@ from vxlab.agent.netlink_raw import link_index
 ADDR_GEN_MODE_NONE = 1  # no IPv6 link-local address on the bridge itself
 
 
-class NetlinkKernel(ObjectOps):
+class NetlinkKernel(PolicyOps, ObjectOps):
     """The kernel of the calling thread's network namespace (the agent's "own" one)."""
 
     def __init__(self) -> None:
@@ -136,7 +138,10 @@ class NetlinkKernel(ObjectOps):
                 continue
             h = self._handle(name)
             with self._op("dump", name, "namespace"):
-                out[name] = read_namespace(name, h)
+                ns = read_namespace(name, h)
+            if any(link.kind == "bridge" and link.alias.startswith(MARK) for link in ns.links.values()):
+                ns = dataclasses.replace(ns, policy=read_policy(name))  # a network namespace
+            out[name] = ns
         return out
 
     def underlay(self, *, ip: str = "", dev: str = "", towards: Sequence[str] = ()) -> Underlay:

@@ -8,7 +8,9 @@ vxlab mark, and addresses, routes, FDB and neighbour entries on such links.
 Order: namespaces are created first, then bridges and VXLAN devices, veth pairs,
 addresses, routes and entries; removals run in reverse (entries, links, namespaces).
 The rogue-VTEP allow-list of the agent's own namespace is one more action, planned by
-`plan_vtep_filter` (first: the filter is in place before any VXLAN device is up).
+`plan_vtep_filter` (first: the filter is in place before any VXLAN device is up); a
+network namespace's policy table is one action too, right after the namespace exists
+(before any container is attached to its bridge).
 FDB entries are keyed by (dev, MAC) and neighbours by (dev, IP): a changed value is
 one `replace`, never a delete racing an add.
 """
@@ -19,13 +21,13 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from vxlab.agent import vtep
+from vxlab.agent import policy_nft, vtep
 from vxlab.agent.kernel import MARK, Fdb, Link, Namespace, Neigh, VtepFilter
 from vxlab.agent.names import Naming
 
 Op = Literal["add", "delete", "replace", "update"]
 # Execution order of the phases (lower first).
-PHASE = {"vtep~": 0, "netns+": 0, "link^": 0, "bridge+": 1, "vxlan+": 2, "veth+": 3, "uplink+": 3, "link~": 4, "addr+": 5, "route+": 6,
+PHASE = {"vtep~": 0, "netns+": 0, "link^": 0, "policy~": 1, "bridge+": 1, "vxlan+": 2, "veth+": 3, "uplink+": 3, "link~": 4, "addr+": 5, "route+": 6,
          "fdb+": 7, "neigh+": 7, "neigh-": 8, "fdb-": 8, "route-": 9, "addr-": 9, "link-": 10, "netns-": 11}
 
 
@@ -147,6 +149,13 @@ def _diff_ns(want: Namespace, have: Namespace, desired: dict[str, Namespace]) ->
                             "del_route", "route-", ns, r))
     out += _diff_entries(ns, want.fdb, have.fdb, "fdb")
     out += _diff_entries(ns, want.neigh, have.neigh, "neigh")
+    why = policy_nft.diff_reason(want.policy, have.policy)
+    if why and want.policy is not None:
+        out.append(_act("add" if have.policy is None else "update", "policy", ns,
+                        f"{policy_nft.FAMILY} {policy_nft.TABLE}", why, "set_policy", "policy~", ns, want.policy))
+    elif why:
+        out.append(_act("delete", "policy", ns, f"{policy_nft.FAMILY} {policy_nft.TABLE}", why, "delete_policy",
+                        "policy~", ns))
     return out
 
 

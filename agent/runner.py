@@ -233,8 +233,7 @@ class Agent:
             self._dirty.clear()
             passes += 1
             pending, self._pending_since = self._pending_since, None
-            copy = StateCache(self.cache.revision, True, dict(self.cache.hosts), dict(self.cache.networks),
-                              dict(self.cache.endpoints))
+            copy = self.cache.copy()
             grace = self._grace_hosts if self._outage_since is not None or time.monotonic() < self._grace_until \
                 else frozenset()
             try:

@@ -1,4 +1,4 @@
-"""The controller core: hosts, networks, endpoints and watch over one store.
+"""The controller core: hosts, networks, endpoints, policies and watch over one store.
 
 Stateless apart from in-flight reservations: any number of controller processes can
 serve the same etcd. The gRPC servicer (servicer.py) is a thin edge over this.
@@ -10,6 +10,7 @@ from vxlab.controller.context import Config, Context
 from vxlab.controller.endpoints import Endpoints
 from vxlab.controller.hosts import Hosts
 from vxlab.controller.networks import Networks
+from vxlab.controller.policies import Policies
 from vxlab.controller.store import Store
 from vxlab.controller.watch import Watcher
 
@@ -21,6 +22,7 @@ class Controller:
         self.networks = Networks(self.ctx)
         self.endpoints = Endpoints(self.ctx)
         self.hosts = Hosts(self.ctx, self.endpoints)
+        self.policies = Policies(self.ctx)
         self.watcher = Watcher(self.ctx)
 
     async def healthy(self) -> bool:

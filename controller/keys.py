@@ -4,6 +4,7 @@
     alive/<host>                 present while the host's lease lives (put with the lease)
     networks/<network>           network record (JSON)
     endpoints/<network>/<name>   endpoint record (JSON)
+    policies/<network>/<name>    network policy rule (JSON)
     alloc/vni/<vni>              -> network name       (uniqueness of VNIs)
     alloc/ip/<network>/<ip>      -> endpoint name      (uniqueness of addresses)
     alloc/mac/<network>/<mac>    -> endpoint name      (uniqueness of MACs in a network)
@@ -44,6 +45,16 @@ class Keys:
         return self.root + "endpoints/"
 
     @property
+    def policies(self) -> str:
+        return self.root + "policies/"
+
+    def network_policies(self, network: str) -> str:
+        return f"{self.policies}{network}/"
+
+    def policy(self, network: str, name: str) -> str:
+        return f"{self.policies}{network}/{name}"
+
+    @property
     def alloc(self) -> str:
         return self.root + "alloc/"
 
@@ -78,7 +89,7 @@ class Keys:
         return f"{self.alloc}mac/{network}/{mac}"
 
     def classify(self, key: str) -> tuple[str, list[str]]:
-        """('hosts'|'alive'|'networks'|'endpoints'|'alloc'|'', path parts after it)."""
+        """('hosts'|'alive'|'networks'|'endpoints'|'policies'|'alloc'|'', path parts after it)."""
         if not key.startswith(self.root):
             return "", []
         kind, _, rest = key[len(self.root):].partition("/")

@@ -1,4 +1,5 @@
-"""Networks: validation, subnet and VNI allocation, listing, deletion.
+"""Networks: validation, subnet and VNI allocation, listing, deletion (with the
+network's endpoints when forced, and always with its policies).
 
 Create is one optimistic transaction: the name must be absent, the VNI's alloc key
 absent, and no network created since the read (so the subnet-overlap check still
@@ -124,7 +125,7 @@ class Networks:
             ops: list[Op] = [
                 Delete(kv.key), *([Delete(self.keys.vni(net.vni))] if net.vni else []),
                 DeletePrefix(self.keys.network_endpoints(name)), DeletePrefix(self.keys.network_ips(name)),
-                DeletePrefix(self.keys.network_macs(name)),
+                DeletePrefix(self.keys.network_macs(name)), DeletePrefix(self.keys.network_policies(name)),
             ]
             res = await self.store.txn(
                 [ModRevisionIs(kv.key, kv.mod_revision),

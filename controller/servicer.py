@@ -105,6 +105,26 @@ class EndpointServicer(pbg.EndpointServiceServicer):
         return pb.DeleteEndpointResponse()
 
 
+class PolicyServicer(pbg.PolicyServiceServicer):
+    def __init__(self, core: Controller) -> None:
+        self.core = core
+
+    async def CreatePolicy(self, request: pb.CreatePolicyRequest, context: grpc.aio.ServicerContext) -> pb.Policy:
+        p = await _call(context, lambda: self.core.policies.create(wire.policy_from_pb(request.policy)))
+        return wire.policy_to_pb(p)
+
+    async def GetPolicy(self, request: pb.GetPolicyRequest, context: grpc.aio.ServicerContext) -> pb.Policy:
+        return wire.policy_to_pb(await _call(context, lambda: self.core.policies.get(request.network, request.name)))
+
+    async def ListPolicies(self, request: pb.ListPoliciesRequest, context: grpc.aio.ServicerContext) -> pb.ListPoliciesResponse:
+        found, rev = await _call(context, lambda: self.core.policies.list(network=request.network))
+        return pb.ListPoliciesResponse(policies=[wire.policy_to_pb(p) for p in found], revision=rev)
+
+    async def DeletePolicy(self, request: pb.DeletePolicyRequest, context: grpc.aio.ServicerContext) -> pb.DeletePolicyResponse:
+        await _call(context, lambda: self.core.policies.delete(request.network, request.name))
+        return pb.DeletePolicyResponse()
+
+
 class WatchServicer(pbg.WatchServiceServicer):
     def __init__(self, core: Controller) -> None:
         self.core = core
@@ -146,5 +166,6 @@ def add_all(server: grpc.aio.Server, core: Controller) -> list[str]:
     pbg.add_HostServiceServicer_to_server(HostServicer(core), server)
     pbg.add_NetworkServiceServicer_to_server(NetworkServicer(core), server)
     pbg.add_EndpointServiceServicer_to_server(EndpointServicer(core), server)
+    pbg.add_PolicyServiceServicer_to_server(PolicyServicer(core), server)
     pbg.add_WatchServiceServicer_to_server(WatchServicer(core), server)
     return [s.full_name for s in pb.DESCRIPTOR.services_by_name.values()]

@@ -6,10 +6,10 @@ revision, in order:
 
 - hosts/<h> put/delete       -> Host put (with its liveness) / Host delete;
 - alive/<h> put/delete       -> Host put with alive=True / alive=False (lease expiry);
-- networks/…, endpoints/…    -> Network / Endpoint put or delete;
+- networks/…, endpoints/…, policies/… -> Network / Endpoint / Policy put or delete;
 - alloc/…                    -> nothing (bookkeeping).
 
-A delete carries only the object's identity (name; network for endpoints). Resuming
+A delete carries only the object's identity (name; network for endpoints and policies). Resuming
 from revision R replays history after R; when R was compacted the subscriber gets a
 fresh snapshot marked `compacted`. A lost etcd connection ends the stream with
 StoreUnavailable; the agent reconnects with its last revision.
@@ -26,7 +26,7 @@ from typing import Any
 from vxlab.controller import metrics
 from vxlab.controller.context import Context
 from vxlab.controller.store import Compacted, Event, KeyValue, StoreUnavailable
-from vxlab.model import Change, Endpoint, Host, Network, WatchBatch, from_json
+from vxlab.model import Change, Endpoint, Host, Network, Policy, WatchBatch, from_json
 
 
 _END = object()  # hub -> subscriber: the shared stream ended (the subscriber reconnects)
@@ -43,6 +43,7 @@ class _View:
         self.hosts = {h.name: h for h in snap.hosts}
         self.networks = {n.name: n for n in snap.networks}
         self.endpoints = {(e.network, e.name): e for e in snap.endpoints}
+        self.policies = {(p.network, p.name): p for p in snap.policies}
         self._snap: WatchBatch | None = snap
         self._revision = snap.revision
 
@@ -56,6 +57,8 @@ class _View:
                 self._put_or_delete(self.networks, obj.name, obj, c.kind)
             elif isinstance(obj, Endpoint):
                 self._put_or_delete(self.endpoints, (obj.network, obj.name), obj, c.kind)
+            elif isinstance(obj, Policy):
+                self._put_or_delete(self.policies, (obj.network, obj.name), obj, c.kind)
         if self._snap is None:
             self._revision = batch.revision
 
@@ -72,7 +75,8 @@ class _View:
                 revision=self._revision, snapshot=True,
                 hosts=tuple(self.hosts[k] for k in sorted(self.hosts)),
                 networks=tuple(self.networks[k] for k in sorted(self.networks)),
-                endpoints=tuple(self.endpoints[k] for k in sorted(self.endpoints)))
+                endpoints=tuple(self.endpoints[k] for k in sorted(self.endpoints)),
+                policies=tuple(self.policies[k] for k in sorted(self.policies)))
         return self._snap
 
 
@@ -185,6 +189,7 @@ class Watcher:
         alive: set[str] = set()
         networks: list[Network] = []
         endpoints: list[Endpoint] = []
+        policies: list[Policy] = []
         for kv in kvs:
             kind, parts = self.keys.classify(kv.key)
             if kind == "hosts":
@@ -195,10 +200,12 @@ class Watcher:
                 networks.append(from_json(Network, kv.value))
             elif kind == "endpoints":
                 endpoints.append(from_json(Endpoint, kv.value))
+            elif kind == "policies":
+                policies.append(from_json(Policy, kv.value))
         return WatchBatch(
             revision=rev, snapshot=True, compacted=compacted,
             hosts=tuple(dataclasses.replace(h, alive=h.name in alive) for h in hosts),
-            networks=tuple(networks), endpoints=tuple(endpoints),
+            networks=tuple(networks), endpoints=tuple(endpoints), policies=tuple(policies),
         )
 
     async def watch(self, *, start_revision: int = 0) -> AsyncIterator[WatchBatch]:
@@ -272,4 +279,8 @@ class Watcher:
             if ev.kind == "delete":
                 return [Change("delete", Endpoint(name=parts[1], network=parts[0], host=""))]
             return [Change("put", from_json(Endpoint, ev.value))]
+        if kind == "policies" and len(parts) == 2:
+            if ev.kind == "delete":
+                return [Change("delete", Policy(name=parts[1], network=parts[0]))]
+            return [Change("put", from_json(Policy, ev.value))]
         return []

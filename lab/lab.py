@@ -17,18 +17,19 @@ import shutil
 import subprocess
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from vxlab.client import Client
 from vxlab.errors import VxError
 from vxlab.errors import InvalidArgument
+from vxlab.lab import plan as lab_plan
 from vxlab.lab import procs, underlay
+from vxlab.lab.plan import Step
 from vxlab.lab.check import CheckResult, Probe, ping, run_check
 from vxlab.lab.state import LabState, Proc, check_lab_name, lab_dir, lab_marker, ns_prefix
 from vxlab.lab.topology import Topology, load, to_dict
-from vxlab.model import Endpoint, Host, Network
+from vxlab.model import Endpoint, Host, Network, Policy
 
 T = TypeVar("T")
 LEASE_TTL = 5
@@ -41,20 +42,6 @@ def lease_ttl_for(hosts: int) -> int:
     past 5 s; every such expiry makes every peer purge and re-add that host's entries,
     which feeds the overload (measured: 50 hosts x 5 containers took 50 s with 5 s)."""
     return max(LEASE_TTL, -(-hosts // 5))
-
-
-@dataclass(frozen=True)
-class Step:
-    """One line of an `up` plan."""
-
-    op: str      # "+" add, "-" remove, "~" replace
-    kind: str    # host, network, container
-    name: str
-    detail: str = ""
-    network: str = ""  # containers: which attachment
-
-    def describe(self) -> str:
-        return f"{self.op} {self.kind} {self.name}{'  ' + self.detail if self.detail else ''}"
 
 
 class Lab:
@@ -105,28 +92,9 @@ class Lab:
     # --- plan ----------------------------------------------------------------------
     def plan(self, topo: Topology) -> list[Step]:
         """What `up` would change, by comparing the topology with the running lab."""
-        hosts: set[str] = set()
-        nets: dict[str, Network] = {}
-        eps: dict[tuple[str, str], Endpoint] = {}
-        if self.running():
-            hosts = set(self.state.agents)
-            nets = {n.name: n for n in self.call(lambda c: c.list_networks())}
-            eps = {(e.network, e.name): e for e in self.call(lambda c: c.list_endpoints())}
-        steps = [Step("+", "host", h.name, h.underlay_ip) for h in topo.hosts if h.name not in hosts]
-        want_hosts = {h.name for h in topo.hosts}
-        steps += [Step("-", "host", h) for h in sorted(hosts - want_hosts)]
-        steps += [Step("+", "network", n.name, n.subnet or "(subnet allocated)") for n in topo.networks
-                  if n.name not in nets]
-        steps += [Step("-", "network", n) for n in sorted(set(nets) - {n.name for n in topo.networks})]
-        want = {(a.network, c.name): (c, a) for c in topo.containers for a in c.networks}
-        for (net, name), (c, a) in want.items():
-            cur = eps.get((net, name))
-            if cur is None:
-                steps.append(Step("+", "container", name, f"on {c.host}, network {net}" + (f" ip {a.ip}" if a.ip else ""), net))
-            elif cur.host != c.host or (a.ip and a.ip != cur.ip):
-                steps.append(Step("~", "container", name, f"network {net}: {cur.host}/{cur.ip} -> {c.host}/{a.ip or 'any'}", net))
-        steps += [Step("-", "container", name, f"network {net}", net) for (net, name) in eps if (net, name) not in want]
-        return steps
+        live = self.call(lambda c: lab_plan.read_live(c, set(self.state.agents))) if self.running() \
+            else lab_plan.Live()
+        return lab_plan.plan(topo, live)
 
     # --- up --------------------------------------------------------------------------
     def up(self, topo: Topology, *, progress: Callable[[str], None] = lambda s: None) -> list[Step]:
@@ -225,38 +193,7 @@ class Lab:
                        f"{self.state.dir / 'logs'})", timeout=60 + len(want), interval=0.1)
 
     def _apply(self, topo: Topology, steps: list[Step]) -> None:
-        async def go(c: Client) -> None:
-            for s in steps:
-                if s.kind == "container" and s.op in "-~":
-                    await c.delete_endpoint(s.network, s.name)
-            for s in steps:
-                if s.kind == "network" and s.op == "-":
-                    await c.delete_network(s.name, force=True)
-            specs = {n.name: n for n in topo.networks}
-            await asyncio.gather(*(c.create_network(Network(
-                name=n, subnet=specs[n].subnet or "", gateway=specs[n].gateway or "", vni=specs[n].vni or 0,
-                mtu=specs[n].mtu or 0, internal=specs[n].internal, labels=dict(specs[n].labels),
-                driver=specs[n].driver, host=specs[n].host or ""))
-                for n in (s.name for s in steps if s.kind == "network" and s.op == "+")))
-            todo = {(s.network, s.name) for s in steps if s.kind == "container" and s.op in "+~"}
-            # Addresses follow the file: given ones first (all at once), then the others in
-            # file order, one network after another in parallel. Concurrent creates would
-            # hand out addresses in whatever order the transactions commit.
-            chains: dict[str, list[Endpoint]] = {}
-            fixed = []
-            for ct in topo.containers:
-                for a in ct.networks:
-                    if (a.network, ct.name) in todo:
-                        ep = Endpoint(name=ct.name, network=a.network, host=ct.host, ip=a.ip or "",
-                                      labels=dict(ct.labels))
-                        (fixed if a.ip else chains.setdefault(a.network, [])).append(ep)
-            await asyncio.gather(*(c.create_endpoint(ep) for ep in fixed))
-
-            async def in_order(eps: list[Endpoint]) -> None:
-                for ep in eps:
-                    await c.create_endpoint(ep)
-            await asyncio.gather(*(in_order(eps) for eps in chains.values()))
-        self.call(go)
+        self.call(lambda c: lab_plan.apply(c, topo, steps))
 
     def remove_host(self, host: str) -> None:
         proc = self.state.agents.pop(host, None)
@@ -346,8 +283,8 @@ class Lab:
 
     def check(self, **kw: Any) -> CheckResult:
         """Every expectation, including: a `network_mode: none` container reaches nobody."""
-        eps = self.call(lambda c: c.list_endpoints())
-        result = run_check(eps, lambda e: self.container_ns(e.host, e.name), **kw)
+        eps, rules = self.call(lambda c: asyncio.gather(c.list_endpoints(), c.list_policies()))
+        result = run_check(eps, lambda e: self.container_ns(e.host, e.name), policies=rules, **kw)
         isolated = [n for n, (mode, _) in self._modes().items() if mode == "none"]
         extra = [Probe(n, e.name, e.network, e.ip, expect=False) for n in isolated for e in eps]
         extra = [Probe(p.src, p.dst, p.network, p.ip, False, ping(self.namespace_of(p.src), p.ip, timeout=0.5))
@@ -405,6 +342,20 @@ class Lab:
         n = self.call(go)
         self.wait_converged()
         return n
+
+    # --- network policy (see vxlab.policy) -------------------------------------------------
+    def add_policy(self, rule: Policy) -> Policy:
+        """Add a policy rule (`policy add`) and wait until every agent enforces it."""
+        created = self.call(lambda c: c.create_policy(rule))
+        self.wait_converged()
+        return created
+
+    def remove_policy(self, network: str, name: str) -> None:
+        self.call(lambda c: c.delete_policy(network, name))
+        self.wait_converged()
+
+    def policies(self, *, network: str = "") -> list[Policy]:
+        return self.call(lambda c: c.list_policies(network=network))
 
     # --- faults (see vxlab.lab.faults) -----------------------------------------------------
     def add_fault(self, kind: str, *, duration: float | None = None, **params: Any) -> Any:

@@ -15,15 +15,17 @@ an equal `Topology`.
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from vxlab import validate
+from vxlab import policy, validate
 from vxlab.errors import InvalidArgument
+from vxlab.model import Policy
+from vxlab.lab.yamlfile import (  # noqa: F401 - TopologyError, YamlLoader, one_line: re-exported
+    TopologyError, YamlLoader, _int, _items, _join, _kind, _labels, _mapping, _opt, _section, _str, one_line)
 
 LAB_NAME_MAX = 11            # the lab name prefixes namespace names
 DEFAULT_UNDERLAY = "172.30.0.0/24"
@@ -36,27 +38,14 @@ ETCD_MEMBERS = (1, 3)
 DRIVERS = ("overlay", "bridge")
 NETWORK_MODES = ("none", "host")
 
-TOP_KEYS = ("name", "underlay", "hosts", "networks", "containers", "etcd")
+TOP_KEYS = ("name", "underlay", "hosts", "networks", "containers", "policies", "etcd")
 UNDERLAY_KEYS = ("subnet", "mtu")
 HOST_KEYS = ("name", "underlay_ip")
 NETWORK_KEYS = ("name", "subnet", "gateway", "vni", "mtu", "internal", "driver", "host", "labels")
 CONTAINER_KEYS = ("name", "host", "networks", "ip", "network_mode", "labels")
 ATTACH_KEYS = ("name", "ip")
-
-
-class TopologyError(Exception):
-    """A topology is invalid: `path` is the YAML location (or the file), `reason` why."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        path, reason = one_line(path), one_line(reason)  # a key or YAML excerpt may hold a newline
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
-
-
-def one_line(text: str) -> str:
-    """`text` with line breaks and other control characters escaped (errors are one line)."""
-    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+POLICY_KEYS = ("name", "network", "action", "from", "to", "proto", "ports", "priority")
+_POLICY_FIELDS = {"source": "from", "destination": "to", "protocol": "proto"}  # model field -> YAML key
 
 
 @dataclass(frozen=True)
@@ -111,37 +100,7 @@ class Topology:
     networks: tuple[NetworkSpec, ...] = ()
     containers: tuple[ContainerSpec, ...] = ()
     etcd_members: int = 1
-
-
-# --- YAML ------------------------------------------------------------------------------
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys instead of keeping the last one, and
-    reads only true/false as booleans (as YAML 1.2 does): `name: off` is a string."""
-
-    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
-        if isinstance(node, yaml.MappingNode):
-            seen: set[Any] = set()
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=True)
-                if isinstance(key, (str, int, float, bool)):
-                    if key in seen:
-                        raise yaml.constructor.ConstructorError(
-                            None, None, f"duplicate key {key!r}", key_node.start_mark)
-                    seen.add(key)
-        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
-
-
-_BOOL = "tag:yaml.org,2002:bool"
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
-
-
-YamlLoader = _Loader  # for other vxlab YAML files (scenarios): the same strict rules
+    policies: tuple[Policy, ...] = ()
 
 
 def load(path: str | Path) -> Topology:
@@ -158,7 +117,7 @@ def load(path: str | Path) -> Topology:
 def parse(text: str, *, source: str = "<string>") -> Topology:
     """Parse and validate topology YAML; `source` names the text in syntax errors."""
     try:
-        data = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
+        data = yaml.load(text, Loader=YamlLoader)  # a SafeLoader subclass
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"line {mark.line + 1}: " if mark is not None else ""
@@ -208,74 +167,8 @@ def to_dict(t: Topology) -> dict[str, Any]:
         "hosts": [{"name": h.name, "underlay_ip": h.underlay_ip} for h in t.hosts],
         "networks": [network(n) for n in t.networks],
         "containers": [container(c) for c in t.containers],
+        **({"policies": [policy.to_plain(p) for p in t.policies]} if t.policies else {}),
     }
-
-
-# --- typed access ----------------------------------------------------------------------
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, dict):
-        return "mapping"
-    return type(value).__name__
-
-
-def _join(path: str, key: object) -> str:
-    return f"{path}.{key}" if path else str(key)
-
-
-def _mapping(value: Any, path: str, keys: tuple[str, ...]) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise TopologyError(path, f"expected a mapping, got {_kind(value)}")
-    for key in value:
-        if key not in keys:
-            raise TopologyError(_join(path, key), "unknown key")
-    return value
-
-
-def _opt(m: dict[str, Any], key: str, path: str, types: type | tuple[type, ...], what: str) -> Any:
-    """m[key] checked against `types` (bool is never an int); None when absent or null."""
-    value = m.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) != (types is bool) or not isinstance(value, types):
-        raise TopologyError(_join(path, key), f"expected {what}, got {_kind(value)}")
-    return value
-
-
-def _str(m: dict[str, Any], key: str, path: str, *, required: bool = False) -> str | None:
-    value: str | None = _opt(m, key, path, str, "a string")
-    if required and not value:
-        raise TopologyError(_join(path, key), "required")
-    return value
-
-
-def _int(m: dict[str, Any], key: str, path: str) -> int | None:
-    return _opt(m, key, path, int, "an integer")  # type: ignore[no-any-return]
-
-
-def _labels(m: dict[str, Any], path: str) -> dict[str, str]:
-    raw = _opt(m, "labels", path, dict, "a mapping") or {}
-    for key, value in raw.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            bad = key if not isinstance(key, str) else value
-            raise TopologyError(_join(path, f"labels.{key}"), f"expected a string, got {_kind(bad)}")
-    return validate.labels(raw, field=_join(path, "labels"))
-
-
-def _section(top: dict[str, Any], key: str, keys: tuple[str, ...]) -> dict[str, Any]:
-    return {} if top.get(key) is None else _mapping(top[key], key, keys)
-
-
-def _items(m: dict[str, Any], key: str) -> list[Any]:
-    value = m.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise TopologyError(key, f"expected a list, got {_kind(value)}")
-    return value
 
 
 # --- sections --------------------------------------------------------------------------
@@ -292,7 +185,8 @@ def _topology(top: dict[str, Any]) -> Topology:
     hosts = _hosts(top.get("hosts"), underlay.network)
     networks = _networks(_items(top, "networks"), {h.name for h in hosts})
     containers = _containers(_items(top, "containers"), {h.name for h in hosts}, networks)
-    return Topology(name, underlay, hosts, networks, containers, members)
+    policies = _policies(_items(top, "policies"), {n.name for n in networks})
+    return Topology(name, underlay, hosts, networks, containers, members, policies)
 
 
 def _underlay(u: dict[str, Any]) -> UnderlaySpec:
@@ -483,4 +377,35 @@ def _containers(raw: list[Any], hosts: set[str], networks: tuple[NetworkSpec, ..
                 taken[net_name, ip] = name
             attachments.append(Attachment(net_name, str(ip) if ip else None))
         out.append(ContainerSpec(name, host, tuple(attachments), mode, _labels(c, path)))
+    return tuple(out)
+
+
+def _policies(raw: list[Any], networks: set[str]) -> tuple[Policy, ...]:
+    """The `policies:` section, with exactly the rules of `vxlab policy add`."""
+    out: list[Policy] = []
+    for i, item in enumerate(raw):
+        path = f"policies[{i}]"
+        m = _mapping(item, path, POLICY_KEYS)
+        net = _str(m, "network", path, required=True) or ""
+        if net not in networks:
+            raise TopologyError(f"{path}.network", f"unknown network {net!r}")
+        ports = m.get("ports")
+        ports = [] if ports is None else [ports] if isinstance(ports, (int, str)) else ports
+        if not isinstance(ports, list) or any(isinstance(x, bool) or not isinstance(x, (int, str)) for x in ports):
+            raise TopologyError(f"{path}.ports", "expected a port, a range 'N-M', or a list of them")
+        try:
+            p = policy.check(Policy(
+                name=_str(m, "name", path, required=True) or "", network=net,
+                action=_str(m, "action", path, required=True) or "",
+                source=policy.parse_selector(_str(m, "from", path) or "", field="policy.source"),
+                destination=policy.parse_selector(_str(m, "to", path) or "", field="policy.destination"),
+                protocol=_str(m, "proto", path) or "any", ports=tuple(str(x) for x in ports),
+                priority=_int(m, "priority", path) or 0))
+        except InvalidArgument as e:
+            head, _, rest = e.field.removeprefix("policy.").partition(".")
+            raise TopologyError(_join(f"{path}.{_POLICY_FIELDS.get(head, head)}", rest) if rest else
+                                f"{path}.{_POLICY_FIELDS.get(head, head)}", e.reason) from None
+        if any((o.network, o.name) == (net, p.name) for o in out):
+            raise TopologyError(f"{path}.name", f"duplicate policy {p.name!r} on network {net!r}")
+        out.append(p)
     return tuple(out)

@@ -25,7 +25,7 @@ import grpc
 import grpc.aio
 
 from vxlab import errors, wire
-from vxlab.model import Endpoint, Host, Network, WatchBatch
+from vxlab.model import Endpoint, Host, Network, Policy, WatchBatch
 from vxlab.tls import TlsConfig
 from vxlab.v1 import vxlab_pb2 as pb
 from vxlab.v1 import vxlab_pb2_grpc as pb_grpc
@@ -43,9 +43,11 @@ UNIX_SERVER_NAME = "localhost"
 RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 200),
                      ("grpc.max_reconnect_backoff_ms", 1000)]  # not min_…: that is also the connect timeout
 # Not repeated on another controller after a timeout: the first may have done it.
-_NOT_REPEATABLE = frozenset({"CreateNetwork", "CreateEndpoint", "DeleteNetwork", "DeleteEndpoint"})
+_NOT_REPEATABLE = frozenset({"CreateNetwork", "CreateEndpoint", "DeleteNetwork", "DeleteEndpoint",
+                             "CreatePolicy", "DeletePolicy"})
 _STUBS = {"host": pb_grpc.HostServiceStub, "network": pb_grpc.NetworkServiceStub,
-          "endpoint": pb_grpc.EndpointServiceStub, "watch": pb_grpc.WatchServiceStub}
+          "endpoint": pb_grpc.EndpointServiceStub, "policy": pb_grpc.PolicyServiceStub,
+          "watch": pb_grpc.WatchServiceStub}
 
 
 def parse_addresses(addresses: str | list[str]) -> list[str]:
@@ -253,6 +255,23 @@ class Client:
     async def delete_endpoint(self, network: str, name: str) -> None:
         request = pb.DeleteEndpointRequest(network=network, name=name)
         await self._unary("endpoint", "DeleteEndpoint", request)
+
+    # -- policies -----------------------------------------------------------------------
+
+    async def create_policy(self, p: Policy) -> Policy:
+        request = pb.CreatePolicyRequest(policy=wire.policy_to_pb(p))
+        return wire.policy_from_pb(await self._unary("policy", "CreatePolicy", request))
+
+    async def get_policy(self, network: str, name: str) -> Policy:
+        request = pb.GetPolicyRequest(network=network, name=name)
+        return wire.policy_from_pb(await self._unary("policy", "GetPolicy", request))
+
+    async def list_policies(self, *, network: str = "") -> list[Policy]:
+        r = await self._unary("policy", "ListPolicies", pb.ListPoliciesRequest(network=network))
+        return [wire.policy_from_pb(p) for p in r.policies]
+
+    async def delete_policy(self, network: str, name: str) -> None:
+        await self._unary("policy", "DeletePolicy", pb.DeletePolicyRequest(network=network, name=name))
 
     # -- watch --------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 
 from vxlab.controller.context import Config
 from vxlab.controller.core import Controller
-from vxlab.controller.servicer import EndpointServicer, HostServicer, NetworkServicer, WatchServicer
+from vxlab.controller import servicer as servicer_module
 from vxlab.controller.store_memory import MemoryStore
 from vxlab.lab import scenario, topology
 from vxlab.model import Host, Network
@@ -56,7 +56,10 @@ LABELS = st.dictionaries(TEXT, TEXT, max_size=3)
 POOL = {"name": ["h1", "h2", "blue", "red", "web", "db"], "network": ["blue", "red"], "host": ["h1", "h2"],
         "underlay_ip": ["172.30.0.11", "172.30.0.12"], "subnet": ["", "10.10.0.0/24", "10.20.0.0/30"],
         "gateway": ["", "10.10.0.1"], "ip": ["", "10.10.0.7", "10.10.0.1"], "driver": ["", "overlay", "bridge"],
-        "mac": ["", "02:00:00:00:00:01"], "id": [""]}
+        "mac": ["", "02:00:00:00:00:01"], "id": [""],
+        # policies (vxlab.policy): selectors, verdicts, protocols, ports
+        "action": ["allow", "deny"], "protocol": ["", "any", "tcp", "icmp"], "ports": ["80", "8000-8099"],
+        "container": ["", "web", "db"], "label": ["", "tier=front"], "cidr": ["", "10.10.0.0/28"]}
 INT_RANGES = {
     FieldDescriptor.TYPE_INT32: (-2**31, 2**31 - 1), FieldDescriptor.TYPE_SINT32: (-2**31, 2**31 - 1),
     FieldDescriptor.TYPE_INT64: (-2**63, 2**63 - 1), FieldDescriptor.TYPE_SINT64: (-2**63, 2**63 - 1),
@@ -70,7 +73,7 @@ def _int(lo: int, hi: int) -> st.SearchStrategy[int]:
 
 
 INT_POOL = {"mtu": [0, 1400], "vni": [0, 4096, 5000], "lease_ttl": [0, 10], "underlay_mtu": [0, 1500],
-            "start_revision": [0, 1, 3], "lease_id": [0, 1, 2]}
+            "start_revision": [0, 1, 3], "lease_id": [0, 1, 2], "priority": [0, 100]}
 
 
 def _field(f: FieldDescriptor, *, wild: bool) -> st.SearchStrategy[Any]:
@@ -80,6 +83,8 @@ def _field(f: FieldDescriptor, *, wild: bool) -> st.SearchStrategy[Any]:
     if f.message_type is not None:
         sub = message(f.message_type, wild=wild)
         return st.lists(sub, max_size=2) if f.is_repeated else sub
+    if f.type == FieldDescriptor.TYPE_STRING and f.is_repeated:
+        return st.lists(TEXT if wild else st.sampled_from(POOL.get(f.name, [""])), max_size=3)
     if f.type == FieldDescriptor.TYPE_STRING:
         return TEXT if wild else st.sampled_from(POOL.get(f.name, [""]))
     if f.type == FieldDescriptor.TYPE_BOOL:
@@ -128,10 +133,11 @@ class _Context:
 
 
 def _rpcs(core: Controller) -> dict[str, tuple[Callable[..., Any], Descriptor]]:
+    """Every method of every service the proto declares (a new service is fuzzed too)."""
     out: dict[str, tuple[Callable[..., Any], Descriptor]] = {}
-    for servicer, service in ((HostServicer(core), "HostService"), (NetworkServicer(core), "NetworkService"),
-                              (EndpointServicer(core), "EndpointService"), (WatchServicer(core), "WatchService")):
-        for m in pb.DESCRIPTOR.services_by_name[service].methods:
+    for service, desc in pb.DESCRIPTOR.services_by_name.items():
+        servicer = getattr(servicer_module, service.removesuffix("Service") + "Servicer")(core)
+        for m in desc.methods:
             out[m.name] = (getattr(servicer, m.name), m.input_type)
     return out
 

@@ -1,4 +1,4 @@
-"""The desired-state objects (hosts, networks, endpoints) as plain dataclasses.
+"""The desired-state objects (hosts, networks, endpoints, policies) as plain dataclasses.
 
 This is the language of the core: the controller stores these as JSON in etcd, the
 agent reconciles against them. Only vxlab.client and the controller's servicer convert
@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-T = TypeVar("T", "Host", "Network", "Endpoint")
+T = TypeVar("T", "Host", "Network", "Endpoint", "Policy")
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,39 @@ class Endpoint:
     labels: dict[str, str] = field(default_factory=dict)
 
 
-Object = Host | Network | Endpoint
+@dataclass(frozen=True)
+class Selector:
+    """Which endpoints of a network a policy matches: at most one of the fields is set;
+    none set matches anything."""
+
+    container: str = ""
+    label: str = ""        # "key=value"
+    cidr: str = ""
+
+    def describe(self) -> str:
+        if self.container:
+            return self.container
+        if self.label:
+            return f"label:{self.label}"
+        return self.cidr or "*"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """An allow/deny rule between endpoints of one network (semantics: vxlab.policy)."""
+
+    name: str
+    network: str
+    action: str = "allow"
+    source: Selector = field(default_factory=Selector)
+    destination: Selector = field(default_factory=Selector)
+    protocol: str = "any"
+    ports: tuple[str, ...] = ()
+    priority: int = 0
+    created: str = ""
+
+
+Object = Host | Network | Endpoint | Policy
 
 
 @dataclass(frozen=True)
@@ -80,6 +112,7 @@ class WatchBatch:
     networks: tuple[Network, ...] = ()
     endpoints: tuple[Endpoint, ...] = ()
     changes: tuple[Change, ...] = ()
+    policies: tuple[Policy, ...] = ()
 
 
 def to_json(obj: Object, *, exclude: tuple[str, ...] = ()) -> bytes:
@@ -93,4 +126,11 @@ def from_json(cls: type[T], data: bytes | str) -> T:
     """Inverse of to_json; unknown keys (from a newer controller) are ignored."""
     raw: dict[str, Any] = json.loads(data)
     names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in raw.items() if k in names})
+    kept = {k: v for k, v in raw.items() if k in names}
+    if cls is Policy:  # nested selectors and a tuple of ports
+        for side in ("source", "destination"):
+            if isinstance(kept.get(side), dict):
+                sel = {k: v for k, v in kept[side].items() if k in ("container", "label", "cidr")}
+                kept[side] = Selector(**sel)
+        kept["ports"] = tuple(kept.get("ports", ()))
+    return cls(**kept)

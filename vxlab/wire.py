@@ -6,7 +6,7 @@ Nothing else imports the generated code.
 
 from __future__ import annotations
 
-from vxlab.model import Change, Endpoint, Host, Network, WatchBatch
+from vxlab.model import Change, Endpoint, Host, Network, Policy, Selector, WatchBatch
 from vxlab.v1 import vxlab_pb2 as pb
 
 
@@ -54,12 +54,38 @@ def endpoint_from_pb(m: pb.Endpoint) -> Endpoint:
     )
 
 
+def _selector_to_pb(s: Selector) -> pb.Selector:
+    return pb.Selector(container=s.container, label=s.label, cidr=s.cidr)
+
+
+def _selector_from_pb(m: pb.Selector) -> Selector:
+    return Selector(container=m.container, label=m.label, cidr=m.cidr)
+
+
+def policy_to_pb(p: Policy) -> pb.Policy:
+    return pb.Policy(
+        name=p.name, network=p.network, action=p.action, source=_selector_to_pb(p.source),
+        destination=_selector_to_pb(p.destination), protocol=p.protocol, ports=list(p.ports),
+        priority=p.priority, created=p.created,
+    )
+
+
+def policy_from_pb(m: pb.Policy) -> Policy:
+    return Policy(
+        name=m.name, network=m.network, action=m.action, source=_selector_from_pb(m.source),
+        destination=_selector_from_pb(m.destination), protocol=m.protocol, ports=tuple(m.ports),
+        priority=m.priority, created=m.created,
+    )
+
+
 def _change_to_pb(c: Change) -> pb.Change:
     kind = pb.Change.PUT if c.kind == "put" else pb.Change.DELETE
     if isinstance(c.obj, Host):
         return pb.Change(kind=kind, host=host_to_pb(c.obj))
     if isinstance(c.obj, Network):
         return pb.Change(kind=kind, network=network_to_pb(c.obj))
+    if isinstance(c.obj, Policy):
+        return pb.Change(kind=kind, policy=policy_to_pb(c.obj))
     return pb.Change(kind=kind, endpoint=endpoint_to_pb(c.obj))
 
 
@@ -70,6 +96,8 @@ def _change_from_pb(m: pb.Change) -> Change:
         return Change(kind, host_from_pb(m.host))
     if which == "network":
         return Change(kind, network_from_pb(m.network))
+    if which == "policy":
+        return Change(kind, policy_from_pb(m.policy))
     return Change(kind, endpoint_from_pb(m.endpoint))
 
 
@@ -80,6 +108,7 @@ def batch_to_pb(b: WatchBatch) -> pb.WatchResponse:
         networks=[network_to_pb(n) for n in b.networks],
         endpoints=[endpoint_to_pb(e) for e in b.endpoints],
         changes=[_change_to_pb(c) for c in b.changes],
+        policies=[policy_to_pb(p) for p in b.policies],
     )
 
 
@@ -90,4 +119,5 @@ def batch_from_pb(m: pb.WatchResponse) -> WatchBatch:
         networks=tuple(network_from_pb(n) for n in m.networks),
         endpoints=tuple(endpoint_from_pb(e) for e in m.endpoints),
         changes=tuple(_change_from_pb(c) for c in m.changes),
+        policies=tuple(policy_from_pb(p) for p in m.policies),
     )

@@ -182,6 +182,19 @@ ERRORS = [
      "containers[0].network_mode: 'bridge' is not one of none, host"),
     (NETS + "containers: [{name: web, host: h1, labels: {a: [1]}}]\n",
      "containers[0].labels.a: expected a string, got list"),
+    (NETS + "policies: [{name: p, network: green, action: deny}]\n", "policies[0].network: unknown network 'green'"),
+    (NETS + "policies: [{name: p, network: blue}]\n", "policies[0].action: required"),
+    (NETS + "policies: [{name: p, network: blue, action: block}]\n",
+     "policies[0].action: 'block' is not one of allow, deny"),
+    (NETS + "policies: [{name: p, network: blue, action: deny, from: 10.0.0.1/8}]\n",
+     "policies[0].from.cidr: '10.0.0.1/8' is not an IPv4 CIDR with host bits zero (e.g. 10.10.0.0/24)"),
+    (NETS + "policies: [{name: p, network: blue, action: deny, proto: icmp, ports: [80]}]\n",
+     "policies[0].ports: ports need protocol tcp or udp, not icmp"),
+    (NETS + "policies: [{name: p, network: blue, action: deny, proto: tcp, ports: {a: 1}}]\n",
+     "policies[0].ports: expected a port, a range 'N-M', or a list of them"),
+    (NETS + "policies: [{name: p, network: blue, action: deny}, {name: p, network: blue, action: allow}]\n",
+     "policies[1].name: duplicate policy 'p' on network 'blue'"),
+    (NETS + "policies: [{name: p, network: blue, action: deny, colour: red}]\n", "policies[0].colour: unknown key"),
 ]
 
 
@@ -298,7 +311,7 @@ def test_examples_load() -> None:
     assert all(c.networks == (Attachment("blue"),) for c in big.containers)
 
 
-@pytest.mark.parametrize("name", ["quickstart.yaml", "three-networks.yaml", "twenty-hosts.yaml", None])
+@pytest.mark.parametrize("name", ["quickstart.yaml", "three-networks.yaml", "twenty-hosts.yaml", "policy.yaml", None])
 def test_round_trip(name: str | None) -> None:
     if name is None:
         t = parse(BASE + textwrap.dedent("""\
@@ -311,6 +324,9 @@ def test_round_trip(name: str | None) -> None:
             containers:
               - {name: web, host: h1, networks: [{name: blue, ip: 10.10.0.50}, loc], labels: {x: y}}
               - {name: mon, host: h2, network_mode: host}
+            policies:
+              - {name: p1, network: blue, action: allow, from: x=y, to: web, proto: tcp, ports: [80, 8000-8099]}
+              - {name: p2, network: loc, action: deny, from: 10.10.0.0/28, priority: 7}
             """))
     else:
         t = load(EXAMPLES / name)

@@ -115,7 +115,8 @@ def _yes(v: bool) -> Text:
 
 
 def check(ctx: typer.Context, lab: LabOpt = None, as_json: JsonOpt = False) -> None:
-    """Ping every pair: must reach within a network, must not reach across networks."""
+    """Ping every pair: must reach within a network (unless a policy denies it), must not
+    reach across networks."""
     from vxlab.lab.lab import Lab
 
     result = Lab(_lab_name(ctx, lab)).check()
@@ -125,7 +126,8 @@ def check(ctx: typer.Context, lab: LabOpt = None, as_json: JsonOpt = False) -> N
         names = sorted({p.src for p in result.probes} | {p.dst for p in result.probes})
         cells: dict[tuple[str, str], list[str]] = {}
         for p in result.probes:
-            mark = ("ok" if p.reached else "FAIL") if p.expect else ("blocked" if not p.reached else "LEAK")
+            mark = ("ok" if p.reached else "FAIL") if p.expect else (
+                ("denied" if p.rule else "blocked") if not p.reached else "LEAK")
             cells.setdefault((p.src, p.dst), []).append(f"{p.network}:{mark}")
         rows = [[src, *[Text(" ".join(cells.get((src, dst), ["-"])),
                              style="red" if any(x.endswith(("FAIL", "LEAK")) for x in cells.get((src, dst), []))

@@ -237,8 +237,10 @@ from vxlab.cli import fault  # noqa: E402
 
 app.add_typer(fault.app, name="fault")
 from vxlab.cli import experiment  # noqa: E402
+from vxlab.cli import policy as policy_cli  # noqa: E402
 
 app.add_typer(experiment.app, name="experiment")
+app.add_typer(policy_cli.app, name="policy")
 from vxlab.cli import fuzz as fuzz_cli  # noqa: E402
 
 app.command("fuzz")(fuzz_cli.fuzz)

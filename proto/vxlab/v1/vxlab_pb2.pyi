@@ -94,6 +94,38 @@ class Endpoint(_message.Message):
     labels: _containers.ScalarMap[str, str]
     def __init__(self, name: _Optional[str] = ..., network: _Optional[str] = ..., host: _Optional[str] = ..., ip: _Optional[str] = ..., mac: _Optional[str] = ..., id: _Optional[str] = ..., created: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
+class Selector(_message.Message):
+    __slots__ = ("container", "label", "cidr")
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    CIDR_FIELD_NUMBER: _ClassVar[int]
+    container: str
+    label: str
+    cidr: str
+    def __init__(self, container: _Optional[str] = ..., label: _Optional[str] = ..., cidr: _Optional[str] = ...) -> None: ...
+
+class Policy(_message.Message):
+    __slots__ = ("name", "network", "action", "source", "destination", "protocol", "ports", "priority", "created")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    network: str
+    action: str
+    source: Selector
+    destination: Selector
+    protocol: str
+    ports: _containers.RepeatedScalarFieldContainer[str]
+    priority: int
+    created: str
+    def __init__(self, name: _Optional[str] = ..., network: _Optional[str] = ..., action: _Optional[str] = ..., source: _Optional[_Union[Selector, _Mapping]] = ..., destination: _Optional[_Union[Selector, _Mapping]] = ..., protocol: _Optional[str] = ..., ports: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ..., created: _Optional[str] = ...) -> None: ...
+
 class RegisterHostRequest(_message.Message):
     __slots__ = ("host",)
     HOST_FIELD_NUMBER: _ClassVar[int]
@@ -240,6 +272,46 @@ class DeleteEndpointResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class CreatePolicyRequest(_message.Message):
+    __slots__ = ("policy",)
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    policy: Policy
+    def __init__(self, policy: _Optional[_Union[Policy, _Mapping]] = ...) -> None: ...
+
+class GetPolicyRequest(_message.Message):
+    __slots__ = ("network", "name")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    name: str
+    def __init__(self, network: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class ListPoliciesRequest(_message.Message):
+    __slots__ = ("network",)
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    def __init__(self, network: _Optional[str] = ...) -> None: ...
+
+class ListPoliciesResponse(_message.Message):
+    __slots__ = ("policies", "revision")
+    POLICIES_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    policies: _containers.RepeatedCompositeFieldContainer[Policy]
+    revision: int
+    def __init__(self, policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class DeletePolicyRequest(_message.Message):
+    __slots__ = ("network", "name")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    name: str
+    def __init__(self, network: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class DeletePolicyResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class WatchRequest(_message.Message):
     __slots__ = ("start_revision",)
     START_REVISION_FIELD_NUMBER: _ClassVar[int]
@@ -247,7 +319,7 @@ class WatchRequest(_message.Message):
     def __init__(self, start_revision: _Optional[int] = ...) -> None: ...
 
 class Change(_message.Message):
-    __slots__ = ("kind", "host", "network", "endpoint")
+    __slots__ = ("kind", "host", "network", "endpoint", "policy")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         PUT: _ClassVar[Change.Kind]
@@ -258,14 +330,16 @@ class Change(_message.Message):
     HOST_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     kind: Change.Kind
     host: Host
     network: Network
     endpoint: Endpoint
-    def __init__(self, kind: _Optional[_Union[Change.Kind, str]] = ..., host: _Optional[_Union[Host, _Mapping]] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., endpoint: _Optional[_Union[Endpoint, _Mapping]] = ...) -> None: ...
+    policy: Policy
+    def __init__(self, kind: _Optional[_Union[Change.Kind, str]] = ..., host: _Optional[_Union[Host, _Mapping]] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., endpoint: _Optional[_Union[Endpoint, _Mapping]] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ...) -> None: ...
 
 class WatchResponse(_message.Message):
-    __slots__ = ("revision", "snapshot", "compacted", "hosts", "networks", "endpoints", "changes")
+    __slots__ = ("revision", "snapshot", "compacted", "hosts", "networks", "endpoints", "changes", "policies")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     COMPACTED_FIELD_NUMBER: _ClassVar[int]
@@ -273,6 +347,7 @@ class WatchResponse(_message.Message):
     NETWORKS_FIELD_NUMBER: _ClassVar[int]
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
     CHANGES_FIELD_NUMBER: _ClassVar[int]
+    POLICIES_FIELD_NUMBER: _ClassVar[int]
     revision: int
     snapshot: bool
     compacted: bool
@@ -280,4 +355,5 @@ class WatchResponse(_message.Message):
     networks: _containers.RepeatedCompositeFieldContainer[Network]
     endpoints: _containers.RepeatedCompositeFieldContainer[Endpoint]
     changes: _containers.RepeatedCompositeFieldContainer[Change]
-    def __init__(self, revision: _Optional[int] = ..., snapshot: _Optional[bool] = ..., compacted: _Optional[bool] = ..., hosts: _Optional[_Iterable[_Union[Host, _Mapping]]] = ..., networks: _Optional[_Iterable[_Union[Network, _Mapping]]] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ...) -> None: ...
+    policies: _containers.RepeatedCompositeFieldContainer[Policy]
+    def __init__(self, revision: _Optional[int] = ..., snapshot: _Optional[bool] = ..., compacted: _Optional[bool] = ..., hosts: _Optional[_Iterable[_Union[Host, _Mapping]]] = ..., networks: _Optional[_Iterable[_Union[Network, _Mapping]]] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ...) -> None: ...

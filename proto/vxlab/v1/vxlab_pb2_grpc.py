@@ -671,6 +671,207 @@ class EndpointService:
             _registered_method=True)
 
 
+class PolicyServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreatePolicy = channel.unary_unary(
+                '/vxlab.v1.PolicyService/CreatePolicy',
+                request_serializer=vxlab_dot_v1_dot_vxlab__pb2.CreatePolicyRequest.SerializeToString,
+                response_deserializer=vxlab_dot_v1_dot_vxlab__pb2.Policy.FromString,
+                _registered_method=True)
+        self.GetPolicy = channel.unary_unary(
+                '/vxlab.v1.PolicyService/GetPolicy',
+                request_serializer=vxlab_dot_v1_dot_vxlab__pb2.GetPolicyRequest.SerializeToString,
+                response_deserializer=vxlab_dot_v1_dot_vxlab__pb2.Policy.FromString,
+                _registered_method=True)
+        self.ListPolicies = channel.unary_unary(
+                '/vxlab.v1.PolicyService/ListPolicies',
+                request_serializer=vxlab_dot_v1_dot_vxlab__pb2.ListPoliciesRequest.SerializeToString,
+                response_deserializer=vxlab_dot_v1_dot_vxlab__pb2.ListPoliciesResponse.FromString,
+                _registered_method=True)
+        self.DeletePolicy = channel.unary_unary(
+                '/vxlab.v1.PolicyService/DeletePolicy',
+                request_serializer=vxlab_dot_v1_dot_vxlab__pb2.DeletePolicyRequest.SerializeToString,
+                response_deserializer=vxlab_dot_v1_dot_vxlab__pb2.DeletePolicyResponse.FromString,
+                _registered_method=True)
+
+
+class PolicyServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def CreatePolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPolicies(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeletePolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_PolicyServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreatePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePolicy,
+                    request_deserializer=vxlab_dot_v1_dot_vxlab__pb2.CreatePolicyRequest.FromString,
+                    response_serializer=vxlab_dot_v1_dot_vxlab__pb2.Policy.SerializeToString,
+            ),
+            'GetPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPolicy,
+                    request_deserializer=vxlab_dot_v1_dot_vxlab__pb2.GetPolicyRequest.FromString,
+                    response_serializer=vxlab_dot_v1_dot_vxlab__pb2.Policy.SerializeToString,
+            ),
+            'ListPolicies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPolicies,
+                    request_deserializer=vxlab_dot_v1_dot_vxlab__pb2.ListPoliciesRequest.FromString,
+                    response_serializer=vxlab_dot_v1_dot_vxlab__pb2.ListPoliciesResponse.SerializeToString,
+            ),
+            'DeletePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeletePolicy,
+                    request_deserializer=vxlab_dot_v1_dot_vxlab__pb2.DeletePolicyRequest.FromString,
+                    response_serializer=vxlab_dot_v1_dot_vxlab__pb2.DeletePolicyResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'vxlab.v1.PolicyService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('vxlab.v1.PolicyService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class PolicyService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def CreatePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vxlab.v1.PolicyService/CreatePolicy',
+            vxlab_dot_v1_dot_vxlab__pb2.CreatePolicyRequest.SerializeToString,
+            vxlab_dot_v1_dot_vxlab__pb2.Policy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vxlab.v1.PolicyService/GetPolicy',
+            vxlab_dot_v1_dot_vxlab__pb2.GetPolicyRequest.SerializeToString,
+            vxlab_dot_v1_dot_vxlab__pb2.Policy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPolicies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vxlab.v1.PolicyService/ListPolicies',
+            vxlab_dot_v1_dot_vxlab__pb2.ListPoliciesRequest.SerializeToString,
+            vxlab_dot_v1_dot_vxlab__pb2.ListPoliciesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeletePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vxlab.v1.PolicyService/DeletePolicy',
+            vxlab_dot_v1_dot_vxlab__pb2.DeletePolicyRequest.SerializeToString,
+            vxlab_dot_v1_dot_vxlab__pb2.DeletePolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class WatchServiceStub:
     """Missing associated documentation comment in .proto file."""
 
