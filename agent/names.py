@@ -14,7 +14,8 @@ All kernel objects start with `vx`; namespaces carry the agent's prefix (default
 Markers: the ifalias of a namespace's `lo` is `vxlab:<host>:net:<network>` or
 `vxlab:<host>:ctr:<container>`; every link's ifalias is `vxlab:bridge:<network>`,
 `vxlab:vxlan:<network>` or `vxlab:ep:<endpoint id>` (both veth ends). The agent only
-changes namespaces whose marker names its own host.
+changes namespaces whose marker names its own host and whose name is the one it gives
+that object (`Naming.owns_ns`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,17 @@ class Naming:
     def owns(self, marker: str) -> bool:
         """A namespace marker written by this host's agent."""
         return marker.startswith(f"{MARK}{self.host}:")
+
+    def owns_ns(self, name: str, marker: str) -> bool:
+        """A namespace this agent made: its marker names this host, and the name is the
+        one this agent gives the object the marker names. An agent with the default
+        prefix `vx-` on a machine that also runs a lab with a host of the same name thus
+        never takes the lab's `vx-<lab>.<host>.n-…` namespaces for its own."""
+        if not self.owns(marker):
+            return False
+        kind, _, obj = marker[len(f"{MARK}{self.host}:"):].partition(":")
+        expected = {"net": self.network_ns, "ctr": self.container_ns}.get(kind)
+        return expected is not None and name == expected(obj)
 
     @staticmethod
     def bridge(network: str) -> str:

@@ -204,14 +204,14 @@ def make_plan(desired: dict[str, Namespace], actual: dict[str, Namespace], namin
             out.append(_act("add", "netns", name, name, "has local endpoints", "create_netns", "netns+",
                             name, marker=want.marker))
             have = Namespace(name, want.marker)
-        elif not naming.owns(have.marker):
+        elif not naming.owns_ns(name, have.marker):
             out.append(_act("add", "netns", name, name, f"exists but not ours (marker {have.marker!r}):"
                             " refusing to touch it", "create_netns", "netns+", name, marker=want.marker))
             refused.add(name)
             continue  # create_netns raises Foreign; nothing else is attempted in it
         out += _diff_ns(want, have, desired)
     for name, have in actual.items():
-        if name not in desired and naming.owns(have.marker):
+        if name not in desired and naming.owns_ns(name, have.marker):
             out.append(_act("delete", "netns", name, name, "no local endpoint needs it", "delete_netns",
                             "netns-", name))
     # Nothing may reach into a namespace that is not ours, not even a veth peer.

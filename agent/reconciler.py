@@ -114,7 +114,7 @@ class Reconciler:
         for op, n in result.writes.items():
             metrics.NETLINK_OPS.labels(op).inc(n)
         if result.ok:
-            kept = {k: v for k, v in (self._believed or {}).items() if not self.naming.owns(v.marker)}
+            kept = {k: v for k, v in (self._believed or {}).items() if not self.naming.owns_ns(k, v.marker)}
             self._believed = {**kept, **desired}
             self._believed_filter = self.desired_filter(state)
         else:

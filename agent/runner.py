@@ -330,7 +330,7 @@ def teardown(kernel: Kernel, *, host: str, netns_prefix: str) -> list[str]:
     me = HostInfo(host, "", 0, netns_prefix)
     gone = []
     for name, ns in kernel.dump(netns_prefix).items():
-        if me.naming.owns(ns.marker):
+        if me.naming.owns_ns(name, ns.marker):
             kernel.delete_netns(name)
             gone.append(name)
     before = kernel.writes["delete_vtep_filter"]

@@ -182,3 +182,20 @@ def test_cache_reports_only_changes_the_kernel_depends_on():
     assert s.apply(WatchBatch(revision=13, changes=(Change("put", dataclasses.replace(h2, alive=False)),)))
     assert s.apply(WatchBatch(revision=14, changes=(Change("delete", Endpoint("db", "blue", "")),)))
     assert not s.apply(WatchBatch(revision=15, changes=(Change("delete", Endpoint("db", "blue", "")),)))
+
+
+def test_an_agent_with_the_default_prefix_leaves_a_labs_namespaces_alone():
+    """A real-host agent `h1` (prefix `vx-`) on a machine running a lab with a host `h1`:
+    the lab's namespaces start with `vx-` and carry `vxlab:h1:…` markers, but their names
+    are not the ones this agent gives, so they are not its own."""
+    from vxlab.agent.fake import _Ns
+
+    k = FakeKernel()
+    lab_ns = {"vx-mylab.h1.n-blue": "vxlab:h1:net:blue", "vx-mylab.h1.c-web": "vxlab:h1:ctr:web"}
+    for name, marker in lab_ns.items():
+        k.ns[name] = _Ns(marker)
+    k.ns["vx-c-old"] = _Ns("vxlab:h1:ctr:old")  # this agent's own leftover
+    r = Reconciler(k, HostInfo(name="h1", underlay_ip="172.30.0.11", underlay_mtu=1500, netns_prefix="vx-"))
+    result = r.reconcile(StateCache(revision=1, synced=True), full=True)
+    assert [(a.op, a.ns) for a in result.actions if a.kind == "netns"] == [("delete", "vx-c-old")]
+    assert set(lab_ns) <= set(k.ns)
