@@ -42,7 +42,7 @@ from vxlab.etcdproc import EtcdBinary, endpoint_healthy, endpoint_is_leader, fin
 
 testcontainers_config.ryuk_disabled = True
 IMAGE_REPO = "vxlab-test/etcd"
-LABEL = "org.vxlab.test"  # on every network made here (containers carry testcontainers' labels)
+LABEL = "org.vxlab.test"  # on the image (so on its containers) and on every network made here
 STALE = 600.0  # seconds: older leftovers belong to no run going on now
 
 
@@ -73,7 +73,7 @@ def _engine() -> DockerClient | str:
 def _sweep(client: DockerClient) -> None:
     """Remove `vxt…` containers and networks that a killed run left behind."""
     now = time.time()
-    for c in client.client.api.containers(all=True, filters={"label": "org.testcontainers=true"}):
+    for c in client.client.api.containers(all=True, filters={"label": LABEL}):
         if any(n.startswith("/vxt") for n in c["Names"]) and now - c["Created"] > STALE:
             with contextlib.suppress(docker.errors.APIError):
                 client.client.api.remove_container(c["Id"], force=True, v=True)
