@@ -6,7 +6,8 @@ alternating order (AB, BA, AB, …) so the machine's drift hits both alike; each
 measures underlay and overlay back to back (iperf3, ping RTT at 5 ms, flood-ping cost).
 The effect of a setting is the median over repetitions of the *paired* change of the
 overlay/underlay ratio (B's ratio / A's ratio - 1), with the smallest and largest
-pair: a setting helps when the median gain is >= 3 % and the pairs agree in sign.
+pair: a setting helps when the median gain is >= 3 % and the pairs agree in sign, for
+the ratio and for the overlay's own Gbit/s alike.
 
 Settings are applied by hand on the running lab (both hosts) and reverted after; the
 ones that only exist at creation time (`noudpcsum`) recreate vxlab's VXLAN device the
@@ -148,9 +149,14 @@ def effect(pairs: list[tuple[dict[str, Any], dict[str, Any]]], key: str) -> dict
             "max_pct": round(100 * max(d), 1), "positive": sum(1 for x in d if x > 0)}
 
 
-def verdict(tput: dict[str, Any], *, threshold_pct: float = 3.0) -> str:
-    """"helps" when the median paired throughput-ratio gain is >= threshold and all but
-    at most one pair agree; "hurts" the mirror image; else "no clear effect" (pure)."""
+def verdict(tput: dict[str, Any], overlay: dict[str, Any] | None = None, *, threshold_pct: float = 3.0) -> str:
+    """"helps" when the median paired gain is >= threshold and all but at most one pair
+    agree, for the throughput ratio AND (when given) the overlay's own Gbit/s: a ratio
+    alone also moves with the underlay's noise; "hurts" the mirror image; else "no
+    clear effect" (pure)."""
+    if overlay is not None:
+        a, b = verdict(tput, threshold_pct=threshold_pct), verdict(overlay, threshold_pct=threshold_pct)
+        return a if a == b or a == "too few pairs" else "no clear effect"
     n = tput.get("n", 0)
     if n < 3:
         return "too few pairs"
@@ -178,7 +184,7 @@ def measure_setting(bed: dataplane.Bed, ladder: breakdown.Ladder, s: Setting, *,
     return {"name": s.name, "what": s.what, "owner": s.owner, "pairs": [{"A": a, "B": b} for a, b in pairs],
             "tput_ratio": effect(pairs, "tput_ratio"), "overlay_gbit": effect(pairs, "overlay_gbit"),
             "underlay_gbit": effect(pairs, "underlay_gbit"), "rtt_ratio": effect(pairs, "rtt_ratio"),
-            "flood_ratio": effect(pairs, "flood_ratio"), "verdict": verdict(effect(pairs, "tput_ratio"))}
+            "flood_ratio": effect(pairs, "flood_ratio"), "verdict": verdict(effect(pairs, "tput_ratio"), effect(pairs, "overlay_gbit"))}
 
 
 def run(out_dir: Path, *, names: list[str], mtus: list[int] | None = None, reps: int = 5, seconds: float = 2.0,

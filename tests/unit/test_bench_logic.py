@@ -153,6 +153,9 @@ def test_settings_effect_and_verdict() -> None:
     assert settings.verdict({"n": 4, "median_pct": -5.0, "positive": 0}) == "hurts"
     assert settings.verdict({"n": 2, "median_pct": 9.0, "positive": 2}) == "too few pairs"
     assert settings.effect([({"r": None}, {"r": 1.0})], "r") == {"n": 0}
+    # the ratio alone is not enough: the overlay's own throughput must agree
+    assert settings.verdict(e, {"n": 4, "median_pct": 1.3, "positive": 2}) == "no clear effect"
+    assert settings.verdict(e, e) == "helps"
 
 
 def test_arp_stat() -> None:
