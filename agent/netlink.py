@@ -41,6 +41,14 @@ from vxlab.agent.netlink_objs import ObjectOps, where
 from vxlab.agent.netlink_raw import link_index
 
 ADDR_GEN_MODE_NONE = 1  # no IPv6 link-local address on the bridge itself
+# Bridged frames in a network namespace skip the IP/ARP netfilter hooks. br_netfilter
+# (loaded by Docker, built in on some kernels) defaults these to 1 in every namespace:
+# each bridged frame then went through the IP hooks and conntrack of the namespace (which
+# has some: its NAT table for the uplink), once per side. Nothing of vxlab filters bridged
+# frames with ip/inet tables (faults use `bridge` tables, which need no br_netfilter).
+# Measured (bench/results/issue6/): overlay throughput and round-trip cost, see FINDINGS.
+BRIDGE_NF_OFF = {"net/bridge/bridge-nf-call-iptables": "0", "net/bridge/bridge-nf-call-ip6tables": "0",
+                 "net/bridge/bridge-nf-call-arptables": "0"}
 
 
 class NetlinkKernel(PolicyOps, ObjectOps):
@@ -241,6 +249,8 @@ class NetlinkKernel(PolicyOps, ObjectOps):
         if msg is not None and link_of(msg, {}).kind != "bridge":
             self._write("add_bridge", h, ns, f"link {name}", h.ipr.link, "del", index=msg["index"])
             msg = None
+        if ns:  # only in a namespace of ours, never the agent's own; not a netlink request: not in `writes`
+            self._sysctls(ns, BRIDGE_NF_OFF)
         if msg is None:
             self._write("add_bridge", h, ns, f"bridge {name}", h.ipr.link, "add", ifname=name, kind="bridge",
                         mtu=mtu, br_stp_state=0)
@@ -361,6 +371,29 @@ class NetlinkKernel(PolicyOps, ObjectOps):
             return netlink_ns.in_thread(rw)
         except OSError as exc:
             raise KernelError(f"sysctl {key}={value} in {where(ns)}: {exc}") from exc
+
+    def _sysctls(self, ns: str, values: dict[str, str]) -> bool:
+        """Set each /proc/sys/<key> inside `ns` that exists and differs, in one visit to
+        the namespace; a key that does not exist (its module is not loaded) is skipped.
+        True when anything changed."""
+        def rw() -> bool:
+            netlink_ns._enter(netlink_ns.path_of(ns))
+            changed = False
+            for key, value in values.items():
+                try:
+                    with open(f"/proc/sys/{key}") as f:
+                        if f.read().strip() == value:
+                            continue
+                except FileNotFoundError:
+                    continue
+                with open(f"/proc/sys/{key}", "w") as f:
+                    f.write(value)
+                changed = True
+            return changed
+        try:
+            return netlink_ns.in_thread(rw)
+        except OSError as exc:
+            raise KernelError(f"sysctl {', '.join(values)} in {where(ns)}: {exc}") from exc
 
     def _nft(self, ns: str, table: str) -> None:
         """Replace our own nftables table `ip vxlab` in `ns` with `table`, atomically;

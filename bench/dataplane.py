@@ -13,6 +13,7 @@ reverts it. The lab is removed afterwards, also on failure.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,8 +73,14 @@ VARIANTS: list[Variant] = [
             (("host", "ethtool -K eth0 gro off"), ("ctr", "ethtool -K eth0 gro off"), ("net", "ethtool -K {port} gro off"))),
     Variant("udp-gro-fwd", "rx-udp-gro-forwarding on the underlay eth0", *_eth("host", "eth0", "rx-udp-gro-forwarding on gro on",
                                                                                "rx-udp-gro-forwarding off gro off")),
-    Variant("noudpcsum", "vxlan noudpcsum (no outer UDP checksum; kernel default is udpcsum)",
-            (("net", "ip link set vxv-blue type vxlan noudpcsum"),), (("net", "ip link set vxv-blue type vxlan udpcsum"),)),
+    # noudpcsum can only be chosen when the device is made ("Cannot change UDP_CSUM flag"):
+    # measured by recreating the device, `vxlab bench dataplane --settings noudpcsum`.
+    Variant("bridge-nf-on", "bridge-nf-call-iptables/ip6tables/arptables=1 in the network namespaces (vxlab's "
+            "default before issue 6: bridged frames through the IP hooks and conntrack)",
+            (("net", "sysctl -qw net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1 "
+                     "net.bridge.bridge-nf-call-arptables=1"),),
+            (("net", "sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 "
+                     "net.bridge.bridge-nf-call-arptables=0"),)),
     Variant("df-set", "vxlan df set (outer DF bit)", (("net", "ip link set vxv-blue type vxlan df set"),),
             (("net", "ip link set vxv-blue type vxlan df unset"),)),
     Variant("ttl-64", "vxlan ttl 64 (instead of auto)", (("net", "ip link set vxv-blue type vxlan ttl 64"),),
@@ -116,10 +123,31 @@ class Bed:
                 out = subprocess.run(["ip", "-n", ns, "-o", "link", "show"], capture_output=True, text=True).stdout
                 ports = [ln.split(": ")[1].split("@")[0] for ln in out.splitlines() if ": vxe-" in ln]
             for port in ports:
-                cmd = line.format(port=port)
+                cmd = line.replace("{port}", port)  # not str.format: lines may hold braces (nft)
                 r = subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", cmd], capture_output=True, text=True)
                 if r.returncode != 0:
                     raise RuntimeError(f"{ns}: {cmd}: {r.stderr.strip()}")
+
+
+def observed(bed: Bed) -> dict[str, Any]:
+    """The data-plane settings the lab was measured with, as found on h1 (vxlab's
+    defaults at link creation): bridge-nf-call-iptables in the network namespace
+    ("absent" without br_netfilter), the VXLAN device's outer UDP checksum, GRO on the
+    container's eth0."""
+    net, ctr = bed.ns["net"][0], bed.ns["ctr"][0]
+
+    def run(ns: str, *argv: str) -> str:
+        return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True).stdout
+
+    nf = run(net, "cat", "/proc/sys/net/bridge/bridge-nf-call-iptables").strip() or "absent"
+    info = run(net, "ip", "-d", "-j", "link", "show", "vxv-blue")
+    try:
+        csum = json.loads(info)[0]["linkinfo"]["info_data"].get("udp_csum")
+    except (ValueError, LookupError):
+        csum = None
+    gro = next((ln.split(":")[1].strip() for ln in run(ctr, "ethtool", "-k", "eth0").splitlines()
+                if ln.startswith("generic-receive-offload:")), None)
+    return {"bridge_nf_call_iptables": nf, "vxlan_udp_csum": csum, "container_gro": gro}
 
 
 def measure_paths(paths: tuple[Path2, ...], *, reps: int, seconds: float, pings: int,
@@ -179,7 +207,7 @@ def run_mtu(mtu: int, *, reps: int, seconds: float, pings: int, tune: bool,
         bed = Bed(lab)
         paths = bed.paths()
         progress(f"dataplane mtu {mtu}: defaults")
-        row = {"underlay_mtu": mtu, **with_ratios(measure_paths(paths, reps=reps, seconds=seconds, pings=pings,
+        row = {"underlay_mtu": mtu, "settings": observed(bed), **with_ratios(measure_paths(paths, reps=reps, seconds=seconds, pings=pings,
                                                                  profile=True), base="underlay", other="overlay")}
         variants = []
         if tune:

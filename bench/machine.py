@@ -12,7 +12,7 @@ from typing import Any
 
 from vxlab.stats import percentile
 
-__all__ = ["describe", "percentile", "write"]
+__all__ = ["describe", "loadavg", "percentile", "write"]
 
 
 def _cpu_model() -> str:
@@ -46,9 +46,18 @@ def describe(**extra: Any) -> dict[str, Any]:
         "memory_gib": round(mem_kib / 2**20, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
+        "loadavg": loadavg(),
         "versions": {d: _version(d) for d in ("vxlab", "grpcio", "protobuf", "aetcd", "pyroute2")},
         **extra,
     }
+
+
+def loadavg() -> list[float]:
+    """The 1, 5 and 15 minute load averages now (the machine is shared: record them)."""
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        return []
 
 
 def write(out_dir: Path, name: str, result: dict[str, Any]) -> Path:

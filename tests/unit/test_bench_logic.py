@@ -3,9 +3,11 @@ headline of RESULTS.md (no timing assertions: benchmarks are not tests)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from vxlab.bench import controlplane, footprint, netperf, report, summary
+from vxlab.bench import breakdown, controlplane, footprint, kprofile, netperf, report, settings, summary
 
 
 def test_ratio_and_median() -> None:
@@ -88,3 +90,94 @@ def test_cli_rejects_bad_lists() -> None:
     assert r.exit_code != 0 and "sizes" in r.output
     r = CliRunner().invoke(app, ["bench", "all", "--parts", "nope"])
     assert r.exit_code != 0 and "parts" in r.output
+
+
+PERF_SCRIPT = """iperf3 
+\tffffffff8224960d rep_movs_alternative ([kernel.kallsyms])
+\tffffffff81fe9108 _copy_to_iter ([kernel.kallsyms])
+\t           10acb3 __libc_recv (/usr/lib/x86_64-linux-gnu/libc.so.6)
+
+iperf3 
+\tffffffff81000001 _raw_spin_unlock_irqrestore ([kernel.kallsyms])
+\tffffffff81000002 hash_conntrack_raw ([kernel.kallsyms])
+\tffffffff81000003 nf_conntrack_in ([kernel.kallsyms])
+
+swapper 
+\tffffffff81000004 pv_native_safe_halt ([kernel.kallsyms])
+
+python 
+\tffffffff81000005 vxlan_xmit_one ([kernel.kallsyms])
+
+iperf3 
+\t           10acb3 main (/usr/bin/iperf3)
+"""
+
+
+def test_kprofile_parse_and_categories() -> None:
+    samples = kprofile.parse(PERF_SCRIPT)
+    assert [c for c, _ in samples] == ["iperf3", "iperf3", "swapper", "python", "iperf3"]
+    assert samples[0][1] == ["rep_movs_alternative", "_copy_to_iter"]  # user-space frames dropped
+    # the innermost frame naming a category wins: a lock release counts for its caller
+    assert kprofile.category(samples[1][1]) == "netfilter + conntrack"
+    assert kprofile.category(["vxlan_xmit_one"]) == "vxlan + outer UDP"
+    assert kprofile.category(["br_handle_frame"]) == "bridge" and kprofile.category(["br_nf_pre_routing"]) == \
+        "netfilter + conntrack"
+    assert kprofile.category([]) == "user space" and kprofile.category(["mystery_fn"]) == "other kernel"
+    cats = kprofile.categorize(samples, comms=re.compile("^iperf3$"))
+    # idle dropped, other people's processes (python) left out
+    assert cats == {"copy user<->kernel": 1, "netfilter + conntrack": 1, "user space": 1}
+    assert kprofile.top_symbols(samples, comms=re.compile("^iperf3$"), n=1)[0][1] == 1
+
+
+def test_breakdown_flood_and_attribution() -> None:
+    text = "--- x ping statistics ---\n20000 packets transmitted, 20000 received, 0% packet loss, time 400ms\n"
+    assert breakdown.parse_flood(text) == 20.0
+    assert breakdown.parse_flood("0 received, time 5ms") is None
+    rungs = {"underlay": {"rtt_us_median": 10.0, "flood_us_median": 10.0, "gbit_median": 20.0},
+             "vxlan": {"rtt_us_median": 16.0, "flood_us_median": 16.0, "gbit_median": 16.0},
+             "bridge": {"rtt_us_median": 19.0, "flood_us_median": 19.0, "gbit_median": 15.0},
+             "overlay": {"rtt_us_median": 20.0, "flood_us_median": 20.0, "gbit_median": 15.0}}
+    att = breakdown.attribution(rungs)
+    assert [a["extra_rtt_us"] for a in att] == [6.0, 3.0, 1.0]
+    assert [a["share_of_extra_flood_us_pct"] for a in att] == [60, 30, 10]
+    assert att[0]["throughput_ratio"] == 0.8
+
+
+def test_settings_effect_and_verdict() -> None:
+    pairs = [({"r": 0.80}, {"r": 0.84}), ({"r": 0.78}, {"r": 0.82}), ({"r": 0.81}, {"r": 0.83}),
+             ({"r": 0.80}, {"r": 0.79})]
+    e = settings.effect(pairs, "r")
+    assert e["n"] == 4 and e["positive"] == 3 and e["min_pct"] == -1.2
+    assert settings.verdict(e) == "helps"
+    assert settings.verdict({"n": 4, "median_pct": 1.0, "positive": 4}) == "no clear effect"
+    assert settings.verdict({"n": 4, "median_pct": -5.0, "positive": 0}) == "hurts"
+    assert settings.verdict({"n": 2, "median_pct": 9.0, "positive": 2}) == "too few pairs"
+    assert settings.effect([({"r": None}, {"r": 1.0})], "r") == {"n": 0}
+    # the ratio alone is not enough: the overlay's own throughput must agree
+    assert settings.verdict(e, {"n": 4, "median_pct": 1.3, "positive": 2}) == "no clear effect"
+    assert settings.verdict(e, e) == "helps"
+
+
+def test_arp_stat() -> None:
+    text = ("entries  allocs table_fulls forced_gc_runs\n"
+            "00000014 0000000a 00000010 00000001\n00000014 00000005 00000002 00000000\n")
+    st = controlplane.parse_arp_stat(text)
+    assert st == {"entries": 20, "allocs": 15, "table_fulls": 18, "forced_gc_runs": 1}
+    d = controlplane.arp_delta(st, {**st, "table_fulls": 30, "entries": 900})
+    assert d["table_fulls"] == 12 and d["entries_after"] == 900 and d["forced_gc_runs"] == 0
+
+
+def test_breakdown_and_settings_markdown() -> None:
+    rung = {"what": "w", "gbit_median": 1.0, "rtt_us_median": 2.0, "flood_us_median": 3.0, "gbit": [1.0]}
+    prof = {"iperf3": {"cpu_us_per_mb": {"bridge": 1.0, "total": 2.0}, "by_category": {"bridge": {}}},
+            "flood_ping": {"cpu_us_per_round_trip": None}}
+    md = breakdown.markdown({"benchmark": "b", "reps": 1, "seconds": 1, "pings": 1, "flood": 1, "mtus": [
+        {"underlay_mtu": 1500, "rungs": {"underlay": rung, "overlay": rung}, "attribution": [],
+         "profile": {"underlay": prof, "overlay": prof}}]})
+    assert "| underlay | w | 1 | 2 | 3 | 1.0 |" in md and "| bridge | 1 | 1 | 0 |" in md
+    e = {"n": 1, "median_pct": 1.0, "min_pct": 1.0, "max_pct": 1.0, "positive": 1}
+    s = {"name": "noudpcsum", "owner": "agent", "pairs": [{"A": {"tput_ratio": 0.8}, "B": {"tput_ratio": 0.9}}],
+         "tput_ratio": e, "overlay_gbit": e, "rtt_ratio": {"n": 0}, "flood_ratio": e, "verdict": "too few pairs"}
+    md = settings.markdown({"benchmark": "b", "reps": 1, "mtus": [{"underlay_mtu": 9000, "settings": [s],
+                                                                   "load_before": [1.0], "load_after": [2.0]}]})
+    assert "| 9000 | noudpcsum | agent | 0.8 | 0.9 | +1.0 (+1.0..+1.0) |" in md and "`bridge-nf-off`" in md

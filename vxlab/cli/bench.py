@@ -111,14 +111,63 @@ def all_(
 
 
 @app.command("dataplane")
-def dataplane(out: OutOpt = Path("bench/results"), quick: QuickOpt = False) -> None:
+def dataplane(
+    out: OutOpt = Path("bench/results"),
+    quick: QuickOpt = False,
+    breakdown: Annotated[bool, typer.Option(
+        "--breakdown", help="Instead: the hop-by-hop ladder (underlay, +vxlan, +bridge, +veth) with perf "
+                            "profiles; writes breakdown.json/.md.")] = False,
+    settings: Annotated[str, typer.Option(
+        "--settings", help="Instead: interleaved A/B runs of these settings (comma-separated, 'all' for every "
+                           "one; see bench/settings.py); writes settings.json/.md.")] = "",
+    mtus: Annotated[str, typer.Option(help="Underlay MTUs for --breakdown/--settings.")] = "1500,9000",
+    reps: Annotated[int, typer.Option(min=1, help="Repetitions for --breakdown/--settings.")] = 5,
+    profile: Annotated[bool, typer.Option(help="perf profiles in --breakdown.")] = True,
+) -> None:
     """iperf3 + ping: overlay vs underlay at MTU 1500 and 9000, and the settings sweep."""
+    if breakdown or settings:
+        from vxlab.bench import breakdown as bd
+        from vxlab.bench import settings as st
+
+        mtu_list = _ints(mtus, "mtus")
+        if breakdown:
+            result = bd.run(out, mtus=mtu_list, reps=reps, profile=profile, progress=_progress)
+        else:
+            names = list(st.SETTINGS) if settings == "all" else [x for x in settings.split(",") if x]
+            for n in names:
+                if n not in st.SETTINGS:
+                    raise typer.BadParameter(f"settings: unknown setting {n!r} (one of {', '.join(st.SETTINGS)})")
+            result = st.run(out, names=names, mtus=mtu_list, reps=reps, progress=_progress)
+        typer.echo(f"written: {result['path']}", err=True)
+        return
     _suite_part("dataplane", out, quick)
 
 
 @app.command("controlplane")
-def controlplane(out: OutOpt = Path("bench/results"), quick: QuickOpt = False) -> None:
+def controlplane(
+    out: OutOpt = Path("bench/results"),
+    quick: QuickOpt = False,
+    sizes: Annotated[str, typer.Option(help="Instead of the suite's part: these host counts only.")] = "",
+    samples: Annotated[int, typer.Option(min=1, help="Samples per size (with --sizes).")] = 20,
+    gc_thresh: Annotated[str, typer.Option(
+        "--gc-thresh", help="With --sizes: the neighbour table's gc_thresh1,2,3 during the run (machine-wide, "
+                            "only raised, restored after; 'keep' leaves them). Default 8192,32768,65536.")] = "",
+) -> None:
     """container run -> first reply from every other host, at 10 and 50 hosts, with a breakdown."""
+    if sizes:
+        from vxlab.bench import controlplane as cp
+
+        thresh = None if gc_thresh == "keep" else _ints(gc_thresh, "gc-thresh") if gc_thresh else list(cp.GC_THRESH_LAB)
+        if thresh is not None and len(thresh) != 3:
+            raise typer.BadParameter("gc-thresh: expected three integers (gc_thresh1,2,3) or 'keep'")
+        result = cp.run(out, sizes=_ints(sizes, "sizes"), samples=samples, progress=_progress,
+                        gc_thresh=(thresh[0], thresh[1], thresh[2]) if thresh else None,
+                        stem="controlplane-gc-" + ("-".join(map(str, thresh)) if thresh else "keep"))
+        for row in result["sizes"]:
+            typer.echo(f"{row['hosts']} hosts: first reply per peer {row['first_reply_ms']}, missing "
+                       f"{row['missing_replies']}, arp {row['arp']}, gc_thresh {row['gc_thresh']}")
+        typer.echo(f"written: {result['path']}", err=True)
+        return
     _suite_part("controlplane", out, quick)
 
 
