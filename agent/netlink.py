@@ -27,7 +27,7 @@ from typing import Any
 from pyroute2.netlink.exceptions import NetlinkError
 from vxlab.agent import netlink_ns, vtep
 from vxlab.agent.kernel import MARK, Foreign, KernelError, Namespace, Underlay, VtepFilter
-from vxlab.agent.netlink_policy import PolicyOps, read_policy
+from vxlab.agent.netlink_policy import BRIDGE_NF_OFF, PolicyOps, read_policy
 from vxlab.agent.netlink_dump import (
     IFF_UP,
     Msg,
@@ -41,14 +41,6 @@ from vxlab.agent.netlink_objs import ObjectOps, where
 from vxlab.agent.netlink_raw import link_index
 
 ADDR_GEN_MODE_NONE = 1  # no IPv6 link-local address on the bridge itself
-# Bridged frames in a network namespace skip the IP/ARP netfilter hooks. br_netfilter
-# (loaded by Docker, built in on some kernels) defaults these to 1 in every namespace:
-# each bridged frame then went through the IP hooks and conntrack of the namespace (which
-# has some: its NAT table for the uplink), once per side. Nothing of vxlab filters bridged
-# frames with ip/inet tables (faults use `bridge` tables, which need no br_netfilter).
-# Measured (bench/results/issue6/): overlay throughput and round-trip cost, see FINDINGS.
-BRIDGE_NF_OFF = {"net/bridge/bridge-nf-call-iptables": "0", "net/bridge/bridge-nf-call-ip6tables": "0",
-                 "net/bridge/bridge-nf-call-arptables": "0"}
 
 
 class NetlinkKernel(PolicyOps, ObjectOps):
@@ -208,7 +200,9 @@ class NetlinkKernel(PolicyOps, ObjectOps):
             else:
                 self.writes["create_netns"] += 1
                 h = self._handles.adopt(name, fds)
-                self._sysctl(name, "net/ipv4/ip_forward", "0")  # not inherited from the host
+                # ip_forward: not inherited from the host. Bridged frames skip the IP hooks
+                # until a network policy needs them (netlink_policy.BRIDGE_NF_OFF).
+                self._sysctls(name, {"net/ipv4/ip_forward": "0", **BRIDGE_NF_OFF})
                 lo = self._must_get(h, name, "lo")
                 self._fix("create_netns", h, name, lo, up=True, alias=marker)
                 return
@@ -249,8 +243,6 @@ class NetlinkKernel(PolicyOps, ObjectOps):
         if msg is not None and link_of(msg, {}).kind != "bridge":
             self._write("add_bridge", h, ns, f"link {name}", h.ipr.link, "del", index=msg["index"])
             msg = None
-        if ns:  # only in a namespace of ours, never the agent's own; not a netlink request: not in `writes`
-            self._sysctls(ns, BRIDGE_NF_OFF)
         if msg is None:
             self._write("add_bridge", h, ns, f"bridge {name}", h.ipr.link, "add", ifname=name, kind="bridge",
                         mtu=mtu, br_stp_state=0)

@@ -17,9 +17,15 @@ from vxlab.agent import netlink_ns, policy_nft
 from vxlab.agent.kernel import KernelError, PolicyTable
 from vxlab.agent.netlink_objs import where
 
-# Bridged frames go through the IP hooks of the namespace (br_netfilter): that is
-# where the table sees them, with conntrack.
-BRIDGE_NF = ("net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables")
+# Whether bridged frames go through the IP hooks (and conntrack) of a network namespace
+# (br_netfilter; built in here, loaded by Docker elsewhere; its default is on in every
+# namespace). Off where no policy is: each bridged frame otherwise pays the hooks and
+# conntrack twice per round trip (bench/results/FINDINGS-issue6.md: −12..−17 % overlay
+# round-trip cost, +7..+11 % throughput). On where a policy table is: that is where it
+# sees the frames, with conntrack (this kernel has no bridge-family conntrack).
+BRIDGE_NF_OFF = {"net/bridge/bridge-nf-call-iptables": "0", "net/bridge/bridge-nf-call-ip6tables": "0",
+                 "net/bridge/bridge-nf-call-arptables": "0"}
+BRIDGE_NF_ON = {"net/bridge/bridge-nf-call-iptables": "1", "net/bridge/bridge-nf-call-ip6tables": "1"}
 
 
 def _nft(ns: str, *args: str, script: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -65,16 +71,15 @@ def forget_connections(ns: str, ips: tuple[str, ...]) -> int:
 
 class PolicyOps:
     """`set_policy` / `delete_policy` of the Kernel contract; the class using it (before
-    `Kernel` in its bases) provides `_sysctl` and `writes`."""
+    `Kernel` in its bases) provides `_sysctls` and `writes`."""
 
-    _sysctl: Callable[[str, str, str], bool]
+    _sysctls: Callable[[str, dict[str, str]], bool]
     writes: Counter[str]
 
     def set_policy(self, ns: str, table: PolicyTable) -> None:
+        self._sysctls(ns, BRIDGE_NF_ON)  # also repairs a table left without its hooks
         if read_policy(ns) == table:
             return
-        for key in BRIDGE_NF:
-            self._sysctl(ns, key, "1")
         out = _nft(ns, "-f", "-", script=table.script)
         if out.returncode != 0:
             raise KernelError(f"set_policy in {where(ns)}: nft: {out.stderr.strip() or out.stdout.strip()}")
@@ -87,4 +92,5 @@ class PolicyOps:
         out = _nft(ns, "delete", "table", policy_nft.FAMILY, policy_nft.TABLE)
         if out.returncode != 0:
             raise KernelError(f"delete_policy in {where(ns)}: nft: {out.stderr.strip()}")
+        self._sysctls(ns, BRIDGE_NF_OFF)
         self.writes["delete_policy"] += 1

@@ -138,12 +138,22 @@ def tcp(lab: Lab, src: str, dst: str, port: int) -> bool:
         s.close()
 
 
+def bridge_nf(lab: Lab, host: str) -> str:
+    """bridge-nf-call-iptables in the host's namespace of network blue."""
+    def read() -> str:
+        netns.enter(f"{lab.agent_prefix(host)}n-blue")
+        with open("/proc/sys/net/bridge/bridge-nf-call-iptables") as f:
+            return f.read().strip()
+    return netns.in_thread(read)
+
+
 def test_default_allow_and_a_table_only_where_rules_apply(lab: Lab, servers: None) -> None:
     assert ping(lab, "tool", "db") and tcp(lab, "tool", "db", 8080) and tcp(lab, "db", "web", 5432)
     for host in ("h1", "h2"):
         tables = subprocess.run(["ip", "netns", "exec", f"{lab.agent_prefix(host)}n-blue", "nft", "list", "tables"],
                                 capture_output=True, text=True).stdout
         assert "vxlab_policy" not in tables
+        assert bridge_nf(lab, host) == "0"  # bridged frames skip the IP hooks where no rule is
 
 
 def test_label_port_and_priority_across_hosts_and_on_one(lab: Lab, servers: None, rules: list[Policy]) -> None:
@@ -158,6 +168,7 @@ def test_label_port_and_priority_across_hosts_and_on_one(lab: Lab, servers: None
     assert ping(lab, "db", "web") and tcp(lab, "db", "cache", 8080)  # db itself is not restricted
     assert ping(lab, "tool", "cache") and tcp(lab, "web", "cache", 5432)
     assert lab.check().ok  # check expects exactly what the rules allow
+    assert (bridge_nf(lab, "h1"), bridge_nf(lab, "h2")) == ("0", "1")  # hooks only where a table is
 
 
 def test_icmp_only_and_cidr(lab: Lab, servers: None, rules: list[Policy]) -> None:
@@ -218,4 +229,4 @@ def test_cli_add_ls_test_rm_and_bad_input(lab: Lab, servers: None) -> None:
         assert _cli(lab, "policy", "test", "web", "cache", "--proto", "tcp", "--port", "5432").returncode == 0
     finally:
         assert _cli(lab, "policy", "rm", "web-no-cache", "-n", "blue").returncode == 0
-    assert tcp(lab, "web", "cache", 8080)
+    assert tcp(lab, "web", "cache", 8080) and bridge_nf(lab, "h2") == "0"
