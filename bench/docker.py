@@ -76,9 +76,8 @@ class Swarm:
         check()
         self.cleanup_stale()
         underlay.create_switch(self.sw, mark=MARK, mtu=self.mtu, outside="172.31.0.1/24")
-        for i, (h, ip) in enumerate(self.ips.items()):
-            underlay.add_host(self.sw, underlay.SimHost(h, self.ns(h), ip, f"{ip}/24"), port=f"vxbdp{i + 1}",
-                              mark=MARK, mtu=self.mtu)
+        underlay.add_hosts(self.sw, [(underlay.SimHost(h, self.ns(h), ip, f"{ip}/24"), f"vxbdp{i + 1}")
+                                     for i, (h, ip) in enumerate(self.ips.items())], mark=MARK, mtu=self.mtu)
         for h in self.ips:
             self.start_dockerd(h)
         for h in self.ips:

@@ -401,8 +401,13 @@ class Lab:
         for proc in _orphans(lab_dir(self.name)):  # started by an `up` that crashed before saving
             proc.stop()
         for ns in underlay.netns_list():
-            ours = ns in self.state.namespaces or underlay.marker(ns).startswith("vxlab:")
-            if ns.startswith(ns_prefix(self.name)) and ours:
+            if not ns.startswith(ns_prefix(self.name)):
+                continue
+            path = f"/run/netns/{ns}"
+            if os.path.isfile(path) and not os.path.ismount(path):
+                os.unlink(path)  # a stale file, no namespace: an agent killed while creating it
+                removed.append(ns)
+            elif ns in self.state.namespaces or underlay.marker(ns).startswith("vxlab:"):
                 underlay.delete_ns(ns)
                 removed.append(ns)
         shutil.rmtree(lab_dir(self.name), ignore_errors=True)
