@@ -25,6 +25,7 @@ from typing import Any
 
 from vxlab.bench import firstreply, machine, summary
 from vxlab.client import Client
+from vxlab.lab import neigh
 from vxlab.lab.lab import Lab
 from vxlab.lab.topology import parse
 from vxlab.model import Endpoint
@@ -66,10 +67,12 @@ ARP_STAT = Path("/proc/net/stat/arp_cache")
 # host's entries for every other host's underlay address (up to 50 x 49), plus the
 # containers' and bridges'. Measured at 50 hosts: from the 6th sample on, tens of
 # thousands of `table_fulls` per sample; new entries cannot be made, packets towards
-# them are dropped, and a third of the first replies never come (issue 6). The bench
-# raises the limits for its run (never lowers them) and restores them afterwards.
-GC_THRESH_LAB = (8192, 32768, 65536)
-GC_THRESH = tuple(f"/proc/sys/net/ipv4/neigh/default/gc_thresh{i}" for i in (1, 2, 3))
+# them are dropped, and a third of the first replies never come (issue 6). Labs now
+# raise the limits themselves while they run (lab/neigh.py); the bench sets them for
+# its run all the same (never lower than found), or with `keep` puts back the machine's
+# own after `up`, to reproduce the overflow, and restores them afterwards.
+GC_THRESH_LAB = neigh.LAB_VALUES
+GC_THRESH = tuple(str(p) for p in neigh.PATHS)
 
 
 def parse_arp_stat(text: str) -> dict[str, int]:
@@ -141,7 +144,7 @@ def sample(lab: Lab, c: Client, loop: asyncio.AbstractEventLoop, *, i: int, host
 def measure(hosts: int, *, samples: int, progress: Callable[[str], None],
             gc_thresh: tuple[int, int, int] | None = None) -> dict[str, Any]:
     """`gc_thresh`: the neighbour table's gc_thresh1..3 during the run (machine-wide,
-    only raised, restored afterwards); None leaves the machine's as they are."""
+    only raised, restored afterwards); None: the machine's own, as found before `up`."""
     lab = Lab(NAME)
     lab.down()
     saved = [Path(p).read_text().strip() for p in GC_THRESH]
@@ -154,6 +157,9 @@ def measure(hosts: int, *, samples: int, progress: Callable[[str], None],
                 Path(p).write_text(str(v))
         progress(f"controlplane: bringing up {hosts} hosts")
         lab.up(parse(topology(NAME, hosts)))
+        if not gc_thresh:  # `keep`: the machine's own limits, not the lab's raise
+            for p, v in zip(GC_THRESH, saved, strict=True):
+                Path(p).write_text(v)
         for h in range(1, hosts + 1):
             firstreply.fast_arp(["ip", "netns", "exec", lab.container_ns(f"h{h}", f"p{h}")])
         loop = asyncio.new_event_loop()

@@ -24,7 +24,7 @@ from vxlab.client import Client
 from vxlab.errors import VxError
 from vxlab.errors import InvalidArgument
 from vxlab.lab import plan as lab_plan
-from vxlab.lab import procs, underlay
+from vxlab.lab import neigh, procs, underlay
 from vxlab.lab.plan import Step
 from vxlab.lab.check import CheckResult, Probe, ping, run_check
 from vxlab.lab.state import LabState, Proc, check_lab_name, lab_dir, lab_marker, ns_prefix
@@ -97,11 +97,17 @@ class Lab:
         return lab_plan.plan(topo, live)
 
     # --- up --------------------------------------------------------------------------
-    def up(self, topo: Topology, *, progress: Callable[[str], None] = lambda s: None) -> list[Step]:
+    def up(self, topo: Topology, *, progress: Callable[[str], None] = lambda s: None,
+           notice: Callable[[str], None] | None = None) -> list[Step]:
+        """Make the lab what `topo` says; `progress` hears each step, `notice` (default:
+        `progress`) what a user should keep seeing (a machine-wide setting changed)."""
         steps = self.plan(topo)
         self.topology = topo
         self.state.topology = to_dict(topo)
         self.state.save()
+        raised = neigh.hold(lab_dir(self.name))
+        if raised:
+            (notice or progress)(raised)
         if not any(p.alive() for p in self.state.etcd):  # a cluster with a member down still runs
             progress("starting etcd" + (f" ({topo.etcd_members} members)" if topo.etcd_members > 1 else ""))
             procs.start_etcd(self.state, members=topo.etcd_members)
@@ -411,6 +417,7 @@ class Lab:
                 underlay.delete_ns(ns)
                 removed.append(ns)
         shutil.rmtree(lab_dir(self.name), ignore_errors=True)
+        neigh.release(lab_dir(self.name))
         self.state = LabState(self.name)
         return removed
 

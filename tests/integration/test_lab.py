@@ -304,3 +304,24 @@ containers:
     listed = vx(env, "container", "ls").stdout
     assert "lonely" in listed and "(none)" in listed and "hostnet" in listed and "(host)" in listed
     assert vx(env, "down").returncode == 0 and left_behind(name) == []
+
+
+def test_check_over_fifty_containers_fits_the_machines_neighbour_table(env, tmp_path):
+    """One IPv4 neighbour table serves every namespace: `check` over 50 containers needs
+    ~2 450 entries, past the kernel's default cap of 1024 (265 of 2 450 probes failed
+    with it). `up` raises the cap while labs run; `down` puts back what it found."""
+    from vxlab.lab import neigh
+
+    before = neigh.read()
+    name = "vxt" + secrets.token_hex(3)
+    body = "hosts: 10\nnetworks: [{name: blue, subnet: 10.91.0.0/24}]\ncontainers:\n" + "".join(
+        f"  - {{name: c{i}, host: h{i % 10 + 1}, networks: [blue]}}\n" for i in range(50))
+    assert vx(env, "up", str(topo(tmp_path, name, body))).returncode == 0
+    try:
+        assert neigh.read()[2] >= neigh.LAB_VALUES[2]
+        out = vx(env, "check", "--lab", name)
+        assert out.returncode == 0, out.stderr[-500:]
+        assert "2450/2450 expectations hold" in out.stderr
+    finally:
+        assert vx(env, "down", "--lab", name).returncode == 0
+    assert neigh.read() == before and left_behind(name) == []

@@ -70,7 +70,7 @@ def up(
 
             def step(msg: str) -> None:
                 progress.update(task, description=f"lab {the_lab.name}: {msg}", advance=1)
-            the_lab.up(topo, progress=step)
+            the_lab.up(topo, progress=step, notice=lambda msg: progress.console.print(f"lab {the_lab.name}: {msg}"))
             progress.update(task, completed=progress.tasks[0].total)
         _summary(the_lab)
     except (TopologyError, LabError, OSError) as e:
