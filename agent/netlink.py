@@ -336,7 +336,7 @@ class NetlinkKernel(PolicyOps, ObjectOps):
                       peer_alias=alias)
         self.add_addr("", host_name, host_cidr)
         for where_ in ("", ns):
-            if self._sysctl(where_, "net/ipv4/ip_forward", "1"):
+            if self._sysctls(where_, {"net/ipv4/ip_forward": "1"}):
                 self.writes["add_uplink"] += 1
         if not self._host_nat:  # one table for every network: ensured once per agent
             self._nft("", "table ip vxlab {\n chain postrouting {\n  type nat hook postrouting priority srcnat;"
@@ -346,30 +346,13 @@ class NetlinkKernel(PolicyOps, ObjectOps):
             self._nft(ns, "table ip vxlab {\n chain postrouting {\n  type nat hook postrouting priority srcnat; policy accept;\n"
                       f'  ip saddr {masquerade} oifname "{name}" masquerade\n }}\n}}\n')
 
-    def _sysctl(self, ns: str, key: str, value: str) -> bool:
-        """Set /proc/sys/<key> inside `ns` ("" = ours); True when it changed."""
-        path = f"/proc/sys/{key}"
-
+    def _sysctls(self, ns: str, values: dict[str, str]) -> bool:
+        """Set each /proc/sys/<key> inside `ns` ("" = ours) that exists and differs, in
+        one visit to the namespace; a key that does not exist (its module is not loaded)
+        is skipped. True when anything changed."""
         def rw() -> bool:
             if ns:
                 netlink_ns._enter(netlink_ns.path_of(ns))
-            with open(path) as f:
-                if f.read().strip() == value:
-                    return False
-            with open(path, "w") as f:
-                f.write(value)
-            return True
-        try:
-            return netlink_ns.in_thread(rw)
-        except OSError as exc:
-            raise KernelError(f"sysctl {key}={value} in {where(ns)}: {exc}") from exc
-
-    def _sysctls(self, ns: str, values: dict[str, str]) -> bool:
-        """Set each /proc/sys/<key> inside `ns` that exists and differs, in one visit to
-        the namespace; a key that does not exist (its module is not loaded) is skipped.
-        True when anything changed."""
-        def rw() -> bool:
-            netlink_ns._enter(netlink_ns.path_of(ns))
             changed = False
             for key, value in values.items():
                 try:

@@ -67,14 +67,15 @@ def build(network: str, local: list[Endpoint], members: Iterable[Endpoint],
     """The table for one network namespace: `local` are this host's endpoints on the
     network, `members` every endpoint of it. None when no rule applies here."""
     members = [e for e in members if e.network == network]
+    local = [e for e in local if e.network == network]
     local_ips = sorted({e.ip for e in local if e.ip}, key=ipaddress.IPv4Address)
+    if not local_ips:
+        return None
     rules = []
     for p in semantics.ordered(q for q in policies if q.network == network):
-        src = _resolve(p.source, members)
-        dst = _resolve(p.destination, [e for e in local if e.network == network])
-        if src == [] or dst == [] or not local_ips:
-            continue  # matches nothing here
-        rules.append(_rule(p, src, dst))
+        src, dst = _resolve(p.source, members), _resolve(p.destination, local)
+        if src != [] and dst != []:  # else it matches nothing here
+            rules.append(_rule(p, src, dst))
     if not rules:
         return None
     head = ["meta nfproto ipv6 counter drop", f"ip daddr != {_set(local_ips)} accept"]

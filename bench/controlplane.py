@@ -72,7 +72,6 @@ ARP_STAT = Path("/proc/net/stat/arp_cache")
 # its run all the same (never lower than found), or with `keep` puts back the machine's
 # own after `up`, to reproduce the overflow, and restores them afterwards.
 GC_THRESH_LAB = neigh.LAB_VALUES
-GC_THRESH = tuple(str(p) for p in neigh.PATHS)
 
 
 def parse_arp_stat(text: str) -> dict[str, int]:
@@ -147,19 +146,16 @@ def measure(hosts: int, *, samples: int, progress: Callable[[str], None],
     only raised, restored afterwards); None: the machine's own, as found before `up`."""
     lab = Lab(NAME)
     lab.down()
-    saved = [Path(p).read_text().strip() for p in GC_THRESH]
+    saved = neigh.read()
     if gc_thresh:  # only ever raised
-        gc_thresh = (max(gc_thresh[0], int(saved[0])), max(gc_thresh[1], int(saved[1])),
-                     max(gc_thresh[2], int(saved[2])))
+        gc_thresh = (max(gc_thresh[0], saved[0]), max(gc_thresh[1], saved[1]), max(gc_thresh[2], saved[2]))
     try:
         if gc_thresh:
-            for p, v in zip(GC_THRESH, gc_thresh, strict=True):
-                Path(p).write_text(str(v))
+            neigh.write(gc_thresh)
         progress(f"controlplane: bringing up {hosts} hosts")
         lab.up(parse(topology(NAME, hosts)))
         if not gc_thresh:  # `keep`: the machine's own limits, not the lab's raise
-            for p, v in zip(GC_THRESH, saved, strict=True):
-                Path(p).write_text(v)
+            neigh.write(saved)
         for h in range(1, hosts + 1):
             firstreply.fast_arp(["ip", "netns", "exec", lab.container_ns(f"h{h}", f"p{h}")])
         loop = asyncio.new_event_loop()
@@ -176,10 +172,9 @@ def measure(hosts: int, *, samples: int, progress: Callable[[str], None],
     finally:
         lab.down()
         if gc_thresh:
-            for p, v in zip(GC_THRESH, saved, strict=True):
-                Path(p).write_text(v)
+            neigh.write(saved)
     out = summarize(hosts, rows)
-    out["gc_thresh"] = list(gc_thresh) if gc_thresh else [int(v) for v in saved]
+    out["gc_thresh"] = list(gc_thresh) if gc_thresh else list(saved)
     return out
 
 

@@ -34,7 +34,7 @@ def read() -> tuple[int, ...]:
     return tuple(int(p.read_text().split()[0]) for p in PATHS)
 
 
-def _write(values: tuple[int, ...] | list[int]) -> None:
+def write(values: tuple[int, ...] | list[int]) -> None:
     # gc_thresh1 <= 2 <= 3 must hold after every single write: raise from the top,
     # lower from the bottom.
     order = list(zip(PATHS, values, strict=True))
@@ -69,7 +69,7 @@ def hold(lab_dir: Path) -> str:
             if want != cur:
                 if not rec.get("labs"):
                     rec["saved"] = list(cur)
-                _write(want)
+                write(want)
                 rec["set"] = list(want)
                 msg = (f"raised the machine's neighbour table limits gc_thresh1..3 {'/'.join(map(str, cur))}"
                        f" -> {'/'.join(map(str, want))} while labs run (one table for all namespaces)")
@@ -88,6 +88,6 @@ def release(lab_dir: Path) -> None:
             labs = [d for d in rec.get("labs", []) if d != str(lab_dir) and (Path(d) / "state.json").exists()]
             rec["labs"] = labs
             if not labs and "saved" in rec and list(read()) == rec.get("set"):
-                _write(rec["saved"])
+                write(rec["saved"])
     except OSError:
         pass

@@ -8,7 +8,10 @@ them to and from the generated protobuf messages.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -125,12 +128,29 @@ def to_json(obj: Object, *, exclude: tuple[str, ...] = ()) -> bytes:
 def from_json(cls: type[T], data: bytes | str) -> T:
     """Inverse of to_json; unknown keys (from a newer controller) are ignored."""
     raw: dict[str, Any] = json.loads(data)
-    names = {f.name for f in dataclasses.fields(cls)}
+    return _build(cls, raw)
+
+
+def _build(cls: type[Any], raw: dict[str, Any]) -> Any:
+    names, nested = _shape(cls)
     kept = {k: v for k, v in raw.items() if k in names}
-    if cls is Policy:  # nested selectors and a tuple of ports
-        for side in ("source", "destination"):
-            if isinstance(kept.get(side), dict):
-                sel = {k: v for k, v in kept[side].items() if k in ("container", "label", "cidr")}
-                kept[side] = Selector(**sel)
-        kept["ports"] = tuple(kept.get("ports", ()))
+    for key, make in nested.items():  # nested dataclasses, and tuples JSON made lists
+        if key in kept:
+            kept[key] = make(kept[key])
     return cls(**kept)
+
+
+@functools.cache
+def _shape(cls: type[Any]) -> tuple[frozenset[str], dict[str, Callable[[Any], Any]]]:
+    """A dataclass's field names, and a converter for each field JSON cannot give back
+    as is (a nested dataclass, a tuple). Computed once per class: from_json is on the
+    controller's snapshot path."""
+    hints = typing.get_type_hints(cls)
+    nested: dict[str, Callable[[Any], Any]] = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            nested[f.name] = lambda v, sub=hint: _build(sub, v) if isinstance(v, dict) else v
+        elif typing.get_origin(hint) is tuple:
+            nested[f.name] = tuple
+    return frozenset(f.name for f in dataclasses.fields(cls)), nested

@@ -15,7 +15,7 @@ import typer
 
 from vxlab.cli import main as cli
 from vxlab.cli.network import with_prefix
-from vxlab.errors import NotFound, VxError
+from vxlab.errors import NotFound
 from vxlab.model import Endpoint, Host, Network
 
 if TYPE_CHECKING:
@@ -125,22 +125,12 @@ def run(
     """Start a container on HOST attached to each --network. In a lab: waits until it is
     reachable. Without one (real hosts): its endpoints are created in the controller and
     the host's agent makes the container's namespace (`vx-c-NAME`), its peers the entries."""
-    from vxlab.lab.lab import Lab
-    from vxlab.lab.procs import LabError
+    async def create(c: Client) -> list[Endpoint]:
+        return [await c.create_endpoint(Endpoint(name=name, network=net, host=host, ip=ip if i == 0 else ""))
+                for i, net in enumerate(network)]
 
-    state: cli.CliState = ctx.obj
-    if not state.lab:
-        async def create(c: Client) -> list[Endpoint]:
-            return [await c.create_endpoint(Endpoint(name=name, network=net, host=host, ip=ip if i == 0 else ""))
-                    for i, net in enumerate(network)]
-        eps = cli.call(ctx, create)
-    else:
-        try:
-            eps = Lab(state.lab).container(name, host=host, networks=network, ip=ip)
-        except LabError as e:
-            cli.fail(str(e))
-        except VxError as e:
-            cli.fail(e.message)
+    eps = cli.in_lab_or_call(ctx, in_lab=lambda lab: lab.container(name, host=host, networks=network, ip=ip),
+                             alone=create)
     cli.output(as_json=False, data=None, columns=LS_COLUMNS,
                rows=[[e.name, e.host, e.network, e.ip, e.mac, e.id[:12]] for e in eps])
 
@@ -148,24 +138,13 @@ def run(
 @app.command("rm")
 def rm(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Container name.")]) -> None:
     """Remove a container (all its endpoints) from the lab, or without one from the controller."""
-    from vxlab.lab.lab import Lab
-    from vxlab.lab.procs import LabError
+    async def remove(c: Client) -> int:
+        eps = await c.list_endpoints(name=name)
+        if not eps:
+            raise NotFound(f"container: no container named {name!r}")
+        for e in eps:
+            await c.delete_endpoint(e.network, e.name)
+        return len(eps)
 
-    state: cli.CliState = ctx.obj
-    if not state.lab:
-        async def remove(c: Client) -> int:
-            eps = await c.list_endpoints(name=name)
-            if not eps:
-                raise NotFound(f"container: no container named {name!r}")
-            for e in eps:
-                await c.delete_endpoint(e.network, e.name)
-            return len(eps)
-        n = cli.call(ctx, remove)
-    else:
-        try:
-            n = Lab(state.lab).remove_container(name)
-        except LabError as e:
-            cli.fail(str(e))
-        except VxError as e:
-            cli.fail(e.message)
+    n = cli.in_lab_or_call(ctx, in_lab=lambda lab: lab.remove_container(name), alone=remove)
     typer.echo(f"removed {name} ({n} endpoints)", err=True)

@@ -31,6 +31,7 @@ from vxlab.tls import Pki, TlsConfig
 
 if TYPE_CHECKING:
     from vxlab.client import Client
+    from vxlab.lab.lab import Lab
 
 # gRPC's C core logs failed TLS handshakes on stderr; the CLI prints its own one line.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
@@ -75,6 +76,23 @@ def call(ctx: typer.Context, fn: Callable[[Client], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(go())
+    except VxError as err:
+        fail(err.message)
+
+
+def in_lab_or_call(ctx: typer.Context, *, in_lab: Callable[[Lab], T], alone: Callable[[Client], Awaitable[T]]) -> T:
+    """In a lab, `in_lab(lab)` (the lab's calls wait until every agent programmed the
+    change); without one (real hosts), `alone(client)` on the selected controller."""
+    from vxlab.lab.lab import Lab
+    from vxlab.lab.procs import LabError
+
+    state: CliState = ctx.obj if isinstance(ctx.obj, CliState) else CliState(DEFAULT_CONTROLLER)
+    if not state.lab:
+        return call(ctx, alone)
+    try:
+        return in_lab(Lab(state.lab))
+    except LabError as err:
+        fail(str(err))
     except VxError as err:
         fail(err.message)
 

@@ -3,46 +3,25 @@ remove, and `test` (which rule decides a connection, and why). Semantics: vxlab.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from vxlab import policy as semantics
 from vxlab.cli import main as cli
-from vxlab.errors import InvalidArgument, VxError
+from vxlab.errors import InvalidArgument
 from vxlab.model import Endpoint, Policy
 
 if TYPE_CHECKING:
     from vxlab.client import Client
     from vxlab.lab.lab import Lab
 
-T = TypeVar("T")
-
 app: typer.Typer = typer.Typer(help="Network policy: allow/deny rules between containers of a network.",
                                no_args_is_help=True)
 COLUMNS = ("NETWORK", "PRIORITY", "NAME", "ACTION", "PROTOCOL", "FROM", "TO", "PORTS")
 NetworkOpt = Annotated[str, typer.Option("--network", "-n", metavar="NET", help="The network the rule belongs to.")]
 SELECTOR_HELP = "a container name, a label key=value, a CIDR, or * (anything; the default)"
-
-
-def _in_lab(ctx: typer.Context, fn: Callable[[Lab], T]) -> T | None:
-    """In a lab, `fn(lab)`: the lab's calls wait until every agent enforces the change.
-    None without a lab (the caller talks to the controller alone)."""
-    from vxlab.lab.lab import Lab
-    from vxlab.lab.procs import LabError
-
-    state: cli.CliState = ctx.obj
-    if not state.lab:
-        return None
-    try:
-        return fn(Lab(state.lab))
-    except LabError as e:
-        cli.fail(str(e))
-    except VxError as e:
-        cli.fail(e.message)
 
 
 def policy_row(p: Policy) -> list[str]:
@@ -75,7 +54,7 @@ def add(
     async def go(c: Client) -> Policy:
         return await c.create_policy(wanted)
 
-    p = _in_lab(ctx, lambda lab: lab.add_policy(wanted)) or cli.call(ctx, go)
+    p = cli.in_lab_or_call(ctx, in_lab=lambda lab: lab.add_policy(wanted), alone=go)
     cli.output(as_json=as_json, data=dataclasses.asdict(p), columns=COLUMNS, rows=[policy_row(p)])
 
 
@@ -103,13 +82,12 @@ def rm(ctx: typer.Context, names: Annotated[list[str], typer.Argument(help="Rule
             await c.delete_policy(network, name)
             typer.echo(name)
 
-    def in_lab(lab: Lab) -> bool:
+    def in_lab(lab: Lab) -> None:
         for name in names:
             lab.remove_policy(network, name)
             typer.echo(name)
-        return True
 
-    _in_lab(ctx, in_lab) or cli.call(ctx, go)
+    cli.in_lab_or_call(ctx, in_lab=in_lab, alone=go)
 
 
 @app.command("test")
@@ -124,7 +102,7 @@ def test(
 ) -> None:
     """Which rule decides a new connection from SOURCE to DESTINATION, and its verdict.
     Exit code 0 when allowed, 1 when denied."""
-    if protocol not in ("tcp", "udp", "icmp"):
+    if protocol not in semantics.PROTOCOLS or protocol == "any":
         cli.fail(f"proto: {protocol[:20]!r} is not one of tcp, udp, icmp")
 
     async def go(c: Client) -> tuple[Endpoint, Endpoint, list[Policy]]:
