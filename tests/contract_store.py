@@ -136,6 +136,45 @@ class StoreContract:
         assert rev == await store.revision()
         assert [kv.key for kv in (await store.range(p + "a/"))[0]] == [p + "a/1", p + "a/2"]
 
+    async def test_read_at_a_past_revision(self, store: Store, p: str) -> None:
+        lease = await store.grant_lease(60)
+        r1 = (await store.txn([], [Put(p + "a", b"1"), Put(p + "b", b"1")])).revision
+        r2 = (await store.txn([], [Put(p + "a", b"2"), Put(p + "l", b"", lease=lease)])).revision
+        r3 = (await store.txn([], [Delete(p + "b")])).revision
+        await store.txn([], [Put(p[:-1] + "-outside", b"x")])
+        await store.revoke_lease(lease)
+        r5 = (await store.txn([], [Put(p + "b", b"3")])).revision
+
+        async def state(rev: int) -> tuple[list[tuple[str, bytes, int, int, int]], int]:
+            kvs, read_at = await store.range(p, revision=rev)
+            return [(kv.key[len(p):], kv.value, kv.create_revision, kv.mod_revision, kv.lease) for kv in kvs], read_at
+
+        assert await state(r1) == ([("a", b"1", r1, r1, 0), ("b", b"1", r1, r1, 0)], r1)
+        assert await state(r2) == ([("a", b"2", r1, r2, 0), ("b", b"1", r1, r1, 0), ("l", b"", r2, r2, lease)], r2)
+        assert await state(r3) == ([("a", b"2", r1, r2, 0), ("l", b"", r2, r2, lease)], r3)
+        assert await state(r3 + 1) == ((await state(r3))[0], r3 + 1)  # a revision elsewhere
+        assert await state(r5) == ([("a", b"2", r1, r2, 0), ("b", b"3", r5, r5, 0)], r5)
+        assert (await state(r5))[0] == [
+            (kv.key[len(p):], kv.value, kv.create_revision, kv.mod_revision, kv.lease)
+            for kv in (await store.range(p))[0]]  # at the head: what a read of now says
+        assert (kv := await store.get(p + "b", revision=r2)) is not None and (kv.value, kv.mod_revision) == (b"1", r1)
+        assert await store.get(p + "b", revision=r3) is None
+        assert await store.get(p + "b", revision=r1 - 1) is None  # not yet created
+        with pytest.raises(ValueError):  # the future cannot be read
+            await store.range(p, revision=await store.revision() + 10)
+
+    async def test_read_at_a_compacted_revision(self, store: Store, p: str) -> None:
+        old = (await store.txn([], [Put(p + "a", b"1")])).revision
+        point = (await store.txn([], [Put(p + "a", b"2")])).revision
+        await store.txn([], [Put(p + "a", b"3")])
+        await store.compact(point)
+        for read in (lambda: store.range(p, revision=old), lambda: store.get(p + "a", revision=old)):
+            with pytest.raises(Compacted) as info:
+                await read()
+            assert info.value.compact_revision == point
+        assert (kv := await store.get(p + "a", revision=point)) is not None and kv.value == b"2"
+        assert [kv.value for kv in (await store.range(p, revision=point))[0]] == [b"2"]
+
     async def test_conflicting_ops_are_rejected(self, store: Store, p: str) -> None:
         with pytest.raises(ValueError):
             await store.txn([], [Put(p + "a", b"1"), Put(p + "a", b"2")])
