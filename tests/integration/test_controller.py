@@ -207,8 +207,12 @@ async def test_host_lease_expiry_and_return(etcd, controllers):
     async with Client(c.address) as cl:
         _, lease, ttl = await cl.register_host(Host(name="h1", underlay_ip="172.30.0.11"))
         assert ttl == 1 and (await cl.get_host("h1")).alive
-        await asyncio.sleep(3.5)  # no keepalive: TTL + etcd's lease check granularity
-        assert not (await cl.get_host("h1")).alive
+        for _ in range(300):  # no keepalive: dead once etcd expires the lease (TTL + its check)
+            if not (await cl.get_host("h1")).alive:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("h1 still alive 30 s after its last keepalive (lease TTL 1 s)")
         new, _, renewed = await cl.keepalive("h1", lease)
         assert not renewed and new != lease and (await cl.get_host("h1")).alive
 
