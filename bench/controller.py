@@ -2,13 +2,17 @@
 
 Starts a real etcd (the launcher's choice, recorded) and one `vxlab controller serve`
 process, registers a host, and for each concurrency level creates `creates` endpoints
-on a fresh /16 network with that many concurrent clients. Writes controller.json.
+on a fresh /16 network with that many concurrent clients. Then etcd goes away twice,
+frozen (SIGSTOP: every store call runs into its deadline) and stopped (nothing listens:
+refused at once), and it records how long a call takes to come back UNAVAILABLE (the
+figure the store tests used to assert). Writes controller.json.
 Target (issue 2): >= 500 creates/s with 16 clients on the 2-core machine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import signal
 import statistics
@@ -21,7 +25,8 @@ from typing import Any
 
 from vxlab.bench import machine
 from vxlab.client import Client
-from vxlab.errors import VxError
+from vxlab.controller.store_etcd import EtcdStore
+from vxlab.errors import Unavailable, VxError
 from vxlab.etcdproc import EtcdProcess, free_port
 from vxlab.model import Endpoint, Host, Network
 
@@ -79,6 +84,33 @@ async def _run(address: str, *, levels: list[int], creates: int) -> list[dict[st
     return results
 
 
+async def _unavailable_after(address: str) -> float | None:
+    """Seconds until a read comes back UNAVAILABLE; None if it was answered."""
+    async with Client(address, timeout=60) as c:
+        start = time.perf_counter()
+        try:
+            await c.list_networks()
+        except Unavailable:
+            return round(time.perf_counter() - start, 3)
+    return None
+
+
+async def _outage(address: str, etcd: EtcdProcess) -> dict[str, Any]:
+    assert etcd.pid is not None
+    out: dict[str, Any] = {"store_deadline_s": inspect.signature(EtcdStore).parameters["timeout"].default}
+    os.kill(etcd.pid, signal.SIGSTOP)
+    try:
+        out["frozen_unavailable_s"] = await _unavailable_after(address)
+    finally:
+        os.kill(etcd.pid, signal.SIGCONT)
+    etcd.stop()
+    try:
+        out["stopped_unavailable_s"] = await _unavailable_after(address)
+    finally:
+        etcd.start()
+    return out
+
+
 def run(out_dir: Path, *, levels: list[int] | None = None, creates: int = 2000) -> dict[str, Any]:
     levels = levels or [1, 4, 16]
     with tempfile.TemporaryDirectory(prefix="vxlab-bench-") as tmp, EtcdProcess(Path(tmp) / "etcd") as etcd:
@@ -89,6 +121,7 @@ def run(out_dir: Path, *, levels: list[int] | None = None, creates: int = 2000) 
             stdout=subprocess.DEVNULL, stderr=(Path(tmp) / "controller.log").open("wb"), start_new_session=True)
         try:
             levels_out = asyncio.run(_run(address, levels=levels, creates=creates))
+            outage = asyncio.run(_outage(address, etcd))
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(10)
@@ -97,6 +130,7 @@ def run(out_dir: Path, *, levels: list[int] | None = None, creates: int = 2000) 
             "target": ">= 500 creates/s with 16 clients",
             "machine": machine.describe(etcd=f"{etcd.version} ({etcd.binary.source})"),
             "levels": levels_out,
+            "etcd_outage": outage,
         }
     result["path"] = str(machine.write(out_dir, "controller", result))
     return result

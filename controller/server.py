@@ -120,7 +120,7 @@ class AuthzInterceptor(_Wrapping):
         try:
             authz.authorize(peer_identity(context), method, request)
         except PermissionDenied as e:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, e.message)
+            await servicer.abort(context, e)  # with the field as a BadRequest detail
 
     def wrap_unary(self, method: str, inner: Unary) -> Unary:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:

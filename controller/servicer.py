@@ -14,11 +14,14 @@ import logging
 from typing import Any
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from vxlab import wire
 from vxlab.controller.core import Controller
 from vxlab.controller.store import StoreUnavailable
-from vxlab.errors import VxError
+from vxlab.errors import InvalidArgument, PermissionDenied, VxError
 from vxlab.v1 import vxlab_pb2 as pb
 from vxlab.v1 import vxlab_pb2_grpc as pbg
 
@@ -26,11 +29,26 @@ T = TypeVar("T")
 log = logging.getLogger("vxlab.controller")
 
 
+async def abort(context: grpc.aio.ServicerContext, e: VxError) -> None:
+    """End the call with `e`'s status code and message. A field error (InvalidArgument,
+    PermissionDenied) also carries a google.rpc BadRequest detail naming the field and
+    the reason, so clients need not parse them back out of the "field: reason" text."""
+    code = getattr(grpc.StatusCode, e.code)
+    if not isinstance(e, InvalidArgument | PermissionDenied):
+        await context.abort(code, e.message)
+        return
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.BadRequest(field_violations=[
+        error_details_pb2.BadRequest.FieldViolation(field=e.field, description=e.reason)]))
+    status = rpc_status.to_status(status_pb2.Status(code=code.value[0], message=e.message, details=[detail]))
+    await context.abort(code, e.message, trailing_metadata=status.trailing_metadata)
+
+
 async def _call(context: grpc.aio.ServicerContext, fn: Callable[[], Awaitable[T]]) -> T:
     try:
         return await fn()
     except VxError as e:
-        await context.abort(getattr(grpc.StatusCode, e.code), e.message)
+        await abort(context, e)
     except StoreUnavailable as e:
         await context.abort(grpc.StatusCode.UNAVAILABLE, f"etcd: unavailable ({e})")
     except Exception as e:  # noqa: BLE001 - a bug: log it whole, answer INTERNAL

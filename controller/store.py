@@ -7,8 +7,8 @@ allocation, liveness and watch logic is written once against this contract.
 Semantics follow etcd v3: one global revision that every successful write transaction
 increments by exactly one; keys carry create and mod revisions; a transaction applies
 all its operations atomically when every comparison holds; watches replay history
-from a start revision and fail with `Compacted` when that history is gone; keys put
-with a lease vanish when the lease expires. Every method raises `StoreUnavailable`
+from a start revision and fail with `Compacted` when that history is gone, and so do
+reads at a past revision; keys put with a lease vanish when the lease expires. Every method raises `StoreUnavailable`
 when the backend cannot be reached (the controller maps it to gRPC UNAVAILABLE).
 """
 
@@ -115,11 +115,16 @@ class Store(ABC):
     """What the controller needs from its key-value store. Keys are str, values bytes."""
 
     @abstractmethod
-    async def get(self, key: str) -> KeyValue | None: ...
+    async def get(self, key: str, *, revision: int = 0) -> KeyValue | None:
+        """`key` now, or as it was at `revision` (as `range` reads it)."""
 
     @abstractmethod
-    async def range(self, prefix: str) -> tuple[list[KeyValue], int]:
-        """Every key under `prefix` in key order, and the store revision they were read at."""
+    async def range(self, prefix: str, *, revision: int = 0) -> tuple[list[KeyValue], int]:
+        """Every key under `prefix` in key order, and the store revision they were read at.
+
+        With `revision` > 0 the keys as they were at that revision (and that revision):
+        `Compacted` when it is older than the compaction point, `ValueError` when it is
+        newer than the store's current revision."""
 
     @abstractmethod
     async def txn(self, compares: list[Compare], ops: list[Op]) -> TxnResult:

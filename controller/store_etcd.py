@@ -5,8 +5,9 @@ Every call carries a deadline (`timeout`) and maps connection failures and timeo
 same `EtcdStore` works again once etcd is back. Several endpoints share one channel that
 round-robins over them and skips members that are down.
 
-Where aetcd falls short its own gRPC stubs are used directly: `Client.transaction` drops
-the response header (we need the revision); `Client.refresh_lease` leaves its keep-alive
+Where aetcd falls short its own gRPC stubs are used directly: `Client.get`/`get_range`
+cannot read at a past revision; `Client.transaction` drops the response header (we need
+the revision); `Client.refresh_lease` leaves its keep-alive
 stream open; aetcd's shared `Watcher` drops progress notifications (responses without
 events) and headers. So each `watch()` opens its own Watch stream on the client's
 channel, independent of other watches, and cancels it when the iterator is closed.
@@ -184,15 +185,42 @@ class EtcdStore(Store):
                 raise ValueError(f"etcd rejected the request: {why}") from e
             raise
 
-    async def get(self, key: str) -> KeyValue | None:
-        async with self._call() as c:
-            kv = await c.get(key.encode())
-        return None if kv is None else _kv(kv)
+    async def get(self, key: str, *, revision: int = 0) -> KeyValue | None:
+        kvs, _ = await self._read(rpc.RangeRequest(key=key.encode(), revision=revision))
+        return kvs[0] if kvs else None
 
-    async def range(self, prefix: str) -> tuple[list[KeyValue], int]:
-        async with self._call() as c:
-            res = await c.get_range(*_prefix_range(prefix), sort_order="ascend")
-        return [_kv(kv) for kv in res], res.header.revision
+    async def range(self, prefix: str, *, revision: int = 0) -> tuple[list[KeyValue], int]:
+        key, end = _prefix_range(prefix)
+        return await self._read(rpc.RangeRequest(
+            key=key, range_end=end, revision=revision,
+            sort_order=rpc.RangeRequest.ASCEND, sort_target=rpc.RangeRequest.KEY))
+
+    async def _read(self, request: Any) -> tuple[list[KeyValue], int]:
+        """One Range (aetcd's get and get_range cannot read at a revision); the revision
+        read at is the request's, or the store's current one for a read of now."""
+        try:
+            async with self._call() as c:
+                resp = await c.kvstub.Range(request, timeout=self._timeout)
+        except ValueError as e:  # OUT_OF_RANGE: compacted, or a future revision
+            if "compacted" not in str(e):
+                raise
+            raise await self._compaction(request.revision) from e
+        return [_kv(kv) for kv in resp.kvs], request.revision or int(resp.header.revision)
+
+    async def _compaction(self, revision: int) -> Compacted:
+        """The `Compacted` (with etcd's compaction point) for a read at `revision`: a Range
+        refused as compacted does not say the point, a watch from there does."""
+        watch = self.watch(_REVISION_PROBE.decode(), start_revision=revision)
+        try:
+            async with asyncio.timeout(self._timeout):
+                await anext(watch)
+        except Compacted as e:
+            return e
+        except TimeoutError:
+            pass
+        finally:
+            await watch.aclose()  # type: ignore[attr-defined]
+        raise StoreUnavailable(f"etcd refused a read at revision {revision} as compacted but did not say since when")
 
     async def txn(self, compares: list[Compare], ops: list[Op]) -> TxnResult:
         request = rpc.TxnRequest(

@@ -1,11 +1,12 @@
 """An in-memory fake of the store contract with etcd's MVCC semantics, for unit tests.
 
 `MemoryStore` keeps one global revision (1 when empty, +1 per transaction that changes
-something), create/mod revisions per key, a per-revision history for watches (cut by
-`compact`), and leases whose TTL runs on a monotonic clock. Expired leases are revoked
-lazily: on every call, and by open watches while they wait, so no background task is
-needed. Test switches: `set_available(False)` simulates etcd being down (every call and
-every open watch raises `StoreUnavailable`), `expire_lease(id)` forces a lease to expire.
+something), create/mod revisions per key, a per-revision history for watches and for
+reads at a past revision (each key's value before the revision; cut by `compact`), and
+leases whose TTL runs on a monotonic clock. Expired leases are revoked lazily: on every
+call, and by open watches while they wait, so no background task is needed. Test
+switches: `set_available(False)` simulates etcd being down (every call and every open
+watch raises `StoreUnavailable`), `expire_lease(id)` forces a lease to expire.
 
 Every operation runs without awaiting in between, so each one is atomic by construction.
 """
@@ -55,6 +56,7 @@ class MemoryStore(Store):
         self._rev = 1
         self._compact_rev = 0
         self._history: dict[int, list[Event]] = {}
+        self._undo: dict[int, list[tuple[str, KeyValue | None]]] = {}  # per revision: each key before it
         self._leases: dict[int, _Lease] = {}
         self._lease_ids = itertools.count(1)
         self._available = True
@@ -75,14 +77,15 @@ class MemoryStore(Store):
 
     # --- the contract -------------------------------------------------------------------
 
-    async def get(self, key: str) -> KeyValue | None:
+    async def get(self, key: str, *, revision: int = 0) -> KeyValue | None:
         self._check()
-        return self._kvs.get(key)
+        return self._at(revision).get(key)
 
-    async def range(self, prefix: str) -> tuple[list[KeyValue], int]:
+    async def range(self, prefix: str, *, revision: int = 0) -> tuple[list[KeyValue], int]:
         self._check()
-        kvs = [self._kvs[k] for k in sorted(self._kvs) if k.startswith(prefix)]
-        return kvs, self._rev
+        at = self._at(revision)
+        kvs = [at[k] for k in sorted(at) if k.startswith(prefix)]
+        return kvs, revision or self._rev
 
     async def txn(self, compares: list[Compare], ops: list[Op]) -> TxnResult:
         self._check()
@@ -124,6 +127,7 @@ class MemoryStore(Store):
         self._compact_rev = revision
         for rev in [r for r in self._history if r < revision]:
             del self._history[rev]
+            self._undo.pop(rev, None)
         self._notify()
 
     async def close(self) -> None:
@@ -173,6 +177,26 @@ class MemoryStore(Store):
                 break
             self._revoke(lease_id)
 
+    def _at(self, revision: int) -> dict[str, KeyValue]:
+        """The keys as they were at `revision` (0: now): today's, with every later
+        revision undone, newest first."""
+        if revision in (0, self._rev):
+            return self._kvs
+        if revision < 0:
+            raise ValueError(f"revision must not be negative, got {revision}")
+        if revision > self._rev:
+            raise ValueError(f"revision {revision} is in the future (current {self._rev})")
+        if revision < self._compact_rev:
+            raise Compacted(self._compact_rev)
+        kvs = dict(self._kvs)
+        for rev in range(self._rev, revision, -1):
+            for key, before in reversed(self._undo.get(rev, [])):
+                if before is None:
+                    kvs.pop(key, None)
+                else:
+                    kvs[key] = before
+        return kvs
+
     def _notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
@@ -213,9 +237,11 @@ class MemoryStore(Store):
         self._validate(ops)
         rev = self._rev + 1
         events: list[Event] = []
+        undo: list[tuple[str, KeyValue | None]] = []
         for op in ops:
             if isinstance(op, Put):
                 old = self._remove(op.key)
+                undo.append((op.key, old))
                 created = old.create_revision if old else rev
                 self._kvs[op.key] = KeyValue(op.key, op.value, created, rev, op.lease)
                 if op.lease:
@@ -226,11 +252,13 @@ class MemoryStore(Store):
                     k for k in self._kvs if k.startswith(op.prefix)
                 )
                 for key in keys:
-                    if self._remove(key) is not None:
+                    if (old := self._remove(key)) is not None:
+                        undo.append((key, old))
                         events.append(Event("delete", key, b"", rev))
         if events:
             self._rev = rev
             self._history[rev] = events
+            self._undo[rev] = undo
             self._notify()
         return self._rev
 

@@ -1,11 +1,12 @@
 """Watch: the desired state as a snapshot at revision R, then every change after R.
 
-Each subscriber gets its own etcd watch on the key prefix (etcd multiplexes them on
-one stream). Raw key events are translated into object changes, one batch per etcd
-revision, in order:
+The controller follows the key prefix with one shared etcd watch (the hub, see
+`Watcher`) and fans it out to every subscriber. Raw key events are translated into object changes, one batch per etcd
+revision, in order, each carrying the state as of its own revision (never a later one):
 
 - hosts/<h> put/delete       -> Host put (with its liveness) / Host delete;
 - alive/<h> put/delete       -> Host put with alive=True / alive=False (lease expiry);
+  a host touched twice in one revision (registration puts both keys) is one change;
 - networks/…, endpoints/…, policies/… -> Network / Endpoint / Policy put or delete;
 - alloc/…                    -> nothing (bookkeeping).
 
@@ -30,6 +31,25 @@ from vxlab.model import Change, Endpoint, Host, Network, Policy, WatchBatch, fro
 
 
 _END = object()  # hub -> subscriber: the shared stream ended (the subscriber reconnects)
+
+
+@dataclasses.dataclass
+class _Hosts:
+    """Host records (without liveness) and the names whose alive key exists, as of one
+    revision: what `_follow` needs to translate the next revision's events. A record is
+    only ever put together with its alive key (registration), so from a snapshot, which
+    has only hosts with records, the liveness of record-less names need not be known."""
+
+    records: dict[str, Host]
+    alive: set[str]
+
+    @classmethod
+    def of(cls, snap: WatchBatch) -> _Hosts:
+        return cls({h.name: h for h in snap.hosts}, {h.name for h in snap.hosts if h.alive})
+
+    def host(self, name: str) -> Host | None:
+        record = self.records.get(name)
+        return None if record is None else dataclasses.replace(record, alive=name in self.alive)
 
 
 class _View:
@@ -120,8 +140,7 @@ class Watcher:
             snap = await self.snapshot()
             self._hub_from = snap.revision
             view = _View(snap)
-            alive = {h.name: h.alive for h in snap.hosts}
-            stream = self._follow(snap.revision + 1, alive=alive)
+            stream = self._follow(snap.revision + 1, hosts=_Hosts.of(snap))
             self._view = view
             ready.set_result(None)
             async for batch in stream:
@@ -180,8 +199,9 @@ class Watcher:
                 self._subscribers.discard(q)
         return gen()
 
-    async def snapshot(self, *, compacted: bool = False) -> WatchBatch:
-        kvs, rev = await self.store.range(self.keys.root)
+    async def snapshot(self, *, compacted: bool = False, revision: int = 0) -> WatchBatch:
+        """The desired state now, or as of `revision` (a store read at that revision)."""
+        kvs, rev = await self.store.range(self.keys.root, revision=revision)
         return self._snapshot_from(kvs, rev, compacted=compacted)
 
     def _snapshot_from(self, kvs: list[KeyValue], rev: int, *, compacted: bool) -> WatchBatch:
@@ -233,54 +253,82 @@ class Watcher:
                     yield batch
                 return
             yield snap
-            alive = {h.name: h.alive for h in snap.hosts}
-            async for batch in self._follow(snap.revision + 1, alive=alive):
+            async for batch in self._follow(snap.revision + 1, hosts=_Hosts.of(snap)):
                 yield batch
         finally:
             metrics.WATCHERS.dec()
 
-    async def _follow(self, start: int, *, alive: dict[str, bool] | None = None) -> AsyncIterator[WatchBatch]:
-        """Translate the etcd watch from `start`. `alive` is the liveness each host had
-        at start-1 (from the snapshot); hosts missing from it are looked up once."""
-        alive = {} if alive is None else alive
+    async def _follow(self, start: int, *, hosts: _Hosts | None = None) -> AsyncIterator[WatchBatch]:
+        """Translate the etcd watch from `start`, each batch as of its own revision: `hosts`
+        are the host records and liveness at start-1 (from the caller's snapshot); without
+        them they are read at start-1 (`Compacted` when that is gone). No read at the
+        current revision: an event never carries a later state than its revision."""
+        if hosts is None:
+            hosts = await self._hosts_at(start - 1)
         stream = self.store.watch(self.keys.root, start_revision=start)
         try:
             async for rev, events in stream:
-                for ev in events:  # liveness as of this revision, before translating hosts
-                    kind, parts = self.keys.classify(ev.key)
-                    if kind == "alive":
-                        alive[parts[0]] = ev.kind == "put"
-                changes = [c for ev in events for c in await self._translate(ev, alive)]
+                changes = self._translate(events, hosts)
                 if changes or not events:  # empty events: a progress heartbeat
                     yield WatchBatch(revision=rev, changes=tuple(changes))
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
 
-    async def _translate(self, ev: Event, alive: dict[str, bool]) -> list[Change]:
-        kind, parts = self.keys.classify(ev.key)
-        if kind == "hosts":
-            if ev.kind == "delete":
-                alive.pop(parts[0], None)
-                return [Change("delete", Host(name=parts[0]))]
-            if parts[0] not in alive:
-                alive[parts[0]] = await self.store.get(self.keys.alive_key(parts[0])) is not None
-            return [Change("put", dataclasses.replace(from_json(Host, ev.value), alive=alive[parts[0]]))]
-        if kind == "alive":
-            record = await self.store.get(self.keys.host(parts[0]))
-            if record is None:  # the host itself went away; its own delete says so
-                return []
-            host = from_json(Host, record.value)
-            return [Change("put", dataclasses.replace(host, alive=ev.kind == "put"))]
+    async def _hosts_at(self, revision: int) -> _Hosts:
+        records, _ = await self.store.range(self.keys.hosts, revision=revision)
+        alive, _ = await self.store.range(self.keys.alive, revision=revision)
+        return _Hosts({h.name: h for h in (from_json(Host, kv.value) for kv in records)},
+                      {kv.key[len(self.keys.alive):] for kv in alive})
+
+    def _translate(self, events: list[Event], hosts: _Hosts) -> list[Change]:
+        """One revision's events as object changes. `hosts` (as of the revision before)
+        is brought to this revision first; a host touched by several events (register
+        puts its record and its alive key together) becomes one change, where it first
+        appears."""
+        changes: list[Change | str] = []  # a str: the host of that name, filled in below
+        recorded: set[str] = set()  # hosts whose record this revision put or deleted
+        placed: set[str] = set()
+        for ev in events:
+            kind, parts = self.keys.classify(ev.key)
+            if kind in ("hosts", "alive") and len(parts) == 1:
+                name = parts[0]
+                if kind == "hosts":
+                    recorded.add(name)
+                    if ev.kind == "put":
+                        hosts.records[name] = from_json(Host, ev.value)
+                    else:
+                        hosts.records.pop(name, None)
+                elif ev.kind == "put":
+                    hosts.alive.add(name)
+                else:
+                    hosts.alive.discard(name)
+                if name not in placed:
+                    placed.add(name)
+                    changes.append(name)
+            elif (change := self._change(kind, parts, ev)) is not None:
+                changes.append(change)
+        out: list[Change] = []
+        for c in changes:
+            if not isinstance(c, str):
+                out.append(c)
+            elif (host := hosts.host(c)) is not None:
+                out.append(Change("put", host))
+            elif c in recorded:  # deleted; an alive key alone, of no host, says nothing
+                out.append(Change("delete", Host(name=c)))
+        return out
+
+    @staticmethod
+    def _change(kind: str, parts: list[str], ev: Event) -> Change | None:
         if kind == "networks":
             if ev.kind == "delete":
-                return [Change("delete", Network(name=parts[0]))]
-            return [Change("put", from_json(Network, ev.value))]
+                return Change("delete", Network(name=parts[0]))
+            return Change("put", from_json(Network, ev.value))
         if kind == "endpoints" and len(parts) == 2:
             if ev.kind == "delete":
-                return [Change("delete", Endpoint(name=parts[1], network=parts[0], host=""))]
-            return [Change("put", from_json(Endpoint, ev.value))]
+                return Change("delete", Endpoint(name=parts[1], network=parts[0], host=""))
+            return Change("put", from_json(Endpoint, ev.value))
         if kind == "policies" and len(parts) == 2:
             if ev.kind == "delete":
-                return [Change("delete", Policy(name=parts[1], network=parts[0]))]
-            return [Change("put", from_json(Policy, ev.value))]
-        return []
+                return Change("delete", Policy(name=parts[1], network=parts[0]))
+            return Change("put", from_json(Policy, ev.value))
+        return None

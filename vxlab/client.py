@@ -23,6 +23,8 @@ from typing import Any, Self
 
 import grpc
 import grpc.aio
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from vxlab import errors, wire
 from vxlab.model import Endpoint, Host, Network, Policy, WatchBatch
@@ -86,6 +88,22 @@ def _connect_error(details: str, *, address: str, tls: bool) -> errors.VxError |
     return None
 
 
+def _field_error(err: grpc.aio.AioRpcError, details: str, *, default: str) -> tuple[str, str]:
+    """(field, reason) of a field error: from its google.rpc BadRequest detail, or, from a
+    server that sends none, parsed out of the "field: reason" text (`default` names the
+    field when the text has none)."""
+    try:
+        status = rpc_status.from_call(err)
+    except ValueError:  # a detail that contradicts the status: trust the status
+        status = None
+    for detail in status.details if status is not None else ():
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad) and bad.field_violations:
+            return bad.field_violations[0].field, bad.field_violations[0].description
+    field, sep, reason = details.partition(": ")
+    return (field, reason) if sep else (default, details)
+
+
 def error_from_rpc(err: grpc.aio.AioRpcError, *, address: str, timeout: float,
                    tls: bool = False) -> errors.VxError:
     """Translate a failed RPC into the vxlab.errors class named by its status code."""
@@ -94,11 +112,11 @@ def error_from_rpc(err: grpc.aio.AioRpcError, *, address: str, timeout: float,
     if code == grpc.StatusCode.UNAVAILABLE and (handshake := _connect_error(details, address=address, tls=tls)):
         return handshake
     if code == grpc.StatusCode.PERMISSION_DENIED:
-        field, sep, reason = details.partition(": ")
-        return errors.PermissionDenied(field, reason) if sep else errors.PermissionDenied("", details)
+        field, reason = _field_error(err, details, default="")
+        return errors.PermissionDenied(field, reason)
     if code == grpc.StatusCode.INVALID_ARGUMENT:
-        field, sep, reason = details.partition(": ")
-        return errors.InvalidArgument(field, reason) if sep else errors.InvalidArgument("request", details)
+        field, reason = _field_error(err, details, default="request")
+        return errors.InvalidArgument(field, reason)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return errors.Unavailable(f"controller: no answer from {address} within {timeout:g}s")
     if code == grpc.StatusCode.UNAVAILABLE and details.lower().startswith("failed to connect"):

@@ -125,7 +125,7 @@ class Aborted(Exception):
 class _Context:
     """The part of grpc.aio.ServicerContext the servicers use."""
 
-    async def abort(self, code: Any, details: str) -> None:
+    async def abort(self, code: Any, details: str, trailing_metadata: Any = ()) -> None:
         raise Aborted(code.name, details)
 
     async def send_initial_metadata(self, metadata: Any) -> None:

@@ -26,7 +26,25 @@ from vxlab import pki
 from vxlab.client import Client
 from vxlab.etcdproc import EtcdProcess
 from vxlab.lab import underlay
+from vxlab.lab.probe import Pinger, Sample
 from vxlab.model import Endpoint, Network
+
+
+def lost(samples: list[Sample]) -> int:
+    """How many probes got no answer."""
+    return sum(1 for s in samples if s.rtt_ms is None)
+
+
+def answered(p: Pinger) -> int:
+    """How many of `p`'s echoes were answered so far."""
+    return sum(1 for s in p.samples() if s.rtt_ms is not None)
+
+
+def wait_answers(p: Pinger, more: int, *, timeout: float = 20.0) -> None:
+    """Until `p` got `more` answers beyond those it has now: the data plane carries
+    traffic at this point of the test (instead of sleeping and hoping it did)."""
+    goal = answered(p) + more
+    Rig.wait(lambda: answered(p) >= goal, f"{more} more ping answers", timeout=timeout)
 
 
 def stop_group(proc: subprocess.Popen[bytes]) -> None:
@@ -176,6 +194,19 @@ class Rig:
                 return
             time.sleep(interval)
         raise TimeoutError(f"timed out waiting for {what}")
+
+    def log_size(self, host: str) -> int:
+        """Where `host`'s agent log ends now: `wait_log(since=…)` reads what comes after."""
+        path = self.tmp / f"agent-{host}.log"
+        return path.stat().st_size if path.exists() else 0
+
+    def wait_log(self, host: str, text: str, *, since: int, timeout: float = 20.0) -> None:
+        """Until `host`'s agent logs `text` after offset `since` (it noticed something)."""
+        def logged() -> bool:
+            with (self.tmp / f"agent-{host}.log").open("rb") as f:
+                f.seek(since)
+                return text.encode() in f.read()
+        self.wait(logged, f"agent {host} to log {text!r}", timeout=timeout)
 
     def status(self, host: str) -> dict[str, Any]:
         try:

@@ -2,8 +2,9 @@
 the CLI (`fault add/ls/heal`, `--for`) and an experiment run with its report.
 
 One lab for the module (c1@h1, c2@h2, c3@h3 on `blue`); every test heals what it
-broke in a finalizer and checks the full matrix again before the next. Bounds are
-generous: a slow machine must not fail a test; exact figures go to the reports.
+broke in a finalizer and checks the full matrix again before the next. Tests wait for
+effects (probes answered, entries gone) with generous deadlines and assert behaviour;
+how long things take is measured in bench/ (deadhost.py) and the experiment reports.
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ import json
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rig import module_lab
+from rig import lost, module_lab, wait_answers
 from vxlab.lab.lab import Lab
 from vxlab.lab.observe import time_until, vtep_entries
 from vxlab.lab.probe import Pinger, measure_tcp
@@ -63,29 +63,24 @@ def pinger(lab: Lab, src: str, dst: str, interval: float = 0.02) -> Pinger:
     return Pinger(ns(lab, src), IP[dst], interval=interval).start()
 
 
-def lost(samples: list) -> int:
-    return sum(1 for s in samples if s.rtt_ms is None)
-
-
 def reaches(lab: Lab, src: str, dst: str) -> bool:
     return subprocess.run(["ip", "netns", "exec", ns(lab, src), "ping", "-c1", "-W1", IP[dst]],
                           capture_output=True).returncode == 0
 
 
-# (a) host-crash: peers purge within TTL + 1 s; back: entries and reachability within 2 s
+# (a) host-crash: peers purge the host once its lease is gone; back: entries and
+# reachability. How soon (purge vs the TTL, return after the heal): bench/deadhost.py.
 def test_host_crash_purge_and_return(healthy: Lab) -> None:
     lab = healthy
     ttl = lab.status()["lease_ttl"]
     assert all(vtep_entries(lab, "h3").values())
     f = lab.add_fault("host-crash", host="h3")
-    purged = time_until(lambda: not any(vtep_entries(lab, "h3").values()), timeout=ttl + 10)
-    assert purged is not None and purged <= ttl + 1, f"peers purged h3 after {purged}s (TTL {ttl}s)"
+    purged = time_until(lambda: not any(vtep_entries(lab, "h3").values()), timeout=ttl + 30)
+    assert purged is not None, f"peers kept h3's entries {ttl + 30}s after it crashed (TTL {ttl}s)"
     assert not reaches(lab, "c1", "c3")
-    t = time.monotonic()
-    lab.heal(f.id)
-    back = time_until(lambda: all(vtep_entries(lab, "h3").values()) and reaches(lab, "c1", "c3"), timeout=15)
-    restored = time.monotonic() - t  # from the heal: agent restarted, registered, peers programmed
-    assert back is not None and restored <= 2 + 2, f"h3 restored {restored:.2f}s after the heal (2 s + CI slack)"
+    lab.heal(f.id)  # the agent restarted, registered, peers programmed:
+    back = time_until(lambda: all(vtep_entries(lab, "h3").values()) and reaches(lab, "c1", "c3"), timeout=30)
+    assert back is not None, "h3 not restored after the heal"
 
 
 # (b) controller-kill, etcd-stop: zero lost probes; agents resync after heal
@@ -94,12 +89,12 @@ def test_control_plane_down_loses_no_probe(healthy: Lab, kind: str) -> None:
     lab = healthy
     p = pinger(lab, "c1", "c3")
     with lab.fault(kind):
-        time.sleep(2.0)
-        assert not lab.status()["controller_up"] or kind == "etcd-stop"
+        assert not lab.status(brief=True)["controller_up" if kind == "controller-kill" else "etcd_up"]
+        wait_answers(p, 100)  # 2 s of probes with the control plane down
     lab.wait_converged(timeout=30)
-    time.sleep(0.5)
+    wait_answers(p, 25)
     samples = p.stop()
-    assert len(samples) > 50 and lost(samples) == 0
+    assert len(samples) >= 125 and lost(samples) == 0
     lab.container("c4", host="h2", networks=["blue"])  # agents follow the control plane again
     try:
         assert lab.check().ok
@@ -113,17 +108,17 @@ def test_agent_kill_loses_no_probe_and_adopts(healthy: Lab) -> None:
     links_before = subprocess.run(["ip", "-n", lab.host_ns("h2"), "-o", "link"], capture_output=True, text=True).stdout
     p = pinger(lab, "c1", "c2")
     with lab.fault("agent-kill", host="h2"):
-        time.sleep(1.5)
         assert not lab.status()["hosts"][1]["agent_running"]
+        wait_answers(p, 75)  # 1.5 s of probes with h2's agent dead
     lab.wait_converged(timeout=30)
     samples = p.stop()
-    assert len(samples) > 50 and lost(samples) == 0
+    assert len(samples) >= 75 and lost(samples) == 0
     links_after = subprocess.run(["ip", "-n", lab.host_ns("h2"), "-o", "link"], capture_output=True, text=True).stdout
     index = lambda out: sorted(line.split(":")[0] for line in out.splitlines())  # noqa: E731
     assert index(links_after) == index(links_before)  # adopted, not recreated
 
 
-# (d) partition h1|h2: only pairs across the cut lose; heal: full matrix within 2 s
+# (d) partition h1|h2: only pairs across the cut lose; heal: the full matrix again
 def test_partition_cuts_only_across(healthy: Lab) -> None:
     lab = healthy
     f = lab.add_fault("partition", hosts=["h1"], from_=["h2"])
@@ -132,7 +127,7 @@ def test_partition_cuts_only_across(healthy: Lab) -> None:
         assert reaches(lab, "c1", "c3") and reaches(lab, "c2", "c3")
     finally:
         lab.heal(f.id)
-    assert time_until(lambda: lab.check(timeout=0.5).ok, timeout=2 + 3) is not None
+    assert time_until(lambda: lab.check(timeout=0.5).ok, timeout=30) is not None
 
 
 def test_partition_oneway(healthy: Lab) -> None:
@@ -149,7 +144,7 @@ def test_loss_30_percent(healthy: Lab) -> None:
     lab = healthy
     with lab.fault("loss", host="h1", percent=30):
         p = pinger(lab, "c1", "c2", interval=0.005)
-        time.sleep(4.0)
+        assert time_until(lambda: len(p.samples()) >= 600, timeout=60) is not None
         samples = p.stop()
     assert len(samples) >= 500
     assert 20 <= 100 * lost(samples) / len(samples) <= 40
@@ -168,7 +163,7 @@ def test_link_down_and_delay_refused_without_netem(healthy: Lab) -> None:
     lab = healthy
     with lab.fault("link-down", host="h2"):
         assert not reaches(lab, "c1", "c2") and reaches(lab, "c1", "c3")
-    assert time_until(lambda: reaches(lab, "c1", "c2"), timeout=5) is not None
+    assert time_until(lambda: reaches(lab, "c1", "c2"), timeout=30) is not None
     from vxlab.lab.faultspec import FaultError
 
     if subprocess.run(["tc", "-n", lab.host_ns("h1"), "qdisc", "add", "dev", "lo", "root", "netem"],

@@ -22,6 +22,7 @@ from rig import QUICK
 
 from vxlab.lab.lab import Lab
 from vxlab.lab.state import LabState
+from vxlab.lab.trace import _wait_listening  # tcpdump's "listening on": capture started
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,9 +144,10 @@ def test_down_after_up_crashed_halfway(env, tmp_path):
     name = "vxt" + secrets.token_hex(3)
     proc = subprocess.Popen([sys.executable, "-m", "vxlab.cli", "up", str(topo(tmp_path, name, QUICK))],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not list(Path("/run/netns").glob(f"vx-{name}.h*")):
         time.sleep(0.02)
+    assert list(Path("/run/netns").glob(f"vx-{name}.h*")), "up made no host namespace: nothing half-made"
     proc.kill()
     proc.wait()
     assert vx(env, "down", "--lab", name).returncode == 0
@@ -157,8 +159,9 @@ def test_two_labs_side_by_side(env, tmp_path):
     f = topo(tmp_path, "shared", QUICK)  # the same file, two lab names
     assert vx(env, "up", str(f), "--lab", a).returncode == 0
     assert vx(env, "up", str(f), "--lab", b).returncode == 0
-    assert vx(env, "check").returncode != 0 or True  # ambiguous without --lab: must not guess
-    assert "several labs" in vx(env, "check").stderr
+    ambiguous = vx(env, "check")  # without --lab: must not guess, must say why and what to do
+    assert ambiguous.returncode != 0, ambiguous.stdout
+    assert "several labs are running" in ambiguous.stderr and "use --lab" in ambiguous.stderr, ambiguous.stderr
     for lab in (a, b):
         assert vx(env, "--lab", lab, "check").returncode == 0
     assert vx(env, "down", "--lab", a).returncode == 0
@@ -241,8 +244,8 @@ containers:
     # The outside sees the host's underlay address (NAT), not the container's.
     sw = f"vx-{name}.sw"
     cap = subprocess.Popen(["ip", "netns", "exec", sw, "tcpdump", "-i", "vxsw", "-nn", "-c", "1", "-l", "icmp"],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    time.sleep(0.5)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_listening(cap)
     vx(env, "exec", "web", "--", "ping", "-c2", "-W1", outside)
     out, _ = cap.communicate(timeout=10)
     assert "172.30.0.11 > 172.30.0.1" in out, out

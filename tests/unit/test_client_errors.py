@@ -18,9 +18,17 @@ from vxlab.v1 import vxlab_pb2_grpc as pb_grpc
 
 from vxlab import errors
 from vxlab.client import Client, parse_addresses
+from vxlab.controller.servicer import abort
 from vxlab.model import Network
 
 DETAILS = {"INVALID_ARGUMENT": "subnet: not a valid IPv4 CIDR"}
+# Field errors as the controller sends them (a BadRequest detail), by request name. The
+# fields hold ": ", so only the detail, not the "field: reason" text, can say where they end.
+FIELD_ERRORS: dict[str, errors.VxError] = {
+    "field-invalid": errors.InvalidArgument("network.labels['a: b']", "not a valid label key"),
+    "field-denied": errors.PermissionDenied("host: h1", "may not create networks (admin only)"),
+    "denied-no-field": errors.PermissionDenied("", "the client certificate names no identity"),
+}
 
 
 class Networks(pb_grpc.NetworkServiceServicer):
@@ -33,6 +41,8 @@ class Networks(pb_grpc.NetworkServiceServicer):
         self.calls += 1
         if request.name == "slow":
             await asyncio.sleep(5)
+        if request.name in FIELD_ERRORS:
+            await abort(context, FIELD_ERRORS[request.name])
         code = grpc.StatusCode[request.name]
         await context.abort(code, DETAILS.get(request.name, f"{request.name.lower()} happened"))
         raise AssertionError("unreachable")
@@ -100,6 +110,26 @@ async def test_invalid_argument_carries_field_and_reason(server: tuple[str, Netw
             await client.get_network("INVALID_ARGUMENT")
     assert (info.value.field, info.value.reason) == ("subnet", "not a valid IPv4 CIDR")
     assert info.value.message == "subnet: not a valid IPv4 CIDR"
+
+
+@pytest.mark.parametrize("name", sorted(FIELD_ERRORS))
+async def test_field_errors_come_from_the_bad_request_detail(server: tuple[str, Networks], name: str) -> None:
+    sent = FIELD_ERRORS[name]
+    async with Client(server[0]) as client:
+        with pytest.raises(type(sent)) as info:
+            await client.get_network(name)
+    got = info.value
+    assert (got.field, got.reason, got.message) == (sent.field, sent.reason, sent.message)  # type: ignore[attr-defined]
+
+
+async def test_field_error_text_stays_readable_without_the_detail(server: tuple[str, Networks]) -> None:
+    """Other clients see the same "field: reason" text as before, and a detail of ours."""
+    async with grpc.aio.insecure_channel(server[0]) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await pb_grpc.NetworkServiceStub(channel).GetNetwork(pb.GetNetworkRequest(name="field-invalid"))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details() == "network.labels['a: b']: not a valid label key"
+    assert any(key == "grpc-status-details-bin" for key, _ in info.value.trailing_metadata() or ())
 
 
 async def test_unknown_code_is_plain_vxerror(server: tuple[str, Networks]) -> None:

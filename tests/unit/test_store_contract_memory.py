@@ -27,4 +27,4 @@ class TestMemoryStoreContract(StoreContract):
             store.set_available(True)
 
         return Backend(outage=outage, recover=recover, lease_ttl=1, expiry_timeout=3.0,
-                       progress_timeout=2.0, call_timeout=0.5)  # fmt: skip
+                       progress_timeout=2.0)  # fmt: skip

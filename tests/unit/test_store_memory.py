@@ -1,6 +1,7 @@
 """Unit tests of `MemoryStore` beyond the shared contract: fake-clock lease expiry, the
 test switches (`set_available`, `expire_lease`), watch edge cases, and a property test
-that replaying the watch history rebuilds the store."""
+that replaying the watch history rebuilds the store, and reading at each past revision
+gives the state of then."""
 
 from __future__ import annotations
 
@@ -163,6 +164,7 @@ def test_replaying_history_rebuilds_state(txns: list[list[Op]]) -> None:
     async def run() -> None:
         store = MemoryStore()
         expected_rev = 1
+        seen = {1: (await store.range(""))[0]}  # the keys at each revision, as read then
         for txn_ops in txns:
             before = {kv.key: kv.value for kv in (await store.range(""))[0]}
             try:
@@ -173,6 +175,9 @@ def test_replaying_history_rebuilds_state(txns: list[list[Op]]) -> None:
             after = {kv.key: kv.value for kv in (await store.range(""))[0]}
             expected_rev += 1 if (before != after or any(isinstance(o, Put) for o in txn_ops)) else 0
             assert res.revision == expected_rev
+            seen[res.revision] = (await store.range(""))[0]
+        for rev, kvs in seen.items():  # reads at a past revision see exactly that state
+            assert await store.range("", revision=rev) == (kvs, rev)
         state: dict[str, bytes] = {}
         watch = store.watch("", start_revision=1)
         while (head := await store.revision()) > 1:
