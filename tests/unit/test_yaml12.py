@@ -195,7 +195,15 @@ def test_scenario_errors_name_file_line_column_and_path(tmp_path: Path, text: st
 
 # --- through the CLI, and TOML config files -----------------------------------------------
 
-def test_cli_up_and_experiment_print_the_position(tmp_path: Path) -> None:
+def test_cli_up_and_experiment_print_the_position(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vxlab.lab import experiment
+    from vxlab.lab.procs import LabError
+
+    def no_lab(*_: object, **__: object) -> None:  # where YAML 1.1 read 768, a lab would start: not in unit tests
+        raise LabError("a lab would start here")
+
+    monkeypatch.setattr("vxlab.lab.lab.Lab", no_lab)
+    monkeypatch.setattr(experiment, "run", no_lab)
     (tmp_path / "lab.yaml").write_text(MTU.format("01400"))
     result = CliRunner().invoke(main.app, ["up", str(tmp_path / "lab.yaml")])
     assert result.exit_code == 1
