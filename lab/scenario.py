@@ -14,8 +14,12 @@ timeline:
     fault: {kind: host-crash, host: h3}
     for: 10s                                 # healed then (default: at the end)
 ```
-Every problem is one ScenarioError "path: reason" (`timeline[0].fault.host: unknown
-host 'h9'`), raised before anything starts.
+The file is YAML 1.2 like a topology file (vxlab.lab.yamlfile: `1:30` is not a number,
+`01400` is refused; durations such as `10s` are strings, `at: 1.5` and `percent: 30`
+numbers). Every problem is one ScenarioError "file:line:column: path: reason"
+(`crash.yaml:12:30: timeline[0].fault.host: unknown host 'h9'`), raised before anything
+starts; an error in the topology file it names carries that file's position, one in an
+inline topology the scenario's (`lab.containers[0].host`).
 """
 
 from __future__ import annotations
@@ -24,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from vxlab.lab import faultspec, topology
 from vxlab.lab.topology import Topology, TopologyError
+from vxlab.lab.yamlfile import read_file
 
 KEYS = ("name", "lab", "duration", "probes", "timeline")
 PROBE_KEYS = ("src", "dst", "network", "interval", "tcp")
@@ -35,7 +39,7 @@ MAX_INTERVAL = 0.1  # probes run at >= 10 Hz
 
 
 class ScenarioError(TopologyError):
-    """A scenario is invalid; str() is "path: reason"."""
+    """A scenario is invalid; str() is "file:line:column: path: reason"."""
 
 
 @dataclass(frozen=True)
@@ -67,13 +71,13 @@ class Scenario:
 
 def load(path: str | Path) -> Scenario:
     path = Path(path)
+    doc = read_file(path, error=ScenarioError)
+    if doc.data is None:
+        raise ScenarioError(str(path), "empty document")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=topology.YamlLoader)
-    except OSError as e:
-        raise ScenarioError(str(path), e.strerror or str(e)) from None
-    except yaml.YAMLError as e:
-        raise ScenarioError(str(path), str(e).splitlines()[0]) from None
-    return parse(data, base=path.parent, default_name=path.stem)
+        return parse(doc.data, base=path.parent, default_name=path.stem)
+    except ScenarioError as e:
+        raise doc.locate(e) from None
 
 
 def parse(data: Any, *, base: Path, default_name: str = "experiment") -> Scenario:
@@ -81,7 +85,7 @@ def parse(data: Any, *, base: Path, default_name: str = "experiment") -> Scenari
         raise ScenarioError("scenario", "expected a mapping at the top level")
     for k in data:
         if k not in KEYS:
-            raise ScenarioError(str(k), "unknown key")
+            raise ScenarioError(str(k), "unknown key", on_key=True)
     topo = _lab(data.get("lab"), base)
     containers = {c.name for c in topo.containers}
     probes, all_pairs = _probes(data.get("probes"), containers)
@@ -107,7 +111,11 @@ def _lab(raw: Any, base: Path) -> Topology:
         if isinstance(raw, dict):
             return topology.from_mapping(raw)
     except TopologyError as e:
-        raise ScenarioError(e.path if isinstance(raw, str) else f"lab.{e.path}", e.reason) from None
+        if isinstance(raw, dict):  # inline: a path in this file
+            raise ScenarioError(f"lab.{e.path}" if e.path else "lab", e.reason, on_key=e.on_key) from None
+        if e.at is not None:  # in the topology file, at its position there
+            raise ScenarioError(e.path, e.reason, on_key=e.on_key, at=e.at) from None
+        raise ScenarioError("lab", str(e)) from None  # the file as a whole: missing, unreadable, empty
     raise ScenarioError("lab", "required: a topology file name or an inline topology")
 
 
@@ -133,7 +141,7 @@ def _probes(raw: Any, containers: set[str]) -> tuple[tuple[ProbeSpec, ...], bool
             raise ScenarioError(path, "expected a mapping {src, dst, …} or `all`")
         for k in p:
             if k not in PROBE_KEYS:
-                raise ScenarioError(f"{path}.{k}", "unknown key")
+                raise ScenarioError(f"{path}.{k}", "unknown key", on_key=True)
         for k in ("src", "dst"):
             if p.get(k) not in containers:
                 raise ScenarioError(f"{path}.{k}", f"unknown container {p.get(k)!r}")
@@ -151,7 +159,7 @@ def _event(raw: Any, path: str, hosts: set[str], members: int) -> Event:
         raise ScenarioError(path, "expected a mapping {at, fault, for}")
     for k in raw:
         if k not in EVENT_KEYS:
-            raise ScenarioError(f"{path}.{k}", "unknown key")
+            raise ScenarioError(f"{path}.{k}", "unknown key", on_key=True)
     if "at" not in raw:
         raise ScenarioError(f"{path}.at", "required")
     fault = raw.get("fault")

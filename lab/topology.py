@@ -1,10 +1,14 @@
 """Lab topology files: parse and validate a YAML description into frozen dataclasses.
 
 A topology names the lab, its underlay (subnet and MTU), the simulated hosts, the
-networks to create and the containers to start (see examples/quickstart.yaml). Every
-problem is reported as ONE `TopologyError` whose str() is "path: reason", the path
-being the YAML location (`containers[2].host: unknown host 'h9'`); YAML syntax errors
-and missing files name the file instead (`lab.yaml: line 3: ...`).
+networks to create and the containers to start (see examples/quickstart.yaml). The file
+is YAML 1.2, not PyYAML's 1.1: `off` is a string, `0o17` octal, and a decimal with a
+leading zero (`mtu: 01400`, octal 768 in YAML 1.1) is refused (the rules:
+vxlab.lab.yamlfile). Every problem is reported as ONE `TopologyError` whose str() is
+"file:line:column: path: reason", the path being the YAML location
+(`lab.yaml:14:24: containers[2].host: unknown host 'h9'`); syntax errors have no path
+(`lab.yaml:3:7: mapping values are not allowed here`), a missing file no position.
+`from_mapping` validates data that was not read from a file: "path: reason".
 
 Names, addresses, subnets, VNIs, MTUs and labels go through `vxlab.validate` with the
 YAML path as the field, so the lab accepts exactly what the controller accepts.
@@ -19,13 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from vxlab import policy, validate
 from vxlab.errors import InvalidArgument
 from vxlab.model import Policy
-from vxlab.lab.yamlfile import (  # noqa: F401 - TopologyError, YamlLoader, one_line: re-exported
-    TopologyError, YamlLoader, _int, _items, _join, _kind, _labels, _mapping, _opt, _section, _str, one_line)
+from vxlab.lab.yamlfile import (  # noqa: F401 - TopologyError, one_line: re-exported
+    Document, TopologyError, _int, _items, _join, _kind, _labels, _mapping, _opt, _section, _str, one_line, read,
+    read_file)
 
 LAB_NAME_MAX = 11            # the lab name prefixes namespace names
 DEFAULT_UNDERLAY = "172.30.0.0/24"
@@ -105,30 +108,24 @@ class Topology:
 
 def load(path: str | Path) -> Topology:
     """Read and parse a topology file."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TopologyError(str(path), "no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise TopologyError(str(path), f"cannot read: {getattr(e, 'strerror', None) or e}") from None
-    return parse(text, source=str(path))
+    return from_document(read_file(path))
 
 
 def parse(text: str, *, source: str = "<string>") -> Topology:
-    """Parse and validate topology YAML; `source` names the text in syntax errors."""
+    """Parse and validate topology YAML; `source` names the text in errors."""
+    return from_document(read(text, source=source))
+
+
+def from_document(doc: Document) -> Topology:
+    """Validate a parsed file; every error carries the position of what it names."""
+    if doc.data is None:
+        raise TopologyError(doc.source, "empty document")
+    if not isinstance(doc.data, dict):
+        raise doc.locate(TopologyError("", f"expected a mapping at the top level, got {_kind(doc.data)}"))
     try:
-        data = yaml.load(text, Loader=YamlLoader)  # a SafeLoader subclass
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise TopologyError(source, f"{where}{e.problem or e.context}") from None
-    except yaml.YAMLError as e:
-        raise TopologyError(source, str(e)) from None
-    if data is None:
-        raise TopologyError(source, "empty document")
-    if not isinstance(data, dict):
-        raise TopologyError(source, f"expected a mapping at the top level, got {_kind(data)}")
-    return from_mapping(data)
+        return from_mapping(doc.data)
+    except TopologyError as e:
+        raise doc.locate(e) from None
 
 
 def from_mapping(data: dict[str, Any]) -> Topology:

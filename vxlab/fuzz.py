@@ -8,7 +8,8 @@ The properties:
   ALREADY_EXISTS, FAILED_PRECONDITION or RESOURCE_EXHAUSTED, with one line naming a
   field; never INTERNAL; and a rejected call leaves the store revision unchanged;
 - `topology.parse` and `scenario.parse` on arbitrary YAML-ish structures raise only
-  TopologyError / ScenarioError (one line), never another exception.
+  TopologyError / ScenarioError (one line), never another exception; an error in YAML
+  text (anything but an empty or too deeply nested document) names its line and column.
 
 `tests/unit/test_fuzz.py` runs each target with a CI-sized example count; the soak is
 `vxlab fuzz --examples 10000` (or `python -m vxlab.fuzz --examples 10000`). Needs the
@@ -227,6 +228,8 @@ def check_topology(data: Any, *, as_text: bool) -> None:
             topology.from_mapping(data)
     except topology.TopologyError as e:
         _one_line(e)
+        if as_text:
+            assert e.at is not None or e.reason in ("empty document", "nested too deeply"), f"no position: {e}"
 
 
 def check_scenario(data: Any, base: Path) -> None:

@@ -175,8 +175,9 @@ def test_two_labs_side_by_side(env, tmp_path):
 ])
 def test_bad_topology_is_one_line_and_changes_nothing(env, tmp_path, body, error):
     name = "vxt" + secrets.token_hex(3)
-    out = vx(env, "up", str(topo(tmp_path, name, body)))
-    assert out.returncode == 1 and out.stderr.startswith(f"error: {error}"), out.stderr
+    path = topo(tmp_path, name, body)
+    out = vx(env, "up", str(path))
+    assert out.returncode == 1 and out.stderr.startswith(f"error: {path}:") and f": {error}" in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     assert left_behind(name) == [] and not (Path(env["VXLAB_RUN"]) / name).exists()
 

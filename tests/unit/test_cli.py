@@ -84,6 +84,13 @@ class FakeClient:
                 if (not network or e.network == network) and (not host or e.host == host)
                 and (not name or e.name == name)]
 
+    async def list_policies(self, *, network: str = "") -> list[Any]:
+        self._check()
+        return []
+
+    async def revision(self) -> int:
+        return 7
+
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeClient:
@@ -359,3 +366,142 @@ def test_container_run_and_rm_without_a_lab_go_to_the_controller(monkeypatch: py
     assert result.exit_code == 0 and fake.endpoints == [] and "removed web (2 endpoints)" in result.stderr
     result = run("container", "rm", "web")
     assert (result.exit_code, result.stderr) == (1, "error: container: no container named 'web'\n")
+
+
+# -- which lab or controller a verb acts on: one rule, and --lab on every verb ----------
+
+class FakeLab:
+    """vxlab.lab.lab.Lab for the CLI's choice of lab: records the names it is made with;
+    anything the verb then asks of it is a LabError (a one-line failure)."""
+
+    made: list[str] = []
+
+    def __init__(self, name: str) -> None:
+        FakeLab.made.append(name)
+        self.name = name
+
+    def network_modes(self) -> dict[str, tuple[str, str]]:
+        return {}
+
+    def __getattr__(self, attr: str) -> Any:
+        from vxlab.lab.procs import LabError
+
+        raise LabError(f"lab {self.name}: {attr} (fake)")
+
+
+@pytest.fixture
+def labs(fake: FakeClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Any:
+    """Labs 'running' here (their state files under VXLAB_RUN), the fake Lab and client;
+    returns a function making them, which gives the socket of each."""
+    from vxlab.lab import experiment
+    from vxlab.lab.state import LabState
+
+    FakeLab.made = []
+    monkeypatch.setattr("vxlab.lab.lab.Lab", FakeLab)
+
+    def run_experiment(sc: Any, **_: Any) -> None:
+        FakeLab.made.append(f"experiment:{sc.topology.name}")
+        raise experiment.LabError("stop (fake)")
+
+    monkeypatch.setattr(experiment, "run", run_experiment)
+    (tmp_path / "lab.yaml").write_text("name: q\nhosts: 1\n")
+    (tmp_path / "s.yaml").write_text("lab: lab.yaml\nprobes: [all]\n")
+    monkeypatch.chdir(tmp_path)
+
+    def make(*names: str) -> dict[str, str]:
+        for name in names:
+            LabState(name, insecure=True).save()
+        return {name: LabState(name).socket for name in names}
+    return make
+
+
+# (verb and its arguments, what it acts on: "client" = a controller call, "lab" = vxlab.lab.Lab)
+VERBS = [
+    (["network", "create", "blue"], "client"), (["network", "ls"], "client"),
+    (["network", "inspect", "front"], "client"), (["network", "rm", "front"], "client"),
+    (["host", "ls"], "client"),
+    (["container", "ls"], "client"), (["container", "inspect", "web"], "client"),
+    (["container", "run", "c9", "--host", "h1", "--network", "front"], "lab"), (["container", "rm", "web"], "lab"),
+    (["policy", "add", "p", "-n", "front", "--action", "deny"], "lab"), (["policy", "ls"], "client"),
+    (["policy", "rm", "p", "-n", "front"], "lab"), (["policy", "test", "web", "db"], "client"),
+    (["fault", "add", "loss", "--host", "h1", "--percent", "5"], "lab"), (["fault", "ls"], "lab"),
+    (["fault", "heal", "--all"], "lab"),
+    (["graph", "-o", "g.dot"], "client"), (["store", "ls"], "store"),
+    (["status"], "lab"), (["check"], "lab"), (["trace", "web", "db"], "lab"), (["down"], "lab"),
+    (["up", "lab.yaml"], "lab"), (["experiment", "run", "s.yaml", "-o", "out"], "experiment"),
+]
+EXEC = (["exec", "web", "--", "true"], "lab")  # options only before CMD: `exec --lab a web -- true`
+
+
+def _acted_on(kind: str, result: Any, fake: FakeClient, sockets: dict[str, str]) -> str:
+    """The lab the verb acted on."""
+    if kind == "client":
+        return next((name for name, sock in sockets.items() if fake.address == sock), f"address {fake.address!r}")
+    if kind == "store":  # the lab's state has no etcd: the error names the lab it chose
+        return result.stderr.split("'")[1] if "has no etcd" in result.stderr else result.stderr
+    made = [m.removeprefix("experiment:") for m in FakeLab.made if (kind == "experiment") == m.startswith("experiment:")]
+    return made[0] if made else f"no lab made ({result.output!r})"
+
+
+@pytest.mark.parametrize("verb, kind", [*VERBS, EXEC], ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_lab_option_on_every_verb(labs: Any, fake: FakeClient, verb: list[str], kind: str) -> None:
+    sockets = labs("aa", "bb")
+    after = [*verb[:verb.index("--")], "--lab", "bb", *verb[verb.index("--"):]] if "--" in verb else [*verb, "--lab", "bb"]
+    if verb[0] == "exec":
+        after = ["exec", "--lab", "bb", *verb[1:]]
+    for args in (after, ["--lab", "bb", *verb]):
+        FakeLab.made, fake.address = [], ""
+        result = run(*args)
+        assert result.exit_code != 2, result.output  # not a usage error: --lab is an option of the verb
+        assert _acted_on(kind, result, fake, sockets) == "bb", (args, result.output)
+
+
+@pytest.mark.parametrize("verb, kind", [v for v in [*VERBS, EXEC] if v[0][0] not in ("up", "experiment")],
+                         ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_several_labs_running_and_none_named(labs: Any, fake: FakeClient, verb: list[str], kind: str) -> None:
+    """Every verb that would fall back to 127.0.0.1:7070 or pick a lab says why it cannot."""
+    labs("aa", "bb")
+    result = run(*verb)
+    assert (result.exit_code, result.stderr) == (1, "error: lab: several labs are running (aa, bb); use --lab NAME\n")
+    assert fake.address == "" and FakeLab.made == []
+
+
+def test_agent_run_with_several_labs_running(labs: Any) -> None:
+    labs("aa", "bb")
+    result = run("agent", "run", "--host", "h1", "--dry-run")
+    assert (result.exit_code, result.stderr) == (1, "error: lab: several labs are running (aa, bb); use --lab NAME\n")
+
+
+def test_the_only_lab_is_chosen_and_controller_overrides(labs: Any, fake: FakeClient) -> None:
+    sockets = labs("aa")
+    assert run("network", "ls").exit_code == 0 and fake.address == sockets["aa"]
+    run("container", "run", "c9", "--host", "h1", "--network", "front")
+    assert FakeLab.made == ["aa"]
+    labs("bb")
+    assert run("--controller", "10.0.0.1:7070", "network", "ls").exit_code == 0  # no lab involved
+    assert fake.address == "10.0.0.1:7070"
+    FakeLab.made = []
+    result = run("--controller", "10.0.0.1:7070", "container", "run", "c9", "--host", "h1", "--network", "front")
+    assert FakeLab.made == [] and result.exit_code == 1  # the controller's (the fake has no create_endpoint)
+
+
+def test_a_lab_that_is_not_here(labs: Any, fake: FakeClient) -> None:
+    labs("aa")
+    for args in (["network", "ls", "--lab", "nope"], ["--lab", "nope", "host", "ls"]):
+        result = run(*args)
+        assert (result.exit_code, result.stderr) == (1, "error: lab: no lab named 'nope' on this machine\n")
+    assert fake.address == ""
+    result = run("network", "ls", "--lab", "../x")
+    assert result.exit_code == 1 and result.stderr.startswith("error: lab: '../x' is not a valid name")
+
+
+def test_no_lab_and_no_controller_is_the_default_controller(labs: Any, fake: FakeClient) -> None:
+    assert run("host", "ls").exit_code == 0 and fake.address == "127.0.0.1:7070"
+    assert run("status").stderr == "error: lab: no lab is running\n"
+
+
+@pytest.mark.parametrize("verb", [v for v, _ in [*VERBS, EXEC]], ids=" ".join)
+def test_help_shows_the_lab_option(verb: list[str]) -> None:
+    result = run(*[a for a in verb if a != "--"][:2 if verb[0] in ("network", "host", "container", "policy", "fault",
+                                                                    "experiment", "store") else 1], "--help")
+    assert result.exit_code == 0 and "--lab" in result.stdout, result.stdout

@@ -99,7 +99,8 @@ def test_bad_scenarios_name_the_path(tmp_path: Path, change, error):
     f.write_text(SCENARIO.replace(*change))
     with pytest.raises(scenario.ScenarioError) as e:
         scenario.load(f)
-    assert str(e.value).startswith(error), str(e.value)
+    assert f"{e.value.path}: {e.value.reason}".startswith(error), str(e.value)
+    assert e.value.at is not None and str(e.value).startswith(f"{f}:"), str(e.value)  # file:line:column
 
 
 def test_scenario_lab_from_a_file(tmp_path: Path):

@@ -35,20 +35,26 @@ BAD_NAME = ("is not a valid name: use lowercase letters, digits and '-', start w
 
 
 def _err(text: str) -> str:
+    """The error of parsing `text`: "path: reason", or the whole line when it names no path
+    (syntax errors). Every error but an empty document's carries a position."""
     with pytest.raises(TopologyError) as info:
         parse(text)
     e = info.value
-    assert str(e) == f"{e.path}: {e.reason}"
-    return str(e)
+    if e.reason == "empty document":
+        assert e.at is None and str(e) == f"{e.path}: {e.reason}"
+        return str(e)
+    assert e.at is not None and e.at.source == "<string>", str(e)
+    assert str(e) == (f"{e.at}: {e.path}: {e.reason}" if e.path else f"{e.at}: {e.reason}")
+    return f"{e.path}: {e.reason}" if e.path else str(e)
 
 
 ERRORS = [
     # document and top level
     ("", "<string>: empty document"),
-    ("- a\n", "<string>: expected a mapping at the top level, got list"),
-    ("name: t\n  hosts: 2\n", "<string>: line 2: mapping values are not allowed here"),
-    ("name: [t\n", "<string>: line 2: expected ',' or ']', but got '<stream end>'"),
-    ("name: t\nname: u\nhosts: 1\n", "<string>: line 2: duplicate key 'name'"),
+    ("- a\n", "<string>:1:1: expected a mapping at the top level, got list"),
+    ("name: t\n  hosts: 2\n", "<string>:2:8: mapping values are not allowed here"),
+    ("name: [t\n", "<string>:2:1: expected ',' or ']', but got '<stream end>'"),
+    ("name: t\nname: u\nhosts: 1\n", "name: duplicate key"),
     (BASE + "foo: 1\n", "foo: unknown key"),
     ("hosts: 1\n", "name: required"),
     ("name: 3\nhosts: 1\n", "name: expected a string, got int"),
@@ -211,7 +217,7 @@ def test_error_attributes() -> None:
 
 
 def test_syntax_error_names_the_source() -> None:
-    assert _syntax("name: t\n  hosts: 2\n", "lab.yaml") == "lab.yaml: line 2: mapping values are not allowed here"
+    assert _syntax("name: t\n  hosts: 2\n", "lab.yaml") == "lab.yaml:2:8: mapping values are not allowed here"
 
 
 def _syntax(text: str, source: str) -> str:
@@ -232,7 +238,7 @@ def test_load_syntax_error_names_the_file(tmp_path: Path) -> None:
     path.write_text("name: t\nhosts: [h1\n")
     with pytest.raises(TopologyError) as info:
         load(str(path))
-    assert str(info.value).startswith(f"{path}: line 3: ")
+    assert str(info.value).startswith(f"{path}:3:1: ")
 
 
 def test_defaults() -> None:

@@ -11,7 +11,7 @@ import typer
 
 from vxlab import config
 from vxlab.cli.flags import given
-from vxlab.cli.main import CliState, fail, parse_labels
+from vxlab.cli.main import CliState, fail, parse_labels, target
 
 app = typer.Typer(help="Run the per-host agent that programs the kernel.", no_args_is_help=True)
 
@@ -57,11 +57,12 @@ def run(
         opts = config.resolve("agent", path=config_file, flags=flags)
         if opts["host"] is None:
             fail("host: required (--host NAME, or host in the [agent] table of --config)")
+        to = None if opts["controller"] else target(ctx)  # neither flag nor file names one: the CLI's rule
         agent_config = AgentConfig(
-            controller=opts["controller"] or state.controller.split(","), host=opts["host"],
+            controller=opts["controller"] or to.controller.split(","), host=opts["host"],  # type: ignore[union-attr]
             underlay_ip=opts["underlay_ip"], underlay_dev=opts["underlay_dev"], netns_prefix=opts["netns_prefix"],
             resync=opts["resync"], status_file=opts["status_file"], labels=opts["labels"],
-            tls=_tls(state, pki=opts["pki"], host=opts["host"]))
+            tls=_tls(state, pki=opts["pki"], host=opts["host"], otherwise=to.tls if to else state.tls))
         if dry_run:
             lines = asyncio.run(plan_once(agent_config, NetlinkKernel))
             typer.echo("\n".join(lines) if lines else "nothing to do")
@@ -77,13 +78,13 @@ def run(
         raise typer.Exit(130) from None
 
 
-def _tls(state: CliState, *, pki: str | None, host: str) -> Any:
+def _tls(state: CliState, *, pki: str | None, host: str, otherwise: Any) -> Any:
     """With a PKI (the global --pki, or `pki` in the [agent] table): this host's own
-    certificate; else what the global --tls-* flags gave (None: plaintext)."""
+    certificate; else `otherwise` (what --tls-* or the selected lab give; None: plaintext)."""
     from vxlab.tls import Pki
 
     directory = state.pki or pki
-    return Pki(Path(directory)).host(host) if directory else state.tls
+    return Pki(Path(directory)).host(host) if directory else otherwise
 
 
 def _serve_metrics(listen: str) -> None:

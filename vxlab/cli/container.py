@@ -71,6 +71,7 @@ def ls(
     as_json: JsonOpt = False,
     network: Annotated[str, typer.Option(metavar="N", help="Only endpoints on this network.")] = "",
     host: Annotated[str, typer.Option(metavar="H", help="Only endpoints on this host.")] = "",
+    lab: cli.LabOpt = None,
 ) -> None:
     """List endpoints: one row per container and network."""
 
@@ -80,11 +81,11 @@ def ls(
     eps = sorted(cli.call(ctx, go), key=lambda e: (e.name, e.host, e.network))
     rows = [[e.name, e.host, e.network, e.ip, e.mac, e.id[:12]] for e in eps]
     data = [dataclasses.asdict(e) for e in eps]
-    state: cli.CliState = ctx.obj
-    if state.lab and not network:  # the lab's `network_mode: none|host` containers: no endpoint
+    in_lab = cli.target(ctx).lab
+    if in_lab and not network:  # the lab's `network_mode: none|host` containers: no endpoint
         from vxlab.lab.lab import Lab
 
-        for name, (mode, on) in sorted(Lab(state.lab).network_modes().items()):
+        for name, (mode, on) in sorted(Lab(in_lab).network_modes().items()):
             if not host or on == host:
                 rows.append([name, on, f"({mode})", "", "", ""])
                 data.append({"name": name, "host": on, "network_mode": mode})
@@ -96,6 +97,7 @@ def inspect(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Container name.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON shaped like `docker container inspect`.")] = False,
+    lab: cli.LabOpt = None,
 ) -> None:
     """Show a container's attachments (a table, or docker-shaped JSON with --json)."""
 
@@ -121,6 +123,7 @@ def run(
     host: Annotated[str, typer.Option("--host", metavar="H", help="The host it runs on.")],
     network: Annotated[list[str], typer.Option("--network", metavar="N", help="A network (repeatable).")],
     ip: Annotated[str, typer.Option(metavar="IP", help="Address on the first network.")] = "",
+    lab: cli.LabOpt = None,
 ) -> None:
     """Start a container on HOST attached to each --network. In a lab: waits until it is
     reachable. Without one (real hosts): its endpoints are created in the controller and
@@ -136,7 +139,8 @@ def run(
 
 
 @app.command("rm")
-def rm(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Container name.")]) -> None:
+def rm(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Container name.")],
+       lab: cli.LabOpt = None) -> None:
     """Remove a container (all its endpoints) from the lab, or without one from the controller."""
     async def remove(c: Client) -> int:
         eps = await c.list_endpoints(name=name)

@@ -5,30 +5,35 @@ Thin: load the scenario → `vxlab.lab.experiment.run` → a per-pair table and 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from vxlab.cli.main import fail, output
+from vxlab.cli.main import LabOpt, fail, given_lab, output
 
 app = typer.Typer(help="Timed failure-injection experiments with reports.", no_args_is_help=True)
 
 
 @app.command("run")
 def run(
+    ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Scenario file (YAML).")],
     out: Annotated[Path, typer.Option("-o", "--out", metavar="DIR", help="Where to write the results.")],
     keep: Annotated[bool, typer.Option("--keep", help="Leave the lab up afterwards.")] = False,
+    lab: LabOpt = None,
 ) -> None:
     """Run the scenario: lab up, probes, faults on the timeline; write samples, summary.json,
-    report.md and timeline.png to DIR."""
+    report.md and timeline.png to DIR. The lab is the topology's (or --lab NAME)."""
     from vxlab.lab import experiment, report, scenario
     from vxlab.lab.procs import LabError
     from vxlab.lab.topology import TopologyError
 
     try:
         sc = scenario.load(file)
+        if (name := given_lab(ctx)) is not None:  # as `up --lab NAME`: the topology under another name
+            sc = dataclasses.replace(sc, topology=dataclasses.replace(sc.topology, name=name))
         result = experiment.run(sc, out=out, keep=keep, progress=lambda s: typer.echo(s, err=True))
     except (TopologyError, LabError, OSError) as e:
         fail(str(e))

@@ -10,8 +10,8 @@ from typing import Annotated
 
 import typer
 
-from vxlab.cli.lab import JsonOpt, LabOpt, _lab_name
-from vxlab.cli.main import fail, output, print_json
+from vxlab.cli.lab import JsonOpt
+from vxlab.cli.main import LabOpt, fail, lab_name, output, print_json
 
 app = typer.Typer(help="Inject faults into a running lab, list them, heal them.", no_args_is_help=True)
 
@@ -47,7 +47,7 @@ def add(
     params = {"host": host, "hosts": hosts, "from": from_, "oneway": oneway, "percent": percent,
               "direction": direction, "mbit": mbit, "ms": ms, "jitter_ms": jitter_ms, "member": member}
     try:
-        the_lab = _running(ctx, lab)
+        the_lab = _running(ctx)
         duration = parse_duration(for_) if for_ is not None else None
         f = the_lab.add_fault(kind, duration=duration, **{k: v for k, v in params.items() if v is not None})
     except LabError as e:
@@ -64,7 +64,7 @@ def ls(ctx: typer.Context, lab: LabOpt = None, as_json: JsonOpt = False) -> None
     """The lab's active faults."""
     from vxlab.lab.lab import Lab
 
-    faults = Lab(_lab_name(ctx, lab)).faults()
+    faults = Lab(lab_name(ctx)).faults()
     now = time.time()
     output(as_json=as_json, data=[f.to_json() for f in faults], columns=["ID", "FAULT", "SINCE", "HEALS IN"],
            rows=[[f.id, f.describe(), f"{now - f.started:.1f}s",
@@ -85,18 +85,18 @@ def heal(
     if (fault_id is None) == (not all_):
         fail("id: give a fault id or --all (not both)")
     try:
-        healed = Lab(_lab_name(ctx, lab)).heal(None if all_ else fault_id)
+        healed = Lab(lab_name(ctx)).heal(None if all_ else fault_id)
     except LabError as e:
         fail(str(e))
     for f in healed:
         typer.echo(f"healed {f.id}: {f.describe()}", err=True)
 
 
-def _running(ctx: typer.Context, lab: str | None):  # type: ignore[no-untyped-def]
+def _running(ctx: typer.Context):  # type: ignore[no-untyped-def]
     from vxlab.lab.lab import Lab
     from vxlab.lab.procs import LabError
 
-    the_lab = Lab(_lab_name(ctx, lab))
+    the_lab = Lab(lab_name(ctx))
     if not the_lab.state.topology:
         raise LabError(f"lab: no lab named {the_lab.name!r} is running")
     return the_lab

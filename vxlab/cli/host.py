@@ -30,6 +30,7 @@ def host_row(host: Host, *, endpoints: int) -> list[str | Text]:
 def ls(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    lab: cli.LabOpt = None,
 ) -> None:
     """List hosts, whether their lease is alive, and how many endpoints they carry."""
 

@@ -18,25 +18,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from vxlab.cli.main import CliState, fail, output, print_json
+from vxlab.cli.main import LabOpt, fail, given_lab, lab_name, output, print_json
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-LabOpt = Annotated[str | None, typer.Option("--lab", metavar="NAME", help="Lab name.")]
-
-
-def _lab_name(ctx: typer.Context, lab: str | None) -> str:
-    from vxlab.errors import VxError
-    from vxlab.lab.state import check_lab_name, list_labs
-
-    state: CliState = ctx.obj
-    name = lab or state.lab
-    if name:
-        try:
-            return check_lab_name(name, field="lab")
-        except VxError as e:
-            fail(e.message)
-    running = list_labs()
-    fail("lab: no lab is running" if not running else f"lab: several labs are running ({', '.join(running)}); use --lab")
 
 
 def up(
@@ -53,7 +37,7 @@ def up(
 
     try:
         topo = load(file)
-        the_lab = Lab(lab or topo.name)  # a bad --lab is a LabError
+        the_lab = Lab(given_lab(ctx) or topo.name)  # --lab (here or global), else the file's name
         if the_lab.running() and the_lab.state.insecure != insecure:
             fail(f"insecure: lab {the_lab.name} runs {'without' if the_lab.state.insecure else 'with'} TLS; "
                  "'down' it first to change that")
@@ -90,7 +74,7 @@ def down(ctx: typer.Context, lab: LabOpt = None) -> None:
     """Remove everything of the lab: processes, namespaces, links, state."""
     from vxlab.lab.lab import Lab
 
-    name = _lab_name(ctx, lab)
+    name = lab_name(ctx)
     removed = Lab(name).down()
     typer.echo(f"lab {name}: down ({len(removed)} namespaces removed)", err=True)
 
@@ -99,7 +83,7 @@ def status(ctx: typer.Context, lab: LabOpt = None, as_json: JsonOpt = False) -> 
     """Controller, etcd, hosts alive, agent convergence."""
     from vxlab.lab.lab import Lab
 
-    st = Lab(_lab_name(ctx, lab)).status()
+    st = Lab(lab_name(ctx)).status()
     if as_json:
         print_json(st)
         return
@@ -119,7 +103,7 @@ def check(ctx: typer.Context, lab: LabOpt = None, as_json: JsonOpt = False) -> N
     reach across networks."""
     from vxlab.lab.lab import Lab
 
-    result = Lab(_lab_name(ctx, lab)).check()
+    result = Lab(lab_name(ctx)).check()
     if as_json:
         print_json(result.to_json())
     else:
@@ -155,7 +139,7 @@ def exec_(
     if not cmd:
         fail("cmd: nothing to run (vxlab exec NAME -- CMD…)")
     try:
-        ns = Lab(_lab_name(ctx, lab)).namespace_of(container)
+        ns = Lab(lab_name(ctx)).namespace_of(container)
     except LabError as e:
         fail(str(e))
     proc = subprocess.run(["ip", "netns", "exec", ns, *cmd], stdin=sys.stdin)
@@ -188,7 +172,7 @@ def trace(
     from vxlab.lab.procs import LabError
 
     try:
-        t = Lab(_lab_name(ctx, lab)).trace(src, dst, network=network)
+        t = Lab(lab_name(ctx)).trace(src, dst, network=network)
     except LabError as e:
         fail(str(e))
     if as_json:

@@ -5,9 +5,17 @@ and print with `output()`. `call()` obtains the client from `client_factory` (te
 replace it with an in-memory fake) and turns a VxError into one `error: …` line on
 stderr with exit code 1; exit code 2 stays typer's usage errors.
 
+Which lab or controller a verb acts on is decided in one place, `target()` (and
+`lab_name()` for verbs that need a lab), from the global `--lab`/`--controller` and the
+verb's own `--lab` (`LabOpt`: `vxlab network ls --lab X` means `vxlab --lab X network
+ls`): a lab named by `--lab` (or VXLAB_LAB); else the controller given by `--controller`
+(or VXLAB_CONTROLLER); else the only lab running; with several running, one line
+`lab: several labs are running (a, b); use --lab NAME`; with none, 127.0.0.1:7070 (real
+hosts).
+
 TLS: `--pki DIR` (the admin certificate of a `vxlab pki init` directory) or
-`--tls-ca/--tls-cert/--tls-key`; a lab selected automatically brings its own admin
-certificate; `--insecure` forces plaintext and says so on stderr.
+`--tls-ca/--tls-cert/--tls-key`; a selected lab brings its own admin certificate;
+`--insecure` forces plaintext and says so on stderr.
 """
 
 from __future__ import annotations
@@ -42,12 +50,88 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class CliState:
-    """What the root callback hands to every verb through `ctx.obj`."""
+    """What the root callback hands to every verb through `ctx.obj`: the global options as
+    given (which lab or controller they select is `target()`'s business)."""
+
+    controller: str | None = None  # --controller (or VXLAB_CONTROLLER); None: not given
+    lab: str | None = None  # --lab (or VXLAB_LAB), a checked name; None: not given
+    tls: TlsConfig | None = None  # the certificate --pki/--tls-* give (None: a lab's own, or plaintext)
+    insecure: bool = False  # --insecure: plaintext even to a lab with TLS
+    pki: Path | None = None  # --pki DIR: the agent takes its host's certificate from here
+
+
+# Every verb that acts on a lab or its controller declares `lab: LabOpt = None`; the
+# resolvers below read it from the verb's context, so the verbs never look at it.
+LabOpt = Annotated[str | None, typer.Option(
+    "--lab", metavar="NAME", show_default=False,
+    help="The lab to act on, as the global --lab (default: the only lab running; for up: the topology's name).")]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a verb talks to: a controller address, the lab it belongs to (None: real
+    hosts), and the certificate to present (None: plaintext)."""
 
     controller: str
-    lab: str | None = None  # the lab selected with --lab, or the only one running
-    tls: TlsConfig | None = None  # the client certificate verbs present (None: plaintext)
-    pki: Path | None = None  # --pki DIR: the agent takes its host's certificate from here
+    lab: str | None
+    tls: TlsConfig | None
+
+
+def _state(ctx: typer.Context) -> CliState:
+    return ctx.obj if isinstance(ctx.obj, CliState) else CliState()
+
+
+def given_lab(ctx: typer.Context) -> str | None:
+    """The lab named on the command line: the verb's --lab, else the global one (or
+    VXLAB_LAB); a bad name is one error line."""
+    from vxlab.lab.state import check_lab_name
+
+    name = ctx.params.get("lab") or _state(ctx).lab
+    if not name:
+        return None
+    try:
+        return check_lab_name(name, field="lab")  # it names a directory and namespaces
+    except VxError as err:
+        fail(err.message)
+
+
+def chosen_lab(ctx: typer.Context) -> str | None:
+    """The lab named (`given_lab`), else the only one running (None: none is); several
+    running is an error line saying so."""
+    from vxlab.lab.state import list_labs
+
+    name = given_lab(ctx)
+    if name:
+        return name
+    running = list_labs()
+    if len(running) > 1:
+        fail(f"lab: several labs are running ({', '.join(running)}); use --lab NAME")
+    return running[0] if running else None
+
+
+def lab_name(ctx: typer.Context) -> str:
+    """The lab a lab verb (status, check, fault, …) acts on; none running is an error."""
+    name = chosen_lab(ctx)
+    if name is None:
+        fail("lab: no lab is running")
+    return name
+
+
+def target(ctx: typer.Context) -> Target:
+    """The controller a verb calls, by the one rule of this module's docstring."""
+    from vxlab.lab.state import LabState
+
+    state = _state(ctx)
+    explicit_tls = None if state.insecure else state.tls
+    lab = chosen_lab(ctx) if state.controller is None or given_lab(ctx) else None
+    if state.controller is not None:
+        return Target(state.controller, lab, explicit_tls)
+    if lab is None:
+        return Target(DEFAULT_CONTROLLER, None, explicit_tls)
+    found = LabState.load(lab)
+    if found is None:
+        fail(f"lab: no lab named {lab!r} on this machine")
+    return Target(found.socket, lab, None if state.insecure else explicit_tls or found.client_tls())
 
 
 def client_factory(address: str, *, tls: TlsConfig | None = None) -> Client:
@@ -64,11 +148,11 @@ def fail(message: str) -> NoReturn:
 
 
 def call(ctx: typer.Context, fn: Callable[[Client], Awaitable[T]]) -> T:
-    """Run `fn(client)` on a fresh client for the selected controller, then close it."""
-    state: CliState = ctx.obj if isinstance(ctx.obj, CliState) else CliState(DEFAULT_CONTROLLER)
+    """Run `fn(client)` on a fresh client for the verb's controller (`target`), then close it."""
+    to = target(ctx)
 
     async def go() -> T:
-        client = client_factory(state.controller, tls=state.tls) if state.tls else client_factory(state.controller)
+        client = client_factory(to.controller, tls=to.tls) if to.tls else client_factory(to.controller)
         try:
             return await fn(client)
         finally:
@@ -86,11 +170,11 @@ def in_lab_or_call(ctx: typer.Context, *, in_lab: Callable[[Lab], T], alone: Cal
     from vxlab.lab.lab import Lab
     from vxlab.lab.procs import LabError
 
-    state: CliState = ctx.obj if isinstance(ctx.obj, CliState) else CliState(DEFAULT_CONTROLLER)
-    if not state.lab:
+    lab = target(ctx).lab
+    if not lab:
         return call(ctx, alone)
     try:
-        return in_lab(Lab(state.lab))
+        return in_lab(Lab(lab))
     except LabError as err:
         fail(str(err))
     except VxError as err:
@@ -160,21 +244,14 @@ def root(
                                            help="Plaintext, no certificates (warns on stderr).")] = False,
 ) -> None:
     """Multi-host VXLAN overlay lab: networks, hosts and containers."""
-    from vxlab.lab.state import LabState, check_lab_name, list_labs
+    from vxlab.lab.state import check_lab_name
 
     if lab is not None:
         try:
-            check_lab_name(lab, field="lab")  # it names a directory and namespaces
+            check_lab_name(lab, field="lab")  # before any verb runs: it names a directory
         except VxError as err:
             fail(err.message)
-    if lab is None:
-        running = list_labs()
-        lab = running[0] if len(running) == 1 else None
     tls: TlsConfig | None = None
-    if controller is None:
-        state = LabState.load(lab) if lab else None
-        controller = state.socket if state else DEFAULT_CONTROLLER
-        tls = state.client_tls() if state else None  # the lab's admin certificate
     try:
         explicit = TlsConfig.of(ca=tls_ca, cert=tls_cert, key=tls_key)
     except VxError as err:
@@ -183,10 +260,9 @@ def root(
         if explicit or pki:
             fail("insecure: contradicts --pki/--tls-*")
         typer.echo("warning: --insecure: plaintext to the controller, no authentication", err=True)
-        tls = None
     elif explicit or pki:
         tls = explicit or Pki(pki).admin()  # type: ignore[arg-type]
-    ctx.obj = CliState(controller=controller, lab=lab, tls=tls, pki=pki if not explicit else None)
+    ctx.obj = CliState(controller=controller, lab=lab, tls=tls, insecure=insecure, pki=pki if not explicit else None)
 
 
 def main() -> None:

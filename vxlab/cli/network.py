@@ -79,6 +79,7 @@ def create(
     driver: Annotated[str, typer.Option(metavar="D", help="overlay (VXLAN across hosts) or bridge (one host).")] = "overlay",
     host: Annotated[str, typer.Option(metavar="H", help="With --driver bridge: the host it lives on.")] = "",
     as_json: JsonOpt = False,
+    lab: cli.LabOpt = None,
 ) -> None:
     """Create a network: an overlay across hosts, or a single-host bridge network."""
     wanted = Network(name=name, subnet=subnet, gateway=gateway, vni=vni, mtu=mtu, internal=internal,
@@ -93,7 +94,7 @@ def create(
 
 
 @app.command("ls")
-def ls(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+def ls(ctx: typer.Context, as_json: JsonOpt = False, lab: cli.LabOpt = None) -> None:
     """List networks."""
 
     async def go(c: Client) -> tuple[list[Network], list[Endpoint]]:
@@ -111,6 +112,7 @@ def ls(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 def inspect(
     ctx: typer.Context,
     names: Annotated[list[str], typer.Argument(help="Networks to inspect.")],
+    lab: cli.LabOpt = None,
 ) -> None:
     """Show networks as JSON shaped like `docker network inspect`."""
 
@@ -131,6 +133,7 @@ def rm(
     ctx: typer.Context,
     names: Annotated[list[str], typer.Argument(help="Networks to remove.")],
     force: Annotated[bool, typer.Option("--force", "-f", help="Also delete their endpoints.")] = False,
+    lab: cli.LabOpt = None,
 ) -> None:
     """Remove networks (refused while endpoints remain, unless --force)."""
 

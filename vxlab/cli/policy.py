@@ -41,6 +41,7 @@ def add(
     port: Annotated[list[str] | None, typer.Option(metavar="N[-M]", help="TCP/UDP destination port or range (repeatable).")] = None,
     priority: Annotated[int, typer.Option(metavar="N", help="0..65535, lower first; 0 = 1000.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    lab: cli.LabOpt = None,
 ) -> None:
     """Add a rule. In a lab: returns once every agent enforces it. Rules act on new
     connections; replies of allowed ones pass."""
@@ -61,7 +62,8 @@ def add(
 @app.command("ls")
 def ls(ctx: typer.Context, network: Annotated[str, typer.Option("--network", "-n", metavar="NET",
                                                                 help="Only this network's rules.")] = "",
-       as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
+       as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+       lab: cli.LabOpt = None) -> None:
     """List rules, per network in evaluation order (first match decides; default allow)."""
 
     async def go(c: Client) -> list[Policy]:
@@ -74,7 +76,7 @@ def ls(ctx: typer.Context, network: Annotated[str, typer.Option("--network", "-n
 
 @app.command("rm")
 def rm(ctx: typer.Context, names: Annotated[list[str], typer.Argument(help="Rules to remove.")],
-       network: NetworkOpt) -> None:
+       network: NetworkOpt, lab: cli.LabOpt = None) -> None:
     """Remove rules."""
 
     async def go(c: Client) -> None:
@@ -99,6 +101,7 @@ def test(
                                          help="The network (default: the one both are on).")] = "",
     protocol: Annotated[str, typer.Option("--proto", metavar="P", help="tcp, udp or icmp.")] = "icmp",
     port: Annotated[int, typer.Option(metavar="N", help="TCP/UDP destination port.")] = 0,
+    lab: cli.LabOpt = None,
 ) -> None:
     """Which rule decides a new connection from SOURCE to DESTINATION, and its verdict.
     Exit code 0 when allowed, 1 when denied."""

@@ -14,29 +14,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from vxlab.cli.main import DEFAULT_CONTROLLER, CliState, call, fail, output, print_json
-from vxlab.errors import VxError
+from vxlab.cli.main import LabOpt, call, chosen_lab, fail, output, print_json, target
 
 if TYPE_CHECKING:
     from vxlab.client import Client
     from vxlab.model import Endpoint, Host, Network
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-LabOpt = Annotated[str | None, typer.Option("--lab", metavar="NAME", help="Lab name.")]
 VALUE_WIDTH = 70
 
 Snapshot = tuple[list["Host"], list["Network"], list["Endpoint"], int]
-
-
-def _state(ctx: typer.Context) -> CliState:
-    return ctx.obj if isinstance(ctx.obj, CliState) else CliState(DEFAULT_CONTROLLER)
-
-
-def _known_lab(name: str, verb: str) -> None:
-    from vxlab.lab.state import list_labs
-
-    if name not in list_labs():
-        fail(f"{verb}: no lab named {name!r} on this machine")
 
 
 async def _snapshot(c: Client) -> Snapshot:
@@ -55,20 +42,9 @@ def graph(
 
     if out.suffix.lower() not in FORMATS:  # before asking the controller anything
         fail(f"out: {out.name!r} must end in one of {', '.join(FORMATS)}")
-    state = _state(ctx)
-    if lab or state.lab:
-        _known_lab(lab or state.lab or "", "graph")
-    if lab:  # `graph --lab NAME`: that lab's controller
-        from vxlab.lab.lab import Lab
-
-        try:
-            hosts, networks, endpoints, rev = Lab(lab).call(_snapshot)
-        except VxError as err:
-            fail(err.message)
-        title = f"lab {lab} · revision {rev}"
-    else:  # the lab chosen at the root (its controller), or --controller
-        hosts, networks, endpoints, rev = call(ctx, _snapshot)
-        title = f"lab {state.lab} · revision {rev}" if state.lab else f"controller {state.controller} · revision {rev}"
+    to = target(ctx)
+    hosts, networks, endpoints, rev = call(ctx, _snapshot)
+    title = f"lab {to.lab} · revision {rev}" if to.lab else f"controller {to.controller} · revision {rev}"
     try:
         path = render(to_dot(hosts, networks, endpoints, title=title), out)
     except GraphError as e:
@@ -90,7 +66,7 @@ def store_ls(
     from vxlab.lab.store_view import full_prefix, one_line
     from vxlab.lab.store_view import store_ls as read
 
-    name = lab or _state(ctx).lab
+    name = chosen_lab(ctx)
     if not name:
         fail("store: no lab selected (the store view reads the lab's etcd)")
     st = LabState.load(name)
