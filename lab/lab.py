@@ -4,8 +4,9 @@
 switch and one namespace per host with its own agent process inside, then applies
 networks and containers through the controller's API and waits until every agent
 reports it has programmed the controller's current revision. On a running lab it
-applies only the difference. `Lab.down()` removes everything the lab made, also after
-a crash (it works from state.json and from the `vx-<lab>.` name prefix + marker).
+applies every difference, or refuses (lab/plan.py). `Lab.down()` removes everything
+the lab made, also after a crash (it works from state.json and from the `vx-<lab>.`
+name prefix + marker).
 """
 
 from __future__ import annotations

@@ -207,3 +207,8 @@ def test_a_subnet_change_is_refused_and_writes_nothing_then_recreate_does_it(lab
     assert result.ok and any(p.src == "web" and p.dst == "db" and not p.reached and p.rule for p in result.probes)
     assert ping(lab, "cache", lab.outside_ip()).returncode == 0  # the network's NAT is for the new subnet
     assert cli(lab, tmp_path, body, "--dry-run").stdout == "nothing to do\n"
+    tcp = body.replace("proto: icmp}", "proto: tcp, ports: 5432}")
+    assert up(lab, tcp) == ["- policy nodb: network blue (changed)",
+                            "+ policy nodb: network blue: deny tcp web -> db :5432 (priority 1000) (changed)"]
+    result = lab.check()  # ICMP from web to db is allowed again
+    assert result.ok and any(p.src == "web" and p.dst == "db" and p.reached for p in result.probes)
