@@ -11,6 +11,7 @@ when it fails.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -22,9 +23,13 @@ import pytest
 
 from rig import module_lab
 
+from vxlab.client import Client
+from vxlab.errors import PermissionDenied
 from vxlab.lab.lab import Lab
+from vxlab.lab.procs import host_tls
 from vxlab.lab.state import LabState
 from vxlab.lab.topology import parse
+from vxlab.model import Network
 
 pytestmark = pytest.mark.integration
 BODY = """hosts: 2
@@ -212,3 +217,18 @@ def test_a_subnet_change_is_refused_and_writes_nothing_then_recreate_does_it(lab
                             "+ policy nodb: network blue: deny tcp web -> db :5432 (priority 1000) (changed)"]
     result = lab.check()  # ICMP from web to db is allowed again
     assert result.ok and any(p.src == "web" and p.dst == "db" and p.reached for p in result.probes)
+
+
+def test_network_update_is_for_the_admin_and_up_sees_it_as_a_difference(lab: Lab) -> None:
+    async def as_host() -> None:
+        async with Client(lab.socket, tls=host_tls(lab.state, "h1")) as c:
+            await c.update_network(Network(name="blue", mtu=1300), fields=["mtu"])
+    with pytest.raises(PermissionDenied, match=r"^network: host 'h1' may not update networks \(admin only\)$"):
+        asyncio.run(as_host())
+    out = subprocess.run([sys.executable, "-m", "vxlab.cli", "--lab", lab.name, "network", "update", "blue",
+                          "--mtu", "1300"], capture_output=True, text=True, env=os.environ, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lab.wait_converged()
+    assert mtus(lab.container_ns("h1", "web")) == {"eth0": 1300}
+    assert up(lab, BODY) == ["~ network blue: mtu 1300 -> 1400"]  # the file says 1400
+    assert mtus(lab.container_ns("h1", "web")) == {"eth0": 1400}
