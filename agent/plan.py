@@ -27,7 +27,8 @@ from vxlab.agent.names import Naming
 
 Op = Literal["add", "delete", "replace", "update"]
 # Execution order of the phases (lower first).
-PHASE = {"vtep~": 0, "netns+": 0, "link^": 0, "policy~": 1, "bridge+": 1, "vxlan+": 2, "veth+": 3, "uplink+": 3, "link~": 4, "addr+": 5, "route+": 6,
+PHASE = {"vtep~": 0, "netns+": 0, "link^": 0, "policy~": 1, "bridge+": 1, "vxlan+": 2, "veth+": 3, "uplink+": 3, "link~": 4,
+         "addr^": 4, "addr+": 5, "route+": 6,
          "fdb+": 7, "neigh+": 7, "neigh-": 8, "fdb-": 8, "route-": 9, "addr-": 9, "link-": 10, "netns-": 11}
 
 
@@ -137,9 +138,13 @@ def _diff_ns(want: Namespace, have: Namespace, desired: dict[str, Namespace]) ->
                          frozenset(e for e in have.neigh if e.dev not in replaced))
     for dev, cidr in want.addrs - have.addrs:
         out.append(_act("add", "addr", ns, f"{cidr} on {dev}", "endpoint address", "add_addr", "addr+", ns, dev, cidr))
+    # An address replaced on a device (a network's gateway moved) goes before the new one
+    # is added: deleting a primary address takes the secondaries of its subnet with it.
+    adding = {dev for dev, _ in want.addrs - have.addrs}
     for dev, cidr in have.addrs - want.addrs:
         if dev in owned_devs:
-            out.append(_act("delete", "addr", ns, f"{cidr} on {dev}", "not desired", "del_addr", "addr-", ns, dev, cidr))
+            out.append(_act("delete", "addr", ns, f"{cidr} on {dev}", "not desired", "del_addr",
+                            "addr^" if dev in adding else "addr-", ns, dev, cidr))
     for r in want.routes - have.routes:
         out.append(_act("add", "route", ns, f"{r.dst} via {r.gateway} dev {r.dev}", "gateway of the first"
                         " non-internal network", "add_route", "route+", ns, r))

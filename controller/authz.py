@@ -6,8 +6,8 @@ naming the field. With TLS off there is no identity and the server installs no c
 
 - admin (`vxlab://admin`): everything;
 - a host (`vxlab://host/NAME`): RegisterHost, KeepAlive and DeregisterHost as itself
-  only, plus every read (Get*, List*, Watch); never creates or deletes networks,
-  endpoints or policies;
+  only, plus every read (Get*, List*, Watch); never creates, updates or deletes
+  networks, endpoints or policies;
 - any other certificate of the CA: nothing.
 """
 
@@ -22,6 +22,7 @@ READS = frozenset({"GetHost", "ListHosts", "GetNetwork", "ListNetworks", "GetEnd
                    "GetPolicy", "ListPolicies", "Watch"})
 AS_ITSELF = {"RegisterHost": "host.name", "KeepAlive": "name", "DeregisterHost": "name"}  # where the host is named
 WRITES = {"CreateNetwork": ("network", "create networks"), "DeleteNetwork": ("network", "delete networks"),
+          "UpdateNetwork": ("network", "update networks"), "UpdateEndpoint": ("endpoint", "update endpoints"),
           "CreateEndpoint": ("endpoint", "create endpoints"), "DeleteEndpoint": ("endpoint", "delete endpoints"),
           "CreatePolicy": ("policy", "create policies"), "DeletePolicy": ("policy", "delete policies")}
 

@@ -11,6 +11,10 @@ A warm create is a single etcd round trip: what a full read saw of the network
 the transaction re-checks all of it. A failed transaction discards the hint, reads
 everything again (which also produces the precise error: not found, already
 exists, address in use) and retries.
+
+Update changes an endpoint's labels in place (a compare-and-swap on the record's mod
+revision); its network, host, address and MAC cannot change: the endpoint is deleted
+and created again (what `up` does for a moved container or a new address).
 """
 
 from __future__ import annotations
@@ -20,15 +24,22 @@ import dataclasses
 import ipaddress
 import time
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from vxlab import validate
 from vxlab.controller import alloc
 from vxlab.controller.context import Context, now
+from vxlab.controller.networks import same_immutable, update_fields
 from vxlab.controller.store import Absent, Delete, KeyValue, ModRevisionIs, Put
 from vxlab.controller.txn import CONFLICT, retry
 from vxlab.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from vxlab.model import Endpoint, Network, from_json, to_json
+
+
+MUTABLE = ("labels",)
+IMMUTABLE = ("host", "ip", "mac")
+RECREATE = "delete the endpoint and create it again"
 
 
 def check(ep: Endpoint) -> ipaddress.IPv4Address | None:
@@ -208,6 +219,28 @@ class Endpoints:
         kvs, rev = await self.store.range(prefix)
         eps = [from_json(Endpoint, kv.value) for kv in kvs]
         return [e for e in eps if (not host or e.host == host) and (not name or e.name == name)], rev
+
+    async def update(self, ep: Endpoint, *, fields: Collection[str] = ()) -> Endpoint:
+        """Change `fields` (default: every mutable one, i.e. the labels) of the endpoint
+        `ep.name` on `ep.network`; returns the record. Nothing changed: nothing written."""
+        validate.name(ep.network, field="endpoint.network", max_len=validate.NETWORK_NAME_MAX)
+        validate.name(ep.name, field="endpoint.name", max_len=validate.CONTAINER_NAME_MAX)
+        todo = update_fields("endpoint", fields, mutable=MUTABLE, immutable=IMMUTABLE, fix=RECREATE)
+        validate.labels(ep.labels, field="endpoint.labels")
+
+        async def attempt():  # type: ignore[no-untyped-def]
+            kv = await self.store.get(self.keys.endpoint(ep.network, ep.name))
+            if kv is None:
+                raise NotFound(f"endpoint: no endpoint {ep.name!r} on network {ep.network!r}")
+            cur = from_json(Endpoint, kv.value)
+            same_immutable("endpoint", ep, cur, immutable=IMMUTABLE, fix=RECREATE)
+            record = dataclasses.replace(cur, **{f: getattr(ep, f) for f in todo})
+            if record == cur:
+                return cur
+            res = await self.store.txn([ModRevisionIs(kv.key, kv.mod_revision)], [Put(kv.key, to_json(record))])
+            return record if res.succeeded else CONFLICT
+
+        return await retry(attempt, kind="endpoint_update")
 
     async def delete(self, network: str, name: str) -> None:
         validate.name(network, field="network", max_len=validate.NETWORK_NAME_MAX)

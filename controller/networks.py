@@ -1,25 +1,34 @@
-"""Networks: validation, subnet and VNI allocation, listing, deletion (with the
-network's endpoints when forced, and always with its policies).
+"""Networks: validation, subnet and VNI allocation, listing, update in place,
+deletion (with the network's endpoints when forced, and always with its policies).
 
 Create is one optimistic transaction: the name must be absent, the VNI's alloc key
 absent, and no network created since the read (so the subnet-overlap check still
 holds). A conflict re-reads and tries again (controller/txn.py).
+
+Update changes only the mutable fields (MUTABLE: mtu, gateway, internal, labels) in
+one compare-and-swap on the record's mod revision; a new gateway must also be no
+endpoint's address at commit (its alloc/ip key absent). Subnet, VNI, driver and host
+cannot change: the network has to be deleted and created again (`up --recreate`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+from collections.abc import Collection
 
 from vxlab import validate
 from vxlab.controller import alloc
 from vxlab.controller.context import Context, now
-from vxlab.controller.store import Absent, Delete, DeletePrefix, ModRevisionIs, Op, PrefixUnchangedSince, Put
+from vxlab.controller.store import (Absent, Compare, Delete, DeletePrefix, ModRevisionIs, Op,
+                                    PrefixUnchangedSince, Put)
 from vxlab.controller.txn import CONFLICT, retry
 from vxlab.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from vxlab.model import Endpoint, Network, from_json, to_json
 
 DRIVERS = ("overlay", "bridge")
+MUTABLE = ("mtu", "gateway", "internal", "labels")
+IMMUTABLE = ("subnet", "vni", "driver", "host")
 
 
 def check(net: Network) -> tuple[ipaddress.IPv4Network | None, ipaddress.IPv4Address | None]:
@@ -46,6 +55,33 @@ def check(net: Network) -> tuple[ipaddress.IPv4Network | None, ipaddress.IPv4Add
     elif net.host:
         raise InvalidArgument("network.host", "only for driver 'bridge'; an overlay spans every host")
     return subnet, gateway
+
+
+def update_fields(kind: str, fields: Collection[str], *, mutable: tuple[str, ...],
+                  immutable: tuple[str, ...], fix: str) -> tuple[str, ...]:
+    """The fields an update request asks to change (its `update_mask`; empty: every
+    mutable one); an immutable or unknown field is an InvalidArgument naming it."""
+    for f in fields:
+        if f in immutable:
+            raise InvalidArgument(f"{kind}.{f}", f"cannot be changed on an existing {kind}; {fix}")
+        if f not in mutable:
+            shown = f[:30] if f[:30].isprintable() else repr(f[:30])
+            raise InvalidArgument("update_mask", f"{shown!r} is not a field that can be updated"
+                                                 f" (one of {', '.join(mutable)})")
+    return tuple(dict.fromkeys(fields)) or mutable
+
+
+def same_immutable(kind: str, want: object, have: object, *, immutable: tuple[str, ...], fix: str) -> None:
+    """A field that cannot change, given (non-empty) with another value than the
+    record's, is an InvalidArgument naming it (rather than silently ignored)."""
+    for f in immutable:
+        value = getattr(want, f)
+        if value and value != getattr(have, f):
+            raise InvalidArgument(f"{kind}.{f}", f"cannot be changed on an existing {kind}"
+                                                 f" ({getattr(have, f)!s:.40} -> {value!s:.40}); {fix}")
+
+
+RECREATE = "delete the network and create it again (vxlab up --recreate)"
 
 
 class Networks:
@@ -104,6 +140,44 @@ class Networks:
     async def list(self) -> tuple[list[Network], int]:
         kvs, rev = await self.store.range(self.keys.networks)
         return [from_json(Network, kv.value) for kv in kvs], rev
+
+    async def update(self, net: Network, *, fields: Collection[str] = ()) -> Network:
+        """Change `fields` (default: every mutable one) of the network named `net.name`
+        to `net`'s values; returns the record. Nothing changed: nothing is written."""
+        validate.name(net.name, field="network.name", max_len=validate.NETWORK_NAME_MAX)
+        todo = update_fields("network", fields, mutable=MUTABLE, immutable=IMMUTABLE, fix=RECREATE)
+        if "mtu" in todo:
+            validate.mtu(net.mtu, field="network.mtu")
+        if "labels" in todo:
+            validate.labels(net.labels, field="network.labels")
+        wanted_gw = validate.ipv4(net.gateway, field="network.gateway") if "gateway" in todo and net.gateway else None
+
+        async def attempt():  # type: ignore[no-untyped-def]
+            kv = await self.store.get(self.keys.network(net.name))
+            if kv is None:
+                raise NotFound(f"network: no network named {net.name!r}")
+            cur = from_json(Network, kv.value)
+            same_immutable("network", net, cur, immutable=IMMUTABLE, fix=RECREATE)
+            change: dict[str, object] = {f: getattr(net, f) for f in todo if f != "gateway"}
+            compares: list[Compare] = [ModRevisionIs(kv.key, kv.mod_revision)]
+            if "gateway" in todo:
+                subnet = ipaddress.IPv4Network(cur.subnet)
+                gateway = wanted_gw or alloc.default_gateway(subnet)
+                validate.host_in(gateway, subnet, field="network.gateway")
+                if str(gateway) != cur.gateway:
+                    holder = await self.store.get(self.keys.ip(net.name, str(gateway)))
+                    if holder is not None:
+                        raise InvalidArgument("network.gateway", f"{gateway} is the address of endpoint"
+                                                                 f" {holder.value.decode()[:40]!r}")
+                    compares.append(Absent(self.keys.ip(net.name, str(gateway))))
+                change["gateway"] = str(gateway)
+            record = dataclasses.replace(cur, **change)  # type: ignore[arg-type]
+            if record == cur:
+                return cur
+            res = await self.store.txn(compares, [Put(kv.key, to_json(record))])
+            return record if res.succeeded else CONFLICT
+
+        return await retry(attempt, kind="network_update")
 
     async def delete(self, name: str, *, force: bool = False) -> int:
         """Delete the network; refused while it has endpoints unless `force`. Returns

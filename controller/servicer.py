@@ -96,6 +96,11 @@ class NetworkServicer(pbg.NetworkServiceServicer):
         nets, rev = await _call(context, self.core.networks.list)
         return pb.ListNetworksResponse(networks=[wire.network_to_pb(n) for n in nets], revision=rev)
 
+    async def UpdateNetwork(self, request: pb.UpdateNetworkRequest, context: grpc.aio.ServicerContext) -> pb.Network:
+        net = await _call(context, lambda: self.core.networks.update(wire.network_from_pb(request.network),
+                                                                     fields=tuple(request.update_mask)))
+        return wire.network_to_pb(net)
+
     async def DeleteNetwork(self, request: pb.DeleteNetworkRequest, context: grpc.aio.ServicerContext) -> pb.DeleteNetworkResponse:
         n = await _call(context, lambda: self.core.networks.delete(request.name, force=request.force))
         return pb.DeleteNetworkResponse(deleted_endpoints=n)
@@ -117,6 +122,11 @@ class EndpointServicer(pbg.EndpointServiceServicer):
         eps, rev = await _call(context, lambda: self.core.endpoints.list(
             network=request.network, host=request.host, name=request.name))
         return pb.ListEndpointsResponse(endpoints=[wire.endpoint_to_pb(e) for e in eps], revision=rev)
+
+    async def UpdateEndpoint(self, request: pb.UpdateEndpointRequest, context: grpc.aio.ServicerContext) -> pb.Endpoint:
+        ep = await _call(context, lambda: self.core.endpoints.update(wire.endpoint_from_pb(request.endpoint),
+                                                                     fields=tuple(request.update_mask)))
+        return wire.endpoint_to_pb(ep)
 
     async def DeleteEndpoint(self, request: pb.DeleteEndpointRequest, context: grpc.aio.ServicerContext) -> pb.DeleteEndpointResponse:
         await _call(context, lambda: self.core.endpoints.delete(request.network, request.name))

@@ -4,8 +4,9 @@
 switch and one namespace per host with its own agent process inside, then applies
 networks and containers through the controller's API and waits until every agent
 reports it has programmed the controller's current revision. On a running lab it
-applies only the difference. `Lab.down()` removes everything the lab made, also after
-a crash (it works from state.json and from the `vx-<lab>.` name prefix + marker).
+applies every difference, or refuses (lab/plan.py). `Lab.down()` removes everything
+the lab made, also after a crash (it works from state.json and from the `vx-<lab>.`
+name prefix + marker).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 from vxlab.client import Client
 from vxlab.errors import VxError
 from vxlab.errors import InvalidArgument
+from vxlab.lab import apply as lab_apply
 from vxlab.lab import plan as lab_plan
 from vxlab.lab import neigh, procs, underlay
 from vxlab.lab.plan import Step
@@ -90,18 +92,26 @@ class Lab:
         return self.state.controller is not None and self.state.controller.alive()
 
     # --- plan ----------------------------------------------------------------------
-    def plan(self, topo: Topology) -> list[Step]:
-        """What `up` would change, by comparing the topology with the running lab."""
-        live = self.call(lambda c: lab_plan.read_live(c, set(self.state.agents))) if self.running() \
+    def plan(self, topo: Topology, *, recreate: bool = False) -> lab_plan.Plan:
+        """What `up` would do, by comparing the topology with the running lab: its steps,
+        or why it refuses (`recreate`: networks may be deleted and created again)."""
+        live = self.call(lambda c: lab_plan.read_live(c, agents=set(self.state.agents),
+                                                      applied=self.state.topology)) if self.running() \
             else lab_plan.Live()
-        return lab_plan.plan(topo, live)
+        return lab_plan.plan(topo, live, recreate=recreate)
 
     # --- up --------------------------------------------------------------------------
-    def up(self, topo: Topology, *, progress: Callable[[str], None] = lambda s: None,
+    def up(self, topo: Topology, *, recreate: bool = False, planned: lab_plan.Plan | None = None,
+           progress: Callable[[str], None] = lambda s: None,
            notice: Callable[[str], None] | None = None) -> list[Step]:
-        """Make the lab what `topo` says; `progress` hears each step, `notice` (default:
-        `progress`) what a user should keep seeing (a machine-wide setting changed)."""
-        steps = self.plan(topo)
+        """Make the lab what `topo` says: the steps of `plan` (or `planned`, its result
+        just taken); a refused plan is a LabError and changes nothing. `progress` hears
+        each step, `notice` (default: `progress`) what a user should keep seeing (a
+        machine-wide setting changed)."""
+        planned = planned or self.plan(topo, recreate=recreate)
+        if planned.refused:
+            raise procs.LabError(planned.refusal)
+        steps = planned.steps
         self.topology = topo
         self.state.topology = to_dict(topo)
         self.state.save()
@@ -115,18 +125,33 @@ class Lab:
             progress("starting the controller")
             self.state.lease_ttl = lease_ttl_for(len(topo.hosts))
             procs.start_controller(self.state, lease_ttl=self.state.lease_ttl)
+        self._readdress(topo, steps)
         self._underlay(topo, progress)
         # New hosts are registered before their agents start, and the containers created
         # before too: each new agent then starts from one snapshot holding everything and
         # programs it in one pass, instead of every agent replaying every create.
         self._preregister(topo)
+        self._special_containers(topo, create=False)  # before an agent wants the name
         progress("applying networks and containers")
         self._apply(topo, steps)
         self._hosts(topo, progress)
-        self._special_containers(topo)
         progress("waiting for agents to converge")
         self.wait_converged(timeout=60 + 2 * len(topo.hosts))
+        self._special_containers(topo)  # after: an agent may just have removed its own by that name
         return steps
+
+    def _readdress(self, topo: Topology, steps: list[Step]) -> None:
+        """Hosts with a new underlay address: their agent stops, `eth0` gets the address,
+        and the agent starts again with it (in `_hosts`); containers are not touched."""
+        prefix_len = topo.underlay.subnet.split("/")[1]
+        for h in topo.hosts:
+            if any(s.kind == "host" and s.op == "~" and s.name == h.name for s in steps):
+                proc = self.state.agents.pop(h.name, None)  # `_hosts` starts it again
+                if proc:
+                    proc.stop()
+                self.state.save()
+                underlay.batch(["addr flush dev eth0", f"addr add {h.underlay_ip}/{prefix_len} dev eth0"],
+                               ns=self.host_ns(h.name))
 
     def _underlay(self, topo: Topology, progress: Callable[[str], None]) -> None:
         existing = set(underlay.netns_list())
@@ -146,12 +171,13 @@ class Lab:
             self.state.save()  # recorded before they exist: `down` finds half-made ones
             underlay.add_hosts(self.switch_ns, new, mark=mark, mtu=topo.underlay.mtu)
 
-    def _special_containers(self, topo: Topology) -> None:
+    def _special_containers(self, topo: Topology, *, create: bool = True) -> None:
         """`network_mode: none`: a namespace of the lab's own with only `lo`, nothing the
-        agent manages; `host`: the host's namespace itself (nothing to create)."""
+        agent manages; `host`: the host's namespace itself (nothing to create). Removes
+        the lab's namespaces no longer wanted, then (`create`) makes the missing ones."""
         want = {self.container_ns(c.host, c.name) for c in topo.containers if c.network_mode == "none"}
         existing = set(underlay.netns_list())
-        for ns in sorted(want - existing):
+        for ns in sorted(want - existing) if create else ():
             self.state.intend(ns)
             underlay.create_ns(ns, mark=lab_marker(self.name))
         for ns in sorted(existing - want):
@@ -199,7 +225,16 @@ class Lab:
                        f"{self.state.dir / 'logs'})", timeout=60 + len(want), interval=0.1)
 
     def _apply(self, topo: Topology, steps: list[Step]) -> None:
-        self.call(lambda c: lab_plan.apply(c, topo, steps))
+        gone = {s.name for s in steps if s.kind == "network" and s.op == "-"}
+        if not gone & {s.name for s in steps if s.kind == "network" and s.op == "+"}:
+            self.call(lambda c: lab_apply.apply(c, topo, steps))
+            return
+        # A network recreated: the agents take the old one down entirely (namespaces, NAT,
+        # policy tables) before the new one, by the same name, is created.
+        first = range(lab_plan.CONTROLLER.start, lab_plan.NETWORK_DEL + 1)
+        self.call(lambda c: lab_apply.apply(c, topo, steps, phases=first))
+        self.wait_converged(timeout=60 + 2 * len(topo.hosts))
+        self.call(lambda c: lab_apply.apply(c, topo, steps, phases=range(first.stop, lab_plan.CONTROLLER.stop)))
 
     def remove_host(self, host: str) -> None:
         proc = self.state.agents.pop(host, None)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Self
 
 import grpc
@@ -45,6 +45,7 @@ UNIX_SERVER_NAME = "localhost"
 RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 200),
                      ("grpc.max_reconnect_backoff_ms", 1000)]  # not min_…: that is also the connect timeout
 # Not repeated on another controller after a timeout: the first may have done it.
+# (UpdateNetwork and UpdateEndpoint set absolute values: doing one twice is doing it once.)
 _NOT_REPEATABLE = frozenset({"CreateNetwork", "CreateEndpoint", "DeleteNetwork", "DeleteEndpoint",
                              "CreatePolicy", "DeletePolicy"})
 _STUBS = {"host": pb_grpc.HostServiceStub, "network": pb_grpc.NetworkServiceStub,
@@ -250,6 +251,12 @@ class Client:
         r = await self._unary("network", "ListNetworks", pb.ListNetworksRequest())
         return [wire.network_from_pb(n) for n in r.networks]
 
+    async def update_network(self, net: Network, *, fields: Sequence[str] = ()) -> Network:
+        """Change `fields` (mtu, gateway, internal, labels; none given: all four) of the
+        network `net.name` to `net`'s values."""
+        request = pb.UpdateNetworkRequest(network=wire.network_to_pb(net), update_mask=list(fields))
+        return wire.network_from_pb(await self._unary("network", "UpdateNetwork", request))
+
     async def delete_network(self, name: str, *, force: bool = False) -> int:
         request = pb.DeleteNetworkRequest(name=name, force=force)
         r = await self._unary("network", "DeleteNetwork", request)
@@ -269,6 +276,11 @@ class Client:
         request = pb.ListEndpointsRequest(network=network, host=host, name=name)
         r = await self._unary("endpoint", "ListEndpoints", request)
         return [wire.endpoint_from_pb(e) for e in r.endpoints]
+
+    async def update_endpoint(self, ep: Endpoint, *, fields: Sequence[str] = ()) -> Endpoint:
+        """Change `fields` (labels) of the endpoint `ep.name` on `ep.network`."""
+        request = pb.UpdateEndpointRequest(endpoint=wire.endpoint_to_pb(ep), update_mask=list(fields))
+        return wire.endpoint_from_pb(await self._unary("endpoint", "UpdateEndpoint", request))
 
     async def delete_endpoint(self, network: str, name: str) -> None:
         request = pb.DeleteEndpointRequest(network=network, name=name)

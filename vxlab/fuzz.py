@@ -60,7 +60,11 @@ POOL = {"name": ["h1", "h2", "blue", "red", "web", "db"], "network": ["blue", "r
         "mac": ["", "02:00:00:00:00:01"], "id": [""],
         # policies (vxlab.policy): selectors, verdicts, protocols, ports
         "action": ["allow", "deny"], "protocol": ["", "any", "tcp", "icmp"], "ports": ["80", "8000-8099"],
-        "container": ["", "web", "db"], "label": ["", "tier=front"], "cidr": ["", "10.10.0.0/28"]}
+        "container": ["", "web", "db"], "label": ["", "tier=front"], "cidr": ["", "10.10.0.0/28"],
+        # updates in place: the fields that may change
+        "update_mask": ["mtu", "gateway", "internal", "labels"],
+        # "Message.field": for that message only (an overlay network names no host)
+        "Network.host": ["", "", "h1"]}
 INT_RANGES = {
     FieldDescriptor.TYPE_INT32: (-2**31, 2**31 - 1), FieldDescriptor.TYPE_SINT32: (-2**31, 2**31 - 1),
     FieldDescriptor.TYPE_INT64: (-2**63, 2**63 - 1), FieldDescriptor.TYPE_SINT64: (-2**63, 2**63 - 1),
@@ -84,10 +88,11 @@ def _field(f: FieldDescriptor, *, wild: bool) -> st.SearchStrategy[Any]:
     if f.message_type is not None:
         sub = message(f.message_type, wild=wild)
         return st.lists(sub, max_size=2) if f.is_repeated else sub
+    pool = POOL.get(f"{f.containing_type.name}.{f.name}", POOL.get(f.name, [""]))
     if f.type == FieldDescriptor.TYPE_STRING and f.is_repeated:
-        return st.lists(TEXT if wild else st.sampled_from(POOL.get(f.name, [""])), max_size=3)
+        return st.lists(TEXT if wild else st.sampled_from(pool), max_size=3)
     if f.type == FieldDescriptor.TYPE_STRING:
-        return TEXT if wild else st.sampled_from(POOL.get(f.name, [""]))
+        return TEXT if wild else st.sampled_from(pool)
     if f.type == FieldDescriptor.TYPE_BOOL:
         return st.booleans()
     if f.type in INT_RANGES:
@@ -156,10 +161,12 @@ class RpcTarget:
         self.loop.run_until_complete(self._seed())
 
     async def _seed(self) -> None:
-        """Two hosts and a network, so plausible endpoint requests can succeed too."""
+        """Two hosts and two networks, so plausible endpoint and policy requests can
+        succeed too (also after a plausible delete took one network)."""
         for name, ip in (("h1", "172.30.0.11"), ("h2", "172.30.0.12")):
             await self.core.hosts.register(Host(name=name, underlay_ip=ip))
         await self.core.networks.create(Network(name="blue", subnet="10.10.0.0/24"))
+        await self.core.networks.create(Network(name="red", subnet="10.30.0.0/24"))
 
     def close(self) -> None:
         tasks = asyncio.all_tasks(self.loop)  # the watch hub

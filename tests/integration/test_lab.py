@@ -113,7 +113,7 @@ containers:
     plan = vx(env, "up", str(bigger), "--dry-run")
     assert plan.returncode == 0
     lines = plan.stdout.splitlines()
-    assert "+ host h3  172.30.0.13" in lines and any(x.startswith("+ network red") for x in lines)
+    assert "+ host h3: 172.30.0.13" in lines and any(x.startswith("+ network red") for x in lines)
     assert any(x.startswith("- container db") for x in lines) and any(x.startswith("+ container cache") for x in lines)
     assert not any(x.startswith("+ container web") for x in lines)
     assert vx(env, "up", str(bigger)).returncode == 0

@@ -27,10 +27,13 @@ def up(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Topology file (YAML).")],
     lab: LabOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would change; change nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the steps up would take; change nothing.")] = False,
+    recreate: Annotated[bool, typer.Option("--recreate", help="Delete and create again a network whose subnet, VNI, "
+                                           "driver or host changed, with its endpoints and policies.")] = False,
     insecure: Annotated[bool, typer.Option("--insecure", help="No TLS anywhere in the lab (default: mutual TLS).")] = False,
 ) -> None:
-    """Bring a lab up from FILE, or apply only the difference to a running lab."""
+    """Bring a lab up from FILE, or apply every difference to a running lab (refused,
+    changing nothing, when a difference needs --recreate or cannot be applied)."""
     from vxlab.lab.lab import Lab
     from vxlab.lab.procs import LabError
     from vxlab.lab.topology import TopologyError, load
@@ -42,9 +45,11 @@ def up(
             fail(f"insecure: lab {the_lab.name} runs {'without' if the_lab.state.insecure else 'with'} TLS; "
                  "'down' it first to change that")
         the_lab.state.insecure = insecure
+        planned = the_lab.plan(topo, recreate=recreate)  # what --dry-run prints is what up does
+        if planned.refused:
+            fail(planned.refusal)
         if dry_run:
-            steps = the_lab.plan(topo)
-            typer.echo("\n".join(s.describe() for s in steps) if steps else "nothing to do")
+            typer.echo("\n".join(s.describe() for s in planned.steps) if planned.steps else "nothing to do")
             return
         console = Console(stderr=True)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -54,7 +59,7 @@ def up(
 
             def step(msg: str) -> None:
                 progress.update(task, description=f"lab {the_lab.name}: {msg}", advance=1)
-            the_lab.up(topo, progress=step, notice=lambda msg: progress.console.print(f"lab {the_lab.name}: {msg}"))
+            the_lab.up(topo, planned=planned, progress=step, notice=lambda msg: progress.console.print(f"lab {the_lab.name}: {msg}"))
             progress.update(task, completed=progress.tasks[0].total)
         _summary(the_lab)
     except (TopologyError, LabError, OSError) as e:

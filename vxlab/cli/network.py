@@ -1,4 +1,5 @@
-"""`vxlab network …`: create, list, inspect (docker-shaped JSON) and remove overlay networks."""
+"""`vxlab network …`: create, list, inspect (docker-shaped JSON), update in place and
+remove overlay networks."""
 
 from __future__ import annotations
 
@@ -126,6 +127,36 @@ def inspect(
         return [docker_network(by_name[n], endpoints=eps, hosts=host_map) for n in names]
 
     cli.print_json(cli.call(ctx, go))
+
+
+@app.command("update")
+def update(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The network to change.")],
+    mtu: Annotated[int | None, typer.Option(metavar="N", help="MTU 576..9216; 0 = underlay MTU - 50.")] = None,
+    gateway: Annotated[str | None, typer.Option(metavar="IP", help="Gateway in the subnet; '' = its first address.")] = None,
+    internal: Annotated[bool | None, typer.Option("--internal/--external", help="Cut off from, or give back, the outside.",
+                                                  show_default=False)] = None,
+    label: Annotated[list[str] | None, typer.Option(metavar="k=v", help="Label (repeatable): replaces every label.")] = None,
+    clear_labels: Annotated[bool, typer.Option("--clear-labels", help="Remove every label.")] = False,
+    as_json: JsonOpt = False,
+    lab: cli.LabOpt = None,
+) -> None:
+    """Change a network in place: MTU, gateway, internal, labels (agents apply it at once).
+    Subnet, VNI, driver and host cannot change: delete the network and create it again."""
+    given = {"mtu": mtu, "gateway": gateway, "internal": internal,
+             "labels": {} if clear_labels else cli.parse_labels(label) if label else None}
+    fields = [f for f, v in given.items() if v is not None]
+    if not fields:
+        cli.fail("update: nothing to change (give --mtu, --gateway, --internal/--external, --label or --clear-labels)")
+    wanted = Network(name=name, **{f: v for f, v in given.items() if v is not None})  # type: ignore[arg-type]
+
+    async def go(c: Client) -> tuple[Network, int]:
+        net = await c.update_network(wanted, fields=fields)
+        return net, len(await c.list_endpoints(network=name))
+
+    net, n = cli.call(ctx, go)
+    cli.output(as_json=as_json, data=dataclasses.asdict(net), columns=COLUMNS, rows=[network_row(net, endpoints=n)])
 
 
 @app.command("rm")

@@ -214,6 +214,14 @@ class ListNetworksResponse(_message.Message):
     revision: int
     def __init__(self, networks: _Optional[_Iterable[_Union[Network, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
 
+class UpdateNetworkRequest(_message.Message):
+    __slots__ = ("network", "update_mask")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    network: Network
+    update_mask: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, network: _Optional[_Union[Network, _Mapping]] = ..., update_mask: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class DeleteNetworkRequest(_message.Message):
     __slots__ = ("name", "force")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -259,6 +267,14 @@ class ListEndpointsResponse(_message.Message):
     endpoints: _containers.RepeatedCompositeFieldContainer[Endpoint]
     revision: int
     def __init__(self, endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class UpdateEndpointRequest(_message.Message):
+    __slots__ = ("endpoint", "update_mask")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    endpoint: Endpoint
+    update_mask: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, endpoint: _Optional[_Union[Endpoint, _Mapping]] = ..., update_mask: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DeleteEndpointRequest(_message.Message):
     __slots__ = ("network", "name")

@@ -293,6 +293,11 @@ class NetworkServiceStub:
                 request_serializer=vxlab_dot_v1_dot_vxlab__pb2.ListNetworksRequest.SerializeToString,
                 response_deserializer=vxlab_dot_v1_dot_vxlab__pb2.ListNetworksResponse.FromString,
                 _registered_method=True)
+        self.UpdateNetwork = channel.unary_unary(
+                '/vxlab.v1.NetworkService/UpdateNetwork',
+                request_serializer=vxlab_dot_v1_dot_vxlab__pb2.UpdateNetworkRequest.SerializeToString,
+                response_deserializer=vxlab_dot_v1_dot_vxlab__pb2.Network.FromString,
+                _registered_method=True)
         self.DeleteNetwork = channel.unary_unary(
                 '/vxlab.v1.NetworkService/DeleteNetwork',
                 request_serializer=vxlab_dot_v1_dot_vxlab__pb2.DeleteNetworkRequest.SerializeToString,
@@ -321,6 +326,12 @@ class NetworkServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteNetwork(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -344,6 +355,11 @@ def add_NetworkServiceServicer_to_server(servicer, server):
                     servicer.ListNetworks,
                     request_deserializer=vxlab_dot_v1_dot_vxlab__pb2.ListNetworksRequest.FromString,
                     response_serializer=vxlab_dot_v1_dot_vxlab__pb2.ListNetworksResponse.SerializeToString,
+            ),
+            'UpdateNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateNetwork,
+                    request_deserializer=vxlab_dot_v1_dot_vxlab__pb2.UpdateNetworkRequest.FromString,
+                    response_serializer=vxlab_dot_v1_dot_vxlab__pb2.Network.SerializeToString,
             ),
             'DeleteNetwork': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteNetwork,
@@ -443,6 +459,33 @@ class NetworkService:
             _registered_method=True)
 
     @staticmethod
+    def UpdateNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vxlab.v1.NetworkService/UpdateNetwork',
+            vxlab_dot_v1_dot_vxlab__pb2.UpdateNetworkRequest.SerializeToString,
+            vxlab_dot_v1_dot_vxlab__pb2.Network.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def DeleteNetwork(request,
             target,
             options=(),
@@ -494,6 +537,11 @@ class EndpointServiceStub:
                 request_serializer=vxlab_dot_v1_dot_vxlab__pb2.ListEndpointsRequest.SerializeToString,
                 response_deserializer=vxlab_dot_v1_dot_vxlab__pb2.ListEndpointsResponse.FromString,
                 _registered_method=True)
+        self.UpdateEndpoint = channel.unary_unary(
+                '/vxlab.v1.EndpointService/UpdateEndpoint',
+                request_serializer=vxlab_dot_v1_dot_vxlab__pb2.UpdateEndpointRequest.SerializeToString,
+                response_deserializer=vxlab_dot_v1_dot_vxlab__pb2.Endpoint.FromString,
+                _registered_method=True)
         self.DeleteEndpoint = channel.unary_unary(
                 '/vxlab.v1.EndpointService/DeleteEndpoint',
                 request_serializer=vxlab_dot_v1_dot_vxlab__pb2.DeleteEndpointRequest.SerializeToString,
@@ -522,6 +570,12 @@ class EndpointServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateEndpoint(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteEndpoint(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -545,6 +599,11 @@ def add_EndpointServiceServicer_to_server(servicer, server):
                     servicer.ListEndpoints,
                     request_deserializer=vxlab_dot_v1_dot_vxlab__pb2.ListEndpointsRequest.FromString,
                     response_serializer=vxlab_dot_v1_dot_vxlab__pb2.ListEndpointsResponse.SerializeToString,
+            ),
+            'UpdateEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateEndpoint,
+                    request_deserializer=vxlab_dot_v1_dot_vxlab__pb2.UpdateEndpointRequest.FromString,
+                    response_serializer=vxlab_dot_v1_dot_vxlab__pb2.Endpoint.SerializeToString,
             ),
             'DeleteEndpoint': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteEndpoint,
@@ -633,6 +692,33 @@ class EndpointService:
             '/vxlab.v1.EndpointService/ListEndpoints',
             vxlab_dot_v1_dot_vxlab__pb2.ListEndpointsRequest.SerializeToString,
             vxlab_dot_v1_dot_vxlab__pb2.ListEndpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vxlab.v1.EndpointService/UpdateEndpoint',
+            vxlab_dot_v1_dot_vxlab__pb2.UpdateEndpointRequest.SerializeToString,
+            vxlab_dot_v1_dot_vxlab__pb2.Endpoint.FromString,
             options,
             channel_credentials,
             insecure,
