@@ -24,7 +24,7 @@ from vxlab.client import Client
 from vxlab.errors import VxError
 from vxlab.errors import InvalidArgument
 from vxlab.lab import plan as lab_plan
-from vxlab.lab import neigh, procs, underlay
+from vxlab.lab import converge, doctor, neigh, procs, underlay
 from vxlab.lab.plan import Step
 from vxlab.lab.check import CheckResult, Probe, ping, run_check
 from vxlab.lab.state import LabState, Proc, check_lab_name, lab_dir, lab_marker, ns_prefix
@@ -100,7 +100,9 @@ class Lab:
     def up(self, topo: Topology, *, progress: Callable[[str], None] = lambda s: None,
            notice: Callable[[str], None] | None = None) -> list[Step]:
         """Make the lab what `topo` says; `progress` hears each step, `notice` (default:
-        `progress`) what a user should keep seeing (a machine-wide setting changed)."""
+        `progress`) what a user should keep seeing (a machine-wide setting changed, the
+        hosts whose agents cannot converge)."""
+        doctor.preflight()  # before anything is made: one line naming all that is missing
         steps = self.plan(topo)
         self.topology = topo
         self.state.topology = to_dict(topo)
@@ -125,7 +127,7 @@ class Lab:
         self._hosts(topo, progress)
         self._special_containers(topo)
         progress("waiting for agents to converge")
-        self.wait_converged(timeout=60 + 2 * len(topo.hosts))
+        self.wait_converged(timeout=60 + 2 * len(topo.hosts), tell=notice or progress)
         return steps
 
     def _underlay(self, topo: Topology, progress: Callable[[str], None]) -> None:
@@ -193,6 +195,9 @@ class Lab:
         progress("waiting for agents to register")
 
         def registered() -> bool:  # each agent's status file says so (no RPC per poll)
+            if dead := sorted(h for h in want if not self.state.agents[h].alive()):
+                raise procs.LabError(f"the agent of {', '.join(dead)} exited before registering "
+                                     f"(see {self.state.dir / 'logs'}/agent-{dead[0]}.log)")
             return all((a := self.agent_status(h)).get("registered") and a.get("pid") == self.state.agents[h].pid
                        for h in want)
         procs.wait_for(registered, "every agent to register (see the agent logs in "
@@ -221,14 +226,31 @@ class Lab:
         except (OSError, ValueError):
             return {}
 
-    def wait_converged(self, *, timeout: float = 60.0) -> int:
-        """Wait until every agent has programmed the controller's current revision."""
+    def wait_converged(self, *, timeout: float = 60.0, tell: Callable[[str], None] | None = None) -> int:
+        """Wait until every agent has programmed the controller's current revision. Gives
+        up at once when every agent's full pass fails; on giving up, `tell` hears one line
+        per host that is not done (its first error, or why it is behind)."""
         rev = self.call(lambda c: c.revision())
+        logs = str(self.state.dir / "logs")
+
+        def look() -> converge.Waiting:
+            agents = self.state.agents
+            return converge.waiting({h: self.agent_status(h) for h in agents}, revision=rev,
+                                    pids={h: p.pid for h, p in agents.items()},
+                                    alive={h: p.alive() for h, p in agents.items()})
 
         def done() -> bool:
-            return all((a := self.agent_status(h)).get("converged") and a.get("applied_revision", 0) >= rev
-                       for h in self.state.agents)
-        procs.wait_for(done, f"agents to converge at revision {rev}", timeout=timeout, interval=0.05)
+            w = look()
+            if stop := converge.all_failing(w, hosts=len(self.state.agents), revision=rev, logs=logs):
+                raise stop
+            return w.done
+        try:
+            procs.wait_for(done, f"agents to converge at revision {rev}", timeout=timeout, interval=0.05,
+                           explain=lambda: look().summary())
+        except procs.LabError as e:
+            for line in (e.waiting if isinstance(e, converge.NotConverged) else look()).lines():
+                (tell or (lambda s: None))(line)
+            raise
         return rev
 
     # --- looking -----------------------------------------------------------------------

@@ -1,0 +1,84 @@
+"""Why a lab's agents have not converged, from their status files.
+
+Each agent writes a status file after every pass (vxlab.agent.runner `status()`):
+`converged`, `applied_revision`, `revision` (what its cache holds) and `last_pass` with
+`full` and the pass's first `errors`. `waiting(...)` sorts the agents that are not done
+yet into the ones whose full pass fails (with the first error: a full pass dumped the
+kernel afresh, so the error is real and will not go away by itself) and the others
+(not converged yet, not running). `Lab.wait_converged` gives up as soon as every agent
+fails, and names the failing and lagging hosts when it times out while others converged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from vxlab.lab.procs import LabError
+
+SHOWN = 5  # hosts named in one message; the rest are counted
+SETTLED_S = 1.0
+
+
+@dataclass(frozen=True)
+class Waiting:
+    failing: dict[str, str]  # host -> its full pass's first error
+    behind: dict[str, str]   # host -> why it is not done yet (no error reported)
+
+    @property
+    def done(self) -> bool:
+        return not self.failing and not self.behind
+
+    def lines(self) -> list[str]:
+        """One line per host that is not done, failing ones first."""
+        return [f"{h}: {e}" for h, e in sorted(self.failing.items())] + \
+               [f"{h}: {w}" for h, w in sorted(self.behind.items())]
+
+    def summary(self) -> str:
+        lines = self.lines()
+        more = f"; and {len(lines) - SHOWN} more" if len(lines) > SHOWN else ""
+        return "; ".join(lines[:SHOWN]) + more
+
+
+class NotConverged(LabError):
+    """Agents that did not converge; `waiting` says which and why."""
+
+    def __init__(self, message: str, waiting: Waiting) -> None:
+        super().__init__(message)
+        self.waiting = waiting
+
+
+def waiting(statuses: Mapping[str, dict[str, Any]], *, revision: int, pids: Mapping[str, int],
+            alive: Mapping[str, bool], now: float | None = None) -> Waiting:
+    """Sort the agents (host -> its status file, its current pid, whether it runs) that
+    have not programmed `revision` yet. A failed full pass counts once the agent's cache
+    is at `revision`, or once its status is SETTLED_S old: changes the agent depends on
+    start a new pass at once, so a failure that stands that long stands for good (the
+    agent's next try is its next resync)."""
+    now = time.time() if now is None else now
+    failing, behind = {}, {}
+    for host, st in statuses.items():
+        if st.get("converged") and st.get("applied_revision", 0) >= revision:
+            continue
+        last = st.get("last_pass") or {}
+        if not alive.get(host, True):
+            behind[host] = "its agent is not running (see its log)"
+        elif st.get("pid") != pids.get(host):
+            behind[host] = "no status from its agent yet"
+        elif last.get("full") and last.get("errors") and (st.get("revision", 0) >= revision
+                                                          or now - st.get("time", now) >= SETTLED_S):
+            failing[host] = str(last["errors"][0])
+        else:
+            behind[host] = f"applied revision {st.get('applied_revision', 0)} of {revision}" + (
+                f" (its last pass: {last['errors'][0]})" if last.get("errors") else "")
+    return Waiting(failing, behind)
+
+
+def all_failing(w: Waiting, *, hosts: int, revision: int, logs: str) -> NotConverged | None:
+    """The error to stop with when the full pass of every one of the `hosts` agents fails."""
+    if not hosts or len(w.failing) < hosts:
+        return None
+    return NotConverged(f"agents cannot converge at revision {revision}: the full pass of every agent fails — "
+                        f"{w.summary()} (agent logs in {logs})", w)
