@@ -37,9 +37,14 @@ class Waiting:
                [f"{h}: {w}" for h, w in sorted(self.behind.items())]
 
     def summary(self) -> str:
-        lines = self.lines()
-        more = f"; and {len(lines) - SHOWN} more" if len(lines) > SHOWN else ""
-        return "; ".join(lines[:SHOWN]) + more
+        """Hosts with the same error named together: `h1, h2: <error>; h3: …`."""
+        groups: dict[str, list[str]] = {}
+        for host, why in [*sorted(self.failing.items()), *sorted(self.behind.items())]:
+            groups.setdefault(why, []).append(host)
+        parts = [", ".join(hosts[:SHOWN]) + (f" and {len(hosts) - SHOWN} more" if len(hosts) > SHOWN else "")
+                 + f": {why}" for why, hosts in groups.items()]
+        more = f"; and {len(parts) - SHOWN} more" if len(parts) > SHOWN else ""
+        return "; ".join(parts[:SHOWN]) + more
 
 
 class NotConverged(LabError):

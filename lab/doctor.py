@@ -140,7 +140,9 @@ def machine_rows(system: System) -> list[Row]:
     return [
         _row("machine", f"UDP {m.VXLAN_PORT}", m.udp_port(system), "a real agent on this machine",
              "labs are unaffected (their VTEPs live in namespaces); a real agent here would collide"),
-        _row("machine", "FORWARD policy", m.forward_drop(system), "nothing: labs keep traffic in namespaces"),
+        _row("machine", "FORWARD policy", m.forward_drop(system), "a real host's external access",
+             "labs are unaffected (their traffic stays in namespaces); a real host needs its uplinks "
+             "allowed in DOCKER-USER (not automated)"),
         _row("machine", "bridge-nf-call-iptables", m.bridge_nf(system),
              "nothing: agents set it in each network namespace"),
         _row("machine", "neighbour table", m.neighbour_table(system), "big labs (one ARP table for all namespaces)",
@@ -157,7 +159,7 @@ def root_row(system: System) -> Row:
 def vm_rows(system: System) -> list[Row]:
     return [
         _row("vm", "KVM (stock kernel)", vmcheck.kvm(system), "fast VM hosts",
-             "VM hosts use TCG (Python about 70x slower in the guest)"),
+             "VM hosts use TCG (Python ~70x slower)"),
         _row("vm", "9p", vmcheck.virtfs(system), "VM hosts' root filesystem (QEMU virtio-9p)",
              "apt-get install qemu-system-x86"),
     ]

@@ -26,8 +26,8 @@ _BOOTED = ("VFS: Unable to mount root", "Kernel panic", "Run /init", "Freeing un
 def _backend(system: System) -> str:
     mods = [m for m in ("kvm_intel", "kvm_amd", "kvm_pvm") if system.exists(f"/sys/module/{m}")]
     if mods == ["kvm_pvm"]:
-        return "/dev/kvm is served by kvm_pvm only (PVM: a stock guest kernel hangs under it)"
-    return f"/dev/kvm is served by {', '.join(mods)}" if mods else "no KVM module listed in /sys/module"
+        return "/dev/kvm is kvm_pvm only (stock kernels hang under PVM)"
+    return f"/dev/kvm is {', '.join(mods)}" if mods else "no KVM module in /sys/module"
 
 
 def guest_kernel() -> str | None:

@@ -24,7 +24,7 @@ def test_every_full_pass_failing_stops_the_wait_with_one_line_per_host():
     assert w.lines() == [f"h1: {NFT}", f"h2: {NFT}"]
     stop = converge.all_failing(w, hosts=2, revision=9, logs="/run/x/logs")
     assert isinstance(stop, converge.NotConverged) and stop.waiting is w
-    assert str(stop).startswith("agents cannot converge at revision 9: the full pass of every agent fails — h1: ")
+    assert str(stop).startswith(f"agents cannot converge at revision 9: the full pass of every agent fails — h1, h2: {NFT}")
     assert str(stop).endswith("(agent logs in /run/x/logs)")
 
 
@@ -52,7 +52,10 @@ def test_a_stale_status_of_an_earlier_agent_or_a_dead_agent_is_behind():
     assert converge.all_failing(w, hosts=2, revision=9, logs="") is None
 
 
-def test_converged_is_done_and_long_lists_are_cut():
+def test_converged_is_done_and_hosts_with_the_same_error_are_named_together():
     assert look({"h1": status(1, converged=True, applied=9)}).done
-    many = look({f"h{i:02}": status(i, errors=(NFT,)) for i in range(8)})
-    assert many.summary().endswith("; and 3 more") and many.summary().count(NFT) == converge.SHOWN
+    same = look({f"h{i:02}": status(i, errors=(NFT,)) for i in range(8)})
+    assert same.summary() == f"h00, h01, h02, h03, h04 and 3 more: {NFT}"
+    assert len(same.lines()) == 8  # for people: still one line per host
+    many = look({f"h{i:02}": status(i, errors=(f"error {i}",)) for i in range(8)})
+    assert many.summary().endswith("; and 3 more") and many.summary().count("error") == converge.SHOWN
