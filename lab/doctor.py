@@ -125,7 +125,7 @@ def kernel_rows(system: System, features: tuple[str, ...] | None = None) -> list
     rows = []
     for name, found in kernelcheck.probe(system, features).items():
         enables, required, option, module, instead = KERNEL[name]
-        fix = "" if found.state == "ok" else "; or ".join(x for x in (
+        fix = "" if found.state != "absent" else "; or ".join(x for x in (  # failing or untested: the detail says why
             instead, f"modprobe {module}" if modules and module else "", f"a kernel with {option}") if x)
         rows.append(_row("kernel", name, found, enables, fix, required))
     return rows

@@ -248,8 +248,9 @@ class Lab:
             procs.wait_for(done, f"agents to converge at revision {rev}", timeout=timeout, interval=0.05,
                            explain=lambda: look().summary())
         except procs.LabError as e:
-            for line in (e.waiting if isinstance(e, converge.NotConverged) else look()).lines():
-                (tell or (lambda s: None))(line)
+            if tell is not None:
+                for line in (e.waiting if isinstance(e, converge.NotConverged) else look()).lines():
+                    tell(line)
             raise
         return rev
 

@@ -105,6 +105,8 @@ def test_kernel_probe_tells_absent_from_failing_and_always_removes_its_namespace
     assert made.startswith("vxd") and system.ran[-1] == ["ip", "netns", "delete", made]
     rows = by_name(doctor.kernel_rows(system))  # type: ignore[arg-type]
     assert rows["bridge"].blocker and not rows["sch_netem"].blocker
+    assert rows["bridge"].fix == "" and rows["bridge"].short() == (
+        "bridge failed (ip: RTNETLINK answers: Operation not permitted)")  # not "install a kernel"
 
 
 def test_a_missing_tool_leaves_its_features_untested_not_absent():
@@ -230,3 +232,19 @@ def test_cli_json(monkeypatch):
     data = json.loads(result.stdout)
     assert data["lab_can_run"] is True and data["machine"]["cores"] >= 1
     assert {"group", "name", "state", "detail", "enables", "fix", "required", "blocker"} <= set(data["rows"][0])
+
+
+def test_the_real_system_never_raises_and_never_hangs(tmp_path):
+    """Our one adapter to the machine: a missing command and a command that does not
+    finish in time are answers, not exceptions."""
+    from vxlab.lab.sysprobe import System
+
+    import shutil
+
+    (tmp_path / "slow").write_text(f"#!/bin/sh\nexec {shutil.which('sleep')} 30\n")
+    (tmp_path / "slow").chmod(0o755)
+    system = System(path=str(tmp_path))
+    assert system.which("slow") == str(tmp_path / "slow") and system.which("nft") is None
+    assert system.run(["nft", "--version"]) == Ran(None, err="nft: not found")
+    late = system.run(["slow"], timeout=0.2)
+    assert late.rc is None and "no answer within 0.2s" in late.why()
