@@ -5,21 +5,24 @@ Each agent writes a status file after every pass (vxlab.agent.runner `status()`)
 `full` and the pass's first `errors`. `waiting(...)` sorts the agents that are not done
 yet into the ones whose full pass fails (with the first error: a full pass dumped the
 kernel afresh, so the error is real and will not go away by itself) and the others
-(not converged yet, not running). `Lab.wait_converged` gives up as soon as every agent
-fails, and names the failing and lagging hosts when it times out while others converged.
+(not converged yet, not running). `wait` (what `Lab.wait_converged` runs) gives up as
+soon as every agent fails, and names the failing and lagging hosts when it times out
+while others converged.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vxlab.lab.procs import LabError
+from vxlab.lab.procs import LabError, wait_for
+from vxlab.lab.state import Proc
 
 SHOWN = 5  # hosts named in one message; the rest are counted
 SETTLED_S = 1.0
+LOOK_EVERY_S = 0.25  # how often a waiting lab sorts its agents (a poll only asks "all converged?")
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,11 @@ class NotConverged(LabError):
         self.waiting = waiting
 
 
+def programmed(status: dict[str, Any], revision: int) -> bool:
+    """The agent of this status file has programmed `revision` (or later)."""
+    return bool(status.get("converged")) and status.get("applied_revision", 0) >= revision
+
+
 def waiting(statuses: Mapping[str, dict[str, Any]], *, revision: int, pids: Mapping[str, int],
             alive: Mapping[str, bool], now: float | None = None) -> Waiting:
     """Sort the agents (host -> its status file, its current pid, whether it runs) that
@@ -65,7 +73,7 @@ def waiting(statuses: Mapping[str, dict[str, Any]], *, revision: int, pids: Mapp
     now = time.time() if now is None else now
     failing, behind = {}, {}
     for host, st in statuses.items():
-        if st.get("converged") and st.get("applied_revision", 0) >= revision:
+        if programmed(st, revision):
             continue
         last = st.get("last_pass") or {}
         if not alive.get(host, True):
@@ -87,3 +95,34 @@ def all_failing(w: Waiting, *, hosts: int, revision: int, logs: str) -> NotConve
         return None
     return NotConverged(f"agents cannot converge at revision {revision}: the full pass of every agent fails — "
                         f"{w.summary()} (agent logs in {logs})", w)
+
+
+def wait(agents: Mapping[str, Proc], status: Callable[[str], dict[str, Any]], *, revision: int, timeout: float,
+         logs: str, tell: Callable[[str], None] | None = None) -> None:
+    """Wait until every one of `agents` (host -> process; `status(host)` reads its status
+    file) has programmed `revision`. Gives up at once when every agent's full pass fails
+    (NotConverged); on a timeout the LabError names the hosts not done. Either way `tell`
+    hears one line per such host first."""
+    def look() -> Waiting:
+        return waiting({h: status(h) for h in agents}, revision=revision, pids={h: p.pid for h, p in agents.items()},
+                       alive={h: p.alive() for h, p in agents.items()})
+
+    next_look = time.monotonic() + LOOK_EVERY_S
+
+    def done() -> bool:
+        nonlocal next_look
+        if all(programmed(status(h), revision) for h in agents):
+            return True
+        if time.monotonic() >= next_look:  # why not, less often: it reads every status and every pid
+            next_look = time.monotonic() + LOOK_EVERY_S
+            if stop := all_failing(look(), hosts=len(agents), revision=revision, logs=logs):
+                raise stop
+        return False
+    try:
+        wait_for(done, f"agents to converge at revision {revision}", timeout=timeout, interval=0.05,
+                 explain=lambda: look().summary())
+    except LabError as e:
+        if tell is not None:
+            for line in (e.waiting if isinstance(e, NotConverged) else look()).lines():
+                tell(line)
+        raise

@@ -231,27 +231,8 @@ class Lab:
         up at once when every agent's full pass fails; on giving up, `tell` hears one line
         per host that is not done (its first error, or why it is behind)."""
         rev = self.call(lambda c: c.revision())
-        logs = str(self.state.dir / "logs")
-
-        def look() -> converge.Waiting:
-            agents = self.state.agents
-            return converge.waiting({h: self.agent_status(h) for h in agents}, revision=rev,
-                                    pids={h: p.pid for h, p in agents.items()},
-                                    alive={h: p.alive() for h, p in agents.items()})
-
-        def done() -> bool:
-            w = look()
-            if stop := converge.all_failing(w, hosts=len(self.state.agents), revision=rev, logs=logs):
-                raise stop
-            return w.done
-        try:
-            procs.wait_for(done, f"agents to converge at revision {rev}", timeout=timeout, interval=0.05,
-                           explain=lambda: look().summary())
-        except procs.LabError as e:
-            if tell is not None:
-                for line in (e.waiting if isinstance(e, converge.NotConverged) else look()).lines():
-                    tell(line)
-            raise
+        converge.wait(self.state.agents, self.agent_status, revision=rev, timeout=timeout,
+                      logs=str(self.state.dir / "logs"), tell=tell)
         return rev
 
     # --- looking -----------------------------------------------------------------------
