@@ -26,7 +26,7 @@ from vxlab.errors import VxError
 from vxlab.errors import InvalidArgument
 from vxlab.lab import apply as lab_apply
 from vxlab.lab import plan as lab_plan
-from vxlab.lab import neigh, procs, underlay
+from vxlab.lab import converge, doctor, neigh, procs, underlay
 from vxlab.lab.plan import Step
 from vxlab.lab.check import CheckResult, Probe, ping, run_check
 from vxlab.lab.state import LabState, Proc, check_lab_name, lab_dir, lab_marker, ns_prefix
@@ -107,7 +107,8 @@ class Lab:
         """Make the lab what `topo` says: the steps of `plan` (or `planned`, its result
         just taken); a refused plan is a LabError and changes nothing. `progress` hears
         each step, `notice` (default: `progress`) what a user should keep seeing (a
-        machine-wide setting changed)."""
+        machine-wide setting changed, the hosts whose agents cannot converge)."""
+        doctor.preflight()  # before anything is made: one line naming all that is missing
         planned = planned or self.plan(topo, recreate=recreate)
         if planned.refused:
             raise procs.LabError(planned.refusal)
@@ -136,7 +137,7 @@ class Lab:
         self._apply(topo, steps)
         self._hosts(topo, progress)
         progress("waiting for agents to converge")
-        self.wait_converged(timeout=60 + 2 * len(topo.hosts))
+        self.wait_converged(timeout=60 + 2 * len(topo.hosts), tell=notice or progress)
         self._special_containers(topo)  # after: an agent may just have removed its own by that name
         return steps
 
@@ -219,6 +220,9 @@ class Lab:
         progress("waiting for agents to register")
 
         def registered() -> bool:  # each agent's status file says so (no RPC per poll)
+            if dead := sorted(h for h in want if not self.state.agents[h].alive()):
+                raise procs.LabError(f"the agent of {', '.join(dead)} exited before registering "
+                                     f"(see {self.state.dir / 'logs'}/agent-{dead[0]}.log)")
             return all((a := self.agent_status(h)).get("registered") and a.get("pid") == self.state.agents[h].pid
                        for h in want)
         procs.wait_for(registered, "every agent to register (see the agent logs in "
@@ -256,14 +260,13 @@ class Lab:
         except (OSError, ValueError):
             return {}
 
-    def wait_converged(self, *, timeout: float = 60.0) -> int:
-        """Wait until every agent has programmed the controller's current revision."""
+    def wait_converged(self, *, timeout: float = 60.0, tell: Callable[[str], None] | None = None) -> int:
+        """Wait until every agent has programmed the controller's current revision. Gives
+        up at once when every agent's full pass fails; on giving up, `tell` hears one line
+        per host that is not done (its first error, or why it is behind)."""
         rev = self.call(lambda c: c.revision())
-
-        def done() -> bool:
-            return all((a := self.agent_status(h)).get("converged") and a.get("applied_revision", 0) >= rev
-                       for h in self.state.agents)
-        procs.wait_for(done, f"agents to converge at revision {rev}", timeout=timeout, interval=0.05)
+        converge.wait(self.state.agents, self.agent_status, revision=rev, timeout=timeout,
+                      logs=str(self.state.dir / "logs"), tell=tell)
         return rev
 
     # --- looking -----------------------------------------------------------------------

@@ -17,6 +17,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from vxlab import pki
@@ -147,7 +148,9 @@ def agent_status_path(state: LabState, host: str) -> Path:
 
 
 def wait_for(cond, what: str, *, timeout: float = 30.0, alive: Proc | None = None,  # type: ignore[no-untyped-def]
-             interval: float = 0.02) -> None:
+             interval: float = 0.02, explain: Callable[[], str] | None = None) -> None:
+    """Poll `cond()` until it is true. `cond` may raise to give up early (a LabError that
+    says why); `explain()` adds what is still missing to the timeout's message."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
@@ -155,4 +158,5 @@ def wait_for(cond, what: str, *, timeout: float = 30.0, alive: Proc | None = Non
         if alive is not None and not alive.alive():
             raise LabError(f"gave up waiting for {what}: the process exited")
         time.sleep(interval)
-    raise LabError(f"timed out after {timeout:.0f}s waiting for {what}")
+    why = explain() if explain is not None else ""
+    raise LabError(f"timed out after {timeout:.0f}s waiting for {what}" + (f": {why}" if why else ""))

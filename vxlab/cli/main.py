@@ -338,3 +338,6 @@ app.add_typer(policy_cli.app, name="policy")
 from vxlab.cli import fuzz as fuzz_cli  # noqa: E402
 
 app.command("fuzz")(fuzz_cli.fuzz)
+from vxlab.cli import doctor as doctor_cli  # noqa: E402
+
+app.command("doctor")(doctor_cli.doctor)
