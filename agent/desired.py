@@ -8,27 +8,39 @@ only objects the agent owns, so the planner can diff the two field by field:
   = this host's underlay IP, learning off, ARP proxy on), the bridge-side veth end of
   each local endpoint, and for every endpoint on a *live remote* host a static FDB
   entry (MAC -> that host's VTEP) and a permanent neighbour entry (IP -> MAC), and
-  the network's policy rules that apply to its local endpoints (policy_nft.py);
+  the network's policy rules that apply to its local endpoints (policy_nft.py); on a
+  non-internal network the gateway on the bridge, the uplink and its NAT (nat.py);
 - a container namespace per local container: one interface per network, with the
   endpoint's MAC and address, and a default route via the gateway of its first
   non-internal network.
 
 Interface names inside a container are kept when they exist (`actual`), so adding or
-removing a network never renames eth0; new interfaces take the lowest free ethN.
+removing a network never renames eth0; new interfaces take the lowest free ethN (an
+unmarked one, left by a pass stopped between creating and marking it, is not taken:
+it gets its name again and is adopted). Uplink addresses likewise: an uplink is a veth
+between the network's namespace and this host's, so its /30 must be unique on this
+host only; the one an uplink has (`actual`) is kept, a new one takes the lowest free
+/30 (names.UPLINK_BLOCKS). A restarted agent thus adopts every uplink without a
+write, and two networks never share one, whatever their VNIs.
+
+`desired_agent_ns`: what the agent's own namespace should hold (allow-list, NAT, the
+uplinks' host ends).
 """
 
 from __future__ import annotations
 
 import ipaddress
-import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 
-from vxlab.agent import policy_nft
+from vxlab.agent import nat, policy_nft, vtep
 from vxlab.agent.cache import StateCache
-from vxlab.agent.kernel import Fdb, Link, Namespace, Neigh, Route
-from vxlab.agent.names import VXLAN_OVERHEAD, VXLAN_PORT, Naming
+from vxlab.agent.kernel import MARK, UPLINK_MARK, AgentNs, Fdb, Link, Namespace, Neigh, Route
+from vxlab.agent.names import UPLINK_BLOCKS, VXLAN_OVERHEAD, VXLAN_PORT, Naming
 from vxlab.model import Endpoint, Network
+
+
+_BLOCKS = frozenset(UPLINK_BLOCKS)
 
 
 @dataclass(frozen=True)
@@ -67,8 +79,29 @@ def _remote_entries(net: Network, vxlan: str, state: StateCache, me: HostInfo,
     return fdb, neigh
 
 
+def _uplink_blocks(nets: list[Network], me: HostInfo, actual: dict[str, Namespace]) -> dict[str, int]:
+    """network -> the /30 of its uplink: the one it has (the first network by name keeps
+    a /30 two of them have), else the lowest free one."""
+    n = me.naming
+    out: dict[str, int] = {}
+    for net in sorted(nets, key=lambda x: x.name):
+        have = actual.get(n.network_ns(net.name))
+        found = [Naming.uplink_block(c) for d, c in (have.addrs if have else ()) if d == n.UPLINK]
+        if found and found[0] in _BLOCKS and found[0] not in out.values():
+            out[net.name] = found[0]
+    used = set(out.values())
+    free = (b for b in UPLINK_BLOCKS if b not in used)
+    for net in sorted(nets, key=lambda x: x.name):
+        if net.name not in out:
+            block = next(free, None)
+            if block is None:
+                raise ValueError("no free uplink /30 in 169.254.0.0/16 on this host")
+            out[net.name] = block
+    return out
+
+
 def _network_ns(net: Network, local: list[Endpoint], state: StateCache, me: HostInfo,
-                assume_alive: frozenset[str]) -> Namespace:
+                assume_alive: frozenset[str], uplink: int | None) -> Namespace:
     n = me.naming
     mtu = overlay_mtu(net, me)
     bridge, vxlan = n.bridge(net.name), n.vxlan(net.name)
@@ -83,24 +116,27 @@ def _network_ns(net: Network, local: list[Endpoint], state: StateCache, me: Host
     fdb, neigh = _remote_entries(net, vxlan, state, me, assume_alive) if overlay else (set(), set())
     addrs: set[tuple[str, str]] = set()
     routes: set[Route] = set()
-    if not net.internal and net.gateway:
+    masquerade = None
+    if uplink is not None:
         # The gateway lives on the bridge on every host (a distributed gateway); traffic
         # for the outside leaves through the uplink, NATed (see Kernel.add_uplink).
         prefix = ipaddress.IPv4Network(net.subnet).prefixlen
-        host_ip, ns_ip = n.uplink_addresses(net.vni or zlib.crc32(net.name.encode()))
+        host_ip, ns_ip = n.uplink_addresses(uplink)
         links[n.UPLINK] = Link(n.UPLINK, "veth", alias=n.uplink_alias(net.name), mtu=mtu, up=True)
         addrs |= {(bridge, f"{net.gateway}/{prefix}"), (n.UPLINK, f"{ns_ip}/30")}
         routes.add(Route("default", host_ip, n.UPLINK))
+        masquerade = nat.network(net.subnet)
     policy = policy_nft.build(net.name, local, state.endpoints.values(), state.policies.values()) \
         if state.policies else None
     return Namespace(n.network_ns(net.name), n.network_marker(net.name), links, frozenset(addrs),
-                     frozenset(routes), fdb=frozenset(fdb), neigh=frozenset(neigh), policy=policy)
+                     frozenset(routes), fdb=frozenset(fdb), neigh=frozenset(neigh), policy=policy, nat=masquerade)
 
 
 def _container_ns(name: str, eps: list[Endpoint], state: StateCache, me: HostInfo,
                   actual: Namespace | None) -> Namespace:
     n = me.naming
-    existing = {link.alias: link.name for link in (actual.links.values() if actual else ())}
+    existing = {link.alias: link.name for link in (actual.links.values() if actual else ())
+                if link.alias.startswith(MARK) and link.name != "lo"}
     taken = set(existing.values())
     links: dict[str, Link] = {}
     addrs: set[tuple[str, str]] = set()
@@ -134,10 +170,27 @@ def desired_state(state: StateCache, me: HostInfo, actual: dict[str, Namespace] 
             by_network[ep.network].append(ep)
             by_container[ep.name].append(ep)
     out: dict[str, Namespace] = {}
+    blocks = _uplink_blocks([state.networks[name] for name in by_network
+                             if not state.networks[name].internal and state.networks[name].gateway], me, actual)
     for net_name, local in by_network.items():
-        ns = _network_ns(state.networks[net_name], local, state, me, assume_alive)
+        ns = _network_ns(state.networks[net_name], local, state, me, assume_alive, blocks.get(net_name))
         out[ns.name] = ns
     for name, eps in by_container.items():
         ns_name = me.naming.container_ns(name)
         out[ns_name] = _container_ns(name, eps, state, me, actual.get(ns_name))
     return out
+
+
+def desired_agent_ns(state: StateCache, me: HostInfo, desired: dict[str, Namespace]) -> AgentNs:
+    """The agent's own namespace: the allow-list of every known host and this one, the
+    NAT table while any network has an uplink, and each uplink's host end with its
+    address (the far end of the network namespace's default route)."""
+    vteps = vtep.desired_filter({h.name: h.underlay_ip for h in state.hosts.values()},
+                                me_ip=me.underlay_ip, port=me.vxlan_port)
+    uplinks = {}
+    for ns in desired.values():
+        link = ns.links.get(Naming.UPLINK)
+        if link is not None:
+            host_ip = next(r.gateway for r in ns.routes if r.dev == link.name)
+            uplinks[Naming.uplink_host(link.alias[len(UPLINK_MARK):])] = frozenset({f"{host_ip}/30"})
+    return AgentNs(vteps, nat.host(desired.values()), uplinks)

@@ -2,8 +2,10 @@
 
 Behaves like NetlinkKernel where the reconciler can tell: ensure-style adds that write
 nothing when the object is already right, deletes of missing objects that are no
-error, `Foreign` for unmarked objects in the way, veth pairs that vanish together,
-and a write counter per method.
+error, `Foreign` for unmarked objects in the way, `adopt_link` only in a namespace with
+the given marker, veth pairs that vanish together, `interrupt` leaving an unmarked
+object behind, and a write counter per method. The agent's own namespace holds the
+allow-list, the NAT table and the uplinks' host ends (`own`).
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from vxlab.agent.kernel import (MARK, Fdb, Foreign, Kernel, KernelError, Link, Namespace, Neigh, PolicyTable, Route,
-                               Underlay, VtepFilter)
+from vxlab.agent.kernel import (MARK, UPLINK_MARK, AgentNs, Fdb, Foreign, Kernel, KernelError, Link, Namespace, Nat, Neigh,
+                               PolicyTable, Route, Underlay, VtepFilter)
 
 
 @dataclass
@@ -25,6 +27,7 @@ class _Ns:
     fdb: dict[tuple[str, str], Fdb] = field(default_factory=dict)
     neigh: dict[tuple[str, str], Neigh] = field(default_factory=dict)
     policy: PolicyTable | None = None
+    nat: Nat | None = None
 
 
 class FakeKernel(Kernel):
@@ -34,8 +37,12 @@ class FakeKernel(Kernel):
         self._underlay = underlay
         self.peers: dict[tuple[str, str], tuple[str, str]] = {}  # veth end -> other end
         self.vteps: VtepFilter | None = None  # the allow-list table of the agent's namespace
+        self.own = _Ns("")  # the agent's namespace: uplink host ends (links, addrs) and its NAT table
 
     def _get(self, ns: str) -> _Ns:
+        """Namespace `ns`; "" is the agent's own."""
+        if not ns:
+            return self.own
         if ns not in self.ns:
             raise KernelError(f"namespace {ns}: does not exist")
         return self.ns[ns]
@@ -43,15 +50,17 @@ class FakeKernel(Kernel):
     def dump(self, prefix: str) -> dict[str, Namespace]:
         return {
             name: Namespace(name, n.marker, dict(n.links), frozenset(n.addrs), frozenset(n.routes),
-                            frozenset(n.fdb.values()), frozenset(n.neigh.values()), n.policy)
+                            frozenset(n.fdb.values()), frozenset(n.neigh.values()), n.policy, n.nat)
             for name, n in self.ns.items() if name.startswith(prefix)
         }
 
+    def agent_ns(self) -> AgentNs:
+        uplinks = {name: frozenset(c for d, c in self.own.addrs if d == name) for name, link in self.own.links.items()
+                   if link.alias.startswith(UPLINK_MARK)}
+        return AgentNs(self.vteps, self.own.nat, uplinks)
+
     def underlay(self, *, ip: str = "", dev: str = "", towards: Sequence[str] = ()) -> Underlay:
         return self._underlay
-
-    def vtep_filter(self) -> VtepFilter | None:
-        return self.vteps
 
     def set_vtep_filter(self, want: VtepFilter) -> None:
         if self.vteps != want:
@@ -69,6 +78,18 @@ class FakeKernel(Kernel):
         if n is not None and n.policy is not None:
             n.policy = None
             self.writes["delete_policy"] += 1
+
+    def set_nat(self, ns: str, want: Nat) -> None:
+        n = self._get(ns)
+        if n.nat != want:
+            n.nat = want
+            self.writes["set_nat"] += 1
+
+    def delete_nat(self, ns: str) -> None:
+        n = self.own if not ns else self.ns.get(ns)
+        if n is not None and n.nat is not None:
+            n.nat = None
+            self.writes["delete_nat"] += 1
 
     def delete_vtep_filter(self) -> None:
         if self.vteps is not None:
@@ -89,6 +110,8 @@ class FakeKernel(Kernel):
             for end, other in list(self.peers.items()):
                 if end[0] == name:
                     self._drop_link(*other)
+                    self.peers.pop(end, None)
+                    self.peers.pop(other, None)
             self.writes["delete_netns"] += 1
 
     def _ensure(self, ns: str, link: Link, method: str) -> None:
@@ -103,8 +126,10 @@ class FakeKernel(Kernel):
             return
         if cur is not None:
             self.delete_link(ns, link.name)
-        n.links[link.name] = link
+        n.links[link.name] = dataclasses.replace(link, alias="", up=False)  # created, not yet marked
         self.writes[method] += 1
+        self._interrupted(method, f"{link.kind} {link.name}")
+        n.links[link.name] = link
 
     def add_bridge(self, ns: str, name: str, *, mtu: int, alias: str) -> None:
         self._ensure(ns, Link(name, "bridge", alias=alias, mtu=mtu, up=True), "add_bridge")
@@ -118,24 +143,76 @@ class FakeKernel(Kernel):
                  peer_mac: str, peer_alias: str) -> None:
         n, p = self._get(ns), self._get(peer_ns)
         want = Link(name, "veth", alias=alias, mtu=mtu, up=True, master=master)
-        if name in n.links and (ns, name) in self.peers:
-            self._ensure(ns, want, "add_veth")
+        cur = n.links.get(name)
+        if cur is not None and not cur.alias.startswith(MARK):
+            raise Foreign(f"{ns}/{name}: exists and is not ours")
+        if cur is not None and cur.kind != "veth":
+            self.delete_link(ns, name)
+        elif cur is not None:  # fixed in place, like NetlinkKernel's `_fix`, both ends
+            peer = Link(peer_name, "veth", alias=peer_alias, mac=peer_mac, mtu=mtu, up=True)
+            ends = [(n, want)] + ([(p, peer)] if p.links.get(peer_name, peer).alias.startswith(MARK) else [])
+            for links, end in ((x.links, e) for x, e in ends):
+                if end.name in links and links[end.name] != end:
+                    links[end.name] = end
+                    self.writes["add_veth"] += 1
             return
         if peer_name in p.links:
             raise KernelError(f"{peer_ns}/{peer_name}: exists")
-        n.links[name] = want
-        p.links[peer_name] = Link(peer_name, "veth", alias=peer_alias, mac=peer_mac, mtu=mtu, up=True)
+        n.links[name] = Link(name, "veth", mtu=mtu)  # created, not yet marked
+        p.links[peer_name] = Link(peer_name, "veth", mac=peer_mac, mtu=mtu)
         self.peers[(ns, name)] = (peer_ns, peer_name)
         self.peers[(peer_ns, peer_name)] = (ns, name)
         self.writes["add_veth"] += 1
+        self._interrupted("add_veth", f"veth {name}")
+        n.links[name] = want
+        p.links[peer_name] = Link(peer_name, "veth", alias=peer_alias, mac=peer_mac, mtu=mtu, up=True)
 
-    def add_uplink(self, ns: str, name: str, *, alias: str, mtu: int, host_name: str, host_cidr: str,
-                   masquerade: str) -> None:
-        self._ensure(ns, Link(name, "veth", alias=alias, mtu=mtu, up=True), "add_uplink")
-        self.uplinks = {**getattr(self, "uplinks", {}), ns: (host_name, host_cidr, masquerade)}
+    def add_uplink(self, ns: str, name: str, *, alias: str, mtu: int, host_name: str, host_cidr: str) -> None:
+        """Like NetlinkKernel: made and marked in `ns`, the host end then moved out."""
+        n = self._get(ns)
+        host, inside = self.own.links.get(host_name), n.links.get(host_name)
+        for cur in (host, inside, n.links.get(name)):
+            if cur is not None and not cur.alias.startswith(MARK):
+                raise Foreign(f"{host_name}/{name}: exists and is not ours")
+        if host is None and inside is None:
+            self.delete_link(ns, name)
+            n.links[host_name] = Link(host_name, "veth", mtu=mtu)
+            n.links[name] = Link(name, "veth", mtu=mtu)
+            self.peers[(ns, host_name)], self.peers[(ns, name)] = (ns, name), (ns, host_name)
+            self.writes["add_uplink"] += 1
+            self._interrupted("add_uplink", f"veth {host_name}")
+            n.links[host_name] = Link(host_name, "veth", alias=alias, mtu=mtu)
+            n.links[name] = Link(name, "veth", alias=alias, mtu=mtu)
+            inside = n.links[host_name]
+        if inside is not None:  # move the host end out
+            del n.links[host_name]
+            self.own.links[host_name] = inside
+            self.peers.pop((ns, host_name))
+            self.peers[("", host_name)], self.peers[(ns, name)] = (ns, name), ("", host_name)
+            self.writes["add_uplink"] += 1
+        for links, end in ((self.own.links, host_name), (n.links, name)):
+            want = Link(end, "veth", alias=alias, mtu=mtu, up=True)
+            if links[end] != want:
+                links[end] = want
+                self.writes["add_uplink"] += 1
+        self._set_write(self.own.addrs, (host_name, host_cidr), True, "add_addr")
+
+    def adopt_link(self, ns: str, name: str, *, alias: str, ns_marker: str) -> None:
+        if not ns:
+            raise Foreign(f"adopt_link: {name}: never in the agent's own namespace")
+        n = self._get(ns)
+        if not ns_marker.startswith(MARK) or n.marker != ns_marker:
+            raise Foreign(f"adopt_link: namespace {ns} has marker {n.marker!r}, not {ns_marker!r}")
+        cur = n.links.get(name)
+        if cur is None or cur.alias.startswith(MARK):
+            return
+        if cur.alias:
+            raise Foreign(f"adopt_link: {ns}/{name} has someone's alias {cur.alias!r}")
+        n.links[name] = dataclasses.replace(cur, alias=alias)
+        self.writes["adopt_link"] += 1
 
     def _drop_link(self, ns: str, name: str) -> None:
-        n = self.ns.get(ns)
+        n = self.own if not ns else self.ns.get(ns)
         if n is None or n.links.pop(name, None) is None:
             return
         n.addrs = {a for a in n.addrs if a[0] != name}
@@ -144,9 +221,11 @@ class FakeKernel(Kernel):
         n.neigh = {k: v for k, v in n.neigh.items() if v.dev != name}
 
     def delete_link(self, ns: str, name: str) -> None:
-        n = self.ns.get(ns)
+        n = self.own if not ns else self.ns.get(ns)
         if n is None or name not in n.links:
             return
+        if not n.links[name].alias.startswith(MARK):
+            raise Foreign(f"{ns}/{name}: exists and is not ours")
         self._drop_link(ns, name)
         other = self.peers.pop((ns, name), None)
         if other is not None:

@@ -9,7 +9,21 @@ Ownership: every namespace the agent creates is named with its prefix and carrie
 marker (the ifalias of its loopback device); every link carries a marker ifalias
 starting with `vxlab:`. `dump(prefix)` returns namespaces with the prefix; the
 reconciler only ever changes the marked ones, and the kernel refuses to replace an
-object that exists without a marker (`Foreign`).
+object that exists without a marker (`Foreign`). One exception, `adopt_link`: this
+kernel cannot create a link and set its ifalias in one request (RTM_NEWLINK ignores
+IFLA_IFALIAS, measured on 6.18, for the device and for a veth peer), so a pass that
+stops between the two leaves an unmarked link; inside a namespace that carries this
+host's marker (never the agent's own), the link with the exact name the agent gives
+is its own, and is marked again. Nothing the agent makes is ever unmarked in the
+agent's own namespace: a VXLAN device is created straight into its network namespace,
+and an uplink's host end is made and marked in the network namespace, then moved.
+
+nftables: our tables (the VTEP allow-list and NAT of the agent's namespace, NAT and
+policy of a network namespace) are part of the state, read with every dump and
+planned like links (agent/nft.py is the driver).
+
+`interrupt` is a test hook (off by default): a method named in it stops right after
+creating its object and before marking it, as a killed pass would.
 """
 
 from __future__ import annotations
@@ -21,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 MARK = "vxlab:"  # every ifalias we set starts with it
+UPLINK_MARK = f"{MARK}uplink:"  # both ends of a network's uplink: vxlab:uplink:<network>
 
 
 class KernelError(Exception):
@@ -75,6 +90,32 @@ class Namespace:
     fdb: frozenset[Fdb] = frozenset()                    # static unicast entries with a dst, on vxlan devices
     neigh: frozenset[Neigh] = frozenset()                # permanent entries on vxlan devices
     policy: PolicyTable | None = None                    # network namespaces: our nft policy table
+    nat: Nat | None = None                               # network namespaces: our NAT table (uplink)
+
+
+@dataclass(frozen=True)
+class Nat:
+    """Our NAT table (`ip vxlab`, agent/nat.py) of a namespace: IPv4 from `source` (a
+    CIDR) leaving through an interface that matches `oif` (a name or `vxg-*`), or with
+    `oif_negated` through any other, is masqueraded. A network namespace: its subnet
+    out through its uplink; the agent's namespace: every uplink's 169.254.0.0/16 out
+    through anything but an uplink."""
+
+    source: str
+    oif: str
+    oif_negated: bool = False
+
+
+@dataclass(frozen=True)
+class AgentNs:
+    """What the agent keeps in its own namespace, as the kernel holds it: our nftables
+    tables (None where one is missing or not in the shape we write: a rewrite repairs
+    it) and our links there, the uplinks' host ends (alias `vxlab:uplink:…`), with
+    their IPv4 addresses."""
+
+    vteps: VtepFilter | None = None
+    nat: Nat | None = None
+    uplinks: dict[str, frozenset[str]] = field(default_factory=dict)   # link -> {"ip/prefixlen"}
 
 
 @dataclass(frozen=True)
@@ -112,6 +153,11 @@ class Kernel(ABC):
 
     def __init__(self) -> None:
         self.writes: Counter[str] = Counter()
+        self.interrupt: set[str] = set()  # test hook: stop these methods between create and mark
+
+    def _interrupted(self, op: str, what: str) -> None:
+        if op in self.interrupt:
+            raise KernelError(f"{op}: interrupted after creating {what}, before marking it (fault point)")
 
     # --- reads ------------------------------------------------------------------
     @abstractmethod
@@ -125,9 +171,13 @@ class Kernel(ABC):
         route (or the only global IPv4 address); its MTU. Rules: agent/underlay.py."""
 
     @abstractmethod
+    def agent_ns(self) -> AgentNs:
+        """What the agent keeps in its own namespace: its tables and marked links."""
+
     def vtep_filter(self) -> VtepFilter | None:
         """The allow-list of the agent's own namespace as the kernel holds it; None
         when our table is missing or not in the shape we write (a rewrite repairs it)."""
+        return self.agent_ns().vteps
 
     # --- the rogue-VTEP allow-list (agent's own namespace) ------------------------
     @abstractmethod
@@ -138,6 +188,17 @@ class Kernel(ABC):
     @abstractmethod
     def delete_vtep_filter(self) -> None:
         """Remove our allow-list table; a missing one is no error."""
+
+    # --- NAT (a network namespace's, or the agent's own with ns "") -----------------------
+    @abstractmethod
+    def set_nat(self, ns: str, want: Nat) -> None:
+        """Make our NAT table in `ns` ("" = the agent's namespace) exactly `want`, in one
+        atomic transaction; nothing is written when it already is."""
+
+    @abstractmethod
+    def delete_nat(self, ns: str) -> None:
+        """Remove our NAT table from `ns` ("" = the agent's namespace); a missing one is
+        no error."""
 
     # --- network policy (in a network namespace) ---------------------------------------
     @abstractmethod
@@ -180,14 +241,20 @@ class Kernel(ABC):
         `peer_ns` with the MAC, up. Both ends get the MTU."""
 
     @abstractmethod
-    def add_uplink(self, ns: str, name: str, *, alias: str, mtu: int, host_name: str, host_cidr: str,
-                   masquerade: str) -> None:
+    def add_uplink(self, ns: str, name: str, *, alias: str, mtu: int, host_name: str, host_cidr: str) -> None:
         """The way out of a network namespace (the role of Docker's docker_gwbridge): a veth
         pair, `host_name` in the agent's own namespace with `host_cidr`, `name` in `ns`
         (its address and default route are ordinary addr/route entries); IPv4 forwarding
-        on in both namespaces; NAT (masquerade) of `masquerade` leaving `ns` through
-        `name`, and of 169.254.0.0/16 leaving the agent's namespace (an nftables table
-        `vxlab` of our own in each)."""
+        on in both namespaces. The pair is made and marked in `ns` and its host end then
+        moved out, so a pass stopped halfway leaves nothing unmarked in the agent's
+        namespace; a host end still in `ns` (marked) is moved out. NAT is `set_nat`."""
+
+    @abstractmethod
+    def adopt_link(self, ns: str, name: str, *, alias: str, ns_marker: str) -> None:
+        """Mark link `name` in `ns`, which exists without a marker (a pass stopped between
+        creating and marking it), with `alias`: only in a namespace other than the
+        agent's own whose marker is exactly `ns_marker`; `Foreign` otherwise. A link
+        that is marked already, or gone (its veth peer was replaced), is left alone."""
 
     @abstractmethod
     def delete_link(self, ns: str, name: str) -> None:

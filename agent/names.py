@@ -9,7 +9,8 @@ All kernel objects start with `vx`; namespaces carry the agent's prefix (default
     vxv-<network>           the VXLAN device
     vxe-<endpoint id[:11]>  the bridge-side end of a container's veth
     vxgw0 / vxg-<network>   a non-internal network's uplink (inside its namespace / in
-                            the host's), 169.254.<vni-based>/30, NAT on both sides
+                            the host's), a /30 of 169.254.0.0/16 unique on this host
+                            (desired.py allocates it), NAT on both sides
 
 Markers: the ifalias of a namespace's `lo` is `vxlab:<host>:net:<network>` or
 `vxlab:<host>:ctr:<container>`; every link's ifalias is `vxlab:bridge:<network>`,
@@ -20,12 +21,18 @@ that object (`Naming.owns_ns`).
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
-from vxlab.agent.kernel import MARK
+from vxlab.agent.kernel import MARK, UPLINK_MARK
 
 VXLAN_PORT = 4789
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
+_LINK_LOCAL = (169 << 24) | (254 << 16)
+# Uplink /30s, numbered within 169.254.0.0/16: 169.254.1.0 up to 169.254.254.255 (RFC 3927
+# reserves the first and the last /24), without the one holding 169.254.169.254 (the
+# metadata address of cloud VMs).
+UPLINK_BLOCKS = [b for b in range(64, 16320) if b != (169 * 256 + 254) // 4]
 
 
 @dataclass(frozen=True)
@@ -80,17 +87,28 @@ class Naming:
 
     @staticmethod
     def uplink_alias(network: str) -> str:
-        return f"{MARK}uplink:{network}"
+        return f"{UPLINK_MARK}{network}"
 
     @staticmethod
-    def uplink_addresses(vni: int) -> tuple[str, str]:
-        """(host side, namespace side) of the network's uplink: a /30 of 169.254.0.0/16
-        chosen by the VNI (one per network, the same on every host; a bridge network,
-        which has no VNI, passes a hash of its name)."""
-        base = (169 << 24) | (254 << 16) | ((vni % 16383 + 1) * 4)
+    def uplink_addresses(block: int) -> tuple[str, str]:
+        """(host side, namespace side) of the uplink in /30 number `block` of 169.254.0.0/16."""
+        base = _LINK_LOCAL | (block * 4)
         def dotted(n: int) -> str:
             return ".".join(str((n >> s) & 255) for s in (24, 16, 8, 0))
         return dotted(base + 1), dotted(base + 2)
+
+    @staticmethod
+    def uplink_block(cidr: str) -> int | None:
+        """The /30 number of a namespace-side uplink address ("169.254.x.y/30"); None when
+        it is not one (another prefix, outside 169.254.0.0/16, not the /30's second)."""
+        try:
+            iface = ipaddress.IPv4Interface(cidr)
+        except ValueError:
+            return None
+        n = int(iface.ip) - _LINK_LOCAL
+        if iface.network.prefixlen != 30 or not 0 <= n < 1 << 16 or n % 4 != 2:
+            return None
+        return n // 4
 
     @staticmethod
     def bridge_alias(network: str) -> str:

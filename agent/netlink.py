@@ -1,7 +1,16 @@
 """`NetlinkKernel`: the `Kernel` contract on the real kernel, with pyroute2.
 
 Namespaces, dumps and links live here; addresses, routes, FDB and neighbour entries in
-`netlink_objs` (a mixin), network policy in `netlink_policy` (another). Handles: `netlink_ns`; reads: `netlink_dump`.
+`netlink_objs` (a mixin), nftables tables in `netlink_tables` (another, through the
+firewall driver `nft`). Handles: `netlink_ns`; reads: `netlink_dump`.
+
+Create, then mark: a link is created in one request and marked (ifalias) in the next,
+since RTM_NEWLINK ignores IFLA_IFALIAS on this kernel (6.18, measured: the device's and
+a veth peer's). Every link is created in the namespace it belongs to, so what a stopped
+pass leaves unmarked sits in a namespace of ours, where `adopt_link` takes it back: a
+VXLAN device is created straight into its network namespace (its UDP socket still
+binds in the agent's: the kernel opens it in the namespace the request came from), an
+uplink is made in the network namespace and its host end moved out once marked.
 
 Every write is ensure-style: the current object is read first (a netlink GET; a small
 dump for addresses and routes), and a request is sent only when something differs;
@@ -17,38 +26,39 @@ import dataclasses
 import errno
 import hashlib
 import os
-import subprocess
-import secrets
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
-from vxlab.agent import netlink_ns, vtep
-from vxlab.agent.kernel import MARK, Foreign, KernelError, Namespace, Underlay, VtepFilter
-from vxlab.agent.netlink_policy import BRIDGE_NF_OFF, PolicyOps, read_policy
+from vxlab import netns
+from vxlab.agent import netlink_ns
+from vxlab.agent.kernel import MARK, UPLINK_MARK, AgentNs, Foreign, KernelError, Namespace, Underlay
 from vxlab.agent.netlink_dump import (
     IFF_UP,
     Msg,
     find_underlay,
     link_of,
+    read_addrs,
     read_links,
     read_namespace,
 )
 from vxlab.agent.netlink_ns import Handles, NamespaceMissing, NsHandle
 from vxlab.agent.netlink_objs import ObjectOps, where
 from vxlab.agent.netlink_raw import link_index
+from vxlab.agent.netlink_tables import BRIDGE_NF_OFF, TableOps
+from vxlab.agent.nft import Nft
 
 ADDR_GEN_MODE_NONE = 1  # no IPv6 link-local address on the bridge itself
 
 
-class NetlinkKernel(PolicyOps, ObjectOps):
-    """The kernel of the calling thread's network namespace (the agent's "own" one)."""
+class NetlinkKernel(TableOps, ObjectOps):
+    """The kernel of the calling thread's network namespace (the agent's "own" one).
+    `nft`: the firewall driver's backend ("auto": libnftables when it loads, else `nft`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, nft: str = "auto") -> None:
         super().__init__()
-        self._host_nat = False  # the agent namespace's NAT table, shared by all networks
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -62,6 +72,7 @@ class NetlinkKernel(PolicyOps, ObjectOps):
         except (OSError, NetlinkError) as exc:
             raise KernelError(f"open netlink in the agent's namespace: {exc}") from exc
         self._closed = False
+        self._nft = Nft(backend=nft)
 
     # --- plumbing --------------------------------------------------------------------
     def _handle(self, ns: str) -> NsHandle:
@@ -85,13 +96,6 @@ class NetlinkKernel(PolicyOps, ObjectOps):
             return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except (OSError, ValueError) as exc:
             raise KernelError(f"open namespace {ns!r}: {exc}") from exc
-
-    def _tmp_name(self, own: NsHandle) -> str:
-        while True:
-            name = "vxtmp" + secrets.token_hex(4)
-            with self._op("add_vxlan", "", f"link {name}"):
-                if not link_index(own.raw, name):
-                    return name
 
     def _master_index(self, h: NsHandle, ns: str, master: str) -> int:
         if not master:
@@ -139,53 +143,26 @@ class NetlinkKernel(PolicyOps, ObjectOps):
             h = self._handle(name)
             with self._op("dump", name, "namespace"):
                 ns = read_namespace(name, h)
-            if any(link.kind == "bridge" and link.alias.startswith(MARK) for link in ns.links.values()):
-                ns = dataclasses.replace(ns, policy=read_policy(name))  # a network namespace
+            if ns.marker.startswith(MARK) and any(link.kind == "bridge" for link in ns.links.values()):
+                policy, nat = self.network_tables(name)  # a network namespace
+                ns = dataclasses.replace(ns, policy=policy, nat=nat)
             out[name] = ns
         return out
+
+    def agent_ns(self) -> AgentNs:
+        own = self._own()
+        with self._op("dump", "", "links"):
+            links, names = read_links(own)
+            addrs = read_addrs(own)
+        vteps, nat = self.own_tables()
+        ours = {n for n, link in links.items() if link.alias.startswith(UPLINK_MARK)}
+        uplinks = {n: frozenset(c for i, c, _s in addrs if names.get(i) == n) for n in ours}
+        return AgentNs(vteps, nat, uplinks)
 
     def underlay(self, *, ip: str = "", dev: str = "", towards: Sequence[str] = ()) -> Underlay:
         own = self._own()
         with self._op("underlay", "", dev or ip or "route towards the controller"):
             return find_underlay(own, ip=ip, dev=dev, towards=towards)
-
-    # --- the rogue-VTEP allow-list (nftables, see vtep.py) -------------------------------
-    def vtep_filter(self) -> VtepFilter | None:
-        self._own()
-        try:
-            cur = subprocess.run(["nft", "-j", "list", "table", vtep.FAMILY, vtep.TABLE], capture_output=True,
-                                 text=True)
-        except OSError:  # no nft: the write says so, the rest of the pass goes on
-            return None
-        return vtep.parse(cur.stdout) if cur.returncode == 0 else None
-
-    def set_vtep_filter(self, want: VtepFilter) -> None:
-        if self.vtep_filter() == want:
-            return
-        try:
-            script = vtep.render(want)
-        except ValueError as exc:
-            raise KernelError(f"set_vtep_filter: {exc}") from exc
-        try:
-            out = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True)
-        except OSError as exc:
-            raise KernelError(f"set_vtep_filter: nft: {exc}") from exc
-        if out.returncode != 0:
-            raise KernelError(f"set_vtep_filter: nft: {out.stderr.strip() or out.stdout.strip()}")
-        self.writes["set_vtep_filter"] += 1
-
-    def delete_vtep_filter(self) -> None:
-        self._own()
-        try:
-            cur = subprocess.run(["nft", "list", "table", vtep.FAMILY, vtep.TABLE], capture_output=True, text=True)
-        except OSError:
-            return  # no nft: no table of ours either
-        if cur.returncode != 0:
-            return  # no table of ours
-        out = subprocess.run(["nft", "delete", "table", vtep.FAMILY, vtep.TABLE], capture_output=True, text=True)
-        if out.returncode != 0:
-            raise KernelError(f"delete_vtep_filter: nft: {out.stderr.strip()}")
-        self.writes["delete_vtep_filter"] += 1
 
     # --- namespaces -------------------------------------------------------------------
     def create_netns(self, name: str, *, marker: str) -> None:
@@ -201,7 +178,7 @@ class NetlinkKernel(PolicyOps, ObjectOps):
                 self.writes["create_netns"] += 1
                 h = self._handles.adopt(name, fds)
                 # ip_forward: not inherited from the host. Bridged frames skip the IP hooks
-                # until a network policy needs them (netlink_policy.BRIDGE_NF_OFF).
+                # until a network policy needs them (netlink_tables.BRIDGE_NF_OFF).
                 self._sysctls(name, {"net/ipv4/ip_forward": "0", **BRIDGE_NF_OFF})
                 lo = self._must_get(h, name, "lo")
                 self._fix("create_netns", h, name, lo, up=True, alias=marker)
@@ -246,6 +223,7 @@ class NetlinkKernel(PolicyOps, ObjectOps):
         if msg is None:
             self._write("add_bridge", h, ns, f"bridge {name}", h.ipr.link, "add", ifname=name, kind="bridge",
                         mtu=mtu, br_stp_state=0)
+            self._interrupted("add_bridge", f"bridge {name}")
             self._write("add_bridge", h, ns, f"bridge {name}", h.ipr.link, "set", index=self._index(h, ns, name),
                         ifalias=alias, state="up", af_spec={"attrs": [["AF_INET6", {
                             "attrs": [["IFLA_INET6_ADDR_GEN_MODE", ADDR_GEN_MODE_NONE]]}]]})
@@ -254,6 +232,9 @@ class NetlinkKernel(PolicyOps, ObjectOps):
 
     def add_vxlan(self, ns: str, name: str, *, vni: int, local: str, port: int, mtu: int,
                   alias: str, master: str) -> None:
+        """Created by the agent's namespace straight into `ns` (IFLA_NET_NS_FD) with its
+        name, master and state in the one request: the kernel opens its UDP socket in the
+        namespace the request came from, so it binds to the underlay there."""
         h = self._handle(ns)
         msg = self._owned("add_vxlan", ns, self._get(h, name))
         if msg is not None:
@@ -265,39 +246,27 @@ class NetlinkKernel(PolicyOps, ObjectOps):
             self._write("add_vxlan", h, ns, f"link {name}", h.ipr.link, "del", index=msg["index"])
         master_index = self._master_index(h, ns, master)
         own = self._own()
-        tmp = self._tmp_name(own)
-        for delay in (0.05, 0.1, 0.2, 0.4, 0.8, 0.0):
-            try:
-                self._write("add_vxlan", own, "", f"vxlan {tmp} (for {name})", own.ipr.link, "add", ifname=tmp,
-                            kind="vxlan", vxlan_id=vni, vxlan_local=local, vxlan_port=port, vxlan_learning=0,
-                            vxlan_proxy=1, mtu=mtu)
-                break
-            except KernelError as exc:
-                cause = exc.__cause__
-                if not (isinstance(cause, NetlinkError) and cause.code == errno.EEXIST):
-                    raise
-                if not delay:  # another device, maybe in a namespace still being destroyed, has it
-                    raise KernelError(f"add_vxlan {ns}/{name}: VNI {vni} (local {local}, port {port}) is in use "
-                                      "by another vxlan device of the agent's namespace") from cause
-                time.sleep(delay)
         fd = self._ns_fd(ns)
         try:
-            index = self._index(own, "", tmp)
-            # one request: move into ns, rename, mark, enslave, up (the kernel applies the
-            # move first, then the name and the rest in the target namespace)
-            self._write("add_vxlan", own, "", f"vxlan {tmp} -> {ns}/{name}", own.ipr.link, "set", index=index,
-                        net_ns_fd=fd, ifname=name, ifalias=alias, master=master_index, state="up")
-        except KernelError:
-            for handle in (own, h):  # best effort: no half-made device stays behind
+            for delay in (0.05, 0.1, 0.2, 0.4, 0.8, 0.0):
                 try:
-                    leftover = link_index(handle.raw, tmp)
-                    if leftover:
-                        handle.ipr.link("del", index=leftover)
-                except (OSError, NetlinkError):
-                    pass
-            raise
+                    self._write("add_vxlan", own, "", f"vxlan {ns}/{name}", own.ipr.link, "add", ifname=name,
+                                kind="vxlan", vxlan_id=vni, vxlan_local=local, vxlan_port=port, vxlan_learning=0,
+                                vxlan_proxy=1, mtu=mtu, net_ns_fd=fd, master=master_index, state="up")
+                    break
+                except KernelError as exc:
+                    cause = exc.__cause__
+                    if not (isinstance(cause, NetlinkError) and cause.code == errno.EEXIST):
+                        raise
+                    if not delay:  # another device, maybe in a namespace still being destroyed, has it
+                        raise KernelError(f"add_vxlan {ns}/{name}: VNI {vni} (local {local}, port {port}) is in "
+                                          "use by another vxlan device of the agent's namespace") from cause
+                    time.sleep(delay)
         finally:
             os.close(fd)
+        self._interrupted("add_vxlan", f"vxlan {name}")
+        self._write("add_vxlan", h, ns, f"vxlan {name}", h.ipr.link, "set", index=self._index(h, ns, name),
+                    ifalias=alias)
 
     def add_veth(self, ns: str, name: str, *, alias: str, master: str, mtu: int,
                  peer_ns: str, peer_name: str, peer_mac: str, peer_alias: str) -> None:
@@ -324,35 +293,64 @@ class NetlinkKernel(PolicyOps, ObjectOps):
                         peer={"ifname": peer_name, "net_ns_fd": fd, "address": peer_mac, "mtu": mtu})
         finally:
             os.close(fd)
+        self._interrupted("add_veth", f"veth {name}")
         self._write("add_veth", h, ns, f"link {name}", h.ipr.link, "set", index=self._index(h, ns, name),
                     ifalias=alias, master=master_index, state="up")
         self._write("add_veth", ph, peer_ns, f"link {peer_name}", ph.ipr.link, "set",
                     index=self._index(ph, peer_ns, peer_name), ifalias=peer_alias, state="up")
 
-    def add_uplink(self, ns: str, name: str, *, alias: str, mtu: int, host_name: str, host_cidr: str,
-                   masquerade: str) -> None:
+    def add_uplink(self, ns: str, name: str, *, alias: str, mtu: int, host_name: str, host_cidr: str) -> None:
+        h, own = self._handle(ns), self._own()
         mac = "02:" + ":".join(hashlib.sha1(f"{ns}/{name}".encode()).hexdigest()[i:i + 2] for i in range(0, 10, 2))
-        self.add_veth("", host_name, alias=alias, master="", mtu=mtu, peer_ns=ns, peer_name=name, peer_mac=mac,
-                      peer_alias=alias)
+        host = self._owned("add_uplink", "", self._get(own, host_name))
+        inside = self._owned("add_uplink", ns, self._get(h, host_name))  # a host end not moved out yet
+        if host is None and inside is None:
+            peer = self._owned("add_uplink", ns, self._get(h, name))
+            if peer is not None:  # our end without its host end: remove it
+                self._write("add_uplink", h, ns, f"link {name}", h.ipr.link, "del", index=peer["index"])
+            self._write("add_uplink", h, ns, f"veth {host_name} (peer {name})", h.ipr.link, "add", ifname=host_name,
+                        kind="veth", mtu=mtu, peer={"ifname": name, "address": mac, "mtu": mtu})
+            self._interrupted("add_uplink", f"veth {host_name}")
+            for end in (name, host_name):
+                self._write("add_uplink", h, ns, f"link {end}", h.ipr.link, "set", index=self._index(h, ns, end),
+                            ifalias=alias)
+            inside = self._must_get(h, ns, host_name)
+        if inside is not None:
+            fd = self._ns_fd("")
+            try:
+                self._write("add_uplink", h, ns, f"link {host_name} -> the agent's namespace", h.ipr.link, "set",
+                            index=inside["index"], net_ns_fd=fd, state="up")
+            finally:
+                os.close(fd)
+            host = self._must_get(own, "", host_name)
+        assert host is not None
+        self._fix("add_uplink", own, "", host, mtu=mtu, up=True, alias=alias)
+        self._fix("add_uplink", h, ns, self._must_get(h, ns, name), mtu=mtu, up=True, alias=alias, mac=mac)
         self.add_addr("", host_name, host_cidr)
         for where_ in ("", ns):
             if self._sysctls(where_, {"net/ipv4/ip_forward": "1"}):
                 self.writes["add_uplink"] += 1
-        if not self._host_nat:  # one table for every network: ensured once per agent
-            self._nft("", "table ip vxlab {\n chain postrouting {\n  type nat hook postrouting priority srcnat;"
-                      ' policy accept;\n  ip saddr 169.254.0.0/16 oifname != "vxg-*" masquerade\n }\n}\n')
-            self._host_nat = True
-        if masquerade:
-            self._nft(ns, "table ip vxlab {\n chain postrouting {\n  type nat hook postrouting priority srcnat; policy accept;\n"
-                      f'  ip saddr {masquerade} oifname "{name}" masquerade\n }}\n}}\n')
+
+    def adopt_link(self, ns: str, name: str, *, alias: str, ns_marker: str) -> None:
+        if not ns:
+            raise Foreign(f"adopt_link: link {name!r}: never in the agent's own namespace")
+        h = self._handle(ns)
+        found = self._must_get(h, ns, "lo").get("ifalias") or ""
+        if not ns_marker.startswith(MARK) or found != ns_marker:
+            raise Foreign(f"adopt_link: namespace {ns!r} has marker {found!r}, not {ns_marker!r}")
+        msg = self._get(h, name)
+        have = "" if msg is None else msg.get("ifalias") or ""
+        if msg is None or have.startswith(MARK):
+            return
+        if have:
+            raise Foreign(f"adopt_link: link {name!r} in {where(ns)} has someone's alias {have!r}")
+        self._write("adopt_link", h, ns, f"link {name}", h.ipr.link, "set", index=msg["index"], ifalias=alias)
 
     def _sysctls(self, ns: str, values: dict[str, str]) -> bool:
         """Set each /proc/sys/<key> inside `ns` ("" = ours) that exists and differs, in
         one visit to the namespace; a key that does not exist (its module is not loaded)
         is skipped. True when anything changed."""
         def rw() -> bool:
-            if ns:
-                netlink_ns._enter(netlink_ns.path_of(ns))
             changed = False
             for key, value in values.items():
                 try:
@@ -366,23 +364,9 @@ class NetlinkKernel(PolicyOps, ObjectOps):
                 changed = True
             return changed
         try:
-            return netlink_ns.in_thread(rw)
-        except OSError as exc:
+            return netns.run_in(netlink_ns.path_of(ns) if ns else "", rw)
+        except (OSError, ValueError) as exc:
             raise KernelError(f"sysctl {', '.join(values)} in {where(ns)}: {exc}") from exc
-
-    def _nft(self, ns: str, table: str) -> None:
-        """Replace our own nftables table `ip vxlab` in `ns` with `table`, atomically;
-        nothing is written when it already holds exactly these rules."""
-        enter = ["nsenter", f"--net={netlink_ns.path_of(ns)}"] if ns else []
-        cur = subprocess.run([*enter, "nft", "list", "table", "ip", "vxlab"], capture_output=True, text=True)
-        want_rule = [line.strip() for line in table.splitlines() if "masquerade" in line][0]
-        if cur.returncode == 0 and want_rule.replace('"', "") in cur.stdout.replace('"', ""):
-            return
-        script = ("add table ip vxlab\ndelete table ip vxlab\n" + table)
-        out = subprocess.run([*enter, "nft", "-f", "-"], input=script, capture_output=True, text=True)
-        if out.returncode != 0:
-            raise KernelError(f"nft in {where(ns)}: {out.stderr.strip() or out.stdout.strip()}")
-        self.writes["add_uplink"] += 1
 
     def delete_link(self, ns: str, name: str) -> None:
         h = self._handle_if(ns)

@@ -5,6 +5,7 @@ A netlink socket belongs to the namespace its creator was in when it was opened,
 that needs another namespace runs in a short-lived thread that enters (or creates) the
 namespace, opens its sockets and exits: the caller's namespace never changes, and no
 process is forked (pyroute2's `IPRoute(netns=...)` and `netns.create` fork a child).
+Entering a namespace, the thread and libc are vxlab.netns (vxlab's one setns).
 
 `Handles` caches one `NsHandle` (a pyroute2 `IPRoute` for requests plus a raw
 NETLINK_ROUTE socket for fast neighbour dumps) per namespace, keyed by the namespace's
@@ -15,27 +16,23 @@ handle, which also releases the namespace, since an open socket keeps it alive.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import socket
 import threading
 from dataclasses import dataclass
-from typing import TypeVar
 
 from pyroute2 import IPRoute
 
-from vxlab.netns import in_thread
+from vxlab.netns import CLONE_NEWNET, NETNS_DIR, in_thread, run_in
+from vxlab.netns import check as _check
+from vxlab.netns import libc as _c
 
-NETNS_DIR = "/run/netns"
-_CLONE_NEWNET = 0x40000000
 _MS_BIND = 0x1000
 _MS_REC = 0x4000
 _MS_SHARED = 1 << 20
 _MNT_DETACH = 2
 
-T = TypeVar("T")
-_libc: ctypes.CDLL | None = None
 _rundir_lock = threading.Lock()
 _rundir_shared = False
 _nsfs_dev: int | None = None  # st_dev of nsfs: all namespace files share it
@@ -43,19 +40,6 @@ _nsfs_dev: int | None = None  # st_dev of nsfs: all namespace files share it
 
 class NamespaceMissing(OSError):
     """The namespace has no mount under /run/netns (or it is not a namespace)."""
-
-
-def _c() -> ctypes.CDLL:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    return _libc
-
-
-def _check(ret: int, what: str) -> None:
-    if ret != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
 def path_of(name: str) -> str:
@@ -85,14 +69,6 @@ def ns_ident(name: str) -> tuple[int, int] | None:
     if st.st_dev != _nsfs_dev:
         return None
     return st.st_dev, st.st_ino
-
-
-def _enter(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        _check(_c().setns(fd, _CLONE_NEWNET), f"setns {path}")
-    finally:
-        os.close(fd)
 
 
 def _rtnl_fds() -> tuple[int, int]:
@@ -139,7 +115,7 @@ def create_netns(name: str, *, marker: str = "") -> tuple[int, int]:
     os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444))
 
     def make() -> tuple[int, int]:
-        _check(_c().unshare(_CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+        _check(_c().unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
         fds = _rtnl_fds()
         ipr = IPRoute(fileno=os.dup(fds[0]), groups=0)
         try:
@@ -224,13 +200,7 @@ class Handles:
         self.drop(name)
         if ident is None:
             raise NamespaceMissing(errno.ENOENT, f"no network namespace {name}")
-        path = path_of(name)
-
-        def open_inside() -> tuple[int, int]:
-            _enter(path)
-            return _rtnl_fds()
-
-        handle = NsHandle.from_fds(name, ident, in_thread(open_inside))
+        handle = NsHandle.from_fds(name, ident, run_in(path_of(name), _rtnl_fds))
         self._cache[name] = handle
         return handle
 

@@ -7,28 +7,34 @@ vxlab mark, and addresses, routes, FDB and neighbour entries on such links.
 
 Order: namespaces are created first, then bridges and VXLAN devices, veth pairs,
 addresses, routes and entries; removals run in reverse (entries, links, namespaces).
-The rogue-VTEP allow-list of the agent's own namespace is one more action, planned by
-`plan_vtep_filter` (first: the filter is in place before any VXLAN device is up); a
-network namespace's policy table is one action too, right after the namespace exists
-(before any container is attached to its bridge).
+What the agent keeps in its own namespace is planned by `plan_agent_ns`: the rogue-VTEP
+allow-list (first: the filter is in place before any VXLAN device is up), the NAT table
+(while any network has an uplink) and the uplinks' host ends (an uplink whose host end
+is missing or lacks its address is made again; a host end no network uses goes). A
+network namespace's policy and NAT tables are one action each, right after the
+namespace exists (before any container is attached to its bridge).
+
+A link left unmarked by a pass that stopped between creating and marking it, with the
+exact name the agent gives it, in a namespace of ours, is adopted first (`adopt_link`)
+and then planned like any of ours: kept, updated or replaced.
 FDB entries are keyed by (dev, MAC) and neighbours by (dev, IP): a changed value is
 one `replace`, never a delete racing an add.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from vxlab.agent import policy_nft, vtep
-from vxlab.agent.kernel import MARK, Fdb, Link, Namespace, Neigh, VtepFilter
+from vxlab.agent import nat, policy_nft, vtep
+from vxlab.agent.kernel import MARK, UPLINK_MARK, AgentNs, Fdb, Link, Namespace, Neigh
 from vxlab.agent.names import Naming
 
 Op = Literal["add", "delete", "replace", "update"]
 # Execution order of the phases (lower first).
-PHASE = {"vtep~": 0, "netns+": 0, "link^": 0, "policy~": 1, "bridge+": 1, "vxlan+": 2, "veth+": 3, "uplink+": 3, "link~": 4,
-         "addr^": 4, "addr+": 5, "route+": 6,
+PHASE = {"vtep~": 0, "netns+": 0, "adopt": 0, "link^": 0, "policy~": 1, "nat~": 1, "bridge+": 1, "vxlan+": 2, "veth+": 3,
+         "uplink+": 3, "link~": 4, "addr^": 4, "addr+": 5, "route+": 6,
          "fdb+": 7, "neigh+": 7, "neigh-": 8, "fdb-": 8, "route-": 9, "addr-": 9, "link-": 10, "netns-": 11}
 
 
@@ -62,14 +68,8 @@ def _add_link(ns: Namespace, link: Link, reason: str, desired: dict[str, Namespa
         return [_act("add", "vxlan", ns.name, f"{link.name} (vni {link.vni}, local {link.local})", reason,
                      "add_vxlan", "vxlan+", ns.name, link.name, vni=link.vni, local=link.local, port=link.port,
                      mtu=link.mtu, alias=link.alias, master=link.master)]
-    if link.alias.startswith(f"{MARK}uplink:"):
-        network = link.alias[len(f"{MARK}uplink:"):]
-        host_ip = next(r.gateway for r in ns.routes if r.dev == link.name)  # the uplink's far end
-        gw = next((cidr for dev, cidr in ns.addrs if dev == Naming.bridge(network)), "")
-        subnet = str(ipaddress.IPv4Network(gw, strict=False)) if gw else ""
-        return [_act("add", "uplink", ns.name, f"{link.name} <-> {Naming.uplink_host(network)}", reason, "add_uplink",
-                     "uplink+", ns.name, link.name, alias=link.alias, mtu=link.mtu,
-                     host_name=Naming.uplink_host(network), host_cidr=f"{host_ip}/30", masquerade=subnet)]
+    if link.alias.startswith(UPLINK_MARK):
+        return [_add_uplink(ns, link, reason)]
     # A veth pair is created from the bridge side, with its peer in the container
     # namespace, whichever end was found missing (both missing: one action, deduplicated).
     pair = _veth_pair(link, desired)
@@ -79,6 +79,47 @@ def _add_link(ns: Namespace, link: Link, reason: str, desired: dict[str, Namespa
     return [_act("add", "veth", bns, f"{bridge_end.name} <-> {cns}/{peer.name}", reason, "add_veth", "veth+",
                  bns, bridge_end.name, alias=bridge_end.alias, master=bridge_end.master, mtu=bridge_end.mtu,
                  peer_ns=cns, peer_name=peer.name, peer_mac=peer.mac, peer_alias=peer.alias)]
+
+
+def _uplink_host(link: Link) -> str:
+    return Naming.uplink_host(link.alias[len(UPLINK_MARK):])
+
+
+def _add_uplink(ns: Namespace, link: Link, reason: str) -> Action:
+    host_name = _uplink_host(link)
+    host_ip = next(r.gateway for r in ns.routes if r.dev == link.name)  # the uplink's far end
+    return _act("add", "uplink", ns.name, f"{link.name} <-> {host_name}", reason, "add_uplink", "uplink+", ns.name,
+                link.name, alias=link.alias, mtu=link.mtu, host_name=host_name, host_cidr=f"{host_ip}/30")
+
+
+def _uplink_of(ns: Namespace) -> Link | None:
+    return next((link for link in ns.links.values() if link.alias.startswith(UPLINK_MARK)), None)
+
+
+def _adopt(want: Namespace, have: Namespace) -> tuple[list[Action], Namespace, set[str]]:
+    """Links of `have` without any alias that carry a name `want` gives (or the host end
+    of `want`'s uplink, not moved out yet): adopted; `have` as it is once they are, and
+    their names."""
+    wanted = dict(want.links)
+    uplink = _uplink_of(want)
+    if uplink is not None:
+        wanted[_uplink_host(uplink)] = uplink
+    out, links = [], dict(have.links)
+    for name, cur in have.links.items():
+        if name in wanted and name != "lo" and not cur.alias:
+            alias = wanted[name].alias
+            out.append(_act("update", "link", want.name, name, "unmarked, with our name in our namespace (a pass "
+                            "stopped between creating and marking it): adopt", "adopt_link", "adopt", want.name, name,
+                            alias=alias, ns_marker=want.marker))
+            links[name] = dataclasses.replace(cur, alias=alias)
+    return out, dataclasses.replace(have, links=links), {a.target for a in out}
+
+
+def _uplink_readdressed(want: Namespace, have: Namespace, name: str) -> str:
+    """Why an existing uplink must be made again: its address moved ("" when it did not)."""
+    old = sorted(c for d, c in have.addrs if d == name)
+    new = sorted(c for d, c in want.addrs if d == name)
+    return f"uplink address {', '.join(old)} -> {', '.join(new)}" if old and old != new else ""
 
 
 def _veth_pair(link: Link, desired: dict[str, Namespace]) -> tuple[tuple[str, Link], tuple[str, Link]] | None:
@@ -108,17 +149,27 @@ def _needs_replace(want: Link, have: Link) -> str:
 
 
 def _diff_ns(want: Namespace, have: Namespace, desired: dict[str, Namespace]) -> list[Action]:
-    out: list[Action] = []
     ns = want.name
+    out, have, adopted = _adopt(want, have)
     # `lo` carries the namespace's marker, not a link marker: never a link of ours.
     owned = {name: link for name, link in have.links.items() if link.alias.startswith(MARK) and name != "lo"}
+    # Half-made links are finished by their ensure-style add (which fixes in place what
+    # differs: state, master, MAC, marks), not replaced, unless their kind is wrong.
+    finish = dict.fromkeys(adopted, "adopted: finish it")
+    uplink = _uplink_of(want)
+    if uplink is not None and _uplink_host(uplink) in owned:  # its host end was not moved out
+        del owned[_uplink_host(uplink)]
+        finish[uplink.name] = "host end still in the network's namespace: move it out"
     replaced: set[str] = set()
     for name, link in want.links.items():
         cur = owned.get(name)
         if cur is None:
             out += _add_link(want, link, "missing", desired)
             continue
-        why = _needs_replace(link, cur)
+        why = _needs_replace(link, cur) or (_uplink_readdressed(want, have, name) if link is uplink else "")
+        if name in finish and not why.startswith(("kind", "vni", "uplink address")):
+            out += _add_link(want, link, finish[name], desired)
+            continue
         if why:
             out.append(_act("replace", "link", ns, name, f"{why}: delete", "delete_link", "link^", ns, name))
             out += _add_link(want, link, f"{why}: recreate", desired)
@@ -131,11 +182,10 @@ def _diff_ns(want: Namespace, have: Namespace, desired: dict[str, Namespace]) ->
             out.append(_act("delete", "link", ns, name, f"{link.alias} is not desired", "delete_link", "link-", ns, name))
     owned_devs = set(owned) | set(want.links)
     if replaced:  # what hung on a replaced device goes with it and must be added again
-        have = Namespace(have.name, have.marker, have.links,
-                         frozenset(a for a in have.addrs if a[0] not in replaced),
-                         frozenset(r for r in have.routes if r.dev not in replaced),
-                         frozenset(e for e in have.fdb if e.dev not in replaced),
-                         frozenset(e for e in have.neigh if e.dev not in replaced))
+        have = dataclasses.replace(have, addrs=frozenset(a for a in have.addrs if a[0] not in replaced),
+                                   routes=frozenset(r for r in have.routes if r.dev not in replaced),
+                                   fdb=frozenset(e for e in have.fdb if e.dev not in replaced),
+                                   neigh=frozenset(e for e in have.neigh if e.dev not in replaced))
     for dev, cidr in want.addrs - have.addrs:
         out.append(_act("add", "addr", ns, f"{cidr} on {dev}", "endpoint address", "add_addr", "addr+", ns, dev, cidr))
     # An address replaced on a device (a network's gateway moved) goes before the new one
@@ -161,7 +211,19 @@ def _diff_ns(want: Namespace, have: Namespace, desired: dict[str, Namespace]) ->
     elif why:
         out.append(_act("delete", "policy", ns, f"{policy_nft.FAMILY} {policy_nft.TABLE}", why, "delete_policy",
                         "policy~", ns))
-    return out
+    return out + _plan_nat(ns, want.nat, have.nat)
+
+
+def _plan_nat(ns: str, want: nat.Nat | None, have: nat.Nat | None) -> list[Action]:
+    """One action when the NAT table of `ns` ("" = the agent's) differs from `want`."""
+    why = nat.diff_reason(want, have)
+    where = ns or vtep.AGENT_NS
+    if not why:
+        return []
+    if want is None:
+        return [_act("delete", "nat", where, f"{nat.FAMILY} {nat.TABLE}", why, "delete_nat", "nat~", ns)]
+    return [_act("add" if have is None else "update", "nat", where, f"{nat.FAMILY} {nat.TABLE}", why, "set_nat",
+                 "nat~", ns, want)]
 
 
 def _diff_entries(ns: str, want: frozenset[Fdb] | frozenset[Neigh], have: frozenset[Fdb] | frozenset[Neigh],
@@ -190,13 +252,27 @@ def _entry_key(e: Fdb | Neigh) -> tuple[str, str]:
     return (e.dev, e.mac) if isinstance(e, Fdb) else (e.dev, e.ip)
 
 
-def plan_vtep_filter(want: VtepFilter, have: VtepFilter | None) -> list[Action]:
-    """One action when the allow-list differs from `want` (none when it is right)."""
-    reason = vtep.diff_reason(want, have)
-    if not reason:
-        return []
-    return [_act("add" if have is None else "update", "vteps", vtep.AGENT_NS, f"{vtep.FAMILY} {vtep.TABLE}",
-                 reason, "set_vtep_filter", "vtep~", want)]
+def plan_agent_ns(want: AgentNs, have: AgentNs, desired: dict[str, Namespace], planned: list[Action]) -> list[Action]:
+    """The agent's own namespace: allow-list, NAT table, uplink host ends. `planned`: the
+    namespaces' actions (an uplink they make already is not planned twice)."""
+    out = []
+    reason = vtep.diff_reason(want.vteps, have.vteps) if want.vteps is not None else ""
+    if reason:
+        out.append(_act("add" if have.vteps is None else "update", "vteps", vtep.AGENT_NS,
+                        f"{vtep.FAMILY} {vtep.TABLE}", reason, "set_vtep_filter", "vtep~", want.vteps))
+    out += _plan_nat("", want.nat, have.nat)
+    making = {dict(a.kwargs)["host_name"] for a in planned if a.method == "add_uplink"}
+    for ns in desired.values():
+        link = _uplink_of(ns)
+        host = _uplink_host(link) if link is not None else ""
+        if link is None or host in making or want.uplinks.get(host, frozenset()) <= have.uplinks.get(host, frozenset()):
+            continue
+        why = "host end missing" if host not in have.uplinks else "host end lacks its address"
+        out.append(_add_uplink(ns, link, why))
+    for host in sorted(set(have.uplinks) - set(want.uplinks)):
+        out.append(_act("delete", "link", vtep.AGENT_NS, host, "an uplink no network uses", "delete_link", "link-",
+                        "", host))
+    return out
 
 
 def make_plan(desired: dict[str, Namespace], actual: dict[str, Namespace], naming: Naming) -> list[Action]:

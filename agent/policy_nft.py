@@ -1,6 +1,6 @@
 """Network policy in the kernel: the nftables table an agent keeps in each network
-namespace, computed from the watch cache (pure: rendering and parsing; `NetlinkKernel`
-runs `nft`). Semantics: vxlab.policy.
+namespace, computed from the watch cache (pure: rendering and parsing; agent/nft.py
+writes and reads it). Semantics: vxlab.policy.
 
 Rules are enforced where the traffic arrives: in the namespace of the network on the
 destination's host, the bridge hands IPv4 frames between its ports to the IP hooks
@@ -15,7 +15,7 @@ link-local IPv6).
 
 The table's first rule carries `vxlab:<digest>:<rules>` as its comment, so a dump
 compares one string: a missing table, another digest or rule count is rewritten whole,
-atomically (`add table; delete table; table …` in one `nft -f`).
+atomically (agent/nft.py: `add table; delete table; table …` in one transaction).
 """
 
 from __future__ import annotations
@@ -83,8 +83,7 @@ def build(network: str, local: list[Endpoint], members: Iterable[Endpoint],
     count = 1 + len(head) + len(rules)
     tag = f"vxlab:{digest}:{count}"
     body = "\n".join(f"    {r}" for r in [f'ct state established,related accept comment "{tag}"', *head, *rules])
-    script = (f"add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n"
-              f"table {FAMILY} {TABLE} {{\n  chain {CHAIN} {{\n"
+    script = (f"table {FAMILY} {TABLE} {{\n  chain {CHAIN} {{\n"
               f"    type filter hook forward priority filter; policy accept;\n{body}\n  }}\n}}\n")
     return PolicyTable(tag, script=script, local=tuple(local_ips), rules=len(rules))
 

@@ -5,8 +5,9 @@ Between full passes the reconciler diffs against what it believes the kernel hol
 (`full=True`: at start and on every periodic resync) dumps the kernel and repairs any
 drift. A failed action forces the next pass to be a full one.
 
-Besides the namespaces, the state holds the rogue-VTEP allow-list of the agent's own
-namespace (vtep.py): read with every dump, planned as one action with its reason.
+Besides the namespaces, the state holds what the agent keeps in its own namespace
+(`AgentNs`: the rogue-VTEP allow-list, vtep.py; the NAT table, nat.py; the uplinks'
+host ends): read with every dump, planned with reasons (plan.plan_agent_ns).
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from typing import Any
 
 from vxlab.agent import metrics
 from vxlab.agent.cache import StateCache
-from vxlab.agent.desired import HostInfo, desired_state
-from vxlab.agent import vtep
-from vxlab.agent.kernel import Kernel, KernelError, Namespace, VtepFilter
-from vxlab.agent.plan import Action, make_plan, plan_vtep_filter
+from vxlab.agent.desired import HostInfo, desired_agent_ns, desired_state
+from vxlab.agent.kernel import AgentNs, Kernel, KernelError, Namespace
+from vxlab.agent.plan import Action, make_plan, plan_agent_ns
 
 log = logging.getLogger("vxlab.agent")
 
@@ -59,9 +59,9 @@ def _batched(actions: list[Action]) -> list[Action | tuple[str, list[Any], list[
     return out
 
 
-def observe(kernel: Kernel, prefix: str) -> tuple[dict[str, Namespace], VtepFilter | None]:
-    """What the kernel holds: the owned namespaces' dump and the allow-list."""
-    return kernel.dump(prefix), kernel.vtep_filter()
+def observe(kernel: Kernel, prefix: str) -> tuple[dict[str, Namespace], AgentNs]:
+    """What the kernel holds: the owned namespaces' dump and the agent's namespace."""
+    return kernel.dump(prefix), kernel.agent_ns()
 
 
 class Reconciler:
@@ -70,32 +70,36 @@ class Reconciler:
         self.me = me
         self.naming = me.naming
         self._believed: dict[str, Namespace] | None = None
-        self._believed_filter: VtepFilter | None = None
+        self._believed_own = AgentNs()
 
     def actual(self, *, full: bool) -> dict[str, Namespace]:
         if full or self._believed is None:
-            self._believed, self._believed_filter = observe(self.kernel, self.me.netns_prefix)
+            self._believed, self._believed_own = observe(self.kernel, self.me.netns_prefix)
         return self._believed
-
-    def desired_filter(self, state: StateCache) -> VtepFilter:
-        return vtep.desired_filter({h.name: h.underlay_ip for h in state.hosts.values()},
-                                   me_ip=self.me.underlay_ip, port=self.me.vxlan_port)
 
     def plan(self, state: StateCache, *, full: bool = False,
              assume_alive: frozenset[str] = frozenset()) -> tuple[list[Action], dict[str, Namespace]]:
+        """The actions and the desired namespaces (`--dry-run`)."""
+        actions, desired, _own = self._plan(state, full=full, assume_alive=assume_alive)
+        return actions, desired
+
+    def _plan(self, state: StateCache, *, full: bool,
+              assume_alive: frozenset[str]) -> tuple[list[Action], dict[str, Namespace], AgentNs]:
         actual = self.actual(full=full)
         desired = desired_state(state, self.me, actual, assume_alive=assume_alive)
-        actions = plan_vtep_filter(self.desired_filter(state), self._believed_filter)
-        return actions + make_plan(desired, actual, self.naming), desired
+        own = desired_agent_ns(state, self.me, desired)
+        actions = make_plan(desired, actual, self.naming)
+        mine = plan_agent_ns(own, self._believed_own, desired, actions)
+        return sorted(mine + actions, key=lambda a: a.phase), desired, own
 
     def reconcile(self, state: StateCache, *, full: bool = False, assume_alive: frozenset[str] = frozenset(),
-                  actual: tuple[dict[str, Namespace], VtepFilter | None] | None = None) -> PassResult:
+                  actual: tuple[dict[str, Namespace], AgentNs] | None = None) -> PassResult:
         """One pass. `actual`: an `observe` made elsewhere (the agent's dump thread);
         without it a full pass dumps here."""
         start = time.perf_counter()
         if actual is not None:
-            self._believed, self._believed_filter = actual
-        actions, desired = self.plan(state, full=full and actual is None, assume_alive=assume_alive)
+            self._believed, self._believed_own = actual
+        actions, desired, own = self._plan(state, full=full and actual is None, assume_alive=assume_alive)
         before = Counter(self.kernel.writes)
         result = PassResult(actions, full=full)
         for step in _batched(actions):
@@ -116,7 +120,7 @@ class Reconciler:
         if result.ok:
             kept = {k: v for k, v in (self._believed or {}).items() if not self.naming.owns_ns(k, v.marker)}
             self._believed = {**kept, **desired}
-            self._believed_filter = self.desired_filter(state)
+            self._believed_own = own
         else:
             self._believed = None  # find out what really happened on the next pass
         result.seconds = time.perf_counter() - start

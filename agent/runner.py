@@ -38,10 +38,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from vxlab.agent import metrics, vtep
+from vxlab.agent import metrics, nat, vtep
 from vxlab.agent.cache import StateCache
 from vxlab.agent.desired import HostInfo
-from vxlab.agent.kernel import Kernel, VtepFilter
+from vxlab.agent.kernel import AgentNs, Kernel
 from vxlab.agent.reconciler import PassResult, Reconciler, observe
 from vxlab.agent.underlay import controller_ips
 from vxlab.client import Client, parse_addresses
@@ -103,7 +103,7 @@ class Agent:
         """Run `fn` in the reconcile thread and wait for it (for synchronous callers)."""
         return self._pool.submit(fn).result()
 
-    def _background_dump(self) -> tuple[dict[str, Any], VtepFilter | None]:
+    def _background_dump(self) -> tuple[dict[str, Any], AgentNs]:
         """Runs in the dump thread, with a kernel of its own."""
         if self._dump_kernel is None:
             self._dump_kernel = self._kernel_factory()
@@ -326,7 +326,8 @@ async def plan_once(config: AgentConfig, kernel: Callable[[], Kernel]) -> list[s
 
 def teardown(kernel: Kernel, *, host: str, netns_prefix: str) -> list[str]:
     """Delete every namespace this host's agent owns (its marker) and the agent's
-    rogue-VTEP allow-list table, nothing else."""
+    rogue-VTEP allow-list and NAT tables, nothing else (the uplinks' host ends go with
+    their network namespaces)."""
     me = HostInfo(host, "", 0, netns_prefix)
     gone = []
     for name, ns in kernel.dump(netns_prefix).items():
@@ -337,4 +338,8 @@ def teardown(kernel: Kernel, *, host: str, netns_prefix: str) -> list[str]:
     kernel.delete_vtep_filter()
     if kernel.writes["delete_vtep_filter"] > before:
         gone.append(f"nftables table {vtep.FAMILY} {vtep.TABLE}")
+    before = kernel.writes["delete_nat"]
+    kernel.delete_nat("")
+    if kernel.writes["delete_nat"] > before:
+        gone.append(f"nftables table {nat.FAMILY} {nat.TABLE}")
     return gone

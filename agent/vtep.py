@@ -1,5 +1,5 @@
 """The rogue-VTEP allow-list: what it should hold, how it is planned, and its nftables
-form (rendering and parsing, pure; `NetlinkKernel` runs `nft`).
+form (rendering and parsing, pure; agent/nft.py writes and reads it).
 
 Like Calico's ipset of known hosts: in its own namespace every agent keeps a table of
 its own, `inet vxlab_vtep`, with a set `vteps` of the underlay addresses of every host
@@ -8,9 +8,9 @@ its own, and an input-hook chain dropping UDP to the VXLAN port from any other s
 (and all IPv6 UDP to it: the underlay is IPv4). A frame forged by a machine on the
 underlay that is not a registered host never reaches a bridge.
 
-The whole table is replaced in one `nft -f` transaction (`add table; delete table;
-table …`), which the kernel commits atomically: there is no moment without the filter,
-and no other table is ever named.
+The whole table is replaced in one transaction (agent/nft.py: `add table; delete
+table; table …`), which the kernel commits atomically: there is no moment without the
+filter, and no other table is ever named.
 """
 
 from __future__ import annotations
@@ -59,14 +59,13 @@ def _sorted(ips: frozenset[str]) -> list[str]:
 
 
 def render(want: VtepFilter) -> str:
-    """An `nft -f` script replacing our table with `want`, atomically."""
+    """Our table holding `want`: its `table inet vxlab_vtep { … }` text."""
     port = int(want.port)
     if not 0 < port < 65536:
         raise ValueError(f"vxlan port {port}: not a UDP port")
     elems = ", ".join(str(ipaddress.IPv4Address(ip)) for ip in _sorted(want.vteps))
     elements = f"    elements = {{ {elems} }}\n" if elems else ""
-    return (f"add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n"
-            f"table {FAMILY} {TABLE} {{\n"
+    return (f"table {FAMILY} {TABLE} {{\n"
             f"  set {SET} {{\n    type ipv4_addr\n{elements}  }}\n"
             f"  chain {CHAIN} {{\n    type filter hook input priority filter - 10; policy accept;\n"
             f"    udp dport {port} ip saddr != @{SET} counter drop\n"

@@ -10,7 +10,6 @@ process itself never changes namespace.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import secrets
 import subprocess
@@ -20,15 +19,18 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import pytest
-from vxlab.agent.kernel import Fdb, Foreign, KernelError, Link, Neigh, Route, Underlay
+from vxlab import netns
+from vxlab.agent.cache import StateCache
+from vxlab.agent.desired import HostInfo
+from vxlab.agent.kernel import Fdb, Foreign, KernelError, Link, Nat, Neigh, Route, Underlay
 from vxlab.agent.netlink import NetlinkKernel
+from vxlab.agent.reconciler import Reconciler
+from vxlab.model import Endpoint, Host, Network, WatchBatch
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")]
 
 T = TypeVar("T")
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def sh(*args: str, check: bool = True) -> str:
@@ -59,12 +61,7 @@ class Lab:
 
         def body() -> None:
             try:
-                fd = os.open(f"/run/netns/{host}", os.O_RDONLY)
-                try:
-                    if _libc.setns(fd, CLONE_NEWNET) != 0:
-                        raise OSError(ctypes.get_errno(), "setns")
-                finally:
-                    os.close(fd)
+                netns.enter(host)
                 kernel = NetlinkKernel()
                 try:
                     box["ok"] = fn(kernel)
@@ -322,3 +319,112 @@ def test_ping_across_vxlan(lab: Lab) -> None:
             dump.kill()
             dump.wait()
     assert "VXLAN, flags [I] (0x08), vni 4242" in out, out
+
+
+def _one_host_state(prefix: str) -> tuple[HostInfo, StateCache]:
+    me = HostInfo(name="h1", underlay_ip="172.31.11.1", underlay_mtu=1500, netns_prefix=prefix)
+    state = StateCache()
+    state.apply(WatchBatch(revision=1, snapshot=True, hosts=(Host("h1", "172.31.11.1", alive=True),
+                                                             Host("h2", "172.31.11.2", alive=True)),
+                           networks=(Network("blue", subnet="10.10.0.0/24", gateway="10.10.0.1", vni=4096),),
+                           endpoints=(Endpoint("web", "blue", "h1", ip="10.10.0.2", mac="02:42:0a:0a:00:02",
+                                               id="a" * 64, created="1"),
+                                      Endpoint("db", "blue", "h2", ip="10.10.0.3", mac="02:42:0a:0a:00:03",
+                                               id="b" * 64, created="1"))))
+    return me, state
+
+
+def _unmarked(ns: str) -> list[str]:
+    """Links of `ns` without a vxlab: ifalias (lo and the test's underlay left out)."""
+    out = []
+    for line in sh("ip", "-n", ns, "-o", "-d", "link", "show").splitlines():
+        name = line.split(":")[1].strip().split("@")[0]
+        if name not in ("lo", "u0", "u1") and " alias vxlab:" not in line:
+            out.append(name)
+    return out
+
+
+@pytest.mark.parametrize("method", ["add_bridge", "add_vxlan", "add_veth", "add_uplink"])
+def test_a_pass_stopped_between_create_and_mark_is_adopted_by_the_next(lab: Lab, method: str) -> None:
+    """Issue 13.3 on the real kernel: the fault point stops the driver right after the
+    create request; nothing unmarked is left in the agent's namespace, and the next
+    pass adopts the half-made link in our namespace and converges (then writes nothing)."""
+    host = lab.host("h", "link add u0 type veth peer name u1", "addr add 172.31.11.1/24 dev u0",
+                    "link set u0 up", "link set u1 up")
+    me, state = _one_host_state(lab.prefix)
+
+    def scenario(k: NetlinkKernel) -> tuple[list[str], dict[str, list[str]], list[str], list[str], dict[str, int]]:
+        r = Reconciler(k, me)
+        k.interrupt = {method}
+        first = r.reconcile(state, full=True)
+        half = {ns: _unmarked(ns) for ns in (host, *k.dump(lab.prefix))}
+        k.interrupt = set()
+        second = r.reconcile(state, full=True)
+        third = Reconciler(k, me).reconcile(state, full=True)  # a restarted agent
+        return first.errors, half, second.errors, [a.describe() for a in third.actions], dict(third.writes)
+
+    errors, half, second, again, writes = lab.run(host, scenario)
+    assert any("fault point" in e for e in errors), errors
+    assert half.pop(host) == [], "an unmarked link in the agent's namespace"
+    assert any(half.values()), f"the fault point left nothing half-made: {half}"
+    assert second == [] and again == [] and writes == {}
+    assert not any(_unmarked(ns) for ns in half)
+    web = lab.ns("c-web")
+    ping = subprocess.run(["ip", "netns", "exec", web, "ping", "-c1", "-W1", "10.10.0.1"], capture_output=True)
+    assert ping.returncode == 0, "the container does not reach its gateway"
+
+
+def test_adopt_link_only_in_a_namespace_with_the_given_marker(lab: Lab) -> None:
+    host = lab.host("h")
+    net = lab.ns("n")
+
+    def scenario(k: NetlinkKernel) -> None:
+        k.create_netns(net, marker="vxlab:h1:net:blue")
+        sh("ip", "-n", net, "link", "add", "vxb-blue", "type", "bridge")
+        sh("ip", "-n", net, "link", "add", "vxb-x", "type", "bridge")
+        sh("ip", "-n", net, "link", "set", "vxb-x", "alias", "someone")
+        sh("ip", "-n", host, "link", "add", "vxg-blue", "type", "bridge")
+        with pytest.raises(Foreign, match="never in the agent's own namespace"):
+            k.adopt_link("", "vxg-blue", alias="vxlab:uplink:blue", ns_marker="vxlab:h1:net:blue")
+        with pytest.raises(Foreign, match="marker"):
+            k.adopt_link(net, "vxb-blue", alias="vxlab:bridge:blue", ns_marker="vxlab:h2:net:blue")
+        with pytest.raises(Foreign, match="someone"):
+            k.adopt_link(net, "vxb-x", alias="vxlab:bridge:x", ns_marker="vxlab:h1:net:blue")
+        assert writes(k) == 1  # create_netns
+        for _ in range(2):
+            k.adopt_link(net, "vxb-blue", alias="vxlab:bridge:blue", ns_marker="vxlab:h1:net:blue")
+        k.adopt_link(net, "gone", alias="vxlab:bridge:gone", ns_marker="vxlab:h1:net:blue")
+        assert k.writes["adopt_link"] == 1
+        assert k.dump(lab.prefix)[net].links["vxb-blue"].alias == "vxlab:bridge:blue"
+
+    lab.run(host, scenario)
+    assert "alias" not in sh("ip", "-n", host, "-d", "link", "show", "vxg-blue")
+
+
+def test_nat_tables_are_ensured_dumped_and_removed(lab: Lab) -> None:
+    """set_nat / delete_nat in a network namespace and in the agent's own: written once,
+    read back equal by the dump (no second write), replaced when edited, removed; the
+    tables land in the namespace asked for only."""
+    host = lab.host("h")
+    net = lab.ns("n")
+    mine, theirs = Nat("10.10.0.0/24", "vxgw0"), Nat("169.254.0.0/16", "vxg-*", oif_negated=True)
+
+    def scenario(k: NetlinkKernel) -> None:
+        k.create_netns(net, marker="vxlab:h1:net:blue")
+        k.add_bridge(net, "vxb-blue", mtu=1500, alias="vxlab:bridge:blue")
+        k.writes.clear()
+        for _ in range(2):
+            k.set_nat(net, mine)
+            k.set_nat("", theirs)
+        assert dict(k.writes) == {"set_nat": 2}
+        assert k.dump(lab.prefix)[net].nat == mine and k.agent_ns().nat == theirs
+        assert k.dump(lab.prefix)[host].nat is None  # not a network namespace: not read
+        k.set_nat(net, Nat("10.10.0.0/16", "vxgw0"))
+        assert k.dump(lab.prefix)[net].nat == Nat("10.10.0.0/16", "vxgw0") and k.writes["set_nat"] == 3
+        for _ in range(2):
+            k.delete_nat(net)
+            k.delete_nat("")
+        assert k.writes["delete_nat"] == 2 and k.dump(lab.prefix)[net].nat is None and k.agent_ns().nat is None
+
+    lab.run(host, scenario)
+    assert "vxlab" not in sh("ip", "netns", "exec", host, "nft", "list", "tables")
