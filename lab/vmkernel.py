@@ -1,0 +1,169 @@
+"""The kernel a VM host boots: Debian 12's kernel package in a cache, or a vmlinuz of yours.
+
+`fetch()` downloads the newest `linux-image-6.1.0-<N>-amd64` with `apt-get download`,
+unpacks it with `dpkg -x` into `<cache>/<version>/` (never installed: no
+/boot, no initramfs-tools, no bootloader run) and runs `depmod -b` there, so the
+cache holds `boot/vmlinuz-<version>` and `lib/modules/<version>/` with a complete
+modules.dep. A `vxlab-kernel.json` marker says what the directory is; a fetch that
+died half-way leaves only a `.partial` directory, removed by the next fetch.
+
+The guest loads its modules from that directory: the guest's init links
+/lib/modules/<version> in its own overlay to it (the guest sees the cache through
+its 9p root, see vminitrd). Nothing is copied into this machine's /lib/modules, so
+a lab leaves no stray files there.
+
+`guest_kernel()` is what a VM uses: `kernel: /path/to/vmlinuz` when given (its version
+read from the bzImage header, its modules from `<dir>/../lib/modules/<version>` as
+`dpkg -x` lays them out, else this machine's /lib/modules/<version>, else none: then
+9p, virtio and overlay must be built in), otherwise the newest cached kernel, fetched
+first when the cache is empty. The cache is `$VXLAB_VM_CACHE` or /var/cache/vxlab/kernels.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+PACKAGE_RE = re.compile(r"^linux-image-(6\.1\.0-(\d+)-amd64)$")
+MARKER = "vxlab-kernel.json"
+
+
+class KernelError(RuntimeError):
+    """No kernel could be had; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class GuestKernel:
+    version: str
+    vmlinuz: Path
+    modules: Path | None  # the lib/modules/<version> directory, None when there is none
+    home: Path            # where its initramfs is kept (in the cache)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("VXLAB_VM_CACHE", "/var/cache/vxlab/kernels"))
+
+
+def cached() -> list[GuestKernel]:
+    """The kernels in the cache, newest (highest ABI number) first."""
+    root = cache_root()
+    found = []
+    for d in root.glob("6.1.0-*-amd64") if root.is_dir() else []:
+        if (d / MARKER).is_file() and (d / "boot" / f"vmlinuz-{d.name}").is_file():
+            found.append(GuestKernel(d.name, d / "boot" / f"vmlinuz-{d.name}", d / "lib" / "modules" / d.name, d))
+    return sorted(found, key=lambda k: _abi(k.version), reverse=True)
+
+
+def _abi(version: str) -> int:
+    m = re.match(r"6\.1\.0-(\d+)-", version)
+    return int(m.group(1)) if m else -1
+
+
+def newest_package() -> str:
+    """The newest Debian 12 kernel package apt knows (apt-get update first if none)."""
+    proc = subprocess.run(["apt-cache", "search", "--names-only", r"^linux-image-6\.1\.0-[0-9]+-amd64$"],
+                          capture_output=True, text=True)
+    names = [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
+    names = [n for n in names if PACKAGE_RE.match(n)]
+    if not names:
+        raise KernelError("apt knows no linux-image-6.1.0-*-amd64 package (run apt-get update; "
+                          "this needs Debian 12's package lists)")
+    return max(names, key=lambda n: int(PACKAGE_RE.match(n).group(2)))  # type: ignore[union-attr]
+
+
+@contextmanager
+def _locked() -> Iterator[None]:
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".lock").open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def fetch(package: str | None = None) -> GuestKernel:
+    """Download and unpack `package` (default: the newest) into the cache; a kernel already
+    there is kept as it is."""
+    package = package or newest_package()
+    m = PACKAGE_RE.match(package)
+    if not m:
+        raise KernelError(f"{package!r} is not a linux-image-6.1.0-<N>-amd64 package")
+    version = m.group(1)
+    for tool in ("apt-get", "dpkg", "depmod"):
+        if shutil.which(tool) is None:
+            raise KernelError(f"{tool} is missing (depmod: apt-get install kmod; or ./vx setup --vm)")
+    with _locked():
+        done = [k for k in cached() if k.version == version]
+        if done:
+            return done[0]
+        root = cache_root()
+        for stale in root.glob("*.partial"):
+            shutil.rmtree(stale, ignore_errors=True)
+        part = root / f"{version}.partial"
+        part.mkdir()
+        with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as dl:
+            os.chmod(dl, 0o755)  # apt downloads as _apt where it can
+            _must(["apt-get", "download", "-q", package], cwd=dl, what=f"apt-get download {package}")
+            debs = list(Path(dl).glob("*.deb"))
+            if len(debs) != 1:
+                raise KernelError(f"apt-get download {package} left {len(debs)} .deb files")
+            _must(["dpkg", "-x", str(debs[0]), str(part)], what="dpkg -x")
+        _must(["depmod", "-b", str(part), version], what="depmod")
+        (part / MARKER).write_text(json.dumps({"package": package, "version": version,
+                                               "made_by": "vxlab (lab/vmkernel.py)"}) + "\n")
+        part.rename(root / version)
+    return next(k for k in cached() if k.version == version)
+
+
+def _must(args: list[str], *, what: str, cwd: str | None = None) -> None:
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=cwd)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise KernelError(f"{what} failed: {' / '.join(tail)}")
+
+
+def bzimage_version(path: Path) -> str:
+    """The kernel release a bzImage carries (its setup header's version string)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(0x10000)
+    except OSError as e:
+        raise KernelError(f"{path}: {e.strerror}") from None
+    if len(head) < 0x210 or head[0x202:0x206] != b"HdrS":
+        raise KernelError(f"{path}: not a bzImage (no HdrS setup header)")
+    offset = int.from_bytes(head[0x20E:0x210], "little") + 0x200
+    version = head[offset:offset + 256].split(b"\0", 1)[0].split(b" ", 1)[0].decode(errors="replace")
+    if not version:
+        raise KernelError(f"{path}: no version string in the setup header")
+    return version
+
+
+def from_path(vmlinuz: Path) -> GuestKernel:
+    """A kernel of yours, with its modules where `dpkg -x` or an install puts them."""
+    version = bzimage_version(vmlinuz)
+    home = cache_root() / "custom" / version
+    for mods in (vmlinuz.resolve().parent.parent / "lib" / "modules" / version, Path("/lib/modules") / version):
+        if (mods / "modules.dep").is_file():
+            cached_home = mods.parents[2]
+            return GuestKernel(version, vmlinuz, mods, cached_home if (cached_home / MARKER).is_file() else home)
+    return GuestKernel(version, vmlinuz, None, home)
+
+
+def guest_kernel(path: str | None = None, *, fetch_missing: bool = True) -> GuestKernel:
+    """The kernel for a VM: `path` when given, else the newest cached (fetched if none)."""
+    if path:
+        return from_path(Path(path))
+    have = cached()
+    if have:
+        return have[0]
+    if not fetch_missing:
+        raise KernelError(f"no guest kernel in {cache_root()} (./vx setup --vm fetches one)")
+    return fetch()
