@@ -132,12 +132,14 @@ class VmConfig:
 @dataclass(frozen=True)
 class Boot:
     """What `start` did: the accelerator (and why), the guest kernel, seconds until the
-    channel answered and the network was configured, QEMU's pid."""
+    channel first answered and until the network was configured too (0 for a VM that
+    was running already), QEMU's pid."""
 
     accel: vmaccel.Accel
     kernel: str
     seconds: float
     pid: int
+    channel_s: float = 0.0
 
 
 def available() -> str | None:
@@ -306,6 +308,7 @@ class Vm:
                                           stderr=subprocess.STDOUT, start_new_session=True)
         try:
             self._wait_channel(began + timeout)
+            answered = time.monotonic() - began
             if config.nic:
                 rc, _, err = self.run(net_script(config.nic), timeout=60)
                 if rc != 0:
@@ -313,7 +316,7 @@ class Vm:
         except BaseException:
             self.kill()
             raise
-        return Boot(accel, kernel.version, round(time.monotonic() - began, 2), self._proc.pid)
+        return Boot(accel, kernel.version, round(time.monotonic() - began, 2), self._proc.pid, round(answered, 2))
 
     def _wait_channel(self, deadline: float) -> None:
         assert self._proc is not None

@@ -167,3 +167,16 @@ def guest_kernel(path: str | None = None, *, fetch_missing: bool = True) -> Gues
     if not fetch_missing:
         raise KernelError(f"no guest kernel in {cache_root()} (./vx setup --vm fetches one)")
     return fetch()
+
+
+if __name__ == "__main__":  # `python -m vxlab.lab.vmkernel ensure|fetch` (./vx setup --vm)
+    import sys
+
+    if sys.argv[1:] not in (["ensure"], ["fetch"]):
+        sys.exit("usage: python -m vxlab.lab.vmkernel ensure|fetch   (ensure: the newest cached, "
+                 "fetched if none; fetch: the newest Debian 12 kernel package)")
+    try:
+        k = guest_kernel() if sys.argv[1] == "ensure" else fetch()
+    except KernelError as e:
+        sys.exit(f"error: {e}")
+    print(f"{k.version} {k.vmlinuz}")
