@@ -45,7 +45,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from vxlab import netns
+from vxlab import netns, validate
 from vxlab.lab import underlay, vmaccel, vmchan, vminitrd, vmkernel
 from vxlab.lab.vmchan import Channel, ChannelError, RunResult
 
@@ -165,7 +165,7 @@ def qemu_args(run: Path, config: VmConfig, kernel: vmkernel.GuestKernel, initrd:
     if kernel.modules:
         append.append(f"vx.mods={kernel.modules}")
     args = [vmaccel.qemu_binary(), *accel.args(), "-m", f"{spec.memory_mb}M", "-smp", str(spec.cpus),
-            "-name", f"vxlab:{config.name},process=vxvm-{config.name}"[:80],
+            "-name", f"vxlab:{config.name},process=vxvm-{config.name}",
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-rtc", "base=utc",
             "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd),
             "-fsdev", "local,id=vxroot,path=/,security_model=none,readonly=on,multidevs=remap",
@@ -184,6 +184,9 @@ def qemu_args(run: Path, config: VmConfig, kernel: vmkernel.GuestKernel, initrd:
         nic = config.nic
         args += ["-netdev", f"tap,id=vxnet,ifname={nic.tap},script=no,downscript=no",
                  "-device", f"virtio-net-pci,netdev=vxnet,mac={nic.mac or mac_for(nic)},romfile="]
+    for value in append:  # the kernel splits its command line at spaces
+        if any(c.isspace() for c in value):
+            raise VmError(f"cannot boot a VM: {value!r} holds a space (a path on the kernel command line)")
     return [*args, "-append", " ".join(append)]
 
 
@@ -280,6 +283,7 @@ class Vm:
     def start(self, config: VmConfig, *, timeout: float = BOOT_TIMEOUT) -> Boot:
         """Boot the VM (a running one is kept: its channel must answer) and return once its
         channel answers and its NIC is configured; VmError naming the console otherwise."""
+        validate.name(config.name, field="vm.name", max_len=validate.HOST_NAME_MAX)
         kernel = vmkernel.guest_kernel(config.spec.kernel)
         initrd = vminitrd.ensure(kernel.modules, kernel.home)
         accel = vmaccel.choose(kernel, initrd, want=config.accel)

@@ -3,7 +3,9 @@
 The guest's root is this machine's filesystem, exported read-only over 9p by QEMU
 (`-fsdev …,readonly=on`: the guest cannot write to it even as root). The init here
 (stage 1) loads the modules that 9p, the overlay and the command channel need
-(`insmod`, in dependency order from the kernel's modules.dep), mounts the 9p root,
+(`insmod`, in dependency order from the kernel's modules.dep), mounts the 9p root
+(`cache=loose`: the guest caches what it read; a file this machine changes while the
+VM runs may look stale in it — shares are `cache=none`),
 puts a tmpfs overlay on top of the whole of it (every path is writable in the guest,
 writes stay in the guest's memory), fresh tmpfs on /run and /tmp (the guest's
 /run/netns is its own), the guest kernel's modules at /lib/modules/<version> (a
@@ -15,7 +17,8 @@ server exits, the guest powers off, so QEMU exits and the host sees the VM gone.
 
 Per-VM settings come on the kernel command line (`vx.host=`, `vx.chan=`, `vx.python=`,
 `vx.mods=`, `vx.share=TAG:PATH`, …), so one initramfs per kernel serves every VM; it is
-cached next to the kernel under a name holding the hash of its content.
+cached next to the kernel under a name holding the hash of its content. With `vx.probe`
+the init only says "vxlab-init: probe ok" and powers off (vmaccel's KVM probe).
 
 The archive is written here (cpio "newc", uncompressed: the kernel unpacks it faster
 under TCG than it would gunzip it, and it is 3 MB).

@@ -214,10 +214,11 @@ def test_cleanup_after_the_starter_was_killed(tmp_path: Path, rig: Rig) -> None:
         assert other.alive()
         assert underlay.ip("link", "show", "dev", nic.tap, ns=rig.switch, check=False).returncode == 0
     finally:
-        other.cleanup()
+        swept = vm.sweep(tmp_path)  # what `lab down` calls on the lab's VM directory
         if starter.poll() is None:
             starter.kill()
             starter.wait()
+    assert swept == [str(other.dir)]
     assert not vm.find_qemu(other.dir) and not other.dir.exists()
     assert underlay.ip("link", "show", "dev", nic.tap, ns=rig.switch, check=False).returncode != 0
 
@@ -245,6 +246,13 @@ def test_the_kvm_probe(rig: Rig) -> None:
     verdict = vmaccel.cached_probe(rig.kernel, initrd)
     assert verdict.name in ("kvm", "tcg") and verdict.reason
     assert vmaccel.boots(rig.kernel, initrd, accel="tcg", cpu="max", timeout=120) is None
+
+
+def test_a_kernel_given_by_its_path(rig: Rig) -> None:
+    """`kernel: /path/to/vmlinuz`: its version from the bzImage header, its modules where
+    `dpkg -x` put them."""
+    given = vmkernel.guest_kernel(str(rig.kernel.vmlinuz))
+    assert (given.version, given.modules, given.home) == (rig.kernel.version, rig.kernel.modules, rig.kernel.home)
 
 
 def test_stop_and_cleanup_leave_nothing(rig: Rig) -> None:
