@@ -110,7 +110,7 @@ def boots(kernel: vmkernel.GuestKernel, initrd: Path, *, accel: str, cpu: str, t
     """None when the guest's init answered under `accel`, else what went wrong."""
     args = ["nice", "-n", "19", qemu_binary(), "-accel", accel, "-cpu", cpu, "-m", "256M", "-smp", "1",
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-serial", "stdio",
-            "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd),
+            "-kernel", str(vmkernel.boot_image(kernel)), "-initrd", str(initrd),
             "-append", "console=ttyS0 panic=-1 quiet vx.probe"]
     start = time.monotonic()
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -32,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -59,11 +60,13 @@ class Channel:
         self.path = path
         self.hint = hint  # appended to errors, e.g. "see <console log>"
 
-    def call(self, request: dict[str, Any], *, timeout: float) -> dict[str, Any]:
-        """Send `request` (an id is added) and return the guest's answer."""
+    def call(self, request: dict[str, Any], *, timeout: float,
+             alive: Callable[[], bool] | None = None) -> dict[str, Any]:
+        """Send `request` (an id is added) and return the guest's answer; `alive` (is
+        QEMU still there?) ends the wait early when it says no."""
         rid = secrets.token_hex(6)
         deadline = time.monotonic() + timeout
-        sock = self._connect(deadline)
+        sock = self._connect(deadline, alive)
         gone = ChannelError(f"the VM closed its channel (QEMU exited?){self.hint}")
         try:
             sock.sendall(json.dumps({**request, "id": rid}).encode() + b"\n")
@@ -72,7 +75,9 @@ class Channel:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise ChannelError(f"the guest did not answer within {timeout:g} s{self.hint}")
-                sock.settimeout(left)
+                if alive is not None and not alive():
+                    raise gone
+                sock.settimeout(min(left, 1.0))
                 try:
                     chunk = sock.recv(1 << 16)
                 except TimeoutError:
@@ -90,7 +95,7 @@ class Channel:
         finally:
             sock.close()
 
-    def _connect(self, deadline: float) -> socket.socket:
+    def _connect(self, deadline: float, alive: Callable[[], bool] | None) -> socket.socket:
         while True:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
@@ -98,13 +103,13 @@ class Channel:
                 return sock
             except (FileNotFoundError, ConnectionRefusedError) as e:
                 sock.close()
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= deadline or (alive is not None and not alive()):
                     raise ChannelError(f"no VM channel at {self.path}: {e.strerror}{self.hint}") from None
                 time.sleep(0.05)
 
-    def ping(self, *, timeout: float = 5.0) -> dict[str, Any]:
+    def ping(self, *, timeout: float = 5.0, alive: Callable[[], bool] | None = None) -> dict[str, Any]:
         """The guest's kernel release and uptime; raises ChannelError when it does not answer."""
-        return self.call({"op": "ping"}, timeout=timeout)
+        return self.call({"op": "ping"}, timeout=timeout, alive=alive)
 
     def run(self, cmd: str | list[str], *, timeout: float = 60.0, stdin: str = "") -> RunResult:
         """Run `cmd` in the guest (a string goes to /bin/sh -c) as root in its root

@@ -12,6 +12,12 @@ The guest loads its modules from that directory: the guest's init links
 its 9p root, see vminitrd). Nothing is copied into this machine's /lib/modules, so
 a lab leaves no stray files there.
 
+`boot_image()` is what QEMU loads: the bzImage's payload decompressed once into
+`vmlinux-<version>` next to it, when it is an ELF with the PVH entry note (Debian's
+kernel is: CONFIG_PVH), so QEMU enters the kernel directly. Under TCG that saves the
+guest decompressing 8 MB of xz itself: 1.6 s instead of 4.1–4.6 s until the init runs
+(measured here). Otherwise (another compression, no PVH note) the bzImage.
+
 `guest_kernel()` is what a VM uses: `kernel: /path/to/vmlinuz` when given (its version
 read from the bzImage header, its modules from `<dir>/../lib/modules/<version>` as
 `dpkg -x` lays them out, else this machine's /lib/modules/<version>, else none: then
@@ -23,11 +29,14 @@ from __future__ import annotations
 
 import fcntl
 import json
+import lzma
 import os
 import re
 import shutil
 import subprocess
+import struct
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -155,6 +164,61 @@ def from_path(vmlinuz: Path) -> GuestKernel:
             cached_home = mods.parents[2]
             return GuestKernel(version, vmlinuz, mods, cached_home if (cached_home / MARKER).is_file() else home)
     return GuestKernel(version, vmlinuz, None, home)
+
+
+XZ_MAGIC, GZIP_MAGIC = b"\xfd7zXZ\x00", b"\x1f\x8b\x08"
+PVH_NOTE = 18  # XEN_ELFNOTE_PHYS32_ENTRY: the 32-bit entry QEMU uses to boot an ELF kernel
+
+
+def boot_image(kernel: GuestKernel) -> Path:
+    """The uncompressed PVH vmlinux of `kernel` (made once in its home), else its bzImage."""
+    out = kernel.home / f"vmlinux-{kernel.version}"
+    src = kernel.vmlinuz.stat()
+    if out.is_file() and out.stat().st_mtime_ns == src.st_mtime_ns:  # made from this very bzImage
+        return out
+    elf = _payload(kernel.vmlinuz.read_bytes())
+    if elf is None or not has_pvh_note(elf):
+        return kernel.vmlinuz
+    kernel.home.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_bytes(elf)
+    os.utime(tmp, ns=(src.st_atime_ns, src.st_mtime_ns))
+    tmp.replace(out)
+    return out
+
+
+def _payload(image: bytes) -> bytes | None:
+    """The ELF kernel a bzImage carries compressed with xz or gzip, None otherwise."""
+    for magic, decompressor in ((XZ_MAGIC, lambda: lzma.LZMADecompressor(format=lzma.FORMAT_XZ)),
+                                (GZIP_MAGIC, lambda: zlib.decompressobj(16 + zlib.MAX_WBITS))):
+        at = image.find(magic)
+        if at < 0:
+            continue
+        try:
+            data = decompressor().decompress(image[at:])
+        except (lzma.LZMAError, zlib.error):
+            continue
+        if data[:4] == b"\x7fELF":
+            return data
+    return None
+
+
+def has_pvh_note(elf: bytes) -> bool:
+    """Whether a 64-bit ELF has a Xen PHYS32_ENTRY note in a PT_NOTE segment."""
+    if elf[:5] != b"\x7fELF\x02":
+        return False
+    phoff, = struct.unpack_from("<Q", elf, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
+    for i in range(phnum):
+        p_type, _, p_offset, _, _, p_filesz = struct.unpack_from("<IIQQQQ", elf, phoff + i * phentsize)
+        pos, end = p_offset, p_offset + p_filesz
+        while p_type == 4 and pos + 12 <= end:  # PT_NOTE
+            namesz, descsz, n_type = struct.unpack_from("<III", elf, pos)
+            name = elf[pos + 12: pos + 12 + namesz]
+            if name == b"Xen\0" and n_type == PVH_NOTE:
+                return True
+            pos += 12 + (namesz + 3 & ~3) + (descsz + 3 & ~3)
+    return False
 
 
 def guest_kernel(path: str | None = None, *, fetch_missing: bool = True) -> GuestKernel:

@@ -15,6 +15,7 @@ import os
 import platform
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -224,15 +225,19 @@ def test_cleanup_after_the_starter_was_killed(tmp_path: Path, rig: Rig) -> None:
 
 
 def test_a_vm_that_cannot_boot_is_a_clear_error(tmp_path: Path, rig: Rig) -> None:
-    """QEMU refusing its configuration, and a guest too small to boot, are one error each
-    naming where to look; neither leaves a process behind."""
+    """QEMU refusing its configuration, and a kernel whose modules are nowhere (no 9p: the
+    init cannot mount the root), are one error each naming where to look; neither
+    leaves a process behind."""
     broken = vm.Vm(tmp_path / "broken")
+    alone = tmp_path / "boot" / rig.kernel.vmlinuz.name  # no ../lib/modules next to it
+    alone.parent.mkdir()
+    shutil.copy2(rig.kernel.vmlinuz, alone)
     try:
         with pytest.raises(vm.VmError, match=r"QEMU exited.*nonexistent"):
             broken.start(vm.VmConfig(name="broken", shares=(str(tmp_path / "nonexistent"),)), timeout=120)
         assert not broken.alive()
-        with pytest.raises(vm.VmError, match=r"did not answer on its channel \(QEMU exited.*console .*console\.log"):
-            broken.start(vm.VmConfig(name="broken", spec=vm.VmSpec(memory_mb=64)), timeout=120)
+        with pytest.raises(vm.VmError, match=r"QEMU exited.*console .*console\.log.*vxlab-init: error: mount the 9p root"):
+            broken.start(vm.VmConfig(name="broken", spec=vm.VmSpec(kernel=str(alone))), timeout=120)
         assert not broken.alive()
     finally:
         broken.cleanup()

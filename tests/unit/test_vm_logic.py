@@ -201,3 +201,35 @@ def test_channel_errors(tmp_path: Path) -> None:
         vmchan.Channel(tmp_path / "none.sock", hint=" (see here)").ping(timeout=0.2)
     with pytest.raises(vmchan.ChannelError, match="closed its channel"):
         vmchan.Channel(_fake_guest(tmp_path, lambda req: b"")).ping(timeout=5)
+
+
+def _elf(note_type: int) -> bytes:
+    """A minimal 64-bit ELF with one PT_NOTE segment holding a Xen note of `note_type`."""
+    import struct
+
+    note = struct.pack("<III", 4, 4, note_type) + b"Xen\0" + b"\0\0\0\x01"
+    phoff, phentsize = 64, 56
+    header = bytearray(64)
+    header[:5] = b"\x7fELF\x02"
+    struct.pack_into("<Q", header, 0x20, phoff)
+    struct.pack_into("<HH", header, 0x36, phentsize, 1)
+    phdr = struct.pack("<IIQQQQQQ", 4, 0, phoff + phentsize, 0, 0, len(note), len(note), 4)
+    return bytes(header) + phdr + note
+
+
+@pytest.mark.parametrize("compress", ["xz", "gzip"])
+def test_boot_image_is_the_uncompressed_pvh_kernel(tmp_path: Path, compress: str) -> None:
+    import gzip
+    import lzma
+
+    pack = {"xz": lambda b: lzma.compress(b, format=lzma.FORMAT_XZ), "gzip": gzip.compress}[compress]
+    for note, want_elf in ((vmkernel.PVH_NOTE, True), (7, False)):
+        home = tmp_path / f"{compress}{note}"
+        home.mkdir()
+        (home / "vmlinuz").write_bytes(b"MZ setup code " + pack(_elf(note)) + b"trailing")
+        kernel = vmkernel.GuestKernel("6.1.0-1-amd64", home / "vmlinuz", None, home)
+        image = vmkernel.boot_image(kernel)
+        assert (image != kernel.vmlinuz) == want_elf
+        if want_elf:
+            assert image.read_bytes() == _elf(note) and vmkernel.boot_image(kernel) == image
+    assert not vmkernel.has_pvh_note(b"\x7fELF\x01" + bytes(100))
