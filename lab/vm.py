@@ -34,6 +34,7 @@ the run directory, so `find_qemu` finds it by scanning /proc even without the pi
 from __future__ import annotations
 
 import json
+import fcntl
 import os
 import re
 import shutil
@@ -56,7 +57,7 @@ VM_MEMORY_MIN, VM_MEMORY_MAX = 256, 65536  # MiB; 256 boots the kernel and the a
 VM_NICE = 19
 BOOT_TIMEOUT = 180.0  # about 5 s on an idle machine; TCG at nice 19 on a busy one is slow
 SWITCH_BRIDGE = "vxsw"
-FILES = ("vm.json", "qemu.pid", "ctl.sock", "qemu.log")
+FILES = ("vm.json", "qemu.pid", "ctl.sock", "qemu.log", "vm.lock", "vm.json.tmp")
 
 
 class VmError(RuntimeError):
@@ -283,15 +284,22 @@ class Vm:
     # --- lifecycle -----------------------------------------------------------------------
     def start(self, config: VmConfig, *, timeout: float = BOOT_TIMEOUT) -> Boot:
         """Boot the VM (a running one is kept: its channel must answer) and return once its
-        channel answers and its NIC is configured; VmError naming the console otherwise."""
+        channel answers and its NIC is configured; VmError naming the console otherwise.
+        One start at a time per run directory (a lock file): `up` and a heal may overlap."""
         validate.name(config.name, field="vm.name", max_len=validate.HOST_NAME_MAX)
         kernel = vmkernel.guest_kernel(config.spec.kernel)
         initrd = vminitrd.ensure(kernel.modules, kernel.home)
         accel = vmaccel.choose(kernel, initrd, want=config.accel)
-        if self.alive():
-            self.channel.ping(timeout=timeout)
-            return Boot(accel, kernel.version, 0.0, self.pids()[0])
         self.dir.mkdir(parents=True, exist_ok=True)
+        with (self.dir / "vm.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.alive():
+                self.channel.ping(timeout=timeout)
+                return Boot(accel, kernel.version, 0.0, self.pids()[0])
+            return self._boot(config, kernel, initrd, accel, timeout)
+
+    def _boot(self, config: VmConfig, kernel: vmkernel.GuestKernel, initrd: Path, accel: vmaccel.Accel,
+              timeout: float) -> Boot:
         self._record(config, kernel=kernel.version, accel=asdict(accel))  # before anything exists
         if config.nic:
             ensure_tap(config.nic)
@@ -312,7 +320,7 @@ class Vm:
             self._proc = subprocess.Popen([*prefix, *args], stdin=subprocess.DEVNULL, stdout=log,
                                           stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            self._wait_channel(began + timeout)
+            self._wait_channel(began, timeout)
             answered = time.monotonic() - began
             if config.nic:
                 rc, _, err = self.run(net_script(config.nic), timeout=60)
@@ -323,24 +331,23 @@ class Vm:
             raise
         return Boot(accel, kernel.version, round(time.monotonic() - began, 2), self._proc.pid, round(answered, 2))
 
-    def _wait_channel(self, deadline: float) -> None:
-        assert self._proc is not None
-        sock = self.dir / "ctl.sock"
+    def _wait_channel(self, began: float, timeout: float) -> None:
+        proc = self._proc
+        assert proc is not None
+        sock, deadline = self.dir / "ctl.sock", began + timeout
         while not sock.exists():
-            if self._proc.poll() is not None:
-                raise VmError(f"QEMU exited at once (status {self._proc.returncode}): {_tail(self.dir / 'qemu.log')}")
+            if proc.poll() is not None:
+                raise VmError(f"QEMU exited at once (status {proc.returncode}): {_tail(self.dir / 'qemu.log')}")
             if time.monotonic() > deadline:
-                raise VmError(f"QEMU made no channel socket in time (see {self.dir / 'qemu.log'})")
+                raise VmError(f"QEMU made no channel socket within {timeout:g} s (see {self.dir / 'qemu.log'})")
             time.sleep(0.02)
         try:
-            proc = self._proc
             self.channel.ping(timeout=max(0.1, deadline - time.monotonic()), alive=lambda: proc.poll() is None)
         except ChannelError:
             try:
-                why = f"QEMU exited with status {self._proc.wait(5)}"
+                why = f"QEMU exited with status {proc.wait(5)}"
             except subprocess.TimeoutExpired:
-                why = f"no answer within {deadline - time.monotonic() + 5:.0f} s" if time.monotonic() < deadline \
-                    else "no answer in time"
+                why = f"no answer within {timeout:g} s"
             qemu_log = _tail(self.dir / "qemu.log")
             raise VmError(f"the VM did not answer on its channel ({why}); console {self.console}: "
                           f"{_tail(self.console)}" + (f"; QEMU: {qemu_log}" if qemu_log != "(empty)" else "")) from None
