@@ -224,20 +224,22 @@ def test_cleanup_after_the_starter_was_killed(tmp_path: Path, rig: Rig) -> None:
     assert underlay.ip("link", "show", "dev", nic.tap, ns=rig.switch, check=False).returncode != 0
 
 
-def test_a_vm_that_cannot_boot_is_a_clear_error(tmp_path: Path, rig: Rig) -> None:
+def test_a_vm_that_cannot_boot_is_a_clear_error(tmp_path: Path, rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     """QEMU refusing its configuration, and a kernel whose modules are nowhere (no 9p: the
     init cannot mount the root), are one error each naming where to look; neither
     leaves a process behind."""
+    monkeypatch.setenv("VXLAB_VM_CACHE", str(tmp_path / "cache"))  # that kernel's initramfs goes there
     broken = vm.Vm(tmp_path / "broken")
     alone = tmp_path / "boot" / rig.kernel.vmlinuz.name  # no ../lib/modules next to it
     alone.parent.mkdir()
     shutil.copy2(rig.kernel.vmlinuz, alone)
     try:
         with pytest.raises(vm.VmError, match=r"QEMU exited.*nonexistent"):
-            broken.start(vm.VmConfig(name="broken", shares=(str(tmp_path / "nonexistent"),)), timeout=120)
+            broken.start(vm.VmConfig(name="broken", spec=vm.VmSpec(kernel=str(rig.kernel.vmlinuz)),
+                                     shares=(str(tmp_path / "nonexistent"),), accel="tcg"), timeout=120)
         assert not broken.alive()
         with pytest.raises(vm.VmError, match=r"QEMU exited.*console .*console\.log.*vxlab-init: error: mount the 9p root"):
-            broken.start(vm.VmConfig(name="broken", spec=vm.VmSpec(kernel=str(alone))), timeout=120)
+            broken.start(vm.VmConfig(name="broken", spec=vm.VmSpec(kernel=str(alone)), accel="tcg"), timeout=120)
         assert not broken.alive()
     finally:
         broken.cleanup()
