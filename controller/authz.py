@@ -5,9 +5,9 @@ client certificate), the method name and the request; a refusal is a PermissionD
 naming the field. With TLS off there is no identity and the server installs no check.
 
 - admin (`vxlab://admin`): everything;
-- a host (`vxlab://host/NAME`): RegisterHost, KeepAlive and DeregisterHost as itself
-  only, plus every read (Get*, List*, Watch); never creates, updates or deletes
-  networks, endpoints or policies;
+- a host (`vxlab://host/NAME`): RegisterHost, KeepAlive, DeregisterHost and
+  ReportFaultStatus as itself only, plus every read (Get*, List*, Watch); never creates,
+  updates or deletes networks, endpoints, policies or faults;
 - any other certificate of the CA: nothing.
 """
 
@@ -19,12 +19,14 @@ from vxlab.errors import PermissionDenied
 from vxlab.tls import Identity
 
 READS = frozenset({"GetHost", "ListHosts", "GetNetwork", "ListNetworks", "GetEndpoint", "ListEndpoints",
-                   "GetPolicy", "ListPolicies", "Watch"})
-AS_ITSELF = {"RegisterHost": "host.name", "KeepAlive": "name", "DeregisterHost": "name"}  # where the host is named
+                   "GetPolicy", "ListPolicies", "GetFault", "ListFaults", "Watch"})
+AS_ITSELF = {"RegisterHost": "host.name", "KeepAlive": "name", "DeregisterHost": "name",  # where the host is named
+             "ReportFaultStatus": "status.host"}
 WRITES = {"CreateNetwork": ("network", "create networks"), "DeleteNetwork": ("network", "delete networks"),
           "UpdateNetwork": ("network", "update networks"), "UpdateEndpoint": ("endpoint", "update endpoints"),
           "CreateEndpoint": ("endpoint", "create endpoints"), "DeleteEndpoint": ("endpoint", "delete endpoints"),
-          "CreatePolicy": ("policy", "create policies"), "DeletePolicy": ("policy", "delete policies")}
+          "CreatePolicy": ("policy", "create policies"), "DeletePolicy": ("policy", "delete policies"),
+          "CreateFault": ("fault", "create faults"), "DeleteFault": ("fault", "delete faults")}
 
 
 def _field(request: Any, path: str) -> str:

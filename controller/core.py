@@ -1,4 +1,4 @@
-"""The controller core: hosts, networks, endpoints, policies and watch over one store.
+"""The controller core: hosts, networks, endpoints, policies, faults and watch over one store.
 
 Stateless apart from in-flight reservations: any number of controller processes can
 serve the same etcd. The gRPC servicer (servicer.py) is a thin edge over this.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from vxlab.controller.context import Config, Context
 from vxlab.controller.endpoints import Endpoints
+from vxlab.controller.faults import Faults
 from vxlab.controller.hosts import Hosts
 from vxlab.controller.networks import Networks
 from vxlab.controller.policies import Policies
@@ -23,6 +24,7 @@ class Controller:
         self.endpoints = Endpoints(self.ctx)
         self.hosts = Hosts(self.ctx, self.endpoints)
         self.policies = Policies(self.ctx)
+        self.faults = Faults(self.ctx)
         self.watcher = Watcher(self.ctx)
 
     async def healthy(self) -> bool:

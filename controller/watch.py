@@ -8,9 +8,10 @@ revision, in order, each carrying the state as of its own revision (never a late
 - alive/<h> put/delete       -> Host put with alive=True / alive=False (lease expiry);
   a host touched twice in one revision (registration puts both keys) is one change;
 - networks/…, endpoints/…, policies/… -> Network / Endpoint / Policy put or delete;
-- alloc/…                    -> nothing (bookkeeping).
+- faults/<id>                -> Fault put (without status) or delete (deleted, or its lease expired);
+- faultstatus/…, alloc/…     -> nothing (hosts' reports are read with GetFault; bookkeeping).
 
-A delete carries only the object's identity (name; network for endpoints and policies). Resuming
+A delete carries only the object's identity (name; network for endpoints and policies; a fault's id). Resuming
 from revision R replays history after R; when R was compacted the subscriber gets a
 fresh snapshot marked `compacted`. A lost etcd connection ends the stream with
 StoreUnavailable; the agent reconnects with its last revision.
@@ -27,7 +28,7 @@ from typing import Any
 from vxlab.controller import metrics
 from vxlab.controller.context import Context
 from vxlab.controller.store import Compacted, Event, KeyValue, StoreUnavailable
-from vxlab.model import Change, Endpoint, Host, Network, Policy, WatchBatch, from_json
+from vxlab.model import Change, Endpoint, Fault, Host, Network, Policy, WatchBatch, from_json
 
 
 _END = object()  # hub -> subscriber: the shared stream ended (the subscriber reconnects)
@@ -64,6 +65,7 @@ class _View:
         self.networks = {n.name: n for n in snap.networks}
         self.endpoints = {(e.network, e.name): e for e in snap.endpoints}
         self.policies = {(p.network, p.name): p for p in snap.policies}
+        self.faults = {f.id: f for f in snap.faults}
         self._snap: WatchBatch | None = snap
         self._revision = snap.revision
 
@@ -79,6 +81,8 @@ class _View:
                 self._put_or_delete(self.endpoints, (obj.network, obj.name), obj, c.kind)
             elif isinstance(obj, Policy):
                 self._put_or_delete(self.policies, (obj.network, obj.name), obj, c.kind)
+            elif isinstance(obj, Fault):
+                self._put_or_delete(self.faults, obj.id, obj, c.kind)
         if self._snap is None:
             self._revision = batch.revision
 
@@ -96,7 +100,8 @@ class _View:
                 hosts=tuple(self.hosts[k] for k in sorted(self.hosts)),
                 networks=tuple(self.networks[k] for k in sorted(self.networks)),
                 endpoints=tuple(self.endpoints[k] for k in sorted(self.endpoints)),
-                policies=tuple(self.policies[k] for k in sorted(self.policies)))
+                policies=tuple(self.policies[k] for k in sorted(self.policies)),
+                faults=tuple(self.faults[k] for k in sorted(self.faults)))
         return self._snap
 
 
@@ -210,6 +215,7 @@ class Watcher:
         networks: list[Network] = []
         endpoints: list[Endpoint] = []
         policies: list[Policy] = []
+        faults: list[Fault] = []
         for kv in kvs:
             kind, parts = self.keys.classify(kv.key)
             if kind == "hosts":
@@ -222,10 +228,12 @@ class Watcher:
                 endpoints.append(from_json(Endpoint, kv.value))
             elif kind == "policies":
                 policies.append(from_json(Policy, kv.value))
+            elif kind == "faults":
+                faults.append(from_json(Fault, kv.value))
         return WatchBatch(
             revision=rev, snapshot=True, compacted=compacted,
             hosts=tuple(dataclasses.replace(h, alive=h.name in alive) for h in hosts),
-            networks=tuple(networks), endpoints=tuple(endpoints), policies=tuple(policies),
+            networks=tuple(networks), endpoints=tuple(endpoints), policies=tuple(policies), faults=tuple(faults),
         )
 
     async def watch(self, *, start_revision: int = 0) -> AsyncIterator[WatchBatch]:
@@ -331,4 +339,8 @@ class Watcher:
             if ev.kind == "delete":
                 return Change("delete", Policy(name=parts[1], network=parts[0]))
             return Change("put", from_json(Policy, ev.value))
+        if kind == "faults" and len(parts) == 1:
+            if ev.kind == "delete":
+                return Change("delete", Fault(id=parts[0]))
+            return Change("put", from_json(Fault, ev.value))
         return None

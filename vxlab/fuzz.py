@@ -63,8 +63,18 @@ POOL = {"name": ["h1", "h2", "blue", "red", "web", "db"], "network": ["blue", "r
         "container": ["", "web", "db"], "label": ["", "tier=front"], "cidr": ["", "10.10.0.0/28"],
         # updates in place: the fields that may change
         "update_mask": ["mtu", "gateway", "internal", "labels"],
+        # faults (vxlab.faultkinds): kinds, ids, what a host reports
+        "kind": ["loss", "partition", "rate", "delay", "link-down", "agent-kill", "etcd-stop"],
+        "Fault.id": [""], "GetFaultRequest.id": ["f1", "f2"], "DeleteFaultRequest.id": ["f1", "f2"],
+        "ReportFaultStatusRequest.id": ["f1", "f2"], "state": ["applied", "failed", "healed", "pending"],
+        "reason": ["", "this kernel has no sch_netem"], "targets": [""],
         # "Message.field": for that message only (an overlay network names no host)
         "Network.host": ["", "", "h1"]}
+# Plausible maps, per "Message.field" (other maps are empty when plausible).
+MAP_POOL = {"Fault.params": [{"host": "h1", "percent": "30"}, {"hosts": "h1", "from": "h2"},
+                             {"host": "h2", "mbit": "10", "direction": "egress"}, {"host": "h1", "ms": "5"},
+                             {"hosts": "h1", "from": "control"}, {"host": "h1"}]}
+DOUBLE_POOL = {"duration": [0.0, 0.0, 4.0, 0.5]}
 INT_RANGES = {
     FieldDescriptor.TYPE_INT32: (-2**31, 2**31 - 1), FieldDescriptor.TYPE_SINT32: (-2**31, 2**31 - 1),
     FieldDescriptor.TYPE_INT64: (-2**63, 2**63 - 1), FieldDescriptor.TYPE_SINT64: (-2**63, 2**63 - 1),
@@ -84,7 +94,7 @@ INT_POOL = {"mtu": [0, 1400], "vni": [0, 4096, 5000], "lease_ttl": [0, 10], "und
 def _field(f: FieldDescriptor, *, wild: bool) -> st.SearchStrategy[Any]:
     """Arbitrary values for `f` (`wild`), or plausible ones (that pass validation)."""
     if f.message_type is not None and f.message_type.GetOptions().map_entry:
-        return LABELS if wild else st.just({})
+        return LABELS if wild else st.sampled_from(MAP_POOL.get(f"{f.containing_type.name}.{f.name}", [{}]))
     if f.message_type is not None:
         sub = message(f.message_type, wild=wild)
         return st.lists(sub, max_size=2) if f.is_repeated else sub
@@ -97,6 +107,8 @@ def _field(f: FieldDescriptor, *, wild: bool) -> st.SearchStrategy[Any]:
         return st.booleans()
     if f.type in INT_RANGES:
         return _int(*INT_RANGES[f.type]) if wild else st.sampled_from(INT_POOL.get(f.name, [0]))
+    if f.type == FieldDescriptor.TYPE_DOUBLE:
+        return st.floats() if wild else st.sampled_from(DOUBLE_POOL.get(f.name, [0.0]))
     raise TypeError(f"{f.full_name}: no strategy for field type {f.type}")
 
 
