@@ -1,8 +1,8 @@
 """The agent's copy of the desired state, fed by the controller's Watch stream.
 
 A snapshot replaces everything; a change batch updates objects by identity (hosts by
-name, networks by name, endpoints and policies by (network, name)). The revision of the last batch
-applied is what the agent resumes from after a reconnect.
+name, networks by name, endpoints and policies by (network, name), faults by id). The revision of
+the last batch applied is what the agent resumes from after a reconnect.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from vxlab.model import Endpoint, Host, Network, Policy, WatchBatch
+from vxlab.model import Endpoint, Fault, Host, Network, Policy, WatchBatch
 
 
 @dataclass
@@ -21,11 +21,12 @@ class StateCache:
     networks: dict[str, Network] = field(default_factory=dict)
     endpoints: dict[tuple[str, str], Endpoint] = field(default_factory=dict)
     policies: dict[tuple[str, str], Policy] = field(default_factory=dict)
+    faults: dict[str, Fault] = field(default_factory=dict)
 
     def copy(self) -> StateCache:
         """A copy a pass can read while the watch goes on applying batches here."""
         return StateCache(self.revision, self.synced, dict(self.hosts), dict(self.networks), dict(self.endpoints),
-                          dict(self.policies))
+                          dict(self.policies), dict(self.faults))
 
     def apply(self, batch: WatchBatch) -> bool:
         """Apply a batch; returns True when it changed anything the kernel state depends
@@ -37,6 +38,7 @@ class StateCache:
             self.networks = {n.name: n for n in batch.networks}
             self.endpoints = {(e.network, e.name): e for e in batch.endpoints}
             self.policies = {(p.network, p.name): p for p in batch.policies}
+            self.faults = {f.id: f for f in batch.faults}
             self.revision = batch.revision
             self.synced = True
             return True
@@ -57,6 +59,12 @@ class StateCache:
                     self.networks[obj.name] = obj
                 else:
                     changed |= self.networks.pop(obj.name, None) is not None
+            elif isinstance(obj, Fault):
+                if put:
+                    changed |= self.faults.get(obj.id) != obj
+                    self.faults[obj.id] = obj
+                else:
+                    changed |= self.faults.pop(obj.id, None) is not None
             else:
                 table: dict[tuple[str, str], Any] = self.policies if isinstance(obj, Policy) else self.endpoints
                 if put:

@@ -5,7 +5,10 @@ nothing when the object is already right, deletes of missing objects that are no
 error, `Foreign` for unmarked objects in the way, `adopt_link` only in a namespace with
 the given marker, veth pairs that vanish together, `interrupt` leaving an unmarked
 object behind, and a write counter per method. The agent's own namespace holds the
-allow-list, the NAT table and the uplinks' host ends (`own`).
+allow-list, the NAT table and the uplinks' host ends (`own`), and the host faults:
+the fault table, root qdiscs (`qdiscs`; kinds in `missing` are `Unsupported`, as netem
+is on a kernel without sch_netem), the IFB redirect, and the underlay's state (`down`),
+whose routes go when it goes down.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from vxlab.agent.kernel import (MARK, UPLINK_MARK, AgentNs, Fdb, Foreign, Kernel, KernelError, Link, Namespace, Nat, Neigh,
-                               PolicyTable, Route, Underlay, VtepFilter)
+from vxlab.agent.kernel import (FAULT_IFB, MARK, NETEM_MISSING, UPLINK_MARK, AgentNs, FaultTable, Fdb, Foreign, HostFaults, Kernel,
+                               KernelError, Link, Namespace, Nat, Neigh, PolicyTable, Qdisc, Route, Underlay,
+                               Unsupported, VtepFilter)
 
 
 @dataclass
@@ -38,6 +42,11 @@ class FakeKernel(Kernel):
         self.peers: dict[tuple[str, str], tuple[str, str]] = {}  # veth end -> other end
         self.vteps: VtepFilter | None = None  # the allow-list table of the agent's namespace
         self.own = _Ns("")  # the agent's namespace: uplink host ends (links, addrs) and its NAT table
+        self.fault_table: FaultTable | None = None
+        self.qdiscs: dict[str, Qdisc] = {}
+        self.ingress = False
+        self.down = False          # the underlay device
+        self.missing = {"netem"}   # qdisc kinds this kernel lacks (this machine's: no sch_netem)
 
     def _get(self, ns: str) -> _Ns:
         """Namespace `ns`; "" is the agent's own."""
@@ -54,10 +63,56 @@ class FakeKernel(Kernel):
             for name, n in self.ns.items() if name.startswith(prefix)
         }
 
-    def agent_ns(self) -> AgentNs:
+    def agent_ns(self, *, underlay: str = "") -> AgentNs:
         uplinks = {name: frozenset(c for d, c in self.own.addrs if d == name) for name, link in self.own.links.items()
                    if link.alias.startswith(UPLINK_MARK)}
-        return AgentNs(self.vteps, self.own.nat, uplinks)
+        faults = HostFaults(self.fault_table, dict(self.qdiscs), self.ingress, self.down,
+                            tuple(sorted(r for r in self.own.routes if r.dev == underlay))) if underlay else HostFaults()
+        return AgentNs(self.vteps, self.own.nat, uplinks, faults)
+
+    # --- host faults ------------------------------------------------------------------------
+    def set_fault_table(self, table: FaultTable) -> None:
+        if self.fault_table != table:
+            self.fault_table = table
+            self.writes["set_fault_table"] += 1
+
+    def delete_fault_table(self) -> None:
+        if self.fault_table is not None:
+            self.fault_table = None
+            self.writes["delete_fault_table"] += 1
+
+    def set_fault_qdisc(self, dev: str, want: Qdisc) -> None:
+        if want.kind in self.missing:
+            raise Unsupported(NETEM_MISSING if want.kind == "netem" else f"no {want.kind} qdisc")
+        if dev == FAULT_IFB and not self.ingress:
+            raise KernelError(f"set_fault_qdisc: no device {dev!r}")
+        if self.qdiscs.get(dev) != want:
+            self.qdiscs[dev] = want
+            self.writes["set_fault_qdisc"] += 1
+
+    def delete_fault_qdisc(self, dev: str) -> None:
+        if self.qdiscs.pop(dev, None) is not None:
+            self.writes["delete_fault_qdisc"] += 1
+
+    def set_fault_ingress(self, dev: str) -> None:
+        if not self.ingress:
+            self.ingress = True
+            self.writes["set_fault_ingress"] += 1
+
+    def delete_fault_ingress(self, dev: str) -> None:
+        if self.ingress:
+            self.ingress = False
+            self.qdiscs.pop(FAULT_IFB, None)
+            self.writes["delete_fault_ingress"] += 1
+
+    def set_underlay_state(self, dev: str, *, up: bool, routes: tuple[Route, ...] = ()) -> None:
+        if self.down == up:
+            self.down = not up
+            self.writes["set_underlay_state"] += 1
+            if not up:
+                self.own.routes = {r for r in self.own.routes if r.dev != dev}
+        for r in routes if up else ():
+            self.add_route("", r)
 
     def underlay(self, *, ip: str = "", dev: str = "", towards: Sequence[str] = ()) -> Underlay:
         return self._underlay

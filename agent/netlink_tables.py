@@ -1,5 +1,5 @@
-"""The nftables side of `NetlinkKernel` (a mixin): our tables read for a dump, the
-VTEP allow-list and NAT of the agent's namespace, NAT and network policy of a network
+"""The nftables side of `NetlinkKernel` (a mixin): our tables read for a dump (the fault
+table too; netlink_faults.py writes it), the VTEP allow-list and NAT of the agent's namespace, NAT and network policy of a network
 namespace, and the conntrack entries a changed policy must forget.
 
 Tables go through the firewall driver (nft.py), rendered and parsed by the pure
@@ -17,7 +17,7 @@ from typing import Any
 from pyroute2 import Conntrack
 from pyroute2.netlink.exceptions import NetlinkError
 from vxlab import netns
-from vxlab.agent import nat, policy_nft, vtep
+from vxlab.agent import fault_nft, nat, policy_nft, vtep
 from vxlab.agent.kernel import KernelError, Nat, PolicyTable, VtepFilter
 from vxlab.agent.netlink_ns import ns_ident
 from vxlab.agent.nft import Nft, where
@@ -35,6 +35,7 @@ BRIDGE_NF_ON = {"net/bridge/bridge-nf-call-iptables": "1", "net/bridge/bridge-nf
 VTEP = (vtep.FAMILY, vtep.TABLE)
 NAT = (nat.FAMILY, nat.TABLE)
 POLICY = (policy_nft.FAMILY, policy_nft.TABLE)
+FAULT = (fault_nft.FAMILY, fault_nft.TABLE)
 
 
 def forget_connections(ns: str, ips: tuple[str, ...]) -> int:
@@ -77,12 +78,13 @@ class TableOps:
         return (policy_nft.parse(found[POLICY]) if POLICY in found else None,
                 nat.parse(found[NAT]) if NAT in found else None)
 
-    def own_tables(self) -> tuple[VtepFilter | None, Nat | None]:
-        """The agent namespace's allow-list and NAT tables (one read)."""
+    def own_tables(self) -> tuple[VtepFilter | None, Nat | None, str | None]:
+        """The agent namespace's allow-list and NAT tables, and the listing of the fault
+        table (agent/fault_nft.py; None when it is missing), in one read."""
         self._own()
-        found = self._nft.read("", (VTEP, NAT))
+        found = self._nft.read("", (VTEP, NAT, FAULT))
         return (vtep.parse(found[VTEP]) if VTEP in found else None,
-                nat.parse(found[NAT]) if NAT in found else None)
+                nat.parse(found[NAT]) if NAT in found else None, found.get(FAULT))
 
     def _replace(self, op: str, ns: str, table: tuple[str, str], render: Callable[[], str]) -> None:
         try:

@@ -21,6 +21,7 @@ import sys
 from typing import Any
 
 from vxlab import netns
+from vxlab.agent.faultrun import AgentExit
 from vxlab.agent.netlink import NetlinkKernel
 from vxlab.agent.runner import Agent, AgentConfig
 from vxlab.tls import TlsConfig
@@ -41,7 +42,11 @@ def _child(req: dict[str, Any]) -> int:
                          netns_prefix=req["netns_prefix"], resync=float(req.get("resync", 10.0)),
                          status_file=req["status_file"],
                          tls=TlsConfig.of(**req["tls"], field="tls") if req.get("tls") else None)
-    asyncio.run(Agent(config, NetlinkKernel).run())
+    try:
+        asyncio.run(Agent(config, NetlinkKernel).run())
+    except AgentExit as e:  # an agent-kill or host-crash fault
+        logging.warning("agent %s: %s; exit code %d", req["host"], e, e.code)
+        return e.code
     return 0
 
 

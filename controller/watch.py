@@ -276,9 +276,10 @@ class Watcher:
         stream = self.store.watch(self.keys.root, start_revision=start)
         try:
             async for rev, events in stream:
-                changes = self._translate(events, hosts)
-                if changes or not events:  # empty events: a progress heartbeat
-                    yield WatchBatch(revision=rev, changes=tuple(changes))
+                # No changes: a progress heartbeat (no events), or a revision of keys that
+                # translate to nothing (a host's fault report): agents still learn that
+                # they have everything up to `rev` (what convergence waits compare).
+                yield WatchBatch(revision=rev, changes=tuple(self._translate(events, hosts)))
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
 

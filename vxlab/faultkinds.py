@@ -115,7 +115,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          describe=lambda p: _on(p, f"loss {p['percent']:g}%"),
          cuts_control=lambda p: "a loss of 100 %" if p["percent"] >= 100 else ""),
     Kind("rate", "limit the host's underlay bandwidth (token bucket)", AGENT,
-         (HOST_PARAM, Param("mbit", "number", "rate: the limit in Mbit/s", high=100_000),
+         (HOST_PARAM, Param("mbit", "number", "rate: the limit in Mbit/s", high=32_000),
           Param("direction", "choice", DIRECTION, default="both", choices=DIRECTIONS)),
          claims=_qdiscs, describe=lambda p: _on(p, f"rate {p['mbit']:g} Mbit/s")),
     Kind("delay", "delay the host's underlay packets (netem; never faked where the kernel lacks it)", AGENT,

@@ -40,6 +40,7 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and exit; change nothing.")] = False,
 ) -> None:
     """Register HOST, follow the controller's Watch and reconcile the kernel."""
+    from vxlab.agent.faultrun import AgentExit
     from vxlab.agent.kernel import KernelError
     from vxlab.agent.netlink import NetlinkKernel
     from vxlab.agent.runner import Agent, AgentConfig, plan_once
@@ -72,6 +73,9 @@ def run(
         if opts["metrics"]:
             _serve_metrics(opts["metrics"])
         asyncio.run(agent.run())
+    except AgentExit as e:  # an agent-kill or host-crash fault: systemd's Restart= brings it back
+        typer.echo(f"agent: {e}; exit code {e.code}", err=True)
+        raise typer.Exit(e.code) from None
     except (VxError, KernelError) as e:
         fail(str(e))
     except KeyboardInterrupt:
