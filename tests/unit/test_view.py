@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from vxlab.agent.cache import StateCache
 from vxlab.model import Change, Endpoint, Host, Network, Policy, WatchBatch
 from vxlab.view import FieldChange, View, key_of
 
@@ -138,3 +139,14 @@ def test_diff_compares_the_fields_asked_for_in_that_order() -> None:
     assert not v.diff(want, fields={"networks": ("internal",), "hosts": (), "endpoints": (), "policies": ()}) \
         .changed("networks")
 
+
+def test_the_agent_cache_keeps_its_rule_over_the_report() -> None:
+    """What a pass depends on: a host's underlay address and liveness; anything else."""
+    c = StateCache()
+    assert c.apply(snap()) and c.synced and c.revision == 10 and c.hosts is c.view.hosts
+    assert not c.apply(changes(11, ("put", dataclasses.replace(H1, lease_ttl=9, registered_at="t1"))))
+    assert c.hosts["h1"].registered_at == "t1"  # kept, though it does not matter to the kernel
+    assert c.apply(changes(12, ("put", dataclasses.replace(H1, underlay_ip="172.30.0.99"))))
+    assert not c.apply(WatchBatch(revision=13)) and c.revision == 13
+    copy = c.copy()
+    assert copy.synced and copy.revision == 13 and copy.view is not c.view
