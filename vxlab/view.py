@@ -235,6 +235,7 @@ class View:
         if not batch.changes:
             return _NOTHING
         delta = Delta()
+        add = delta._add
         for c in batch.changes:
             obj = c.obj
             kind, key_fn = _BY_CLASS[obj.__class__]
@@ -243,12 +244,12 @@ class View:
             if c.kind == "delete":
                 old = table.pop(key, None)
                 if old is not None:
-                    delta._add(Diff(kind, key, old, None))
+                    add(Diff(kind, key, old, None))
             else:
                 old = table.get(key)
-                if old is None or old != obj:
+                if old is None or old is not obj and old != obj:
                     table[key] = obj
-                    delta._add(Diff(kind, key, old, obj))
+                    add(Diff(kind, key, old, obj))
         if delta._kinds:
             self._snap = None
         return delta
