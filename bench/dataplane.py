@@ -104,7 +104,7 @@ class Bed:
         self.lab = lab
         eps = {e["container"]: e for e in lab.containers()}
         self.ips = {"a": eps["a"]["ip"], "b": eps["b"]["ip"]}
-        hosts = {h["name"]: h["underlay_ip"] for h in lab.state.topology["hosts"]}
+        hosts = {h.name: h.underlay_ip for h in lab.applied.hosts} if lab.applied else {}
         self.underlay_ips = hosts
         self.ns = {"host": [lab.host_ns("h1"), lab.host_ns("h2")],
                    "net": [f"{lab.agent_prefix('h1')}n-blue", f"{lab.agent_prefix('h2')}n-blue"],

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vxlab.lab.procs import LabError, wait_for
-from vxlab.lab.state import Proc
+from vxlab.lab.supervisor import Proc
 
 SHOWN = 5  # hosts named in one message; the rest are counted
 SETTLED_S = 1.0

@@ -21,17 +21,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from vxlab import containers
 from vxlab.client import Client
 from vxlab.errors import VxError
 from vxlab.errors import InvalidArgument
 from vxlab.lab import apply as lab_apply
 from vxlab.lab import plan as lab_plan
-from vxlab.lab import converge, doctor, neigh, procs, underlay
+from vxlab.lab import converge, faults, neigh, procs, underlay
 from vxlab.lab.plan import Step
 from vxlab.lab.check import CheckResult, Probe, ping, run_check
-from vxlab.lab.state import LabState, Proc, check_lab_name, lab_dir, lab_marker, ns_prefix
-from vxlab.lab.topology import Topology, load, to_dict
+from vxlab.lab.faults import Fault
+from vxlab.lab.state import LabState, check_lab_name, lab_dir, lab_marker, ns_prefix
+from vxlab.lab.supervisor import Proc, Supervisor
+from vxlab.lab.topology import Topology, UnderlaySpec, load, to_dict
 from vxlab.model import Endpoint, Host, Network, Policy
+from vxlab.tls import TlsConfig
 
 T = TypeVar("T")
 LEASE_TTL = 5
@@ -54,7 +58,8 @@ class Lab:
             raise procs.LabError(e.message) from None
         self.name = name
         self.state = LabState.load(name) or LabState(name)
-        self.topology: Topology | None = None
+        self.supervisor = Supervisor(lab_dir(name))
+        self.topology: Topology | None = None  # the file of `from_file`, then what `up` was given
 
     # --- names -----------------------------------------------------------------
     @property
@@ -74,17 +79,76 @@ class Lab:
     def switch_ns(self) -> str:
         return f"{ns_prefix(self.name)}sw"
 
+    def switch_port(self, host: str) -> str:
+        """The switch-side end of a host's underlay link (in the switch's namespace)."""
+        return f"vxu-{_port_id(host)}"
+
     def outside_ip(self) -> str:
         """The lab's outside address (the underlay's first address, on the switch)."""
-        import ipaddress
+        underlay_net = (self.state.topology.underlay if self.state.topology else UnderlaySpec()).network
+        return str(underlay_net.network_address + 1)
 
-        subnet = self.state.topology.get("underlay", {}).get("subnet", "172.30.0.0/24")
-        return str(ipaddress.IPv4Network(subnet).network_address + 1)
+    # --- what the lab is (the CLI and bench use these, never `state`) --------------
+    @property
+    def exists(self) -> bool:
+        """The lab has a state on this machine (it was brought up and not taken down)."""
+        return (lab_dir(self.name) / "state.json").is_file()
+
+    @property
+    def applied(self) -> Topology | None:
+        """The topology the last `up` applied (None: never up, or down)."""
+        return self.state.topology
+
+    @property
+    def insecure(self) -> bool:
+        """Plaintext everywhere (`up --insecure`) rather than mutual TLS."""
+        return self.state.insecure
+
+    @insecure.setter
+    def insecure(self, value: bool) -> None:
+        """For the next `up`; a running lab keeps what it runs with (a LabError)."""
+        if self.running() and value != self.state.insecure:
+            raise procs.LabError(f"insecure: lab {self.name} runs {'without' if self.state.insecure else 'with'} TLS;"
+                                 " 'down' it first to change that")
+        self.state.insecure = value
+
+    @property
+    def lease_ttl(self) -> int:
+        """The controller's host lease TTL: peers purge a dead host after it."""
+        return self.state.lease_ttl
+
+    @property
+    def etcd_endpoints(self) -> list[str]:
+        return list(self.state.etcd_endpoints)
+
+    def client_tls(self) -> TlsConfig | None:
+        """The admin certificate for the lab's controller; None for a plaintext lab."""
+        return self.state.client_tls()
+
+    def etcd_tls(self) -> TlsConfig | None:
+        """The client certificate for the lab's etcd; None for a plaintext lab."""
+        return self.state.etcd_tls()
+
+    def client(self, *, timeout: float = 15.0) -> Client:
+        """A new client of the lab's controller, as admin (the caller closes it)."""
+        return Client(self.socket, timeout=timeout, tls=self.state.client_tls())
+
+    def log(self, name: str) -> Path:
+        """A log file of the lab: `controller`, `agent-<host>`, `spawner`, `faults`."""
+        return self.supervisor.log(name)
+
+    def processes(self) -> dict[str, Proc]:
+        """The lab's processes by role: `etcd/<member>` (1, 2, …), `controller`,
+        `agent/<host>`."""
+        st = self.state
+        return {**{f"etcd/{i}": p for i, p in enumerate(st.etcd, 1)},
+                **({"controller": st.controller} if st.controller else {}),
+                **{f"agent/{h}": p for h, p in sorted(st.agents.items())}}
 
     # --- API access --------------------------------------------------------------
     def call(self, fn: Callable[[Client], Awaitable[T]]) -> T:
         async def go() -> T:
-            async with Client(self.socket, timeout=15, tls=self.state.client_tls()) as c:
+            async with self.client() as c:
                 return await fn(c)
         return asyncio.run(go())
 
@@ -95,8 +159,9 @@ class Lab:
     def plan(self, topo: Topology, *, recreate: bool = False) -> lab_plan.Plan:
         """What `up` would do, by comparing the topology with the running lab: its steps,
         or why it refuses (`recreate`: networks may be deleted and created again)."""
+        applied = to_dict(self.state.topology) if self.state.topology else {}
         live = self.call(lambda c: lab_plan.read_live(c, agents=set(self.state.agents),
-                                                      applied=self.state.topology)) if self.running() \
+                                                      applied=applied)) if self.running() \
             else lab_plan.Live()
         return lab_plan.plan(topo, live, recreate=recreate)
 
@@ -108,13 +173,15 @@ class Lab:
         just taken); a refused plan is a LabError and changes nothing. `progress` hears
         each step, `notice` (default: `progress`) what a user should keep seeing (a
         machine-wide setting changed, the hosts whose agents cannot converge)."""
+        from vxlab.lab import doctor  # here: the CLI finds its lab through `Lab`; only `up` needs the doctor
+
         doctor.preflight()  # before anything is made: one line naming all that is missing
         planned = planned or self.plan(topo, recreate=recreate)
         if planned.refused:
             raise procs.LabError(planned.refusal)
         steps = planned.steps
         self.topology = topo
-        self.state.topology = to_dict(topo)
+        self.state.topology = topo
         self.state.save()
         raised = neigh.hold(lab_dir(self.name))
         if raised:
@@ -165,7 +232,7 @@ class Lab:
                                    outside=f"{net.network_address + 1}/{net.prefixlen}")
         prefix_len = topo.underlay.subnet.split("/")[1]
         new = [(underlay.SimHost(h.name, self.host_ns(h.name), h.underlay_ip, f"{h.underlay_ip}/{prefix_len}"),
-                f"vxu-{_port_id(h.name)}") for h in topo.hosts if self.host_ns(h.name) not in existing]
+                self.switch_port(h.name)) for h in topo.hosts if self.host_ns(h.name) not in existing]
         if new:
             progress(f"creating {len(new)} hosts")
             self.state.namespaces += [h.ns for h, _ in new if h.ns not in self.state.namespaces]
@@ -192,8 +259,8 @@ class Lab:
 
     def _modes(self) -> dict[str, tuple[str, str]]:
         """Containers with a network_mode: name -> (mode, host), from the applied topology."""
-        return {c["name"]: (c["network_mode"], c["host"]) for c in self.state.topology.get("containers", [])
-                if c.get("network_mode")}
+        topo = self.state.topology
+        return {c.name: (c.network_mode, c.host) for c in (topo.containers if topo else ()) if c.network_mode}
 
     def _preregister(self, topo: Topology) -> None:
         """Register hosts whose agents are not running yet, with a first lease long enough
@@ -283,8 +350,9 @@ class Lab:
         if mode is not None:
             kind, host = mode
             return self.host_ns(host) if kind == "host" else self.container_ns(host, container)
-        ns = self.container_ns(next((c["host"] for c in self.state.topology.get("containers", [])
-                                     if c["name"] == container), ""), container)
+        topo = self.state.topology
+        ns = self.container_ns(next((c.host for c in (topo.containers if topo else ()) if c.name == container), ""),
+                               container)
         if ns in underlay.netns_list():  # from the topology file: no control plane needed
             return ns
         try:
@@ -368,22 +436,14 @@ class Lab:
 
     def container(self, name: str, *, host: str, networks: list[str], ip: str = "") -> list[Endpoint]:
         """Attach a new container (`container run`) and wait until every agent programmed it."""
-        async def go(c: Client) -> list[Endpoint]:
-            return list(await asyncio.gather(*(c.create_endpoint(Endpoint(name=name, network=n, host=host,
-                                                                            ip=ip if i == 0 else ""))
-                                               for i, n in enumerate(networks))))
-        eps = self.call(go)
+        eps = self.call(lambda c: containers.run(c, name, host=host, networks=networks, ip=ip))
         self.wait_converged()
         return eps
 
     def remove_container(self, name: str) -> int:
-        async def go(c: Client) -> int:
-            eps = await c.list_endpoints(name=name)
-            if not eps:
-                raise procs.LabError(f"container: no container named {name!r}")
-            await asyncio.gather(*(c.delete_endpoint(e.network, name) for e in eps))
-            return len(eps)
-        n = self.call(go)
+        """Remove a container, all its endpoints (`container rm`; none: NotFound), and wait
+        until every agent removed it."""
+        n = self.call(lambda c: containers.remove(c, name))
         self.wait_converged()
         return n
 
@@ -402,25 +462,19 @@ class Lab:
         return self.call(lambda c: c.list_policies(network=network))
 
     # --- faults (see vxlab.lab.faults) -----------------------------------------------------
-    def add_fault(self, kind: str, *, duration: float | None = None, **params: Any) -> Any:
+    def add_fault(self, kind: str, *, duration: float | None = None, **params: Any) -> Fault:
         """Inject a fault (`partition`, `loss`, `host-crash`, …); returns its record."""
-        from vxlab.lab import faults
-
         return faults.add(self, kind, duration=duration, **params)
 
-    def heal(self, fault_id: str | None = None) -> list[Any]:
+    def heal(self, fault_id: str | None = None) -> list[Fault]:
         """Heal one fault, or every active fault when `fault_id` is None."""
-        from vxlab.lab import faults
-
         return faults.heal_all(self) if fault_id is None else [faults.heal(self, fault_id)]
 
-    def faults(self) -> list[Any]:
-        from vxlab.lab import faults
-
+    def faults(self) -> list[Fault]:
         return faults.listing(self)
 
     @contextmanager
-    def fault(self, kind: str, **params: Any) -> Iterator[Any]:
+    def fault(self, kind: str, **params: Any) -> Iterator[Fault]:
         """`with lab.fault("partition", hosts=["h1"], from_=["h2"]):` — healed on exit."""
         f = self.add_fault(kind, **params)
         try:
@@ -431,8 +485,6 @@ class Lab:
     # --- down ------------------------------------------------------------------------
     def down(self) -> list[str]:
         """Stop every process and remove every namespace of the lab; then its directory."""
-        from vxlab.lab import faults
-
         faults.stop_timers(self)
         self.state = LabState.load(self.name) or self.state  # a heal may have restarted processes
         removed = []
@@ -442,7 +494,7 @@ class Lab:
             self.state.controller.stop()
         for proc in self.state.etcd:
             proc.stop()
-        for proc in _orphans(lab_dir(self.name)):  # started by an `up` that crashed before saving
+        for proc in self.supervisor.orphans():  # started by an `up` that crashed before saving
             proc.stop()
         for ns in underlay.netns_list():
             if not ns.startswith(ns_prefix(self.name)):
@@ -475,20 +527,6 @@ class Lab:
 
     def __exit__(self, *exc: object) -> None:
         self.down()
-
-
-def _orphans(directory: Path) -> list[Proc]:
-    """Processes whose command line names the lab's directory (its sockets, data, status)."""
-    needle = str(directory).encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if needle in (entry / "cmdline").read_bytes():
-                    found.append(Proc.of(int(entry.name)))
-            except OSError:
-                continue
-    return found
 
 
 def _port_id(host: str) -> str:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 def vtep_entries(lab: Lab, host: str) -> dict[str, int]:
     """peer host -> number of FDB entries (all its networks) pointing at `host`'s VTEP."""
-    ips = {h["name"]: h["underlay_ip"] for h in lab.state.topology.get("hosts", [])}
+    ips = {h.name: h.underlay_ip for h in (lab.applied.hosts if lab.applied else ())}
     needle = f" dst {ips[host]} "
     counts = {peer: 0 for peer in ips if peer != host}
     for ns in underlay.netns_list():

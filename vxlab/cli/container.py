@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from vxlab import containers
 from vxlab.cli import main as cli
 from vxlab.cli.network import with_prefix
 from vxlab.errors import NotFound
@@ -128,12 +129,8 @@ def run(
     """Start a container on HOST attached to each --network. In a lab: waits until it is
     reachable. Without one (real hosts): its endpoints are created in the controller and
     the host's agent makes the container's namespace (`vx-c-NAME`), its peers the entries."""
-    async def create(c: Client) -> list[Endpoint]:
-        return [await c.create_endpoint(Endpoint(name=name, network=net, host=host, ip=ip if i == 0 else ""))
-                for i, net in enumerate(network)]
-
     eps = cli.in_lab_or_call(ctx, in_lab=lambda lab: lab.container(name, host=host, networks=network, ip=ip),
-                             alone=create)
+                             alone=lambda c: containers.run(c, name, host=host, networks=network, ip=ip))
     cli.output(as_json=False, data=None, columns=LS_COLUMNS,
                rows=[[e.name, e.host, e.network, e.ip, e.mac, e.id[:12]] for e in eps])
 
@@ -142,13 +139,6 @@ def run(
 def rm(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Container name.")],
        lab: cli.LabOpt = None) -> None:
     """Remove a container (all its endpoints) from the lab, or without one from the controller."""
-    async def remove(c: Client) -> int:
-        eps = await c.list_endpoints(name=name)
-        if not eps:
-            raise NotFound(f"container: no container named {name!r}")
-        for e in eps:
-            await c.delete_endpoint(e.network, e.name)
-        return len(eps)
-
-    n = cli.in_lab_or_call(ctx, in_lab=lambda lab: lab.remove_container(name), alone=remove)
+    n = cli.in_lab_or_call(ctx, in_lab=lambda lab: lab.remove_container(name),
+                           alone=lambda c: containers.remove(c, name))
     typer.echo(f"removed {name} ({n} endpoints)", err=True)

@@ -119,7 +119,7 @@ def lab_name(ctx: typer.Context) -> str:
 
 def target(ctx: typer.Context) -> Target:
     """The controller a verb calls, by the one rule of this module's docstring."""
-    from vxlab.lab.state import LabState
+    from vxlab.lab.lab import Lab
 
     state = _state(ctx)
     explicit_tls = None if state.insecure else state.tls
@@ -128,8 +128,8 @@ def target(ctx: typer.Context) -> Target:
         return Target(state.controller, lab, explicit_tls)
     if lab is None:
         return Target(DEFAULT_CONTROLLER, None, explicit_tls)
-    found = LabState.load(lab)
-    if found is None:
+    found = Lab(lab)
+    if not found.exists:
         fail(f"lab: no lab named {lab!r} on this machine")
     return Target(found.socket, lab, None if state.insecure else explicit_tls or found.client_tls())
 
