@@ -78,11 +78,11 @@ async def _measure(lab: Lab, *, levels: list[int], samples: int) -> list[dict[st
                 await c.create_endpoint(Endpoint(name=f"s{level}-{j}", network="blue", host=f"r{j % PHANTOMS}"))
                 t0 = time.perf_counter()
                 rev = await c.revision()
-                while (st := lab.agent_status("h1")).get("applied_revision", 0) < rev:
+                while (st := lab.agent_status("h1")).applied_revision < rev:
                     await asyncio.sleep(0.0005)
                 lat.append(time.perf_counter() - t0)
                 if lat[-1] > 0.025 and os.environ.get("VXLAB_BENCH_DEBUG"):
-                    print(f"slow {lat[-1] * 1000:.1f} ms: last pass {st.get('last_pass')}", flush=True)
+                    print(f"slow {lat[-1] * 1000:.1f} ms: last pass {st.last_pass}", flush=True)
             pid = lab.processes()["agent/h1"].pid
             cpu0, rss = _proc_stat(pid)
             await asyncio.sleep(10)

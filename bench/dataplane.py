@@ -107,7 +107,7 @@ class Bed:
         hosts = {h.name: h.underlay_ip for h in lab.applied.hosts} if lab.applied else {}
         self.underlay_ips = hosts
         self.ns = {"host": [lab.host_ns("h1"), lab.host_ns("h2")],
-                   "net": [f"{lab.agent_prefix('h1')}n-blue", f"{lab.agent_prefix('h2')}n-blue"],
+                   "net": [lab.network_ns("h1", "blue"), lab.network_ns("h2", "blue")],
                    "ctr": [lab.container_ns("h1", "a"), lab.container_ns("h2", "b")]}
 
     def paths(self) -> tuple[Path2, Path2]:

@@ -21,6 +21,7 @@ from vxlab.lab import procs
 from vxlab.lab.faultspec import FaultError, sides
 from vxlab.lab.state import LabState
 from vxlab.lab.supervisor import Command, Proc, Supervisor
+from vxlab.layout import LabLayout
 
 if TYPE_CHECKING:
     from vxlab.client import Client
@@ -35,17 +36,10 @@ class Lab(Protocol):
     state: LabState
     supervisor: Supervisor
 
+    layout: LabLayout
+
     @property
     def socket(self) -> str: ...
-
-    @property
-    def switch_ns(self) -> str: ...
-
-    def host_ns(self, host: str) -> str: ...
-
-    def agent_prefix(self, host: str) -> str: ...
-
-    def switch_port(self, host: str) -> str: ...
 
     def call(self, fn: Callable[[Client], Awaitable[T]]) -> T: ...
 
@@ -71,18 +65,18 @@ def _nft(lab: Lab, fault_id: str, chains: dict[str, list[str]]) -> dict[str, Any
     hooks = {"forward": "forward", "input": "input", "output": "output"}
     body = "".join(f"  chain {c} {{ type filter hook {hooks[c]} priority -10; policy accept;\n"
                    + "".join(f"    {r}\n" for r in rules) + "  }\n" for c, rules in chains.items() if rules)
-    _run(["ip", "netns", "exec", lab.switch_ns, "nft", "-f", "-"],
+    _run(["ip", "netns", "exec", lab.layout.switch_ns, "nft", "-f", "-"],
          stdin=f"table bridge {_table(fault_id)} {{\n  comment \"vxlab fault {fault_id}\"\n{body}}}\n")
     return {"nft_table": _table(fault_id)}
 
 
 def _port(lab: Lab, host: str) -> tuple[str, str]:
     """(namespace, device) of each end of a host's underlay link, host side first."""
-    return lab.host_ns(host), lab.switch_port(host)
+    return lab.layout.host_ns(host), lab.layout.port(host)
 
 
 def _qdisc(lab: Lab, host: str, side: str, spec: list[str]) -> list[str]:
-    ns, dev = (lab.host_ns(host), "eth0") if side == "egress" else (lab.switch_ns, _port(lab, host)[1])
+    ns, dev = (lab.layout.host_ns(host), "eth0") if side == "egress" else (lab.layout.switch_ns, _port(lab, host)[1])
     out = _run(["tc", "-n", ns, "qdisc", "add", "dev", dev, "root", *spec], check=False)
     if out.returncode != 0:
         err = out.stderr.strip()
@@ -150,12 +144,12 @@ def apply(lab: Lab, fault_id: str, kind: str, p: dict[str, Any]) -> dict[str, An
 
 def heal(lab: Lab, fault_id: str, kind: str, p: dict[str, Any], undo: dict[str, Any]) -> None:
     if "nft_table" in undo:
-        _run(["ip", "netns", "exec", lab.switch_ns, "nft", "delete", "table", "bridge", undo["nft_table"]], check=False)
+        _run(["ip", "netns", "exec", lab.layout.switch_ns, "nft", "delete", "table", "bridge", undo["nft_table"]], check=False)
     _del_qdiscs(undo.get("qdiscs", []))
     if undo.get("link_down"):
         _link(lab, p["host"], up=True)
     if "agent" in undo:
-        procs.start_agents(lab.state, [(p["host"], lab.host_ns(p["host"]), lab.agent_prefix(p["host"]))])
+        procs.start_agents(lab.state, lab.layout, [p["host"]])
     if kind == "etcd-stop":
         lab.state.etcd = [_respawn(lab, c) for c in undo["procs"]]
         lab.state.save()
@@ -200,7 +194,7 @@ def _del_qdiscs(done: list[list[str]]) -> None:
 
 
 def _link(lab: Lab, host: str, *, up: bool) -> dict[str, Any]:
-    _run(["ip", "-n", lab.switch_ns, "link", "set", _port(lab, host)[1], "up" if up else "down"])
+    _run(["ip", "-n", lab.layout.switch_ns, "link", "set", _port(lab, host)[1], "up" if up else "down"])
     return {"link_down": True}
 
 

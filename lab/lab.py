@@ -12,7 +12,6 @@ name prefix + marker).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from vxlab import containers
+from vxlab.agentstatus import AgentStatus
 from vxlab.client import Client
 from vxlab.errors import VxError
 from vxlab.errors import InvalidArgument
@@ -31,10 +31,11 @@ from vxlab.lab import converge, faults, neigh, procs, underlay
 from vxlab.lab.plan import Step
 from vxlab.lab.check import CheckResult, Probe, ping, run_check
 from vxlab.lab.faults import Fault
-from vxlab.lab.state import LabState, check_lab_name, lab_dir, lab_marker, ns_prefix
+from vxlab.lab.state import LabState, lab_dir, list_labs  # noqa: F401 - list_labs: for the CLI
 from vxlab.lab.supervisor import Proc, Supervisor
 from vxlab.lab.topology import Topology, UnderlaySpec, load, to_dict
 from vxlab.model import Endpoint, Host, Network, Policy
+from vxlab.layout import LabLayout, check_lab_name
 from vxlab.tls import TlsConfig
 
 T = TypeVar("T")
@@ -58,6 +59,7 @@ class Lab:
             raise procs.LabError(e.message) from None
         self.name = name
         self.state = LabState.load(name) or LabState(name)
+        self.layout = LabLayout.of_lab(name)
         self.supervisor = Supervisor(lab_dir(name))
         self.topology: Topology | None = None  # the file of `from_file`, then what `up` was given
 
@@ -67,21 +69,20 @@ class Lab:
         return self.state.socket
 
     def host_ns(self, host: str) -> str:
-        return f"{ns_prefix(self.name)}{host}"
+        return self.layout.host_ns(host)
 
     def agent_prefix(self, host: str) -> str:
-        return f"{ns_prefix(self.name)}{host}."
+        return self.layout.agent(host).prefix
+
+    def network_ns(self, host: str, network: str) -> str:
+        return self.layout.network_ns(host, network)
 
     def container_ns(self, host: str, container: str) -> str:
-        return f"{self.agent_prefix(host)}c-{container}"
+        return self.layout.container_ns(host, container)
 
     @property
     def switch_ns(self) -> str:
-        return f"{ns_prefix(self.name)}sw"
-
-    def switch_port(self, host: str) -> str:
-        """The switch-side end of a host's underlay link (in the switch's namespace)."""
-        return f"vxu-{_port_id(host)}"
+        return self.layout.switch_ns
 
     def outside_ip(self) -> str:
         """The lab's outside address (the underlay's first address, on the switch)."""
@@ -223,7 +224,7 @@ class Lab:
 
     def _underlay(self, topo: Topology, progress: Callable[[str], None]) -> None:
         existing = set(underlay.netns_list())
-        mark = lab_marker(self.name)
+        mark = self.layout.marker
         if self.switch_ns not in existing:
             progress("creating the underlay switch")
             self.state.intend(self.switch_ns)
@@ -232,7 +233,7 @@ class Lab:
                                    outside=f"{net.network_address + 1}/{net.prefixlen}")
         prefix_len = topo.underlay.subnet.split("/")[1]
         new = [(underlay.SimHost(h.name, self.host_ns(h.name), h.underlay_ip, f"{h.underlay_ip}/{prefix_len}"),
-                self.switch_port(h.name)) for h in topo.hosts if self.host_ns(h.name) not in existing]
+                self.layout.port(h.name)) for h in topo.hosts if self.host_ns(h.name) not in existing]
         if new:
             progress(f"creating {len(new)} hosts")
             self.state.namespaces += [h.ns for h, _ in new if h.ns not in self.state.namespaces]
@@ -247,9 +248,9 @@ class Lab:
         existing = set(underlay.netns_list())
         for ns in sorted(want - existing) if create else ():
             self.state.intend(ns)
-            underlay.create_ns(ns, mark=lab_marker(self.name))
+            underlay.create_ns(ns, mark=self.layout.marker)
         for ns in sorted(existing - want):
-            if ns in self.state.namespaces and underlay.marker(ns) == lab_marker(self.name) and ".c-" in ns:
+            if ns in self.state.namespaces and underlay.marker(ns) == self.layout.marker and self.layout.is_container_ns(ns):
                 underlay.delete_ns(ns)
 
     def network_modes(self) -> dict[str, tuple[str, str]]:
@@ -279,19 +280,17 @@ class Lab:
         for gone in sorted(set(self.state.agents) - want):
             progress(f"removing host {gone}")
             self.remove_host(gone)
-        todo = [(h.name, self.host_ns(h.name), self.agent_prefix(h.name)) for h in topo.hosts
-                if (p := self.state.agents.get(h.name)) is None or not p.alive()]
+        todo = [h.name for h in topo.hosts if (p := self.state.agents.get(h.name)) is None or not p.alive()]
         if todo:
             progress(f"starting {len(todo)} agents")
-            procs.start_agents(self.state, todo)
+            procs.start_agents(self.state, self.layout, todo)
         progress("waiting for agents to register")
 
         def registered() -> bool:  # each agent's status file says so (no RPC per poll)
             if dead := sorted(h for h in want if not self.state.agents[h].alive()):
                 raise procs.LabError(f"the agent of {', '.join(dead)} exited before registering "
                                      f"(see {self.state.dir / 'logs'}/agent-{dead[0]}.log)")
-            return all((a := self.agent_status(h)).get("registered") and a.get("pid") == self.state.agents[h].pid
-                       for h in want)
+            return all((a := self.agent_status(h)).registered and a.pid == self.state.agents[h].pid for h in want)
         procs.wait_for(registered, "every agent to register (see the agent logs in "
                        f"{self.state.dir / 'logs'})", timeout=60 + len(want), interval=0.1)
 
@@ -312,7 +311,7 @@ class Lab:
         if proc:
             proc.stop()
         for ns in underlay.netns_list():
-            if ns.startswith(self.agent_prefix(host)) or ns == self.host_ns(host):
+            if ns.startswith(self.layout.agent(host).prefix) or ns == self.host_ns(host):
                 underlay.delete_ns(ns)
         if self.running():
             try:
@@ -321,11 +320,9 @@ class Lab:
                 pass
         self.state.save()
 
-    def agent_status(self, host: str) -> dict[str, Any]:
-        try:
-            return json.loads(procs.agent_status_path(self.state, host).read_text())
-        except (OSError, ValueError):
-            return {}
+    def agent_status(self, host: str) -> AgentStatus:
+        """What the agent of `host` last wrote (`AgentStatus()` before it wrote anything)."""
+        return AgentStatus.read(procs.agent_status_path(self.state, host))
 
     def wait_converged(self, *, timeout: float = 60.0, tell: Callable[[str], None] | None = None) -> int:
         """Wait until every agent has programmed the controller's current revision. Gives
@@ -383,10 +380,9 @@ class Lab:
         for name, proc in sorted(self.state.agents.items()):
             a = self.agent_status(name)
             h = hosts.get(name)
-            rows.append({"name": name, "underlay_ip": h.underlay_ip if h else a.get("underlay_ip", ""),
+            rows.append({"name": name, "underlay_ip": h.underlay_ip if h else a.underlay_ip,
                          "alive": bool(h and h.alive), "agent_running": proc.alive(),
-                         "applied_revision": a.get("applied_revision", 0),
-                         "converged": bool(a.get("converged")) and a.get("applied_revision", 0) >= st["revision"]})
+                         "applied_revision": a.applied_revision, "converged": a.programmed(st["revision"])})
         st["hosts"] = rows
         st["converged"] = all(r["converged"] for r in rows)
         st["lease_ttl"] = self.state.lease_ttl
@@ -423,7 +419,7 @@ class Lab:
                                  + (f" named {network!r}" if network else "") + "; they cannot reach each other")
         net = next(n for n in nets if n.name == shared[0])
         t = trace.build(mine[net.name], theirs[net.name], net, container_ns=self.container_ns,
-                        host_ns=self.host_ns, network_ns=lambda h, n: f"{self.agent_prefix(h)}n-{n}",
+                        host_ns=self.host_ns, network_ns=self.network_ns,
                         underlay_ip={h.name: h.underlay_ip for h in hosts})
         a = mine[net.name]
         return trace.capture(t, src_ns=self.container_ns(a.host, src), src_host_ns=self.host_ns(a.host),
@@ -497,7 +493,7 @@ class Lab:
         for proc in self.supervisor.orphans():  # started by an `up` that crashed before saving
             proc.stop()
         for ns in underlay.netns_list():
-            if not ns.startswith(ns_prefix(self.name)):
+            if not self.layout.owns(ns):
                 continue
             path = f"/run/netns/{ns}"
             if os.path.isfile(path) and not os.path.ismount(path):
@@ -528,9 +524,3 @@ class Lab:
     def __exit__(self, *exc: object) -> None:
         self.down()
 
-
-def _port_id(host: str) -> str:
-    """A short, stable switch-port suffix for a host (port names are <= 15 chars)."""
-    import hashlib
-
-    return hashlib.sha1(host.encode()).hexdigest()[:8]

@@ -25,7 +25,7 @@ def vtep_entries(lab: Lab, host: str) -> dict[str, int]:
     counts = {peer: 0 for peer in ips if peer != host}
     for ns in underlay.netns_list():
         for peer in counts:
-            if ns.startswith(f"{lab.agent_prefix(peer)}n-"):
+            if lab.layout.agent(peer).is_network_ns(ns):
                 out = subprocess.run(["bridge", "-n", ns, "fdb", "show"], capture_output=True, text=True).stdout
                 counts[peer] += sum(1 for line in out.splitlines() if needle in line + " ")
     return counts

@@ -21,6 +21,7 @@ from typing import Any
 
 from vxlab.lab.state import LabState
 from vxlab.lab.supervisor import Command, Proc, SpawnError, Supervisor
+from vxlab.layout import LabLayout
 from vxlab.tls import Pki, TlsConfig
 
 
@@ -99,8 +100,8 @@ def resync_for(hosts: int) -> float:
     return 10.0 if hosts <= 20 else min(60.0, hosts / 2)
 
 
-def start_agents(state: LabState, hosts: list[tuple[str, str, str]]) -> None:
-    """Start several agents (host, host namespace, netns prefix) through one spawner
+def start_agents(state: LabState, layout: LabLayout, hosts: list[str]) -> None:
+    """Start the agents of `hosts` (each in its namespace of `layout`) through one spawner
     process that imports the agent once and forks each (see vxlab.agent.spawner).
 
     Agents run at nice 10: on real machines every host has CPUs of its own, here 100
@@ -114,9 +115,10 @@ def start_agents(state: LabState, hosts: list[tuple[str, str, str]]) -> None:
     sup = Supervisor(state.dir)
 
     def requests() -> Iterator[dict[str, Any]]:
-        for host, ns, prefix in hosts:
+        for host in hosts:
             tls = host_tls(state, host)
-            yield {"host": host, "netns": ns, "controller": state.socket, "netns_prefix": prefix, "resync": resync,
+            yield {"host": host, "netns": layout.host_ns(host), "controller": state.socket,
+                   "netns_prefix": layout.agent(host).prefix, "resync": resync,
                    "nice": AGENT_NICE,
                    "tls": {"ca": str(tls.ca), "cert": str(tls.cert), "key": str(tls.key)} if tls else None,
                    "status_file": str(agent_status_path(state, host)), "log": str(sup.log(f"agent-{host}"))}

@@ -6,8 +6,7 @@ endpoints, the applied topology), the etcd data, the controller's socket and the
 logs. It is written before anything is started, so `down` can clean up after an `up`
 that crashed halfway or after any of the lab's processes was killed.
 
-Kernel objects are named `vx-<lab>.…` (lab names hold no dot, so one lab's prefix is
-never a prefix of another's) and carry a `vxlab:` marker.
+Kernel objects are named `vx-<lab>.…` and carry the lab's marker (vxlab.layout).
 
 Unless the lab was brought up `--insecure`, it has a PKI in `<lab dir>/pki/` (made at
 its first `up`, see vxlab.pki) and every hop is mutual TLS: `client_tls()` is the
@@ -23,9 +22,9 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from vxlab import validate
+from vxlab.layout import check_lab_name
 from vxlab.lab.supervisor import Proc
-from vxlab.lab.topology import LAB_NAME_MAX, Topology, TopologyError, from_mapping, to_dict
+from vxlab.lab.topology import Topology, TopologyError, from_mapping, to_dict
 from vxlab.tls import Pki, TlsConfig
 
 
@@ -33,22 +32,8 @@ def run_root() -> Path:
     return Path(os.environ.get("VXLAB_RUN", "/run/vxlab"))
 
 
-def check_lab_name(name: str, *, field: str = "lab") -> str:
-    """A lab name names a directory under the run root and prefixes namespace names:
-    the rules of every other name (no '/', '..', spaces, quotes, …), at most 11."""
-    return validate.name(name, field=field, max_len=LAB_NAME_MAX)
-
-
 def lab_dir(lab: str) -> Path:
     return run_root() / check_lab_name(lab)
-
-
-def ns_prefix(lab: str) -> str:
-    return f"vx-{lab}."
-
-
-def lab_marker(lab: str) -> str:
-    return f"vxlab:lab:{lab}"
 
 
 def list_labs() -> list[str]:

@@ -23,6 +23,7 @@ from typing import Any
 
 from vxlab import validate
 from vxlab.errors import InvalidArgument
+from vxlab.layout import DEFAULT_PREFIX
 
 RESYNC_MIN, RESYNC_MAX = 0.5, 300.0
 Check = Callable[[Any, str], Any]  # (value, field name for errors) -> normalised value
@@ -119,7 +120,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "host": Key(_host),
         "underlay-ip": Key(_ipv4, ""),
         "underlay-dev": Key(_string, ""),
-        "netns-prefix": Key(_netns_prefix, "vx-"),
+        "netns-prefix": Key(_netns_prefix, DEFAULT_PREFIX),
         "resync": Key(_number(float, RESYNC_MIN, RESYNC_MAX), 10.0),
         "metrics": Key(_string),
         "status-file": Key(_string, ""),

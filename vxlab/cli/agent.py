@@ -95,7 +95,7 @@ def _serve_metrics(listen: str) -> None:
 
 
 @app.command("cleanup")
-def cleanup(host: Host, netns_prefix: Prefix = "vx-") -> None:
+def cleanup(host: Host, netns_prefix: Prefix = _default("netns-prefix")) -> None:
     """Delete every namespace HOST's agent created (found by its marker), nothing else."""
     from vxlab.agent.netlink import NetlinkKernel
     from vxlab.agent.runner import teardown

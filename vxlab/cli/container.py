@@ -17,6 +17,7 @@ from vxlab import containers
 from vxlab.cli import main as cli
 from vxlab.cli.network import with_prefix
 from vxlab.errors import NotFound
+from vxlab.layout import Layout
 from vxlab.model import Endpoint, Host, Network
 
 if TYPE_CHECKING:
@@ -38,13 +39,11 @@ def _prefixlen(ip: str, subnet: str) -> int:
     return int(plen) if plen else 0
 
 
-NETNS_PREFIX_LABEL = "vxlab/netns-prefix"  # set by the agent when it registers its host
-
-
 def sandbox_key(name: str, host: Host | None) -> str:
-    """The path of the container's network namespace, as Docker's `SandboxKey`."""
-    prefix = (host.labels.get(NETNS_PREFIX_LABEL) if host else None) or "vx-"
-    return f"/run/netns/{prefix}c-{name}"
+    """The path of the container's network namespace, as Docker's `SandboxKey` (where
+    the host's agent said, when it registered, that it puts its namespaces)."""
+    layout = Layout.of_host(host) if host else Layout("")
+    return f"/run/netns/{layout.container_ns(name)}"
 
 
 def docker_containers(name: str, *, endpoints: list[Endpoint], networks: dict[str, Network],

@@ -151,7 +151,7 @@ def exec_(
 def labs(as_json: JsonOpt = False) -> None:
     """List the labs on this machine."""
     from vxlab.lab.lab import Lab
-    from vxlab.lab.state import list_labs
+    from vxlab.lab.lab import list_labs
 
     rows = [Lab(name).status(brief=True) for name in list_labs()]
     if as_json:
