@@ -32,7 +32,6 @@ import logging
 import os
 import random
 import time
-from dataclasses import dataclass, field
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
@@ -42,31 +41,17 @@ from vxlab.agent.desired import HostInfo
 from vxlab.agent.kernel import AgentNs, Kernel
 from vxlab.agent.reconciler import PassResult, Reconciler, observe
 from vxlab.agent.underlay import controller_ips
+from vxlab.agentconfig import AgentConfig
 from vxlab.agentstatus import AgentStatus, LastPass
 from vxlab.client import Client, parse_addresses
-from vxlab.layout import DEFAULT_PREFIX
 from vxlab.errors import NotFound, PermissionDenied, Unauthenticated, Unavailable, VxError
 from vxlab.model import Host
-from vxlab.tls import TlsConfig
 
 log = logging.getLogger("vxlab.agent")
 T = TypeVar("T")
 VERSION = "0.1.0"
 FAILOVER_TIMEOUT = 2.0  # a controller that does not answer a call in this long is hung: try the next
 WATCH_IDLE = 15.0       # no batch for this long: reconnect (controllers send one every 5 s, Watcher.HEARTBEAT)
-
-
-@dataclass
-class AgentConfig:
-    controller: list[str]
-    host: str
-    underlay_ip: str = ""
-    underlay_dev: str = ""
-    netns_prefix: str = DEFAULT_PREFIX
-    resync: float = 10.0
-    status_file: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
-    tls: TlsConfig | None = None  # this host's certificate (mutual TLS with the controller)
 
 
 class Agent:

@@ -17,10 +17,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from vxlab.lab.state import LabState
 from vxlab.lab.supervisor import Command, Proc, SpawnError, Supervisor
+from vxlab.agentconfig import AgentConfig, Launch
 from vxlab.layout import LabLayout
 from vxlab.tls import Pki, TlsConfig
 
@@ -114,19 +114,17 @@ def start_agents(state: LabState, layout: LabLayout, hosts: list[str]) -> None:
     resync = resync_for(len(state.topology.hosts) if state.topology else 0)
     sup = Supervisor(state.dir)
 
-    def requests() -> Iterator[dict[str, Any]]:
+    def launches() -> Iterator[Launch]:
         for host in hosts:
-            tls = host_tls(state, host)
-            yield {"host": host, "netns": layout.host_ns(host), "controller": state.socket,
-                   "netns_prefix": layout.agent(host).prefix, "resync": resync,
-                   "nice": AGENT_NICE,
-                   "tls": {"ca": str(tls.ca), "cert": str(tls.cert), "key": str(tls.key)} if tls else None,
-                   "status_file": str(agent_status_path(state, host)), "log": str(sup.log(f"agent-{host}"))}
+            config = AgentConfig(controller=[state.socket], host=host, netns_prefix=layout.agent(host).prefix,
+                                 resync=resync, status_file=str(agent_status_path(state, host)),
+                                 tls=host_tls(state, host))
+            yield Launch(config, netns=layout.host_ns(host), log=str(sup.log(f"agent-{host}")), nice=AGENT_NICE)
 
     def started(host: str, proc: Proc) -> None:
         state.agents[host] = proc
     try:
-        sup.start_agents(requests(), started=started)
+        sup.start_agents(launches(), started=started)
     except SpawnError as e:
         raise LabError(str(e)) from None
     finally:

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vxlab.agentconfig import Launch
+
 
 class SpawnError(RuntimeError):
     """A process could not be started; the message says where to look."""
@@ -117,10 +119,10 @@ class Supervisor:
         argv = tuple(a.decode() for a in (base / "cmdline").read_bytes().split(b"\0") if a)
         return Command(argv, os.readlink(base / "fd" / "1"), os.readlink(base / "cwd"))
 
-    def start_agents(self, requests: Iterable[Mapping[str, Any]], *, started: Callable[[str, Proc], None]) -> None:
-        """Start one agent per request (the spawner's mapping, see vxlab.agent.spawner)
-        through one zygote process; `started(host, proc)` hears each as soon as it runs,
-        so the caller records it before the next one starts."""
+    def start_agents(self, launches: Iterable[Launch], *, started: Callable[[str, Proc], None]) -> None:
+        """Start one agent per launch (its options and where it runs) through one zygote
+        process (vxlab.agent.spawner); `started(host, proc)` hears each as soon as it
+        runs, so the caller records it before the next one starts."""
         self.log("spawner").parent.mkdir(parents=True, exist_ok=True)
         # The lab's directory on the spawner's command line (which its forked agents share):
         # `orphans()` finds agents by it even if the caller dies before recording them.
@@ -129,13 +131,13 @@ class Supervisor:
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True)
         assert spawner.stdin is not None and spawner.stdout is not None
         try:
-            for req in requests:
-                spawner.stdin.write(json.dumps(req) + "\n")
+            for launch in launches:
+                spawner.stdin.write(json.dumps(launch.to_json()) + "\n")
                 spawner.stdin.flush()
                 line = spawner.stdout.readline()
                 if not line:
                     raise SpawnError(f"the agent spawner died (see {self.log('spawner')})")
-                started(str(req["host"]), Proc.of(int(json.loads(line)["pid"])))
+                started(launch.config.host, Proc.of(int(json.loads(line)["pid"])))
         finally:
             spawner.stdin.close()
             spawner.wait(10)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from vxlab import pki
+from vxlab.agentconfig import AgentConfig
 from vxlab.agentstatus import AgentStatus
 from vxlab.client import Client
 from vxlab.etcdproc import EtcdProcess
@@ -161,13 +162,17 @@ class Rig:
     def status_path(self, host: str) -> Path:
         return self.tmp / f"agent-{host}.json"
 
+    def agent_config(self, host: str) -> AgentConfig:
+        """What `host`'s agent runs with (its own certificate with `tls=True`)."""
+        return AgentConfig(controller=self.socks, host=host, netns_prefix=self.prefix(host), resync=self.resync,
+                           status_file=str(self.status_path(host)), metrics=f"127.0.0.1:{self.METRICS_PORT}",
+                           tls=self.pki.host(host) if self.pki else None)
+
     def start_agent(self, host: str) -> None:
         h = self.hosts[host]
         log = (self.tmp / f"agent-{host}.log").open("ab")
         self.agents[host] = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{h.ns}", sys.executable, "-m", "vxlab.cli", "--controller", self.sock,
-             *self._pki_args(), "agent", "run", "--host", host, "--netns-prefix", self.prefix(host), "--resync", str(self.resync),
-             "--status-file", str(self.status_path(host)), "--metrics", f"127.0.0.1:{self.METRICS_PORT}"],
+            ["nsenter", f"--net=/run/netns/{h.ns}", sys.executable, "-m", "vxlab.cli", *self.agent_config(host).argv()],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill_agent(self, host: str, sig: int = signal.SIGKILL) -> None:
