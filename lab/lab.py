@@ -33,7 +33,7 @@ from vxlab.lab.check import CheckResult, Probe, ping, run_check
 from vxlab.lab.faults import Fault
 from vxlab.lab.state import LabState, lab_dir, list_labs  # noqa: F401 - list_labs: for the CLI
 from vxlab.lab.supervisor import Proc, Supervisor
-from vxlab.lab.topology import Topology, UnderlaySpec, load, to_dict
+from vxlab.lab.topology import Topology, UnderlaySpec, load
 from vxlab.model import Endpoint, Host, Network, Policy
 from vxlab.layout import LabLayout, check_lab_name
 from vxlab.tls import TlsConfig
@@ -160,9 +160,8 @@ class Lab:
     def plan(self, topo: Topology, *, recreate: bool = False) -> lab_plan.Plan:
         """What `up` would do, by comparing the topology with the running lab: its steps,
         or why it refuses (`recreate`: networks may be deleted and created again)."""
-        applied = to_dict(self.state.topology) if self.state.topology else {}
         live = self.call(lambda c: lab_plan.read_live(c, agents=set(self.state.agents),
-                                                      applied=applied)) if self.running() \
+                                                      applied=self.state.topology)) if self.running() \
             else lab_plan.Live()
         return lab_plan.plan(topo, live, recreate=recreate)
 
