@@ -11,9 +11,11 @@ ones that changed for `ReportFaultStatus` (the runner sends them, retried, never
 pass's way), and rewrites the journal when it changed.
 
 The journal (a JSON file next to the status file) holds the faults in force here, the
-agent-kill/host-crash faults carried out already (a restarted agent must not kill itself
-again), and, while the agent holds the underlay down, the routes it had and the underlay
-itself (a restarted agent then has no route to find it by).
+other hosts' underlay addresses (what a partition is made of), the agent-kill/host-crash
+faults carried out already (a restarted agent must not kill itself again), and, while
+the agent holds the underlay down, the routes it had and the underlay itself (a
+restarted agent then has no route to find it by). What fails while the agent plans from
+the journal alone is not held against the fault: the controller's word comes later.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from vxlab.model import Fault, FaultStatus, from_json, to_json
 
 log = logging.getLogger("vxlab.agent")
 EXIT_KILLED = 75  # EX_TEMPFAIL: the agent ended itself for an agent-kill or host-crash fault
+REASON_MAX = 300  # characters of a reported reason (the controller takes at most 500, one line)
 
 
 def journal_path(status_file: str) -> Path | None:
@@ -53,10 +56,13 @@ class FaultKeeper:
         self.outbox: dict[str, FaultStatus] = {}         # statuses not sent yet (the latest per fault)
         self._said: dict[str, tuple[str, str]] = {}      # fault id -> the last (state, reason) queued
         self.enforced: dict[str, Fault] = {}             # the journal's faults: in force here
+        self.hosts: dict[str, str] = {}                  # host -> underlay IP, as last planned with
         self.killed: set[str] = set()                    # agent-kill/host-crash carried out
         self.taken_down: tuple[Route, ...] | None = None  # we hold the underlay down (its routes before)
         self.underlay: Underlay | None = None            # the underlay, while we hold it down
         self._last: tuple[Mapping[str, Fault], HostFaults, hostfaults.Outcome] | None = None
+        self._journal_only = False  # the last plan had no snapshot: its failures are not for good
+        self._planned_hosts: dict[str, str] = {}
         self._load()
 
     # --- the journal ---------------------------------------------------------------------
@@ -67,6 +73,7 @@ class FaultKeeper:
             raw = json.loads(self.path.read_text())
             self.enforced = {f.id: f for f in (from_json(Fault, json.dumps(x)) for x in raw.get("faults", []))}
             self.killed = set(raw.get("killed", []))
+            self.hosts = dict(raw.get("hosts", {}))
             down = raw.get("taken_down")
             self.taken_down = None if down is None else tuple(Route(*r) for r in down)
             u = raw.get("underlay")
@@ -81,7 +88,7 @@ class FaultKeeper:
             return
         data: dict[str, Any] = {
             "host": self.host, "faults": [json.loads(to_json(f, exclude=("status",))) for f in self.enforced.values()],
-            "killed": sorted(self.killed), "underlay": None if self.underlay is None else dataclasses.asdict(self.underlay),
+            "hosts": self.hosts, "killed": sorted(self.killed), "underlay": None if self.underlay is None else dataclasses.asdict(self.underlay),
             "taken_down": None if self.taken_down is None else [list(r) for r in self.taken_down]}
         tmp = self.path.with_suffix(".tmp")
         try:
@@ -101,7 +108,10 @@ class FaultKeeper:
              control: tuple[str, ...] = (), control_note: str = "") -> tuple[HostFaults, hostfaults.Outcome]:
         """The host faults wanted now; `faults`: the cache's (None: no snapshot yet, the journal's)."""
         source = dict(self.enforced) if faults is None else dict(faults)
-        if faults is not None:  # the controller's word: forget what it no longer has
+        self._journal_only = faults is None
+        if faults is None:
+            hosts = {**self.hosts, **hosts}
+        else:  # the controller's word: forget what it no longer has
             for table in (self.failed, self._said, self.outbox):
                 for fid in [k for k in table if k not in source]:
                     del table[fid]
@@ -111,10 +121,13 @@ class FaultKeeper:
                                  taken_down=self.taken_down)
         want, out = hostfaults.desired(source.values(), ctx)
         self._last = (source, want, out)
+        self._planned_hosts = dict(hosts)
         return want, out
 
     def say(self, fid: str, state: str, reason: str = "") -> None:
-        """Queue `fid`'s status, unless it is what was said last."""
+        """Queue `fid`'s status, unless it is what was said last (a reason is one line)."""
+        reason = " ".join(reason.split())
+        reason = reason if len(reason) <= REASON_MAX else reason[:REASON_MAX - 1] + "…"
         if self._said.get(fid) != (state, reason):
             self._said[fid] = (state, reason)
             self.outbox[fid] = FaultStatus(self.host, state, reason)
@@ -126,7 +139,7 @@ class FaultKeeper:
         if self._last is None:
             return False
         source, want, out = self._last
-        before = (dict(self.enforced), self.taken_down)
+        before = (dict(self.enforced), self.taken_down, dict(self.hosts))
         broken: dict[str, str] = {}
         for action in result.failed:
             obj = hostfaults.objects(action)
@@ -137,7 +150,9 @@ class FaultKeeper:
         for obj, reason in broken.items():
             for fid in want.sources.get(obj, ()):
                 fresh.setdefault(fid, reason)
-        self.failed.update(fresh)
+        if not self._journal_only:
+            self.failed.update(fresh)
+            self.hosts = self._planned_hosts
         for fid, why in fresh.items():
             self.say(fid, "failed", why)
         for fid in out.active:
@@ -155,7 +170,7 @@ class FaultKeeper:
         enforced = {fid: source[fid] for fid in [*out.active, *out.kills] if fid not in fresh}
         enforced |= {fid: source[fid] for fid in self.killed if fid in source}
         self.enforced = enforced
-        if (self.enforced, self.taken_down) != before:
+        if (self.enforced, self.taken_down, self.hosts) != before:
             self._save()
         return bool(fresh)
 

@@ -97,7 +97,7 @@ class AgentFaults:
             self.keeper.kill(fid, underlay=self.underlay)
         want = self.desired(self._cache)
         if want is not None and want.down:  # a host-crash: the underlay goes down with the agent
-            await faults_pass(want)
+            self.keeper.settle(await faults_pass(want), underlay=self.underlay)  # journaled: it comes up again
         raise AgentExit(EXIT_KILLED, f"fault {', '.join(kills)}: the agent ends itself")
 
     async def _flushed(self, timeout: float) -> None:

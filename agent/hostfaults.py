@@ -149,11 +149,12 @@ def _render(b: _Builder, f: Fault, p: faultkinds.Params) -> str:
     if f.kind == "loss":
         if not _IFNAME.fullmatch(dev):
             return f"underlay device {dev!r}: not an interface name"
-        chance = f"numgen random mod 10000 < {round(p['percent'] * 100)}"
+        share = round(p["percent"] * 100)  # of 10000
+        chance = f" numgen random mod 10000 < {share}" if share < 10000 else ""  # 100 %: every packet
         for side in faultkinds.sides(p["direction"]):
             key, chain = ("oifname", "output") if side == "egress" else ("iifname", "input")
-            b.rule(f.id, chain, f'{key} "{dev}" {chance}')
-            b.rule(f.id, "forward", f'{key} "{dev}" {chance}')
+            b.rule(f.id, chain, f'{key} "{dev}"{chance}')
+            b.rule(f.id, "forward", f'{key} "{dev}"{chance}')
         return ""
     if f.kind in ("rate", "delay"):
         q = Qdisc("tbf", rate=int(p["mbit"] * 1e6 / 8)) if f.kind == "rate" else \

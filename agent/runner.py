@@ -263,8 +263,8 @@ class Agent:
                 log.warning("pass (%s) at revision %d: %d actions, %d writes, %d errors in %.1f ms",
                             "full" if full else "event", copy.revision, len(result.actions),
                             sum(result.writes.values()), len(result.errors), result.seconds * 1000)
-            self.write_status()
             await self.faults.after(result, again=self._dirty.set, faults_pass=self._faults_pass)
+            self.write_status()
 
     async def _faults_pass(self, want: Any) -> PassResult:
         return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: self.reconciler.reconcile_faults(
@@ -278,6 +278,7 @@ class Agent:
             if want is not None:
                 result = await self._faults_pass(want)
                 await self.faults.after(result, again=lambda: None, faults_pass=self._faults_pass)
+                self.write_status()
         wake = self.faults.wake_at()
         try:
             await asyncio.wait_for(self._dirty.wait(), None if wake is None else max(0.05, wake - time.monotonic()))

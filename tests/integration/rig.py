@@ -97,8 +97,10 @@ class Rig:
     METRICS_PORT = 9464  # each agent listens in its own host namespace
 
     def __init__(self, tmp: Path, *, hosts: int = 2, lease_ttl: int = 4, resync: float = 2.0,
-                 tls: bool = False, controllers: int = 1) -> None:
+                 tls: bool = False, controllers: int = 1, isolated: bool = False) -> None:
+        """`isolated`: every agent in mount and PID namespaces of its own too (closer to VMs)."""
         self.tmp = tmp
+        self.isolated = isolated
         self.id = "vxt" + secrets.token_hex(3)
         self.lease_ttl = lease_ttl
         self.resync = resync
@@ -171,8 +173,10 @@ class Rig:
     def start_agent(self, host: str) -> None:
         h = self.hosts[host]
         log = (self.tmp / f"agent-{host}.log").open("ab")
+        alone = ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "unchanged"]
         self.agents[host] = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{h.ns}", sys.executable, "-m", "vxlab.cli", *self.agent_config(host).argv()],
+            [*(alone if self.isolated else []), "nsenter", f"--net=/run/netns/{h.ns}", sys.executable, "-m",
+             "vxlab.cli", *self.agent_config(host).argv()],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill_agent(self, host: str, sig: int = signal.SIGKILL) -> None:
@@ -223,6 +227,20 @@ class Rig:
         def ok() -> bool:
             return all(self.status(h).programmed(revision) for h, p in self.agents.items() if p.poll() is None)
         self.wait(ok, f"agents converged at revision >= {revision}")
+
+    def vx(self, *args: str, cert: str = "admin", timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """The CLI with `--controller` and the PKI alone (`cert`: admin, or a host's name for
+        its certificate), and VXLAB_RUN pointing where no lab is: nothing of a lab helps."""
+        run = self.tmp / "no-lab-here"
+        run.mkdir(exist_ok=True)
+        tls = []
+        if self.pki is not None:
+            mine = self.pki.host(cert)
+            tls = ["--pki", str(self.pki.dir)] if cert == "admin" else [
+                "--tls-ca", str(mine.ca), "--tls-cert", str(mine.cert), "--tls-key", str(mine.key)]
+        return subprocess.run([sys.executable, "-m", "vxlab.cli", "--controller", self.sock, *tls, *args],
+                              capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "VXLAB_RUN": str(run)})
 
     def api(self, coro_fn: Any) -> Any:
         async def go() -> Any:

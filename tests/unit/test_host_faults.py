@@ -112,6 +112,9 @@ def test_loss_by_direction_on_the_underlay() -> None:
     a.run(full=True)
     assert rules(k) == [f'{key} "eth0" numgen random mod 10000 < 3000 counter drop comment "f3"'
                         for key in ("iifname", "oifname", "oifname", "iifname")]  # input, output, forward
+    a.put(fault("f3", "loss", host="h1", percent=100, duration=5))  # every packet: no numgen (mod 10000 < 10000)
+    a.run()
+    assert rules(k) == ['oifname "eth0" counter drop comment "f3"'] * 2
 
 
 def test_rate_both_ways_through_the_ifb_and_gone_with_the_fault() -> None:
@@ -183,16 +186,17 @@ def test_a_restarted_agent_enforces_its_journal_before_a_snapshot(tmp_path: Path
     journal = journal_path(str(tmp_path / "agent-h1.json"))
     clock = [T0]
     a = Agent(k, journal, clock)
-    a.put(fault("f1", "link-down", host="h1", duration=10))
+    a.put(fault("f1", "link-down", host="h1", duration=10), fault("f2", "partition", hosts="h1", **{"from": "h2"}))
     a.run(full=True)
     k.down = False  # a reboot, say: the agent's state is the journal alone
     b = Agent(k, journal, clock)
     assert b.keeper.pending
-    b.run(synced=False)
-    assert k.down  # enforced without the controller
+    res = b.run(synced=False)
+    assert k.down and res.writes == {"set_underlay_state": 1}  # enforced without the controller; the
+    assert k.fault_table is not None and b.keeper.failed == {}  # partition kept: its peers' addresses are noted
     clock[0] = T0 + 10
     b.run(synced=False)
-    assert not k.down and not b.keeper.pending  # and healed at its deadline
+    assert not k.down and k.fault_table is not None  # the link-down healed at its deadline, the partition has none
 
 
 def test_kills_are_carried_out_once(tmp_path: Path) -> None:
