@@ -18,6 +18,8 @@ from vxlab.errors import FailedPrecondition, InvalidArgument, NotFound, Permissi
 from vxlab.model import Fault, FaultStatus, Host
 from vxlab.tls import Identity
 
+from test_core import unchanged
+
 
 @pytest.fixture
 async def ctl():
@@ -27,14 +29,6 @@ async def ctl():
         await c.hosts.register(Host(name=f"h{i}", underlay_ip=f"172.30.0.{10 + i}"))
     yield c
     await store.close()
-
-
-async def unchanged(ctl: Controller, coro, exc: type[Exception]) -> Exception:
-    before = await ctl.store.revision()
-    with pytest.raises(exc) as info:
-        await coro
-    assert await ctl.store.revision() == before, "a rejected request wrote something"
-    return info.value
 
 
 def _t(text: str) -> dt.datetime:
