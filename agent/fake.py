@@ -28,6 +28,7 @@ class _Ns:
     neigh: dict[tuple[str, str], Neigh] = field(default_factory=dict)
     policy: PolicyTable | None = None
     nat: Nat | None = None
+    resolv: str | None = None
 
 
 class FakeKernel(Kernel):
@@ -50,7 +51,7 @@ class FakeKernel(Kernel):
     def dump(self, prefix: str) -> dict[str, Namespace]:
         return {
             name: Namespace(name, n.marker, dict(n.links), frozenset(n.addrs), frozenset(n.routes),
-                            frozenset(n.fdb.values()), frozenset(n.neigh.values()), n.policy, n.nat)
+                            frozenset(n.fdb.values()), frozenset(n.neigh.values()), n.policy, n.nat, n.resolv)
             for name, n in self.ns.items() if name.startswith(prefix)
         }
 
@@ -90,6 +91,18 @@ class FakeKernel(Kernel):
         if n is not None and n.nat is not None:
             n.nat = None
             self.writes["delete_nat"] += 1
+
+    def set_resolv(self, ns: str, text: str) -> None:
+        n = self._get(ns)
+        if n.resolv != text:
+            n.resolv = text
+            self.writes["set_resolv"] += 1
+
+    def delete_resolv(self, ns: str) -> None:
+        n = self.ns.get(ns)
+        if n is not None and n.resolv is not None:
+            n.resolv = None
+            self.writes["delete_resolv"] += 1
 
     def delete_vtep_filter(self) -> None:
         if self.vteps is not None:

@@ -20,7 +20,10 @@ and an uplink's host end is made and marked in the network namespace, then moved
 
 nftables: our tables (the VTEP allow-list and NAT of the agent's namespace, NAT and
 policy of a network namespace) are part of the state, read with every dump and
-planned like links (agent/nft.py is the driver).
+planned like links (agent/nft.py is the driver). So is a container namespace's
+`/etc/netns/<name>/resolv.conf` (pointing at the agent's embedded DNS, agent/dnsserver.py):
+a file, but one that `ip netns exec` mounts into the namespace, written and removed
+with it (vxlab.netns).
 
 `interrupt` is a test hook (off by default): a method named in it stops right after
 creating its object and before marking it, as a killed pass would.
@@ -91,6 +94,7 @@ class Namespace:
     neigh: frozenset[Neigh] = frozenset()                # permanent entries on vxlan devices
     policy: PolicyTable | None = None                    # network namespaces: our nft policy table
     nat: Nat | None = None                               # network namespaces: our NAT table (uplink)
+    resolv: str | None = None                            # container namespaces: our /etc/netns/<name>/resolv.conf
 
 
 @dataclass(frozen=True)
@@ -220,7 +224,17 @@ class Kernel(ABC):
         multi-homed container must never route between its networks)."""
 
     @abstractmethod
-    def delete_netns(self, name: str) -> None: ...
+    def delete_netns(self, name: str) -> None:
+        """Delete the namespace, and the resolv.conf we wrote for it."""
+
+    @abstractmethod
+    def set_resolv(self, ns: str, text: str) -> None:
+        """Make /etc/netns/`ns`/resolv.conf `text` (what `ip netns exec` mounts over
+        /etc/resolv.conf); nothing is written when it already is."""
+
+    @abstractmethod
+    def delete_resolv(self, ns: str) -> None:
+        """Remove the resolv.conf we wrote for `ns`; a missing one is no error."""
 
     # --- links (in namespace `ns`) -----------------------------------------------
     @abstractmethod

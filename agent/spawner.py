@@ -4,7 +4,7 @@ Starting a Python agent costs about a second of CPU, almost all of it imports (g
 pyroute2, asyncio); a lab of 100 hosts would spend a minute just on that on 2 cores.
 `python -m vxlab.agent.spawner` imports the agent once, reads one JSON request per line
 on stdin (`{"host", "netns", "controller", "netns_prefix", "status_file", "log",
-"resync", "tls", "nice"}`; `tls` is `{"ca", "cert", "key"}` or null), forks a child for each — the child enters the host's network namespace,
+"resync", "tls", "nice", "dns_forward"}`; `tls` is `{"ca", "cert", "key"}` or null), forks a child for each — the child enters the host's network namespace,
 starts a session of its own, and runs exactly what `vxlab agent run` runs — and answers
 `{"pid": N}` on stdout. Each agent is still its own process, killable on its own; the
 spawner exits when stdin closes. No thread or channel exists before a fork.
@@ -39,7 +39,7 @@ def _child(req: dict[str, Any]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", force=True)
     config = AgentConfig(controller=req["controller"].split(","), host=req["host"],
                          netns_prefix=req["netns_prefix"], resync=float(req.get("resync", 10.0)),
-                         status_file=req["status_file"],
+                         status_file=req["status_file"], dns_forward=bool(req.get("dns_forward", True)),
                          tls=TlsConfig.of(**req["tls"], field="tls") if req.get("tls") else None)
     asyncio.run(Agent(config, NetlinkKernel).run())
     return 0

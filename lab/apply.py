@@ -26,8 +26,9 @@ async def apply(c: Client, topo: Topology, steps: list[plan.Step], *, phases: ra
 
     def endpoint(s: plan.Step) -> Endpoint:
         ct = containers[s.name]
-        ip = next((a.ip or "" for a in ct.networks if a.network == s.network), "")
-        return Endpoint(name=ct.name, network=s.network, host=ct.host, ip=ip, labels=dict(ct.labels))
+        a = next(a for a in ct.networks if a.network == s.network)
+        return Endpoint(name=ct.name, network=s.network, host=ct.host, ip=a.ip or "", labels=dict(ct.labels),
+                        aliases=a.aliases)
 
     calls: dict[tuple[int, str], Callable[[plan.Step], Awaitable[object]]] = {
         (plan.POLICY_DEL, "policy"): lambda s: c.delete_policy(s.network, s.name),

@@ -31,14 +31,6 @@ class Sample:
     rtt_ms: float | None    # None: lost
 
 
-def socket_in_netns(namespace: str, family: int, kind: int, proto: int) -> socket.socket:
-    """A socket created inside `namespace` (a name under /run/netns or a path)."""
-    def make() -> socket.socket:
-        netns.enter(namespace)
-        return socket.socket(family, kind, proto)
-    return netns.in_thread(make)
-
-
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
@@ -58,7 +50,7 @@ class Pinger:
 
     def __init__(self, namespace: str, ip: str, *, interval: float = 0.1, timeout: float = 1.0) -> None:
         self.namespace, self.ip, self.interval, self.timeout = namespace, ip, interval, timeout
-        self._sock = socket_in_netns(namespace, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        self._sock = netns.socket_in(namespace, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
         self._ident = secrets.randbits(16)
         self._sent: list[float] = []          # index k: send time of echo k
         self._rtt: dict[int, float] = {}      # k -> RTT in ms

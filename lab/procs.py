@@ -128,7 +128,7 @@ def start_agents(state: LabState, hosts: list[tuple[str, str, str]]) -> None:
             tls = host_tls(state, host)
             spawner.stdin.write(json.dumps({
                 "host": host, "netns": ns, "controller": state.socket, "netns_prefix": prefix, "resync": resync,
-                "nice": AGENT_NICE,
+                "nice": AGENT_NICE, "dns_forward": False,  # lab traffic never leaves the machine
                 "tls": {"ca": str(tls.ca), "cert": str(tls.cert), "key": str(tls.key)} if tls else None,
                 "status_file": str(agent_status_path(state, host)),
                 "log": str(state.dir / "logs" / f"agent-{host}.log")}) + "\n")

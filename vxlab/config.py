@@ -125,6 +125,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "status-file": Key(_string, ""),
         "labels": Key(_labels, {}),
         "pki": Key(_string),
+        "dns-forward": Key(_bool, True),
     },
 }
 

@@ -58,6 +58,7 @@ def docker_containers(name: str, *, endpoints: list[Endpoint], networks: dict[st
                 "NetworkID": net.id, "EndpointID": e.id,
                 "Gateway": "" if net.internal else net.gateway,
                 "IPAddress": e.ip, "IPPrefixLen": _prefixlen(e.ip, net.subnet), "MacAddress": e.mac,
+                "Aliases": list(e.aliases), "DNSNames": [name, *e.aliases, f"{name}.{e.network}"],
             }
         out.append({"Name": name, "Id": container_id(host=host, name=name), "Host": host,
                     "NetworkSettings": {"SandboxKey": sandbox_key(name, (hosts or {}).get(host)),
