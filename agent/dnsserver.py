@@ -108,9 +108,9 @@ class Resolver:
     of host `host`; `forward`: other names go to `servers()` (default: `upstreams()`)."""
 
     def __init__(self, cache: StateCache, host: str, *, forward: bool,
-                 servers: Callable[[], list[str]] = upstreams) -> None:
+                 servers: Callable[[], list[str]] = upstreams, upstream_port: int = 53) -> None:
         self.cache, self.host, self.forward = cache, host, forward
-        self._servers = servers
+        self._servers, self._port = servers, upstream_port
         self._names: Names | None = None
         self._listeners: dict[str, _Listener] = {}
         self._failed: dict[str, str] = {}   # namespace -> why its listener could not open (logged once)
@@ -150,8 +150,9 @@ class Resolver:
             for server in self._servers():
                 try:
                     if tcp:
-                        return await dns.asyncquery.tcp(query, server, timeout=FORWARD_TIMEOUT)
-                    return await dns.asyncquery.udp(query, server, timeout=FORWARD_TIMEOUT, ignore_trailing=True)
+                        return await dns.asyncquery.tcp(query, server, port=self._port, timeout=FORWARD_TIMEOUT)
+                    return await dns.asyncquery.udp(query, server, port=self._port, timeout=FORWARD_TIMEOUT,
+                                                    ignore_trailing=True)
                 except (dns.exception.DNSException, OSError) as e:
                     log.info("dns: upstream %s: %s", server, e)
             return error(query, dns.rcode.SERVFAIL, forward=True)
