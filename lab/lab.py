@@ -366,11 +366,14 @@ class Lab:
         return subprocess.run(["ip", "netns", "exec", self.namespace_of(container), *cmd],
                               capture_output=True, text=True, check=check)
 
-    def container(self, name: str, *, host: str, networks: list[str], ip: str = "") -> list[Endpoint]:
-        """Attach a new container (`container run`) and wait until every agent programmed it."""
+    def container(self, name: str, *, host: str, networks: list[str], ip: str = "",
+                  aliases: tuple[str, ...] = ()) -> list[Endpoint]:
+        """Attach a new container (`container run`; `aliases` on each of its networks) and
+        wait until every agent programmed it."""
         async def go(c: Client) -> list[Endpoint]:
             return list(await asyncio.gather(*(c.create_endpoint(Endpoint(name=name, network=n, host=host,
-                                                                            ip=ip if i == 0 else ""))
+                                                                            ip=ip if i == 0 else "",
+                                                                            aliases=aliases))
                                                for i, n in enumerate(networks))))
         eps = self.call(go)
         self.wait_converged()

@@ -10,6 +10,7 @@ One lab for the module (2 hosts, an overlay, an internal overlay and a bridge ne
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
@@ -181,3 +182,44 @@ def test_bad_aliases_write_nothing_and_name_the_field(lab: Lab, tmp_path: Path) 
     assert "containers[3].networks[0].aliases[0]: 'kms' is already an alias of container 'api' on network" \
         " 'secrets'" in p.stderr
     assert lab.call(lambda c: c.revision()) == rev
+
+
+def test_changed_aliases_resolve_at_once(lab: Lab) -> None:
+    """`up` with db's aliases changed is an update in place (`~ container db`), and the
+    agents answer from their caches: the new alias resolves, the old one is gone."""
+    text = BODY.replace("aliases: [database, pg]", "aliases: [primary]")
+    try:
+        steps = lab.up(topology.parse(f"name: {lab.name}\n{text}"))
+        assert [s.describe() for s in steps] == ["~ container db: network app aliases [database, pg] -> [primary]"]
+        assert getent(lab, "web", "primary") == (0, "10.50.0.3")
+        assert getent(lab, "web", "database")[0] == 2
+    finally:
+        lab.up(topology.parse(f"name: {lab.name}\n{BODY}"))
+    assert getent(lab, "web", "database") == (0, "10.50.0.3")
+
+
+def test_container_run_alias_and_inspect(lab: Lab) -> None:
+    """`container run --alias`: resolves at once (run waits for convergence); a taken or
+    bad alias is one line naming the field, exit 1, and nothing written."""
+    def vx(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "vxlab.cli", *args, "--lab", lab.name], capture_output=True,
+                              text=True)
+    rev = lab.call(lambda c: c.revision())
+    for alias, message in (("pg", "error: endpoint.aliases[0]: 'pg' is already an alias of container 'db' on"
+                                  " network 'app'"),
+                           ("web", "error: endpoint.aliases[0]: 'web' is already the name of container 'web' on"
+                                   " network 'app'"),
+                           ("Bad_Name", "error: endpoint.aliases[0]: 'Bad_Name' is not a valid name")):
+        p = vx("container", "run", "cache", "--host", "h2", "--network", "app", "--alias", alias)
+        assert p.returncode == 1 and p.stderr.strip().splitlines() == [p.stderr.strip()], p.stderr
+        assert p.stderr.startswith(message), p.stderr
+    assert lab.call(lambda c: c.revision()) == rev
+    p = vx("container", "run", "cache", "--host", "h2", "--network", "app", "--alias", "redis")
+    try:
+        assert p.returncode == 0, p.stderr
+        assert getent(lab, "web", "redis") == (0, ip_of(lab, "cache", "app"))
+        inspect = json.loads(vx("container", "inspect", "cache", "--json").stdout)
+        assert inspect[0]["NetworkSettings"]["Networks"]["app"]["Aliases"] == ["redis"]
+    finally:
+        assert vx("container", "rm", "cache").returncode == 0
+    assert getent(lab, "web", "redis")[0] == 2

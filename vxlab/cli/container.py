@@ -124,16 +124,22 @@ def run(
     host: Annotated[str, typer.Option("--host", metavar="H", help="The host it runs on.")],
     network: Annotated[list[str], typer.Option("--network", metavar="N", help="A network (repeatable).")],
     ip: Annotated[str, typer.Option(metavar="IP", help="Address on the first network.")] = "",
+    alias: Annotated[list[str] | None, typer.Option(
+        "--alias", metavar="NAME", help="Another DNS name of the container on its networks (repeatable).")] = None,
     lab: cli.LabOpt = None,
 ) -> None:
     """Start a container on HOST attached to each --network. In a lab: waits until it is
     reachable. Without one (real hosts): its endpoints are created in the controller and
     the host's agent makes the container's namespace (`vx-c-NAME`), its peers the entries."""
+    aliases = tuple(alias or ())
+
     async def create(c: Client) -> list[Endpoint]:
-        return [await c.create_endpoint(Endpoint(name=name, network=net, host=host, ip=ip if i == 0 else ""))
+        return [await c.create_endpoint(Endpoint(name=name, network=net, host=host, ip=ip if i == 0 else "",
+                                                 aliases=aliases))
                 for i, net in enumerate(network)]
 
-    eps = cli.in_lab_or_call(ctx, in_lab=lambda lab: lab.container(name, host=host, networks=network, ip=ip),
+    eps = cli.in_lab_or_call(ctx, in_lab=lambda lab: lab.container(name, host=host, networks=network, ip=ip,
+                                                                   aliases=aliases),
                              alone=create)
     cli.output(as_json=False, data=None, columns=LS_COLUMNS,
                rows=[[e.name, e.host, e.network, e.ip, e.mac, e.id[:12]] for e in eps])
