@@ -27,18 +27,12 @@ import dns.rcode
 
 from vxlab import netns
 from vxlab.bench import machine
+from vxlab.bench.agent import TOPOLOGY  # one host, network blue (a /16), container c0
 from vxlab.client import Client
 from vxlab.lab.lab import Lab
 from vxlab.lab.topology import parse
 from vxlab.model import Endpoint, Host
 
-TOPOLOGY = """name: {name}
-hosts: 1
-networks:
-  - {{name: blue, subnet: 10.50.0.0/16}}
-containers:
-  - {{name: c0, host: h1, networks: [blue]}}
-"""
 PHANTOMS = 10
 SERVER = ("127.0.0.11", 53)
 
