@@ -189,10 +189,6 @@ class Resolver:
             server = await asyncio.start_server(lambda r, w, c=container: self._tcp(r, w, c), sock=tcp)
             self._listeners[ns] = _Listener(container, ident, transport, server)  # type: ignore[arg-type]
 
-    def listening(self) -> dict[str, str]:
-        """Namespace -> container, where a listener is open."""
-        return {ns: lst.container for ns, lst in self._listeners.items()}
-
     def close(self) -> None:
         for lst in self._listeners.values():
             lst.close()
