@@ -5,8 +5,7 @@ over UDP and TCP (SERVFAIL when none answers)."""
 
 from __future__ import annotations
 
-import asyncio
-import socket
+import sys
 from pathlib import Path
 
 import dns.flags
@@ -15,6 +14,9 @@ import dns.rcode
 import dns.rrset
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dns_upstream import Upstream  # noqa: E402
 from vxlab.agent.cache import StateCache
 from vxlab.agent.dnsserver import Resolver, udp_wire, upstreams
 from vxlab.model import Change, Endpoint, Network, WatchBatch
@@ -65,54 +67,9 @@ def test_upstreams_are_the_non_loopback_nameservers(tmp_path: Path) -> None:
     assert upstreams(str(tmp_path / "missing")) == []
 
 
-class _Upstream:
-    """A DNS server on 127.0.0.1 (UDP and TCP, one port) that answers every A question
-    with 192.0.2.7."""
-
-    def __init__(self) -> None:
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind(("127.0.0.1", 0))
-        self.port = self.udp.getsockname()[1]
-        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.bind(("127.0.0.1", self.port))
-        self.tcp.listen()
-        self.seen: list[str] = []
-
-    def answer(self, data: bytes) -> bytes:
-        q = dns.message.from_wire(data)
-        self.seen.append(q.question[0].name.to_text())
-        r = dns.message.make_response(q)
-        r.answer.append(dns.rrset.from_text(q.question[0].name, 60, "IN", "A", "192.0.2.7"))
-        return r.to_wire()
-
-    async def serve(self) -> None:
-        loop = asyncio.get_running_loop()
-        up = self
-
-        class Udp(asyncio.DatagramProtocol):
-            def connection_made(self, transport):  # type: ignore[no-untyped-def]
-                self.t = transport
-
-            def datagram_received(self, data, addr):  # type: ignore[no-untyped-def]
-                self.t.sendto(up.answer(data), addr)
-
-        async def tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            n = int.from_bytes(await reader.readexactly(2), "big")
-            out = self.answer(await reader.readexactly(n))
-            writer.write(len(out).to_bytes(2, "big") + out)
-            await writer.drain()
-            writer.close()
-
-        self.udp.setblocking(False)
-        self.tcp.setblocking(False)
-        await loop.create_datagram_endpoint(Udp, sock=self.udp)
-        await asyncio.start_server(tcp, sock=self.tcp)
-
-
 @pytest.mark.parametrize("tcp", [False, True])
 async def test_forwarding_to_an_upstream(tcp: bool) -> None:
-    up = _Upstream()
+    up = Upstream()
     await up.serve()
     r = Resolver(cache(), "h1", forward=True, servers=lambda: ["127.0.0.1"], upstream_port=up.port)
     query, resp = r.answer(dns.message.make_query("example.com", "A").to_wire(), "web")
@@ -123,3 +80,4 @@ async def test_forwarding_to_an_upstream(tcp: bool) -> None:
     assert resp is not None and resp.flags & dns.flags.RA and up.seen == ["example.com."]  # ours: not forwarded
     nobody = Resolver(cache(), "h1", forward=True, servers=lambda: [])
     assert (await nobody.forwarded(query, tcp=tcp)).rcode() == dns.rcode.SERVFAIL  # type: ignore[arg-type]
+    up.close()
