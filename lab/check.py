@@ -30,9 +30,9 @@ from dataclasses import asdict, dataclass
 
 from vxlab import hostops, policy
 from vxlab.client import Client
-from vxlab.errors import VxError
+from vxlab.errors import Unavailable
 from vxlab.model import Endpoint, Policy
-from vxlab.ops import DriftEntry, ProbeResult, ProbeSpec
+from vxlab.ops import DriftEntry, OpFailed, ProbeResult, ProbeSpec
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ async def _probe(client: Client, probes: Sequence[Probe], host_of: dict[str, str
         try:
             got = await hostops.probe(client, host, [ProbeSpec(probes[i].src, probes[i].ip, timeout=timeout)
                                                      for i in idx])
-        except VxError as e:
+        except (Unavailable, OpFailed) as e:  # that host's agent: the others still tell
             got = [ProbeResult(k, False, error=e.message) for k in range(len(idx))]
         for i, r in zip(idx, got, strict=True):
             out[i] = r
@@ -167,7 +167,7 @@ async def drift(client: Client) -> list[HostDrift]:
     async def one(host: str) -> HostDrift:
         try:
             r = await hostops.drift(client, host)
-        except VxError as e:
+        except (Unavailable, OpFailed) as e:
             return HostDrift(host, error=e.message)
         return HostDrift(host, r.entries, revision=r.revision, applied_revision=r.applied_revision)
     hosts = await client.list_hosts()
