@@ -1,68 +1,67 @@
 """The agent's copy of the desired state, fed by the controller's Watch stream.
 
-A snapshot replaces everything; a change batch updates objects by identity (hosts by
-name, networks by name, endpoints and policies by (network, name)). The revision of the last batch
-applied is what the agent resumes from after a reconnect.
+The objects and their revision are a `vxlab.view.View` (a snapshot replaces everything,
+a change batch updates objects by identity); this adds whether a snapshot came yet and
+the agent's rule for which changes the kernel state depends on. The revision of the
+last batch applied is what the agent resumes from after a reconnect.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 from vxlab.model import Endpoint, Host, Network, Policy, WatchBatch
+from vxlab.view import Diff, View
 
 
-@dataclass
 class StateCache:
-    revision: int = 0
-    synced: bool = False  # a snapshot has been applied
-    hosts: dict[str, Host] = field(default_factory=dict)
-    networks: dict[str, Network] = field(default_factory=dict)
-    endpoints: dict[tuple[str, str], Endpoint] = field(default_factory=dict)
-    policies: dict[tuple[str, str], Policy] = field(default_factory=dict)
+    __slots__ = ("view", "synced")
+
+    def __init__(self, revision: int = 0, synced: bool = False, *, view: View | None = None) -> None:
+        self.view = View(revision) if view is None else view
+        self.synced = synced  # a snapshot has been applied
+
+    # What a pass reads (agent/desired.py, agent/reconciler.py): the view's tables.
+    @property
+    def revision(self) -> int:
+        return self.view.revision
+
+    @property
+    def hosts(self) -> dict[str, Host]:
+        return self.view.hosts
+
+    @property
+    def networks(self) -> dict[str, Network]:
+        return self.view.networks
+
+    @property
+    def endpoints(self) -> dict[tuple[str, str], Endpoint]:
+        return self.view.endpoints
+
+    @property
+    def policies(self) -> dict[tuple[str, str], Policy]:
+        return self.view.policies
 
     def copy(self) -> StateCache:
         """A copy a pass can read while the watch goes on applying batches here."""
-        return StateCache(self.revision, self.synced, dict(self.hosts), dict(self.networks), dict(self.endpoints),
-                          dict(self.policies))
+        return StateCache(synced=self.synced, view=self.view.copy())
 
     def apply(self, batch: WatchBatch) -> bool:
         """Apply a batch; returns True when it changed anything the kernel state depends
         on: False for heartbeats, and for puts that change nothing that matters (a host
         re-registering with a new lease or new labels, the same endpoint put again). In a
         lab of N hosts every registration reaches every agent: N² passes for nothing."""
+        delta = self.view.apply(batch)
         if batch.snapshot:
-            self.hosts = {h.name: h for h in batch.hosts}
-            self.networks = {n.name: n for n in batch.networks}
-            self.endpoints = {(e.network, e.name): e for e in batch.endpoints}
-            self.policies = {(p.network, p.name): p for p in batch.policies}
-            self.revision = batch.revision
             self.synced = True
             return True
-        changed = False
-        for change in batch.changes:
-            obj = change.obj
-            put = change.kind == "put"
-            if isinstance(obj, Host):
-                old = self.hosts.get(obj.name)
-                if put:
-                    self.hosts[obj.name] = obj
-                    changed |= old is None or (old.underlay_ip, old.alive) != (obj.underlay_ip, obj.alive)
-                else:
-                    changed |= self.hosts.pop(obj.name, None) is not None
-            elif isinstance(obj, Network):
-                if put:
-                    changed |= self.networks.get(obj.name) != obj
-                    self.networks[obj.name] = obj
-                else:
-                    changed |= self.networks.pop(obj.name, None) is not None
-            else:
-                table: dict[tuple[str, str], Any] = self.policies if isinstance(obj, Policy) else self.endpoints
-                if put:
-                    changed |= table.get((obj.network, obj.name)) != obj
-                    table[(obj.network, obj.name)] = obj
-                else:
-                    changed |= table.pop((obj.network, obj.name), None) is not None
-        self.revision = max(self.revision, batch.revision)
-        return changed
+        for d in delta:
+            if matters(d):
+                return True
+        return False
+
+
+def matters(d: Diff) -> bool:
+    """Does the kernel state depend on this difference? A host only by its underlay
+    address and its liveness; any other object by anything."""
+    if d.kind == "hosts" and d.old is not None and d.new is not None:
+        return bool((d.old.underlay_ip, d.old.alive) != (d.new.underlay_ip, d.new.alive))
+    return True

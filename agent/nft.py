@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import threading
 from collections.abc import Callable, Collection
@@ -88,7 +89,12 @@ class _Cli:
         return out
 
 
+BACKEND_ENV = "VXLAB_NFT_BACKEND"  # auto (default), libnftables or nft: what "auto" means for this process
+
+
 def _backend(kind: str) -> _Lib | _Cli:
+    if kind == "auto":
+        kind = os.environ.get(BACKEND_ENV, "auto") or "auto"
     if kind not in ("auto", "libnftables", "nft"):
         raise ValueError(f"nft backend {kind!r}: not auto, libnftables or nft")
     if kind != "nft":

@@ -75,9 +75,13 @@ class Hosts:
                 if alive is None or alive.lease != lease_id:
                     if await self.store.get(self.keys.host(name)) is None:
                         raise NotFound(f"host: no host named {name!r}; register it first")
-                    await self.store.txn([], [Put(self.keys.alive_key(name), json.dumps({"lease": lease_id}).encode(),
-                                                  lease=lease_id)])
-                return lease_id, ttl, True
+                    try:
+                        await self.store.txn([], [Put(self.keys.alive_key(name),
+                                                      json.dumps({"lease": lease_id}).encode(), lease=lease_id)])
+                    except ValueError:  # a registration revoked the lease meanwhile: a new one below
+                        ttl = 0
+                if ttl > 0:
+                    return lease_id, ttl, True
         if await self.store.get(self.keys.host(name)) is None:
             raise NotFound(f"host: no host named {name!r}; register it first")
         ttl = self.ctx.config.lease_ttl

@@ -28,6 +28,7 @@ from vxlab.controller import metrics
 from vxlab.controller.context import Context
 from vxlab.controller.store import Compacted, Event, KeyValue, StoreUnavailable
 from vxlab.model import Change, Endpoint, Host, Network, Policy, WatchBatch, from_json
+from vxlab.view import View
 
 
 _END = object()  # hub -> subscriber: the shared stream ended (the subscriber reconnects)
@@ -52,59 +53,17 @@ class _Hosts:
         return None if record is None else dataclasses.replace(record, alive=name in self.alive)
 
 
-class _View:
-    """The hub's materialized state: its first snapshot with every later batch applied.
-    New subscribers get their snapshot from here instead of a range read of the whole
-    prefix and a decode of every value: at 100 agents joining a lab of 600 objects that
-    read-and-decode was most of the controller's CPU. The snapshot object is shared by
-    every subscriber that joins before the next change (and converted to protobuf once)."""
-
-    def __init__(self, snap: WatchBatch) -> None:
-        self.hosts = {h.name: h for h in snap.hosts}
-        self.networks = {n.name: n for n in snap.networks}
-        self.endpoints = {(e.network, e.name): e for e in snap.endpoints}
-        self.policies = {(p.network, p.name): p for p in snap.policies}
-        self._snap: WatchBatch | None = snap
-        self._revision = snap.revision
-
-    def apply(self, batch: WatchBatch) -> None:
-        for c in batch.changes:
-            self._snap = None
-            obj = c.obj
-            if isinstance(obj, Host):
-                self._put_or_delete(self.hosts, obj.name, obj, c.kind)
-            elif isinstance(obj, Network):
-                self._put_or_delete(self.networks, obj.name, obj, c.kind)
-            elif isinstance(obj, Endpoint):
-                self._put_or_delete(self.endpoints, (obj.network, obj.name), obj, c.kind)
-            elif isinstance(obj, Policy):
-                self._put_or_delete(self.policies, (obj.network, obj.name), obj, c.kind)
-        if self._snap is None:
-            self._revision = batch.revision
-
-    @staticmethod
-    def _put_or_delete(d: dict[Any, Any], key: Any, obj: Any, kind: str) -> None:
-        if kind == "delete":
-            d.pop(key, None)
-        else:
-            d[key] = obj
-
-    def snapshot(self) -> WatchBatch:
-        if self._snap is None:
-            self._snap = WatchBatch(
-                revision=self._revision, snapshot=True,
-                hosts=tuple(self.hosts[k] for k in sorted(self.hosts)),
-                networks=tuple(self.networks[k] for k in sorted(self.networks)),
-                endpoints=tuple(self.endpoints[k] for k in sorted(self.endpoints)),
-                policies=tuple(self.policies[k] for k in sorted(self.policies)))
-        return self._snap
-
-
 class Watcher:
     """Serves Watch streams from one shared etcd watch per controller process (the hub):
     each revision is read and translated once and fanned out to every subscriber, with
     the last HISTORY batches kept for resumes. A resume older than that history, or the
-    hub not running, falls back to a watch of the subscriber's own."""
+    hub not running, falls back to a watch of the subscriber's own.
+
+    The hub keeps its first snapshot with every later batch applied (a `vxlab.view.View`):
+    new subscribers get their snapshot from it instead of a range read of the whole
+    prefix and a decode of every value (at 100 agents joining a lab of 600 objects that
+    read-and-decode was most of the controller's CPU). The snapshot object is shared by
+    every subscriber that joins before the next change (and converted to protobuf once)."""
 
     HISTORY = 20_000   # batches kept for resumes
     QUEUE = 50_000     # per subscriber; a subscriber that falls this far behind is dropped
@@ -119,7 +78,7 @@ class Watcher:
         self._hub: asyncio.Task[None] | None = None
         self._hub_from = 0    # the hub streams every revision after this one
         self._hub_ready: asyncio.Future[None] | None = None
-        self._view: _View | None = None  # the hub's state, for new subscribers' snapshots
+        self._view: View | None = None  # the hub's state, for new subscribers' snapshots
 
     async def _ensure_hub(self) -> bool:
         """Start the hub if needed; False when it cannot run (the store is down)."""
@@ -139,7 +98,7 @@ class Watcher:
         try:
             snap = await self.snapshot()
             self._hub_from = snap.revision
-            view = _View(snap)
+            view = View.of(snap)
             stream = self._follow(snap.revision + 1, hosts=_Hosts.of(snap))
             self._view = view
             ready.set_result(None)

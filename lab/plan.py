@@ -17,14 +17,16 @@ in any part, and an empty plan writes nothing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
 from vxlab import policy
 from vxlab.client import Client
-from vxlab.lab.topology import Attachment, ContainerSpec, NetworkSpec, Topology
-from vxlab.model import Endpoint, Network, Policy
+from vxlab.lab.topology import NetworkSpec, Topology
+from vxlab.model import Endpoint, Network
+from vxlab.view import Delta, FieldChange, View
 
 # Execution order: the lab's own first (hosts added or readdressed, network_mode
 # namespaces removed), then the controller's (deletes before updates before creates,
@@ -33,6 +35,14 @@ from vxlab.model import Endpoint, Network, Policy
 LAB_FIRST, POLICY_DEL, ENDPOINT_DEL, NETWORK_DEL, NETWORK_UPD, NETWORK_ADD, ENDPOINT_ADD, ENDPOINT_UPD, \
     POLICY_ADD, HOST_DEL, LAB_LAST = range(11)
 CONTROLLER = range(POLICY_DEL, POLICY_ADD + 1)
+
+# What is compared (the view's diff, in this order) and what a difference means: a
+# network changes subnet, VNI, driver or (bridge) host only by being made again; an
+# endpoint changes host or address by being deleted and created again.
+RECREATE = ("subnet", "vni", "driver", "host")
+UPDATE = ("mtu", "gateway", "internal", "labels")
+REPLACE = ("host", "ip")
+COMPARED = {"networks": RECREATE + UPDATE, "endpoints": REPLACE + ("labels",)}  # policies: their whole spec
 
 
 @dataclass(frozen=True)
@@ -66,9 +76,7 @@ class Live:
     """What a running lab holds (empty for a lab that is not running)."""
 
     hosts: dict[str, str] = field(default_factory=dict)  # name -> underlay address ("": unknown)
-    nets: dict[str, Network] = field(default_factory=dict)
-    eps: dict[tuple[str, str], Endpoint] = field(default_factory=dict)
-    rules: dict[tuple[str, str], Policy] = field(default_factory=dict)
+    view: View = field(default_factory=View)  # the controller's networks, endpoints and policies
     underlay: tuple[str, int] | None = None  # (subnet, mtu) it was made with
     etcd_members: int = 0
     modes: dict[str, tuple[str, str]] = field(default_factory=dict)  # network_mode containers: name -> (mode, host)
@@ -82,8 +90,9 @@ async def read_live(c: Client, *, agents: set[str], applied: dict[str, Any]) -> 
     ips = {h["name"]: h.get("underlay_ip", "") for h in applied.get("hosts", [])} | \
         {h.name: h.underlay_ip for h in hosts}
     u = applied.get("underlay")
-    return Live({h: ips.get(h, "") for h in agents}, {n.name: n for n in nets}, {(e.network, e.name): e for e in eps},
-                {(p.network, p.name): p for p in rules}, (u["subnet"], u["mtu"]) if u else None,
+    nets = [dataclasses.replace(n, driver=n.driver or "overlay") for n in nets]  # from before drivers: overlays
+    return Live({h: ips.get(h, "") for h in agents}, View.of_objects([*nets, *eps, *rules]),
+                (u["subnet"], u["mtu"]) if u else None,
                 applied.get("etcd", {}).get("members", 1) if applied else 0,
                 {c["name"]: (c["network_mode"], c["host"]) for c in applied.get("containers", [])
                  if c.get("network_mode")})
@@ -91,14 +100,43 @@ async def read_live(c: Client, *, agents: set[str], applied: dict[str, Any]) -> 
 
 def plan(topo: Topology, live: Live, *, recreate: bool = False) -> Plan:
     """What `up` would do to make the running lab `live` what `topo` says."""
+    want = wanted(topo)
+    delta = live.view.diff(_resolved(want, live.view), fields=COMPARED)
     steps: list[Step] = []
     refused = _fixed(topo, live)
     steps += _hosts(topo, live)
-    recreated = _networks(topo, live, steps, refused, recreate=recreate)
-    steps += _containers(topo, live, recreated)
-    steps += _policies(topo, live, recreated)
+    recreated = _networks(topo, live, delta, steps, refused, recreate=recreate)
+    steps += _containers(topo, live, want, delta, recreated)
+    steps += _policies(want, live, delta, recreated)
     refused += _clashes(topo, live, steps, recreated)
     return Plan(sorted(steps, key=lambda s: s.phase), refused)
+
+
+def wanted(topo: Topology) -> View:
+    """The topology's networks, endpoints (one per container and network, in file order)
+    and policies as `up` asks the controller for them: what the file leaves to the
+    controller (subnet, VNI, addresses) is empty."""
+    eps = [Endpoint(name=c.name, network=a.network, host=c.host, ip=a.ip or "", labels=dict(c.labels))
+           for c in topo.containers for a in c.networks]
+    return View.of_objects([*(_network(n) for n in topo.networks), *eps, *topo.policies])
+
+
+def _resolved(want: View, live: View) -> View:
+    """`want` with what the topology leaves open taken from the running objects: a
+    subnet, VNI or address not given is the one allocated; a gateway not given is the
+    subnet's first address."""
+    nets: dict[str, Network] = {}
+    for name, n in want.networks.items():
+        cur = live.networks.get(name)
+        if cur is not None:
+            subnet = n.subnet or cur.subnet
+            n = dataclasses.replace(n, subnet=subnet, vni=n.vni or cur.vni, gateway=_gateway(n.gateway, subnet))
+        nets[name] = n
+    eps: dict[tuple[str, str], Endpoint] = {}
+    for key, e in want.endpoints.items():
+        cur_ep = live.endpoints.get(key)
+        eps[key] = e if cur_ep is None or e.ip else dataclasses.replace(e, ip=cur_ep.ip)
+    return View(networks=nets, endpoints=eps, policies=want.policies)
 
 
 def _fixed(topo: Topology, live: Live) -> list[str]:
@@ -137,24 +175,26 @@ def _show(value: Any) -> str:
     return "auto" if value == 0 else str(value)
 
 
-def wanted_network(n: NetworkSpec) -> Network:
+def _network(n: NetworkSpec) -> Network:
     """The controller's request for a network of the topology."""
     return Network(name=n.name, subnet=n.subnet or "", gateway=n.gateway or "", vni=n.vni or 0, mtu=n.mtu or 0,
                    internal=n.internal, labels=dict(n.labels), driver=n.driver, host=n.host or "")
 
 
-def _networks(topo: Topology, live: Live, steps: list[Step], refused: list[str], *, recreate: bool) -> set[str]:
+def _networks(topo: Topology, live: Live, delta: Delta, steps: list[Step], refused: list[str], *,
+              recreate: bool) -> set[str]:
     """Network steps (into `steps`, refusals into `refused`); returns the networks recreated."""
     recreated: set[str] = set()
     for i, n in enumerate(topo.networks):
-        cur = live.nets.get(n.name)
-        if cur is None:
+        d = delta.get("networks", n.name)
+        if d is None:
+            continue
+        if d.old is None:
             steps.append(Step("+", "network", n.name, f"subnet {n.subnet}" if n.subnet else "(subnet allocated)",
                               phase=NETWORK_ADD))
-        elif fixed := _changes(("subnet", cur.subnet, n.subnet or cur.subnet), ("vni", cur.vni, n.vni or cur.vni),
-                               ("driver", cur.driver or "overlay", n.driver), ("host", cur.host, n.host or "")):
-            rules = [name for (net, name) in sorted(live.rules) if net == n.name]
-            eps = [name for (net, name) in sorted(live.eps, key=lambda k: k[1]) if net == n.name]
+        elif fixed := [c for c in d.changes if c.field in RECREATE]:
+            rules = [name for (net, name) in sorted(live.view.policies) if net == n.name]
+            eps = [name for (net, name) in sorted(live.view.endpoints, key=lambda k: k[1]) if net == n.name]
             deps = " and ".join(x for x in (f"endpoints {', '.join(eps)}" if eps else "",
                                             f"policies {', '.join(rules)}" if rules else "") if x)
             if not recreate:
@@ -167,51 +207,45 @@ def _networks(topo: Topology, live: Live, steps: list[Step], refused: list[str],
             steps.append(Step("+", "network", n.name, f"subnet {n.subnet or '(allocated)'} (recreated)",
                               phase=NETWORK_ADD))
             recreated.add(n.name)
-        elif changed := _changes(("mtu", cur.mtu, n.mtu or 0), ("gateway", cur.gateway, _gateway(n, cur)),
-                                 ("internal", cur.internal, n.internal), ("labels", dict(cur.labels), dict(n.labels))):
-            steps.append(Step("~", "network", n.name, _show_changes(changed), phase=NETWORK_UPD,
-                              fields=tuple(f for f, _, _ in changed)))
-    steps += [Step("-", "network", n, phase=NETWORK_DEL) for n in sorted(set(live.nets) - {n.name for n in topo.networks})]
+        else:
+            steps.append(Step("~", "network", n.name, _show_changes(d.changes), phase=NETWORK_UPD, fields=d.fields))
+    steps += [Step("-", "network", name, phase=NETWORK_DEL) for name in sorted(d.key for d in delta.removed("networks"))]
     return recreated
 
 
-def _changes(*fields: tuple[str, Any, Any]) -> list[tuple[str, Any, Any]]:
-    """The (field, old, new) that differ."""
-    return [(f, old, new) for f, old, new in fields if old != new]
-
-
-def _show_changes(changes: list[tuple[str, Any, Any]]) -> str:
+def _show_changes(changes: tuple[FieldChange, ...] | list[FieldChange]) -> str:
     return ", ".join(f"{f} {_show(old)} -> {_show(new)}" for f, old, new in changes)
 
 
-def _gateway(n: NetworkSpec, cur: Network) -> str:
+def _gateway(gateway: str, subnet: str) -> str:
     """The gateway the topology asks for (by default the subnet's first address)."""
-    return n.gateway or str(ipaddress.IPv4Network(n.subnet or cur.subnet).network_address + 1)
+    return gateway or str(ipaddress.IPv4Network(subnet).network_address + 1)
 
 
-def _attach(c: ContainerSpec, a: Attachment, why: str = "") -> Step:
-    detail = f"on {c.host}, network {a.network}" + (f" ip {a.ip}" if a.ip else "") + (f" ({why})" if why else "")
-    return Step("+", "container", c.name, detail, a.network, phase=ENDPOINT_ADD)
+def _attach(e: Endpoint, why: str = "") -> Step:
+    detail = f"on {e.host}, network {e.network}" + (f" ip {e.ip}" if e.ip else "") + (f" ({why})" if why else "")
+    return Step("+", "container", e.name, detail, e.network, phase=ENDPOINT_ADD)
 
 
-def _containers(topo: Topology, live: Live, recreated: set[str]) -> list[Step]:
+def _containers(topo: Topology, live: Live, want: View, delta: Delta, recreated: set[str]) -> list[Step]:
     out: list[Step] = []
-    want = {(a.network, c.name): (c, a) for c in topo.containers for a in c.networks}
-    for (net, name), (c, a) in want.items():
-        cur = live.eps.get((net, name))
+    for (net, name), e in want.endpoints.items():
+        d = delta.get("endpoints", (net, name))
         if net in recreated:
-            out.append(_attach(c, a, "network recreated"))
-        elif cur is None:
-            out.append(_attach(c, a))
-        elif cur.host != c.host or (a.ip and a.ip != cur.ip):
-            why = f"host {cur.host} -> {c.host}" if cur.host != c.host else f"ip {cur.ip} -> {a.ip}"
+            out.append(_attach(e, "network recreated"))
+        elif d is None:
+            continue
+        elif d.old is None:
+            out.append(_attach(e))
+        elif moved := [c for c in d.changes if c.field in REPLACE]:
+            why = f"{moved[0].field} {moved[0].old} -> {moved[0].new}"
             out.append(Step("-", "container", name, f"network {net} (replaced: {why})", net, phase=ENDPOINT_DEL))
-            out.append(_attach(c, a, f"replaced: {why}"))
-        elif dict(cur.labels) != dict(c.labels):
-            out.append(Step("~", "container", name, f"network {net} labels {_show(dict(cur.labels))} ->"
-                            f" {_show(dict(c.labels))}", net, phase=ENDPOINT_UPD, fields=("labels",)))
+            out.append(_attach(e, f"replaced: {why}"))
+        else:
+            out.append(Step("~", "container", name, f"network {net} labels {_show(dict(d.old.labels))} ->"
+                            f" {_show(dict(e.labels))}", net, phase=ENDPOINT_UPD, fields=d.fields))
     out += [Step("-", "container", name, f"network {net}", net, phase=ENDPOINT_DEL)
-            for (net, name) in sorted(live.eps, key=lambda k: (k[1], k[0])) if (net, name) not in want]
+            for (net, name) in sorted((d.key for d in delta.removed("endpoints")), key=lambda k: (k[1], k[0]))]
     modes = {c.name: (c.network_mode, c.host) for c in topo.containers if c.network_mode}
     out += [Step("-", "container", name, f"network_mode {mode} on {host}", phase=LAB_FIRST)
             for name, (mode, host) in sorted(live.modes.items()) if modes.get(name) != (mode, host)]
@@ -220,12 +254,11 @@ def _containers(topo: Topology, live: Live, recreated: set[str]) -> list[Step]:
     return out
 
 
-def _policies(topo: Topology, live: Live, recreated: set[str]) -> list[Step]:
+def _policies(want: View, live: Live, delta: Delta, recreated: set[str]) -> list[Step]:
     out: list[Step] = []
-    wanted = {(p.network, p.name): p for p in topo.policies}
-    for key, p in wanted.items():
-        cur = live.rules.get(key)
-        if p.network in recreated or cur is None or not policy.same_rule(cur, p):
+    for key, p in want.policies.items():
+        cur = live.view.policies.get(key)
+        if p.network in recreated or delta.get("policies", key) is not None:
             why = " (network recreated)" if p.network in recreated and cur is not None else ""
             if p.network not in recreated and cur is not None:
                 out.append(Step("-", "policy", p.name, f"network {p.network} (changed)", p.network, phase=POLICY_DEL))
@@ -233,19 +266,19 @@ def _policies(topo: Topology, live: Live, recreated: set[str]) -> list[Step]:
             out.append(Step("+", "policy", p.name, f"network {p.network}: {policy.describe(p)}{why}", p.network,
                             phase=POLICY_ADD))
     return out + [Step("-", "policy", name, f"network {net}", net, phase=POLICY_DEL)
-                  for (net, name) in sorted(live.rules) if (net, name) not in wanted]
+                  for (net, name) in sorted(d.key for d in delta.removed("policies"))]
 
 
 def _clashes(topo: Topology, live: Live, steps: list[Step], recreated: set[str]) -> list[str]:
     """Addresses the controller would refuse halfway through: a new gateway or a given
     address that a container keeps (one neither removed nor readdressed by the plan)."""
     gone = {(s.network, s.name) for s in steps if s.kind == "container" and s.op == "-"}
-    held = {(net, e.ip): name for (net, name), e in live.eps.items()
+    held = {(net, e.ip): name for (net, name), e in live.view.endpoints.items()
             if (net, name) not in gone and net not in recreated}
     out = []
     for i, n in enumerate(topo.networks):
         moved = any(s.kind == "network" and s.name == n.name and "gateway" in s.fields for s in steps)
-        gateway = _gateway(n, live.nets[n.name]) if moved else ""
+        gateway = _gateway(n.gateway or "", n.subnet or live.view.networks[n.name].subnet) if moved else ""
         if moved and (n.name, gateway) in held:
             out.append(f"networks[{i}].gateway: {gateway} is the address of container {held[n.name, gateway]!r},"
                        " which keeps it")

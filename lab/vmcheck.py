@@ -1,26 +1,24 @@
 """Whether this machine could run VM hosts well: KVM for a stock guest kernel, QEMU's 9p.
 
 `/dev/kvm` existing proves little: a PVM-only KVM (the `kvm_pvm` module, no `kvm_intel`
-or `kvm_amd`) opens fine, but a stock kernel hangs under it. So KVM is tested by booting
-a stock kernel: QEMU with `-enable-kvm` (its default CPU model; `-cpu host` fails early on
-PVM), no disk, `panic=-1`; a kernel that gets as far as failing to mount its root went
-through the whole early boot. The boot is
-bounded by `BOOT_TIMEOUT` (QEMU is killed), so a hanging guest cannot hang the caller.
-Without QEMU or a guest kernel (`$VXLAB_GUEST_KERNEL`, else the newest /boot/vmlinuz-*)
-the answer is "untested", with the reason and what /sys/module says serves /dev/kvm.
+or `kvm_amd`) opens fine, but a stock kernel hangs under it. So KVM is what the probe VM
+hosts themselves use says (lab/vmaccel.py: boot the cached guest kernel under KVM with
+our init, bounded in time, the verdict cached per kernel, QEMU and host kernel): doctor
+and `up` can never disagree. Without QEMU or a cached guest kernel (`./vx setup --vm`
+fetches one) the answer is "untested", with the reason and what /sys/module says serves
+/dev/kvm.
 """
 
 from __future__ import annotations
 
-import glob
-import os
+from collections.abc import Callable
 
+from vxlab.lab import vmaccel
 from vxlab.lab.kernelcheck import Found
 from vxlab.lab.sysprobe import System
 
-QEMU = "qemu-system-x86_64"
-BOOT_TIMEOUT = 8.0  # TCG boots the same kernel this far in ~4 s here; KVM in well under that
-_BOOTED = ("VFS: Unable to mount root", "Kernel panic", "Run /init", "Freeing unused kernel")
+QEMU = vmaccel.QEMU
+Probe = Callable[[], "vmaccel.Accel | None"]  # the accelerator VM hosts would get; None: no guest kernel
 
 
 def _backend(system: System) -> str:
@@ -30,32 +28,32 @@ def _backend(system: System) -> str:
     return f"/dev/kvm is {', '.join(mods)}" if mods else "no KVM module in /sys/module"
 
 
-def guest_kernel() -> str | None:
-    """A stock kernel to test-boot: $VXLAB_GUEST_KERNEL, else the newest /boot/vmlinuz-*."""
-    if env := os.environ.get("VXLAB_GUEST_KERNEL"):
-        return env
-    found = sorted(glob.glob("/boot/vmlinuz-*"))
-    return found[-1] if found else None
+def vm_probe() -> vmaccel.Accel | None:
+    """The verdict of VM hosts' own KVM probe on the newest cached guest kernel."""
+    from vxlab.lab import vminitrd, vmkernel
+
+    kernels = vmkernel.cached()
+    if not kernels:
+        return None
+    kernel = kernels[0]
+    return vmaccel.cached_probe(kernel, vminitrd.ensure(kernel.modules, kernel.home))
 
 
-def kvm(system: System, *, kernel: str | None = None) -> Found:
+def kvm(system: System, *, probe: Probe = vm_probe) -> Found:
     if not system.exists("/dev/kvm"):
         return Found("absent", "no /dev/kvm")
     backend = _backend(system)
     if system.which(QEMU) is None:
         return Found("untested", f"{QEMU} missing, so no test boot; {backend}")
-    kernel = kernel or guest_kernel()
-    if kernel is None:
-        return Found("untested", f"no guest kernel to test-boot (set VXLAB_GUEST_KERNEL); {backend}")
-    ran = system.run([QEMU, "-enable-kvm", "-m", "256", "-smp", "1", "-nodefaults",
-                      "-display", "none", "-serial", "stdio", "-no-reboot", "-kernel", kernel,
-                      "-append", "console=ttyS0 panic=-1 root=/dev/vxdoctor-none"], timeout=BOOT_TIMEOUT)
-    if any(mark in ran.out for mark in _BOOTED):
-        return Found("ok", f"booted {os.path.basename(kernel)} under KVM to its root mount")
-    if ran.rc is None:
-        return Found("absent", f"{os.path.basename(kernel)} did not boot under KVM within {BOOT_TIMEOUT:g}s "
-                               f"(hung; QEMU killed); {backend}")
-    return Found("absent", f"{QEMU} -enable-kvm: {ran.why()}; {backend}")
+    try:
+        accel = probe()
+    except (OSError, RuntimeError, ValueError) as e:
+        return Found("error", f"the KVM probe failed: {e}; {backend}")
+    if accel is None:
+        return Found("untested", f"no guest kernel to test-boot (./vx setup --vm fetches one); {backend}")
+    if accel.name == "kvm":
+        return Found("ok", accel.reason)
+    return Found("absent", f"{accel.reason}; {backend}")
 
 
 def virtfs(system: System) -> Found:

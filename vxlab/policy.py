@@ -123,11 +123,6 @@ def to_plain(p: Policy) -> dict[str, object]:
     return d
 
 
-def same_rule(a: Policy, b: Policy) -> bool:
-    """Equal but for when they were created."""
-    return dataclasses.replace(a, created="") == dataclasses.replace(b, created="")
-
-
 def ordered(policies: Iterable[Policy]) -> list[Policy]:
     """Evaluation order: priority, then name."""
     return sorted(policies, key=lambda p: (p.priority or DEFAULT_PRIORITY, p.name))

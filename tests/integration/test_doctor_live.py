@@ -111,6 +111,7 @@ def nft_less_lab(monkeypatch: pytest.MonkeyPatch, no_nft: str) -> None:
     ours, real = os.environ["PATH"], doctor.preflight
     monkeypatch.setattr(doctor, "preflight", lambda system=None: real(system or System(path=ours)))
     monkeypatch.setenv("PATH", no_nft)
+    monkeypatch.setenv("VXLAB_NFT_BACKEND", "nft")  # agents would not need the command with libnftables
 
 
 def test_up_stops_as_soon_as_every_agent_fails_and_names_each_host(run, no_nft, monkeypatch):

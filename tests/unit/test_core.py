@@ -274,6 +274,23 @@ async def test_keepalive_rebinds_alive_key_to_the_callers_lease(ctl):
     assert (await ctl.hosts.get("h3")).alive, "the key is bound to b's lease, which lives"
 
 
+async def test_keepalive_racing_a_registration_that_revokes_its_lease(ctl, monkeypatch: pytest.MonkeyPatch):
+    """The lease is renewed, then a registration binds the alive key to a new lease and
+    revokes the caller's before the keepalive rebinds it: a new lease, not INTERNAL."""
+    host = Host(name="h3", underlay_ip="172.30.0.13")
+    _, lease_a, _ = await ctl.hosts.register(host)
+    real = ctl.store.refresh_lease
+
+    async def refresh_then_register(lease_id: int) -> int:
+        ttl = await real(lease_id)
+        await ctl.hosts.register(host)  # revokes lease_a
+        return ttl
+    monkeypatch.setattr(ctl.store, "refresh_lease", refresh_then_register)
+    lease, ttl, renewed = await ctl.hosts.keepalive("h3", lease_a)
+    assert not renewed and lease != lease_a and ttl > 0
+    assert (await ctl.hosts.get("h3")).alive
+
+
 async def test_watch_heartbeats_without_store_progress(monkeypatch: pytest.MonkeyPatch):
     """etcd's progress notifications default to every 10 minutes: the controller's own
     heartbeat (at the revision the subscriber has everything up to) keeps the stream

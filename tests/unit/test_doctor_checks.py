@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from vxlab.cli.main import app
 from vxlab.etcdproc import EtcdBinary
-from vxlab.lab import doctor, kernelcheck, machinecheck, vmcheck
+from vxlab.lab import doctor, kernelcheck, machinecheck, vmaccel, vmcheck
 from vxlab.lab.procs import LabError
 from vxlab.lab.sysprobe import Ran
 
@@ -189,19 +189,19 @@ def test_memory_for_hosts_and_the_per_host_figure_is_the_measured_one():
     assert machinecheck.HOST_MB >= max(a["agent_rss_mb"] for a in footprint["agent"])
 
 
-def test_kvm_is_tested_by_booting_or_said_untested():
+def test_kvm_is_what_the_vm_hosts_probe_says_or_said_untested():
     assert vmcheck.kvm(FakeSystem()).state == "absent"  # type: ignore[arg-type]  # no /dev/kvm
     pvm = FakeSystem(tools=ALL_TOOLS - {vmcheck.QEMU}, paths={"/dev/kvm", "/sys/module/kvm_pvm"})
     found = vmcheck.kvm(pvm)  # type: ignore[arg-type]
     assert found.state == "untested" and "qemu-system-x86_64 missing" in found.detail and "kvm_pvm" in found.detail
-    booted = FakeSystem(paths={"/dev/kvm", "/sys/module/kvm_amd"},
-                        answers={"-enable-kvm": Ran(0, "[ 0.9] Kernel panic - not syncing: VFS: Unable to mount root")})
-    assert vmcheck.kvm(booted, kernel="/k/vmlinuz-6.1").state == "ok"  # type: ignore[arg-type]
-    hung = FakeSystem(paths={"/dev/kvm", "/sys/module/kvm_pvm"},
-                      answers={"-enable-kvm": Ran(None, err="qemu-system-x86_64: no answer within 8s")})
-    found = vmcheck.kvm(hung, kernel="/k/vmlinuz-6.1")  # type: ignore[arg-type]
-    assert found.state == "absent" and "did not boot" in found.detail
-    assert any(vmcheck.QEMU in a[0] for a in hung.ran)
+    amd = FakeSystem(paths={"/dev/kvm", "/sys/module/kvm_amd"})
+    assert vmcheck.kvm(amd, probe=lambda: None).state == "untested"  # type: ignore[arg-type]  # no guest kernel
+    ok = vmaccel.Accel("kvm", "host", "a 6.1 guest reached its init under KVM (-cpu host)")
+    assert vmcheck.kvm(amd, probe=lambda: ok).state == "ok"  # type: ignore[arg-type]
+    hung = vmaccel.tcg("KVM cannot run a stock guest here (-cpu host: no answer within 8s)")
+    pvm = FakeSystem(paths={"/dev/kvm", "/sys/module/kvm_pvm"})
+    found = vmcheck.kvm(pvm, probe=lambda: hung)  # type: ignore[arg-type]
+    assert found.state == "absent" and "cannot run a stock guest" in found.detail and "kvm_pvm" in found.detail
 
 
 def test_9p_needs_qemus_virtio_9p():

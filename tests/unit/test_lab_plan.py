@@ -17,6 +17,7 @@ from vxlab.lab import plan as lab_plan
 from vxlab.lab.plan import Live, Plan, plan
 from vxlab.lab.topology import Topology, parse
 from vxlab.model import Endpoint, Network, Policy, Selector
+from vxlab.view import View
 
 BODY = """name: t
 hosts: 2
@@ -32,16 +33,17 @@ policies:
 
 
 def live(**over: Any) -> Live:
-    """The running lab made from BODY."""
-    base = Live(
-        hosts={"h1": "172.30.0.11", "h2": "172.30.0.12"},
-        nets={"blue": Network(name="blue", subnet="10.10.0.0/24", gateway="10.10.0.1", vni=4096, mtu=1400),
-              "red": Network(name="red", subnet="10.20.0.0/24", gateway="10.20.0.1", vni=4097, internal=True)},
-        eps={("blue", "web"): Endpoint("web", "blue", "h1", "10.10.0.2", id="e1"),
-             ("red", "web"): Endpoint("web", "red", "h1", "10.20.0.2", id="e2"),
-             ("blue", "db"): Endpoint("db", "blue", "h2", "10.10.0.3", id="e3", labels={"tier": "db"})},
-        rules={("blue", "nodb"): parse(BODY).policies[0]},
-        underlay=("172.30.0.0/24", 1500), etcd_members=1)
+    """The running lab made from BODY; `over` replaces its fields or its view's tables."""
+    tables: dict[str, Any] = dict(
+        networks={"blue": Network(name="blue", subnet="10.10.0.0/24", gateway="10.10.0.1", vni=4096, mtu=1400),
+                  "red": Network(name="red", subnet="10.20.0.0/24", gateway="10.20.0.1", vni=4097, internal=True)},
+        endpoints={("blue", "web"): Endpoint("web", "blue", "h1", "10.10.0.2", id="e1"),
+                   ("red", "web"): Endpoint("web", "red", "h1", "10.20.0.2", id="e2"),
+                   ("blue", "db"): Endpoint("db", "blue", "h2", "10.10.0.3", id="e3", labels={"tier": "db"})},
+        policies={("blue", "nodb"): parse(BODY).policies[0]})
+    tables.update({k: over.pop(k) for k in list(over) if k in tables})
+    base = Live(hosts={"h1": "172.30.0.11", "h2": "172.30.0.12"}, view=View(**tables),
+                underlay=("172.30.0.0/24", 1500), etcd_members=1)
     return dataclasses.replace(base, **over)
 
 
@@ -83,7 +85,8 @@ def test_gateway_internal_and_labels_are_one_update() -> None:
 
 
 def test_a_gateway_not_given_is_the_subnets_first_address() -> None:
-    running = live(nets={**live().nets, "blue": dataclasses.replace(live().nets["blue"], gateway="10.10.0.254")})
+    running = live(networks={**live().view.networks,
+                             "blue": dataclasses.replace(live().view.networks["blue"], gateway="10.10.0.254")})
     assert lines(plan(topo(), running)) == ["~ network blue: gateway 10.10.0.254 -> 10.10.0.1"]
 
 
@@ -105,8 +108,8 @@ def test_a_change_that_needs_recreation_is_refused_in_one_line(old: str, new: st
 def test_driver_and_bridge_host_changes_need_recreation() -> None:
     body = BODY.replace("{name: red, subnet: 10.20.0.0/24, internal: true}",
                         "{name: red, subnet: 10.20.0.0/24, driver: bridge, host: h1}")
-    running = live(nets={**live().nets, "red": Network(name="red", subnet="10.20.0.0/24", gateway="10.20.0.1",
-                                                       driver="bridge", host="h1")})
+    red = Network(name="red", subnet="10.20.0.0/24", gateway="10.20.0.1", driver="bridge", host="h1")
+    running = live(networks={**live().view.networks, "red": red})
     assert plan(parse(body), running).steps == []
     moved = body.replace("driver: bridge, host: h1", "driver: bridge, host: h2").replace(
         "{name: web, host: h1, networks: [blue, red]}", "{name: web, host: h2, networks: [blue, red]}")
@@ -196,7 +199,8 @@ def test_hosts_added_removed_and_readdressed() -> None:
 def test_network_mode_changes() -> None:
     none = topo("{name: db, host: h2, networks: [blue], labels: {tier: db}}", "{name: db, host: h2, network_mode: none}")
     assert lines(plan(none, live())) == ["- container db: network blue", "+ container db: network_mode none on h2"]
-    isolated = live(eps={k: v for k, v in live().eps.items() if k[1] != "db"}, modes={"db": ("none", "h2")})
+    isolated = live(endpoints={k: v for k, v in live().view.endpoints.items() if k[1] != "db"},
+                    modes={"db": ("none", "h2")})
     assert plan(none, isolated).steps == []
     p = plan(topo(), isolated)
     assert lines(p) == ["- container db: network_mode none on h2", "+ container db: on h2, network blue"]

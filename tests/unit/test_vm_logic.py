@@ -1,0 +1,235 @@
+"""VM hosts without QEMU: the initramfs archive and module order, the topology's `vm:`
+value, the QEMU command line, the kernel cache and bzImage version, the KVM verdict
+cache, and both ends of the command channel over a plain socket."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from vxlab.lab import vm, vmaccel, vmchan, vminitrd, vmkernel
+from vxlab.lab.yamlfile import TopologyError
+
+
+def _unpack(data: bytes) -> dict[str, tuple[int, bytes]]:
+    """name -> (mode, data) of a newc archive (what the kernel reads)."""
+    out, pos = {}, 0
+    while True:
+        assert data[pos:pos + 6] == b"070701"
+        fields = [int(data[pos + 6 + 8 * i: pos + 14 + 8 * i], 16) for i in range(13)]
+        mode, size, namesize = fields[1], fields[6], fields[11]
+        name = data[pos + 110: pos + 110 + namesize - 1].decode()
+        pos = (pos + 110 + namesize + 3) & ~3
+        if name == "TRAILER!!!":
+            return out
+        out[name] = (mode, data[pos:pos + size])
+        pos = (pos + size + 3) & ~3
+
+
+def test_cpio_newc_members_and_padding() -> None:
+    entries = [vminitrd.Entry("d", 0o040755), vminitrd.Entry("d/f", 0o100644, b"abc"),
+               vminitrd.Entry("dev/console", 0o020600, rdev=(5, 1))]
+    data = vminitrd.cpio(entries)
+    assert len(data) % 4 == 0
+    members = _unpack(data)
+    assert members["d/f"] == (0o100644, b"abc") and members["d"][0] == 0o040755
+    assert members["dev/console"][0] == 0o020600
+
+
+def _modules(tmp_path: Path) -> Path:
+    d = tmp_path / "lib" / "modules" / "6.1.0-1-amd64"
+    d.mkdir(parents=True)
+    (d / "modules.dep").write_text(
+        "kernel/fs/9p/9p.ko: kernel/net/9p/9pnet.ko kernel/fs/netfs/netfs.ko\n"
+        "kernel/net/9p/9pnet.ko:\nkernel/fs/netfs/netfs.ko:\n"
+        "kernel/net/9p/9pnet_virtio.ko: kernel/drivers/virtio/virtio_ring.ko kernel/net/9p/9pnet.ko\n"
+        "kernel/drivers/virtio/virtio_ring.ko:\nkernel/fs/overlayfs/overlay.ko:\n")
+    (d / "modules.builtin").write_text("kernel/drivers/virtio/virtio_pci.ko\nkernel/drivers/char/virtio_console.ko\n")
+    return d
+
+
+def test_module_order_puts_dependencies_first_and_skips_builtins(tmp_path: Path) -> None:
+    order = vminitrd.module_order(_modules(tmp_path))
+    assert order.index("kernel/net/9p/9pnet.ko") < order.index("kernel/fs/9p/9p.ko")
+    assert order.index("kernel/drivers/virtio/virtio_ring.ko") < order.index("kernel/net/9p/9pnet_virtio.ko")
+    assert len(order) == len(set(order)) == 6 and not any("virtio_pci" in m for m in order)
+    with pytest.raises(LookupError, match="wireguard"):
+        vminitrd.module_order(_modules(tmp_path / "x"), ("wireguard",))
+
+
+@pytest.mark.parametrize(("value", "want"), [
+    (None, None), (False, None), (True, vm.VmSpec()),
+    ({"cpus": 2, "memory": "1G"}, vm.VmSpec(cpus=2, memory_mb=1024)),
+    ({"memory": 512, "kernel": "/k/vmlinuz"}, vm.VmSpec(memory_mb=512, kernel="/k/vmlinuz")),
+    ({"memory": "768MiB"}, vm.VmSpec(memory_mb=768)),
+])
+def test_vm_spec(value: object, want: vm.VmSpec | None) -> None:
+    assert vm.parse_spec(value, "hosts[0].vm") == want
+
+
+@pytest.mark.parametrize(("value", "where", "why"), [
+    ("yes", "hosts[0].vm", "expected true, false or a mapping"),
+    ({"cpus": 0}, "hosts[0].vm.cpus", "out of range"),
+    ({"cpus": True}, "hosts[0].vm.cpus", "expected an integer"),
+    ({"memory": "12"}, "hosts[0].vm.memory", "a size like 768M"),
+    ({"memory": 100}, "hosts[0].vm.memory", "out of range 256"),
+    ({"kernel": "vmlinuz"}, "hosts[0].vm.kernel", "absolute path"),
+    ({"disk": 1}, "hosts[0].vm.disk", "unknown key"),
+])
+def test_vm_spec_errors_name_the_key(value: object, where: str, why: str) -> None:
+    with pytest.raises(TopologyError) as e:
+        vm.parse_spec(value, "hosts[0].vm")
+    assert e.value.path == where and why in e.value.reason
+
+
+def _kernel(tmp_path: Path) -> vmkernel.GuestKernel:
+    return vmkernel.GuestKernel("6.1.0-1-amd64", tmp_path / "vmlinuz", tmp_path / "mods", tmp_path)
+
+
+def test_qemu_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vmaccel, "qemu_binary", lambda: "/usr/bin/qemu-system-x86_64")
+    nic = vm.Nic(switch_ns="vx-l.sw", tap="vxv-h3", mark="vxlab:lab:l", address="172.30.0.13/24")
+    config = vm.VmConfig(name="h3", spec=vm.VmSpec(cpus=2, memory_mb=1024), nic=nic, shares=("/run/vxlab/l",))
+    args = vm.qemu_args(tmp_path, config, _kernel(tmp_path), tmp_path / "initrd", vmaccel.tcg("test"),
+                        chan=Path("/x/vmchan.py"), python="/usr/bin/python3")
+    line = " ".join(args)
+    assert args[args.index("-m") + 1] == "1024M" and args[args.index("-smp") + 1] == "2"
+    assert "-accel tcg -cpu max" in line and "path=/,security_model=none,readonly=on" in line
+    assert f"ifname=vxv-h3,script=no" in line and f"mac={vm.mac_for(nic)}" in line
+    assert args[args.index("-pidfile") + 1] == str(tmp_path / "qemu.pid")  # what find_qemu looks for
+    append = args[-1].split()
+    assert {"vx.host=h3", "vx.chan=/x/vmchan.py", "vx.python=/usr/bin/python3", f"vx.mods={tmp_path / 'mods'}",
+            "vx.share=vxs0:/run/vxlab/l"} <= set(append)
+    assert "path=/run/vxlab/l,security_model=none,multidevs=remap" in line  # a share is writable
+
+
+def test_net_script_and_mac() -> None:
+    nic = vm.Nic(switch_ns="s", tap="vxv-h3", mark="m", address="10.0.0.5/24", mtu=1400)
+    assert "ip link set eth0 mtu 1400 up" in vm.net_script(nic) and "default" not in vm.net_script(nic)
+    gw = vm.Nic(switch_ns="s", tap="vxv-h3", mark="m", address="10.0.0.5/24", gateway="10.0.0.1")
+    assert vm.net_script(gw).endswith("ip route add default via 10.0.0.1")
+    assert vm.mac_for(nic) == vm.mac_for(gw) != vm.mac_for(vm.Nic("s", "vxv-h4", "m", "10.0.0.6/24"))
+    assert vm.mac_for(nic).startswith("52:54:00:") and len(vm.mac_for(nic)) == 17
+
+
+def test_bzimage_version(tmp_path: Path) -> None:
+    image = bytearray(0x800)
+    image[0x202:0x206] = b"HdrS"
+    image[0x20E:0x210] = (0x400 - 0x200).to_bytes(2, "little")
+    image[0x400:0x420] = b"6.1.0-9-amd64 (someone@x) #1\0"
+    (tmp_path / "vmlinuz").write_bytes(bytes(image))
+    assert vmkernel.bzimage_version(tmp_path / "vmlinuz") == "6.1.0-9-amd64"
+    assert vmkernel.from_path(tmp_path / "vmlinuz").modules is None
+    (tmp_path / "elf").write_bytes(b"\x7fELF" + bytes(0x800))
+    with pytest.raises(vmkernel.KernelError, match="not a bzImage"):
+        vmkernel.bzimage_version(tmp_path / "elf")
+
+
+def test_cache_lists_complete_kernels_newest_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VXLAB_VM_CACHE", str(tmp_path))
+    for abi, complete in ((9, True), (57, True), (60, False)):
+        d = tmp_path / f"6.1.0-{abi}-amd64"
+        (d / "boot").mkdir(parents=True)
+        (d / "boot" / f"vmlinuz-{d.name}").write_bytes(b"")
+        if complete:
+            (d / vmkernel.MARKER).write_text("{}")
+    assert [k.version for k in vmkernel.cached()] == ["6.1.0-57-amd64", "6.1.0-9-amd64"]
+    assert vmkernel.guest_kernel(fetch_missing=False).version == "6.1.0-57-amd64"
+    monkeypatch.setenv("VXLAB_VM_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(vmkernel.KernelError, match="setup --vm"):
+        vmkernel.guest_kernel(fetch_missing=False)
+
+
+def test_accel_choice_and_verdict_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VXLAB_VM_CACHE", str(tmp_path))
+    monkeypatch.setattr(vmaccel, "qemu_binary", lambda: str(tmp_path / "qemu"))
+    (tmp_path / "qemu").write_bytes(b"")
+    calls = []
+    monkeypatch.setattr(vmaccel, "probe", lambda k, i: calls.append(k) or vmaccel.tcg("it hangs"))
+    kernel = _kernel(tmp_path)
+    assert vmaccel.choose(kernel, tmp_path, want="tcg").reason == "TCG was asked for"
+    monkeypatch.setenv("VXLAB_VM_ACCEL", "kvm")
+    assert vmaccel.choose(kernel, tmp_path).name == "kvm"
+    monkeypatch.delenv("VXLAB_VM_ACCEL")
+    assert vmaccel.choose(kernel, tmp_path) == vmaccel.choose(kernel, tmp_path) == vmaccel.tcg("it hangs")
+    assert len(calls) == 1  # the second answer came from kvm-probe.json
+    assert json.loads((tmp_path / "kvm-probe.json").read_text())
+    with pytest.raises(ValueError, match="accel"):
+        vmaccel.choose(kernel, tmp_path, want="xen")
+
+
+def test_guest_side_answers() -> None:
+    assert vmchan._answer({"op": "run", "argv": ["sh", "-c", "echo hi; echo no >&2; exit 4"]}) == \
+        {"rc": 4, "stdout": "hi\n", "stderr": "no\n"}
+    assert vmchan._answer({"op": "run", "argv": ["cat"], "stdin": "x"})["stdout"] == "x"
+    slow = vmchan._answer({"op": "run", "argv": ["sleep", "5"], "timeout": 0.2})
+    assert slow["rc"] == 124 and "killed after" in slow["stderr"]
+    assert "error" in vmchan._answer({"op": "run", "argv": ["/nonexistent"]})
+    assert "error" in vmchan._answer({"op": "reboot"})
+    assert vmchan._answer({"op": "ping"})["kernel"]
+
+
+def _fake_guest(tmp_path: Path, reply: object) -> Path:
+    """A unix socket that answers one connection with `reply(request) -> bytes`."""
+    path = tmp_path / "ctl.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn, server:
+            line = conn.makefile("rb").readline()
+            conn.sendall(reply(json.loads(line)))  # type: ignore[operator]
+    threading.Thread(target=serve, daemon=True).start()
+    return path
+
+
+def test_channel_skips_echoes_and_stale_answers(tmp_path: Path) -> None:
+    def reply(req: dict[str, object]) -> bytes:
+        return (json.dumps(req).encode() + b"\nnoise\n" + json.dumps({"re": "old", "rc": 9}).encode() + b"\n"
+                + json.dumps({"re": req["id"], "rc": 0, "stdout": "ok", "stderr": ""}).encode() + b"\n")
+    assert vmchan.Channel(_fake_guest(tmp_path, reply)).run("true") == (0, "ok", "")
+
+
+def test_channel_errors(tmp_path: Path) -> None:
+    with pytest.raises(vmchan.ChannelError, match="no VM channel .*see here"):
+        vmchan.Channel(tmp_path / "none.sock", hint=" (see here)").ping(timeout=0.2)
+    with pytest.raises(vmchan.ChannelError, match="closed its channel"):
+        vmchan.Channel(_fake_guest(tmp_path, lambda req: b"")).ping(timeout=5)
+
+
+def _elf(note_type: int) -> bytes:
+    """A minimal 64-bit ELF with one PT_NOTE segment holding a Xen note of `note_type`."""
+    import struct
+
+    note = struct.pack("<III", 4, 4, note_type) + b"Xen\0" + b"\0\0\0\x01"
+    phoff, phentsize = 64, 56
+    header = bytearray(64)
+    header[:5] = b"\x7fELF\x02"
+    struct.pack_into("<Q", header, 0x20, phoff)
+    struct.pack_into("<HH", header, 0x36, phentsize, 1)
+    phdr = struct.pack("<IIQQQQQQ", 4, 0, phoff + phentsize, 0, 0, len(note), len(note), 4)
+    return bytes(header) + phdr + note
+
+
+@pytest.mark.parametrize("compress", ["xz", "gzip"])
+def test_boot_image_is_the_uncompressed_pvh_kernel(tmp_path: Path, compress: str) -> None:
+    import gzip
+    import lzma
+
+    pack = {"xz": lambda b: lzma.compress(b, format=lzma.FORMAT_XZ), "gzip": gzip.compress}[compress]
+    for note, want_elf in ((vmkernel.PVH_NOTE, True), (7, False)):
+        home = tmp_path / f"{compress}{note}"
+        home.mkdir()
+        (home / "vmlinuz").write_bytes(b"MZ setup code " + pack(_elf(note)) + b"trailing")
+        kernel = vmkernel.GuestKernel("6.1.0-1-amd64", home / "vmlinuz", None, home)
+        image = vmkernel.boot_image(kernel)
+        assert (image != kernel.vmlinuz) == want_elf
+        if want_elf:
+            assert image.read_bytes() == _elf(note) and vmkernel.boot_image(kernel) == image
+    assert not vmkernel.has_pvh_note(b"\x7fELF\x01" + bytes(100))
