@@ -91,7 +91,7 @@ async def capture(op: ops.Capture, device: str) -> AsyncIterator[ops.Ready | ops
     """tcpdump on `device` (this namespace): a Ready when it listens, then a Line per
     line it prints (a VXLAN packet is two: outer and inner headers) until `count`
     packets (tcpdump -c ends), `seconds`, or CAPTURE_LINES lines per packet asked for."""
-    proc = await _start(["tcpdump", "-i", device, "-nn", "-l", "-c", str(op.count), *op.filter], what="capture")
+    proc = await _start(["tcpdump", "-i", device, "-nn", "-l", "-c", str(op.count), "--", *op.filter], what="capture")
     try:
         yield ops.Ready(await _wait_line(proc.stderr, b"listening on", what="capture", proc=proc))
         loop = asyncio.get_running_loop()

@@ -29,8 +29,10 @@ MAX_ARGV = 256
 MAX_ARG = 4096
 OUTPUT_CAP = 1 << 20       # exec's stdout and stderr, iperf's report: bytes each
 LINE_CAP = 2000            # a capture line: characters
-DEVICE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
-FILTER_RE = re.compile(r"^[A-Za-z0-9_.:/\[\]()&|!<>=+*-]+$")  # tcpdump filter words: no quotes, no spaces
+DEVICE_RE = re.compile(r"^[A-Za-z0-9_.:@][A-Za-z0-9_.:@-]{0,14}$")
+# tcpdump filter words: no quotes, no spaces, never an option (tcpdump also gets a "--")
+FILTER_RE = re.compile(r"^[A-Za-z0-9_.:/\[\]()&|!<>=+*][A-Za-z0-9_.:/\[\]()&|!<>=+*-]*$")
+MAX_CONTAINERS = 256
 
 
 class OpFailed(VxError):
@@ -297,6 +299,8 @@ def _check_op(op: Op) -> Op:
         return Capture(op.device, tuple(op.filter), op.count or 10,
                        _seconds(op.seconds, field="capture.seconds", default=10.0, low=0.1, high=MAX_CAPTURE_SECONDS))
     if isinstance(op, KernelView):
+        if len(op.containers) > MAX_CONTAINERS:
+            raise InvalidArgument("kernel_view.containers", f"{len(op.containers)} containers; at most {MAX_CONTAINERS}")
         if op.network:
             validate.name(op.network, field="kernel_view.network", max_len=validate.NETWORK_NAME_MAX)
         for i, c in enumerate(op.containers):

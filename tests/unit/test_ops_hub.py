@@ -40,6 +40,8 @@ def test_an_op_for_a_host_without_agent_is_unavailable_naming_it() -> None:
     (ops.ProbeBatch((ops.ProbeSpec("web", "10.10.0.3", "udp"),)), "probe.probes[0].protocol"),
     (ops.ProbeBatch((ops.ProbeSpec("web", "10.10.0.3", "tcp"),)), "probe.probes[0].port"),
     (ops.Capture(filter=("udp", "'; reboot"),), "capture.filter[1]"),
+    (ops.Capture(filter=("udp", "-w", "/etc/passwd"),), "capture.filter[1]"),  # never an option of tcpdump's
+    (ops.Capture(device="-w"), "capture.device"),
     (ops.Exec("web", ()), "exec.argv"),
     (ops.PingStream("web", "10.10.0.3", interval=float("nan")), "ping.interval"),
     (ops.Cancel("1"), "op"),
