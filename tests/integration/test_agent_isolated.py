@@ -20,7 +20,7 @@ import pytest
 
 from rig import Rig
 
-from vxlab import hostops
+from vxlab import hostops, ops
 
 pytestmark = pytest.mark.integration
 
@@ -111,6 +111,18 @@ def test_check_trace_exec_and_drift_through_the_agents_with_no_lab_state(remote:
     got = rig.api(lambda c: hostops.iperf(c, src_host="h1", src="web", dst_host="h2", dst="db", ip=eps["db"].ip,
                                           seconds=1, interval=0.5))
     assert got["end"]["sum_received"]["bits_per_second"] > 0 and len(got["intervals"]) >= 2
+
+    def capturing() -> list[str]:  # the agent's tcpdump (its PID namespace is visible from here)
+        return subprocess.run(["pgrep", "-f", "tcpdump -i eth0 -nn -l -c 997"], capture_output=True,
+                              text=True).stdout.split()
+
+    async def leave_a_capture(c: Any) -> None:
+        events = hostops.stream(c, "h1", ops.Capture(filter=("udp", "port", "4789"), count=997, seconds=60))
+        await hostops.until_ready(events)
+        assert capturing()
+        await events.aclose()  # type: ignore[attr-defined]  # the caller goes: the controller cancels the op
+    rig.api(leave_a_capture)
+    Rig.wait(lambda: not capturing(), "the capture to end with its caller")
 
     clean = _cli(rig, run, "check", "--kernel")
     assert clean.returncode == 0 and "h1: no drift" in clean.stderr and "h2: no drift" in clean.stderr, clean.stderr
