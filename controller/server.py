@@ -55,8 +55,10 @@ Bidi = Callable[[AsyncIterator[Any], grpc.aio.ServicerContext], AsyncIterator[An
 
 class _Wrapping(grpc.aio.ServerInterceptor):
     """Wraps the unary, server-streaming and bidirectional handlers of the vxlab
-    services (they have no client-streaming one); `wrap_bidi` by default sees the
-    stream as a server-streaming call on its first message (`_first`)."""
+    services (they have no client-streaming one). `wrap_bidi` reads a stream's first
+    message and hands the rest to `wrap_stream`'s wrapper as a server-streaming call
+    on that message (authorization decides on an agent's Hello; `_chain` gives the
+    handler its whole stream back)."""
 
     def wrap_unary(self, method: str, inner: Unary) -> Unary:
         raise NotImplementedError

@@ -9,6 +9,7 @@ ops channel).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -21,6 +22,8 @@ import pytest
 from rig import Rig
 
 from vxlab import hostops, ops
+from vxlab.client import Client
+from vxlab.errors import PermissionDenied
 
 pytestmark = pytest.mark.integration
 
@@ -146,6 +149,16 @@ def test_check_trace_exec_and_drift_through_the_agents_with_no_lab_state(remote:
     h1 = rig.pki.host("h1")  # type: ignore[union-attr]
     as_host = _cli(rig, run, "check", tls=["--tls-ca", str(h1.ca), "--tls-cert", str(h1.cert), "--tls-key", str(h1.key)])
     assert as_host.returncode == 1 and as_host.stderr == "error: op: host 'h1' may not run operations on hosts (admin only)\n"
+
+    async def impostor() -> None:  # h1's certificate, a Hello for h2: refused on that first message
+        async def nothing() -> Any:
+            await asyncio.Event().wait()
+            yield
+        async with Client(rig.sock, tls=rig.pki.host("h1")) as c, asyncio.timeout(20):  # type: ignore[union-attr]
+            async for _ in c.connect_ops(rig.socks[0], host="h2", version="x", events=nothing()):
+                pass
+    with pytest.raises(PermissionDenied, match="host: certificate is for 'h1', not 'h2'"):
+        asyncio.run(impostor())
 
     rig.kill_agent("h2")  # the probes from db fail with the reason; web's still run (and time out: no FDB entry)
     cut = _cli(rig, run, "check", "--json")
