@@ -73,7 +73,7 @@ class TestContainerEtcdStoreContract(StoreContract):
             await asyncio.to_thread(_back, member)
 
         return Backend(outage=outage, recover=recover, lease_ttl=1, expiry_timeout=5.0,
-                       progress_timeout=5.0, call_timeout=TIMEOUT + 0.5)  # fmt: skip
+                       progress_timeout=5.0)
 
 
 async def _next(it: AsyncIterator[WatchBatch]) -> WatchBatch:
