@@ -25,10 +25,10 @@ from typing import Any
 import dns.message
 import dns.rcode
 
-from vxlab import netns
 from vxlab.bench import machine
 from vxlab.bench.agent import TOPOLOGY  # one host, network blue (a /16), container c0
 from vxlab.client import Client
+from vxlab.icmp import socket_in_netns
 from vxlab.lab.lab import Lab
 from vxlab.lab.topology import parse
 from vxlab.model import Endpoint, Host
@@ -97,8 +97,8 @@ def _measure(lab: Lab, *, levels: list[int], queries: int, changes: int) -> list
         lab.wait_converged(timeout=120)
         made = level
         names = [f"e{i}" for i in range(level)] + [f"a{i}" for i in range(level)]
-        udp = netns.socket_in(ns, socket.AF_INET, socket.SOCK_DGRAM)
-        tcp = netns.socket_in(ns, socket.AF_INET, socket.SOCK_STREAM)
+        udp = socket_in_netns(ns, socket.AF_INET, socket.SOCK_DGRAM, 0)
+        tcp = socket_in_netns(ns, socket.AF_INET, socket.SOCK_STREAM, 0)
         try:
             for s in (udp, tcp):
                 s.settimeout(5)

@@ -2,7 +2,7 @@
 record when each source first got an answer.
 
 One thread drives every source (one raw ICMP socket per namespace, made inside it with
-`netns.socket_in`), so 49 sources at 5 ms cost one thread, not 49. The caller
+`probe.socket_in_netns`), so 49 sources at 5 ms cost one thread, not 49. The caller
 starts it, makes the container, and reads `first_reply` (time.monotonic() per source).
 Before starting, `fast_arp` shortens the sources' ARP retry (a missing neighbour is
 retried after 1 s by default, which would measure the ARP timer, not the data plane).
@@ -18,8 +18,7 @@ import subprocess
 import threading
 import time
 
-from vxlab.lab.probe import echo_request
-from vxlab.netns import socket_in
+from vxlab.lab.probe import echo_request, socket_in_netns
 
 
 def fast_arp(nsenter_prefix: list[str], *, dev: str = "eth0", retrans_ms: int = 10) -> None:
@@ -33,7 +32,7 @@ class FirstReply:
 
     def __init__(self, sources: dict[str, str], ip: str, *, interval: float = 0.005) -> None:
         self.ip, self.interval = ip, interval
-        self.socks = {name: socket_in(ns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        self.socks = {name: socket_in_netns(ns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
                       for name, ns in sources.items()}
         self.owner = {s.fileno(): name for name, s in self.socks.items()}
         self.ident = secrets.randbits(16)

@@ -41,6 +41,7 @@ class AgentConfig:
     tls: TlsConfig | None = None  # this host's certificate (mutual TLS with the controller)
     metrics: str = ""       # "" : no Prometheus endpoint
     dns_forward: bool = config.default("agent", "dns-forward")  # names not ours: to the host's resolvers, or REFUSED
+    ops_concurrency: int = 8  # ops run at once for the controllers (agent/opslink.py); 0: no ops channel
 
     @classmethod
     def from_options(cls, opts: Mapping[str, Any], *, tls: TlsConfig | None = None) -> AgentConfig:

@@ -11,9 +11,8 @@ inside `run_in` belongs to the namespace entered.
 
 This is vxlab's one setns(2): everything that enters a namespace comes here. `libc()`
 is the one ctypes handle on the C library (the agent's namespace plumbing,
-agent/netlink_ns.py, also unshares and mounts with it). `socket_in` makes a socket
-inside a namespace; `ident` tells a namespace from one deleted and made again under
-the same name (its nsfs inode).
+agent/netlink_ns.py, also unshares and mounts with it). `ident` tells a namespace from
+one deleted and made again under the same name (its nsfs inode).
 
 `/etc/netns/<name>/` holds what `ip netns exec` bind-mounts over `/etc` (iproute2's
 convention): the agent writes a container namespace's `resolv.conf` there (its
@@ -25,7 +24,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import socket
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -89,11 +87,6 @@ def run_in(namespace: str, fn: Callable[[], T]) -> T:
             enter(namespace)
         return fn()
     return in_thread(inside)
-
-
-def socket_in(namespace: str, family: int, kind: int, proto: int = 0) -> socket.socket:
-    """A socket created inside `namespace` (a name under /run/netns or a path)."""
-    return run_in(namespace, lambda: socket.socket(family, kind, proto))
 
 
 _nsfs_dev: int | None = None  # st_dev of nsfs: every namespace file has it

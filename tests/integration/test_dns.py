@@ -26,6 +26,7 @@ import dns.rdatatype
 import pytest
 
 from vxlab import netns
+from vxlab.icmp import socket_in_netns
 from vxlab.lab import topology
 from vxlab.lab.lab import Lab
 
@@ -76,12 +77,12 @@ def ask(lab: Lab, container: str, name: str, rdtype: str = "A", *, tcp: bool) ->
     q = dns.message.make_query(name, rdtype)
     ns = lab.namespace_of(container)
     if tcp:
-        sock = netns.socket_in(ns, socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket_in_netns(ns, socket.AF_INET, socket.SOCK_STREAM, 0)
         with sock:
             sock.settimeout(5)
             sock.connect(("127.0.0.11", 53))
             return dns.query.tcp(q, "127.0.0.11", timeout=5, sock=sock)
-    sock = netns.socket_in(ns, socket.AF_INET, socket.SOCK_DGRAM)
+    sock = socket_in_netns(ns, socket.AF_INET, socket.SOCK_DGRAM, 0)
     with sock:
         return dns.query.udp(q, "127.0.0.11", timeout=5, sock=sock)
 

@@ -19,9 +19,9 @@ import dns.query
 import dns.rcode
 import pytest
 
-from vxlab import netns
 from vxlab.agent.cache import StateCache
 from vxlab.agent.dnsserver import Resolver
+from vxlab.icmp import socket_in_netns
 from vxlab.model import Endpoint, Network, WatchBatch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -57,7 +57,7 @@ async def ask(ns: str, name: str, *, tcp: bool = False) -> dns.message.Message:
     def go() -> dns.message.Message:
         q = dns.message.make_query(name, "A")
         kind = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
-        with netns.socket_in(ns, socket.AF_INET, kind) as s:
+        with socket_in_netns(ns, socket.AF_INET, kind, 0) as s:
             s.settimeout(3)
             if tcp:
                 s.connect(("127.0.0.11", 53))
@@ -68,7 +68,7 @@ async def ask(ns: str, name: str, *, tcp: bool = False) -> dns.message.Message:
 
 def refused(ns: str) -> bool:
     """Nothing listens on 127.0.0.11:53 in `ns` (a TCP connect is refused)."""
-    with netns.socket_in(ns, socket.AF_INET, socket.SOCK_STREAM) as s:
+    with socket_in_netns(ns, socket.AF_INET, socket.SOCK_STREAM, 0) as s:
         return s.connect_ex(("127.0.0.11", 53)) != 0
 
 
