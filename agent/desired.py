@@ -37,6 +37,7 @@ from vxlab.agent import nat, policy_nft, vtep
 from vxlab.agent.cache import StateCache
 from vxlab.agent.kernel import MARK, UPLINK_MARK, AgentNs, Fdb, Link, Namespace, Neigh, Route
 from vxlab.agent.names import UPLINK_BLOCKS, VXLAN_OVERHEAD, VXLAN_PORT, Naming
+from vxlab.layout import DEFAULT_PREFIX
 from vxlab.model import Endpoint, Network
 
 
@@ -50,7 +51,7 @@ class HostInfo:
     name: str
     underlay_ip: str
     underlay_mtu: int
-    netns_prefix: str = "vx-"
+    netns_prefix: str = DEFAULT_PREFIX
     vxlan_port: int = VXLAN_PORT
 
     @property

@@ -37,7 +37,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-MARK = "vxlab:"  # every ifalias we set starts with it
+from vxlab.layout import MARK  # every ifalias we set starts with it
+
 UPLINK_MARK = f"{MARK}uplink:"  # both ends of a network's uplink: vxlab:uplink:<network>
 
 

@@ -1,10 +1,7 @@
-"""Names and ownership markers of everything the agent creates.
+"""Names and markers of the links the agent creates, inside the namespaces that
+vxlab.layout names (`<prefix>n-<network>`, `<prefix>c-<container>`; the prefix is `vx-`
+on a real host, `vx-<lab>.<host>.` for a lab's host). All start with `vx`:
 
-All kernel objects start with `vx`; namespaces carry the agent's prefix (default
-`vx-`; a lab passes `vx<lab>-<host>-` so hosts sharing one kernel never collide):
-
-    <prefix>n-<network>     the network's namespace: bridge, VXLAN device, veth ends
-    <prefix>c-<container>   a container's namespace: one ethN per network
     vxb-<network>           the bridge            (<= 15 chars: network names <= 11)
     vxv-<network>           the VXLAN device
     vxe-<endpoint id[:11]>  the bridge-side end of a container's veth
@@ -12,11 +9,9 @@ All kernel objects start with `vx`; namespaces carry the agent's prefix (default
                             the host's), a /30 of 169.254.0.0/16 unique on this host
                             (desired.py allocates it), NAT on both sides
 
-Markers: the ifalias of a namespace's `lo` is `vxlab:<host>:net:<network>` or
-`vxlab:<host>:ctr:<container>`; every link's ifalias is `vxlab:bridge:<network>`,
-`vxlab:vxlan:<network>` or `vxlab:ep:<endpoint id>` (both veth ends). The agent only
-changes namespaces whose marker names its own host and whose name is the one it gives
-that object (`Naming.owns_ns`).
+Markers: every link's ifalias is `vxlab:bridge:<network>`, `vxlab:vxlan:<network>`,
+`vxlab:ep:<endpoint id>` (both veth ends) or `vxlab:uplink:<network>`; the namespaces'
+own markers and the ownership rule (`owns_ns`) are vxlab.layout's `Layout`.
 """
 
 from __future__ import annotations
@@ -25,6 +20,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from vxlab.agent.kernel import MARK, UPLINK_MARK
+from vxlab.layout import Layout
 
 VXLAN_PORT = 4789
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
@@ -36,36 +32,8 @@ UPLINK_BLOCKS = [b for b in range(64, 16320) if b != (169 * 256 + 254) // 4]
 
 
 @dataclass(frozen=True)
-class Naming:
-    host: str
-    prefix: str = "vx-"
-
-    def network_ns(self, network: str) -> str:
-        return f"{self.prefix}n-{network}"
-
-    def container_ns(self, container: str) -> str:
-        return f"{self.prefix}c-{container}"
-
-    def network_marker(self, network: str) -> str:
-        return f"{MARK}{self.host}:net:{network}"
-
-    def container_marker(self, container: str) -> str:
-        return f"{MARK}{self.host}:ctr:{container}"
-
-    def owns(self, marker: str) -> bool:
-        """A namespace marker written by this host's agent."""
-        return marker.startswith(f"{MARK}{self.host}:")
-
-    def owns_ns(self, name: str, marker: str) -> bool:
-        """A namespace this agent made: its marker names this host, and the name is the
-        one this agent gives the object the marker names. An agent with the default
-        prefix `vx-` on a machine that also runs a lab with a host of the same name thus
-        never takes the lab's `vx-<lab>.<host>.n-…` namespaces for its own."""
-        if not self.owns(marker):
-            return False
-        kind, _, obj = marker[len(f"{MARK}{self.host}:"):].partition(":")
-        expected = {"net": self.network_ns, "ctr": self.container_ns}.get(kind)
-        return expected is not None and name == expected(obj)
+class Naming(Layout):
+    """The agent's layout (its namespaces and their markers) and the names of its links."""
 
     @staticmethod
     def bridge(network: str) -> str:

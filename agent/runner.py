@@ -28,14 +28,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import gc
-import json
 import logging
 import os
 import random
 import time
-from dataclasses import dataclass, field
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 from vxlab.agent import metrics, nat, vtep
@@ -44,29 +41,17 @@ from vxlab.agent.desired import HostInfo
 from vxlab.agent.kernel import AgentNs, Kernel
 from vxlab.agent.reconciler import PassResult, Reconciler, observe
 from vxlab.agent.underlay import controller_ips
+from vxlab.agentconfig import AgentConfig
+from vxlab.agentstatus import AgentStatus, LastPass
 from vxlab.client import Client, parse_addresses
 from vxlab.errors import NotFound, PermissionDenied, Unauthenticated, Unavailable, VxError
 from vxlab.model import Host
-from vxlab.tls import TlsConfig
 
 log = logging.getLogger("vxlab.agent")
 T = TypeVar("T")
 VERSION = "0.1.0"
 FAILOVER_TIMEOUT = 2.0  # a controller that does not answer a call in this long is hung: try the next
 WATCH_IDLE = 15.0       # no batch for this long: reconnect (controllers send one every 5 s, Watcher.HEARTBEAT)
-
-
-@dataclass
-class AgentConfig:
-    controller: list[str]
-    host: str
-    underlay_ip: str = ""
-    underlay_dev: str = ""
-    netns_prefix: str = "vx-"
-    resync: float = 10.0
-    status_file: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
-    tls: TlsConfig | None = None  # this host's certificate (mutual TLS with the controller)
 
 
 class Agent:
@@ -136,7 +121,7 @@ class Agent:
                 if not self.registered:
                     host = Host(name=self.me.name, underlay_ip=self.me.underlay_ip, underlay_mtu=self.me.underlay_mtu,
                                 agent_version=VERSION,
-                                labels={"vxlab/netns-prefix": self.me.netns_prefix, **self.config.labels})
+                                labels={**self.me.naming.labels(), **self.config.labels})
                     _, self.lease, ttl = await self.client.register_host(host)
                     self.ttl = ttl
                     self.registered = True
@@ -266,32 +251,25 @@ class Agent:
                             sum(result.writes.values()), len(result.errors), result.seconds * 1000)
             self.write_status()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> AgentStatus:
         last = self.last
-        return {
-            "host": self.me.name, "pid": os.getpid(), "underlay_ip": self.me.underlay_ip,
-            "underlay_dev": self.underlay_dev, "underlay_mtu": self.me.underlay_mtu,
-            "registered": self.registered, "revision": self.cache.revision,
-            "applied_revision": self.applied_revision,
-            "converged": bool(last and last.ok and not self._dirty.is_set()
-                              and self.applied_revision == self.cache.revision),
-            "last_pass": None if last is None else {
-                "full": last.full, "actions": len(last.actions), "writes": sum(last.writes.values()),
-                "errors": last.errors[:5], "ms": round(last.seconds * 1000, 2)},
-            "time": time.time(),
-        }
+        return AgentStatus(
+            host=self.me.name, pid=os.getpid(), underlay_ip=self.me.underlay_ip,
+            underlay_dev=self.underlay_dev, underlay_mtu=self.me.underlay_mtu,
+            registered=self.registered, revision=self.cache.revision, applied_revision=self.applied_revision,
+            converged=bool(last and last.ok and not self._dirty.is_set() and self.applied_revision == self.cache.revision),
+            last_pass=None if last is None else LastPass(
+                full=last.full, actions=len(last.actions), writes=sum(last.writes.values()),
+                errors=tuple(last.errors[:5]), ms=round(last.seconds * 1000, 2)),
+            time=time.time())
 
     def write_status(self) -> None:
         if not self.config.status_file:
             return
-        path = Path(self.config.status_file)
-        tmp = path.with_suffix(".tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(self.status()))
-            tmp.replace(path)
+            self.status().write(self.config.status_file)
         except OSError as e:
-            log.warning("cannot write status file %s: %s", path, e)
+            log.warning("cannot write status file %s: %s", self.config.status_file, e)
 
 
 async def _idle_timeout(stream: AsyncIterator[T], seconds: float) -> AsyncIterator[T]:

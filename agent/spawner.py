@@ -3,9 +3,10 @@
 Starting a Python agent costs about a second of CPU, almost all of it imports (grpc,
 pyroute2, asyncio); a lab of 100 hosts would spend a minute just on that on 2 cores.
 `python -m vxlab.agent.spawner` imports the agent once, reads one JSON request per line
-on stdin (`{"host", "netns", "controller", "netns_prefix", "status_file", "log",
-"resync", "tls", "nice"}`; `tls` is `{"ca", "cert", "key"}` or null), forks a child for each — the child enters the host's network namespace,
-starts a session of its own, and runs exactly what `vxlab agent run` runs — and answers
+on stdin (a vxlab.agentconfig.Launch: `{"agent": <the [agent] table of the agent's
+options>, "netns", "log", "nice"}`), forks a child for each — the child enters the host's
+network namespace, starts a session of its own, and runs exactly what `vxlab agent run`
+runs — and answers
 `{"pid": N}` on stdout. Each agent is still its own process, killable on its own; the
 spawner exits when stdin closes. No thread or channel exists before a fork.
 """
@@ -22,26 +23,23 @@ from typing import Any
 
 from vxlab import netns
 from vxlab.agent.netlink import NetlinkKernel
-from vxlab.agent.runner import Agent, AgentConfig
-from vxlab.tls import TlsConfig
+from vxlab.agent.runner import Agent
+from vxlab.agentconfig import Launch
 
 
 def _child(req: dict[str, Any]) -> int:
     os.setsid()
-    log = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    launch = Launch.from_json(req)
+    log = os.open(launch.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(log, 1)
     os.dup2(log, 2)
-    netns.enter(req["netns"])
-    if req.get("nice"):
-        os.nice(int(req["nice"]))
+    netns.enter(launch.netns)
+    if launch.nice:
+        os.nice(launch.nice)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", force=True)
-    config = AgentConfig(controller=req["controller"].split(","), host=req["host"],
-                         netns_prefix=req["netns_prefix"], resync=float(req.get("resync", 10.0)),
-                         status_file=req["status_file"],
-                         tls=TlsConfig.of(**req["tls"], field="tls") if req.get("tls") else None)
-    asyncio.run(Agent(config, NetlinkKernel).run())
+    asyncio.run(Agent(launch.config, NetlinkKernel).run())
     return 0
 
 
@@ -52,7 +50,7 @@ def spawn(req: dict[str, Any]) -> int:
         try:
             code = _child(req)
         except BaseException:  # noqa: BLE001 - report and leave without running the parent's code
-            logging.exception("agent %s failed", req.get("host"))
+            logging.exception("agent %s failed", (req.get("agent") or {}).get("host"))
         finally:
             os._exit(code)
     return pid

@@ -13,7 +13,6 @@ idle CPU ~ 0.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import statistics
 import tempfile
@@ -23,7 +22,6 @@ from typing import Any
 
 from vxlab.bench import machine
 from vxlab.client import Client
-from vxlab.lab import procs
 from vxlab.lab.lab import Lab
 from vxlab.lab.topology import parse
 from vxlab.model import Endpoint, Host
@@ -58,9 +56,8 @@ async def _keepalive(c: Client, leases: dict[str, int], stop: asyncio.Event) -> 
 
 
 async def _measure(lab: Lab, *, levels: list[int], samples: int) -> list[dict[str, Any]]:
-    status = procs.agent_status_path(lab.state, "h1")
     out = []
-    async with Client(lab.socket, tls=lab.state.client_tls()) as c:
+    async with lab.client(timeout=10.0) as c:
         leases = {}
         for i in range(PHANTOMS):
             _, leases[f"r{i}"], _ = await c.register_host(Host(name=f"r{i}", underlay_ip=f"172.30.1.{i + 10}"))
@@ -81,12 +78,12 @@ async def _measure(lab: Lab, *, levels: list[int], samples: int) -> list[dict[st
                 await c.create_endpoint(Endpoint(name=f"s{level}-{j}", network="blue", host=f"r{j % PHANTOMS}"))
                 t0 = time.perf_counter()
                 rev = await c.revision()
-                while (st := json.loads(status.read_text() or "{}")).get("applied_revision", 0) < rev:
+                while (st := lab.agent_status("h1")).applied_revision < rev:
                     await asyncio.sleep(0.0005)
                 lat.append(time.perf_counter() - t0)
                 if lat[-1] > 0.025 and os.environ.get("VXLAB_BENCH_DEBUG"):
-                    print(f"slow {lat[-1] * 1000:.1f} ms: last pass {st.get('last_pass')}", flush=True)
-            pid = lab.state.agents["h1"].pid
+                    print(f"slow {lat[-1] * 1000:.1f} ms: last pass {st.last_pass}", flush=True)
+            pid = lab.processes()["agent/h1"].pid
             cpu0, rss = _proc_stat(pid)
             await asyncio.sleep(10)
             cpu1, _ = _proc_stat(pid)

@@ -104,7 +104,7 @@ def arp_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
 
 
 def _log(lab: Lab, host: str) -> Path:
-    return lab.state.dir / "logs" / f"agent-{host}.log"
+    return lab.log(f"agent-{host}")
 
 
 def sample(lab: Lab, c: Client, loop: asyncio.AbstractEventLoop, *, i: int, hosts: int,
@@ -159,7 +159,7 @@ def measure(hosts: int, *, samples: int, progress: Callable[[str], None],
         for h in range(1, hosts + 1):
             firstreply.fast_arp(["ip", "netns", "exec", lab.container_ns(f"h{h}", f"p{h}")])
         loop = asyncio.new_event_loop()
-        c = Client(lab.socket, timeout=15, tls=lab.state.client_tls())
+        c = lab.client()
         rows = []
         try:
             for i in range(samples):

@@ -104,10 +104,10 @@ class Bed:
         self.lab = lab
         eps = {e["container"]: e for e in lab.containers()}
         self.ips = {"a": eps["a"]["ip"], "b": eps["b"]["ip"]}
-        hosts = {h["name"]: h["underlay_ip"] for h in lab.state.topology["hosts"]}
+        hosts = {h.name: h.underlay_ip for h in lab.applied.hosts} if lab.applied else {}
         self.underlay_ips = hosts
         self.ns = {"host": [lab.host_ns("h1"), lab.host_ns("h2")],
-                   "net": [f"{lab.agent_prefix('h1')}n-blue", f"{lab.agent_prefix('h2')}n-blue"],
+                   "net": [lab.network_ns("h1", "blue"), lab.network_ns("h2", "blue")],
                    "ctr": [lab.container_ns("h1", "a"), lab.container_ns("h2", "b")]}
 
     def paths(self) -> tuple[Path2, Path2]:

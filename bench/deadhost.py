@@ -69,7 +69,7 @@ def measure(*, reps: int, progress: Callable[[str], None], timeout: float = 60.0
                          "heal_call_s": round(heal_s, 2)})
             lab.wait_converged(timeout=60)
             time.sleep(1)
-        ttl = lab.state.lease_ttl
+        ttl = lab.lease_ttl
     finally:
         lab.down()
     return summarize(rows, lease_ttl=ttl)

@@ -16,7 +16,6 @@ from typing import Any
 from vxlab.bench import agent as agent_bench
 from vxlab.bench import controller as controller_bench
 from vxlab.bench import machine, summary
-from vxlab.client import Client
 from vxlab.controller.keys import DEFAULT_PREFIX
 from vxlab.controller.store_etcd import EtcdStore
 from vxlab.lab.lab import Lab
@@ -34,7 +33,7 @@ containers:
 
 
 async def _keys(lab: Lab) -> tuple[int, int]:
-    store = EtcdStore(lab.state.etcd_endpoints, timeout=10, tls=lab.state.etcd_tls())
+    store = EtcdStore(lab.etcd_endpoints, timeout=10, tls=lab.etcd_tls())
     try:
         kvs, _ = await store.range(DEFAULT_PREFIX)
     finally:
@@ -56,7 +55,7 @@ def etcd_per_endpoint(*, endpoints: int) -> dict[str, Any]:
 
         async def go() -> dict[str, Any]:
             before = await _keys(lab)
-            async with Client(lab.socket, timeout=15, tls=lab.state.client_tls()) as c:
+            async with lab.client() as c:
                 sem = asyncio.Semaphore(16)
 
                 async def one(i: int) -> None:

@@ -1,6 +1,6 @@
 """Why a lab's agents have not converged, from their status files.
 
-Each agent writes a status file after every pass (vxlab.agent.runner `status()`):
+Each agent writes a status file after every pass (vxlab.agentstatus.AgentStatus):
 `converged`, `applied_revision`, `revision` (what its cache holds) and `last_pass` with
 `full` and the pass's first `errors`. `waiting(...)` sorts the agents that are not done
 yet into the ones whose full pass fails (with the first error: a full pass dumped the
@@ -15,10 +15,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
+from vxlab.agentstatus import AgentStatus
 from vxlab.lab.procs import LabError, wait_for
-from vxlab.lab.state import Proc
+from vxlab.lab.supervisor import Proc
 
 SHOWN = 5  # hosts named in one message; the rest are counted
 SETTLED_S = 1.0
@@ -58,12 +57,7 @@ class NotConverged(LabError):
         self.waiting = waiting
 
 
-def programmed(status: dict[str, Any], revision: int) -> bool:
-    """The agent of this status file has programmed `revision` (or later)."""
-    return bool(status.get("converged")) and status.get("applied_revision", 0) >= revision
-
-
-def waiting(statuses: Mapping[str, dict[str, Any]], *, revision: int, pids: Mapping[str, int],
+def waiting(statuses: Mapping[str, AgentStatus], *, revision: int, pids: Mapping[str, int],
             alive: Mapping[str, bool], now: float | None = None) -> Waiting:
     """Sort the agents (host -> its status file, its current pid, whether it runs) that
     have not programmed `revision` yet. A failed full pass counts once the agent's cache
@@ -73,19 +67,18 @@ def waiting(statuses: Mapping[str, dict[str, Any]], *, revision: int, pids: Mapp
     now = time.time() if now is None else now
     failing, behind = {}, {}
     for host, st in statuses.items():
-        if programmed(st, revision):
+        if st.programmed(revision):
             continue
-        last = st.get("last_pass") or {}
+        last = st.last_pass
         if not alive.get(host, True):
             behind[host] = "its agent is not running (see its log)"
-        elif st.get("pid") != pids.get(host):
+        elif st.pid != pids.get(host):
             behind[host] = "no status from its agent yet"
-        elif last.get("full") and last.get("errors") and (st.get("revision", 0) >= revision
-                                                          or now - st.get("time", now) >= SETTLED_S):
-            failing[host] = str(last["errors"][0])
+        elif last and last.full and last.errors and (st.revision >= revision or now - (st.time or now) >= SETTLED_S):
+            failing[host] = last.errors[0]
         else:
-            behind[host] = f"applied revision {st.get('applied_revision', 0)} of {revision}" + (
-                f" (its last pass: {last['errors'][0]})" if last.get("errors") else "")
+            behind[host] = f"applied revision {st.applied_revision} of {revision}" + (
+                f" (its last pass: {last.errors[0]})" if last and last.errors else "")
     return Waiting(failing, behind)
 
 
@@ -97,7 +90,7 @@ def all_failing(w: Waiting, *, hosts: int, revision: int, logs: str) -> NotConve
                         f"{w.summary()} (agent logs in {logs})", w)
 
 
-def wait(agents: Mapping[str, Proc], status: Callable[[str], dict[str, Any]], *, revision: int, timeout: float,
+def wait(agents: Mapping[str, Proc], status: Callable[[str], AgentStatus], *, revision: int, timeout: float,
          logs: str, tell: Callable[[str], None] | None = None) -> None:
     """Wait until every one of `agents` (host -> process; `status(host)` reads its status
     file) has programmed `revision`. Gives up at once when every agent's full pass fails
@@ -111,7 +104,7 @@ def wait(agents: Mapping[str, Proc], status: Callable[[str], dict[str, Any]], *,
 
     def done() -> bool:
         nonlocal next_look
-        if all(programmed(status(h), revision) for h in agents):
+        if all(status(h).programmed(revision) for h in agents):
             return True
         if time.monotonic() >= next_look:  # why not, less often: it reads every status and every pid
             next_look = time.monotonic() + LOOK_EVERY_S

@@ -153,7 +153,7 @@ def _probe_and_inject(lab: Lab, sc: Scenario, progress: Callable[[str], None]) -
     for entry in by_event.values():
         if entry[2] is not None:
             entry[2].stop()
-    return Result(sc, wall0, sc.duration, lab.state.lease_ttl, pairs, runs)
+    return Result(sc, wall0, sc.duration, lab.lease_ttl, pairs, runs)
 
 
 def _apply(lab: Lab, kind: str, params: dict[str, Any], t0: float,

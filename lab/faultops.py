@@ -9,20 +9,39 @@ Process faults: SIGKILL (SIGTERM for etcd-stop); heal restarts the same command 
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from vxlab.lab import procs
 from vxlab.lab.faultspec import FaultError, sides
-from vxlab.lab.state import Proc
+from vxlab.lab.state import LabState
+from vxlab.lab.supervisor import Command, Proc, Supervisor
+from vxlab.layout import LabLayout
 
 if TYPE_CHECKING:
-    from vxlab.lab.lab import Lab
+    from vxlab.client import Client
+
+T = TypeVar("T")
+
+
+class Lab(Protocol):
+    """What faults act on: a lab's state, processes and names (vxlab.lab.lab.Lab is one)."""
+
+    name: str
+    state: LabState
+    supervisor: Supervisor
+
+    layout: LabLayout
+
+    @property
+    def socket(self) -> str: ...
+
+    def call(self, fn: Callable[[Client], Awaitable[T]]) -> T: ...
 
 
 def _run(cmd: list[str], *, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -33,7 +52,7 @@ def _run(cmd: list[str], *, stdin: str | None = None, check: bool = True) -> sub
 
 
 def _ips(lab: Lab, hosts: list[str]) -> str:
-    by_name = {h["name"]: h["underlay_ip"] for h in lab.state.topology.get("hosts", [])}
+    by_name = {h.name: h.underlay_ip for h in (lab.state.topology.hosts if lab.state.topology else ())}
     return ", ".join(by_name[h] for h in hosts)
 
 
@@ -46,20 +65,18 @@ def _nft(lab: Lab, fault_id: str, chains: dict[str, list[str]]) -> dict[str, Any
     hooks = {"forward": "forward", "input": "input", "output": "output"}
     body = "".join(f"  chain {c} {{ type filter hook {hooks[c]} priority -10; policy accept;\n"
                    + "".join(f"    {r}\n" for r in rules) + "  }\n" for c, rules in chains.items() if rules)
-    _run(["ip", "netns", "exec", lab.switch_ns, "nft", "-f", "-"],
+    _run(["ip", "netns", "exec", lab.layout.switch_ns, "nft", "-f", "-"],
          stdin=f"table bridge {_table(fault_id)} {{\n  comment \"vxlab fault {fault_id}\"\n{body}}}\n")
     return {"nft_table": _table(fault_id)}
 
 
 def _port(lab: Lab, host: str) -> tuple[str, str]:
     """(namespace, device) of each end of a host's underlay link, host side first."""
-    from vxlab.lab.lab import _port_id
-
-    return lab.host_ns(host), f"vxu-{_port_id(host)}"
+    return lab.layout.host_ns(host), lab.layout.port(host)
 
 
 def _qdisc(lab: Lab, host: str, side: str, spec: list[str]) -> list[str]:
-    ns, dev = (lab.host_ns(host), "eth0") if side == "egress" else (lab.switch_ns, _port(lab, host)[1])
+    ns, dev = (lab.layout.host_ns(host), "eth0") if side == "egress" else (lab.layout.switch_ns, _port(lab, host)[1])
     out = _run(["tc", "-n", ns, "qdisc", "add", "dev", dev, "root", *spec], check=False)
     if out.returncode != 0:
         err = out.stderr.strip()
@@ -104,7 +121,7 @@ def apply(lab: Lab, fault_id: str, kind: str, p: dict[str, Any]) -> dict[str, An
     if kind == "host-crash":
         return _kill_agent(lab, p["host"]) | _link(lab, p["host"], up=False)
     if kind == "etcd-stop":
-        stopped = [_command(proc) for proc in lab.state.etcd if proc.alive()]
+        stopped = [_command(lab, proc) for proc in lab.state.etcd if proc.alive()]
         for proc in lab.state.etcd:
             proc.stop(sig=signal.SIGTERM)
         return {"procs": stopped}
@@ -112,14 +129,14 @@ def apply(lab: Lab, fault_id: str, kind: str, p: dict[str, Any]) -> dict[str, An
         proc = lab.state.etcd[p["member"] - 1]
         if not proc.alive():
             raise FaultError(f"member: etcd member {p['member']} is not running")
-        cmd = _command(proc)
+        cmd = _command(lab, proc)
         proc.stop(sig=signal.SIGKILL)  # a crash: no leadership hand-over
         _settle(lab)
         return {"procs": [cmd]}
     if kind == "controller-kill":
         if lab.state.controller is None or not lab.state.controller.alive():
             raise FaultError("controller-kill: the controller is not running")
-        cmd = _command(lab.state.controller)
+        cmd = _command(lab, lab.state.controller)
         lab.state.controller.stop(sig=signal.SIGKILL)
         return {"procs": [cmd]}
     raise FaultError(f"kind: unknown fault kind {kind!r}")
@@ -127,26 +144,26 @@ def apply(lab: Lab, fault_id: str, kind: str, p: dict[str, Any]) -> dict[str, An
 
 def heal(lab: Lab, fault_id: str, kind: str, p: dict[str, Any], undo: dict[str, Any]) -> None:
     if "nft_table" in undo:
-        _run(["ip", "netns", "exec", lab.switch_ns, "nft", "delete", "table", "bridge", undo["nft_table"]], check=False)
+        _run(["ip", "netns", "exec", lab.layout.switch_ns, "nft", "delete", "table", "bridge", undo["nft_table"]], check=False)
     _del_qdiscs(undo.get("qdiscs", []))
     if undo.get("link_down"):
         _link(lab, p["host"], up=True)
     if "agent" in undo:
-        procs.start_agents(lab.state, [(p["host"], lab.host_ns(p["host"]), lab.agent_prefix(p["host"]))])
+        procs.start_agents(lab.state, lab.layout, [p["host"]])
     if kind == "etcd-stop":
-        lab.state.etcd = [_respawn(c) for c in undo["procs"]]
+        lab.state.etcd = [_respawn(lab, c) for c in undo["procs"]]
         lab.state.save()
         for endpoint in lab.state.etcd_endpoints:
             _wait_port(endpoint, what="etcd")
     if kind == "etcd-member-kill":  # the others may still lack a quorum: wait for the port only
         i = p["member"] - 1
-        lab.state.etcd[i] = _respawn(undo["procs"][0])
+        lab.state.etcd[i] = _respawn(lab, undo["procs"][0])
         lab.state.save()
         _wait_port(lab.state.etcd_endpoints[i], what=f"etcd member {p['member']}")
         _settle(lab)
     if kind == "controller-kill":
         Path(lab.socket.removeprefix("unix:")).unlink(missing_ok=True)
-        lab.state.controller = _respawn(undo["procs"][0])
+        lab.state.controller = _respawn(lab, undo["procs"][0])
         lab.state.save()
         procs.wait_for(lambda: Path(lab.socket.removeprefix("unix:")).exists(), "the controller socket",
                        alive=lab.state.controller)
@@ -177,7 +194,7 @@ def _del_qdiscs(done: list[list[str]]) -> None:
 
 
 def _link(lab: Lab, host: str, *, up: bool) -> dict[str, Any]:
-    _run(["ip", "-n", lab.switch_ns, "link", "set", _port(lab, host)[1], "up" if up else "down"])
+    _run(["ip", "-n", lab.layout.switch_ns, "link", "set", _port(lab, host)[1], "up" if up else "down"])
     return {"link_down": True}
 
 
@@ -189,18 +206,13 @@ def _kill_agent(lab: Lab, host: str) -> dict[str, Any]:
     return {"agent": proc.pid}
 
 
-def _command(proc: Proc) -> dict[str, Any]:
-    """What it takes to start a process again: argv, working directory, stdout file."""
-    base = Path(f"/proc/{proc.pid}")
-    argv = [a.decode() for a in (base / "cmdline").read_bytes().split(b"\0") if a]
-    return {"argv": argv, "cwd": os.readlink(base / "cwd"), "stdout": os.readlink(base / "fd" / "1")}
+def _command(lab: Lab, proc: Proc) -> dict[str, Any]:
+    """What it takes to start a process again (kept in faults.json until the heal)."""
+    return lab.supervisor.command(proc).to_json()
 
 
-def _respawn(cmd: dict[str, Any]) -> Proc:
-    with open(cmd["stdout"], "ab") as out:
-        p = subprocess.Popen(cmd["argv"], cwd=cmd["cwd"], stdin=subprocess.DEVNULL, stdout=out,
-                             stderr=subprocess.STDOUT, start_new_session=True)
-    return Proc.of(p.pid)
+def _respawn(lab: Lab, cmd: dict[str, Any]) -> Proc:
+    return lab.supervisor.start(Command.from_json(cmd))
 
 
 def _wait_port(endpoint: str, *, what: str, timeout: float = 20.0) -> None:

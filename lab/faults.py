@@ -17,23 +17,20 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from vxlab.lab import faultspec
+from vxlab.lab import faultops, faultspec
+from vxlab.lab.faultops import Lab
 from vxlab.lab.faultspec import FaultError
-from vxlab.lab.state import LabState, Proc
-
-if TYPE_CHECKING:
-    from vxlab.lab.lab import Lab
+from vxlab.lab.state import LabState
+from vxlab.lab.supervisor import Command, Proc
 
 __all__ = ["Fault", "FaultError", "add", "heal", "heal_all", "listing", "stop_timers"]
 
@@ -97,8 +94,8 @@ def listing(lab: Lab) -> list[Fault]:
 # --- add / heal -------------------------------------------------------------------------
 def add(lab: Lab, kind: str, *, duration: float | None = None, **params: Any) -> Fault:
     """Inject one fault; with `duration`, a timer process heals it after that many seconds."""
-    hosts = {h["name"]: h for h in lab.state.topology.get("hosts", [])}
-    params = faultspec.validate(kind, params, hosts=set(hosts), members=max(1, len(lab.state.etcd)))
+    hosts = {h.name for h in (lab.state.topology.hosts if lab.state.topology else ())}
+    params = faultspec.validate(kind, params, hosts=hosts, members=max(1, len(lab.state.etcd)))
     if duration is not None and duration <= 0:
         raise FaultError("for: must be a positive duration")
     with _locked(lab) as book:
@@ -110,8 +107,6 @@ def add(lab: Lab, kind: str, *, duration: float | None = None, **params: Any) ->
                 raise FaultError(f"{kind}: conflicts with active fault {other.id} ({other.describe()}) "
                                  f"on {sorted(clash)[0]}; heal it first")
         fault = Fault(id=f"f{book['next']}", kind=kind, params=params, started=time.time())
-        from vxlab.lab import faultops
-
         fault.undo = faultops.apply(lab, fault.id, kind, params)
         if duration is not None:
             fault.until = fault.started + duration
@@ -127,8 +122,6 @@ def heal(lab: Lab, fault_id: str, *, from_timer: bool = False) -> Fault:
         if not found:
             raise FaultError(f"fault: no active fault {fault_id!r} in lab {lab.name!r}")
         fault = _load(found[0])
-        from vxlab.lab import faultops
-
         faultops.heal(lab, fault.id, fault.kind, fault.params, fault.undo)
         if fault.timer is not None and not from_timer:
             fault.timer.stop(sig=signal.SIGKILL)
@@ -153,25 +146,6 @@ def _dump(f: Fault) -> dict[str, Any]:
 
 
 def _start_timer(lab: Lab, fault_id: str, until: float) -> Proc:
-    log = lab.state.dir / "logs" / "faults.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        p = subprocess.Popen([sys.executable, "-m", "vxlab.lab.faults", lab.name, fault_id, repr(until)],
-                             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                             start_new_session=True, env={**os.environ})
-    return Proc.of(p.pid)
-
-
-def _timer_main(lab_name: str, fault_id: str, until: float) -> None:
-    from vxlab.lab.lab import Lab
-
-    time.sleep(max(0.0, until - time.time()))
-    try:
-        heal(Lab(lab_name), fault_id, from_timer=True)
-        print(f"{time.strftime('%H:%M:%S')} healed {fault_id} (timer)", flush=True)
-    except FaultError as e:  # healed by hand meanwhile
-        print(f"{time.strftime('%H:%M:%S')} {e}", flush=True)
-
-
-if __name__ == "__main__":
-    _timer_main(sys.argv[1], sys.argv[2], float(sys.argv[3]))
+    """A process that heals the fault at `until` (vxlab.lab.faulttimer)."""
+    return lab.supervisor.start(Command((sys.executable, "-m", "vxlab.lab.faulttimer", lab.name, fault_id,
+                                         repr(until)), log=str(lab.supervisor.log("faults"))))

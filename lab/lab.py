@@ -12,7 +12,6 @@ name prefix + marker).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import subprocess
@@ -21,17 +20,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from vxlab import containers
+from vxlab.agentstatus import AgentStatus
 from vxlab.client import Client
 from vxlab.errors import VxError
 from vxlab.errors import InvalidArgument
 from vxlab.lab import apply as lab_apply
 from vxlab.lab import plan as lab_plan
-from vxlab.lab import converge, doctor, neigh, procs, underlay
+from vxlab.lab import converge, faults, neigh, procs, underlay
 from vxlab.lab.plan import Step
 from vxlab.lab.check import CheckResult, Probe, ping, run_check
-from vxlab.lab.state import LabState, Proc, check_lab_name, lab_dir, lab_marker, ns_prefix
-from vxlab.lab.topology import Topology, load, to_dict
+from vxlab.lab.faults import Fault
+from vxlab.lab.state import LabState, lab_dir, list_labs  # noqa: F401 - list_labs: for the CLI
+from vxlab.lab.supervisor import Proc, Supervisor
+from vxlab.lab.topology import Topology, UnderlaySpec, load
 from vxlab.model import Endpoint, Host, Network, Policy
+from vxlab.layout import LabLayout, check_lab_name
+from vxlab.tls import TlsConfig
 
 T = TypeVar("T")
 LEASE_TTL = 5
@@ -54,7 +59,9 @@ class Lab:
             raise procs.LabError(e.message) from None
         self.name = name
         self.state = LabState.load(name) or LabState(name)
-        self.topology: Topology | None = None
+        self.layout = LabLayout.of_lab(name)
+        self.supervisor = Supervisor(lab_dir(name))
+        self.topology: Topology | None = None  # the file of `from_file`, then what `up` was given
 
     # --- names -----------------------------------------------------------------
     @property
@@ -62,29 +69,87 @@ class Lab:
         return self.state.socket
 
     def host_ns(self, host: str) -> str:
-        return f"{ns_prefix(self.name)}{host}"
+        return self.layout.host_ns(host)
 
     def agent_prefix(self, host: str) -> str:
-        return f"{ns_prefix(self.name)}{host}."
+        return self.layout.agent(host).prefix
+
+    def network_ns(self, host: str, network: str) -> str:
+        return self.layout.network_ns(host, network)
 
     def container_ns(self, host: str, container: str) -> str:
-        return f"{self.agent_prefix(host)}c-{container}"
+        return self.layout.container_ns(host, container)
 
     @property
     def switch_ns(self) -> str:
-        return f"{ns_prefix(self.name)}sw"
+        return self.layout.switch_ns
 
     def outside_ip(self) -> str:
         """The lab's outside address (the underlay's first address, on the switch)."""
-        import ipaddress
+        underlay_net = (self.state.topology.underlay if self.state.topology else UnderlaySpec()).network
+        return str(underlay_net.network_address + 1)
 
-        subnet = self.state.topology.get("underlay", {}).get("subnet", "172.30.0.0/24")
-        return str(ipaddress.IPv4Network(subnet).network_address + 1)
+    # --- what the lab is (the CLI and bench use these, never `state`) --------------
+    @property
+    def exists(self) -> bool:
+        """The lab has a state on this machine (it was brought up and not taken down)."""
+        return (lab_dir(self.name) / "state.json").is_file()
+
+    @property
+    def applied(self) -> Topology | None:
+        """The topology the last `up` applied (None: never up, or down)."""
+        return self.state.topology
+
+    @property
+    def insecure(self) -> bool:
+        """Plaintext everywhere (`up --insecure`) rather than mutual TLS."""
+        return self.state.insecure
+
+    @insecure.setter
+    def insecure(self, value: bool) -> None:
+        """For the next `up`; a running lab keeps what it runs with (a LabError)."""
+        if self.running() and value != self.state.insecure:
+            raise procs.LabError(f"insecure: lab {self.name} runs {'without' if self.state.insecure else 'with'} TLS;"
+                                 " 'down' it first to change that")
+        self.state.insecure = value
+
+    @property
+    def lease_ttl(self) -> int:
+        """The controller's host lease TTL: peers purge a dead host after it."""
+        return self.state.lease_ttl
+
+    @property
+    def etcd_endpoints(self) -> list[str]:
+        return list(self.state.etcd_endpoints)
+
+    def client_tls(self) -> TlsConfig | None:
+        """The admin certificate for the lab's controller; None for a plaintext lab."""
+        return self.state.client_tls()
+
+    def etcd_tls(self) -> TlsConfig | None:
+        """The client certificate for the lab's etcd; None for a plaintext lab."""
+        return self.state.etcd_tls()
+
+    def client(self, *, timeout: float = 15.0) -> Client:
+        """A new client of the lab's controller, as admin (the caller closes it)."""
+        return Client(self.socket, timeout=timeout, tls=self.state.client_tls())
+
+    def log(self, name: str) -> Path:
+        """A log file of the lab: `controller`, `agent-<host>`, `spawner`, `faults`."""
+        return self.supervisor.log(name)
+
+    def processes(self) -> dict[str, Proc]:
+        """The lab's processes by role: `etcd/<member>` (1, 2, …), `controller`,
+        `agent/<host>`."""
+        st = self.state
+        return {**{f"etcd/{i}": p for i, p in enumerate(st.etcd, 1)},
+                **({"controller": st.controller} if st.controller else {}),
+                **{f"agent/{h}": p for h, p in sorted(st.agents.items())}}
 
     # --- API access --------------------------------------------------------------
     def call(self, fn: Callable[[Client], Awaitable[T]]) -> T:
         async def go() -> T:
-            async with Client(self.socket, timeout=15, tls=self.state.client_tls()) as c:
+            async with self.client() as c:
                 return await fn(c)
         return asyncio.run(go())
 
@@ -108,13 +173,15 @@ class Lab:
         just taken); a refused plan is a LabError and changes nothing. `progress` hears
         each step, `notice` (default: `progress`) what a user should keep seeing (a
         machine-wide setting changed, the hosts whose agents cannot converge)."""
+        from vxlab.lab import doctor  # here: the CLI finds its lab through `Lab`; only `up` needs the doctor
+
         doctor.preflight()  # before anything is made: one line naming all that is missing
         planned = planned or self.plan(topo, recreate=recreate)
         if planned.refused:
             raise procs.LabError(planned.refusal)
         steps = planned.steps
         self.topology = topo
-        self.state.topology = to_dict(topo)
+        self.state.topology = topo
         self.state.save()
         raised = neigh.hold(lab_dir(self.name))
         if raised:
@@ -156,7 +223,7 @@ class Lab:
 
     def _underlay(self, topo: Topology, progress: Callable[[str], None]) -> None:
         existing = set(underlay.netns_list())
-        mark = lab_marker(self.name)
+        mark = self.layout.marker
         if self.switch_ns not in existing:
             progress("creating the underlay switch")
             self.state.intend(self.switch_ns)
@@ -165,7 +232,7 @@ class Lab:
                                    outside=f"{net.network_address + 1}/{net.prefixlen}")
         prefix_len = topo.underlay.subnet.split("/")[1]
         new = [(underlay.SimHost(h.name, self.host_ns(h.name), h.underlay_ip, f"{h.underlay_ip}/{prefix_len}"),
-                f"vxu-{_port_id(h.name)}") for h in topo.hosts if self.host_ns(h.name) not in existing]
+                self.layout.port(h.name)) for h in topo.hosts if self.host_ns(h.name) not in existing]
         if new:
             progress(f"creating {len(new)} hosts")
             self.state.namespaces += [h.ns for h, _ in new if h.ns not in self.state.namespaces]
@@ -180,9 +247,9 @@ class Lab:
         existing = set(underlay.netns_list())
         for ns in sorted(want - existing) if create else ():
             self.state.intend(ns)
-            underlay.create_ns(ns, mark=lab_marker(self.name))
+            underlay.create_ns(ns, mark=self.layout.marker)
         for ns in sorted(existing - want):
-            if ns in self.state.namespaces and underlay.marker(ns) == lab_marker(self.name) and ".c-" in ns:
+            if ns in self.state.namespaces and underlay.marker(ns) == self.layout.marker and self.layout.is_container_ns(ns):
                 underlay.delete_ns(ns)
 
     def network_modes(self) -> dict[str, tuple[str, str]]:
@@ -192,8 +259,8 @@ class Lab:
 
     def _modes(self) -> dict[str, tuple[str, str]]:
         """Containers with a network_mode: name -> (mode, host), from the applied topology."""
-        return {c["name"]: (c["network_mode"], c["host"]) for c in self.state.topology.get("containers", [])
-                if c.get("network_mode")}
+        topo = self.state.topology
+        return {c.name: (c.network_mode, c.host) for c in (topo.containers if topo else ()) if c.network_mode}
 
     def _preregister(self, topo: Topology) -> None:
         """Register hosts whose agents are not running yet, with a first lease long enough
@@ -212,19 +279,17 @@ class Lab:
         for gone in sorted(set(self.state.agents) - want):
             progress(f"removing host {gone}")
             self.remove_host(gone)
-        todo = [(h.name, self.host_ns(h.name), self.agent_prefix(h.name)) for h in topo.hosts
-                if (p := self.state.agents.get(h.name)) is None or not p.alive()]
+        todo = [h.name for h in topo.hosts if (p := self.state.agents.get(h.name)) is None or not p.alive()]
         if todo:
             progress(f"starting {len(todo)} agents")
-            procs.start_agents(self.state, todo)
+            procs.start_agents(self.state, self.layout, todo)
         progress("waiting for agents to register")
 
         def registered() -> bool:  # each agent's status file says so (no RPC per poll)
             if dead := sorted(h for h in want if not self.state.agents[h].alive()):
                 raise procs.LabError(f"the agent of {', '.join(dead)} exited before registering "
                                      f"(see {self.state.dir / 'logs'}/agent-{dead[0]}.log)")
-            return all((a := self.agent_status(h)).get("registered") and a.get("pid") == self.state.agents[h].pid
-                       for h in want)
+            return all((a := self.agent_status(h)).registered and a.pid == self.state.agents[h].pid for h in want)
         procs.wait_for(registered, "every agent to register (see the agent logs in "
                        f"{self.state.dir / 'logs'})", timeout=60 + len(want), interval=0.1)
 
@@ -245,7 +310,7 @@ class Lab:
         if proc:
             proc.stop()
         for ns in underlay.netns_list():
-            if ns.startswith(self.agent_prefix(host)) or ns == self.host_ns(host):
+            if ns.startswith(self.layout.agent(host).prefix) or ns == self.host_ns(host):
                 underlay.delete_ns(ns)
         if self.running():
             try:
@@ -254,11 +319,9 @@ class Lab:
                 pass
         self.state.save()
 
-    def agent_status(self, host: str) -> dict[str, Any]:
-        try:
-            return json.loads(procs.agent_status_path(self.state, host).read_text())
-        except (OSError, ValueError):
-            return {}
+    def agent_status(self, host: str) -> AgentStatus:
+        """What the agent of `host` last wrote (`AgentStatus()` before it wrote anything)."""
+        return AgentStatus.read(procs.agent_status_path(self.state, host))
 
     def wait_converged(self, *, timeout: float = 60.0, tell: Callable[[str], None] | None = None) -> int:
         """Wait until every agent has programmed the controller's current revision. Gives
@@ -283,8 +346,9 @@ class Lab:
         if mode is not None:
             kind, host = mode
             return self.host_ns(host) if kind == "host" else self.container_ns(host, container)
-        ns = self.container_ns(next((c["host"] for c in self.state.topology.get("containers", [])
-                                     if c["name"] == container), ""), container)
+        topo = self.state.topology
+        ns = self.container_ns(next((c.host for c in (topo.containers if topo else ()) if c.name == container), ""),
+                               container)
         if ns in underlay.netns_list():  # from the topology file: no control plane needed
             return ns
         try:
@@ -315,10 +379,9 @@ class Lab:
         for name, proc in sorted(self.state.agents.items()):
             a = self.agent_status(name)
             h = hosts.get(name)
-            rows.append({"name": name, "underlay_ip": h.underlay_ip if h else a.get("underlay_ip", ""),
+            rows.append({"name": name, "underlay_ip": h.underlay_ip if h else a.underlay_ip,
                          "alive": bool(h and h.alive), "agent_running": proc.alive(),
-                         "applied_revision": a.get("applied_revision", 0),
-                         "converged": bool(a.get("converged")) and a.get("applied_revision", 0) >= st["revision"]})
+                         "applied_revision": a.applied_revision, "converged": a.programmed(st["revision"])})
         st["hosts"] = rows
         st["converged"] = all(r["converged"] for r in rows)
         st["lease_ttl"] = self.state.lease_ttl
@@ -355,7 +418,7 @@ class Lab:
                                  + (f" named {network!r}" if network else "") + "; they cannot reach each other")
         net = next(n for n in nets if n.name == shared[0])
         t = trace.build(mine[net.name], theirs[net.name], net, container_ns=self.container_ns,
-                        host_ns=self.host_ns, network_ns=lambda h, n: f"{self.agent_prefix(h)}n-{n}",
+                        host_ns=self.host_ns, network_ns=self.network_ns,
                         underlay_ip={h.name: h.underlay_ip for h in hosts})
         a = mine[net.name]
         return trace.capture(t, src_ns=self.container_ns(a.host, src), src_host_ns=self.host_ns(a.host),
@@ -368,22 +431,14 @@ class Lab:
 
     def container(self, name: str, *, host: str, networks: list[str], ip: str = "") -> list[Endpoint]:
         """Attach a new container (`container run`) and wait until every agent programmed it."""
-        async def go(c: Client) -> list[Endpoint]:
-            return list(await asyncio.gather(*(c.create_endpoint(Endpoint(name=name, network=n, host=host,
-                                                                            ip=ip if i == 0 else ""))
-                                               for i, n in enumerate(networks))))
-        eps = self.call(go)
+        eps = self.call(lambda c: containers.run(c, name, host=host, networks=networks, ip=ip))
         self.wait_converged()
         return eps
 
     def remove_container(self, name: str) -> int:
-        async def go(c: Client) -> int:
-            eps = await c.list_endpoints(name=name)
-            if not eps:
-                raise procs.LabError(f"container: no container named {name!r}")
-            await asyncio.gather(*(c.delete_endpoint(e.network, name) for e in eps))
-            return len(eps)
-        n = self.call(go)
+        """Remove a container, all its endpoints (`container rm`; none: NotFound), and wait
+        until every agent removed it."""
+        n = self.call(lambda c: containers.remove(c, name))
         self.wait_converged()
         return n
 
@@ -402,25 +457,19 @@ class Lab:
         return self.call(lambda c: c.list_policies(network=network))
 
     # --- faults (see vxlab.lab.faults) -----------------------------------------------------
-    def add_fault(self, kind: str, *, duration: float | None = None, **params: Any) -> Any:
+    def add_fault(self, kind: str, *, duration: float | None = None, **params: Any) -> Fault:
         """Inject a fault (`partition`, `loss`, `host-crash`, …); returns its record."""
-        from vxlab.lab import faults
-
         return faults.add(self, kind, duration=duration, **params)
 
-    def heal(self, fault_id: str | None = None) -> list[Any]:
+    def heal(self, fault_id: str | None = None) -> list[Fault]:
         """Heal one fault, or every active fault when `fault_id` is None."""
-        from vxlab.lab import faults
-
         return faults.heal_all(self) if fault_id is None else [faults.heal(self, fault_id)]
 
-    def faults(self) -> list[Any]:
-        from vxlab.lab import faults
-
+    def faults(self) -> list[Fault]:
         return faults.listing(self)
 
     @contextmanager
-    def fault(self, kind: str, **params: Any) -> Iterator[Any]:
+    def fault(self, kind: str, **params: Any) -> Iterator[Fault]:
         """`with lab.fault("partition", hosts=["h1"], from_=["h2"]):` — healed on exit."""
         f = self.add_fault(kind, **params)
         try:
@@ -431,8 +480,6 @@ class Lab:
     # --- down ------------------------------------------------------------------------
     def down(self) -> list[str]:
         """Stop every process and remove every namespace of the lab; then its directory."""
-        from vxlab.lab import faults
-
         faults.stop_timers(self)
         self.state = LabState.load(self.name) or self.state  # a heal may have restarted processes
         removed = []
@@ -442,10 +489,10 @@ class Lab:
             self.state.controller.stop()
         for proc in self.state.etcd:
             proc.stop()
-        for proc in _orphans(lab_dir(self.name)):  # started by an `up` that crashed before saving
+        for proc in self.supervisor.orphans():  # started by an `up` that crashed before saving
             proc.stop()
         for ns in underlay.netns_list():
-            if not ns.startswith(ns_prefix(self.name)):
+            if not self.layout.owns(ns):
                 continue
             path = f"/run/netns/{ns}"
             if os.path.isfile(path) and not os.path.ismount(path):
@@ -476,23 +523,3 @@ class Lab:
     def __exit__(self, *exc: object) -> None:
         self.down()
 
-
-def _orphans(directory: Path) -> list[Proc]:
-    """Processes whose command line names the lab's directory (its sockets, data, status)."""
-    needle = str(directory).encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if needle in (entry / "cmdline").read_bytes():
-                    found.append(Proc.of(int(entry.name)))
-            except OSError:
-                continue
-    return found
-
-
-def _port_id(host: str) -> str:
-    """A short, stable switch-port suffix for a host (port names are <= 15 chars)."""
-    import hashlib
-
-    return hashlib.sha1(host.encode()).hexdigest()[:8]

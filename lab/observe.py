@@ -20,12 +20,12 @@ if TYPE_CHECKING:
 
 def vtep_entries(lab: Lab, host: str) -> dict[str, int]:
     """peer host -> number of FDB entries (all its networks) pointing at `host`'s VTEP."""
-    ips = {h["name"]: h["underlay_ip"] for h in lab.state.topology.get("hosts", [])}
+    ips = {h.name: h.underlay_ip for h in (lab.applied.hosts if lab.applied else ())}
     needle = f" dst {ips[host]} "
     counts = {peer: 0 for peer in ips if peer != host}
     for ns in underlay.netns_list():
         for peer in counts:
-            if ns.startswith(f"{lab.agent_prefix(peer)}n-"):
+            if lab.layout.agent(peer).is_network_ns(ns):
                 out = subprocess.run(["bridge", "-n", ns, "fdb", "show"], capture_output=True, text=True).stdout
                 counts[peer] += sum(1 for line in out.splitlines() if needle in line + " ")
     return counts

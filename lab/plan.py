@@ -82,20 +82,17 @@ class Live:
     modes: dict[str, tuple[str, str]] = field(default_factory=dict)  # network_mode containers: name -> (mode, host)
 
 
-async def read_live(c: Client, *, agents: set[str], applied: dict[str, Any]) -> Live:
+async def read_live(c: Client, *, agents: set[str], applied: Topology | None) -> Live:
     """The controller's state, for the lab's hosts (`agents`) and with what the last
     `up` applied (`applied`: the stored topology; the controller knows no underlay)."""
     nets, eps, rules, hosts = await asyncio.gather(c.list_networks(), c.list_endpoints(), c.list_policies(),
                                                    c.list_hosts())
-    ips = {h["name"]: h.get("underlay_ip", "") for h in applied.get("hosts", [])} | \
-        {h.name: h.underlay_ip for h in hosts}
-    u = applied.get("underlay")
+    ips = {h.name: h.underlay_ip for h in (applied.hosts if applied else ())} | {h.name: h.underlay_ip for h in hosts}
     nets = [dataclasses.replace(n, driver=n.driver or "overlay") for n in nets]  # from before drivers: overlays
     return Live({h: ips.get(h, "") for h in agents}, View.of_objects([*nets, *eps, *rules]),
-                (u["subnet"], u["mtu"]) if u else None,
-                applied.get("etcd", {}).get("members", 1) if applied else 0,
-                {c["name"]: (c["network_mode"], c["host"]) for c in applied.get("containers", [])
-                 if c.get("network_mode")})
+                (applied.underlay.subnet, applied.underlay.mtu) if applied else None,
+                applied.etcd_members if applied else 0,
+                {c.name: (c.network_mode, c.host) for c in (applied.containers if applied else ()) if c.network_mode})
 
 
 def plan(topo: Topology, live: Live, *, recreate: bool = False) -> Plan:

@@ -1,9 +1,9 @@
-"""Starting a lab's processes: etcd, the controller, one agent per simulated host.
+"""The lab's processes by role: etcd, the controller, one agent per simulated host.
 
-Each is started in a session of its own (so the lab outlives the `vxlab up` that
-started it and a Ctrl-C in that terminal does not reach it), logs to the lab's
-directory, and is recorded in state.json before anything waits on it, so `down`
-finds it even after a crash.
+What each is started with (its flags, certificates, resync period, priority); the
+starting itself is the supervisor's (vxlab.lab.supervisor: own session, log in the lab's
+directory). Each is recorded in state.json before anything waits on it, so `down` finds
+it even after a crash.
 
 Unless the lab is `insecure`, `start_etcd` (the first step of an `up`) makes the lab's
 PKI, and everything runs with mutual TLS: etcd with its server certificate and
@@ -13,16 +13,15 @@ certificate (issued when the agent first starts).
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from vxlab import pki
-from vxlab.etcdproc import EtcdCluster, EtcdProcess
-from vxlab.lab.state import LabState, Proc
+from vxlab.lab.state import LabState
+from vxlab.lab.supervisor import Command, Proc, SpawnError, Supervisor
+from vxlab.agentconfig import AgentConfig, Launch
+from vxlab.layout import LabLayout
 from vxlab.tls import Pki, TlsConfig
 
 
@@ -30,16 +29,10 @@ class LabError(RuntimeError):
     """Something the lab could not do; the message says what and where to look."""
 
 
-def _spawn(args: list[str], log: Path) -> Proc:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                             start_new_session=True)
-    return Proc.of(p.pid)
-
-
 def ensure_pki(state: LabState) -> Pki | None:
     """The lab's PKI, made on first use; None for an insecure lab."""
+    from vxlab import pki  # here: the CLI, which finds labs through `Lab`, needs no cryptography
+
     if state.insecure:
         return None
     if state.pki is None or not state.pki.ca.is_file():
@@ -51,6 +44,8 @@ def ensure_pki(state: LabState) -> Pki | None:
 
 def host_tls(state: LabState, host: str) -> TlsConfig | None:
     """The host's certificate (issued now if it has none yet); None for an insecure lab."""
+    from vxlab import pki
+
     layout = ensure_pki(state)
     if layout is None:
         return None
@@ -62,6 +57,8 @@ def host_tls(state: LabState, host: str) -> TlsConfig | None:
 def start_etcd(state: LabState, *, members: int = 1) -> None:
     """One etcd member, or a static cluster of `members` (each in `etcd/m<i>`, every one
     recorded before anything waits on it; the controller gets every client endpoint)."""
+    from vxlab.etcdproc import EtcdCluster, EtcdProcess
+
     layout = ensure_pki(state)
     tls = {"tls": layout.etcd_server() if layout else None, "client_tls": layout.etcd_client() if layout else None}
     procs: list[EtcdProcess]
@@ -83,13 +80,13 @@ def start_controller(state: LabState, *, lease_ttl: int) -> None:
     sock.unlink(missing_ok=True)
     layout = ensure_pki(state)
     tls = ["--pki", str(layout.dir)] if layout else ["--insecure"]
-    state.controller = _spawn(
-        [sys.executable, "-m", "vxlab.cli", "controller", "serve", "--listen", state.socket,
-         "--etcd", ",".join(state.etcd_endpoints), "--lease-ttl", str(lease_ttl), *tls],
-        state.dir / "logs" / "controller.log")
+    sup = Supervisor(state.dir)
+    state.controller = sup.start(Command(
+        (sys.executable, "-m", "vxlab.cli", "controller", "serve", "--listen", state.socket,
+         "--etcd", ",".join(state.etcd_endpoints), "--lease-ttl", str(lease_ttl), *tls),
+        log=str(sup.log("controller"))))
     state.save()
-    wait_for(lambda: sock.exists(), f"the controller socket (see {state.dir / 'logs' / 'controller.log'})",
-             alive=state.controller)
+    wait_for(lambda: sock.exists(), f"the controller socket (see {sup.log('controller')})", alive=state.controller)
 
 
 AGENT_NICE = 10  # see start_agents
@@ -103,8 +100,8 @@ def resync_for(hosts: int) -> float:
     return 10.0 if hosts <= 20 else min(60.0, hosts / 2)
 
 
-def start_agents(state: LabState, hosts: list[tuple[str, str, str]]) -> None:
-    """Start several agents (host, host namespace, netns prefix) through one spawner
+def start_agents(state: LabState, layout: LabLayout, hosts: list[str]) -> None:
+    """Start the agents of `hosts` (each in its namespace of `layout`) through one spawner
     process that imports the agent once and forks each (see vxlab.agent.spawner).
 
     Agents run at nice 10: on real machines every host has CPUs of its own, here 100
@@ -114,33 +111,24 @@ def start_agents(state: LabState, hosts: list[tuple[str, str, str]]) -> None:
     overload (measured: 100 x 5 converged only after 45 s of such flapping)."""
     if not hosts:
         return
-    resync = resync_for(len(state.topology.get("hosts", [])))
-    (state.dir / "logs").mkdir(parents=True, exist_ok=True)
-    # The lab's directory on the spawner's command line (which its forked agents share):
-    # `down` finds agents by it even if this process dies before state.json names them.
-    spawner = subprocess.Popen([sys.executable, "-m", "vxlab.agent.spawner", "--for", str(state.dir)],
-                               stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=(state.dir / "logs" / "spawner.log").open("ab"),
-                               text=True)
-    assert spawner.stdin is not None and spawner.stdout is not None
+    resync = resync_for(len(state.topology.hosts) if state.topology else 0)
+    sup = Supervisor(state.dir)
+
+    def launches() -> Iterator[Launch]:
+        for host in hosts:
+            config = AgentConfig(controller=[state.socket], host=host, netns_prefix=layout.agent(host).prefix,
+                                 resync=resync, status_file=str(agent_status_path(state, host)),
+                                 tls=host_tls(state, host))
+            yield Launch(config, netns=layout.host_ns(host), log=str(sup.log(f"agent-{host}")), nice=AGENT_NICE)
+
+    def started(host: str, proc: Proc) -> None:
+        state.agents[host] = proc
     try:
-        for host, ns, prefix in hosts:
-            tls = host_tls(state, host)
-            spawner.stdin.write(json.dumps({
-                "host": host, "netns": ns, "controller": state.socket, "netns_prefix": prefix, "resync": resync,
-                "nice": AGENT_NICE,
-                "tls": {"ca": str(tls.ca), "cert": str(tls.cert), "key": str(tls.key)} if tls else None,
-                "status_file": str(agent_status_path(state, host)),
-                "log": str(state.dir / "logs" / f"agent-{host}.log")}) + "\n")
-            spawner.stdin.flush()
-            line = spawner.stdout.readline()
-            if not line:
-                raise LabError(f"the agent spawner died (see {state.dir / 'logs' / 'spawner.log'})")
-            state.agents[host] = Proc.of(int(json.loads(line)["pid"]))
+        sup.start_agents(launches(), started=started)
+    except SpawnError as e:
+        raise LabError(str(e)) from None
     finally:
         state.save()
-        spawner.stdin.close()
-        spawner.wait(10)
 
 
 def agent_status_path(state: LabState, host: str) -> Path:

@@ -6,8 +6,7 @@ endpoints, the applied topology), the etcd data, the controller's socket and the
 logs. It is written before anything is started, so `down` can clean up after an `up`
 that crashed halfway or after any of the lab's processes was killed.
 
-Kernel objects are named `vx-<lab>.…` (lab names hold no dot, so one lab's prefix is
-never a prefix of another's) and carry a `vxlab:` marker.
+Kernel objects are named `vx-<lab>.…` and carry the lab's marker (vxlab.layout).
 
 Unless the lab was brought up `--insecure`, it has a PKI in `<lab dir>/pki/` (made at
 its first `up`, see vxlab.pki) and every hop is mutual TLS: `client_tls()` is the
@@ -19,13 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
-from vxlab import validate
+from vxlab.layout import check_lab_name
+from vxlab.lab.supervisor import Proc
+from vxlab.lab.topology import Topology, TopologyError, from_mapping, to_dict
 from vxlab.tls import Pki, TlsConfig
 
 
@@ -33,93 +32,13 @@ def run_root() -> Path:
     return Path(os.environ.get("VXLAB_RUN", "/run/vxlab"))
 
 
-def check_lab_name(name: str, *, field: str = "lab") -> str:
-    """A lab name names a directory under the run root and prefixes namespace names:
-    the rules of every other name (no '/', '..', spaces, quotes, …), at most 11."""
-    from vxlab.lab.topology import LAB_NAME_MAX
-
-    return validate.name(name, field=field, max_len=LAB_NAME_MAX)
-
-
 def lab_dir(lab: str) -> Path:
     return run_root() / check_lab_name(lab)
-
-
-def ns_prefix(lab: str) -> str:
-    return f"vx-{lab}."
-
-
-def lab_marker(lab: str) -> str:
-    return f"vxlab:lab:{lab}"
 
 
 def list_labs() -> list[str]:
     root = run_root()
     return sorted(p.name for p in root.iterdir() if (p / "state.json").exists()) if root.is_dir() else []
-
-
-def _start_time(pid: int) -> int:
-    """The process start time (clock ticks since boot), 0 when there is no such process."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-@dataclass
-class Proc:
-    """A process the lab started, identified by pid *and* start time (pids get reused)."""
-
-    pid: int
-    started: int
-
-    @classmethod
-    def of(cls, pid: int) -> Proc:
-        return cls(pid, _start_time(pid))
-
-    def alive(self) -> bool:
-        """Running: the same process (pid and start time) and not a zombie (a killed
-        agent whose parent exited waits as a zombie until init reaps it, and in a
-        container init may never do so)."""
-        return self.pid > 0 and _start_time(self.pid) == self.started != 0 and not _zombie(self.pid)
-
-    def stop(self, *, sig: int = signal.SIGTERM, timeout: float = 5.0) -> None:
-        """Signal the process group, wait, then SIGKILL; reap it if it is our child."""
-        if self.pid <= 0 or _start_time(self.pid) != self.started or self.started == 0:
-            return  # gone (or the pid belongs to another process now)
-        if self.alive():
-            _signal(self.pid, sig)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and self.alive():
-                time.sleep(0.02)
-            if self.alive():
-                _signal(self.pid, signal.SIGKILL)
-        _reap(self.pid)
-
-
-def _signal(pid: int, sig: int) -> None:
-    """Signal the process group the process leads, else the process alone."""
-    try:
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
-        else:
-            os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 @dataclass
@@ -129,7 +48,7 @@ class LabState:
     etcd: list[Proc] = field(default_factory=list)
     controller: Proc | None = None
     agents: dict[str, Proc] = field(default_factory=dict)
-    topology: dict[str, Any] = field(default_factory=dict)
+    topology: Topology | None = None  # what the last `up` applied (None: never up)
     created: float = field(default_factory=time.time)
     namespaces: list[str] = field(default_factory=list)  # recorded before they are created
     lease_ttl: int = 5  # the controller's host lease TTL (peers purge a dead host after it)
@@ -166,7 +85,9 @@ class LabState:
     def save(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / "state.json.tmp"
-        tmp.write_text(json.dumps(asdict(self), indent=1))
+        raw = asdict(replace(self, topology=None))
+        raw["topology"] = to_dict(self.topology) if self.topology else {}
+        tmp.write_text(json.dumps(raw, indent=1))
         tmp.replace(self.dir / "state.json")
 
     @classmethod
@@ -180,7 +101,18 @@ class LabState:
             etcd=[Proc(**p) for p in raw.get("etcd", [])],
             controller=Proc(**raw["controller"]) if raw.get("controller") else None,
             agents={h: Proc(**p) for h, p in raw.get("agents", {}).items()},
-            topology=raw.get("topology", {}), created=raw.get("created", 0.0),
+            topology=_topology(raw.get("topology")), created=raw.get("created", 0.0),
             namespaces=raw.get("namespaces", []), lease_ttl=raw.get("lease_ttl", 5),
             pki_dir=raw.get("pki_dir", ""), insecure=raw.get("insecure", False),
         )
+
+
+def _topology(raw: object) -> Topology | None:
+    """The stored topology (its canonical form, `to_dict`); None when there is none or it
+    no longer parses (written by another vxlab): `down` and `status` still work."""
+    if not isinstance(raw, dict) or not raw:
+        return None
+    try:
+        return from_mapping(raw)
+    except TopologyError:
+        return None

@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from vxlab import policy, validate
+from vxlab.layout import LAB_NAME_MAX
 from vxlab.errors import InvalidArgument
 from vxlab.model import Policy
 from vxlab.lab.yamlfile import (  # noqa: F401 - TopologyError, one_line: re-exported
     Document, TopologyError, _int, _items, _join, _kind, _labels, _mapping, _opt, _section, _str, one_line, read,
     read_file)
 
-LAB_NAME_MAX = 11            # the lab name prefixes namespace names
 DEFAULT_UNDERLAY = "172.30.0.0/24"
 UNDERLAY_PREFIX_MAX = 29     # room for the switch (.1) and a few hosts
 UNDERLAY_MTU_MIN, UNDERLAY_MTU_MAX = 1280, 9216

@@ -2,8 +2,10 @@
 
 One format for both: a table per verb, `[controller]` and `[agent]`, whose keys are the
 verb's flag names without the leading dashes (`lease-ttl = 5`, `underlay-dev = "eth0"`);
-the exceptions are `agent.controller` (the global `--controller` flag) and
-`agent.labels`, a table (the flag is `--label K=V`, repeated). A file may hold both
+the exceptions are `agent.controller` (the global `--controller` flag),
+`agent.labels`, a table (the flag is `--label K=V`, repeated), and `agent.tls-ca`/
+`tls-cert`/`tls-key` (the global `--tls-*` flags). vxlab.agentconfig turns the [agent]
+table into an AgentConfig and back. A file may hold both
 tables; a verb needs its own and checks the whole file. Flags given on the command line
 override the file; what neither gives takes the defaults below (the flags show the same).
 
@@ -23,6 +25,7 @@ from typing import Any
 
 from vxlab import validate
 from vxlab.errors import InvalidArgument
+from vxlab.layout import DEFAULT_PREFIX
 
 RESYNC_MIN, RESYNC_MAX = 0.5, 300.0
 Check = Callable[[Any, str], Any]  # (value, field name for errors) -> normalised value
@@ -119,12 +122,13 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "host": Key(_host),
         "underlay-ip": Key(_ipv4, ""),
         "underlay-dev": Key(_string, ""),
-        "netns-prefix": Key(_netns_prefix, "vx-"),
+        "netns-prefix": Key(_netns_prefix, DEFAULT_PREFIX),
         "resync": Key(_number(float, RESYNC_MIN, RESYNC_MAX), 10.0),
         "metrics": Key(_string),
         "status-file": Key(_string, ""),
         "labels": Key(_labels, {}),
         "pki": Key(_string),
+        "tls-ca": Key(_string), "tls-cert": Key(_string), "tls-key": Key(_string),
     },
 }
 
@@ -160,13 +164,21 @@ def load(path: str | Path, section: str) -> dict[str, Any]:
                                       f"unknown key (known: {', '.join(SECTIONS[table])})")
     if section not in data:
         raise InvalidArgument(name, f"no [{section}] table")
-    keys = SECTIONS[section]
-    out = {param(k): keys[k].check(v, f"{name}: {section}.{k}") for k, v in data[section].items()}
+    out = check(section, data[section], source=name)
     for table, values in data.items():  # the other verb's table must be valid as well
-        for k, v in values.items():
-            if table != section:
-                SECTIONS[table][k].check(v, f"{name}: {table}.{k}")
+        if table != section:
+            check(table, values, source=name)
     return out
+
+
+def check(section: str, table: Mapping[str, Any], *, source: str) -> dict[str, Any]:
+    """The checked values of a `[section]` table (keys as in the file), by Python name;
+    an unknown key or a bad value is an InvalidArgument naming `source: section.key`."""
+    keys = SECTIONS[section]
+    for key in table:
+        if key not in keys:
+            raise InvalidArgument(f"{source}: {section}.{key}", f"unknown key (known: {', '.join(keys)})")
+    return {param(k): keys[k].check(v, f"{source}: {section}.{k}") for k, v in table.items()}
 
 
 def resolve(section: str, *, path: str | Path | None, flags: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,6 @@ every hop with mutual TLS (etcd, controller, each agent with its own host certif
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import secrets
 import signal
@@ -23,10 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from vxlab import pki
+from vxlab.agentconfig import AgentConfig
+from vxlab.agentstatus import AgentStatus
 from vxlab.client import Client
 from vxlab.etcdproc import EtcdProcess
 from vxlab.lab import underlay
 from vxlab.lab.probe import Pinger, Sample
+from vxlab.layout import LabLayout
 from vxlab.model import Endpoint, Network
 
 
@@ -108,18 +110,19 @@ class Rig:
                                 client_tls=self.pki.etcd_client() if self.pki else None)
         self.controllers: list[subprocess.Popen[bytes] | None] = [None] * controllers
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
-        self.hosts = {f"h{i}": underlay.SimHost(f"h{i}", f"{self.id}-h{i}", f"172.31.0.{10 + i}",
+        self.layout = LabLayout(f"{self.id}-", f"vxlab:test:{self.id}")  # vxt<hex>-h1, vxt<hex>-h1.c-web, …
+        self.hosts = {f"h{i}": underlay.SimHost(f"h{i}", self.layout.host_ns(f"h{i}"), f"172.31.0.{10 + i}",
                                                 f"172.31.0.{10 + i}/24") for i in range(1, hosts + 1)}
-        self.switch = f"{self.id}-sw"
+        self.switch = self.layout.switch_ns
 
     # --- lifecycle ------------------------------------------------------------------
     def start(self) -> Rig:
         self.etcd.start()
         for i in range(len(self.socks)):
             self.start_controller(i)
-        underlay.create_switch(self.switch, mark=f"vxlab:test:{self.id}")
-        underlay.add_hosts(self.switch, [(h, f"vxu-{i}") for i, h in enumerate(self.hosts.values())],
-                           mark=f"vxlab:test:{self.id}")
+        underlay.create_switch(self.switch, mark=self.layout.marker)
+        underlay.add_hosts(self.switch, [(h, self.layout.port(h.name)) for h in self.hosts.values()],
+                           mark=self.layout.marker)
         for name in self.hosts:
             self.start_agent(name)
         return self
@@ -127,7 +130,7 @@ class Rig:
     def start_pair(self, subnet: str) -> Rig:
         """start(), then network `blue` (subnet) with `web` on h1 and `db` on h2, programmed."""
         self.start()
-        self.wait(lambda: all(self.status(h).get("registered") for h in self.hosts), "agents registered")
+        self.wait(lambda: all(self.status(h).registered for h in self.hosts), "agents registered")
         self.network("blue", subnet=subnet)
         self.container("web", "h1", "blue")
         self.container("db", "h2", "blue")
@@ -154,18 +157,22 @@ class Rig:
         Path(self.socks[i][5:]).unlink(missing_ok=True)
 
     def prefix(self, host: str) -> str:
-        return f"{self.id}-{host}-"
+        return self.layout.agent(host).prefix
 
     def status_path(self, host: str) -> Path:
         return self.tmp / f"agent-{host}.json"
+
+    def agent_config(self, host: str) -> AgentConfig:
+        """What `host`'s agent runs with (its own certificate with `tls=True`)."""
+        return AgentConfig(controller=self.socks, host=host, netns_prefix=self.prefix(host), resync=self.resync,
+                           status_file=str(self.status_path(host)), metrics=f"127.0.0.1:{self.METRICS_PORT}",
+                           tls=self.pki.host(host) if self.pki else None)
 
     def start_agent(self, host: str) -> None:
         h = self.hosts[host]
         log = (self.tmp / f"agent-{host}.log").open("ab")
         self.agents[host] = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{h.ns}", sys.executable, "-m", "vxlab.cli", "--controller", self.sock,
-             *self._pki_args(), "agent", "run", "--host", host, "--netns-prefix", self.prefix(host), "--resync", str(self.resync),
-             "--status-file", str(self.status_path(host)), "--metrics", f"127.0.0.1:{self.METRICS_PORT}"],
+            ["nsenter", f"--net=/run/netns/{h.ns}", sys.executable, "-m", "vxlab.cli", *self.agent_config(host).argv()],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill_agent(self, host: str, sig: int = signal.SIGKILL) -> None:
@@ -208,17 +215,13 @@ class Rig:
                 return text.encode() in f.read()
         self.wait(logged, f"agent {host} to log {text!r}", timeout=timeout)
 
-    def status(self, host: str) -> dict[str, Any]:
-        try:
-            return json.loads(self.status_path(host).read_text())
-        except (OSError, ValueError):
-            return {}
+    def status(self, host: str) -> AgentStatus:
+        return AgentStatus.read(self.status_path(host))
 
     def converged(self, revision: int = 0) -> None:
         """Wait until every running agent has applied at least `revision` and converged."""
         def ok() -> bool:
-            return all(self.status(h).get("converged") and self.status(h).get("applied_revision", 0) >= revision
-                       for h, p in self.agents.items() if p.poll() is None)
+            return all(self.status(h).programmed(revision) for h, p in self.agents.items() if p.poll() is None)
         self.wait(ok, f"agents converged at revision >= {revision}")
 
     def api(self, coro_fn: Any) -> Any:
@@ -250,10 +253,10 @@ class Rig:
         self.converged(self.revision())
 
     def cns(self, host: str, container: str) -> str:
-        return f"{self.prefix(host)}c-{container}"
+        return self.layout.container_ns(host, container)
 
     def nns(self, host: str, network: str) -> str:
-        return f"{self.prefix(host)}n-{network}"
+        return self.layout.network_ns(host, network)
 
     def sh(self, ns: str, *cmd: str, check: bool = False, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True, check=check,

@@ -77,11 +77,11 @@ def test_mtu_is_underlay_minus_50_proven_with_df_pings(rig: Rig):
 
 def test_full_resync_with_nothing_changed_writes_nothing(rig: Rig):
     rig.settle()
-    before = rig.status("h1")["time"]
-    rig.wait(lambda: rig.status("h1")["time"] > before + rig.resync * 0.5 and rig.status("h1")["last_pass"]["full"],
+    before = rig.status("h1").time
+    rig.wait(lambda: rig.status("h1").time > before + rig.resync * 0.5 and rig.status("h1").last_pass.full,
              "a full pass", timeout=3 * rig.resync + 5)
-    last = rig.status("h1")["last_pass"]
-    assert last["actions"] == 0 and last["writes"] == 0, last
+    last = rig.status("h1").last_pass
+    assert last is not None and last.actions == 0 and last.writes == 0, last
 
 
 def test_drift_repaired_by_periodic_resync(rig: Rig):
@@ -103,17 +103,17 @@ def test_agent_kill9_and_restart_loses_no_probe(rig: Rig):
         rig.kill_agent("h1")
         rig.kill_agent("h2")
         wait_answers(p, 10)  # answered with no agent running
-        before = {h: rig.status(h).get("pid") for h in ("h1", "h2")}
+        before = {h: rig.status(h).pid for h in ("h1", "h2")}
         rig.start_agent("h1")
         rig.start_agent("h2")
-        rig.wait(lambda: all(rig.status(h).get("pid") not in (None, before[h]) for h in before),
+        rig.wait(lambda: all(rig.status(h).pid not in (0, before[h]) for h in before),
                  "the restarted agents' first pass")
         rig.settle()
         wait_answers(p, 10)
     finally:
         samples = p.stop()
     assert samples and lost(samples) == 0, f"{lost(samples)} of {len(samples)} probes lost"
-    assert rig.status("h1")["last_pass"]["writes"] == 0, "the restarted agent adopted what existed"
+    assert rig.status("h1").last_pass.writes == 0, "the restarted agent adopted what existed"
 
 
 def test_dead_host_purged_then_restored(rig: Rig):

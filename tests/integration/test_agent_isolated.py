@@ -45,8 +45,8 @@ def test_agent_in_its_own_mount_and_pid_namespaces(tmp_path: Path) -> None:
              "agent", "run", "--host", "h2", "--netns-prefix", rig.prefix("h2"), "--resync", str(rig.resync),
              "--status-file", str(rig.status_path("h2"))],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        rig.wait(lambda: rig.status("h2").get("registered"), "the isolated agent registered")
-        assert rig.status("h2")["pid"] == 1  # PID 1 of a PID namespace of its own
+        rig.wait(lambda: rig.status("h2").registered, "the isolated agent registered")
+        assert rig.status("h2").pid == 1  # PID 1 of a PID namespace of its own
         pid = _agent_pid(rig.prefix("h2"))
         for ns in ("mnt", "pid", "net"):
             assert os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"), ns

@@ -132,7 +132,7 @@ def test_timeout_names_the_hosts_that_keep_failing(run, no_nft, monkeypatch):
     lab.up(parse(f"name: {name}\n{TOPO}"))
     lab.state.agents["h2"].stop()  # h2's agent comes back without nft; h1's keeps working
     nft_less_lab(monkeypatch, no_nft)
-    procs.start_agents(lab.state, [("h2", lab.host_ns("h2"), lab.agent_prefix("h2"))])
+    procs.start_agents(lab.state, lab.layout, ["h2"])
     lab.call(lambda c: c.create_endpoint(Endpoint(name="c", network="blue", host="h1")))
     with pytest.raises(procs.LabError) as e:
         lab.wait_converged(timeout=5)

@@ -31,7 +31,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     try:
         r.start()
         r.sh(r.switch, "ip", "addr", "add", f"{OUTSIDE}/24", "dev", "vxsw", check=True)
-        r.wait(lambda: r.status("h1").get("registered"), "agent registered")
+        r.wait(lambda: r.status("h1").registered, "agent registered")
         r.network("blue", subnet="10.10.0.0/24", vni=4096)
         r.network("green", subnet="10.30.0.0/24", vni=20479)
         r.container("web", "h1", "blue")
@@ -74,8 +74,8 @@ def test_a_restarted_agent_adopts_uplinks_and_nat_without_a_write(rig: Rig) -> N
     rig.kill_agent("h1")
     rig.status_path("h1").unlink()
     rig.start_agent("h1")
-    rig.wait(lambda: rig.status("h1").get("last_pass") is not None, "the restarted agent's first pass")
-    last = rig.status("h1")["last_pass"]
-    assert last["full"] and (last["actions"], last["writes"], last["errors"]) == (0, 0, []), last
+    rig.wait(lambda: rig.status("h1").last_pass is not None, "the restarted agent's first pass")
+    last = rig.status("h1").last_pass
+    assert last is not None and last.full and (last.actions, last.writes, last.errors) == (0, 0, ()), last
     assert {n: _uplink_addr(rig, n) for n in ("blue", "green")} == addrs
     assert _reach(rig, "web") and _reach(rig, "app")

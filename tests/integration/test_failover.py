@@ -60,7 +60,7 @@ def test_kill9_of_a_controller_loses_no_probe_and_agents_keep_converging(rig: Ri
         rig.container(name, "h3", "blue")  # the client fails over too
         rig.settle()
         programmed_everywhere(rig, name, "h3")
-        assert all(rig.status(h)["registered"] for h in rig.hosts)
+        assert all(rig.status(h).registered for h in rig.hosts)
         # every agent's lease is kept alive through the survivor: nobody is dead a TTL
         # after the kill (the waiting is the behaviour under test: a lease renewed through
         # the dead controller only would have expired by then)
@@ -95,7 +95,7 @@ def test_a_hung_controller_is_failed_over_too(rig: Rig):
                 return await survivor.create_endpoint(Endpoint(name="late", network="blue", host="h3"))
         rig.api(create)
         revision = rig.revision()
-        rig.wait(lambda: all(rig.status(h).get("applied_revision", 0) >= revision for h in rig.hosts),
+        rig.wait(lambda: all(rig.status(h).applied_revision >= revision for h in rig.hosts),
                  "agents converged through the survivor", timeout=WATCH_IDLE + 20)
         programmed_everywhere(rig, "late", "h3")
         hosts = rig.api(lambda c: c.list_hosts())  # a read fails over after the client's failover_timeout

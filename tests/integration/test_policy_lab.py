@@ -141,7 +141,7 @@ def tcp(lab: Lab, src: str, dst: str, port: int) -> bool:
 def bridge_nf(lab: Lab, host: str) -> str:
     """bridge-nf-call-iptables in the host's namespace of network blue."""
     def read() -> str:
-        netns.enter(f"{lab.agent_prefix(host)}n-blue")
+        netns.enter(lab.network_ns(host, "blue"))
         with open("/proc/sys/net/bridge/bridge-nf-call-iptables") as f:
             return f.read().strip()
     return netns.in_thread(read)
@@ -150,7 +150,7 @@ def bridge_nf(lab: Lab, host: str) -> str:
 def test_default_allow_and_a_table_only_where_rules_apply(lab: Lab, servers: None) -> None:
     assert ping(lab, "tool", "db") and tcp(lab, "tool", "db", 8080) and tcp(lab, "db", "web", 5432)
     for host in ("h1", "h2"):
-        tables = subprocess.run(["ip", "netns", "exec", f"{lab.agent_prefix(host)}n-blue", "nft", "list", "tables"],
+        tables = subprocess.run(["ip", "netns", "exec", lab.network_ns(host, "blue"), "nft", "list", "tables"],
                                 capture_output=True, text=True).stdout
         assert "vxlab_policy" not in tables
         assert bridge_nf(lab, host) == "0"  # bridged frames skip the IP hooks where no rule is

@@ -184,7 +184,7 @@ def tls_rig(tmp_path: Path) -> Iterator[Rig]:
 
 
 def test_agents_converge_over_mutual_tls(tls_rig: Rig) -> None:
-    tls_rig.wait(lambda: all(tls_rig.status(h).get("registered") for h in tls_rig.hosts), "agents registered")
+    tls_rig.wait(lambda: all(tls_rig.status(h).registered for h in tls_rig.hosts), "agents registered")
     tls_rig.network("blue", subnet="10.77.0.0/24")
     tls_rig.container("web", "h1", "blue")
     db = tls_rig.container("db", "h2", "blue")

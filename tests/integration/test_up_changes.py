@@ -93,7 +93,7 @@ def test_an_mtu_change_reaches_the_kernel_on_every_host(lab: Lab) -> None:
     before, inode = endpoints(lab), os.stat(f"/run/netns/{lab.container_ns('h1', 'web')}").st_ino
     assert up(lab, BODY.replace("mtu: 1400", "mtu: 1300")) == ["~ network blue: mtu 1400 -> 1300"]
     for host in ("h1", "h2"):
-        net = mtus(lab.agent_prefix(host) + "n-blue")
+        net = mtus(lab.network_ns(host, "blue"))
         assert net["vxb-blue"] == net["vxv-blue"] == 1300 and set(net.values()) == {1300}, net  # veths, uplink too
     for host, name in (("h1", "web"), ("h2", "db"), ("h2", "cache")):
         assert mtus(lab.container_ns(host, name)) == {"eth0": 1300}
@@ -112,14 +112,14 @@ def test_gateway_and_internal_move_addresses_and_routes(lab: Lab) -> None:
     moved = BODY.replace("mtu: 1400}", "mtu: 1400, gateway: 10.10.0.254}")
     assert up(lab, moved) == ["~ network blue: gateway 10.10.0.1 -> 10.10.0.254"]
     for host in ("h1", "h2"):
-        bridge = {a for dev, a in addrs(lab.agent_prefix(host) + "n-blue") if dev == "vxb-blue"}
+        bridge = {a for dev, a in addrs(lab.network_ns(host, "blue")) if dev == "vxb-blue"}
         assert bridge == {"10.10.0.254/24"}
     assert default_route(lab.container_ns("h1", "web")).startswith("default via 10.10.0.254 dev eth0")
     assert default_route(lab.container_ns("h2", "db")).startswith("default via 10.10.0.254 dev eth0")
     assert ping(lab, "web", outside).returncode == 0
     internal = moved.replace("gateway: 10.10.0.254}", "gateway: 10.10.0.254, internal: true}")
     assert up(lab, internal) == ["~ network blue: internal false -> true"]
-    net = lab.agent_prefix("h1") + "n-blue"
+    net = lab.network_ns("h1", "blue")
     assert "vxgw0" not in mtus(net) and default_route(net) == "" and default_route(lab.container_ns("h1", "web")) == ""
     cut = ping(lab, "web", outside)
     assert cut.returncode != 0 and "unreachable" in (cut.stdout + cut.stderr).lower()
@@ -166,7 +166,7 @@ def test_a_container_moves_and_a_host_gets_a_new_underlay_address(lab: Lab) -> N
     assert os.stat(f"/run/netns/{cache_ns}").st_ino == inode and endpoints(lab)["blue", "cache"] == cache
     assert ("eth0", "172.30.0.42/24") in addrs(lab.host_ns("h2"))
     assert {h.name: h.underlay_ip for h in lab.call(lambda c: c.list_hosts())}["h2"] == "172.30.0.42"
-    fdb = subprocess.run(["bridge", "-n", lab.agent_prefix("h1") + "n-blue", "fdb", "show", "dev", "vxv-blue"],
+    fdb = subprocess.run(["bridge", "-n", lab.network_ns("h1", "blue"), "fdb", "show", "dev", "vxv-blue"],
                          capture_output=True, text=True).stdout
     assert f"{cache[1]} dst 172.30.0.42" in fdb, fdb
     assert ping(lab, "web", cache[2]).returncode == 0 and ping(lab, "db", cache[2]).returncode == 0
@@ -190,7 +190,7 @@ def test_a_subnet_change_is_refused_and_writes_nothing_then_recreate_does_it(lab
         "error: underlay.mtu: 1500 -> 9000 cannot change on a running lab; 'vxlab down' it, then 'vxlab up'\n")
     assert lab.call(lambda c: c.revision()) == rev  # refused: nothing written, not even partly
     assert LabState.load(lab.name).topology == applied  # type: ignore[union-attr]
-    assert ("vxb-blue", "10.10.0.1/24") in addrs(lab.agent_prefix("h1") + "n-blue")
+    assert ("vxb-blue", "10.10.0.1/24") in addrs(lab.network_ns("h1", "blue"))
     plan = cli(lab, tmp_path, body, "--dry-run", "--recreate")
     assert plan.returncode == 0, plan.stderr
     assert plan.stdout.splitlines() == [
@@ -207,7 +207,7 @@ def test_a_subnet_change_is_refused_and_writes_nothing_then_recreate_does_it(lab
                                                  ("blue", "cache"): "10.30.0.4"}
     assert lab.call(lambda c: c.get_network("blue")).id != old_id
     for host in ("h1", "h2"):
-        assert ("vxb-blue", "10.30.0.1/24") in addrs(lab.agent_prefix(host) + "n-blue")
+        assert ("vxb-blue", "10.30.0.1/24") in addrs(lab.network_ns(host, "blue"))
     result = lab.check()
     assert result.ok and any(p.src == "web" and p.dst == "db" and not p.reached and p.rule for p in result.probes)
     assert ping(lab, "cache", lab.outside_ip()).returncode == 0  # the network's NAT is for the new subnet

@@ -371,14 +371,32 @@ def test_container_run_and_rm_without_a_lab_go_to_the_controller(monkeypatch: py
 # -- which lab or controller a verb acts on: one rule, and --lab on every verb ----------
 
 class FakeLab:
-    """vxlab.lab.lab.Lab for the CLI's choice of lab: records the names it is made with;
-    anything the verb then asks of it is a LabError (a one-line failure)."""
+    """vxlab.lab.lab.Lab for the CLI's choice of lab: records the names it is made with,
+    finds the labs the `labs` fixture saved (with no etcd); anything else the verb asks
+    of it is a LabError (a one-line failure)."""
 
     made: list[str] = []
 
     def __init__(self, name: str) -> None:
         FakeLab.made.append(name)
         self.name = name
+
+    @property
+    def exists(self) -> bool:
+        from vxlab.lab.state import LabState
+
+        return LabState.load(self.name) is not None
+
+    @property
+    def socket(self) -> str:
+        from vxlab.lab.state import LabState
+
+        return LabState(self.name).socket
+
+    def client_tls(self) -> None:
+        return None
+
+    etcd_endpoints: list[str] = []
 
     def network_modes(self) -> dict[str, tuple[str, str]]:
         return {}
@@ -476,7 +494,7 @@ def test_the_only_lab_is_chosen_and_controller_overrides(labs: Any, fake: FakeCl
     sockets = labs("aa")
     assert run("network", "ls").exit_code == 0 and fake.address == sockets["aa"]
     run("container", "run", "c9", "--host", "h1", "--network", "front")
-    assert FakeLab.made == ["aa"]
+    assert set(FakeLab.made) == {"aa"}
     labs("bb")
     assert run("--controller", "10.0.0.1:7070", "network", "ls").exit_code == 0  # no lab involved
     assert fake.address == "10.0.0.1:7070"

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from vxlab.agentstatus import AgentStatus, LastPass
 from vxlab.lab import converge
 
 NFT = "set_vtep_filter: nft: [Errno 2] No such file or directory: 'nft'"
 
 
 def status(pid: int, *, converged: bool = False, applied: int = 0, revision: int = 9, full: bool = True,
-           errors: tuple[str, ...] = (), time: float = 100.0) -> dict:
-    return {"pid": pid, "converged": converged, "applied_revision": applied, "revision": revision, "time": time,
-            "last_pass": {"full": full, "errors": list(errors), "actions": 1, "writes": 0, "ms": 1.0}}
+           errors: tuple[str, ...] = (), time: float = 100.0) -> AgentStatus:
+    return AgentStatus(pid=pid, converged=converged, applied_revision=applied, revision=revision, time=time,
+                       last_pass=LastPass(full=full, errors=errors, actions=1, writes=0, ms=1.0))
 
 
 def look(statuses: dict, *, now: float = 100.0, revision: int = 9, alive: dict | None = None) -> converge.Waiting:
-    return converge.waiting(statuses, revision=revision, pids={h: s["pid"] for h, s in statuses.items()},
+    return converge.waiting(statuses, revision=revision, pids={h: s.pid for h, s in statuses.items()},
                             alive=alive or {}, now=now)
 
 

@@ -42,9 +42,10 @@ def run(
     """Register HOST, follow the controller's Watch and reconcile the kernel."""
     from vxlab.agent.kernel import KernelError
     from vxlab.agent.netlink import NetlinkKernel
-    from vxlab.agent.runner import Agent, AgentConfig, plan_once
+    from vxlab.agent.runner import Agent, plan_once
+    from vxlab.agentconfig import AgentConfig
     from vxlab.errors import VxError
-    from vxlab.tls import Pki
+    from vxlab.tls import TlsConfig
 
     state: CliState = ctx.obj
     flags = given(ctx, exclude=frozenset({"config_file", "dry_run", "label"}))
@@ -58,19 +59,20 @@ def run(
         if opts["host"] is None:
             fail("host: required (--host NAME, or host in the [agent] table of --config)")
         to = None if opts["controller"] else target(ctx)  # neither flag nor file names one: the CLI's rule
-        agent_config = AgentConfig(
-            controller=opts["controller"] or to.controller.split(","), host=opts["host"],  # type: ignore[union-attr]
-            underlay_ip=opts["underlay_ip"], underlay_dev=opts["underlay_dev"], netns_prefix=opts["netns_prefix"],
-            resync=opts["resync"], status_file=opts["status_file"], labels=opts["labels"],
-            tls=_tls(state, pki=opts["pki"], host=opts["host"], otherwise=to.tls if to else state.tls))
+        in_file = None if state.insecure else TlsConfig.of(ca=opts["tls_ca"], cert=opts["tls_cert"],
+                                                           key=opts["tls_key"], field="agent.tls")
+        agent_config = AgentConfig.from_options(
+            {**opts, "controller": opts["controller"] or to.controller.split(",")},  # type: ignore[union-attr]
+            tls=_tls(state, pki=opts["pki"], host=opts["host"],
+                     otherwise=state.tls or in_file or (to.tls if to else None)))
         if dry_run:
             lines = asyncio.run(plan_once(agent_config, NetlinkKernel))
             typer.echo("\n".join(lines) if lines else "nothing to do")
             return
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
         agent = Agent(agent_config, NetlinkKernel)
-        if opts["metrics"]:
-            _serve_metrics(opts["metrics"])
+        if agent_config.metrics:
+            _serve_metrics(agent_config.metrics)
         asyncio.run(agent.run())
     except (VxError, KernelError) as e:
         fail(str(e))
@@ -95,7 +97,7 @@ def _serve_metrics(listen: str) -> None:
 
 
 @app.command("cleanup")
-def cleanup(host: Host, netns_prefix: Prefix = "vx-") -> None:
+def cleanup(host: Host, netns_prefix: Prefix = _default("netns-prefix")) -> None:
     """Delete every namespace HOST's agent created (found by its marker), nothing else."""
     from vxlab.agent.netlink import NetlinkKernel
     from vxlab.agent.runner import teardown

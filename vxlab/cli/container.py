@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from vxlab import containers
 from vxlab.cli import main as cli
 from vxlab.cli.network import with_prefix
 from vxlab.errors import NotFound
+from vxlab.layout import Layout
 from vxlab.model import Endpoint, Host, Network
 
 if TYPE_CHECKING:
@@ -37,13 +39,11 @@ def _prefixlen(ip: str, subnet: str) -> int:
     return int(plen) if plen else 0
 
 
-NETNS_PREFIX_LABEL = "vxlab/netns-prefix"  # set by the agent when it registers its host
-
-
 def sandbox_key(name: str, host: Host | None) -> str:
-    """The path of the container's network namespace, as Docker's `SandboxKey`."""
-    prefix = (host.labels.get(NETNS_PREFIX_LABEL) if host else None) or "vx-"
-    return f"/run/netns/{prefix}c-{name}"
+    """The path of the container's network namespace, as Docker's `SandboxKey` (where
+    the host's agent said, when it registered, that it puts its namespaces)."""
+    layout = Layout.of_host(host) if host else Layout("")
+    return f"/run/netns/{layout.container_ns(name)}"
 
 
 def docker_containers(name: str, *, endpoints: list[Endpoint], networks: dict[str, Network],
@@ -128,12 +128,8 @@ def run(
     """Start a container on HOST attached to each --network. In a lab: waits until it is
     reachable. Without one (real hosts): its endpoints are created in the controller and
     the host's agent makes the container's namespace (`vx-c-NAME`), its peers the entries."""
-    async def create(c: Client) -> list[Endpoint]:
-        return [await c.create_endpoint(Endpoint(name=name, network=net, host=host, ip=ip if i == 0 else ""))
-                for i, net in enumerate(network)]
-
     eps = cli.in_lab_or_call(ctx, in_lab=lambda lab: lab.container(name, host=host, networks=network, ip=ip),
-                             alone=create)
+                             alone=lambda c: containers.run(c, name, host=host, networks=network, ip=ip))
     cli.output(as_json=False, data=None, columns=LS_COLUMNS,
                rows=[[e.name, e.host, e.network, e.ip, e.mac, e.id[:12]] for e in eps])
 
@@ -142,13 +138,6 @@ def run(
 def rm(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Container name.")],
        lab: cli.LabOpt = None) -> None:
     """Remove a container (all its endpoints) from the lab, or without one from the controller."""
-    async def remove(c: Client) -> int:
-        eps = await c.list_endpoints(name=name)
-        if not eps:
-            raise NotFound(f"container: no container named {name!r}")
-        for e in eps:
-            await c.delete_endpoint(e.network, e.name)
-        return len(eps)
-
-    n = cli.in_lab_or_call(ctx, in_lab=lambda lab: lab.remove_container(name), alone=remove)
+    n = cli.in_lab_or_call(ctx, in_lab=lambda lab: lab.remove_container(name),
+                           alone=lambda c: containers.remove(c, name))
     typer.echo(f"removed {name} ({n} endpoints)", err=True)

@@ -97,6 +97,6 @@ def _running(ctx: typer.Context):  # type: ignore[no-untyped-def]
     from vxlab.lab.procs import LabError
 
     the_lab = Lab(lab_name(ctx))
-    if not the_lab.state.topology:
+    if the_lab.applied is None:
         raise LabError(f"lab: no lab named {the_lab.name!r} is running")
     return the_lab

@@ -41,10 +41,7 @@ def up(
     try:
         topo = load(file)
         the_lab = Lab(given_lab(ctx) or topo.name)  # --lab (here or global), else the file's name
-        if the_lab.running() and the_lab.state.insecure != insecure:
-            fail(f"insecure: lab {the_lab.name} runs {'without' if the_lab.state.insecure else 'with'} TLS; "
-                 "'down' it first to change that")
-        the_lab.state.insecure = insecure
+        the_lab.insecure = insecure  # a running lab keeps its own: refused
         planned = the_lab.plan(topo, recreate=recreate)  # what --dry-run prints is what up does
         if planned.refused:
             fail(planned.refusal)
@@ -154,7 +151,7 @@ def exec_(
 def labs(as_json: JsonOpt = False) -> None:
     """List the labs on this machine."""
     from vxlab.lab.lab import Lab
-    from vxlab.lab.state import list_labs
+    from vxlab.lab.lab import list_labs
 
     rows = [Lab(name).status(brief=True) for name in list_labs()]
     if as_json:

@@ -84,7 +84,7 @@ def _state(ctx: typer.Context) -> CliState:
 def given_lab(ctx: typer.Context) -> str | None:
     """The lab named on the command line: the verb's --lab, else the global one (or
     VXLAB_LAB); a bad name is one error line."""
-    from vxlab.lab.state import check_lab_name
+    from vxlab.layout import check_lab_name
 
     name = ctx.params.get("lab") or _state(ctx).lab
     if not name:
@@ -98,7 +98,7 @@ def given_lab(ctx: typer.Context) -> str | None:
 def chosen_lab(ctx: typer.Context) -> str | None:
     """The lab named (`given_lab`), else the only one running (None: none is); several
     running is an error line saying so."""
-    from vxlab.lab.state import list_labs
+    from vxlab.lab.lab import list_labs
 
     name = given_lab(ctx)
     if name:
@@ -119,7 +119,7 @@ def lab_name(ctx: typer.Context) -> str:
 
 def target(ctx: typer.Context) -> Target:
     """The controller a verb calls, by the one rule of this module's docstring."""
-    from vxlab.lab.state import LabState
+    from vxlab.lab.lab import Lab
 
     state = _state(ctx)
     explicit_tls = None if state.insecure else state.tls
@@ -128,8 +128,8 @@ def target(ctx: typer.Context) -> Target:
         return Target(state.controller, lab, explicit_tls)
     if lab is None:
         return Target(DEFAULT_CONTROLLER, None, explicit_tls)
-    found = LabState.load(lab)
-    if found is None:
+    found = Lab(lab)
+    if not found.exists:
         fail(f"lab: no lab named {lab!r} on this machine")
     return Target(found.socket, lab, None if state.insecure else explicit_tls or found.client_tls())
 
@@ -244,7 +244,7 @@ def root(
                                            help="Plaintext, no certificates (warns on stderr).")] = False,
 ) -> None:
     """Multi-host VXLAN overlay lab: networks, hosts and containers."""
-    from vxlab.lab.state import check_lab_name
+    from vxlab.layout import check_lab_name
 
     if lab is not None:
         try:

@@ -62,20 +62,20 @@ def store_ls(
 ) -> None:
     """List the etcd keys of the lab under /vxlab/v1/ with their values and revisions."""
     from vxlab.controller.store import StoreUnavailable
-    from vxlab.lab.state import LabState
+    from vxlab.lab.lab import Lab
     from vxlab.lab.store_view import full_prefix, one_line
     from vxlab.lab.store_view import store_ls as read
 
     name = chosen_lab(ctx)
     if not name:
         fail("store: no lab selected (the store view reads the lab's etcd)")
-    st = LabState.load(name)
-    if st is None:
+    the_lab = Lab(name)
+    if not the_lab.exists:
         fail(f"store: no lab named {name!r} on this machine")
-    if not st.etcd_endpoints:
+    if not the_lab.etcd_endpoints:
         fail(f"store: lab {name!r} has no etcd (is it up?)")
     try:
-        rows, revision = asyncio.run(read(st.etcd_endpoints, prefix, tls=st.etcd_tls()))
+        rows, revision = asyncio.run(read(the_lab.etcd_endpoints, prefix, tls=the_lab.etcd_tls()))
     except (StoreUnavailable, ValueError) as e:
         fail(f"store: {e}")
     if as_json:

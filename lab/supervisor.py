@@ -1,0 +1,181 @@
+"""The lab's processes: who each one is, how it starts, starts again, and is found after a crash.
+
+A process is known by its pid *and* its start time (`Proc`): pids get reused, and
+state.json outlives the processes it names. What it takes to start one is a `Command`
+(argv, working directory, log file): `start` runs it, `command` reads it back from a
+running process (/proc: argv, cwd, stdout), so a killed one starts again exactly as it
+was, and a fault keeps it in faults.json meanwhile (`to_json`/`from_json`).
+
+Every process starts in a session of its own (the lab outlives the `vxlab up` that
+started it, and a Ctrl-C in that terminal does not reach it), stdin from /dev/null,
+stdout and stderr appended to its log. Every process of a lab names the lab's directory
+on its command line (a socket, a data directory, a status file, `--for <dir>`):
+`orphans()` finds them by it after an `up` that crashed before state.json named them.
+
+Kinds today: etcd (vxlab.etcdproc starts it; the lab adopts its pid with `Proc.of`),
+the controller and fault timers (`start`), the agents (forked by one zygote that imports
+the agent once, vxlab.agent.spawner: `start_agents`). Who starts which, with what
+options, is vxlab.lab.procs; the roles they play are recorded in vxlab.lab.state. A VM
+host's QEMU is one more `Command`, its overlay and serial log in the lab's directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vxlab.agentconfig import Launch
+
+
+class SpawnError(RuntimeError):
+    """A process could not be started; the message says where to look."""
+
+
+def start_time(pid: int) -> int:
+    """The process start time (clock ticks since boot), 0 when there is no such process."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+@dataclass
+class Proc:
+    """A process the lab started, identified by pid *and* start time (pids get reused)."""
+
+    pid: int
+    started: int
+
+    @classmethod
+    def of(cls, pid: int) -> Proc:
+        return cls(pid, start_time(pid))
+
+    def alive(self) -> bool:
+        """Running: the same process (pid and start time) and not a zombie (a killed
+        agent whose parent exited waits as a zombie until init reaps it, and in a
+        container init may never do so)."""
+        return self.pid > 0 and start_time(self.pid) == self.started != 0 and not _zombie(self.pid)
+
+    def stop(self, *, sig: int = signal.SIGTERM, timeout: float = 5.0) -> None:
+        """Signal the process group, wait, then SIGKILL; reap it if it is our child."""
+        if self.pid <= 0 or start_time(self.pid) != self.started or self.started == 0:
+            return  # gone (or the pid belongs to another process now)
+        if self.alive():
+            _signal(self.pid, sig)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.alive():
+                time.sleep(0.02)
+            if self.alive():
+                _signal(self.pid, signal.SIGKILL)
+        _reap(self.pid)
+
+
+@dataclass(frozen=True)
+class Command:
+    """What it takes to start a process: its argv, its log (stdout and stderr), and its
+    working directory ("": the caller's)."""
+
+    argv: tuple[str, ...]
+    log: str
+    cwd: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"argv": list(self.argv), "cwd": self.cwd, "stdout": self.log}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Command:
+        return cls(tuple(raw["argv"]), str(raw["stdout"]), str(raw.get("cwd", "")))
+
+
+class Supervisor:
+    """Starts and finds the processes of the lab whose directory is `directory`."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+
+    def log(self, name: str) -> Path:
+        """The log file of a process: `<lab dir>/logs/<name>.log`."""
+        return self.dir / "logs" / f"{name}.log"
+
+    def start(self, cmd: Command) -> Proc:
+        Path(cmd.log).parent.mkdir(parents=True, exist_ok=True)
+        with open(cmd.log, "ab") as out:
+            p = subprocess.Popen(cmd.argv, cwd=cmd.cwd or None, stdin=subprocess.DEVNULL, stdout=out,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+        return Proc.of(p.pid)
+
+    @staticmethod
+    def command(proc: Proc) -> Command:
+        """The command a running process was started with (to start it again after a kill)."""
+        base = Path(f"/proc/{proc.pid}")
+        argv = tuple(a.decode() for a in (base / "cmdline").read_bytes().split(b"\0") if a)
+        return Command(argv, os.readlink(base / "fd" / "1"), os.readlink(base / "cwd"))
+
+    def start_agents(self, launches: Iterable[Launch], *, started: Callable[[str, Proc], None]) -> None:
+        """Start one agent per launch (its options and where it runs) through one zygote
+        process (vxlab.agent.spawner); `started(host, proc)` hears each as soon as it
+        runs, so the caller records it before the next one starts."""
+        self.log("spawner").parent.mkdir(parents=True, exist_ok=True)
+        # The lab's directory on the spawner's command line (which its forked agents share):
+        # `orphans()` finds agents by it even if the caller dies before recording them.
+        with self.log("spawner").open("ab") as errors:
+            spawner = subprocess.Popen([sys.executable, "-m", "vxlab.agent.spawner", "--for", str(self.dir)],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True)
+        assert spawner.stdin is not None and spawner.stdout is not None
+        try:
+            for launch in launches:
+                spawner.stdin.write(json.dumps(launch.to_json()) + "\n")
+                spawner.stdin.flush()
+                line = spawner.stdout.readline()
+                if not line:
+                    raise SpawnError(f"the agent spawner died (see {self.log('spawner')})")
+                started(launch.config.host, Proc.of(int(json.loads(line)["pid"])))
+        finally:
+            spawner.stdin.close()
+            spawner.wait(10)
+
+    def orphans(self) -> list[Proc]:
+        """Processes whose command line names the lab's directory (its sockets, data, status)."""
+        needle = str(self.dir).encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != os.getpid():
+                try:
+                    if needle in (entry / "cmdline").read_bytes():
+                        found.append(Proc.of(int(entry.name)))
+                except OSError:
+                    continue
+        return found
+
+
+def _signal(pid: int, sig: int) -> None:
+    """Signal the process group the process leads, else the process alone."""
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
