@@ -331,4 +331,8 @@ def test_check_over_fifty_containers_fits_the_machines_neighbour_table(env, tmp_
         assert "2450/2450 expectations hold" in out.stderr
     finally:
         assert vx(env, "down", "--lab", name).returncode == 0
-    assert neigh.read() == before and left_behind(name) == []
+    assert left_behind(name) == []
+    if neigh.holders():  # another lab on this machine (a concurrent run) still needs the raise
+        assert neigh.read()[2] >= neigh.LAB_VALUES[2]
+    else:
+        assert neigh.read() == before
