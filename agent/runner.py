@@ -1,6 +1,6 @@
 """The agent process: register, keep the lease alive, follow Watch, reconcile.
 
-Four asyncio tasks share one StateCache:
+Five asyncio tasks share one StateCache:
 
 - liveness: RegisterHost, then KeepAlive every TTL/3; re-registers when the controller
   forgot the host; retries with backoff while the control plane is down;
@@ -14,7 +14,10 @@ Four asyncio tasks share one StateCache:
   and losing the control plane never tears anything down; host faults
   (agent/faultrun.py) are part of every pass, and before the first snapshot a pass of
   their own enforces and heals what the agent's fault journal holds;
-- faults: reports each fault's status (ReportFaultStatus), retried, never in a pass's way.
+- faults: reports each fault's status (ReportFaultStatus), retried, never in a pass's way;
+- ops: the ops channel to every controller (agent/opslink.py): probes, captures,
+  kernel views, drift and commands run for the controllers' callers, never in the
+  reconcile thread.
 
 Grace after a control-plane outage: while the agent cannot reach the controller, and
 for one lease TTL (+1 s) after it is back, hosts that were alive when the outage began
@@ -23,7 +26,8 @@ longer than the lease TTL lets every lease expire at once; without the grace per
 every agent would purge every peer and drop traffic that never stopped flowing (the
 same reasoning as Kubernetes' node controller refusing mass evictions).
 
-After every pass the agent writes a status file (JSON) that labs and tests read.
+After every pass the agent writes a status file (JSON) that labs and tests read, once
+its embedded DNS listens in the pass's container namespaces (agent/dnsserver.py).
 """
 
 from __future__ import annotations
@@ -38,9 +42,10 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
-from vxlab.agent import fault_nft, metrics, nat, vtep
+from vxlab.agent import fault_nft, metrics, nat, opslink, vtep
 from vxlab.agent.cache import StateCache
-from vxlab.agent.desired import HostInfo
+from vxlab.agent.desired import HostInfo, local_containers
+from vxlab.agent.dnsserver import Resolver
 from vxlab.agent.faultrun import AgentFaults
 from vxlab.agent.kernel import AgentNs, Kernel
 from vxlab.agent.reconciler import PassResult, Reconciler, observe
@@ -91,6 +96,7 @@ class Agent:
         self.underlay_dev = underlay.dev
         self.faults.underlay = underlay
         self.reconciler = Reconciler(self.kernel, self.me, underlay_dev=underlay.dev)
+        self.dns = Resolver(self.cache, config.host, forward=config.dns_forward)
 
     def in_thread(self, fn: Callable[[], T]) -> T:
         """Run `fn` in the reconcile thread and wait for it (for synchronous callers)."""
@@ -113,13 +119,14 @@ class Agent:
         log.warning("agent %s: underlay %s on %s (mtu %d), controller %s", self.me.name, self.me.underlay_ip,
                     self.underlay_dev, self.me.underlay_mtu, ",".join(self.config.controller))
         tasks = [asyncio.create_task(c) for c in (self._liveness(), self._watch(), self._reconcile_loop(),
-                                                  self.faults.report())]
+                                                  self.faults.report(), opslink.serve(self, version=VERSION))]
         try:
             await asyncio.gather(*tasks)
         finally:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            self.dns.close()
             await self.client.close()
             self.close_kernel()
 
@@ -263,6 +270,7 @@ class Agent:
                 log.warning("pass (%s) at revision %d: %d actions, %d writes, %d errors in %.1f ms",
                             "full" if full else "event", copy.revision, len(result.actions),
                             sum(result.writes.values()), len(result.errors), result.seconds * 1000)
+            await self.dns.sync(local_containers(copy, self.me))
             await self.faults.after(result, again=self._dirty.set, faults_pass=self._faults_pass)
             self.write_status()
 

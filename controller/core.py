@@ -1,7 +1,8 @@
 """The controller core: hosts, networks, endpoints, policies, faults and watch over one store.
 
-Stateless apart from in-flight reservations: any number of controller processes can
-serve the same etcd. The gRPC servicer (servicer.py) is a thin edge over this.
+Stateless apart from in-flight reservations and the agents' ops channels connected to
+this process (`ops`, opshub.py): any number of controller processes can serve the same
+etcd. The gRPC servicer (servicer.py) is a thin edge over this.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from vxlab.controller.endpoints import Endpoints
 from vxlab.controller.faults import Faults
 from vxlab.controller.hosts import Hosts
 from vxlab.controller.networks import Networks
+from vxlab.controller.opshub import OpsHub
 from vxlab.controller.policies import Policies
 from vxlab.controller.store import Store
 from vxlab.controller.watch import Watcher
@@ -26,6 +28,7 @@ class Controller:
         self.policies = Policies(self.ctx)
         self.faults = Faults(self.ctx)
         self.watcher = Watcher(self.ctx)
+        self.ops = OpsHub()
 
     async def healthy(self) -> bool:
         """True when the store answers."""

@@ -5,6 +5,9 @@ real agent process in each, given every controller address (comma-separated).
 Everything is named `vxt<6 hex>…` and removed in `close()`, which the fixtures call
 also when a test fails. With `tls=True` the rig makes a PKI in its tmp dir and runs
 every hop with mutual TLS (etcd, controller, each agent with its own host certificate).
+With `isolated=True` every agent also runs in mount and PID namespaces of its own
+(`unshare`), closer to a VM: it is PID 1 there and shares nothing with the test but
+its host's network namespace, the controller's socket and its flags.
 """
 
 from __future__ import annotations
@@ -98,9 +101,7 @@ class Rig:
 
     def __init__(self, tmp: Path, *, hosts: int = 2, lease_ttl: int = 4, resync: float = 2.0,
                  tls: bool = False, controllers: int = 1, isolated: bool = False) -> None:
-        """`isolated`: every agent in mount and PID namespaces of its own too (closer to VMs)."""
         self.tmp = tmp
-        self.isolated = isolated
         self.id = "vxt" + secrets.token_hex(3)
         self.lease_ttl = lease_ttl
         self.resync = resync
@@ -116,6 +117,7 @@ class Rig:
         self.hosts = {f"h{i}": underlay.SimHost(f"h{i}", self.layout.host_ns(f"h{i}"), f"172.31.0.{10 + i}",
                                                 f"172.31.0.{10 + i}/24") for i in range(1, hosts + 1)}
         self.switch = self.layout.switch_ns
+        self.isolated = isolated
 
     # --- lifecycle ------------------------------------------------------------------
     def start(self) -> Rig:
@@ -173,10 +175,10 @@ class Rig:
     def start_agent(self, host: str) -> None:
         h = self.hosts[host]
         log = (self.tmp / f"agent-{host}.log").open("ab")
-        alone = ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "unchanged"]
+        unshare = ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "unchanged"]
         self.agents[host] = subprocess.Popen(
-            [*(alone if self.isolated else []), "nsenter", f"--net=/run/netns/{h.ns}", sys.executable, "-m",
-             "vxlab.cli", *self.agent_config(host).argv()],
+            [*(unshare if self.isolated else []),
+             "nsenter", f"--net=/run/netns/{h.ns}", sys.executable, "-m", "vxlab.cli", *self.agent_config(host).argv()],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill_agent(self, host: str, sig: int = signal.SIGKILL) -> None:
@@ -228,19 +230,20 @@ class Rig:
             return all(self.status(h).programmed(revision) for h, p in self.agents.items() if p.poll() is None)
         self.wait(ok, f"agents converged at revision >= {revision}")
 
-    def vx(self, *args: str, cert: str = "admin", timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        """The CLI with `--controller` and the PKI alone (`cert`: admin, or a host's name for
-        its certificate), and VXLAB_RUN pointing where no lab is: nothing of a lab helps."""
-        run = self.tmp / "no-lab-here"
+    def vx(self, *args: str, cert: str = "admin", tls: list[str] | None = None, run: Path | None = None,
+           timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """`vxlab --controller SOCK --pki DIR …` with no lab state visible (VXLAB_RUN is an
+        empty directory, no other VXLAB_* variable): what a user runs against real hosts.
+        `cert`: admin, or a host's name for that host's certificate; `tls`: other flags."""
+        run = run or self.tmp / "no-lab-here"
         run.mkdir(exist_ok=True)
-        tls = []
-        if self.pki is not None:
+        if tls is None and self.pki is not None:
             mine = self.pki.host(cert)
             tls = ["--pki", str(self.pki.dir)] if cert == "admin" else [
                 "--tls-ca", str(mine.ca), "--tls-cert", str(mine.cert), "--tls-key", str(mine.key)]
-        return subprocess.run([sys.executable, "-m", "vxlab.cli", "--controller", self.sock, *tls, *args],
-                              capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, "VXLAB_RUN": str(run)})
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VXLAB_")} | {"VXLAB_RUN": str(run)}
+        return subprocess.run([sys.executable, "-m", "vxlab.cli", "--controller", self.sock, *(tls or []), *args],
+                              capture_output=True, text=True, env=env, timeout=timeout)
 
     def api(self, coro_fn: Any) -> Any:
         async def go() -> Any:

@@ -1,8 +1,7 @@
-"""Host faults on the real kernel (NetlinkKernel, agent/netlink_faults.py): the fault
-table, tbf on the underlay and through the IFB redirect of its ingress, a dump that
-reads back what was written (a second pass writes nothing), the kernel's default qdisc
-back when ours goes, a foreign root qdisc left alone, netem refused plainly where the
-kernel lacks it, and the underlay down and up again with its routes.
+"""Host faults on the real kernel (NetlinkKernel, agent/netlink_faults.py), beyond the
+kernel contract suite (tests/contract_kernel_faults.py): a reconciler's fault pass that
+a second pass finds done, the kernel's default qdisc back when ours goes, and packets
+that arrive really going through the IFB device's qdisc.
 
 The driver runs in a thread inside a throwaway host namespace (`vxt<6 hex>-h`) with a
 veth `eth0` whose peer is in a second one; both are deleted also when a test fails.
@@ -18,7 +17,7 @@ from test_netlink import Lab, sh
 
 from vxlab.agent import fault_nft
 from vxlab.agent.desired import HostInfo
-from vxlab.agent.kernel import FAULT_IFB, NETEM_MISSING, Foreign, HostFaults, Qdisc, Route, Unsupported
+from vxlab.agent.kernel import FAULT_IFB, HostFaults, Qdisc
 from vxlab.agent.reconciler import Reconciler
 
 pytestmark = pytest.mark.integration
@@ -80,40 +79,3 @@ def test_ingress_rate_limits_what_arrives(host: tuple[Lab, str]) -> None:
                    capture_output=True)
     stats = sh("tc", "-n", h, "-s", "qdisc", "show", "dev", FAULT_IFB)
     assert "tbf 7678:" in stats and " 0 pkt" not in stats.split("Sent", 1)[1].split("\n")[0]
-
-
-def test_a_foreign_root_qdisc_is_not_touched(host: tuple[Lab, str]) -> None:
-    lab, h = host
-    sh("tc", "-n", h, "qdisc", "add", "dev", "eth0", "root", "handle", "1:", "pfifo")
-    with pytest.raises(Foreign, match="root qdisc of eth0 is pfifo 1: not ours"):
-        lab.run(h, lambda k: k.set_fault_qdisc("eth0", Qdisc("tbf", rate=125_000)))
-    lab.run(h, lambda k: k.delete_fault_qdisc("eth0"))
-    assert "pfifo 1:" in sh("tc", "-n", h, "qdisc", "show", "dev", "eth0")
-
-
-def test_netem_refused_where_the_kernel_lacks_it(host: tuple[Lab, str]) -> None:
-    lab, h = host
-    probe = subprocess.run(["tc", "-n", h, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
-                           capture_output=True)
-    if probe.returncode == 0:
-        subprocess.run(["tc", "-n", h, "qdisc", "del", "dev", "lo", "root"])
-        lab.run(h, lambda k: k.set_fault_qdisc("eth0", Qdisc("netem", delay_us=10_000)))
-        assert lab.run(h, lambda k: k.agent_ns(underlay="eth0").faults.qdiscs) == {"eth0": Qdisc("netem", 10_000)}
-        return
-    with pytest.raises(Unsupported) as info:
-        lab.run(h, lambda k: k.set_fault_qdisc("eth0", Qdisc("netem", delay_us=10_000)))
-    assert str(info.value) == NETEM_MISSING
-    assert "noqueue" in sh("tc", "-n", h, "qdisc", "show", "dev", "eth0")
-
-
-def test_the_underlay_down_and_up_with_its_routes(host: tuple[Lab, str]) -> None:
-    lab, h = host
-    routes = lab.run(h, lambda k: k.agent_ns(underlay="eth0").faults.routes)
-    assert routes == (Route("198.51.100.0/24", "192.0.2.1", "eth0"),)
-    lab.run(h, lambda k: k.set_underlay_state("eth0", up=False))
-    assert "state DOWN" in sh("ip", "-n", h, "link", "show", "eth0") or ",UP" not in sh(
-        "ip", "-n", h, "link", "show", "eth0")
-    assert "198.51.100.0" not in sh("ip", "-n", h, "route")
-    lab.run(h, lambda k: k.set_underlay_state("eth0", up=True, routes=routes))
-    assert "198.51.100.0/24 via 192.0.2.1" in sh("ip", "-n", h, "route")
-    assert lab.run(h, lambda k: k.agent_ns(underlay="eth0").faults.down) is False
