@@ -97,7 +97,10 @@ class Faults:
             record = await retry(attempt, kind="fault_create")
         except BaseException:
             if lease:
-                await self.store.revoke_lease(lease)  # it holds no key: freeing it writes nothing
+                try:
+                    await self.store.revoke_lease(lease)  # it holds no key: freeing it writes nothing
+                except Exception:  # noqa: BLE001 - the store is down too: the lease expires by itself
+                    log.warning("fault create failed; lease %d left to expire", lease)
             raise
         return dataclasses.replace(record, status=tuple(FaultStatus(h) for h in record.targets))
 

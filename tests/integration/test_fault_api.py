@@ -116,6 +116,21 @@ def test_a_restarted_agent_adopts_an_applied_fault_with_zero_writes(clean: Rig) 
     rig.wait(lambda: not table(rig, "h1"), "h1's agent removed it at its next pass")
 
 
+def test_dry_run_shows_the_fault_and_a_full_pass_repairs_it(clean: Rig) -> None:
+    """Planned with a reason like everything else: drift shows in `--dry-run` and is repaired."""
+    rig = clean
+    made = rig.api(lambda c: faultapi.inject(c, "loss", {"host": "h1", "percent": 5}))
+    ns = rig.hosts["h1"].ns
+    assert rig.sh(ns, "nft", "delete", "table", "inet", "vxlab_fault").returncode == 0  # by hand
+    out = subprocess.run(["nsenter", f"--net=/run/netns/{ns}", sys.executable, "-m", "vxlab.cli", "--controller",
+                          rig.sock, "--pki", str(rig.pki.dir), "agent", "run", "--host", "h1",  # type: ignore[union-attr]
+                          "--netns-prefix", rig.prefix("h1"), "--dry-run"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == (f"+ add fault-table inet vxlab_fault in (agent namespace): {made.fault.id}: create "
+                                  "(2 rules)"), out.stdout
+    rig.wait(lambda: table(rig, "h1"), "the next full pass repaired it", timeout=rig.resync * 3 + 5)
+
+
 # (e) who may, and what bad input does
 def test_a_host_certificate_may_not_create_or_delete_a_fault(clean: Rig) -> None:
     rig = clean
