@@ -68,7 +68,11 @@ POOL = {"name": ["h1", "h2", "blue", "red", "web", "db"], "network": ["blue", "r
         "ProbeSpec.protocol": ["", "icmp", "tcp"], "argv": ["true", "ls"], "filter": ["udp", "port", "4789"],
         "containers": ["web", "db"], "device": ["", "eth0"],
         # updates in place: the fields that may change
-        "update_mask": ["mtu", "gateway", "internal", "labels", "aliases"],
+        "update_mask": ["mtu", "gateway", "internal", "labels", "aliases", "ports"],
+        # published ports (vxlab.ports) and services (vxlab.services)
+        "PortMapping.protocol": ["", "tcp", "udp"], "host_ip": ["", "", "127.0.0.1"],
+        "Service.ports": ["80/tcp", "53/udp", "80"], "replicas": ["web", "db"], "vip": ["", "", "10.10.0.200"],
+        "affinity": ["", "none", "client-ip"],
         # DNS names of a container on a network ("db" also names a container)
         "aliases": ["cache", "api", "db"],
         # "Message.field": for that message only (an overlay network names no host)
@@ -89,7 +93,7 @@ def _int(lo: int, hi: int) -> st.SearchStrategy[int]:
 
 INT_POOL = {"mtu": [0, 1400], "vni": [0, 4096, 5000], "lease_ttl": [0, 10], "underlay_mtu": [0, 1500],
             "start_revision": [0, 1, 3], "lease_id": [0, 1, 2], "priority": [0, 100],
-            "count": [0, 3], "port": [0, 80]}
+            "count": [0, 3], "port": [0, 80], "host_port": [8080, 9000], "container_port": [80]}
 FLOAT_POOL = {"timeout": [0.0, 1.0], "interval": [0.0, 0.2], "seconds": [0.0, 1.0]}
 
 
