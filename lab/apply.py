@@ -31,6 +31,8 @@ async def apply(c: Client, topo: Topology, steps: list[plan.Step], *, phases: ra
         (plan.ENDPOINT_UPD, "container"): lambda s: c.update_endpoint(want.endpoints[s.network, s.name],
                                                                       fields=s.fields),
         (plan.POLICY_ADD, "policy"): lambda s: c.create_policy(want.policies[s.network, s.name]),
+        (plan.SERVICE_DEL, "service"): lambda s: c.delete_service(s.network, s.name),
+        (plan.SERVICE_ADD, "service"): lambda s: c.create_service(want.services[s.network, s.name]),
     }
     for phase in phases:
         todo = [s for s in steps if s.phase == phase]
