@@ -132,8 +132,10 @@ class FakeKernel(Kernel):
             self.writes["delete_nat"] += 1
 
     def set_ports(self, want: NftTable) -> None:
-        for key, value in want.sysctls:
-            self.sysctls[("", key)] = value
+        for key, value in want.sysctls:  # like /proc/sys: a device's keys only while it exists
+            parts = key.split("/")
+            if parts[:3] != ["net", "ipv4", "conf"] or parts[3] in self.own.links:
+                self.sysctls[("", key)] = value
         if self.own.ports != want:
             self.own.ports = want
             self.writes["set_ports"] += 1

@@ -36,7 +36,7 @@ from vxlab.agent.names import Naming
 Op = Literal["add", "delete", "replace", "update"]
 # Execution order of the phases (lower first).
 PHASE = {"vtep~": 0, "netns+": 0, "adopt": 0, "link^": 0, "policy~": 1, "nat~": 1, "resolv~": 1, "table~": 1,
-         "bridge+": 1, "vxlan+": 2, "veth+": 3,
+         "bridge+": 1, "ports~": 6, "vxlan+": 2, "veth+": 3,
          "uplink+": 3, "link~": 4, "addr^": 4, "addr+": 5, "route+": 6,
          "fdb+": 7, "neigh+": 7, "neigh-": 8, "fdb-": 8, "route-": 9, "addr-": 9, "link-": 10, "netns-": 11}
 
@@ -220,15 +220,15 @@ def _diff_ns(want: Namespace, have: Namespace, desired: dict[str, Namespace]) ->
 
 
 def _plan_table(ns: str, kind: str, want: NftTable | None, have: NftTable | None, *, why: str, table: str,
-                method: str) -> list[Action]:
+                method: str, phase: str = "table~") -> list[Action]:
     """One action when a tagged table of `ns` ("" = the agent's) differs from `want`:
     `set_<method>` (the agent's namespace: no namespace argument) or `delete_<method>`."""
     if not why:
         return []
     where, args = (ns, (ns,)) if ns else (vtep.AGENT_NS, ())
     if want is None:
-        return [_act("delete", kind, where, table, why, f"delete_{method}", "table~", *args)]
-    return [_act("add" if have is None else "update", kind, where, table, why, f"set_{method}", "table~", *args, want)]
+        return [_act("delete", kind, where, table, why, f"delete_{method}", phase, *args)]
+    return [_act("add" if have is None else "update", kind, where, table, why, f"set_{method}", phase, *args, want)]
 
 
 def _plan_resolv(ns: str, want: str | None, have: str | None) -> list[Action]:
@@ -290,7 +290,8 @@ def plan_agent_ns(want: AgentNs, have: AgentNs, desired: dict[str, Namespace], p
                         f"{vtep.FAMILY} {vtep.TABLE}", reason, "set_vtep_filter", "vtep~", want.vteps))
     out += _plan_nat("", want.nat, have.nat)
     out += _plan_table("", "ports", want.ports, have.ports, why=ports_nft.diff_reason(want.ports, have.ports),
-                       table=f"{ports_nft.FAMILY} {ports_nft.TABLE}", method="ports")
+                       table=f"{ports_nft.FAMILY} {ports_nft.TABLE}", method="ports",
+                       phase="ports~")  # after the uplinks: its sysctls are theirs
     for r in sorted(want.routes - have.routes):
         out.append(_act("add", "route", vtep.AGENT_NS, f"{r.dst} via {r.gateway} dev {r.dev}",
                         "to a container with published ports", "add_route", "route+", "", r))
