@@ -39,7 +39,7 @@ from vxlab.controller.context import Config
 from vxlab.controller.core import Controller
 from vxlab.controller import servicer as servicer_module
 from vxlab.controller.store_memory import MemoryStore
-from vxlab.lab import scenario, topology
+from vxlab.lab import scenario, topology, topology_services
 from vxlab.model import Host, Network
 from vxlab.v1 import vxlab_pb2 as pb
 
@@ -259,6 +259,7 @@ class RpcTarget:
 # --- parsers ---------------------------------------------------------------------------
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.floats(allow_nan=True), TEXT)
 KEYS = st.one_of(TEXT, st.sampled_from([*topology.TOP_KEYS, *topology.NETWORK_KEYS, *topology.CONTAINER_KEYS,
+                                        *topology_services.SERVICE_KEYS,
                                         *scenario.KEYS, *scenario.PROBE_KEYS, *scenario.EVENT_KEYS, "kind", "host"]))
 TREES = st.recursive(SCALARS, lambda kids: st.one_of(st.lists(kids, max_size=4),
                                                       st.dictionaries(KEYS, kids, max_size=5)), max_leaves=20)

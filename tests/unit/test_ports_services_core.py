@@ -186,3 +186,19 @@ def test_replicas_resolve_by_name_or_selector() -> None:
     by_label = Service("s", "app", selector={"tier": "api"}, ports=("80",))
     assert [e.name for e in services.replicas(by_name, eps)] == ["c", "b"]
     assert [(e.name, e.network) for e in services.replicas(by_label, eps)] == [("a", "app"), ("b", "app")]
+
+
+def test_authz_hosts_may_read_but_not_write_services() -> None:
+    from vxlab.controller.authz import authorize
+    from vxlab.errors import PermissionDenied
+    from vxlab.tls import Identity
+    from vxlab.v1 import vxlab_pb2 as pb
+
+    host = Identity("host", "h1")
+    authorize(host, "ListServices", pb.ListServicesRequest())
+    authorize(host, "/vxlab.v1.ServiceService/GetService", pb.GetServiceRequest())
+    for method in ("CreateService", "DeleteService"):
+        with pytest.raises(PermissionDenied) as info:
+            authorize(host, f"/vxlab.v1.ServiceService/{method}", pb.CreateServiceRequest())
+        assert info.value.field == "service" and "admin only" in info.value.reason
+    authorize(Identity("admin", ""), "CreateService", pb.CreateServiceRequest())
