@@ -140,3 +140,20 @@ def test_inspect_and_port_show_dockers_shapes() -> None:
     [web] = docker_containers("web", endpoints=eps, networks={"app": APP, "vault": VAULT})
     assert web["NetworkSettings"]["Ports"] == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}],
                                                "9000/tcp": [{"HostIp": "127.0.0.1", "HostPort": "9000"}]}
+
+
+def test_a_port_moving_between_containers_is_given_up_before_it_is_taken() -> None:
+    moved = parse(BODY.replace(', ports: ["8080:80"]', "").replace(
+        "{name: api1, host: h1, networks: [app],", '{name: api1, host: h1, networks: [app], ports: ["8080:80"],'))
+    p = plan(moved, live())
+    assert sorted(lines(p)) == ["~ container api1: network app ports [] -> [8080:80/tcp]",
+                                "~ container web: network app ports [8080:80/tcp] -> []"]
+    calls: list[tuple[str, Any]] = []
+
+    class Rec:
+        def __getattr__(self, name: str) -> Any:
+            async def call(*args: Any, **kw: Any) -> None:
+                calls.append((name, args[0].name))
+            return call
+    asyncio.run(lab_apply.apply(Rec(), moved, p.steps))  # type: ignore[arg-type]
+    assert calls == [("update_endpoint", "web"), ("update_endpoint", "api1")]
