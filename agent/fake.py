@@ -8,12 +8,12 @@ error, `Foreign` for unmarked objects in the way, `adopt_link` only in a namespa
 the given marker, veth pairs that vanish together, `interrupt` leaving an unmarked
 object behind, a write counter per method called, a dump with `lo` (carrying the
 marker) and only what the real dump reads. The agent's own namespace holds the
-allow-list, the NAT table and the uplinks' host ends (`own`); `arp` holds a
-namespace's dynamic ARP entries (what `forget_stale_neigh` may delete). Host faults:
-the fault table, root qdiscs (`qdiscs`; kinds in `missing` are `Unsupported`, as netem
-is on a kernel without sch_netem; `foreign_qdiscs`: devices whose root qdisc is
-someone else's), the IFB redirect, and the underlay's state (`down`), whose routes go
-when it goes down.
+allow-list, the NAT and published-ports tables, the uplinks' host ends and routes
+(`own`; its sysctls in `sysctls`); `arp` holds a namespace's dynamic ARP entries (what
+`forget_stale_neigh` may delete). Host faults: the fault table, root qdiscs (`qdiscs`;
+kinds in `missing` are `Unsupported`, as netem is on a kernel without sch_netem;
+`foreign_qdiscs`: devices whose root qdisc is someone else's), the IFB redirect, and
+the underlay's state (`down`), whose routes go when it goes down.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from vxlab.agent.kernel import (FAULT_IFB, MARK, NETEM_MISSING, UPLINK_MARK, AgentNs, FaultTable, Fdb, Foreign,
-                               HostFaults, Kernel, KernelError, Link, Namespace, Nat, Neigh, PolicyTable, Qdisc, Route,
-                               Underlay, Unsupported, VtepFilter)
+                               HostFaults, Kernel, KernelError, Link, Namespace, Nat, Neigh, NftTable, PolicyTable,
+                               Qdisc, Route, Underlay, Unsupported, VtepFilter)
 from vxlab.agent.underlay import UnderlayFacts, select_underlay
 
 ZERO_MAC = "00:00:00:00:00:00"
@@ -42,6 +42,8 @@ class _Ns:
     policy: PolicyTable | None = None
     nat: Nat | None = None
     resolv: str | None = None
+    services: NftTable | None = None  # a container namespace's
+    ports: NftTable | None = None     # the agent's own namespace's
 
 
 def _lo(marker: str) -> Link:
@@ -50,15 +52,16 @@ def _lo(marker: str) -> Link:
 
 def _dumped(name: str, n: _Ns) -> Namespace:
     """`n` as NetlinkKernel's dump reads it: FDB and neighbour entries of vxlan devices
-    only, tables only in a network namespace (ours, with a bridge), a resolv.conf only
-    in one of ours without a bridge (a container's)."""
+    only, tables only in a network namespace (ours, with a bridge), a resolv.conf and a
+    services table only in one of ours without a bridge (a container's)."""
     vxlans = {d for d, link in n.links.items() if link.kind == "vxlan"}
     network = n.marker.startswith(MARK) and any(link.kind == "bridge" for link in n.links.values())
+    container = n.marker.startswith(MARK) and not network
     return Namespace(name, n.marker, {"lo": _lo(n.marker), **n.links}, frozenset(n.addrs), frozenset(n.routes),
                      frozenset(e for e in n.fdb.values() if e.dev in vxlans),
                      frozenset(e for e in n.neigh.values() if e.dev in vxlans),
                      n.policy if network else None, n.nat if network else None,
-                     n.resolv if n.marker.startswith(MARK) and not network else None)
+                     n.resolv if container else None, n.services if container else None)
 
 
 class FakeKernel(Kernel):
@@ -68,7 +71,8 @@ class FakeKernel(Kernel):
         self._underlay = underlay
         self.peers: dict[tuple[str, str], tuple[str, str]] = {}  # veth end -> other end
         self.vteps: VtepFilter | None = None  # the allow-list table of the agent's namespace
-        self.own = _Ns("")  # the agent's namespace: uplink host ends (links, addrs) and its NAT table
+        self.own = _Ns("")  # the agent's namespace: uplink host ends (links, addrs, routes), NAT and ports tables
+        self.sysctls: dict[tuple[str, str], str] = {}  # (namespace, key) -> value, as set_ports sets them
         self.fault_table: FaultTable | None = None
         self.qdiscs: dict[str, Qdisc] = {}
         self.ingress = False
@@ -99,7 +103,8 @@ class FakeKernel(Kernel):
                    if link.alias.startswith(UPLINK_MARK)}
         faults = HostFaults(self.fault_table, dict(self.qdiscs), self.ingress, self.down,
                             tuple(sorted(r for r in self.own.routes if r.dev == underlay))) if underlay else HostFaults()
-        return AgentNs(self.vteps, self.own.nat, uplinks, faults)
+        return AgentNs(self.vteps, self.own.nat, uplinks, self.own.ports,
+                       frozenset(r for r in self.own.routes if r.dev in uplinks), faults=faults)
 
     # --- host faults ------------------------------------------------------------------------
     def set_fault_table(self, table: FaultTable) -> None:
@@ -188,6 +193,32 @@ class FakeKernel(Kernel):
         if n is not None and n.nat is not None:
             n.nat = None
             self.writes["delete_nat"] += 1
+
+    def set_ports(self, want: NftTable) -> None:
+        for key, value in want.sysctls:  # like /proc/sys: a device's keys only while it exists
+            parts = key.split("/")
+            if parts[:3] != ["net", "ipv4", "conf"] or parts[3] in self.own.links:
+                self.sysctls[("", key)] = value
+        if self.own.ports != want:
+            self.own.ports = want
+            self.writes["set_ports"] += 1
+
+    def delete_ports(self) -> None:
+        if self.own.ports is not None:
+            self.own.ports = None
+            self.writes["delete_ports"] += 1
+
+    def set_services(self, ns: str, want: NftTable) -> None:
+        n = self._get(ns)
+        if n.services != want:
+            n.services = want
+            self.writes["set_services"] += 1
+
+    def delete_services(self, ns: str) -> None:
+        n = self.ns.get(ns)
+        if n is not None and n.services is not None:
+            n.services = None
+            self.writes["delete_services"] += 1
 
     def set_resolv(self, ns: str, text: str) -> None:
         n = self._get(ns)

@@ -8,9 +8,9 @@ naming the field. With TLS off there is no identity and the server installs no c
 - a host (`vxlab://host/NAME`): RegisterHost, KeepAlive, DeregisterHost and
   ReportFaultStatus as itself only, its ops channel (AgentService.Connect, authorized on
   the stream's first message, the Hello naming the host) as itself only, plus every read
-  (Get*, List*, Watch); never creates, updates or deletes networks, endpoints, policies or
-  faults, and never runs ops (OpsService.Run: probes, captures, commands on hosts are
-  admin only);
+  (Get*, List*, Watch); never creates, updates or deletes networks, endpoints, policies,
+  services or faults, and never runs ops (OpsService.Run: probes, captures, commands on
+  hosts are admin only);
 - any other certificate of the CA: nothing.
 """
 
@@ -22,13 +22,14 @@ from vxlab.errors import PermissionDenied
 from vxlab.tls import Identity
 
 READS = frozenset({"GetHost", "ListHosts", "GetNetwork", "ListNetworks", "GetEndpoint", "ListEndpoints",
-                   "GetPolicy", "ListPolicies", "GetFault", "ListFaults", "Watch"})
+                   "GetPolicy", "ListPolicies", "GetService", "ListServices", "GetFault", "ListFaults", "Watch"})
 AS_ITSELF = {"RegisterHost": "host.name", "KeepAlive": "name", "DeregisterHost": "name",
              "Connect": "hello.host", "ReportFaultStatus": "status.host"}  # where the host is named
 WRITES = {"CreateNetwork": ("network", "create networks"), "DeleteNetwork": ("network", "delete networks"),
           "UpdateNetwork": ("network", "update networks"), "UpdateEndpoint": ("endpoint", "update endpoints"),
           "CreateEndpoint": ("endpoint", "create endpoints"), "DeleteEndpoint": ("endpoint", "delete endpoints"),
           "CreatePolicy": ("policy", "create policies"), "DeletePolicy": ("policy", "delete policies"),
+          "CreateService": ("service", "create services"), "DeleteService": ("service", "delete services"),
           "CreateFault": ("fault", "create faults"), "DeleteFault": ("fault", "delete faults"),
           "Run": ("op", "run operations on hosts")}
 

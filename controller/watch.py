@@ -7,11 +7,13 @@ revision, in order, each carrying the state as of its own revision (never a late
 - hosts/<h> put/delete       -> Host put (with its liveness) / Host delete;
 - alive/<h> put/delete       -> Host put with alive=True / alive=False (lease expiry);
   a host touched twice in one revision (registration puts both keys) is one change;
-- networks/…, endpoints/…, policies/… -> Network / Endpoint / Policy put or delete;
+- networks/…, endpoints/…, policies/…, services/… -> Network / Endpoint / Policy / Service
+  put or delete;
 - faults/<id>                -> Fault put (without status) or delete (deleted, or its lease expired);
 - faultstatus/…, alloc/…     -> nothing (hosts' reports are read with GetFault; bookkeeping).
 
-A delete carries only the object's identity (name; network for endpoints and policies; a fault's id). Resuming
+A delete carries only the object's identity (name; network for endpoints, policies and services; a
+fault's id). Resuming
 from revision R replays history after R; when R was compacted the subscriber gets a
 fresh snapshot marked `compacted`. A lost etcd connection ends the stream with
 StoreUnavailable; the agent reconnects with its last revision.
@@ -28,7 +30,7 @@ from typing import Any
 from vxlab.controller import metrics
 from vxlab.controller.context import Context
 from vxlab.controller.store import Compacted, Event, KeyValue, StoreUnavailable
-from vxlab.model import Change, Endpoint, Fault, Host, Network, Policy, WatchBatch, from_json
+from vxlab.model import Change, Endpoint, Fault, Host, Network, Policy, Service, WatchBatch, from_json
 from vxlab.view import View
 
 
@@ -170,6 +172,7 @@ class Watcher:
         networks: list[Network] = []
         endpoints: list[Endpoint] = []
         policies: list[Policy] = []
+        services: list[Service] = []
         faults: list[Fault] = []
         for kv in kvs:
             kind, parts = self.keys.classify(kv.key)
@@ -183,12 +186,15 @@ class Watcher:
                 endpoints.append(from_json(Endpoint, kv.value))
             elif kind == "policies":
                 policies.append(from_json(Policy, kv.value))
+            elif kind == "services":
+                services.append(from_json(Service, kv.value))
             elif kind == "faults":
                 faults.append(from_json(Fault, kv.value))
         return WatchBatch(
             revision=rev, snapshot=True, compacted=compacted,
             hosts=tuple(dataclasses.replace(h, alive=h.name in alive) for h in hosts),
-            networks=tuple(networks), endpoints=tuple(endpoints), policies=tuple(policies), faults=tuple(faults),
+            networks=tuple(networks), endpoints=tuple(endpoints), policies=tuple(policies),
+            services=tuple(services), faults=tuple(faults),
         )
 
     async def watch(self, *, start_revision: int = 0) -> AsyncIterator[WatchBatch]:
@@ -295,6 +301,10 @@ class Watcher:
             if ev.kind == "delete":
                 return Change("delete", Policy(name=parts[1], network=parts[0]))
             return Change("put", from_json(Policy, ev.value))
+        if kind == "services" and len(parts) == 2:
+            if ev.kind == "delete":
+                return Change("delete", Service(name=parts[1], network=parts[0]))
+            return Change("put", from_json(Service, ev.value))
         if kind == "faults" and len(parts) == 1:
             if ev.kind == "delete":
                 return Change("delete", Fault(id=parts[0]))

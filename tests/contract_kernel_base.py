@@ -60,12 +60,16 @@ class Outside(ABC):
         """Every IPv4 neighbour entry on `dev`: IP -> (MAC, permanent)."""
 
     @abstractmethod
-    def root_qdisc(self, dev: str) -> None:
-        """Someone else's root qdisc (`pfifo`, handle 1:) on `dev` of the kernel's own namespace."""
+    def route(self, ns: str, dst: str, dev: str) -> None:
+        """An on-link route to `dst` through `dev` (`ip route add`)."""
 
     @abstractmethod
-    def route(self, route: Route) -> None:
-        """A route of the system's (not the agent's) in the kernel's own namespace."""
+    def sysctl(self, ns: str, key: str) -> str:
+        """/proc/sys/`key` in `ns` ("" = the kernel's own namespace); "" when unset."""
+
+    @abstractmethod
+    def root_qdisc(self, dev: str) -> None:
+        """Someone else's root qdisc (`pfifo`, handle 1:) on `dev` of the kernel's own namespace."""
 
 
 @contextmanager

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from contract_kernel import KernelContract, Outside  # noqa: E402
 from vxlab import netns  # noqa: E402
-from vxlab.agent.kernel import Route, Underlay  # noqa: E402
+from vxlab.agent.kernel import Underlay  # noqa: E402
 from vxlab.agent.netlink import NetlinkKernel  # noqa: E402
 
 pytestmark = [pytest.mark.integration,
@@ -94,13 +94,18 @@ class IpOutside(Outside):
         found = json.loads(ip(*self._n(ns), "-4", "-j", "neigh", "show", "dev", dev))
         return {e["dst"]: (e.get("lladdr", ""), "PERMANENT" in e.get("state", [])) for e in found}
 
+    def route(self, ns: str, dst: str, dev: str) -> None:
+        ip(*self._n(ns), "route", "add", dst, "dev", dev)
+
+    def sysctl(self, ns: str, key: str) -> str:
+        done = subprocess.run(["ip", "netns", "exec", ns or self.host, "sysctl", "-n", key.replace("/", ".")],
+                              capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
 
     def root_qdisc(self, dev: str) -> None:
         subprocess.run(["tc", "-n", self.host, "qdisc", "add", "dev", dev, "root", "handle", "1:", "pfifo"], check=True,
                        capture_output=True, timeout=20)
-
-    def route(self, route: Route) -> None:
-        ip("-n", self.host, "route", "add", route.dst, "via", route.gateway, "dev", route.dev)
 
 
 def _cleanup(prefix: str) -> None:

@@ -46,12 +46,14 @@ class FakeOutside(Outside):
         return ({ip: (mac, False) for (d, ip), mac in n.arp.items() if d == dev}
                 | {e.ip: (e.mac, True) for e in n.neigh.values() if e.dev == dev})
 
+    def route(self, ns: str, dst: str, dev: str) -> None:
+        self._ns(ns).routes.add(Route(dst, "", dev))
+
+    def sysctl(self, ns: str, key: str) -> str:
+        return self.k.sysctls.get((ns, key), "")
 
     def root_qdisc(self, dev: str) -> None:
         self.k.foreign_qdiscs[dev] = "pfifo 1:"
-
-    def route(self, route: Route) -> None:
-        self.k.own.routes.add(route)
 
 
 class TestFakeKernelContract(KernelContract):
