@@ -416,9 +416,11 @@ class Lab:
         return subprocess.run(["ip", "netns", "exec", self.namespace_of(container), *cmd],
                               capture_output=True, text=True, check=check)
 
-    def container(self, name: str, *, host: str, networks: list[str], ip: str = "") -> list[Endpoint]:
-        """Attach a new container (`container run`) and wait until every agent programmed it."""
-        eps = self.call(lambda c: containers.run(c, name, host=host, networks=networks, ip=ip))
+    def container(self, name: str, *, host: str, networks: list[str], ip: str = "",
+                  aliases: tuple[str, ...] = ()) -> list[Endpoint]:
+        """Attach a new container (`container run`; `aliases` on each of its networks) and
+        wait until every agent programmed it."""
+        eps = self.call(lambda c: containers.run(c, name, host=host, networks=networks, ip=ip, aliases=aliases))
         self.wait_converged()
         return eps
 

@@ -118,7 +118,7 @@ def start_agents(state: LabState, layout: LabLayout, hosts: list[str]) -> None:
         for host in hosts:
             config = AgentConfig(controller=[state.socket], host=host, netns_prefix=layout.agent(host).prefix,
                                  resync=resync, status_file=str(agent_status_path(state, host)),
-                                 tls=host_tls(state, host))
+                                 tls=host_tls(state, host), dns_forward=False)  # lab traffic stays on the machine
             yield Launch(config, netns=layout.host_ns(host), log=str(sup.log(f"agent-{host}")), nice=AGENT_NICE)
 
     def started(host: str, proc: Proc) -> None:
