@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vxlab import netns
+from vxlab.bench.vm import rss_mib
 from vxlab.lab import underlay, vm, vmimage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,16 +42,6 @@ def ip_of(name: str) -> str:
 def network_config(name: str) -> str:
     """NoCloud network-config (v2): a static address on eth0, no gateway (a private network)."""
     return f"version: 2\nethernets:\n  eth0:\n    addresses: [{ip_of(name)}/24]\n"
-
-
-def rss_mib(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
 
 
 @dataclass

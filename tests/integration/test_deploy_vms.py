@@ -8,7 +8,8 @@ the order of the README's walkthrough:
 - the 3-member etcd is healthy (the README's `etcdctl endpoint health`, in vm1);
 - two controllers serve, three agents registered, each with its underlay;
 - containers on different VMs reach each other across VXLAN: the agents' probes
-  (`vxlab check` through the ops channel), real pings inside the guests, VXLAN on the wire;
+  (`vxlab check` through the ops channel), real pings inside the guests, VXLAN on the
+  wire, and know each other by name (the agents' DNS);
 - SIGKILL of vm3's QEMU: vm1 and vm2 purge their FDB entries towards it within the
   lease TTL + 1 s (read inside the guests), and once vm3 is booted back (its disk kept,
   as a crashed machine's) it registers again and is reachable.
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy_vms import CONTROLLERS, DEPLOY, NAMES, ROOT, Cluster, ip_of, wait
+from deploy_vms import CONTROLLERS, DEPLOY, MEMORY_MB, NAMES, ROOT, Cluster, ip_of, wait
 from vxlab.bench import machine
 from vxlab.lab import trace, vm, vmimage
 
@@ -179,6 +180,13 @@ def test_containers_on_different_vms_reach_each_other_across_vxlan(cluster: Clus
     assert f"{ip_of('vm1')}." in wire and "VXLAN" in wire, wire
     out = cluster.must("vm3", f"ip netns exec vx-c-cache ping -c 3 -W 2 {ips['web']}")
     assert " 0% packet loss" in out, out
+    # The containers' DNS (the agent's, 127.0.0.11 in each container) knows the others by name.
+    def resolved() -> str | None:
+        rc, out, _ = cluster.run("vm1", "ip netns exec vx-c-web getent hosts db cache", timeout=30)
+        return out if rc == 0 else None  # 0: every name found
+
+    names = wait(resolved, "web resolving db and cache", timeout=120, every=2, diagnose=lambda: cluster.diagnose("vm1"))
+    assert {line.split()[1]: line.split()[0] for line in names.splitlines()} == {"db": ips["db"], "cache": ips["cache"]}
     drift = cluster.vxlab("check", "--kernel", check=False)
     assert drift.returncode == 0 and all(f"{n}: no drift" in drift.stdout + drift.stderr for n in NAMES), drift
     rtt = re.search(r"= [\d.]+/([\d.]+)/", out)
@@ -261,10 +269,11 @@ def _write_results(cluster: Cluster) -> None:
     result = {
         "machine": machine.describe(),
         "what": "deploy/ booted for real: three Debian 12 VMs from an offline image, cloud-init, 3-member etcd, "
-                "two controllers, three agents, VXLAN between containers on different VMs, a VM killed and back",
+                "two controllers, three agents, VXLAN and DNS between containers on different VMs, a VM killed "
+                "and back",
         "command": "./vx test -m deploy (tests/integration/test_deploy_vms.py)",
         "wall_s": wall,
-        "memory_mib_per_vm": {"guest": 1024, "qemu_rss": r.get("memory_rss_mib")},
+        "memory_mib_per_vm": {"guest": MEMORY_MB, "qemu_rss": r.pop("memory_rss_mib", None)},
         **r,
     }
     machine.write(RESULTS, "deploy", result)

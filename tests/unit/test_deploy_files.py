@@ -78,7 +78,8 @@ def test_execstart_parses_with_the_real_cli(name: str, verb: list[str]) -> None:
 def test_agent_keeps_the_host_mount_namespace_and_only_its_capabilities() -> None:
     service = parse_unit(UNITS["vxlab-agent.service"])["Service"]
     assert not MOUNT_NS_OPTIONS & set(service), MOUNT_NS_OPTIONS & set(service)
-    caps = {"CAP_NET_ADMIN", "CAP_SYS_ADMIN", "CAP_NET_RAW"}  # NET_RAW: the ops channel's ICMP probes
+    # NET_RAW: the ops channel's ICMP probes; NET_BIND_SERVICE: the containers' DNS on port 53
+    caps = {"CAP_NET_ADMIN", "CAP_SYS_ADMIN", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE"}
     assert set(service["CapabilityBoundingSet"][0].split()) == set(service["AmbientCapabilities"][0].split()) == caps
     assert {"AF_NETLINK", "AF_PACKET"} <= set(service["RestrictAddressFamilies"][0].split())  # AF_PACKET: tcpdump
 
