@@ -1,7 +1,8 @@
 """Lab topology files: parse and validate a YAML description into frozen dataclasses.
 
 A topology names the lab, its underlay (subnet and MTU), the simulated hosts, the
-networks to create and the containers to start (see examples/quickstart.yaml). The file
+networks to create, the containers to start (with their published ports) and the
+services (see examples/quickstart.yaml; ports and services: lab/topology_services.py). The file
 is YAML 1.2, not PyYAML's 1.1: `off` is a string, `0o17` octal, and a decimal with a
 leading zero (`mtu: 01400`, octal 768 in YAML 1.1) is refused (the rules:
 vxlab.lab.yamlfile). Every problem is reported as ONE `TopologyError` whose str() is
@@ -24,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from vxlab import policy, validate
+from vxlab import ports as portspec
 from vxlab.layout import LAB_NAME_MAX
 from vxlab.errors import InvalidArgument
-from vxlab.model import Policy
+from vxlab.lab import topology_services
+from vxlab.model import Policy, PortMapping, Service
 from vxlab.lab.yamlfile import (  # noqa: F401 - TopologyError, one_line: re-exported
     Document, TopologyError, _int, _items, _join, _kind, _labels, _mapping, _opt, _section, _str, one_line, read,
     read_file)
@@ -41,11 +44,11 @@ ETCD_MEMBERS = (1, 3)
 DRIVERS = ("overlay", "bridge")
 NETWORK_MODES = ("none", "host")
 
-TOP_KEYS = ("name", "underlay", "hosts", "networks", "containers", "policies", "etcd")
+TOP_KEYS = ("name", "underlay", "hosts", "networks", "containers", "policies", "etcd", "services")
 UNDERLAY_KEYS = ("subnet", "mtu")
 HOST_KEYS = ("name", "underlay_ip")
 NETWORK_KEYS = ("name", "subnet", "gateway", "vni", "mtu", "internal", "driver", "host", "labels")
-CONTAINER_KEYS = ("name", "host", "networks", "ip", "network_mode", "labels")
+CONTAINER_KEYS = ("name", "host", "networks", "ip", "network_mode", "labels", "ports")
 ATTACH_KEYS = ("name", "ip", "aliases")
 POLICY_KEYS = ("name", "network", "action", "from", "to", "proto", "ports", "priority")
 _POLICY_FIELDS = {"source": "from", "destination": "to", "protocol": "proto"}  # model field -> YAML key
@@ -94,6 +97,7 @@ class ContainerSpec:
     networks: tuple[Attachment, ...] = ()
     network_mode: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    ports: tuple[PortMapping, ...] = ()   # published, on its first non-internal network
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,7 @@ class Topology:
     containers: tuple[ContainerSpec, ...] = ()
     etcd_members: int = 1
     policies: tuple[Policy, ...] = ()
+    services: tuple[Service, ...] = ()
 
 
 def load(path: str | Path) -> Topology:
@@ -157,6 +162,8 @@ def to_dict(t: Topology) -> dict[str, Any]:
             d["network_mode"] = c.network_mode
         if c.labels:
             d["labels"] = dict(c.labels)
+        if c.ports:
+            d["ports"] = [portspec.describe(p) for p in c.ports]
         return d
 
     return {
@@ -167,6 +174,7 @@ def to_dict(t: Topology) -> dict[str, Any]:
         "networks": [network(n) for n in t.networks],
         "containers": [container(c) for c in t.containers],
         **({"policies": [policy.to_plain(p) for p in t.policies]} if t.policies else {}),
+        **({"services": [topology_services.to_plain(s) for s in t.services]} if t.services else {}),
     }
 
 
@@ -185,7 +193,8 @@ def _topology(top: dict[str, Any]) -> Topology:
     networks = _networks(_items(top, "networks"), {h.name for h in hosts})
     containers = _containers(_items(top, "containers"), {h.name for h in hosts}, networks)
     policies = _policies(_items(top, "policies"), {n.name for n in networks})
-    return Topology(name, underlay, hosts, networks, containers, members, policies)
+    services = topology_services.services(_items(top, "services"), {n.name: n for n in networks}, list(containers))
+    return Topology(name, underlay, hosts, networks, containers, members, policies, services)
 
 
 def _underlay(u: dict[str, Any]) -> UnderlaySpec:
@@ -354,8 +363,9 @@ def _containers(raw: list[Any], hosts: set[str], networks: tuple[NetworkSpec, ..
         if mode is not None:
             if mode not in NETWORK_MODES:
                 raise TopologyError(f"{path}.network_mode", f"{mode[:20]!r} is not one of {', '.join(NETWORK_MODES)}")
-            if c.get("networks") or c.get("ip"):
-                raise TopologyError(f"{path}.network_mode", "excludes networks")
+            if c.get("networks") or c.get("ip") or c.get("ports"):
+                raise TopologyError(f"{path}.network_mode", "excludes networks" if c.get("networks") or c.get("ip")
+                                    else "excludes ports (no network to publish on)")
         attachments: list[Attachment] = []
         for net_name, net_path, ip_text, ip_path, aliases in _attachments(c, path, name):
             net = by_name.get(net_name)
@@ -380,8 +390,10 @@ def _containers(raw: list[Any], hosts: set[str], networks: tuple[NetworkSpec, ..
                     raise TopologyError(ip_path, f"{ip} is already used by container {taken[net_name, ip]!r}")
                 taken[net_name, ip] = name
             attachments.append(Attachment(net_name, str(ip) if ip else None, aliases))
-        out.append(ContainerSpec(name, host, tuple(attachments), mode, _labels(c, path)))
+        out.append(ContainerSpec(name, host, tuple(attachments), mode, _labels(c, path),
+                                 topology_services.container_ports(c, path)))
     _unique_names(out)
+    topology_services.check_ports(out, by_name)
     return tuple(out)
 
 
