@@ -81,7 +81,7 @@ POOL = {"name": ["h1", "h2", "blue", "red", "web", "db"], "network": ["blue", "r
         "ReportFaultStatusRequest.id": ["f1", "f2"], "FaultStatus.state": ["applied", "failed", "healed", "pending"],
         "FaultStatus.reason": ["", "this kernel has no sch_netem"], "Fault.targets": [""],
         # "Message.field": for that message only (an overlay network names no host)
-        "Network.host": ["", "", "h1"], "Network.name": ["blue", "red", "green", "gold"],
+        "Network.host": ["", "", "h1"], "Network.name": ["green", "gold", "teal", "blue", "red"],
         # a selector sets at most one of its fields
         "Selector.label": ["", "", "tier=front"], "Selector.cidr": ["", "", "10.10.0.0/28"]}
 # Plausible maps, per "Message.field" (other maps are empty when plausible).
