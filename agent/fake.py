@@ -10,7 +10,10 @@ object behind, a write counter per method called, a dump with `lo` (carrying the
 marker) and only what the real dump reads. The agent's own namespace holds the
 allow-list, the NAT and published-ports tables, the uplinks' host ends and routes
 (`own`; its sysctls in `sysctls`); `arp` holds a namespace's dynamic ARP entries (what
-`forget_stale_neigh` may delete).
+`forget_stale_neigh` may delete). Host faults: the fault table, root qdiscs (`qdiscs`;
+kinds in `missing` are `Unsupported`, as netem is on a kernel without sch_netem;
+`foreign_qdiscs`: devices whose root qdisc is someone else's), the IFB redirect, and
+the underlay's state (`down`), whose routes go when it goes down.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from vxlab.agent.kernel import (MARK, UPLINK_MARK, AgentNs, Fdb, Foreign, Kernel, KernelError, Link, Namespace, Nat, Neigh,
-                               NftTable, PolicyTable, Route, Underlay, VtepFilter)
+from vxlab.agent.kernel import (FAULT_IFB, MARK, NETEM_MISSING, UPLINK_MARK, AgentNs, FaultTable, Fdb, Foreign,
+                               HostFaults, Kernel, KernelError, Link, Namespace, Nat, Neigh, NftTable, PolicyTable,
+                               Qdisc, Route, Underlay, Unsupported, VtepFilter)
 from vxlab.agent.underlay import UnderlayFacts, select_underlay
 
 ZERO_MAC = "00:00:00:00:00:00"
@@ -69,6 +73,12 @@ class FakeKernel(Kernel):
         self.vteps: VtepFilter | None = None  # the allow-list table of the agent's namespace
         self.own = _Ns("")  # the agent's namespace: uplink host ends (links, addrs, routes), NAT and ports tables
         self.sysctls: dict[tuple[str, str], str] = {}  # (namespace, key) -> value, as set_ports sets them
+        self.fault_table: FaultTable | None = None
+        self.qdiscs: dict[str, Qdisc] = {}
+        self.ingress = False
+        self.down = False          # the underlay device
+        self.missing = {"netem"}   # qdisc kinds this kernel lacks (this machine's: no sch_netem)
+        self.foreign_qdiscs: dict[str, str] = {}  # device -> the root qdisc someone else put there
 
     def _get(self, ns: str) -> _Ns:
         """Namespace `ns`; "" is the agent's own."""
@@ -88,11 +98,64 @@ class FakeKernel(Kernel):
     def dump(self, prefix: str) -> dict[str, Namespace]:
         return {name: _dumped(name, n) for name, n in self.ns.items() if name.startswith(prefix)}
 
-    def agent_ns(self) -> AgentNs:
+    def agent_ns(self, *, underlay: str = "") -> AgentNs:
         uplinks = {name: frozenset(c for d, c in self.own.addrs if d == name) for name, link in self.own.links.items()
                    if link.alias.startswith(UPLINK_MARK)}
+        faults = HostFaults(self.fault_table, dict(self.qdiscs), self.ingress, self.down,
+                            tuple(sorted(r for r in self.own.routes if r.dev == underlay))) if underlay else HostFaults()
         return AgentNs(self.vteps, self.own.nat, uplinks, self.own.ports,
-                       frozenset(r for r in self.own.routes if r.dev in uplinks))
+                       frozenset(r for r in self.own.routes if r.dev in uplinks), faults=faults)
+
+    # --- host faults ------------------------------------------------------------------------
+    def set_fault_table(self, table: FaultTable) -> None:
+        if self.fault_table != table:
+            self.fault_table = table
+            self.writes["set_fault_table"] += 1
+
+    def delete_fault_table(self) -> None:
+        if self.fault_table is not None:
+            self.fault_table = None
+            self.writes["delete_fault_table"] += 1
+
+    def _fault_dev(self, op: str, dev: str) -> None:
+        if dev != self._underlay.dev and not (dev == FAULT_IFB and self.ingress):
+            raise KernelError(f"{op}: no device {dev!r} in the agent's namespace")
+
+    def set_fault_qdisc(self, dev: str, want: Qdisc) -> None:
+        self._fault_dev("set_fault_qdisc", dev)
+        if dev in self.foreign_qdiscs:
+            raise Foreign(f"set_fault_qdisc: the root qdisc of {dev} is {self.foreign_qdiscs[dev]}: not ours")
+        if want.kind in self.missing:
+            raise Unsupported(NETEM_MISSING if want.kind == "netem" else f"no {want.kind} qdisc")
+        if self.qdiscs.get(dev) != want:
+            self.qdiscs[dev] = want
+            self.writes["set_fault_qdisc"] += 1
+
+    def delete_fault_qdisc(self, dev: str) -> None:
+        if self.qdiscs.pop(dev, None) is not None:
+            self.writes["delete_fault_qdisc"] += 1
+
+    def set_fault_ingress(self, dev: str) -> None:
+        self._fault_dev("set_fault_ingress", dev)
+        if not self.ingress:
+            self.ingress = True
+            self.writes["set_fault_ingress"] += 1
+
+    def delete_fault_ingress(self, dev: str) -> None:
+        if self.ingress:
+            self.ingress = False
+            self.qdiscs.pop(FAULT_IFB, None)
+            self.writes["delete_fault_ingress"] += 1
+
+    def set_underlay_state(self, dev: str, *, up: bool, routes: tuple[Route, ...] = ()) -> None:
+        self._fault_dev("set_underlay_state", dev)
+        if self.down == up:
+            self.down = not up
+            self.writes["set_underlay_state"] += 1
+            if not up:  # the kernel drops the routes through a device that goes down
+                self.own.routes = {r for r in self.own.routes if r.dev != dev}
+        for r in routes if up else ():
+            self._set_write(self.own.routes, r, True, "add_route")
 
     def underlay(self, *, ip: str = "", dev: str = "", towards: Sequence[str] = ()) -> Underlay:
         """By agent/underlay.py's rules over one device holding the underlay address,

@@ -21,14 +21,18 @@ is its own, and is marked again. Nothing the agent makes is ever unmarked in the
 agent's own namespace: a VXLAN device is created straight into its network namespace,
 and an uplink's host end is made and marked in the network namespace, then moved.
 
-nftables: our tables (the VTEP allow-list, NAT and published ports of the agent's
-namespace, NAT and policy of a network namespace, services of a container's) are part
-of the state, read with every dump and planned like links (agent/nft.py is the driver);
-so are the agent namespace's routes through our uplinks (to the subnets of published
-containers). So is a container namespace's
+nftables: our tables (the VTEP allow-list, NAT, published ports and host faults of the
+agent's namespace, NAT and policy of a network namespace, services of a container's) are
+part of the state, read with every dump and planned like links (agent/nft.py is the
+driver); so are the agent namespace's routes through our uplinks (to the subnets of
+published containers). So is a container namespace's
 `/etc/netns/<name>/resolv.conf` (pointing at the agent's embedded DNS, agent/dnsserver.py):
 a file, but one that `ip netns exec` mounts into the namespace, written and removed
 with it (vxlab.netns).
+
+Host faults (`HostFaults`, agent/hostfaults.py): besides the fault table, root qdiscs
+of ours (handle FAULT_HANDLE) on the underlay device and on the IFB device `vxifb0`
+that the underlay's ingress is redirected to, and the underlay's own up/down state.
 
 `interrupt` is a test hook (off by default): a method named in it stops right after
 creating its object and before marking it, as a killed pass would.
@@ -53,6 +57,14 @@ class KernelError(Exception):
 
 class Foreign(KernelError):
     """An object with the name we need exists but is not ours: we never touch it."""
+
+
+class Unsupported(KernelError):
+    """This kernel lacks what the operation needs (a qdisc module); retrying cannot help."""
+
+
+NETEM_MISSING = ("this kernel has no sch_netem (the netem qdisc), which delay needs: vxlab never fakes a delay; "
+                 "use a kernel with CONFIG_NET_SCH_NETEM")
 
 
 @dataclass(frozen=True)
@@ -120,6 +132,54 @@ class Nat:
     oif_negated: bool = False
 
 
+FAULT_IFB = "vxifb0"          # the IFB device the underlay's ingress is redirected to (ingress rate/delay)
+FAULT_IFB_MARK = f"{MARK}fault:ifb"
+FAULT_HANDLE = 0x7678         # the major handle of our root qdiscs ("vx"); also the pref of our ingress filter
+
+
+@dataclass(frozen=True)
+class FaultTable:
+    """Our host-fault table (`inet vxlab_fault`, agent/fault_nft.py), compared by `tag`
+    (`vxlab:<digest of the rules>:<rule count>`, what a dump reads back)."""
+
+    tag: str
+    script: str = field(default="", compare=False)
+    rules: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True)
+class Qdisc:
+    """A root qdisc of ours: tbf at `rate` bytes/s, or netem with a delay and jitter."""
+
+    kind: str                 # "tbf" or "netem"
+    rate: int = 0             # tbf: bytes per second
+    delay_us: int = 0         # netem
+    jitter_us: int = 0        # netem
+
+    def describe(self) -> str:
+        if self.kind == "tbf":
+            return f"tbf {self.rate * 8 / 1e6:g} Mbit/s"
+        return f"netem {self.delay_us / 1000:g} ms ±{self.jitter_us / 1000:g}"
+
+
+@dataclass(frozen=True)
+class HostFaults:
+    """Host faults as the kernel holds them (a dump) or should (desired). `qdiscs`: device
+    -> our root qdisc there; `ingress`: the underlay's ingress redirected to vxifb0 (which
+    exists, ours, up); `down`: the underlay held down (desired: None leaves its state
+    alone, False brings it up again: we took it down); `routes`: dumped, the IPv4 routes
+    through the underlay (a link-down loses them: they are noted and put back);
+    desired, the ones to put back. `sources` (desired only): object -> the faults it
+    stands for (`table`, `qdisc:<dev>`, `ingress`, `link`), for reasons and statuses."""
+
+    table: FaultTable | None = None
+    qdiscs: dict[str, Qdisc] = field(default_factory=dict)
+    ingress: bool = False
+    down: bool | None = None
+    routes: tuple[Route, ...] = ()
+    sources: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
+
+
 @dataclass(frozen=True)
 class AgentNs:
     """What the agent keeps in its own namespace, as the kernel holds it: our nftables
@@ -133,6 +193,7 @@ class AgentNs:
     uplinks: dict[str, frozenset[str]] = field(default_factory=dict)   # link -> {"ip/prefixlen"}
     ports: NftTable | None = None
     routes: frozenset[Route] = frozenset()
+    faults: HostFaults = field(default_factory=HostFaults)             # read with the underlay's name
 
 
 @dataclass(frozen=True)
@@ -203,8 +264,9 @@ class Kernel(ABC):
         route (or the only global IPv4 address); its MTU. Rules: agent/underlay.py."""
 
     @abstractmethod
-    def agent_ns(self) -> AgentNs:
-        """What the agent keeps in its own namespace: its tables and marked links."""
+    def agent_ns(self, *, underlay: str = "") -> AgentNs:
+        """What the agent keeps in its own namespace: its tables and marked links, and,
+        given the `underlay` device's name, the host faults (HostFaults) on it."""
 
     def vtep_filter(self) -> VtepFilter | None:
         """The allow-list of the agent's own namespace as the kernel holds it; None
@@ -264,6 +326,40 @@ class Kernel(ABC):
     @abstractmethod
     def delete_policy(self, ns: str) -> None:
         """Remove our policy table from `ns`; a missing one is no error."""
+
+    # --- host faults (the agent's own namespace) -----------------------------------------
+    @abstractmethod
+    def set_fault_table(self, table: FaultTable) -> None:
+        """Make our fault table exactly `table` (by tag), atomically; nothing when it is."""
+
+    @abstractmethod
+    def delete_fault_table(self) -> None:
+        """Remove our fault table; a missing one is no error."""
+
+    @abstractmethod
+    def set_fault_qdisc(self, dev: str, want: Qdisc) -> None:
+        """Make the root qdisc of `dev` ours (handle FAULT_HANDLE) and exactly `want`;
+        `Foreign` when a root qdisc of someone else's is there (not the kernel's default);
+        `Unsupported` when this kernel lacks the qdisc (no sch_netem)."""
+
+    @abstractmethod
+    def delete_fault_qdisc(self, dev: str) -> None:
+        """Remove our root qdisc from `dev` (the kernel's default comes back); none, or a
+        missing device, is no error."""
+
+    @abstractmethod
+    def set_fault_ingress(self, dev: str) -> None:
+        """vxifb0 (created, marked, up) and `dev`'s ingress redirected to it (an ingress
+        qdisc with our u32 filter: this kernel has no matchall)."""
+
+    @abstractmethod
+    def delete_fault_ingress(self, dev: str) -> None:
+        """The redirect off `dev` first (a redirect to a missing device drops), then vxifb0."""
+
+    @abstractmethod
+    def set_underlay_state(self, dev: str, *, up: bool, routes: tuple[Route, ...] = ()) -> None:
+        """The underlay device (not ours: only a fault takes it down) down, or up again
+        with `routes` put back (the kernel dropped them when it went down)."""
 
     # --- namespaces ---------------------------------------------------------------
     @abstractmethod

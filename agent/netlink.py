@@ -2,7 +2,8 @@
 
 Namespaces, dumps and links live here; addresses, routes, FDB and neighbour entries in
 `netlink_objs` (a mixin), nftables tables in `netlink_tables` (another, through the
-firewall driver `nft`). Handles: `netlink_ns`; reads: `netlink_dump`.
+firewall driver `nft`), host faults (tc, the IFB redirect, the underlay's state) in
+`netlink_faults`. Handles: `netlink_ns`; reads: `netlink_dump`.
 
 Create, then mark: a link is created in one request and marked (ifalias) in the next,
 since RTM_NEWLINK ignores IFLA_IFALIAS on this kernel (6.18, measured: the device's and
@@ -35,7 +36,8 @@ from typing import Any
 from pyroute2.netlink.exceptions import NetlinkError
 from vxlab import netns
 from vxlab.agent import netlink_ns
-from vxlab.agent.kernel import MARK, UPLINK_MARK, AgentNs, Foreign, KernelError, Namespace, Underlay
+from vxlab.agent.kernel import MARK, UPLINK_MARK, AgentNs, Foreign, HostFaults, KernelError, Namespace, Underlay
+from vxlab.agent.netlink_faults import FaultOps
 from vxlab.agent.netlink_dump import (
     IFF_UP,
     Msg,
@@ -55,7 +57,7 @@ from vxlab.agent.nft import Nft
 ADDR_GEN_MODE_NONE = 1  # no IPv6 link-local address on the bridge itself
 
 
-class NetlinkKernel(TableOps, ObjectOps):
+class NetlinkKernel(TableOps, FaultOps, ObjectOps):
     """The kernel of the calling thread's network namespace (the agent's "own" one).
     `nft`: the firewall driver's backend ("auto": libnftables when it loads, else `nft`)."""
 
@@ -153,7 +155,7 @@ class NetlinkKernel(TableOps, ObjectOps):
             out[name] = ns
         return out
 
-    def agent_ns(self) -> AgentNs:
+    def agent_ns(self, *, underlay: str = "") -> AgentNs:
         own = self._own()
         with self._op("dump", "", "links"):
             links, names = read_links(own)
@@ -161,9 +163,10 @@ class NetlinkKernel(TableOps, ObjectOps):
             ours = {n for n, link in links.items() if link.alias.startswith(UPLINK_MARK)}
             found = (route_of(m, names) for m in own.ipr.route("dump", family=socket.AF_INET))
             routes = frozenset(r for r in found if r is not None and r.dev in ours)
-        vteps, nat, ports = self.own_tables()
+        vteps, nat, ports, faults = self.own_tables()
         uplinks = {n: frozenset(c for i, c, _s in addrs if names.get(i) == n) for n in ours}
-        return AgentNs(vteps, nat, uplinks, ports, routes)
+        return AgentNs(vteps, nat, uplinks, ports, routes,
+                       faults=self.host_faults(underlay, faults) if underlay else HostFaults())
 
     def underlay(self, *, ip: str = "", dev: str = "", towards: Sequence[str] = ()) -> Underlay:
         own = self._own()

@@ -1,7 +1,7 @@
-"""The nftables side of `NetlinkKernel` (a mixin): our tables read for a dump, the
-VTEP allow-list, NAT and published ports of the agent's namespace, NAT and network
-policy of a network namespace, services of a container's, and the conntrack entries a
-changed policy must forget.
+"""The nftables side of `NetlinkKernel` (a mixin): our tables read for a dump (the fault
+table too; netlink_faults.py writes it), the VTEP allow-list, NAT and published ports
+of the agent's namespace, NAT and network policy of a network namespace, services of a
+container's, and the conntrack entries a changed policy must forget.
 
 Tables go through the firewall driver (nft.py), rendered and parsed by the pure
 modules (vtep.py, nat.py, policy_nft.py, ports_nft.py, services_nft.py); every write is ensure-style (read, compare,
@@ -18,7 +18,7 @@ from typing import Any
 from pyroute2 import Conntrack
 from pyroute2.netlink.exceptions import NetlinkError
 from vxlab import netns
-from vxlab.agent import nat, policy_nft, ports_nft, services_nft, vtep
+from vxlab.agent import fault_nft, nat, policy_nft, ports_nft, services_nft, vtep
 from vxlab.agent.kernel import KernelError, Nat, NftTable, PolicyTable, VtepFilter
 from vxlab.agent.netlink_ns import ns_ident
 from vxlab.agent.nft import Nft, where
@@ -38,6 +38,7 @@ NAT = (nat.FAMILY, nat.TABLE)
 POLICY = (policy_nft.FAMILY, policy_nft.TABLE)
 PORTS = (ports_nft.FAMILY, ports_nft.TABLE)
 SERVICES = (services_nft.FAMILY, services_nft.TABLE)
+FAULT = (fault_nft.FAMILY, fault_nft.TABLE)
 
 
 def forget_connections(ns: str, ips: tuple[str, ...]) -> int:
@@ -80,13 +81,14 @@ class TableOps:
         return (policy_nft.parse(found[POLICY]) if POLICY in found else None,
                 nat.parse(found[NAT]) if NAT in found else None)
 
-    def own_tables(self) -> tuple[VtepFilter | None, Nat | None, NftTable | None]:
-        """The agent namespace's allow-list, NAT and published-ports tables (one read)."""
+    def own_tables(self) -> tuple[VtepFilter | None, Nat | None, NftTable | None, str | None]:
+        """The agent namespace's allow-list, NAT and published-ports tables, and the
+        listing of the fault table (agent/fault_nft.py; None when it is missing), in one read."""
         self._own()
-        found = self._nft.read("", (VTEP, NAT, PORTS))
+        found = self._nft.read("", (VTEP, NAT, PORTS, FAULT))
         return (vtep.parse(found[VTEP]) if VTEP in found else None,
                 nat.parse(found[NAT]) if NAT in found else None,
-                ports_nft.parse(found[PORTS]) if PORTS in found else None)
+                ports_nft.parse(found[PORTS]) if PORTS in found else None, found.get(FAULT))
 
     def container_tables(self, ns: str) -> NftTable | None:
         """A container namespace's services table, for its dump."""

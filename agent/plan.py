@@ -38,7 +38,10 @@ Op = Literal["add", "delete", "replace", "update"]
 PHASE = {"vtep~": 0, "netns+": 0, "adopt": 0, "link^": 0, "policy~": 1, "nat~": 1, "resolv~": 1, "table~": 1,
          "bridge+": 1, "ports~": 6, "vxlan+": 2, "veth+": 3,
          "uplink+": 3, "link~": 4, "addr^": 4, "addr+": 5, "route+": 6,
-         "fdb+": 7, "neigh+": 7, "neigh-": 8, "fdb-": 8, "route-": 9, "addr-": 9, "link-": 10, "netns-": 11}
+         "fdb+": 7, "neigh+": 7, "neigh-": 8, "fdb-": 8, "route-": 9, "addr-": 9, "link-": 10, "netns-": 11,
+         # host faults (agent/hostfaults.py): the underlay up again first, down last; the IFB
+         # device before a qdisc on it, redirects off it before it goes
+         "fault-link+": 0, "fault~": 1, "ingress+": 1, "qdisc~": 2, "qdisc-": 10, "ingress-": 11, "fault-link-": 12}
 
 
 @dataclass(frozen=True)

@@ -7,21 +7,25 @@ drift. A failed action forces the next pass to be a full one.
 
 Besides the namespaces, the state holds what the agent keeps in its own namespace
 (`AgentNs`: the rogue-VTEP allow-list, vtep.py; the NAT table, nat.py; the uplinks'
-host ends): read with every dump, planned with reasons (plan.plan_agent_ns).
+host ends; the host faults, hostfaults.py, given by the caller since they come from
+the agent's fault bookkeeping): read with every dump, planned with reasons
+(plan.plan_agent_ns, hostfaults.plan). `reconcile_faults` is a pass over the host faults
+alone, for an agent that has no snapshot yet (it enforces and heals from its journal).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from vxlab.agent import metrics
+from vxlab.agent import hostfaults, metrics
 from vxlab.agent.cache import StateCache
 from vxlab.agent.desired import HostInfo, desired_agent_ns, desired_state
-from vxlab.agent.kernel import AgentNs, Kernel, KernelError, Namespace
+from vxlab.agent.kernel import AgentNs, HostFaults, Kernel, KernelError, Namespace
 from vxlab.agent.plan import Action, make_plan, plan_agent_ns
 
 log = logging.getLogger("vxlab.agent")
@@ -34,6 +38,7 @@ class PassResult:
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
     full: bool = False
+    failed: list[Action] = field(default_factory=list)  # the actions that failed
 
     @property
     def ok(self) -> bool:
@@ -59,49 +64,51 @@ def _batched(actions: list[Action]) -> list[Action | tuple[str, list[Any], list[
     return out
 
 
-def observe(kernel: Kernel, prefix: str) -> tuple[dict[str, Namespace], AgentNs]:
-    """What the kernel holds: the owned namespaces' dump and the agent's namespace."""
-    return kernel.dump(prefix), kernel.agent_ns()
+def observe(kernel: Kernel, prefix: str, *, underlay: str = "") -> tuple[dict[str, Namespace], AgentNs]:
+    """What the kernel holds: the owned namespaces' dump and the agent's namespace (with
+    the host faults on `underlay`, when named)."""
+    return kernel.dump(prefix), kernel.agent_ns(underlay=underlay)
 
 
 class Reconciler:
-    def __init__(self, kernel: Kernel, me: HostInfo) -> None:
+    def __init__(self, kernel: Kernel, me: HostInfo, *, underlay_dev: str = "") -> None:
         self.kernel = kernel
         self.me = me
+        self.underlay_dev = underlay_dev  # host faults act on it ("": none are planned)
         self.naming = me.naming
         self._believed: dict[str, Namespace] | None = None
         self._believed_own = AgentNs()
 
     def actual(self, *, full: bool) -> dict[str, Namespace]:
         if full or self._believed is None:
-            self._believed, self._believed_own = observe(self.kernel, self.me.netns_prefix)
+            self._believed, self._believed_own = observe(self.kernel, self.me.netns_prefix,
+                                                         underlay=self.underlay_dev)
         return self._believed
 
-    def plan(self, state: StateCache, *, full: bool = False,
-             assume_alive: frozenset[str] = frozenset()) -> tuple[list[Action], dict[str, Namespace]]:
+    def plan(self, state: StateCache, *, full: bool = False, assume_alive: frozenset[str] = frozenset(),
+             faults: HostFaults | None = None) -> tuple[list[Action], dict[str, Namespace]]:
         """The actions and the desired namespaces (`--dry-run`)."""
-        actions, desired, _own = self._plan(state, full=full, assume_alive=assume_alive)
+        actions, desired, _own = self._plan(state, full=full, assume_alive=assume_alive, faults=faults)
         return actions, desired
 
-    def _plan(self, state: StateCache, *, full: bool,
-              assume_alive: frozenset[str]) -> tuple[list[Action], dict[str, Namespace], AgentNs]:
+    def _plan(self, state: StateCache, *, full: bool, assume_alive: frozenset[str],
+              faults: HostFaults | None) -> tuple[list[Action], dict[str, Namespace], AgentNs]:
         actual = self.actual(full=full)
         desired = desired_state(state, self.me, actual, assume_alive=assume_alive)
         own = desired_agent_ns(state, self.me, desired)
         actions = make_plan(desired, actual, self.naming)
-        mine = plan_agent_ns(own, self._believed_own, desired, actions)
+        mine = plan_agent_ns(own, self._believed_own, desired, actions) + self._fault_plan(faults)
+        own = dataclasses.replace(own, faults=self._believed_own.faults if faults is None else faults)
         return sorted(mine + actions, key=lambda a: a.phase), desired, own
 
-    def reconcile(self, state: StateCache, *, full: bool = False, assume_alive: frozenset[str] = frozenset(),
-                  actual: tuple[dict[str, Namespace], AgentNs] | None = None) -> PassResult:
-        """One pass. `actual`: an `observe` made elsewhere (the agent's dump thread);
-        without it a full pass dumps here."""
-        start = time.perf_counter()
-        if actual is not None:
-            self._believed, self._believed_own = actual
-        actions, desired, own = self._plan(state, full=full and actual is None, assume_alive=assume_alive)
+    def _fault_plan(self, faults: HostFaults | None) -> list[Action]:
+        if faults is None or not self.underlay_dev:
+            return []
+        return hostfaults.plan(faults, self._believed_own.faults, dev=self.underlay_dev)
+
+    def _run(self, actions: list[Action], result: PassResult) -> None:
+        """Carry out `actions` in order; what fails is recorded in `result`, the rest goes on."""
         before = Counter(self.kernel.writes)
-        result = PassResult(actions, full=full)
         for step in _batched(actions):
             try:
                 if isinstance(step, Action):
@@ -112,15 +119,43 @@ class Reconciler:
             except KernelError as e:
                 what = step.describe() if isinstance(step, Action) else f"{len(step[1]) + len(step[2])} entries in {step[0]}"
                 result.errors.append(f"{what}: {e}")
+                if isinstance(step, Action):
+                    result.failed.append(step)
                 metrics.ERRORS.labels("kernel").inc()
                 log.warning("%s failed: %s", what, e)
         result.writes = Counter(self.kernel.writes) - before
         for op, n in result.writes.items():
             metrics.NETLINK_OPS.labels(op).inc(n)
+
+    def reconcile_faults(self, faults: HostFaults) -> PassResult:
+        """A pass over the host faults alone, against a fresh read of the agent's namespace."""
+        start = time.perf_counter()
+        have = self.kernel.agent_ns(underlay=self.underlay_dev).faults
+        result = PassResult(sorted(hostfaults.plan(faults, have, dev=self.underlay_dev), key=lambda a: a.phase),
+                            full=True)
+        self._run(result.actions, result)
+        self._believed = None  # the next full pass reads everything
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def reconcile(self, state: StateCache, *, full: bool = False, assume_alive: frozenset[str] = frozenset(),
+                  actual: tuple[dict[str, Namespace], AgentNs] | None = None,
+                  faults: HostFaults | None = None) -> PassResult:
+        """One pass. `actual`: an `observe` made elsewhere (the agent's dump thread);
+        without it a full pass dumps here. `faults`: the host faults wanted (None: they
+        are not planned)."""
+        start = time.perf_counter()
+        if actual is not None:
+            self._believed, self._believed_own = actual
+        actions, desired, own = self._plan(state, full=full and actual is None, assume_alive=assume_alive,
+                                           faults=faults)
+        result = PassResult(actions, full=full)
+        had = self._believed_own.faults
+        self._run(actions, result)
         if result.ok:
             kept = {k: v for k, v in (self._believed or {}).items() if not self.naming.owns_ns(k, v.marker)}
             self._believed = {**kept, **desired}
-            self._believed_own = own
+            self._believed_own = dataclasses.replace(own, faults=hostfaults.believed(own.faults, had))
         else:
             self._believed = None  # find out what really happened on the next pass
         result.seconds = time.perf_counter() - start

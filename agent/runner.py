@@ -1,6 +1,6 @@
 """The agent process: register, keep the lease alive, follow Watch, reconcile.
 
-Four asyncio tasks share one StateCache:
+Five asyncio tasks share one StateCache:
 
 - liveness: RegisterHost, then KeepAlive every TTL/3; re-registers when the controller
   forgot the host; retries with backoff while the control plane is down;
@@ -11,7 +11,10 @@ Four asyncio tasks share one StateCache:
 - reconcile: runs a pass when the cache changed, and a full pass (kernel dump, drift
   repair) every `resync` seconds. Passes run in one worker thread (pyroute2 is
   blocking) on a copy of the cache. Nothing is reconciled before the first snapshot,
-  and losing the control plane never tears anything down;
+  and losing the control plane never tears anything down; host faults
+  (agent/faultrun.py) are part of every pass, and before the first snapshot a pass of
+  their own enforces and heals what the agent's fault journal holds;
+- faults: reports each fault's status (ReportFaultStatus), retried, never in a pass's way;
 - ops: the ops channel to every controller (agent/opslink.py): probes, captures,
   kernel views, drift and commands run for the controllers' callers, never in the
   reconcile thread.
@@ -39,10 +42,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
-from vxlab.agent import metrics, nat, opslink, vtep
+from vxlab.agent import fault_nft, metrics, nat, opslink, vtep
 from vxlab.agent.cache import StateCache
 from vxlab.agent.desired import HostInfo, local_containers
 from vxlab.agent.dnsserver import Resolver
+from vxlab.agent.faultrun import AgentFaults
 from vxlab.agent.kernel import AgentNs, Kernel
 from vxlab.agent.reconciler import PassResult, Reconciler, observe
 from vxlab.agent.underlay import controller_ips
@@ -82,12 +86,16 @@ class Agent:
         self._outage_since: float | None = None
         self._grace_hosts: frozenset[str] = frozenset()
         self._grace_until = 0.0
+        self.faults = AgentFaults(config.host, status_file=config.status_file, client=self.client,
+                                  controllers=parse_addresses(config.controller))
         towards = [] if config.underlay_ip or config.underlay_dev else controller_ips(parse_addresses(config.controller))
-        underlay = self.in_thread(lambda: self.kernel.underlay(ip=config.underlay_ip, dev=config.underlay_dev,
-                                                               towards=towards))
+        underlay = self.faults.saved_underlay() if not (config.underlay_ip or config.underlay_dev) else None
+        underlay = underlay or self.in_thread(lambda: self.kernel.underlay(
+            ip=config.underlay_ip, dev=config.underlay_dev, towards=towards))
         self.me = HostInfo(config.host, underlay.ip, underlay.mtu, config.netns_prefix)
         self.underlay_dev = underlay.dev
-        self.reconciler = Reconciler(self.kernel, self.me)
+        self.faults.underlay = underlay
+        self.reconciler = Reconciler(self.kernel, self.me, underlay_dev=underlay.dev)
         self.dns = Resolver(self.cache, config.host, forward=config.dns_forward)
 
     def in_thread(self, fn: Callable[[], T]) -> T:
@@ -98,7 +106,7 @@ class Agent:
         """Runs in the dump thread, with a kernel of its own."""
         if self._dump_kernel is None:
             self._dump_kernel = self._kernel_factory()
-        return observe(self._dump_kernel, self.me.netns_prefix)
+        return observe(self._dump_kernel, self.me.netns_prefix, underlay=self.underlay_dev)
 
     def close_kernel(self) -> None:
         self.in_thread(self.kernel.close)
@@ -111,7 +119,7 @@ class Agent:
         log.warning("agent %s: underlay %s on %s (mtu %d), controller %s", self.me.name, self.me.underlay_ip,
                     self.underlay_dev, self.me.underlay_mtu, ",".join(self.config.controller))
         tasks = [asyncio.create_task(c) for c in (self._liveness(), self._watch(), self._reconcile_loop(),
-                                                  opslink.serve(self, version=VERSION))]
+                                                  self.faults.report(), opslink.serve(self, version=VERSION))]
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -196,19 +204,23 @@ class Agent:
         dump: asyncio.Future[Any] | None = None
         passes = dumped_at = 0
         while True:
-            if not self.cache.synced:  # nothing is reconciled before the first snapshot
-                await self._dirty.wait()
+            if not self.cache.synced:  # nothing is reconciled before the first snapshot but the journal's faults
+                await self._journal_pass()
                 continue
             now = time.monotonic()
             if dump is None and now >= next_full and self.last is not None:
                 dump = loop.run_in_executor(self._dump_pool, self._background_dump)
                 dumped_at = passes
             wake = next_full if self._grace_until <= now else min(next_full, self._grace_until)
+            fault_wake = self.faults.wake_at()  # a fault's own deadline
+            wake = wake if fault_wake is None else min(wake, fault_wake)
             dirty = asyncio.ensure_future(self._dirty.wait())
             waiting: set[asyncio.Future[Any]] = {dirty} if dump is None else {dirty, dump}
             await asyncio.wait(waiting, timeout=None if dump is not None else max(0.0, wake - now),
                                return_when=asyncio.FIRST_COMPLETED)
             dirty.cancel()
+            if fault_wake is not None and time.monotonic() >= fault_wake:
+                self._dirty.set()
             actual = None
             full = self.last is None or not self.last.ok  # the first pass adopts: a dump in-thread
             if dump is not None and dump.done():
@@ -229,9 +241,10 @@ class Agent:
             copy = self.cache.copy()
             grace = self._grace_hosts if self._outage_since is not None or time.monotonic() < self._grace_until \
                 else frozenset()
+            faults = self.faults.desired(copy)
             try:
                 result = await loop.run_in_executor(self._pool, lambda: self.reconciler.reconcile(
-                    copy, full=full, assume_alive=grace, actual=actual))
+                    copy, full=full, assume_alive=grace, actual=actual, faults=faults))
             except Exception as e:  # noqa: BLE001 - a bug or a kernel surprise must not kill the agent
                 log.exception("reconcile pass failed")
                 metrics.ERRORS.labels("reconcile").inc()
@@ -258,7 +271,27 @@ class Agent:
                             "full" if full else "event", copy.revision, len(result.actions),
                             sum(result.writes.values()), len(result.errors), result.seconds * 1000)
             await self.dns.sync(local_containers(copy, self.me))
+            await self.faults.after(result, again=self._dirty.set, faults_pass=self._faults_pass)
             self.write_status()
+
+    async def _faults_pass(self, want: Any) -> PassResult:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: self.reconciler.reconcile_faults(
+            want))
+
+    async def _journal_pass(self) -> None:
+        """Before the first snapshot: a pass over the journal's host faults (at start and
+        at each of their deadlines), then wait for the snapshot or the next deadline."""
+        if self.faults.keeper.pending:
+            want = self.faults.desired(None)
+            if want is not None:
+                result = await self._faults_pass(want)
+                await self.faults.after(result, again=lambda: None, faults_pass=self._faults_pass)
+                self.write_status()
+        wake = self.faults.wake_at()
+        try:
+            await asyncio.wait_for(self._dirty.wait(), None if wake is None else max(0.05, wake - time.monotonic()))
+        except TimeoutError:
+            pass
 
     def status(self) -> AgentStatus:
         last = self.last
@@ -270,7 +303,7 @@ class Agent:
             last_pass=None if last is None else LastPass(
                 full=last.full, actions=len(last.actions), writes=sum(last.writes.values()),
                 errors=tuple(last.errors[:5]), ms=round(last.seconds * 1000, 2)),
-            time=time.time())
+            faults=self.faults.status(), time=time.time())
 
     def write_status(self) -> None:
         if not self.config.status_file:
@@ -304,7 +337,8 @@ async def plan_once(config: AgentConfig, kernel: Callable[[], Kernel]) -> list[s
         async for batch in agent.client.watch():
             agent.cache.apply(batch)
             break
-        actions, _ = agent.in_thread(lambda: agent.reconciler.plan(agent.cache, full=True))
+        faults = agent.faults.desired(agent.cache)
+        actions, _ = agent.in_thread(lambda: agent.reconciler.plan(agent.cache, full=True, faults=faults))
         return [a.describe() for a in actions]
     finally:
         await agent.client.close()
@@ -329,4 +363,8 @@ def teardown(kernel: Kernel, *, host: str, netns_prefix: str) -> list[str]:
     kernel.delete_nat("")
     if kernel.writes["delete_nat"] > before:
         gone.append(f"nftables table {nat.FAMILY} {nat.TABLE}")
+    before = kernel.writes["delete_fault_table"]
+    kernel.delete_fault_table()
+    if kernel.writes["delete_fault_table"] > before:
+        gone.append(f"nftables table {fault_nft.FAMILY} {fault_nft.TABLE}")
     return gone

@@ -22,6 +22,7 @@ import sys
 from typing import Any
 
 from vxlab import netns
+from vxlab.agent.faultrun import AgentExit
 from vxlab.agent.netlink import NetlinkKernel
 from vxlab.agent.runner import Agent
 from vxlab.agentconfig import Launch
@@ -39,7 +40,11 @@ def _child(req: dict[str, Any]) -> int:
     if launch.nice:
         os.nice(launch.nice)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", force=True)
-    asyncio.run(Agent(launch.config, NetlinkKernel).run())
+    try:
+        asyncio.run(Agent(launch.config, NetlinkKernel).run())
+    except AgentExit as e:  # an agent-kill or host-crash fault
+        logging.warning("agent %s: %s; exit code %d", launch.config.host, e, e.code)
+        return e.code
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The controller core: hosts, networks, endpoints, policies, services and watch over one store.
+"""The controller core: hosts, networks, endpoints, policies, services, faults and watch over one store.
 
 Stateless apart from in-flight reservations and the agents' ops channels connected to
 this process (`ops`, opshub.py): any number of controller processes can serve the same
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from vxlab.controller.context import Config, Context
 from vxlab.controller.endpoints import Endpoints
+from vxlab.controller.faults import Faults
 from vxlab.controller.hosts import Hosts
 from vxlab.controller.networks import Networks
 from vxlab.controller.opshub import OpsHub
@@ -27,6 +28,7 @@ class Controller:
         self.hosts = Hosts(self.ctx, self.endpoints)
         self.policies = Policies(self.ctx)
         self.services = Services(self.ctx)
+        self.faults = Faults(self.ctx)
         self.watcher = Watcher(self.ctx)
         self.ops = OpsHub()
 

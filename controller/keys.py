@@ -6,6 +6,9 @@
     endpoints/<network>/<name>   endpoint record (JSON)
     policies/<network>/<name>    network policy rule (JSON)
     services/<network>/<name>    service (JSON)
+    faults/<id>                  fault record (JSON; with a duration, on the fault's lease)
+    faultstatus/<id>/<host>      a target host's report on the fault (on the same lease)
+    alloc/fault                  -> the number of the next fault id (f<N>)
     alloc/vni/<vni>              -> network name       (uniqueness of VNIs)
     alloc/ip/<network>/<ip>      -> endpoint name      (uniqueness of addresses; a service's VIP:
                                     `service:<name>`)
@@ -79,6 +82,28 @@ class Keys:
         return f"{self.policies}{network}/{name}"
 
     @property
+    def faults(self) -> str:
+        return self.root + "faults/"
+
+    def fault(self, fault_id: str) -> str:
+        return self.faults + fault_id
+
+    @property
+    def fault_statuses(self) -> str:
+        return self.root + "faultstatus/"
+
+    def fault_status_of(self, fault_id: str) -> str:
+        """The prefix of one fault's status keys."""
+        return f"{self.fault_statuses}{fault_id}/"
+
+    def fault_status(self, fault_id: str, host: str) -> str:
+        return f"{self.fault_statuses}{fault_id}/{host}"
+
+    @property
+    def fault_counter(self) -> str:
+        return self.root + "alloc/fault"
+
+    @property
     def alloc(self) -> str:
         return self.root + "alloc/"
 
@@ -119,7 +144,8 @@ class Keys:
         return f"{self.alloc}alias/{network}/{alias}"
 
     def classify(self, key: str) -> tuple[str, list[str]]:
-        """('hosts'|'alive'|'networks'|'endpoints'|'policies'|'services'|'alloc'|'', path parts after it)."""
+        """('hosts'|'alive'|'networks'|'endpoints'|'policies'|'services'|'faults'|'faultstatus'|'alloc'|'', path
+        parts after it)."""
         if not key.startswith(self.root):
             return "", []
         kind, _, rest = key[len(self.root):].partition("/")

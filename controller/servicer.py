@@ -154,6 +154,30 @@ class PolicyServicer(pbg.PolicyServiceServicer):
         return pb.DeletePolicyResponse()
 
 
+class FaultServicer(pbg.FaultServiceServicer):
+    def __init__(self, core: Controller) -> None:
+        self.core = core
+
+    async def CreateFault(self, request: pb.CreateFaultRequest, context: grpc.aio.ServicerContext) -> pb.Fault:
+        return wire.fault_to_pb(await _call(context, lambda: self.core.faults.create(wire.fault_from_pb(request.fault))))
+
+    async def GetFault(self, request: pb.GetFaultRequest, context: grpc.aio.ServicerContext) -> pb.Fault:
+        return wire.fault_to_pb(await _call(context, lambda: self.core.faults.get(request.id)))
+
+    async def ListFaults(self, request: pb.ListFaultsRequest, context: grpc.aio.ServicerContext) -> pb.ListFaultsResponse:
+        found, rev = await _call(context, self.core.faults.list)
+        return pb.ListFaultsResponse(faults=[wire.fault_to_pb(f) for f in found], revision=rev)
+
+    async def DeleteFault(self, request: pb.DeleteFaultRequest, context: grpc.aio.ServicerContext) -> pb.DeleteFaultResponse:
+        await _call(context, lambda: self.core.faults.delete(request.id))
+        return pb.DeleteFaultResponse()
+
+    async def ReportFaultStatus(self, request: pb.ReportFaultStatusRequest,
+                                context: grpc.aio.ServicerContext) -> pb.ReportFaultStatusResponse:
+        await _call(context, lambda: self.core.faults.report(request.id, wire.fault_status_from_pb(request.status)))
+        return pb.ReportFaultStatusResponse()
+
+
 class ServiceServicer(pbg.ServiceServiceServicer):
     def __init__(self, core: Controller) -> None:
         self.core = core
@@ -280,6 +304,7 @@ def add_all(server: grpc.aio.Server, core: Controller) -> list[str]:
     pbg.add_EndpointServiceServicer_to_server(EndpointServicer(core), server)
     pbg.add_PolicyServiceServicer_to_server(PolicyServicer(core), server)
     pbg.add_ServiceServiceServicer_to_server(ServiceServicer(core), server)
+    pbg.add_FaultServiceServicer_to_server(FaultServicer(core), server)
     pbg.add_WatchServiceServicer_to_server(WatchServicer(core), server)
     pbg.add_AgentServiceServicer_to_server(AgentServicer(core), server)
     pbg.add_OpsServiceServicer_to_server(OpsServicer(core), server)

@@ -9,9 +9,11 @@ revision, in order, each carrying the state as of its own revision (never a late
   a host touched twice in one revision (registration puts both keys) is one change;
 - networks/…, endpoints/…, policies/…, services/… -> Network / Endpoint / Policy / Service
   put or delete;
-- alloc/…                    -> nothing (bookkeeping).
+- faults/<id>                -> Fault put (without status) or delete (deleted, or its lease expired);
+- faultstatus/…, alloc/…     -> nothing (hosts' reports are read with GetFault; bookkeeping).
 
-A delete carries only the object's identity (name; network for endpoints, policies and services). Resuming
+A delete carries only the object's identity (name; network for endpoints, policies and services; a
+fault's id). Resuming
 from revision R replays history after R; when R was compacted the subscriber gets a
 fresh snapshot marked `compacted`. A lost etcd connection ends the stream with
 StoreUnavailable; the agent reconnects with its last revision.
@@ -28,7 +30,7 @@ from typing import Any
 from vxlab.controller import metrics
 from vxlab.controller.context import Context
 from vxlab.controller.store import Compacted, Event, KeyValue, StoreUnavailable
-from vxlab.model import Change, Endpoint, Host, Network, Policy, Service, WatchBatch, from_json
+from vxlab.model import Change, Endpoint, Fault, Host, Network, Policy, Service, WatchBatch, from_json
 from vxlab.view import View
 
 
@@ -171,6 +173,7 @@ class Watcher:
         endpoints: list[Endpoint] = []
         policies: list[Policy] = []
         services: list[Service] = []
+        faults: list[Fault] = []
         for kv in kvs:
             kind, parts = self.keys.classify(kv.key)
             if kind == "hosts":
@@ -185,11 +188,13 @@ class Watcher:
                 policies.append(from_json(Policy, kv.value))
             elif kind == "services":
                 services.append(from_json(Service, kv.value))
+            elif kind == "faults":
+                faults.append(from_json(Fault, kv.value))
         return WatchBatch(
             revision=rev, snapshot=True, compacted=compacted,
             hosts=tuple(dataclasses.replace(h, alive=h.name in alive) for h in hosts),
             networks=tuple(networks), endpoints=tuple(endpoints), policies=tuple(policies),
-            services=tuple(services),
+            services=tuple(services), faults=tuple(faults),
         )
 
     async def watch(self, *, start_revision: int = 0) -> AsyncIterator[WatchBatch]:
@@ -232,9 +237,10 @@ class Watcher:
         stream = self.store.watch(self.keys.root, start_revision=start)
         try:
             async for rev, events in stream:
-                changes = self._translate(events, hosts)
-                if changes or not events:  # empty events: a progress heartbeat
-                    yield WatchBatch(revision=rev, changes=tuple(changes))
+                # No changes: a progress heartbeat (no events), or a revision of keys that
+                # translate to nothing (a host's fault report): agents still learn that
+                # they have everything up to `rev` (what convergence waits compare).
+                yield WatchBatch(revision=rev, changes=tuple(self._translate(events, hosts)))
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
 
@@ -299,4 +305,8 @@ class Watcher:
             if ev.kind == "delete":
                 return Change("delete", Service(name=parts[1], network=parts[0]))
             return Change("put", from_json(Service, ev.value))
+        if kind == "faults" and len(parts) == 1:
+            if ev.kind == "delete":
+                return Change("delete", Fault(id=parts[0]))
+            return Change("put", from_json(Fault, ev.value))
         return None

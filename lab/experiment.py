@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vxlab import faultkinds
 from vxlab.lab import faultspec, observe
 from vxlab.lab.lab import Lab
 from vxlab.lab.probe import Pinger, Throughput
@@ -25,6 +26,7 @@ from vxlab.lab.procs import LabError
 from vxlab.lab.scenario import ProbeSpec, Scenario, ScenarioError
 
 WATCHED = ("host-crash", "agent-kill")  # faults whose host's lease can expire
+LEASE_MARGIN = 2.0  # seconds an agents' fault outlives its heal time (its lease: a safety net)
 
 
 @dataclass
@@ -135,7 +137,10 @@ def _probe_and_inject(lab: Lab, sc: Scenario, progress: Callable[[str], None]) -
         time.sleep(max(0.0, t0 + at - time.monotonic()))
         e = sc.timeline[i]
         if not heal:
-            by_event[i] = _apply(lab, e.kind, e.params, t0, progress)
+            # The agents' faults get a lease a little longer than their time here: the run
+            # heals them on time, and a run that dies leaves no fault behind.
+            lease = (e.duration if e.duration is not None else sc.duration - e.at) + LEASE_MARGIN
+            by_event[i] = _apply(lab, e.kind, e.params, t0, progress, lease=lease)
             runs.append(by_event[i][1])
         elif i in by_event:
             _heal(lab, *by_event[i], t0=t0, progress=progress)
@@ -156,13 +161,14 @@ def _probe_and_inject(lab: Lab, sc: Scenario, progress: Callable[[str], None]) -
     return Result(sc, wall0, sc.duration, lab.lease_ttl, pairs, runs)
 
 
-def _apply(lab: Lab, kind: str, params: dict[str, Any], t0: float,
-           progress: Callable[[str], None]) -> tuple[Any, FaultRun, _Watcher | None]:
+def _apply(lab: Lab, kind: str, params: dict[str, Any], t0: float, progress: Callable[[str], None], *,
+           lease: float) -> tuple[Any, FaultRun, _Watcher | None]:
     host = params.get("host", "")
     watcher = _Watcher(lab, host) if kind in WATCHED else None
     start = time.monotonic() - t0
     try:
-        f = lab.add_fault(kind, **params)
+        f = lab.add_fault(kind, duration=lease if faultkinds.KINDS[kind].runs == faultkinds.AGENT else None,
+                          **params)
     except LabError as err:
         run = FaultRun("-", kind, faultspec.describe(kind, params), host, start, start, error=str(err))
         progress(f"t={start:5.1f}s  FAILED {run.description}: {err}")

@@ -1,10 +1,11 @@
-"""Applying and healing faults on a lab's own objects (see vxlab.lab.faults).
+"""Applying and healing the faults a lab runner carries out on the lab's own objects
+(see vxlab.lab.faults; the host-side network faults are the agents', through the
+controller).
 
-`apply` returns what `heal` needs to restore exactly what was there (a table name, the
-command line of a killed process, …). Network faults: nftables tables in the underlay
-switch's namespace (bridge family: the switch sees every frame between hosts, and the
-machine's own firewall never sees them), tc qdiscs on the two ends of a host's link.
-Process faults: SIGKILL (SIGTERM for etcd-stop); heal restarts the same command line.
+`apply` returns what `heal` needs to restore exactly what was there (the command line of
+a killed process, a switch port taken down). Process faults: SIGKILL (SIGTERM for
+etcd-stop); heal restarts the same command line. host-crash also takes the host's port
+on the underlay switch down (its `eth0` loses carrier), and heal brings it up.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from vxlab.lab import procs
-from vxlab.lab.faultspec import FaultError, sides
+from vxlab.lab.faultspec import FaultError
 from vxlab.lab.state import LabState
 from vxlab.lab.supervisor import Command, Proc, Supervisor
 from vxlab.layout import LabLayout
 
 if TYPE_CHECKING:
+    from vxlab.agentstatus import AgentStatus
     from vxlab.client import Client
 
 T = TypeVar("T")
@@ -43,6 +45,8 @@ class Lab(Protocol):
 
     def call(self, fn: Callable[[Client], Awaitable[T]]) -> T: ...
 
+    def agent_status(self, host: str) -> AgentStatus: ...
+
 
 def _run(cmd: list[str], *, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     out = subprocess.run(cmd, input=stdin, capture_output=True, text=True)
@@ -51,101 +55,57 @@ def _run(cmd: list[str], *, stdin: str | None = None, check: bool = True) -> sub
     return out
 
 
-def _ips(lab: Lab, hosts: list[str]) -> str:
-    by_name = {h.name: h.underlay_ip for h in (lab.state.topology.hosts if lab.state.topology else ())}
-    return ", ".join(by_name[h] for h in hosts)
+def _port(lab: Lab, host: str) -> str:
+    """The switch-side end of a host's underlay link."""
+    return lab.layout.port(host)
 
 
-def _table(fault_id: str) -> str:
-    return f"vxf_{fault_id}"
+def _agent_kill(lab: Lab, p: dict[str, Any]) -> dict[str, Any]:
+    return _kill_agent(lab, p["host"])
 
 
-def _nft(lab: Lab, fault_id: str, chains: dict[str, list[str]]) -> dict[str, Any]:
-    """One table per fault in the switch's namespace: `bridge vxf_<id>`."""
-    hooks = {"forward": "forward", "input": "input", "output": "output"}
-    body = "".join(f"  chain {c} {{ type filter hook {hooks[c]} priority -10; policy accept;\n"
-                   + "".join(f"    {r}\n" for r in rules) + "  }\n" for c, rules in chains.items() if rules)
-    _run(["ip", "netns", "exec", lab.layout.switch_ns, "nft", "-f", "-"],
-         stdin=f"table bridge {_table(fault_id)} {{\n  comment \"vxlab fault {fault_id}\"\n{body}}}\n")
-    return {"nft_table": _table(fault_id)}
+def _host_crash(lab: Lab, p: dict[str, Any]) -> dict[str, Any]:
+    return _kill_agent(lab, p["host"]) | _link(lab, p["host"], up=False)
 
 
-def _port(lab: Lab, host: str) -> tuple[str, str]:
-    """(namespace, device) of each end of a host's underlay link, host side first."""
-    return lab.layout.host_ns(host), lab.layout.port(host)
+def _etcd_stop(lab: Lab, p: dict[str, Any]) -> dict[str, Any]:
+    stopped = [_command(lab, proc) for proc in lab.state.etcd if proc.alive()]
+    for proc in lab.state.etcd:
+        proc.stop(sig=signal.SIGTERM)
+    return {"procs": stopped}
 
 
-def _qdisc(lab: Lab, host: str, side: str, spec: list[str]) -> list[str]:
-    ns, dev = (lab.layout.host_ns(host), "eth0") if side == "egress" else (lab.layout.switch_ns, _port(lab, host)[1])
-    out = _run(["tc", "-n", ns, "qdisc", "add", "dev", dev, "root", *spec], check=False)
-    if out.returncode != 0:
-        err = out.stderr.strip()
-        if spec[0] == "netem" and ("unknown" in err.lower() or "no such file" in err.lower()):
-            raise FaultError("delay: this kernel has no netem qdisc (sch_netem), which delay injection needs; "
-                             "vxlab will not fake a delay — use a kernel with CONFIG_NET_SCH_NETEM")
-        raise FaultError(f"{spec[0]} on {host} ({side}): tc: {err}")
-    return [ns, dev]
+def _etcd_member_kill(lab: Lab, p: dict[str, Any]) -> dict[str, Any]:
+    proc = lab.state.etcd[p["member"] - 1]
+    if not proc.alive():
+        raise FaultError(f"member: etcd member {p['member']} is not running")
+    cmd = _command(lab, proc)
+    proc.stop(sig=signal.SIGKILL)  # a crash: no leadership hand-over
+    _settle(lab)
+    return {"procs": [cmd]}
+
+
+def _controller_kill(lab: Lab, p: dict[str, Any]) -> dict[str, Any]:
+    if lab.state.controller is None or not lab.state.controller.alive():
+        raise FaultError("controller-kill: the controller is not running")
+    cmd = _command(lab, lab.state.controller)
+    lab.state.controller.stop(sig=signal.SIGKILL)
+    return {"procs": [cmd]}
+
+
+# The kinds a lab runner carries out (vxlab.faultkinds: LAB, and HOST in a lab).
+APPLY: dict[str, Callable[[Lab, dict[str, Any]], dict[str, Any]]] = {
+    "agent-kill": _agent_kill, "host-crash": _host_crash, "etcd-stop": _etcd_stop,
+    "etcd-member-kill": _etcd_member_kill, "controller-kill": _controller_kill}
 
 
 def apply(lab: Lab, fault_id: str, kind: str, p: dict[str, Any]) -> dict[str, Any]:
-    if kind == "partition":
-        a, b = _ips(lab, p["hosts"]), _ips(lab, p["from"])
-        rules = [f"ip saddr {{ {a} }} ip daddr {{ {b} }} drop"]
-        if not p["oneway"]:
-            rules.append(f"ip saddr {{ {b} }} ip daddr {{ {a} }} drop")
-        return _nft(lab, fault_id, {"forward": rules})
-    if kind == "loss":
-        port = _port(lab, p["host"])[1]
-        chance = f"numgen random mod 10000 < {round(p['percent'] * 100)} drop"
-        egress = [f'iifname "{port}" {chance}'] if "egress" in sides(p["direction"]) else []
-        ingress = [f'oifname "{port}" {chance}'] if "ingress" in sides(p["direction"]) else []
-        return _nft(lab, fault_id, {"forward": egress + ingress, "input": egress, "output": ingress})
-    if kind in ("rate", "delay"):
-        if kind == "rate":
-            burst = max(16 * 1024, int(p["mbit"] * 1e6 / 8 / 100))  # 10 ms worth of bytes, >= 16 KiB
-            spec = ["tbf", "rate", f"{p['mbit']}mbit", "burst", str(burst), "latency", "100ms"]
-        else:
-            spec = ["netem", "delay", f"{p['ms']}ms"] + ([f"{p['jitter_ms']}ms"] if p["jitter_ms"] else [])
-        done: list[list[str]] = []
-        try:
-            for side in sides(p["direction"]):
-                done.append(_qdisc(lab, p["host"], side, spec))
-        except FaultError:
-            _del_qdiscs(done)  # the other side went on already: take it off again
-            raise
-        return {"qdiscs": done}
-    if kind == "link-down":
-        return _link(lab, p["host"], up=False)
-    if kind == "agent-kill":
-        return _kill_agent(lab, p["host"])
-    if kind == "host-crash":
-        return _kill_agent(lab, p["host"]) | _link(lab, p["host"], up=False)
-    if kind == "etcd-stop":
-        stopped = [_command(lab, proc) for proc in lab.state.etcd if proc.alive()]
-        for proc in lab.state.etcd:
-            proc.stop(sig=signal.SIGTERM)
-        return {"procs": stopped}
-    if kind == "etcd-member-kill":
-        proc = lab.state.etcd[p["member"] - 1]
-        if not proc.alive():
-            raise FaultError(f"member: etcd member {p['member']} is not running")
-        cmd = _command(lab, proc)
-        proc.stop(sig=signal.SIGKILL)  # a crash: no leadership hand-over
-        _settle(lab)
-        return {"procs": [cmd]}
-    if kind == "controller-kill":
-        if lab.state.controller is None or not lab.state.controller.alive():
-            raise FaultError("controller-kill: the controller is not running")
-        cmd = _command(lab, lab.state.controller)
-        lab.state.controller.stop(sig=signal.SIGKILL)
-        return {"procs": [cmd]}
-    raise FaultError(f"kind: unknown fault kind {kind!r}")
+    if kind not in APPLY:
+        raise FaultError(f"kind: {kind} is not a fault the lab runner carries out (the agents do)")
+    return APPLY[kind](lab, p)
 
 
 def heal(lab: Lab, fault_id: str, kind: str, p: dict[str, Any], undo: dict[str, Any]) -> None:
-    if "nft_table" in undo:
-        _run(["ip", "netns", "exec", lab.layout.switch_ns, "nft", "delete", "table", "bridge", undo["nft_table"]], check=False)
-    _del_qdiscs(undo.get("qdiscs", []))
     if undo.get("link_down"):
         _link(lab, p["host"], up=True)
     if "agent" in undo:
@@ -188,13 +148,8 @@ def _answers(lab: Lab) -> bool:
         return False
 
 
-def _del_qdiscs(done: list[list[str]]) -> None:
-    for ns, dev in done:
-        _run(["tc", "-n", ns, "qdisc", "del", "dev", dev, "root"], check=False)
-
-
 def _link(lab: Lab, host: str, *, up: bool) -> dict[str, Any]:
-    _run(["ip", "-n", lab.layout.switch_ns, "link", "set", _port(lab, host)[1], "up" if up else "down"])
+    _run(["ip", "-n", lab.layout.switch_ns, "link", "set", _port(lab, host), "up" if up else "down"])
     return {"link_down": True}
 
 

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from vxlab.agent.kernel import Kernel, Link, Namespace, PolicyTable, Underlay
+from vxlab.agent.kernel import Kernel, Link, Namespace, PolicyTable, Route, Underlay
 from vxlab.agent.policy_nft import build
 from vxlab.model import Endpoint, Policy, Selector
 
@@ -66,6 +66,10 @@ class Outside(ABC):
     @abstractmethod
     def sysctl(self, ns: str, key: str) -> str:
         """/proc/sys/`key` in `ns` ("" = the kernel's own namespace); "" when unset."""
+
+    @abstractmethod
+    def root_qdisc(self, dev: str) -> None:
+        """Someone else's root qdisc (`pfifo`, handle 1:) on `dev` of the kernel's own namespace."""
 
 
 @contextmanager

@@ -15,6 +15,8 @@ waiting for an agent that has not written yet simply keeps waiting.
                                  change waits
     last_pass                    full (a fresh kernel dump) or not, actions, writes, the
                                  first errors, milliseconds
+    faults                       fault id -> the state it last reported for that fault
+                                 (applied, failed, healed; agent/faultkeeper.py)
     time                         when it was written (time.time())
 """
 
@@ -47,6 +49,7 @@ class AgentStatus:
     applied_revision: int = 0
     converged: bool = False
     last_pass: LastPass | None = None
+    faults: dict[str, str] = field(default_factory=dict)  # fault id -> the state last reported for it here
     time: float = field(default=0.0)
 
     def programmed(self, revision: int) -> bool:

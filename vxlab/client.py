@@ -27,7 +27,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from vxlab import errors, ops, wire
-from vxlab.model import Endpoint, Host, Network, Policy, Service, WatchBatch
+from vxlab.model import Endpoint, Fault, FaultStatus, Host, Network, Policy, Service, WatchBatch
 from vxlab.tls import TlsConfig
 from vxlab.v1 import vxlab_pb2 as pb
 from vxlab.v1 import vxlab_pb2_grpc as pb_grpc
@@ -47,10 +47,11 @@ RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 200),
 # Not repeated on another controller after a timeout: the first may have done it.
 # (UpdateNetwork and UpdateEndpoint set absolute values: doing one twice is doing it once.)
 _NOT_REPEATABLE = frozenset({"CreateNetwork", "CreateEndpoint", "DeleteNetwork", "DeleteEndpoint",
-                             "CreatePolicy", "DeletePolicy", "CreateService", "DeleteService"})
+                             "CreatePolicy", "DeletePolicy", "CreateService", "DeleteService", "CreateFault",
+                             "DeleteFault"})
 _STUBS = {"host": pb_grpc.HostServiceStub, "network": pb_grpc.NetworkServiceStub,
           "endpoint": pb_grpc.EndpointServiceStub, "policy": pb_grpc.PolicyServiceStub,
-          "service": pb_grpc.ServiceServiceStub,
+          "service": pb_grpc.ServiceServiceStub, "fault": pb_grpc.FaultServiceStub,
           "watch": pb_grpc.WatchServiceStub, "agent": pb_grpc.AgentServiceStub, "ops": pb_grpc.OpsServiceStub}
 # An agent's ops channel idles for hours: HTTP/2 pings find a controller gone without a
 # FIN (the server accepts pings this often, controller/server.py KEEPALIVE).
@@ -310,6 +311,28 @@ class Client:
 
     async def delete_policy(self, network: str, name: str) -> None:
         await self._unary("policy", "DeletePolicy", pb.DeletePolicyRequest(network=network, name=name))
+
+    # -- faults -------------------------------------------------------------------------
+
+    async def create_fault(self, kind: str, params: dict[str, str], *, duration: float = 0.0) -> Fault:
+        """Inject a fault of `kind` (vxlab.faultkinds) with `params` (the registry's string
+        form); `duration` seconds, 0: until deleted."""
+        request = pb.CreateFaultRequest(fault=pb.Fault(kind=kind, params=params, duration=duration))
+        return wire.fault_from_pb(await self._unary("fault", "CreateFault", request))
+
+    async def get_fault(self, fault_id: str) -> Fault:
+        return wire.fault_from_pb(await self._unary("fault", "GetFault", pb.GetFaultRequest(id=fault_id)))
+
+    async def list_faults(self) -> list[Fault]:
+        r = await self._unary("fault", "ListFaults", pb.ListFaultsRequest())
+        return [wire.fault_from_pb(f) for f in r.faults]
+
+    async def delete_fault(self, fault_id: str) -> None:
+        await self._unary("fault", "DeleteFault", pb.DeleteFaultRequest(id=fault_id))
+
+    async def report_fault_status(self, fault_id: str, status: FaultStatus) -> None:
+        request = pb.ReportFaultStatusRequest(id=fault_id, status=wire.fault_status_to_pb(status))
+        await self._unary("fault", "ReportFaultStatus", request)
 
     # -- services -----------------------------------------------------------------------
 

@@ -75,10 +75,19 @@ POOL = {"name": ["h1", "h2", "blue", "red", "web", "db"], "network": ["blue", "r
         "affinity": ["", "none", "client-ip"],
         # DNS names of a container on a network ("db" also names a container)
         "aliases": ["cache", "api", "db"],
+        # faults (vxlab.faultkinds): kinds, ids, what a host reports
+        "Fault.kind": ["loss", "partition", "rate", "delay", "link-down", "agent-kill", "etcd-stop"],
+        "Fault.id": [""], "GetFaultRequest.id": ["f1", "f2"], "DeleteFaultRequest.id": ["f1", "f2"],
+        "ReportFaultStatusRequest.id": ["f1", "f2"], "FaultStatus.state": ["applied", "failed", "healed", "pending"],
+        "FaultStatus.reason": ["", "this kernel has no sch_netem"], "Fault.targets": [""],
         # "Message.field": for that message only (an overlay network names no host)
-        "Network.host": ["", "", "h1"],
+        "Network.host": ["", "", "h1"], "Network.name": ["green", "gold", "teal", "blue", "red"],
         # a selector sets at most one of its fields
         "Selector.label": ["", "", "tier=front"], "Selector.cidr": ["", "", "10.10.0.0/28"]}
+# Plausible maps, per "Message.field" (other maps are empty when plausible).
+MAP_POOL = {"Fault.params": [{"host": "h1", "percent": "30"}, {"hosts": "h1", "from": "h2"},
+                             {"host": "h2", "mbit": "10", "direction": "egress"}, {"host": "h1", "ms": "5"},
+                             {"hosts": "h1", "from": "control"}, {"host": "h1"}]}
 INT_RANGES = {
     FieldDescriptor.TYPE_INT32: (-2**31, 2**31 - 1), FieldDescriptor.TYPE_SINT32: (-2**31, 2**31 - 1),
     FieldDescriptor.TYPE_INT64: (-2**63, 2**63 - 1), FieldDescriptor.TYPE_SINT64: (-2**63, 2**63 - 1),
@@ -94,13 +103,13 @@ def _int(lo: int, hi: int) -> st.SearchStrategy[int]:
 INT_POOL = {"mtu": [0, 1400], "vni": [0, 4096, 5000], "lease_ttl": [0, 10], "underlay_mtu": [0, 1500],
             "start_revision": [0, 1, 3], "lease_id": [0, 1, 2], "priority": [0, 100],
             "count": [0, 3], "port": [0, 80], "host_port": [8080, 9000], "container_port": [80]}
-FLOAT_POOL = {"timeout": [0.0, 1.0], "interval": [0.0, 0.2], "seconds": [0.0, 1.0]}
+FLOAT_POOL = {"timeout": [0.0, 1.0], "interval": [0.0, 0.2], "seconds": [0.0, 1.0], "duration": [0.0, 0.0, 4.0, 0.5]}
 
 
 def _field(f: FieldDescriptor, *, wild: bool) -> st.SearchStrategy[Any]:
     """Arbitrary values for `f` (`wild`), or plausible ones (that pass validation)."""
     if f.message_type is not None and f.message_type.GetOptions().map_entry:
-        return LABELS if wild else st.just({})
+        return LABELS if wild else st.sampled_from(MAP_POOL.get(f"{f.containing_type.name}.{f.name}", [{}]))
     if f.message_type is not None:
         sub = message(f.message_type, wild=wild)
         return st.lists(sub, max_size=2) if f.is_repeated else sub
@@ -213,11 +222,16 @@ class RpcTarget:
 
     def close(self) -> None:
         tasks = asyncio.all_tasks(self.loop)  # the watch hub
-        for t in tasks:
-            t.cancel()
 
         async def drain() -> None:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Cancelled again until done: a cancel that arrives as the task's wait_for also
+            # completes is swallowed (Python 3.11), and the hub then waits on a clock that
+            # never moves.
+            pending = tasks
+            while pending:
+                for t in pending:
+                    t.cancel()
+                _, pending = await asyncio.wait(pending, timeout=0.5)
         self.loop.run_until_complete(drain())
         self.loop.run_until_complete(self.store.close())
         self.loop.close()

@@ -1,4 +1,4 @@
-"""The desired-state objects (hosts, networks, endpoints, policies, services) as plain dataclasses.
+"""The desired-state objects (hosts, networks, endpoints, policies, services, faults) as plain dataclasses.
 
 This is the language of the core: the controller stores these as JSON in etcd, the
 agent reconciles against them. Only vxlab.client and the controller's servicer convert
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-T = TypeVar("T", "Host", "Network", "Endpoint", "Policy", "Service")
+T = TypeVar("T", "Host", "Network", "Endpoint", "Policy", "Service", "Fault", "FaultStatus")
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,36 @@ class Service:
     created: str = ""
 
 
-Object = Host | Network | Endpoint | Policy | Service
+@dataclass(frozen=True)
+class FaultStatus:
+    """What one target host reported about a fault: pending (nothing yet), applied,
+    failed (with the reason) or healed (its duration ran out on the host)."""
+
+    host: str
+    state: str = "pending"
+    reason: str = ""
+    at: str = ""           # RFC 3339, when the host reported it
+
+
+@dataclass(frozen=True)
+class Fault:
+    """An injected failure in the desired state (kinds and parameters: vxlab.faultkinds).
+    `params` are the registry's string form; `targets` the hosts that act on it; with a
+    `duration` (seconds, 0: none) the fault lives on an etcd lease and ends at
+    `expires_at`. `status`: per target, read from the hosts' reports (not stored in the
+    record, not on the Watch stream)."""
+
+    id: str
+    kind: str = ""
+    params: dict[str, str] = field(default_factory=dict)
+    targets: tuple[str, ...] = ()
+    duration: float = 0.0
+    expires_at: str = ""
+    created: str = ""
+    status: tuple[FaultStatus, ...] = ()
+
+
+Object = Host | Network | Endpoint | Policy | Service | Fault
 
 
 @dataclass(frozen=True)
@@ -145,9 +174,10 @@ class WatchBatch:
     changes: tuple[Change, ...] = ()
     policies: tuple[Policy, ...] = ()
     services: tuple[Service, ...] = ()
+    faults: tuple[Fault, ...] = ()
 
 
-def to_json(obj: Object, *, exclude: tuple[str, ...] = ()) -> bytes:
+def to_json(obj: Object | FaultStatus, *, exclude: tuple[str, ...] = ()) -> bytes:
     """Serialise an object for the store (sorted keys: equal objects, equal bytes);
     `exclude` leaves out derived fields (a host's liveness lives in its lease)."""
     raw = {k: v for k, v in dataclasses.asdict(obj).items() if k not in exclude}

@@ -12,7 +12,8 @@ import dataclasses
 from typing import Any
 
 from vxlab import ops
-from vxlab.model import Change, Endpoint, Host, Network, Policy, PortMapping, Selector, Service, WatchBatch
+from vxlab.model import (Change, Endpoint, Fault, FaultStatus, Host, Network, Policy, PortMapping, Selector, Service,
+                         WatchBatch)
 from vxlab.v1 import vxlab_pb2 as pb
 
 
@@ -96,6 +97,28 @@ def policy_from_pb(m: pb.Policy) -> Policy:
     )
 
 
+def fault_status_to_pb(s: FaultStatus) -> pb.FaultStatus:
+    return pb.FaultStatus(host=s.host, state=s.state, reason=s.reason, at=s.at)
+
+
+def fault_status_from_pb(m: pb.FaultStatus) -> FaultStatus:
+    return FaultStatus(host=m.host, state=m.state, reason=m.reason, at=m.at)
+
+
+def fault_to_pb(f: Fault) -> pb.Fault:
+    return pb.Fault(
+        id=f.id, kind=f.kind, params=dict(f.params), targets=list(f.targets), duration=f.duration,
+        expires_at=f.expires_at, created=f.created, status=[fault_status_to_pb(s) for s in f.status],
+    )
+
+
+def fault_from_pb(m: pb.Fault) -> Fault:
+    return Fault(
+        id=m.id, kind=m.kind, params=dict(m.params), targets=tuple(m.targets), duration=m.duration,
+        expires_at=m.expires_at, created=m.created, status=tuple(fault_status_from_pb(s) for s in m.status),
+    )
+
+
 def _change_to_pb(c: Change) -> pb.Change:
     kind = pb.Change.PUT if c.kind == "put" else pb.Change.DELETE
     if isinstance(c.obj, Host):
@@ -106,6 +129,8 @@ def _change_to_pb(c: Change) -> pb.Change:
         return pb.Change(kind=kind, policy=policy_to_pb(c.obj))
     if isinstance(c.obj, Service):
         return pb.Change(kind=kind, service=service_to_pb(c.obj))
+    if isinstance(c.obj, Fault):
+        return pb.Change(kind=kind, fault=fault_to_pb(c.obj))
     return pb.Change(kind=kind, endpoint=endpoint_to_pb(c.obj))
 
 
@@ -120,6 +145,8 @@ def _change_from_pb(m: pb.Change) -> Change:
         return Change(kind, policy_from_pb(m.policy))
     if which == "service":
         return Change(kind, service_from_pb(m.service))
+    if which == "fault":
+        return Change(kind, fault_from_pb(m.fault))
     return Change(kind, endpoint_from_pb(m.endpoint))
 
 
@@ -132,6 +159,7 @@ def batch_to_pb(b: WatchBatch) -> pb.WatchResponse:
         changes=[_change_to_pb(c) for c in b.changes],
         policies=[policy_to_pb(p) for p in b.policies],
         services=[service_to_pb(s) for s in b.services],
+        faults=[fault_to_pb(f) for f in b.faults],
     )
 
 
@@ -144,6 +172,7 @@ def batch_from_pb(m: pb.WatchResponse) -> WatchBatch:
         changes=tuple(_change_from_pb(c) for c in m.changes),
         policies=tuple(policy_from_pb(p) for p in m.policies),
         services=tuple(service_from_pb(s) for s in m.services),
+        faults=tuple(fault_from_pb(f) for f in m.faults),
     )
 
 

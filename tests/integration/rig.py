@@ -230,6 +230,21 @@ class Rig:
             return all(self.status(h).programmed(revision) for h, p in self.agents.items() if p.poll() is None)
         self.wait(ok, f"agents converged at revision >= {revision}")
 
+    def vx(self, *args: str, cert: str = "admin", tls: list[str] | None = None, run: Path | None = None,
+           timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """`vxlab --controller SOCK --pki DIR …` with no lab state visible (VXLAB_RUN is an
+        empty directory, no other VXLAB_* variable): what a user runs against real hosts.
+        `cert`: admin, or a host's name for that host's certificate; `tls`: other flags."""
+        run = run or self.tmp / "no-lab-here"
+        run.mkdir(exist_ok=True)
+        if tls is None and self.pki is not None:
+            mine = self.pki.host(cert)
+            tls = ["--pki", str(self.pki.dir)] if cert == "admin" else [
+                "--tls-ca", str(mine.ca), "--tls-cert", str(mine.cert), "--tls-key", str(mine.key)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VXLAB_")} | {"VXLAB_RUN": str(run)}
+        return subprocess.run([sys.executable, "-m", "vxlab.cli", "--controller", self.sock, *(tls or []), *args],
+                              capture_output=True, text=True, env=env, timeout=timeout)
+
     def api(self, coro_fn: Any) -> Any:
         async def go() -> Any:
             async with Client(self.sock, tls=self.pki.admin() if self.pki else None) as c:

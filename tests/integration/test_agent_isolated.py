@@ -5,6 +5,12 @@ host's network namespace, needs nothing from the lab runner beyond its flags —
 on the VM). And with no lab state on the machine, `check`, `trace`, `exec` and `check
 --kernel` work through `--controller` and `--pki` alone: the agents do the work (the
 ops channel).
+
+Issue 15 (a): on such agents, every agent-side fault kind through `--controller` and
+`--pki` alone (`Rig.vx`): partition, loss, rate, delay (refused with the sch_netem
+reason where the kernel lacks it), link-down, and agent-kill and host-crash as on real
+hosts (the agent exits with code 75; started again, as systemd's `Restart=always`
+would, it does not repeat it).
 """
 
 from __future__ import annotations
@@ -14,6 +20,9 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,12 +80,8 @@ def test_agent_in_its_own_mount_and_pid_namespaces(tmp_path: Path) -> None:
 
 def _cli(rig: Rig, run: Path, *args: str, tls: list[str] | None = None,
          timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """`vxlab --controller SOCK --pki DIR …` with no lab state visible (VXLAB_RUN is an
-    empty directory, no VXLAB_* variable): what a user runs against real hosts."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VXLAB_")} | {"VXLAB_RUN": str(run)}
-    creds = tls if tls is not None else ["--pki", str(rig.pki.dir)]  # type: ignore[union-attr]
-    return subprocess.run([sys.executable, "-m", "vxlab.cli", "--controller", rig.sock, *creds, *args],
-                          capture_output=True, text=True, env=env, timeout=timeout)
+    """`vxlab --controller SOCK --pki DIR …` with no lab state visible (`Rig.vx`)."""
+    return rig.vx(*args, tls=tls, run=run, timeout=timeout)
 
 
 @pytest.fixture
@@ -166,3 +171,128 @@ def test_check_trace_exec_and_drift_through_the_agents_with_no_lab_state(remote:
     assert cut.returncode == 1 and probes["web"]["error"] == "timed out", cut.stdout
     # (killed just now, its stream may still be closing when the probe is routed)
     assert probes["db"]["error"].startswith("host h2: its agent"), probes["db"]
+
+
+# --- (issue 15, test (a)) every agent-side fault kind through --controller and --pki alone ----------
+@pytest.fixture(scope="module")
+def isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    """Two hosts whose agents are isolated (mount, PID and network namespaces of their own),
+    mutual TLS, `web` on h1 and `db` on h2; the CLI gets `--controller` and `--pki` only."""
+    rig = Rig(tmp_path_factory.mktemp("isolated"), hosts=2, tls=True, isolated=True)
+    try:
+        rig.start_pair("10.85.0.0/24")
+        yield rig
+    finally:
+        rig.close()
+
+
+@pytest.fixture
+def faults(isolated: Rig) -> Iterator[Rig]:
+    """Before: web and db reach each other; after (also on failure): no fault, every agent up."""
+    rig = isolated
+    assert _reach(rig), "web and db did not reach each other before the test"
+    try:
+        yield rig
+    finally:
+        for host, p in rig.agents.items():
+            if p.poll() is not None:
+                rig.start_agent(host)
+        rig.vx("fault", "heal", "--all")
+        rig.wait(lambda: rig.vx("fault", "ls", "--json").stdout.strip() == "[]", "no fault left", timeout=30)
+        rig.wait(lambda: _reach(rig), "web and db reach each other again", timeout=30)
+
+
+def _ips(rig: Rig) -> dict[str, str]:
+    return {e.name: e.ip for e in rig.api(lambda c: c.list_endpoints())}
+
+
+def _reach(rig: Rig) -> bool:
+    ips = _ips(rig)
+    return rig.ping(rig.cns("h1", "web"), ips["db"], wait=0.5).returncode == 0
+
+
+def _add(rig: Rig, *args: str) -> str:
+    out = rig.vx("fault", "add", *args)
+    assert out.returncode == 0 and out.stdout.strip(), out.stderr
+    return out.stdout.strip()
+
+
+def _states(rig: Rig, fid: str) -> dict[str, str]:
+    out = rig.vx("fault", "inspect", fid)
+    assert out.returncode == 0, out.stderr
+    return {s["host"]: s["state"] for s in json.loads(out.stdout)["status"]}
+
+
+def _tc(rig: Rig, host: str, dev: str) -> str:
+    return rig.sh(rig.hosts[host].ns, "tc", "qdisc", "show", "dev", dev).stdout
+
+
+def test_partition_and_its_status_per_host(faults: Rig) -> None:
+    rig = faults
+    fid = _add(rig, "partition", "--hosts", "h1", "--from", "h2")
+    assert _states(rig, fid) == {"h1": "applied", "h2": "applied"} and not _reach(rig)
+    listed = rig.vx("fault", "ls")
+    assert fid in listed.stdout and "h1 applied, h2 applied" in listed.stdout
+    assert rig.vx("fault", "heal", fid).returncode == 0
+    rig.wait(lambda: _reach(rig), "the partition healed")
+
+
+def test_loss_with_a_duration(faults: Rig) -> None:
+    rig = faults
+    fid = _add(rig, "loss", "--host", "h1", "--percent", "100", "--for", "60s")
+    assert _states(rig, fid) == {"h1": "applied"} and not _reach(rig)
+
+
+def test_rate_on_the_underlay_and_its_ingress(faults: Rig) -> None:
+    rig = faults
+    fid = _add(rig, "rate", "--host", "h1", "--mbit", "5")
+    assert _states(rig, fid) == {"h1": "applied"}
+    assert "tbf 7678:" in _tc(rig, "h1", "eth0") and "tbf 7678:" in _tc(rig, "h1", "vxifb0")
+    assert rig.vx("fault", "heal", fid).returncode == 0
+    rig.wait(lambda: "tbf" not in _tc(rig, "h1", "eth0"), "the rate healed")
+
+
+def test_delay_is_refused_where_the_kernel_has_no_netem(faults: Rig) -> None:
+    rig = faults
+    probe = rig.sh(rig.hosts["h1"].ns, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms")
+    if probe.returncode == 0:
+        rig.sh(rig.hosts["h1"].ns, "tc", "qdisc", "del", "dev", "lo", "root")
+        assert _states(rig, _add(rig, "delay", "--host", "h1", "--ms", "10")) == {"h1": "applied"}
+        return
+    out = rig.vx("fault", "add", "delay", "--host", "h1", "--ms", "10")
+    assert out.returncode == 1 and out.stderr.startswith("error: delay: h1: this kernel has no sch_netem"), out.stderr
+    assert rig.vx("fault", "ls", "--json").stdout.strip() == "[]" and "netem" not in _tc(rig, "h1", "eth0")
+
+
+def test_link_down(faults: Rig) -> None:
+    rig = faults
+    fid = _add(rig, "link-down", "--host", "h2", "--for", "60s")
+    assert _states(rig, fid) == {"h2": "applied"} and not _reach(rig)
+    assert "state DOWN" in rig.sh(rig.hosts["h2"].ns, "ip", "link", "show", "eth0").stdout
+
+
+def test_agent_kill_exits_75_and_a_restart_does_not_repeat_it(faults: Rig) -> None:
+    rig = faults
+    fid = _add(rig, "agent-kill", "--host", "h2")
+    assert rig.agents["h2"].wait(timeout=20) == 75  # systemd's Restart=always would start it again
+    assert _states(rig, fid) == {"h2": "applied"} and _reach(rig)  # the data plane stays
+    since = time.time()
+    rig.start_agent("h2")  # what systemd does (an isolated agent is PID 1 every time: told apart by its status' time)
+    rig.wait(lambda: rig.status("h2").time > since and rig.status("h2").registered and rig.status("h2").converged,
+             "the agent back")
+    assert rig.agents["h2"].poll() is None  # it noted the kill in its journal: not again
+
+
+def test_host_crash_exits_75_and_the_restarted_agent_heals_the_link_by_itself(faults: Rig) -> None:
+    rig = faults
+    fid = _add(rig, "host-crash", "--host", "h2", "--for", "4s")
+    [f] = [x for x in rig.api(lambda c: c.list_faults()) if x.id == fid]
+    assert rig.agents["h2"].wait(timeout=20) == 75
+    assert "state DOWN" in rig.sh(rig.hosts["h2"].ns, "ip", "link", "show", "eth0").stdout and not _reach(rig)
+    rig.start_agent("h2")  # systemd: the journal keeps the link down until the fault's end, then brings it up
+    rig.wait(lambda: rig.status("h2").registered, "the agent back")
+    end = datetime.fromisoformat(f.expires_at.replace("Z", "+00:00")).timestamp()
+    if time.time() < end - 0.5:  # restarted well before the end: the link is still held down
+        assert "state DOWN" in rig.sh(rig.hosts["h2"].ns, "ip", "link", "show", "eth0").stdout
+    rig.wait(lambda: _reach(rig), "the link up again and the overlay back", timeout=30)
+    assert rig.agents["h2"].poll() is None

@@ -103,6 +103,11 @@ class IpOutside(Outside):
         return done.stdout.strip() if done.returncode == 0 else ""
 
 
+    def root_qdisc(self, dev: str) -> None:
+        subprocess.run(["tc", "-n", self.host, "qdisc", "add", "dev", dev, "root", "handle", "1:", "pfifo"], check=True,
+                       capture_output=True, timeout=20)
+
+
 def _cleanup(prefix: str) -> None:
     for name in ip("netns", "list").split():
         if name.startswith(prefix):

@@ -181,3 +181,15 @@ def test_breakdown_and_settings_markdown() -> None:
     md = settings.markdown({"benchmark": "b", "reps": 1, "mtus": [{"underlay_mtu": 9000, "settings": [s],
                                                                    "load_before": [1.0], "load_after": [2.0]}]})
     assert "| 9000 | noudpcsum | agent | 0.8 | 0.9 | +1.0 (+1.0..+1.0) |" in md and "`bridge-nf-off`" in md
+
+
+def test_fault_bench_summary_and_verdict() -> None:
+    from vxlab.bench import faults
+
+    rows = [{"kind": "loss", "kernel_ms": 10.0 + i, "applied_ms": 20.0 + i, "pending": [], "healed_ms": 9.0}
+            for i in range(10)] + [{"kind": "partition", "kernel_ms": None, "applied_ms": 130.0, "pending": ["h2"],
+                                    "healed_ms": None}]
+    s = faults.summarize(rows)
+    assert s["samples"] == 11 and s["kernel_ms"]["n"] == 10 and s["healed_ms"]["n"] == 10
+    assert s["applied_ms"]["n"] == 11 and s["not_applied"] == 1 and s["verdict"] == "not met"  # p99 is the 130
+    assert faults.summarize(rows[:10])["verdict"] == "met"

@@ -214,5 +214,9 @@ def test_example_configs_load_through_the_cli_path() -> None:
     agent = config.resolve("agent", path=DEPLOY / "config" / "agent.toml", flags={})
     assert agent["controller"] == ["192.168.56.11:7070", "192.168.56.12:7070"] and agent["host"] == "vm1"
     assert agent["pki"] == "/etc/vxlab/pki" and "hosts/vm1.crt" in pki_files("vm1")  # the host's certificate
-    runtime = parse_unit(UNITS["vxlab-agent.service"])["Service"]["RuntimeDirectory"][0]
+    service = parse_unit(UNITS["vxlab-agent.service"])["Service"]
+    runtime = service["RuntimeDirectory"][0]
     assert agent["status_file"].startswith(f"/run/{runtime}/"), "the agent writes its status where it may"
+    # an agent-kill/host-crash fault ends the agent (exit code 75): systemd starts it again, and
+    # its fault journal, next to the status file, outlives the restart
+    assert service["Restart"] == ["always"] and service["RuntimeDirectoryPreserve"] == ["restart"]

@@ -52,6 +52,9 @@ class FakeOutside(Outside):
     def sysctl(self, ns: str, key: str) -> str:
         return self.k.sysctls.get((ns, key), "")
 
+    def root_qdisc(self, dev: str) -> None:
+        self.k.foreign_qdiscs[dev] = "pfifo 1:"
+
 
 class TestFakeKernelContract(KernelContract):
     @pytest.fixture

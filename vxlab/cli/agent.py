@@ -44,6 +44,7 @@ def run(
     ] = _default("dns-forward"),
 ) -> None:
     """Register HOST, follow the controller's Watch and reconcile the kernel."""
+    from vxlab.agent.faultrun import AgentExit
     from vxlab.agent.kernel import KernelError
     from vxlab.agent.netlink import NetlinkKernel
     from vxlab.agent.runner import Agent, plan_once
@@ -78,6 +79,9 @@ def run(
         if agent_config.metrics:
             _serve_metrics(agent_config.metrics)
         asyncio.run(agent.run())
+    except AgentExit as e:  # an agent-kill or host-crash fault: systemd's Restart= brings it back
+        typer.echo(f"agent: {e}; exit code {e.code}", err=True)
+        raise typer.Exit(e.code) from None
     except (VxError, KernelError) as e:
         fail(str(e))
     except KeyboardInterrupt:

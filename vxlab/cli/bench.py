@@ -47,6 +47,21 @@ def agent(
                                "RSS MB": "agent_rss_mb", "IDLE CPU %": "agent_idle_cpu_pct"})
 
 
+@app.command("faults")
+def faults(
+    out: Annotated[Path, typer.Option("-o", "--out", help="Directory for faults.json.")] = Path("bench/results"),
+    samples: Annotated[int, typer.Option(min=2, help="Faults created and deleted.")] = 100,
+) -> None:
+    """Fault create -> in effect on its hosts (table in the kernel, every target applied), in a 10-host lab."""
+    from vxlab.bench import faults as bench
+
+    result = bench.run(out, samples=samples, progress=_progress)
+    r = result["vxlab"]
+    rows = [{"what": name, **r[key]} for name, key in (("in the kernel", "kernel_ms"), ("applied", "applied_ms"),
+                                                        ("healed", "healed_ms"))]
+    _report({**result, "rows": rows}, "rows", {"MS": "what", "N": "n", "P50": "p50", "P99": "p99", "MAX": "max"})
+
+
 @app.command("bringup")
 def bringup(
     out: Annotated[Path, typer.Option("-o", "--out", help="Directory for bringup.json/png.")] = Path("bench/results"),

@@ -171,6 +171,45 @@ class Policy(_message.Message):
     created: str
     def __init__(self, name: _Optional[str] = ..., network: _Optional[str] = ..., action: _Optional[str] = ..., source: _Optional[_Union[Selector, _Mapping]] = ..., destination: _Optional[_Union[Selector, _Mapping]] = ..., protocol: _Optional[str] = ..., ports: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ..., created: _Optional[str] = ...) -> None: ...
 
+class FaultStatus(_message.Message):
+    __slots__ = ("host", "state", "reason", "at")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    state: str
+    reason: str
+    at: str
+    def __init__(self, host: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., at: _Optional[str] = ...) -> None: ...
+
+class Fault(_message.Message):
+    __slots__ = ("id", "kind", "params", "targets", "duration", "expires_at", "created", "status")
+    class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    kind: str
+    params: _containers.ScalarMap[str, str]
+    targets: _containers.RepeatedScalarFieldContainer[str]
+    duration: float
+    expires_at: str
+    created: str
+    status: _containers.RepeatedCompositeFieldContainer[FaultStatus]
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., params: _Optional[_Mapping[str, str]] = ..., targets: _Optional[_Iterable[str]] = ..., duration: _Optional[float] = ..., expires_at: _Optional[str] = ..., created: _Optional[str] = ..., status: _Optional[_Iterable[_Union[FaultStatus, _Mapping]]] = ...) -> None: ...
+
 class RegisterHostRequest(_message.Message):
     __slots__ = ("host",)
     HOST_FIELD_NUMBER: _ClassVar[int]
@@ -373,6 +412,52 @@ class DeletePolicyResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class CreateFaultRequest(_message.Message):
+    __slots__ = ("fault",)
+    FAULT_FIELD_NUMBER: _ClassVar[int]
+    fault: Fault
+    def __init__(self, fault: _Optional[_Union[Fault, _Mapping]] = ...) -> None: ...
+
+class GetFaultRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ListFaultsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListFaultsResponse(_message.Message):
+    __slots__ = ("faults", "revision")
+    FAULTS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    faults: _containers.RepeatedCompositeFieldContainer[Fault]
+    revision: int
+    def __init__(self, faults: _Optional[_Iterable[_Union[Fault, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class DeleteFaultRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class DeleteFaultResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReportFaultStatusRequest(_message.Message):
+    __slots__ = ("id", "status")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    status: FaultStatus
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[FaultStatus, _Mapping]] = ...) -> None: ...
+
+class ReportFaultStatusResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class WatchRequest(_message.Message):
     __slots__ = ("start_revision",)
     START_REVISION_FIELD_NUMBER: _ClassVar[int]
@@ -380,7 +465,7 @@ class WatchRequest(_message.Message):
     def __init__(self, start_revision: _Optional[int] = ...) -> None: ...
 
 class Change(_message.Message):
-    __slots__ = ("kind", "host", "network", "endpoint", "policy", "service")
+    __slots__ = ("kind", "host", "network", "endpoint", "policy", "service", "fault")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         PUT: _ClassVar[Change.Kind]
@@ -393,16 +478,18 @@ class Change(_message.Message):
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
+    FAULT_FIELD_NUMBER: _ClassVar[int]
     kind: Change.Kind
     host: Host
     network: Network
     endpoint: Endpoint
     policy: Policy
     service: Service
-    def __init__(self, kind: _Optional[_Union[Change.Kind, str]] = ..., host: _Optional[_Union[Host, _Mapping]] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., endpoint: _Optional[_Union[Endpoint, _Mapping]] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., service: _Optional[_Union[Service, _Mapping]] = ...) -> None: ...
+    fault: Fault
+    def __init__(self, kind: _Optional[_Union[Change.Kind, str]] = ..., host: _Optional[_Union[Host, _Mapping]] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., endpoint: _Optional[_Union[Endpoint, _Mapping]] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., service: _Optional[_Union[Service, _Mapping]] = ..., fault: _Optional[_Union[Fault, _Mapping]] = ...) -> None: ...
 
 class WatchResponse(_message.Message):
-    __slots__ = ("revision", "snapshot", "compacted", "hosts", "networks", "endpoints", "changes", "policies", "services")
+    __slots__ = ("revision", "snapshot", "compacted", "hosts", "networks", "endpoints", "changes", "policies", "services", "faults")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     COMPACTED_FIELD_NUMBER: _ClassVar[int]
@@ -412,6 +499,7 @@ class WatchResponse(_message.Message):
     CHANGES_FIELD_NUMBER: _ClassVar[int]
     POLICIES_FIELD_NUMBER: _ClassVar[int]
     SERVICES_FIELD_NUMBER: _ClassVar[int]
+    FAULTS_FIELD_NUMBER: _ClassVar[int]
     revision: int
     snapshot: bool
     compacted: bool
@@ -421,7 +509,8 @@ class WatchResponse(_message.Message):
     changes: _containers.RepeatedCompositeFieldContainer[Change]
     policies: _containers.RepeatedCompositeFieldContainer[Policy]
     services: _containers.RepeatedCompositeFieldContainer[Service]
-    def __init__(self, revision: _Optional[int] = ..., snapshot: _Optional[bool] = ..., compacted: _Optional[bool] = ..., hosts: _Optional[_Iterable[_Union[Host, _Mapping]]] = ..., networks: _Optional[_Iterable[_Union[Network, _Mapping]]] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ..., services: _Optional[_Iterable[_Union[Service, _Mapping]]] = ...) -> None: ...
+    faults: _containers.RepeatedCompositeFieldContainer[Fault]
+    def __init__(self, revision: _Optional[int] = ..., snapshot: _Optional[bool] = ..., compacted: _Optional[bool] = ..., hosts: _Optional[_Iterable[_Union[Host, _Mapping]]] = ..., networks: _Optional[_Iterable[_Union[Network, _Mapping]]] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ..., services: _Optional[_Iterable[_Union[Service, _Mapping]]] = ..., faults: _Optional[_Iterable[_Union[Fault, _Mapping]]] = ...) -> None: ...
 
 class CreateServiceRequest(_message.Message):
     __slots__ = ("service",)

@@ -958,6 +958,256 @@ class PolicyService:
             _registered_method=True)
 
 
+class FaultServiceStub:
+    """Faults are desired state: agents reconcile the host-side kinds and report their status.
+    Create and Delete are admin only; a host may read them and report its own status.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateFault = channel.unary_unary(
+                '/vxlab.v1.FaultService/CreateFault',
+                request_serializer=vxlab_dot_v1_dot_vxlab__pb2.CreateFaultRequest.SerializeToString,
+                response_deserializer=vxlab_dot_v1_dot_vxlab__pb2.Fault.FromString,
+                _registered_method=True)
+        self.GetFault = channel.unary_unary(
+                '/vxlab.v1.FaultService/GetFault',
+                request_serializer=vxlab_dot_v1_dot_vxlab__pb2.GetFaultRequest.SerializeToString,
+                response_deserializer=vxlab_dot_v1_dot_vxlab__pb2.Fault.FromString,
+                _registered_method=True)
+        self.ListFaults = channel.unary_unary(
+                '/vxlab.v1.FaultService/ListFaults',
+                request_serializer=vxlab_dot_v1_dot_vxlab__pb2.ListFaultsRequest.SerializeToString,
+                response_deserializer=vxlab_dot_v1_dot_vxlab__pb2.ListFaultsResponse.FromString,
+                _registered_method=True)
+        self.DeleteFault = channel.unary_unary(
+                '/vxlab.v1.FaultService/DeleteFault',
+                request_serializer=vxlab_dot_v1_dot_vxlab__pb2.DeleteFaultRequest.SerializeToString,
+                response_deserializer=vxlab_dot_v1_dot_vxlab__pb2.DeleteFaultResponse.FromString,
+                _registered_method=True)
+        self.ReportFaultStatus = channel.unary_unary(
+                '/vxlab.v1.FaultService/ReportFaultStatus',
+                request_serializer=vxlab_dot_v1_dot_vxlab__pb2.ReportFaultStatusRequest.SerializeToString,
+                response_deserializer=vxlab_dot_v1_dot_vxlab__pb2.ReportFaultStatusResponse.FromString,
+                _registered_method=True)
+
+
+class FaultServiceServicer:
+    """Faults are desired state: agents reconcile the host-side kinds and report their status.
+    Create and Delete are admin only; a host may read them and report its own status.
+    """
+
+    def CreateFault(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFault(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFaults(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteFault(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportFaultStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_FaultServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateFault': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateFault,
+                    request_deserializer=vxlab_dot_v1_dot_vxlab__pb2.CreateFaultRequest.FromString,
+                    response_serializer=vxlab_dot_v1_dot_vxlab__pb2.Fault.SerializeToString,
+            ),
+            'GetFault': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFault,
+                    request_deserializer=vxlab_dot_v1_dot_vxlab__pb2.GetFaultRequest.FromString,
+                    response_serializer=vxlab_dot_v1_dot_vxlab__pb2.Fault.SerializeToString,
+            ),
+            'ListFaults': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFaults,
+                    request_deserializer=vxlab_dot_v1_dot_vxlab__pb2.ListFaultsRequest.FromString,
+                    response_serializer=vxlab_dot_v1_dot_vxlab__pb2.ListFaultsResponse.SerializeToString,
+            ),
+            'DeleteFault': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteFault,
+                    request_deserializer=vxlab_dot_v1_dot_vxlab__pb2.DeleteFaultRequest.FromString,
+                    response_serializer=vxlab_dot_v1_dot_vxlab__pb2.DeleteFaultResponse.SerializeToString,
+            ),
+            'ReportFaultStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportFaultStatus,
+                    request_deserializer=vxlab_dot_v1_dot_vxlab__pb2.ReportFaultStatusRequest.FromString,
+                    response_serializer=vxlab_dot_v1_dot_vxlab__pb2.ReportFaultStatusResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'vxlab.v1.FaultService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('vxlab.v1.FaultService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class FaultService:
+    """Faults are desired state: agents reconcile the host-side kinds and report their status.
+    Create and Delete are admin only; a host may read them and report its own status.
+    """
+
+    @staticmethod
+    def CreateFault(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vxlab.v1.FaultService/CreateFault',
+            vxlab_dot_v1_dot_vxlab__pb2.CreateFaultRequest.SerializeToString,
+            vxlab_dot_v1_dot_vxlab__pb2.Fault.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFault(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vxlab.v1.FaultService/GetFault',
+            vxlab_dot_v1_dot_vxlab__pb2.GetFaultRequest.SerializeToString,
+            vxlab_dot_v1_dot_vxlab__pb2.Fault.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFaults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vxlab.v1.FaultService/ListFaults',
+            vxlab_dot_v1_dot_vxlab__pb2.ListFaultsRequest.SerializeToString,
+            vxlab_dot_v1_dot_vxlab__pb2.ListFaultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteFault(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vxlab.v1.FaultService/DeleteFault',
+            vxlab_dot_v1_dot_vxlab__pb2.DeleteFaultRequest.SerializeToString,
+            vxlab_dot_v1_dot_vxlab__pb2.DeleteFaultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportFaultStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vxlab.v1.FaultService/ReportFaultStatus',
+            vxlab_dot_v1_dot_vxlab__pb2.ReportFaultStatusRequest.SerializeToString,
+            vxlab_dot_v1_dot_vxlab__pb2.ReportFaultStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class ServiceServiceStub:
     """Missing associated documentation comment in .proto file."""
 
