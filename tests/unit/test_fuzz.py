@@ -22,9 +22,12 @@ def test_fuzz(target: str) -> None:
 
 
 def test_rpc_fuzzing_reaches_past_validation() -> None:
-    """Not only rejections: plausible requests create hosts, networks, endpoints, policies."""
-    stats = fuzz.run_rpcs(600, derandomize=True)
-    assert {"RegisterHost OK", "CreateNetwork OK", "CreateEndpoint OK", "CreatePolicy OK"} <= set(stats), stats
+    """Not only rejections: plausible requests create hosts, networks, endpoints, policies.
+    Fuzzed among the creating RPCs alone, so every RPC added to the API does not thin them
+    out (the full mix is `test_fuzz[rpc]`)."""
+    creates = frozenset({"RegisterHost", "CreateNetwork", "CreateEndpoint", "CreatePolicy"})
+    stats = fuzz.run_rpcs(300, derandomize=True, only=creates)
+    assert {f"{name} OK" for name in creates} <= set(stats), stats
     assert "INTERNAL" not in " ".join(stats)
 
 
