@@ -86,8 +86,7 @@ class Lab:
 
     def outside_ip(self) -> str:
         """The lab's outside address (the underlay's first address, on the switch)."""
-        underlay_net = (self.state.topology.underlay if self.state.topology else UnderlaySpec()).network
-        return str(underlay_net.network_address + 1)
+        return (self.state.topology.underlay if self.state.topology else UnderlaySpec()).switch_ip
 
     # --- what the lab is (the CLI and bench use these, never `state`) --------------
     @property
@@ -189,12 +188,13 @@ class Lab:
         if not any(p.alive() for p in self.state.etcd):  # a cluster with a member down still runs
             progress("starting etcd" + (f" ({topo.etcd_members} members)" if topo.etcd_members > 1 else ""))
             procs.start_etcd(self.state, members=topo.etcd_members)
-        if not self.running():
-            progress("starting the controller")
-            self.state.lease_ttl = lease_ttl_for(len(topo.hosts))
-            procs.start_controller(self.state, lease_ttl=self.state.lease_ttl)
         self._readdress(topo, steps)
-        self._underlay(topo, progress)
+        self._underlay(topo, progress)  # before the controller: with `control: underlay` it listens on the switch
+        if not self.running():
+            progress("starting the controller" + (f" (agents reach it at {topo.control_address} on the underlay)"
+                                                  if topo.control_address else ""))
+            self.state.lease_ttl = lease_ttl_for(len(topo.hosts))
+            procs.start_controller(self.state, lease_ttl=self.state.lease_ttl, switch_ns=self.switch_ns)
         # New hosts are registered before their agents start, and the containers created
         # before too: each new agent then starts from one snapshot holding everything and
         # programs it in one pass, instead of every agent replaying every create.
@@ -229,7 +229,9 @@ class Lab:
             self.state.intend(self.switch_ns)
             net = topo.underlay.network
             underlay.create_switch(self.switch_ns, mark=mark, mtu=topo.underlay.mtu,
-                                   outside=f"{net.network_address + 1}/{net.prefixlen}")
+                                   outside=f"{topo.underlay.switch_ip}/{net.prefixlen}",
+                                   control=f"{topo.underlay.control_ip}/{net.prefixlen}"
+                                   if topo.control == "underlay" else "")
         prefix_len = topo.underlay.subnet.split("/")[1]
         new = [(underlay.SimHost(h.name, self.host_ns(h.name), h.underlay_ip, f"{h.underlay_ip}/{prefix_len}"),
                 self.layout.port(h.name)) for h in topo.hosts if self.host_ns(h.name) not in existing]
@@ -362,6 +364,7 @@ class Lab:
     def status(self, *, brief: bool = False) -> dict[str, Any]:
         self.state = LabState.load(self.name) or self.state  # a fault's heal may have restarted processes
         st: dict[str, Any] = {"name": self.name, "controller": self.socket, "controller_up": self.running(),
+                              "agents_controller": procs.agents_controller(self.state),
                               "etcd": self.state.etcd_endpoints,
                               "etcd_up": bool(self.state.etcd) and all(p.alive() for p in self.state.etcd),
                               "hosts": sorted(self.state.agents)}

@@ -9,8 +9,8 @@ on another host gets its endpoint deleted and created again (`-` then `+`); a ne
 with another subnet, VNI, driver or (bridge) host is deleted with its endpoints and
 policies and created again with them, only with `recreate` (`up --recreate`), and is
 otherwise refused. A host with another underlay address keeps its containers: its
-agent is restarted on the new address. The underlay and the etcd cluster of a running
-lab cannot change at all (`down`, then `up`). A plan with a refusal is not carried out
+agent is restarted on the new address. The underlay, the etcd cluster and where the
+agents reach the controller (`control`) of a running lab cannot change at all (`down`, then `up`). A plan with a refusal is not carried out
 in any part, and an empty plan writes nothing.
 """
 
@@ -79,6 +79,7 @@ class Live:
     view: View = field(default_factory=View)  # the controller's networks, endpoints and policies
     underlay: tuple[str, int] | None = None  # (subnet, mtu) it was made with
     etcd_members: int = 0
+    control: str = ""  # `control` it was made with ("": not running)
     modes: dict[str, tuple[str, str]] = field(default_factory=dict)  # network_mode containers: name -> (mode, host)
 
 
@@ -91,7 +92,7 @@ async def read_live(c: Client, *, agents: set[str], applied: Topology | None) ->
     nets = [dataclasses.replace(n, driver=n.driver or "overlay") for n in nets]  # from before drivers: overlays
     return Live({h: ips.get(h, "") for h in agents}, View.of_objects([*nets, *eps, *rules]),
                 (applied.underlay.subnet, applied.underlay.mtu) if applied else None,
-                applied.etcd_members if applied else 0,
+                applied.etcd_members if applied else 0, applied.control if applied else "",
                 {c.name: (c.network_mode, c.host) for c in (applied.containers if applied else ()) if c.network_mode})
 
 
@@ -143,6 +144,8 @@ def _fixed(topo: Topology, live: Live) -> list[str]:
             ("underlay.mtu", live.underlay[1], topo.underlay.mtu)] if live.underlay else []
     if live.etcd_members:
         have.append(("etcd.members", live.etcd_members, topo.etcd_members))
+    if live.control:
+        have.append(("control", live.control, topo.control))
     for path, old, new in have:
         if str(old) != str(new):
             out.append(f"{path}: {old} -> {new} cannot change on a running lab; 'vxlab down' it, then 'vxlab up'")

@@ -1,7 +1,12 @@
 """Lab topology files: parse and validate a YAML description into frozen dataclasses.
 
 A topology names the lab, its underlay (subnet and MTU), the simulated hosts, the
-networks to create and the containers to start (see examples/quickstart.yaml). The file
+networks to create and the containers to start (see examples/quickstart.yaml), and
+where its agents reach the controller (`control`): `underlay`, the control address on
+the underlay switch (the underlay's second address, `CONTROL_OFFSET`, reserved like the
+switch's first: the agents dial it across the underlay, so faults on the underlay cut
+control traffic as on real hosts), or `local`, the controller's unix socket (reachable
+from every namespace, never cut). The file
 is YAML 1.2, not PyYAML's 1.1: `off` is a string, `0o17` octal, and a decimal with a
 leading zero (`mtu: 01400`, octal 768 in YAML 1.1) is refused (the rules:
 vxlab.lab.yamlfile). Every problem is reported as ONE `TopologyError` whose str() is
@@ -36,12 +41,17 @@ UNDERLAY_PREFIX_MAX = 29     # room for the switch (.1) and a few hosts
 UNDERLAY_MTU_MIN, UNDERLAY_MTU_MAX = 1280, 9216
 DEFAULT_MTU = 1500
 FIRST_HOST_OFFSET = 11       # automatic host addresses: .11, .12, ...
+SWITCH_OFFSET = 1            # the switch's own address (the lab's outside): .1
+CONTROL_OFFSET = 2           # the controller's control address on the switch: .2
+CONTROL_PORT = 7070          # its port there (each lab's switch is a namespace of its own)
+CONTROLS = ("underlay", "local")
+DEFAULT_CONTROL = "local"
 HOSTS_MAX = 250
 ETCD_MEMBERS = (1, 3)
 DRIVERS = ("overlay", "bridge")
 NETWORK_MODES = ("none", "host")
 
-TOP_KEYS = ("name", "underlay", "hosts", "networks", "containers", "policies", "etcd")
+TOP_KEYS = ("name", "underlay", "hosts", "networks", "containers", "policies", "etcd", "control")
 UNDERLAY_KEYS = ("subnet", "mtu")
 HOST_KEYS = ("name", "underlay_ip")
 NETWORK_KEYS = ("name", "subnet", "gateway", "vni", "mtu", "internal", "driver", "host", "labels")
@@ -59,6 +69,16 @@ class UnderlaySpec:
     @property
     def network(self) -> ipaddress.IPv4Network:
         return ipaddress.IPv4Network(self.subnet)
+
+    @property
+    def switch_ip(self) -> str:
+        """The switch's own address: the lab's outside (`172.30.0.1`)."""
+        return str(self.network.network_address + SWITCH_OFFSET)
+
+    @property
+    def control_ip(self) -> str:
+        """The controller's control address on the switch (`172.30.0.2`)."""
+        return str(self.network.network_address + CONTROL_OFFSET)
 
 
 @dataclass(frozen=True)
@@ -104,6 +124,12 @@ class Topology:
     containers: tuple[ContainerSpec, ...] = ()
     etcd_members: int = 1
     policies: tuple[Policy, ...] = ()
+    control: str = DEFAULT_CONTROL
+
+    @property
+    def control_address(self) -> str:
+        """Where the agents dial the controller over the underlay ("" for `control: local`)."""
+        return f"{self.underlay.control_ip}:{CONTROL_PORT}" if self.control == "underlay" else ""
 
 
 def load(path: str | Path) -> Topology:
@@ -161,6 +187,7 @@ def to_dict(t: Topology) -> dict[str, Any]:
         "name": t.name,
         "underlay": {"subnet": t.underlay.subnet, "mtu": t.underlay.mtu},
         "etcd": {"members": t.etcd_members},
+        "control": t.control,
         "hosts": [{"name": h.name, "underlay_ip": h.underlay_ip} for h in t.hosts],
         "networks": [network(n) for n in t.networks],
         "containers": [container(c) for c in t.containers],
@@ -179,11 +206,14 @@ def _topology(top: dict[str, Any]) -> Topology:
     members = 1 if members is None else members
     if members not in ETCD_MEMBERS:
         raise TopologyError("etcd.members", f"expected 1 or 3, got {members}")
+    control = _str(top, "control", "") or DEFAULT_CONTROL
+    if control not in CONTROLS:
+        raise TopologyError("control", f"{control[:20]!r} is not one of {', '.join(CONTROLS)}")
     hosts = _hosts(top.get("hosts"), underlay.network)
     networks = _networks(_items(top, "networks"), {h.name for h in hosts})
     containers = _containers(_items(top, "containers"), {h.name for h in hosts}, networks)
     policies = _policies(_items(top, "policies"), {n.name for n in networks})
-    return Topology(name, underlay, hosts, networks, containers, members, policies)
+    return Topology(name, underlay, hosts, networks, containers, members, policies, control)
 
 
 def _underlay(u: dict[str, Any]) -> UnderlaySpec:
@@ -230,8 +260,10 @@ def _hosts(raw: Any, net: ipaddress.IPv4Network) -> tuple[HostSpec, ...]:
             field_ = f"{path}.underlay_ip"
             addr = validate.ipv4(text, field=field_)
             validate.host_in(addr, net, field=field_)
-            if addr == net.network_address + 1:
+            if addr == net.network_address + SWITCH_OFFSET:
                 raise TopologyError(field_, f"{addr} is reserved for the switch")
+            if addr == net.network_address + CONTROL_OFFSET:
+                raise TopologyError(field_, f"{addr} is reserved for the controller's control address")
             if addr in used:
                 raise TopologyError(field_, f"{addr} is already used by host {used[addr]!r}")
             used[addr] = name

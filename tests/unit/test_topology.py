@@ -100,6 +100,10 @@ ERRORS = [
      "hosts[0].underlay_ip: 172.30.0.255 is the broadcast address of 172.30.0.0/24"),
     ("name: t\nhosts: [{name: h1, underlay_ip: 172.30.0.1}]\n",
      "hosts[0].underlay_ip: 172.30.0.1 is reserved for the switch"),
+    ("name: t\nhosts: [h1, {name: h2, underlay_ip: 10.9.0.2}]\nunderlay: {subnet: 10.9.0.0/16}\n",
+     "hosts[1].underlay_ip: 10.9.0.2 is reserved for the controller's control address"),
+    (BASE + "control: remote\n", "control: 'remote' is not one of underlay, local"),
+    (BASE + "control: true\n", "control: expected a string, got bool"),
     ("name: t\nhosts: [{name: h1, underlay_ip: 172.30.0.20}, {name: h2, underlay_ip: 172.30.0.20}]\n",
      "hosts[1].underlay_ip: 172.30.0.20 is already used by host 'h1'"),
     ("name: t\nhosts: 5\nunderlay: {subnet: 172.30.0.0/28}\n",
@@ -291,9 +295,16 @@ def test_host_forms_and_address_assignment() -> None:
     t = parse("name: t\nhosts: 250\nunderlay: {subnet: 10.1.0.0/23}\n")
     assert (t.hosts[-1].name, t.hosts[-1].underlay_ip) == ("h250", "10.1.1.4")
     # a /29 only fits explicit addresses; a /28 fits .11 to .14
-    t = parse("name: t\nhosts: [{name: a, underlay_ip: 10.0.0.2}]\nunderlay: {subnet: 10.0.0.0/29}\n")
-    assert t.hosts[0].underlay_ip == "10.0.0.2"
+    t = parse("name: t\nhosts: [{name: a, underlay_ip: 10.0.0.3}]\nunderlay: {subnet: 10.0.0.0/29}\n")
+    assert t.hosts[0].underlay_ip == "10.0.0.3"
     assert parse("name: t\nhosts: 4\nunderlay: {subnet: 10.0.0.0/28}\n").hosts[-1].underlay_ip == "10.0.0.14"
+
+
+def test_control_address() -> None:
+    t = parse(BASE + "control: underlay\nunderlay: {subnet: 10.5.0.0/16}\n")
+    assert (t.control, t.underlay.switch_ip, t.underlay.control_ip, t.control_address) == (
+        "underlay", "10.5.0.1", "10.5.0.2", "10.5.0.2:7070")
+    assert parse(BASE + "control: local\n").control_address == ""
 
 
 def test_examples_load() -> None:
@@ -322,6 +333,7 @@ def test_round_trip(name: str | None) -> None:
     if name is None:
         t = parse(BASE + textwrap.dedent("""\
             etcd: {members: 3}
+            control: underlay
             underlay: {subnet: 10.5.0.0/16, mtu: 9000}
             networks:
               - {name: blue, subnet: 10.10.0.0/24, gateway: 10.10.0.9, vni: 7, mtu: 1400, internal: true,

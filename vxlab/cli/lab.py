@@ -69,7 +69,13 @@ def _summary(the_lab: Any) -> None:
            rows=[[r["container"], r["host"], r["network"], r["ip"], r["mac"], r["namespace"]] for r in rows])
     st = the_lab.status()
     typer.echo(f"lab {st['name']}: {len(st['hosts'])} hosts, {len(rows)} endpoints, "
-               f"converged at revision {st['revision']} — controller {st['controller']}", err=True)
+               f"converged at revision {st['revision']} — controller {st['controller']}{_control(st)}", err=True)
+
+
+def _control(st: dict[str, Any]) -> str:
+    """How the agents reach the controller, when not through its unix socket."""
+    dial = st.get("agents_controller", "")
+    return f", agents dial {dial} on the underlay" if dial and dial != st["controller"] else ""
 
 
 def down(ctx: typer.Context, lab: LabOpt = None) -> None:
@@ -89,7 +95,8 @@ def status(ctx: typer.Context, lab: LabOpt = None, as_json: JsonOpt = False) -> 
     if as_json:
         print_json(st)
         return
-    typer.echo(f"lab {st['name']}: controller {st['controller']} ({'up' if st['controller_up'] else 'DOWN'}), "
+    typer.echo(f"lab {st['name']}: controller {st['controller']} ({'up' if st['controller_up'] else 'DOWN'})"
+               f"{_control(st)}, "
                f"etcd {', '.join(st['etcd'])} ({'up' if st['etcd_up'] else 'DOWN'}), revision {st['revision']}")
     output(as_json=False, data=st, columns=["HOST", "UNDERLAY", "ALIVE", "AGENT", "APPLIED", "CONVERGED"],
            rows=[[h["name"], h["underlay_ip"], _yes(h["alive"]), _yes(h["agent_running"]),
