@@ -53,13 +53,15 @@ def measure(hosts: int, *, control: str = DEFAULT_CONTROL) -> dict[str, Any]:
 
 
 def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per size: seconds with `local` and with `underlay` control, and their ratio (pure)."""
+    """Per size: the median seconds over the repetitions with `local` and with `underlay`
+    control, each one's runs, and the ratio of the medians (pure)."""
     out = []
     for hosts in sorted({r["hosts"] for r in rows}):
-        by = {r["control"]: r["seconds"] for r in rows if r["hosts"] == hosts}
-        if {"local", "underlay"} <= set(by):
-            out.append({"hosts": hosts, "local_s": by["local"], "underlay_s": by["underlay"],
-                        "underlay_over_local": summary.ratio(by["underlay"], by["local"])})
+        by = {c: [r["seconds"] for r in rows if r["hosts"] == hosts and r["control"] == c] for c in ("local", "underlay")}
+        if by["local"] and by["underlay"]:
+            local, under = summary.median(by["local"]), summary.median(by["underlay"])
+            out.append({"hosts": hosts, "local_s": local, "underlay_s": under, "runs_s": by,
+                        "underlay_over_local": summary.ratio(under, local)})
     return out
 
 
@@ -74,7 +76,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for control in sorted({r.get("control", DEFAULT_CONTROL) for r in rows}):
         mine = [r for r in rows if r.get("control", DEFAULT_CONTROL) == control]
-        ax.plot([r["hosts"] for r in mine], [r["seconds"] for r in mine], "o-",
+        sizes = sorted({r["hosts"] for r in mine})
+        ax.plot(sizes, [summary.median([r["seconds"] for r in mine if r["hosts"] == n]) for n in sizes], "o-",
                 label=f"vxlab up (5 containers/host), control: {control}")
     ax.axhline(30, color="red", linestyle="--", label="target: 100 x 5 in 30 s")
     ax.set_xlabel("hosts")
@@ -87,10 +90,13 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
     return path
 
 
-def run(out_dir: Path, *, sizes: list[int] | None = None, controls: tuple[str, ...] = (DEFAULT_CONTROL,)
-        ) -> dict[str, Any]:
+def run(out_dir: Path, *, sizes: list[int] | None = None, controls: tuple[str, ...] = (DEFAULT_CONTROL,),
+        reps: int = 1) -> dict[str, Any]:
+    """`reps` runs of every size with every control, the controls' order alternating
+    between repetitions (the machine is shared: a burst of load hits both alike)."""
     sizes = sizes or [10, 25, 50, 100]
-    rows = [measure(n, control=c) for n in sizes for c in controls]
+    rows = [measure(n, control=c) | {"rep": rep} for rep in range(reps) for n in sizes
+            for c in (controls if rep % 2 == 0 else controls[::-1])]
     result = {"benchmark": "bring-up: vxlab up, N hosts x 5 containers, to converged",
               "target": "100 x 5 <= 30 s, linear growth", "machine": machine.describe(), "sizes": rows}
     if len(controls) > 1:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from vxlab.lab import procs
-from vxlab.lab.faultspec import FaultError, sides
+from vxlab.lab.faultspec import CONTROL, FaultError, sides
 from vxlab.lab.state import LabState
 from vxlab.lab.supervisor import Command, Proc, Supervisor
 from vxlab.layout import LabLayout
@@ -52,7 +52,10 @@ def _run(cmd: list[str], *, stdin: str | None = None, check: bool = True) -> sub
 
 
 def _ips(lab: Lab, hosts: list[str]) -> str:
-    by_name = {h.name: h.underlay_ip for h in (lab.state.topology.hosts if lab.state.topology else ())}
+    topo = lab.state.topology
+    by_name = {h.name: h.underlay_ip for h in (topo.hosts if topo else ())}
+    if topo is not None:
+        by_name[CONTROL] = topo.underlay.control_ip  # the controller's control address, on the switch itself
     return ", ".join(by_name[h] for h in hosts)
 
 
@@ -93,7 +96,9 @@ def apply(lab: Lab, fault_id: str, kind: str, p: dict[str, Any]) -> dict[str, An
         rules = [f"ip saddr {{ {a} }} ip daddr {{ {b} }} drop"]
         if not p["oneway"]:
             rules.append(f"ip saddr {{ {b} }} ip daddr {{ {a} }} drop")
-        return _nft(lab, fault_id, {"forward": rules})
+        # The control address is the switch's own: its traffic is input and output, not forwarded.
+        chains = ("forward", "input", "output") if CONTROL in p["hosts"] + p["from"] else ("forward",)
+        return _nft(lab, fault_id, dict.fromkeys(chains, rules))
     if kind == "loss":
         port = _port(lab, p["host"])[1]
         chance = f"numgen random mod 10000 < {round(p['percent'] * 100)} drop"

@@ -19,6 +19,7 @@ class FaultError(LabError):
 
 
 DIRECTIONS = ("egress", "ingress", "both")
+CONTROL = "control"  # a partition side: the controller's control address (`control: underlay` labs)
 # kind -> (required, optional with defaults)
 KINDS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "partition": (("hosts", "from"), {"oneway": False}),
@@ -74,8 +75,11 @@ def _number(value: Any, field: str, *, low: float, high: float, low_open: bool =
     return x
 
 
-def validate(kind: str, params: dict[str, Any], *, hosts: set[str], members: int = 1) -> dict[str, Any]:
-    """Normalised parameters of a fault, or FaultError; `members`: the lab's etcd members."""
+def validate(kind: str, params: dict[str, Any], *, hosts: set[str], members: int = 1,
+             control: bool = False) -> dict[str, Any]:
+    """Normalised parameters of a fault, or FaultError; `members`: the lab's etcd members;
+    `control`: the agents dial the controller across the underlay, so a partition's side
+    may name `control` (the control address)."""
     if kind not in KINDS:
         raise FaultError(f"kind: unknown fault kind {kind!r} (kinds: {', '.join(KINDS)})")
     required, optional = KINDS[kind]
@@ -90,7 +94,12 @@ def validate(kind: str, params: dict[str, Any], *, hosts: set[str], members: int
     if "host" in out:
         out["host"] = _single(out["host"], hosts)
     if kind == "partition":
-        out["hosts"], out["from"] = _names(out["hosts"], "hosts", hosts), _names(out["from"], "from", hosts)
+        sides_ = hosts | ({CONTROL} if control else set())
+        for side in ("hosts", "from"):
+            if not control and CONTROL in _names(out[side], side, hosts | {CONTROL}):
+                raise FaultError(f"{side}: 'control' is the control plane, which a partition cuts only in a lab with"
+                                 " `control: underlay` (this lab's agents use the controller's unix socket)")
+        out["hosts"], out["from"] = _names(out["hosts"], "hosts", sides_), _names(out["from"], "from", sides_)
         if both := set(out["hosts"]) & set(out["from"]):
             raise FaultError(f"from: {sorted(both)[0]!r} is on both sides of the partition")
         out["oneway"] = bool(out["oneway"])

@@ -45,6 +45,7 @@ SWITCH_OFFSET = 1            # the switch's own address (the lab's outside): .1
 CONTROL_OFFSET = 2           # the controller's control address on the switch: .2
 CONTROL_PORT = 7070          # its port there (each lab's switch is a namespace of its own)
 CONTROLS = ("underlay", "local")
+RESERVED_HOST = "control"    # faults name the control plane so (a partition's side)
 DEFAULT_CONTROL = "local"
 HOSTS_MAX = 250
 ETCD_MEMBERS = (1, 3)
@@ -251,6 +252,8 @@ def _hosts(raw: Any, net: ipaddress.IPv4Network) -> tuple[HostSpec, ...]:
         _mapping(item, path, HOST_KEYS)
         name = validate.name(_str(item, "name", path, required=True) or "",
                              field=f"{path}.name", max_len=validate.HOST_NAME_MAX)
+        if name == RESERVED_HOST:
+            raise TopologyError(f"{path}.name", f"{name!r} is reserved: a partition's side naming the control plane")
         if name in names:
             raise TopologyError(path, f"duplicate host {name!r}")
         names.add(name)

@@ -102,6 +102,8 @@ ERRORS = [
      "hosts[0].underlay_ip: 172.30.0.1 is reserved for the switch"),
     ("name: t\nhosts: [h1, {name: h2, underlay_ip: 10.9.0.2}]\nunderlay: {subnet: 10.9.0.0/16}\n",
      "hosts[1].underlay_ip: 10.9.0.2 is reserved for the controller's control address"),
+    ("name: t\nhosts: [h1, control]\n", "hosts[1].name: 'control' is reserved: a partition's side naming the"
+     " control plane"),
     (BASE + "control: remote\n", "control: 'remote' is not one of underlay, local"),
     (BASE + "control: true\n", "control: expected a string, got bool"),
     ("name: t\nhosts: [{name: h1, underlay_ip: 172.30.0.20}, {name: h2, underlay_ip: 172.30.0.20}]\n",

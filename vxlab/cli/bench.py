@@ -57,11 +57,12 @@ def bringup(
     out: Annotated[Path, typer.Option("-o", "--out", help="Directory for bringup.json/png.")] = Path("bench/results"),
     sizes: Annotated[str, typer.Option(help="Host counts, comma-separated.")] = "10,25,50,100",
     control: ControlOpt = "local,underlay",
+    reps: Annotated[int, typer.Option(min=1, help="Runs of every size with every control.")] = 1,
 ) -> None:
     """Time `up` of N hosts x 5 containers to converged, phase by phase; plot it."""
     from vxlab.bench import bringup as bench
 
-    result = bench.run(out, sizes=[int(x) for x in sizes.split(",")], controls=_controls(control))
+    result = bench.run(out, sizes=[int(x) for x in sizes.split(",")], controls=_controls(control), reps=reps)
     _report(result, "sizes", {"HOSTS": "hosts", "CONTROL": "control", "CONTAINERS": "containers",
                               "SECONDS": "seconds", "DOWN S": "down_seconds"})
 
