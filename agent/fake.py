@@ -1,11 +1,15 @@
 """FakeKernel: an in-memory Kernel for reconciler unit tests.
 
-Behaves like NetlinkKernel where the reconciler can tell: ensure-style adds that write
-nothing when the object is already right, deletes of missing objects that are no
+Behaves like NetlinkKernel wherever the kernel contract says what happens: the contract
+suite (tests/contract_kernel.py) runs on both, and where they disagreed the fake was
+made to follow the real kernel. Ensure-style adds that write nothing when the object
+is already right, deletes of missing objects (or in a missing namespace) that are no
 error, `Foreign` for unmarked objects in the way, `adopt_link` only in a namespace with
 the given marker, veth pairs that vanish together, `interrupt` leaving an unmarked
-object behind, and a write counter per method. The agent's own namespace holds the
-allow-list, the NAT table and the uplinks' host ends (`own`).
+object behind, a write counter per method called, a dump with `lo` (carrying the
+marker) and only what the real dump reads. The agent's own namespace holds the
+allow-list, the NAT table and the uplinks' host ends (`own`); `arp` holds a
+namespace's dynamic ARP entries (what `forget_stale_neigh` may delete).
 """
 
 from __future__ import annotations
@@ -16,18 +20,37 @@ from dataclasses import dataclass, field
 
 from vxlab.agent.kernel import (MARK, UPLINK_MARK, AgentNs, Fdb, Foreign, Kernel, KernelError, Link, Namespace, Nat, Neigh,
                                PolicyTable, Route, Underlay, VtepFilter)
+from vxlab.agent.underlay import UnderlayFacts, select_underlay
+
+ZERO_MAC = "00:00:00:00:00:00"
 
 
 @dataclass
 class _Ns:
     marker: str
-    links: dict[str, Link] = field(default_factory=dict)
+    links: dict[str, Link] = field(default_factory=dict)   # every link but `lo` (the dump adds it)
     addrs: set[tuple[str, str]] = field(default_factory=set)
     routes: set[Route] = field(default_factory=set)
     fdb: dict[tuple[str, str], Fdb] = field(default_factory=dict)
     neigh: dict[tuple[str, str], Neigh] = field(default_factory=dict)
+    arp: dict[tuple[str, str], str] = field(default_factory=dict)  # dynamic entries: (dev, ip) -> MAC
     policy: PolicyTable | None = None
     nat: Nat | None = None
+
+
+def _lo(marker: str) -> Link:
+    return Link("lo", "loopback", alias=marker, mac=ZERO_MAC, mtu=65536, up=True)
+
+
+def _dumped(name: str, n: _Ns) -> Namespace:
+    """`n` as NetlinkKernel's dump reads it: FDB and neighbour entries of vxlan devices
+    only, tables only in a network namespace (ours, with a bridge)."""
+    vxlans = {d for d, link in n.links.items() if link.kind == "vxlan"}
+    network = n.marker.startswith(MARK) and any(link.kind == "bridge" for link in n.links.values())
+    return Namespace(name, n.marker, {"lo": _lo(n.marker), **n.links}, frozenset(n.addrs), frozenset(n.routes),
+                     frozenset(e for e in n.fdb.values() if e.dev in vxlans),
+                     frozenset(e for e in n.neigh.values() if e.dev in vxlans),
+                     n.policy if network else None, n.nat if network else None)
 
 
 class FakeKernel(Kernel):
@@ -44,15 +67,18 @@ class FakeKernel(Kernel):
         if not ns:
             return self.own
         if ns not in self.ns:
-            raise KernelError(f"namespace {ns}: does not exist")
+            raise KernelError(f"no network namespace {ns!r}")
         return self.ns[ns]
 
+    def _with_dev(self, ns: str, dev: str) -> _Ns:
+        """Namespace `ns` for an add on `dev`, which must exist."""
+        n = self._get(ns)
+        if dev not in n.links:
+            raise KernelError(f"no link {dev!r} in {ns or 'the agent namespace'}")
+        return n
+
     def dump(self, prefix: str) -> dict[str, Namespace]:
-        return {
-            name: Namespace(name, n.marker, dict(n.links), frozenset(n.addrs), frozenset(n.routes),
-                            frozenset(n.fdb.values()), frozenset(n.neigh.values()), n.policy, n.nat)
-            for name, n in self.ns.items() if name.startswith(prefix)
-        }
+        return {name: _dumped(name, n) for name, n in self.ns.items() if name.startswith(prefix)}
 
     def agent_ns(self) -> AgentNs:
         uplinks = {name: frozenset(c for d, c in self.own.addrs if d == name) for name, link in self.own.links.items()
@@ -60,7 +86,12 @@ class FakeKernel(Kernel):
         return AgentNs(self.vteps, self.own.nat, uplinks)
 
     def underlay(self, *, ip: str = "", dev: str = "", towards: Sequence[str] = ()) -> Underlay:
-        return self._underlay
+        """By agent/underlay.py's rules over one device holding the underlay address,
+        the default route's, through which every address is reached."""
+        u = self._underlay
+        facts = UnderlayFacts(mtus={"lo": 65536, u.dev: u.mtu}, addrs=[(u.dev, u.ip)], defaults=[u.dev],
+                              routes={t: u.dev for t in towards})
+        return select_underlay(facts, ip=ip, dev=dev, towards=towards)
 
     def set_vtep_filter(self, want: VtepFilter) -> None:
         if self.vteps != want:
@@ -114,18 +145,30 @@ class FakeKernel(Kernel):
                     self.peers.pop(other, None)
             self.writes["delete_netns"] += 1
 
+    def _owned(self, ns: str, name: str) -> Link | None:
+        """The link `name` of `ns` when it is ours, None when there is none; Foreign else."""
+        cur = self._get(ns).links.get(name)
+        if cur is not None and not cur.alias.startswith(MARK):
+            raise Foreign(f"{ns}/{name}: exists and is not ours (alias {cur.alias!r})")
+        return cur
+
+    def _master(self, n: _Ns, master: str) -> None:
+        if master and master not in n.links:
+            raise KernelError(f"master {master!r} does not exist")
+
     def _ensure(self, ns: str, link: Link, method: str) -> None:
         n = self._get(ns)
-        cur = n.links.get(link.name)
-        if cur is not None and not cur.alias.startswith(MARK):
-            raise Foreign(f"{ns}/{link.name}: exists and is not ours")
-        if cur is not None and dataclasses.replace(cur, mtu=link.mtu, up=link.up) == link:
-            if (cur.mtu, cur.up) != (link.mtu, link.up):
+        cur = self._owned(ns, link.name)
+        self._master(n, link.master)
+        if cur is not None and dataclasses.replace(cur, mtu=link.mtu, up=link.up, master=link.master,
+                                                   alias=link.alias) == link:  # fixed in place
+            if cur != link:
                 n.links[link.name] = link
-                self.writes["set_link"] += 1
+                self.writes[method] += 1
             return
-        if cur is not None:
-            self.delete_link(ns, link.name)
+        if cur is not None:  # another kind or VNI: replaced
+            self._remove(ns, link.name)
+            self.writes[method] += 1
         n.links[link.name] = dataclasses.replace(link, alias="", up=False)  # created, not yet marked
         self.writes[method] += 1
         self._interrupted(method, f"{link.kind} {link.name}")
@@ -143,21 +186,23 @@ class FakeKernel(Kernel):
                  peer_mac: str, peer_alias: str) -> None:
         n, p = self._get(ns), self._get(peer_ns)
         want = Link(name, "veth", alias=alias, mtu=mtu, up=True, master=master)
-        cur = n.links.get(name)
-        if cur is not None and not cur.alias.startswith(MARK):
-            raise Foreign(f"{ns}/{name}: exists and is not ours")
+        peer = Link(peer_name, "veth", alias=peer_alias, mac=peer_mac, mtu=mtu, up=True)
+        cur = self._owned(ns, name)
         if cur is not None and cur.kind != "veth":
-            self.delete_link(ns, name)
+            self._remove(ns, name)
+            self.writes["add_veth"] += 1
         elif cur is not None:  # fixed in place, like NetlinkKernel's `_fix`, both ends
-            peer = Link(peer_name, "veth", alias=peer_alias, mac=peer_mac, mtu=mtu, up=True)
+            self._master(n, master)
             ends = [(n, want)] + ([(p, peer)] if p.links.get(peer_name, peer).alias.startswith(MARK) else [])
             for links, end in ((x.links, e) for x, e in ends):
                 if end.name in links and links[end.name] != end:
                     links[end.name] = end
                     self.writes["add_veth"] += 1
             return
-        if peer_name in p.links:
-            raise KernelError(f"{peer_ns}/{peer_name}: exists")
+        if self._owned(peer_ns, peer_name) is not None:  # a peer of ours without its host end
+            self._remove(peer_ns, peer_name)
+            self.writes["add_veth"] += 1
+        self._master(n, master)
         n.links[name] = Link(name, "veth", mtu=mtu)  # created, not yet marked
         p.links[peer_name] = Link(peer_name, "veth", mac=peer_mac, mtu=mtu)
         self.peers[(ns, name)] = (peer_ns, peer_name)
@@ -165,17 +210,16 @@ class FakeKernel(Kernel):
         self.writes["add_veth"] += 1
         self._interrupted("add_veth", f"veth {name}")
         n.links[name] = want
-        p.links[peer_name] = Link(peer_name, "veth", alias=peer_alias, mac=peer_mac, mtu=mtu, up=True)
+        p.links[peer_name] = peer
 
     def add_uplink(self, ns: str, name: str, *, alias: str, mtu: int, host_name: str, host_cidr: str) -> None:
         """Like NetlinkKernel: made and marked in `ns`, the host end then moved out."""
         n = self._get(ns)
-        host, inside = self.own.links.get(host_name), n.links.get(host_name)
-        for cur in (host, inside, n.links.get(name)):
-            if cur is not None and not cur.alias.startswith(MARK):
-                raise Foreign(f"{host_name}/{name}: exists and is not ours")
+        host, inside = self._owned("", host_name), self._owned(ns, host_name)
         if host is None and inside is None:
-            self.delete_link(ns, name)
+            if self._owned(ns, name) is not None:
+                self._remove(ns, name)
+                self.writes["add_uplink"] += 1
             n.links[host_name] = Link(host_name, "veth", mtu=mtu)
             n.links[name] = Link(name, "veth", mtu=mtu)
             self.peers[(ns, host_name)], self.peers[(ns, name)] = (ns, name), (ns, host_name)
@@ -219,23 +263,28 @@ class FakeKernel(Kernel):
         n.routes = {r for r in n.routes if r.dev != name}
         n.fdb = {k: v for k, v in n.fdb.items() if v.dev != name}
         n.neigh = {k: v for k, v in n.neigh.items() if v.dev != name}
+        n.arp = {k: v for k, v in n.arp.items() if k[0] != name}
 
-    def delete_link(self, ns: str, name: str) -> None:
-        n = self.own if not ns else self.ns.get(ns)
-        if n is None or name not in n.links:
-            return
-        if not n.links[name].alias.startswith(MARK):
-            raise Foreign(f"{ns}/{name}: exists and is not ours")
+    def _remove(self, ns: str, name: str) -> None:
+        """Remove link `name` of `ns` and its veth peer."""
         self._drop_link(ns, name)
         other = self.peers.pop((ns, name), None)
         if other is not None:
             self.peers.pop(other, None)
             self._drop_link(*other)
+
+    def delete_link(self, ns: str, name: str) -> None:
+        n = self.own if not ns else self.ns.get(ns)
+        if n is None or self._owned(ns, name) is None:
+            return
+        self._remove(ns, name)
         self.writes["delete_link"] += 1
 
     def set_link(self, ns: str, name: str, *, mtu: int | None = None, up: bool | None = None) -> None:
         n = self._get(ns)
-        cur = n.links[name]
+        cur = self._owned(ns, name)
+        if cur is None:
+            raise KernelError(f"no link {name!r} in {ns or 'the agent namespace'}")
         new = dataclasses.replace(cur, mtu=cur.mtu if mtu is None else mtu, up=cur.up if up is None else up)
         if new != cur:
             n.links[name] = new
@@ -246,37 +295,84 @@ class FakeKernel(Kernel):
             (bag.add if add else bag.discard)(item)
             self.writes[method] += 1
 
+    def _if(self, ns: str) -> _Ns:
+        """Namespace `ns` for a delete; an empty one when it is gone (nothing to delete)."""
+        return self.own if not ns else self.ns.get(ns, _Ns(""))
+
     def add_addr(self, ns: str, dev: str, cidr: str) -> None:
-        self._set_write(self._get(ns).addrs, (dev, cidr), True, "add_addr")
+        self._set_write(self._with_dev(ns, dev).addrs, (dev, cidr), True, "add_addr")
 
     def del_addr(self, ns: str, dev: str, cidr: str) -> None:
-        self._set_write(self._get(ns).addrs, (dev, cidr), False, "del_addr")
+        self._set_write(self._if(ns).addrs, (dev, cidr), False, "del_addr")
 
     def add_route(self, ns: str, route: Route) -> None:
-        self._set_write(self._get(ns).routes, route, True, "add_route")
+        self._set_write(self._with_dev(ns, route.dev).routes, route, True, "add_route")
 
     def del_route(self, ns: str, route: Route) -> None:
-        self._set_write(self._get(ns).routes, route, False, "del_route")
+        self._set_write(self._if(ns).routes, route, False, "del_route")
 
-    def add_fdb(self, ns: str, entry: Fdb) -> None:
-        n = self._get(ns)
-        if n.fdb.get((entry.dev, entry.mac)) != entry:
+    def _put_fdb(self, ns: str, entry: Fdb, *, force: bool) -> None:
+        n = self._with_dev(ns, entry.dev)
+        if entry.mac == ZERO_MAC or int(entry.mac[:2], 16) & 1:
+            raise KernelError(f"fdb {entry.mac} on {entry.dev}: Operation not supported (a replace cannot add "
+                              "a multicast or zero MAC)")
+        if force or n.fdb.get((entry.dev, entry.mac)) != entry:
             n.fdb[(entry.dev, entry.mac)] = entry
             self.writes["add_fdb"] += 1
 
+    def add_fdb(self, ns: str, entry: Fdb) -> None:
+        self._put_fdb(ns, entry, force=False)
+
     def del_fdb(self, ns: str, entry: Fdb) -> None:
-        if self._get(ns).fdb.pop((entry.dev, entry.mac), None) is not None:
+        n = self._if(ns)
+        if n.fdb.get((entry.dev, entry.mac)) == entry:
+            del n.fdb[(entry.dev, entry.mac)]
             self.writes["del_fdb"] += 1
 
-    def add_neigh(self, ns: str, entry: Neigh) -> None:
-        n = self._get(ns)
-        if n.neigh.get((entry.dev, entry.ip)) != entry:
+    def _put_neigh(self, ns: str, entry: Neigh, *, force: bool) -> None:
+        n = self._with_dev(ns, entry.dev)
+        if force or n.neigh.get((entry.dev, entry.ip)) != entry:
+            n.arp.pop((entry.dev, entry.ip), None)
             n.neigh[(entry.dev, entry.ip)] = entry
             self.writes["add_neigh"] += 1
 
+    def add_neigh(self, ns: str, entry: Neigh) -> None:
+        self._put_neigh(ns, entry, force=False)
+
     def forget_stale_neigh(self, ns: str, dev: str, *, entries: tuple[tuple[str, str], ...]) -> None:
-        self._get(ns)  # the fake has no dynamic ARP cache: nothing is ever stale
+        n = self._if(ns)
+        for ip, mac in entries:
+            if n.arp.get((dev, ip), mac) != mac:
+                del n.arp[(dev, ip)]
+                self.writes["forget_neigh"] += 1
 
     def del_neigh(self, ns: str, entry: Neigh) -> None:
-        if self._get(ns).neigh.pop((entry.dev, entry.ip), None) is not None:
+        n = self._if(ns)
+        if n.neigh.get((entry.dev, entry.ip)) == entry:
+            del n.neigh[(entry.dev, entry.ip)]
             self.writes["del_neigh"] += 1
+
+    def apply_entries(self, ns: str, *, add: list[Fdb | Neigh], delete: list[Fdb | Neigh]) -> None:
+        """Like NetlinkKernel's batch: every add sent (and counted), then every delete;
+        the failures reported together at the end."""
+        if not add and not delete:
+            return
+        n = self._get(ns)
+        missing = next((e.dev for e in add if e.dev not in n.links), None)
+        if missing is not None:
+            raise KernelError(f"no link {missing!r} in {ns}")
+        delete = [e for e in delete if e.dev in n.links]  # a device that is gone has no entries
+        failed = []
+        for e in add:
+            try:
+                self._put_fdb(ns, e, force=True) if isinstance(e, Fdb) else self._put_neigh(ns, e, force=True)
+            except KernelError as exc:
+                failed.append(f"{'add_fdb' if isinstance(e, Fdb) else 'add_neigh'} {e}: {exc}")
+        for e in delete:
+            if isinstance(e, Fdb):
+                self.del_fdb(ns, e)
+            elif n.neigh.pop((e.dev, e.ip), None) is not None:  # by IP, whatever its MAC (RTM_DELNEIGH)
+                self.writes["del_neigh"] += 1
+        if failed:
+            raise KernelError(f"{len(failed)} of {len(add) + len(delete)} entries failed in {ns}: "
+                              f"{'; '.join(failed[:3])}")

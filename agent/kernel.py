@@ -2,14 +2,17 @@
 what it writes (ensure-style operations), independent of pyroute2.
 
 Two implementations: `NetlinkKernel` (netlink.py, the only importer of pyroute2) and
-`FakeKernel` (fake.py, in memory, for reconciler unit tests). Both count their writes
-by kind in `writes`, so a test can assert that a pass with nothing to do wrote nothing.
+`FakeKernel` (fake.py, in memory, for reconciler unit tests), held to this contract by
+one test suite (tests/contract_kernel.py) that runs on both. Both count their writes in
+`writes`, under the name of the method called (add_uplink's host address under
+`add_addr`), so a test can assert that a pass with nothing to do wrote nothing.
 
 Ownership: every namespace the agent creates is named with its prefix and carries a
 marker (the ifalias of its loopback device); every link carries a marker ifalias
 starting with `vxlab:`. `dump(prefix)` returns namespaces with the prefix; the
 reconciler only ever changes the marked ones, and the kernel refuses to replace an
-object that exists without a marker (`Foreign`). One exception, `adopt_link`: this
+object that exists without a marker (`Foreign`, and the object is left as it was; a
+veth peer's name taken counts too). One exception, `adopt_link`: this
 kernel cannot create a link and set its ifalias in one request (RTM_NEWLINK ignores
 IFLA_IFALIAS, measured on 6.18, for the device and for a veth peer), so a pass that
 stops between the two leaves an unmarked link; inside a namespace that carries this
@@ -83,9 +86,12 @@ class Neigh(NamedTuple):
 
 @dataclass(frozen=True)
 class Namespace:
+    """One namespace as a dump reads it. Its tables are read only in a network namespace
+    (marked, with a bridge): None in every other one."""
+
     name: str
     marker: str = ""                                     # ifalias of `lo`; "" = not ours
-    links: dict[str, Link] = field(default_factory=dict)
+    links: dict[str, Link] = field(default_factory=dict)  # every link, `lo` (alias: the marker) too
     addrs: frozenset[tuple[str, str]] = frozenset()      # (ifname, "ip/prefixlen"), IPv4, not on lo
     routes: frozenset[Route] = frozenset()               # IPv4 main table, static/boot only (no kernel link routes)
     fdb: frozenset[Fdb] = frozenset()                    # static unicast entries with a dst, on vxlan devices
@@ -150,7 +156,9 @@ class Underlay:
 
 class Kernel(ABC):
     """Reads and writes of the agent. Every write method is idempotent where it can be:
-    adding what exists identically writes nothing and succeeds."""
+    adding what exists identically writes nothing and succeeds. An add needs its
+    namespace and device (KernelError otherwise); a delete of something missing, or in
+    a namespace or on a device that is gone, is no error and no write."""
 
     def __init__(self) -> None:
         self.writes: Counter[str] = Counter()
@@ -218,15 +226,20 @@ class Kernel(ABC):
     def create_netns(self, name: str, *, marker: str) -> None:
         """Create the namespace, bring `lo` up and set its ifalias to `marker`; IPv4
         forwarding off in it (a new namespace inherits the host's value, and a
-        multi-homed container must never route between its networks)."""
+        multi-homed container must never route between its networks). One that exists
+        with another marker, or none, is `Foreign`."""
 
     @abstractmethod
-    def delete_netns(self, name: str) -> None: ...
+    def delete_netns(self, name: str) -> None:
+        """Remove the namespace; the peers of its veths, in other namespaces, go at once."""
 
     # --- links (in namespace `ns`) -----------------------------------------------
     @abstractmethod
     def add_bridge(self, ns: str, name: str, *, mtu: int, alias: str) -> None:
-        """A bridge, up, with the MTU, no STP, MAC learning on its ports as default."""
+        """A bridge, up, with the MTU, no STP, MAC learning on its ports as default. A
+        link of ours with the name is fixed in place (MTU, up, alias), or replaced when it
+        is of another kind; so with add_vxlan (replaced also for another VNI, local or
+        port) and add_veth (also fixed: its peer, when marked). Their `master` must exist."""
 
     @abstractmethod
     def add_vxlan(self, ns: str, name: str, *, vni: int, local: str, port: int, mtu: int,
@@ -239,7 +252,8 @@ class Kernel(ABC):
     def add_veth(self, ns: str, name: str, *, alias: str, master: str, mtu: int,
                  peer_ns: str, peer_name: str, peer_mac: str, peer_alias: str) -> None:
         """A veth pair: `name` in `ns` on bridge `master`, up; its peer `peer_name` in
-        `peer_ns` with the MAC, up. Both ends get the MTU."""
+        `peer_ns` with the MAC, up. Both ends get the MTU. A link of ours named
+        `peer_name` in `peer_ns` (its host end gone or another) is replaced."""
 
     @abstractmethod
     def add_uplink(self, ns: str, name: str, *, alias: str, mtu: int, host_name: str, host_cidr: str) -> None:
@@ -262,7 +276,8 @@ class Kernel(ABC):
         """Delete a link (a veth takes its peer with it); a missing link is no error."""
 
     @abstractmethod
-    def set_link(self, ns: str, name: str, *, mtu: int | None = None, up: bool | None = None) -> None: ...
+    def set_link(self, ns: str, name: str, *, mtu: int | None = None, up: bool | None = None) -> None:
+        """Set what is given and differs; KernelError when the link is missing."""
 
     # --- addresses, routes, fdb, neighbours ----------------------------------------
     @abstractmethod
@@ -279,31 +294,40 @@ class Kernel(ABC):
 
     @abstractmethod
     def add_fdb(self, ns: str, entry: Fdb) -> None:
-        """`bridge fdb replace MAC dev DEV dst DST self permanent`."""
+        """`bridge fdb replace MAC dev DEV dst DST self permanent`: keyed by (DEV, MAC),
+        another DST replaces the entry. A multicast or zero MAC is refused (the kernel's
+        replace cannot add one)."""
 
     @abstractmethod
-    def del_fdb(self, ns: str, entry: Fdb) -> None: ...
+    def del_fdb(self, ns: str, entry: Fdb) -> None:
+        """Delete the entry when it still points to `entry.dst` (else nothing is written)."""
 
     @abstractmethod
     def add_neigh(self, ns: str, entry: Neigh) -> None:
-        """`ip neigh replace IP lladdr MAC dev DEV nud permanent`."""
+        """`ip neigh replace IP lladdr MAC dev DEV nud permanent`: keyed by (DEV, IP),
+        another MAC replaces the entry (a dynamic one too)."""
 
     @abstractmethod
-    def del_neigh(self, ns: str, entry: Neigh) -> None: ...
+    def del_neigh(self, ns: str, entry: Neigh) -> None:
+        """Delete the entry when it still names `entry.mac` (else nothing is written)."""
 
     @abstractmethod
     def forget_stale_neigh(self, ns: str, dev: str, *, entries: tuple[tuple[str, str], ...]) -> None:
         """In a container's namespace: for each (IP, MAC), delete the *dynamic* ARP entry
-        for IP on DEV if it names another MAC (a reused IP's old owner). Permanent
-        entries and entries already right are left alone."""
+        for IP on DEV if it names another MAC (a reused IP's old owner), counted as
+        `forget_neigh`. Permanent entries and entries already right are left alone."""
 
+    @abstractmethod
     def apply_entries(self, ns: str, *, add: list[Fdb | Neigh], delete: list[Fdb | Neigh]) -> None:
-        """Many FDB/neighbour writes in `ns` at once (the reconciler's bulk path). The
-        default does them one by one; NetlinkKernel batches them in a few system calls."""
-        for e in add:
-            self.add_fdb(ns, e) if isinstance(e, Fdb) else self.add_neigh(ns, e)
-        for e in delete:
-            self.del_fdb(ns, e) if isinstance(e, Fdb) else self.del_neigh(ns, e)
+        """Many FDB/neighbour writes in `ns` at once (the reconciler's bulk path; NetlinkKernel
+        batches them in a few system calls), without reading first: the caller sends only
+        differences. Every add is a replace, sent and counted (as add_fdb / add_neigh)
+        even where the entry is right already; then the deletes: an FDB entry goes only
+        where it still points to the dst given (NetlinkKernel counts the request either
+        way: the kernel acknowledges it), a neighbour entry by its IP whatever its MAC;
+        a missing one is no error and no write. An add on a device that does not exist
+        fails the call before anything is sent; any other failure does not stop the
+        rest: one KernelError at the end says how many of how many failed, and which."""
 
     def close(self) -> None:
         """Release sockets and helper processes."""

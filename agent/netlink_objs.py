@@ -140,7 +140,9 @@ class ObjectOps(Kernel):
         else:
             net = ipaddress.ip_network(route.dst, strict=True)
             dst = {"dst": str(net.network_address), "dst_len": net.prefixlen}
-        return {**dst, "gateway": route.gateway or None, "oif": index, "table": RT_TABLE_MAIN}
+        # the scope too: a delete without it (universe) does not find an on-link route (ESRCH)
+        return {**dst, "gateway": route.gateway or None, "oif": index, "table": RT_TABLE_MAIN,
+                "scope": 0 if route.gateway else RT_SCOPE_LINK}
 
     @staticmethod
     def _has_route(h: NsHandle, index: int, route: Route) -> bool:
@@ -154,8 +156,7 @@ class ObjectOps(Kernel):
         index = self._index(h, ns, route.dev)
         if not self._has_route(h, index, route):
             self._write("add_route", h, ns, f"route {route.dst} via {route.gateway or '-'} dev {route.dev}",
-                        h.ipr.route, "replace", **self._route_args(route, index), proto=RTPROT_STATIC,
-                        scope=0 if route.gateway else RT_SCOPE_LINK)
+                        h.ipr.route, "replace", **self._route_args(route, index), proto=RTPROT_STATIC)
 
     def del_route(self, ns: str, route: Route) -> None:
         found = self._dev(ns, route.dev)

@@ -1,6 +1,6 @@
 """The agent process: register, keep the lease alive, follow Watch, reconcile.
 
-Three asyncio tasks share one StateCache:
+Four asyncio tasks share one StateCache:
 
 - liveness: RegisterHost, then KeepAlive every TTL/3; re-registers when the controller
   forgot the host; retries with backoff while the control plane is down;
@@ -11,7 +11,10 @@ Three asyncio tasks share one StateCache:
 - reconcile: runs a pass when the cache changed, and a full pass (kernel dump, drift
   repair) every `resync` seconds. Passes run in one worker thread (pyroute2 is
   blocking) on a copy of the cache. Nothing is reconciled before the first snapshot,
-  and losing the control plane never tears anything down.
+  and losing the control plane never tears anything down;
+- ops: the ops channel to every controller (agent/opslink.py): probes, captures,
+  kernel views, drift and commands run for the controllers' callers, never in the
+  reconcile thread.
 
 Grace after a control-plane outage: while the agent cannot reach the controller, and
 for one lease TTL (+1 s) after it is back, hosts that were alive when the outage began
@@ -35,7 +38,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
-from vxlab.agent import metrics, nat, vtep
+from vxlab.agent import metrics, nat, opslink, vtep
 from vxlab.agent.cache import StateCache
 from vxlab.agent.desired import HostInfo
 from vxlab.agent.kernel import AgentNs, Kernel
@@ -104,7 +107,8 @@ class Agent:
     async def run(self) -> None:
         log.warning("agent %s: underlay %s on %s (mtu %d), controller %s", self.me.name, self.me.underlay_ip,
                     self.underlay_dev, self.me.underlay_mtu, ",".join(self.config.controller))
-        tasks = [asyncio.create_task(c) for c in (self._liveness(), self._watch(), self._reconcile_loop())]
+        tasks = [asyncio.create_task(c) for c in (self._liveness(), self._watch(), self._reconcile_loop(),
+                                                  opslink.serve(self, version=VERSION))]
         try:
             await asyncio.gather(*tasks)
         finally:

@@ -6,8 +6,10 @@ naming the field. With TLS off there is no identity and the server installs no c
 
 - admin (`vxlab://admin`): everything;
 - a host (`vxlab://host/NAME`): RegisterHost, KeepAlive and DeregisterHost as itself
-  only, plus every read (Get*, List*, Watch); never creates, updates or deletes
-  networks, endpoints or policies;
+  only, its ops channel (AgentService.Connect, authorized on the stream's first
+  message, the Hello naming the host) as itself only, plus every read (Get*, List*,
+  Watch); never creates, updates or deletes networks, endpoints or policies, and never
+  runs ops (OpsService.Run: probes, captures, commands on hosts are admin only);
 - any other certificate of the CA: nothing.
 """
 
@@ -20,11 +22,13 @@ from vxlab.tls import Identity
 
 READS = frozenset({"GetHost", "ListHosts", "GetNetwork", "ListNetworks", "GetEndpoint", "ListEndpoints",
                    "GetPolicy", "ListPolicies", "Watch"})
-AS_ITSELF = {"RegisterHost": "host.name", "KeepAlive": "name", "DeregisterHost": "name"}  # where the host is named
+AS_ITSELF = {"RegisterHost": "host.name", "KeepAlive": "name", "DeregisterHost": "name",
+             "Connect": "hello.host"}  # where the host is named
 WRITES = {"CreateNetwork": ("network", "create networks"), "DeleteNetwork": ("network", "delete networks"),
           "UpdateNetwork": ("network", "update networks"), "UpdateEndpoint": ("endpoint", "update endpoints"),
           "CreateEndpoint": ("endpoint", "create endpoints"), "DeleteEndpoint": ("endpoint", "delete endpoints"),
-          "CreatePolicy": ("policy", "create policies"), "DeletePolicy": ("policy", "delete policies")}
+          "CreatePolicy": ("policy", "create policies"), "DeletePolicy": ("policy", "delete policies"),
+          "Run": ("op", "run operations on hosts")}
 
 
 def _field(request: Any, path: str) -> str:
@@ -36,7 +40,7 @@ def _field(request: Any, path: str) -> str:
 def authorize(identity: Identity, method: str, request: Any) -> None:
     """Raise PermissionDenied unless `identity` may call `method` (a bare or a full gRPC
     method name, e.g. `/vxlab.v1.HostService/RegisterHost`) with `request`."""
-    name = method.rsplit("/", 1)[-1]
+    name = method.rsplit("/", 1)[-1]  # a stream's: its first message
     if identity.kind == "admin":
         return
     if identity.kind != "host":

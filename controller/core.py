@@ -1,7 +1,8 @@
 """The controller core: hosts, networks, endpoints, policies and watch over one store.
 
-Stateless apart from in-flight reservations: any number of controller processes can
-serve the same etcd. The gRPC servicer (servicer.py) is a thin edge over this.
+Stateless apart from in-flight reservations and the agents' ops channels connected to
+this process (`ops`, opshub.py): any number of controller processes can serve the same
+etcd. The gRPC servicer (servicer.py) is a thin edge over this.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from vxlab.controller.context import Config, Context
 from vxlab.controller.endpoints import Endpoints
 from vxlab.controller.hosts import Hosts
 from vxlab.controller.networks import Networks
+from vxlab.controller.opshub import OpsHub
 from vxlab.controller.policies import Policies
 from vxlab.controller.store import Store
 from vxlab.controller.watch import Watcher
@@ -24,6 +26,7 @@ class Controller:
         self.hosts = Hosts(self.ctx, self.endpoints)
         self.policies = Policies(self.ctx)
         self.watcher = Watcher(self.ctx)
+        self.ops = OpsHub()
 
     async def healthy(self) -> bool:
         """True when the store answers."""

@@ -42,6 +42,11 @@ from vxlab.tls import Identity, TlsConfig, identity_of_uris
 
 log = logging.getLogger("vxlab.controller")
 MAX_MESSAGE = 64 * 1024 * 1024
+# The agents' ops channels are streams that may stay idle for hours: HTTP/2 pings both
+# ways find a peer that vanished without a FIN (a VM cut off, a partition). The server
+# pings every 20 s and accepts the agents' pings (every 10 s, vxlab.client.KEEPALIVE).
+KEEPALIVE = [("grpc.keepalive_time_ms", 20_000), ("grpc.keepalive_timeout_ms", 10_000),
+             ("grpc.http2.min_ping_interval_without_data_ms", 5_000), ("grpc.http2.max_ping_strikes", 0)]
 
 
 def _code_name(context: grpc.aio.ServicerContext, error: BaseException | None) -> str:
@@ -53,16 +58,35 @@ def _code_name(context: grpc.aio.ServicerContext, error: BaseException | None) -
 
 Unary = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 Stream = Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+Bidi = Callable[[AsyncIterator[Any], grpc.aio.ServicerContext], AsyncIterator[Any]]
 
 
 class _Wrapping(grpc.aio.ServerInterceptor):
-    """Wraps the unary and server-streaming handlers of the vxlab services."""
+    """Wraps the unary, server-streaming and bidirectional handlers of the vxlab
+    services (they have no client-streaming one). `wrap_bidi` reads a stream's first
+    message and hands the rest to `wrap_stream`'s wrapper as a server-streaming call
+    on that message (authorization decides on an agent's Hello; `_chain` gives the
+    handler its whole stream back)."""
 
     def wrap_unary(self, method: str, inner: Unary) -> Unary:
         raise NotImplementedError
 
     def wrap_stream(self, method: str, inner: Stream) -> Stream:
         raise NotImplementedError
+
+    def wrap_bidi(self, method: str, inner: Bidi) -> Bidi:
+        async def bidi(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            rest = aiter(requests)
+            first = await anext(rest, None)
+            if first is None:
+                return
+
+            async def through(request: Any, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                async for item in inner(_chain(request, rest), ctx):
+                    yield item
+            async for item in self.wrap_stream(method, through)(first, context):
+                yield item
+        return bidi
 
     async def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -77,7 +101,17 @@ class _Wrapping(grpc.aio.ServerInterceptor):
             return grpc.unary_unary_rpc_method_handler(self.wrap_unary(details.method, handler.unary_unary), **kw)
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(self.wrap_stream(details.method, handler.unary_stream), **kw)
-        return handler
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(self.wrap_bidi(details.method, handler.stream_stream), **kw)
+        raise AssertionError(f"{details.method}: a client-streaming handler, which nothing wraps")
+
+
+async def _chain(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """`first`, then what `rest` holds: the stream a bidi handler sees after a wrapper
+    read its first message."""
+    yield first
+    async for item in rest:
+        yield item
 
 
 class MetricsInterceptor(_Wrapping):
@@ -171,7 +205,7 @@ class ControllerServer:
             interceptors=[MetricsInterceptor(), *([AuthzInterceptor()] if credentials else [])],
             options=[("grpc.max_receive_message_length", MAX_MESSAGE),
                      ("grpc.max_send_message_length", MAX_MESSAGE),
-                     ("grpc.so_reuseport", 0)],
+                     ("grpc.so_reuseport", 0), *KEEPALIVE],
         )
         self._names = servicer.add_all(server, self.core)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

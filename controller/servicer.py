@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
+import asyncio
 import collections
 import logging
 from typing import Any
@@ -18,7 +19,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from vxlab import wire
+from vxlab import validate, wire
 from vxlab.controller.core import Controller
 from vxlab.controller.store import StoreUnavailable
 from vxlab.errors import InvalidArgument, PermissionDenied, VxError
@@ -189,6 +190,69 @@ class WatchServicer(pbg.WatchServiceServicer):
             await stream.aclose()  # type: ignore[attr-defined]
 
 
+class AgentServicer(pbg.AgentServiceServicer):
+    """An agent's ops channel: its Hello (authorized by the interceptor: a host may only
+    connect as itself), then requests down and events up until either side goes."""
+
+    def __init__(self, core: Controller) -> None:
+        self.hub = core.ops
+
+    async def Connect(self, request_iterator: AsyncIterator[pb.AgentMessage],
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.OpRequest]:
+        first = await anext(aiter(request_iterator), None)
+        host, _ = wire.agent_message_from_pb(first) if first is not None else ("", None)
+        if first is None:
+            return
+        try:
+            validate.name(host, field="hello.host", max_len=validate.HOST_NAME_MAX)
+        except VxError as e:
+            await abort(context, e)
+        link = self.hub.attach(host)
+        await context.send_initial_metadata(())  # the agent knows it is connected
+
+        async def read() -> None:
+            async for message in request_iterator:
+                _, event = wire.agent_message_from_pb(message)
+                if event is not None:
+                    link.deliver(event)
+        reader = asyncio.create_task(read())
+        try:
+            while not reader.done():
+                sending = asyncio.ensure_future(link.outbox.get())
+                await asyncio.wait({sending, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if not sending.done():
+                    sending.cancel()
+                    break
+                yield wire.op_request_to_pb(sending.result())
+        finally:
+            reader.cancel()
+            self.hub.detach(link)
+
+
+class OpsServicer(pbg.OpsServiceServicer):
+    """Run an op on a host's agent: the events, relayed, until its Done. Headers carry
+    the op's id (`vxlab-op`) once it was routed: a client may try another controller
+    only before them (nothing ran)."""
+
+    def __init__(self, core: Controller) -> None:
+        self.hub = core.ops
+
+    async def Run(self, request: pb.OpRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.OpEvent]:
+        try:
+            running = self.hub.start(wire.op_request_from_pb(request))
+        except VxError as e:
+            await abort(context, e)
+        await context.send_initial_metadata((("vxlab-op", running.id),))
+        events = running.events()
+        try:
+            async for event in events:
+                yield wire.op_event_to_pb(event)
+        except VxError as e:
+            await abort(context, e)
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
+
 def add_all(server: grpc.aio.Server, core: Controller) -> list[str]:
     """Register every vxlab service on `server`; returns their full names (for reflection)."""
     pbg.add_HostServiceServicer_to_server(HostServicer(core), server)
@@ -196,4 +260,6 @@ def add_all(server: grpc.aio.Server, core: Controller) -> list[str]:
     pbg.add_EndpointServiceServicer_to_server(EndpointServicer(core), server)
     pbg.add_PolicyServiceServicer_to_server(PolicyServicer(core), server)
     pbg.add_WatchServiceServicer_to_server(WatchServicer(core), server)
+    pbg.add_AgentServiceServicer_to_server(AgentServicer(core), server)
+    pbg.add_OpsServiceServicer_to_server(OpsServicer(core), server)
     return [s.full_name for s in pb.DESCRIPTOR.services_by_name.values()]

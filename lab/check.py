@@ -1,22 +1,38 @@
-"""`check`: prove the overlay with packets — every expectation, one ping each.
+"""`check`: prove the overlay with packets — every expectation, one echo each.
 
 Expectations: on every network, every container reaches every other container's
 address on it (must-reach); and a container never reaches an address on a network it
 is not attached to (must-not-reach: networks are isolated, also when some container
 is attached to both). Within a network the policy rules decide (vxlab.policy): a pair
-whose ICMP a rule denies must not reach, and the probe names that rule. Pings run in
-parallel from inside the container namespaces.
+whose ICMP a rule denies must not reach, and the probe names that rule.
+
+The echoes are sent by the agents, through the ops channel (`run`): the probes are
+grouped by the source container's host, one probe batch per host, every host at once
+(a raw ICMP socket inside each source namespace, vxlab.icmp). So `check` works the
+same in a lab and against real hosts (`--controller ADDR --pki DIR`, nothing local).
+A must-reach probe that fails is tried once more (ARP warm-up). A host whose agent
+cannot be reached fails its probes, with the reason. `run_local` pings from
+namespaces on this machine (`ip netns exec … ping`), for what no agent manages (a
+lab's `network_mode: none` containers) and as the baseline of `vxlab bench check`.
+
+`drift` is `check --kernel`: every host's agent plans against a fresh dump of its
+kernel (a dry run) and lists what it would add (missing), delete (stale) or change.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import subprocess
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-from vxlab import policy
+from vxlab import hostops, policy
+from vxlab.client import Client
+from vxlab.errors import Unavailable
 from vxlab.model import Endpoint, Policy
+from vxlab.ops import DriftEntry, OpFailed, ProbeResult, ProbeSpec
 
 
 @dataclass(frozen=True)
@@ -28,6 +44,7 @@ class Probe:
     expect: bool      # True: must reach, False: must not reach
     reached: bool = False
     rule: str = ""    # the policy rule that decided `expect` ("" when none did)
+    error: str = ""   # why it was not reached, when known (its agent unreachable, …)
 
     @property
     def ok(self) -> bool:
@@ -67,22 +84,91 @@ def expectations(endpoints: list[Endpoint], policies: Sequence[Policy] = ()) -> 
     return probes
 
 
+async def run(client: Client, endpoints: list[Endpoint], *, policies: Sequence[Policy] = (),
+              timeout: float = 1.0) -> CheckResult:
+    """Every expectation, probed by the agents of the source containers' hosts."""
+    probes = expectations(endpoints, policies)
+    host_of = {ep.name: ep.host for ep in endpoints}
+    results = await _probe(client, probes, host_of, timeout=timeout)
+    again = [i for i, (p, r) in enumerate(zip(probes, results, strict=True)) if p.expect and not r.reached]
+    if again:
+        retried = await _probe(client, [probes[i] for i in again], host_of, timeout=timeout)
+        for i, r in zip(again, retried, strict=True):
+            results[i] = r
+    return CheckResult(tuple(dataclasses.replace(p, reached=r.reached, error="" if r.reached else r.error)
+                             for p, r in zip(probes, results, strict=True)))
+
+
+async def _probe(client: Client, probes: Sequence[Probe], host_of: dict[str, str], *,
+                 timeout: float) -> list[ProbeResult]:
+    """One batch per source host, all at once; results in `probes`' order."""
+    by_host: dict[str, list[int]] = {}
+    for i, p in enumerate(probes):
+        by_host.setdefault(host_of[p.src], []).append(i)
+    out: list[ProbeResult] = [ProbeResult(i, False) for i in range(len(probes))]
+
+    async def batch(host: str, idx: list[int]) -> None:
+        try:
+            got = await hostops.probe(client, host, [ProbeSpec(probes[i].src, probes[i].ip, timeout=timeout)
+                                                     for i in idx])
+        except (Unavailable, OpFailed) as e:  # that host's agent: the others still tell
+            got = [ProbeResult(k, False, error=e.message) for k in range(len(idx))]
+        for i, r in zip(idx, got, strict=True):
+            out[i] = r
+    await asyncio.gather(*(batch(h, idx) for h, idx in by_host.items()))
+    return out
+
+
+async def check(client: Client, *, timeout: float = 1.0) -> CheckResult:
+    """`run` over every endpoint and policy the controller has."""
+    endpoints, rules = await asyncio.gather(client.list_endpoints(), client.list_policies())
+    return await run(client, endpoints, policies=rules, timeout=timeout)
+
+
 def ping(namespace: str, ip: str, *, timeout: float = 1.0) -> bool:
     out = subprocess.run(["ip", "netns", "exec", namespace, "ping", "-n", "-q", "-c", "1", "-W", str(timeout), ip],
                          capture_output=True)
     return out.returncode == 0
 
 
-def run_check(endpoints: list[Endpoint], namespace_of: Callable[[Endpoint], str], *,
-              policies: Sequence[Policy] = (), parallel: int = 16, timeout: float = 1.0) -> CheckResult:
-    """Run every probe; a must-reach probe that fails is retried once (ARP warm-up)."""
-    first = {ep.name: ep for ep in sorted(endpoints, key=lambda e: e.network)}
-    probes = expectations(endpoints, policies)
-
-    def run(p: Probe) -> Probe:
-        ns = namespace_of(first[p.src])
+def run_local(probes: Sequence[Probe], namespace_of: Callable[[str], str], *, parallel: int = 16,
+              timeout: float = 1.0) -> CheckResult:
+    """`probes` pinged from this machine, from `namespace_of(src container)`; a
+    must-reach probe that fails is retried once (ARP warm-up)."""
+    def one(p: Probe) -> Probe:
+        ns = namespace_of(p.src)
         reached = ping(ns, p.ip, timeout=timeout) or (p.expect and ping(ns, p.ip, timeout=timeout))
-        return Probe(p.src, p.dst, p.network, p.ip, p.expect, reached, p.rule)
+        return dataclasses.replace(p, reached=reached)
 
     with ThreadPoolExecutor(max_workers=parallel) as pool:
-        return CheckResult(tuple(pool.map(run, probes)))
+        return CheckResult(tuple(pool.map(one, probes)))
+
+
+@dataclass(frozen=True)
+class HostDrift:
+    """`check --kernel` for one host: what its agent's dry-run plan would change."""
+
+    host: str
+    entries: tuple[DriftEntry, ...] = ()
+    error: str = ""              # the drift op could not run there (its agent unreachable, …)
+    revision: int = 0
+    applied_revision: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and not self.entries
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self) | {"ok": self.ok}
+
+
+async def drift(client: Client) -> list[HostDrift]:
+    """Every host's drift (its agent's plan against a fresh dump), all hosts at once."""
+    async def one(host: str) -> HostDrift:
+        try:
+            r = await hostops.drift(client, host)
+        except (Unavailable, OpFailed) as e:
+            return HostDrift(host, error=e.message)
+        return HostDrift(host, r.entries, revision=r.revision, applied_revision=r.applied_revision)
+    hosts = await client.list_hosts()
+    return list(await asyncio.gather(*(one(h.name) for h in sorted(hosts, key=lambda h: h.name))))

@@ -29,7 +29,8 @@ from vxlab.lab import apply as lab_apply
 from vxlab.lab import plan as lab_plan
 from vxlab.lab import converge, faults, neigh, procs, underlay
 from vxlab.lab.plan import Step
-from vxlab.lab.check import CheckResult, Probe, ping, run_check
+from vxlab.lab import check as lab_check
+from vxlab.lab.check import CheckResult, Probe
 from vxlab.lab.faults import Fault
 from vxlab.lab.state import LabState, lab_dir, list_labs  # noqa: F401 - list_labs: for the CLI
 from vxlab.lab.supervisor import Proc, Supervisor
@@ -392,40 +393,26 @@ class Lab:
         return st
 
     def check(self, **kw: Any) -> CheckResult:
-        """Every expectation, including: a `network_mode: none` container reaches nobody."""
+        """Every expectation, probed by the agents (lab/check.py); and, from this machine,
+        that a `network_mode: none` container (no agent manages it) reaches nobody."""
         eps, rules = self.call(lambda c: asyncio.gather(c.list_endpoints(), c.list_policies()))
-        result = run_check(eps, lambda e: self.container_ns(e.host, e.name), policies=rules, **kw)
+        result = self.call(lambda c: lab_check.run(c, eps, policies=rules, **kw))
         isolated = [n for n, (mode, _) in self._modes().items() if mode == "none"]
-        extra = [Probe(n, e.name, e.network, e.ip, expect=False) for n in isolated for e in eps]
-        extra = [Probe(p.src, p.dst, p.network, p.ip, False, ping(self.namespace_of(p.src), p.ip, timeout=0.5))
-                 for p in extra]
-        return CheckResult(result.probes + tuple(extra))
+        extra = lab_check.run_local([Probe(n, e.name, e.network, e.ip, expect=False) for n in isolated for e in eps],
+                                    self.namespace_of, timeout=0.5)
+        return CheckResult(result.probes + extra.probes)
 
     def trace(self, src: str, dst: str, *, network: str = "", count: int = 3) -> Any:
         """The path from container `src` to `dst` (on their shared network, or `network`),
-        with a live underlay capture decoded as VXLAN."""
+        with a live underlay capture decoded as VXLAN, through the agents (lab/trace.py)."""
         from vxlab.lab import trace
 
-        async def go(c: Client) -> tuple[list[Endpoint], list[Network], list[Host]]:
-            return await asyncio.gather(c.list_endpoints(), c.list_networks(), c.list_hosts())  # type: ignore[return-value]
-        eps, nets, hosts = self.call(go)
-        mine = {e.network: e for e in eps if e.name == src}
-        theirs = {e.network: e for e in eps if e.name == dst}
-        if not mine:
-            raise procs.LabError(f"src: no container named {src!r}")
-        if not theirs:
-            raise procs.LabError(f"dst: no container named {dst!r}")
-        shared = [n for n in sorted(theirs) if n in mine and (not network or n == network)]
-        if not shared:
-            raise procs.LabError(f"network: {src!r} and {dst!r} share no network"
-                                 + (f" named {network!r}" if network else "") + "; they cannot reach each other")
-        net = next(n for n in nets if n.name == shared[0])
-        t = trace.build(mine[net.name], theirs[net.name], net, container_ns=self.container_ns,
-                        host_ns=self.host_ns, network_ns=self.network_ns,
-                        underlay_ip={h.name: h.underlay_ip for h in hosts})
-        a = mine[net.name]
-        return trace.capture(t, src_ns=self.container_ns(a.host, src), src_host_ns=self.host_ns(a.host),
-                             dst_ip=theirs[net.name].ip, count=count)
+        places = trace.Places(host=self.host_ns,
+                              underlay=("underlay switch", "vxsw", "bridged to the destination host's port"))
+        try:
+            return self.call(lambda c: trace.trace(c, src, dst, network=network, count=count, places=places))
+        except InvalidArgument as e:
+            raise procs.LabError(e.message) from None
 
     def exec(self, container: str, *cmd: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         """Run a command inside a container's namespace (Python API)."""

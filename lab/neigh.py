@@ -80,6 +80,15 @@ def hold(lab_dir: Path) -> str:
         return ""  # not root, or no IPv4: the lab works as before, the table stays small
 
 
+def holders() -> list[str]:
+    """The lab directories that hold the raise now (labs still running)."""
+    try:
+        rec = json.loads(RECORD.read_text()) if RECORD.exists() else {}
+    except (OSError, ValueError):
+        return []
+    return [d for d in rec.get("labs", []) if (Path(d) / "state.json").exists()]
+
+
 def release(lab_dir: Path) -> None:
     """The lab in `lab_dir` no longer needs the raise; the last one puts back the values
     found, if they are still the ones set."""

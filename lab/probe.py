@@ -1,11 +1,8 @@
 """Probes for experiments and fault tests: timed ICMP echoes and TCP throughput.
 
-`Pinger` opens a raw ICMP socket *inside* a container's network namespace (the socket
-is made by a short-lived thread that joined the namespace with setns(2); a socket stays
-in the namespace it was made in), sends one echo request every `interval` on a fixed
-schedule and matches replies by identifier, sequence and source. Each echo becomes a
-`Sample`: when it was sent (time.monotonic()) and its RTT, or None when no reply came
-within `timeout` (lost). Many pingers run side by side, one thread each.
+`Pinger` and `Sample` (raw ICMP sockets inside a container's namespace) live in the
+shared core, vxlab.icmp, which the agents' ops channel uses too; they are re-exported
+here for the lab's callers.
 
 `Throughput` runs iperf3 between two containers and yields one sample per interval.
 """
@@ -13,113 +10,14 @@ within `timeout` (lost). Many pingers run side by side, one thread each.
 from __future__ import annotations
 
 import json
-import secrets
-import select
-import socket
-import struct
 import subprocess
 import threading
 import time
 from dataclasses import dataclass
 
-from vxlab import netns
+from vxlab.icmp import Pinger, Sample, echo_request, socket_in_netns
 
-
-@dataclass(frozen=True)
-class Sample:
-    t: float                # when the echo was sent (time.monotonic())
-    rtt_ms: float | None    # None: lost
-
-
-def socket_in_netns(namespace: str, family: int, kind: int, proto: int) -> socket.socket:
-    """A socket created inside `namespace` (a name under /run/netns or a path)."""
-    def make() -> socket.socket:
-        netns.enter(namespace)
-        return socket.socket(family, kind, proto)
-    return netns.in_thread(make)
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    s = (s >> 16) + (s & 0xFFFF)
-    s += s >> 16
-    return ~s & 0xFFFF
-
-
-def echo_request(ident: int, seq: int, payload: bytes = b"vxlab-probe-0123456789abcdef") -> bytes:
-    head = struct.pack("!BBHHH", 8, 0, 0, ident, seq & 0xFFFF)
-    return struct.pack("!BBHHH", 8, 0, _checksum(head + payload), ident, seq & 0xFFFF) + payload
-
-
-class Pinger:
-    """Ping `ip` from inside `namespace` every `interval` seconds until `stop()`."""
-
-    def __init__(self, namespace: str, ip: str, *, interval: float = 0.1, timeout: float = 1.0) -> None:
-        self.namespace, self.ip, self.interval, self.timeout = namespace, ip, interval, timeout
-        self._sock = socket_in_netns(namespace, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-        self._ident = secrets.randbits(16)
-        self._sent: list[float] = []          # index k: send time of echo k
-        self._rtt: dict[int, float] = {}      # k -> RTT in ms
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"ping-{namespace}-{ip}", daemon=True)
-
-    def start(self) -> Pinger:
-        self._thread.start()
-        return self
-
-    def stop(self) -> list[Sample]:
-        """Stop sending, wait `timeout` for replies in flight, return every sample."""
-        self._stop.set()
-        self._thread.join()
-        self._sock.close()
-        return self.samples()
-
-    def samples(self, *, until: float | None = None) -> list[Sample]:
-        """Samples so far; echoes younger than `timeout` are left out (not yet decided)."""
-        horizon = (until if until is not None else time.monotonic()) - self.timeout
-        return [Sample(t, self._rtt.get(k)) for k, t in enumerate(list(self._sent))
-                if k in self._rtt or t <= horizon]
-
-    def _run(self) -> None:
-        start = time.monotonic()
-        stop_at: float | None = None
-        while True:
-            now = time.monotonic()
-            if self._stop.is_set() and stop_at is None:
-                stop_at = now + self.timeout
-            if stop_at is not None and now >= stop_at:
-                return
-            nxt = start + len(self._sent) * self.interval
-            if stop_at is None and now >= nxt:
-                self._send(len(self._sent))
-                continue
-            wait = (stop_at if stop_at is not None else nxt) - now
-            ready, _, _ = select.select([self._sock], [], [], max(0.0, min(wait, 0.05)))
-            if ready:
-                self._receive()
-
-    def _send(self, k: int) -> None:
-        self._sent.append(time.monotonic())
-        try:
-            self._sock.sendto(echo_request(self._ident, k), (self.ip, 0))
-        except OSError:
-            pass  # no route / unreachable: a lost probe, like ping's
-
-    def _receive(self) -> None:
-        now = time.monotonic()
-        data, (src, _) = self._sock.recvfrom(2048)
-        ihl = (data[0] & 0x0F) * 4
-        if len(data) < ihl + 8 or src != self.ip:
-            return
-        kind, _, _, ident, seq = struct.unpack("!BBHHH", data[ihl:ihl + 8])
-        if kind != 0 or ident != self._ident:
-            return
-        last = len(self._sent) - 1  # map the 16-bit sequence back to the echo it answers
-        k = last - ((last - seq) & 0xFFFF)
-        if 0 <= k <= last and k not in self._rtt and now - self._sent[k] <= self.timeout:
-            self._rtt[k] = (now - self._sent[k]) * 1000.0
+__all__ = ["Pinger", "Rate", "Sample", "Throughput", "echo_request", "measure_tcp", "socket_in_netns"]
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,38 @@
 """`trace SRC DST`: the path a packet takes from one container to another, hop by hop,
 proven with a live capture on the underlay decoded as VXLAN.
 
-The hops are read from the kernel, not assumed: the container's interface and its
-route, the veth end on the network's bridge, the VXLAN device (VNI, local VTEP) with
-the FDB entry that sends the destination MAC to the remote VTEP and the neighbour
-entry the ARP proxy answers from, the underlay devices, and the same on the far side.
-Then a ping runs while tcpdump listens on the source host's underlay device.
+The hops are read from the kernel, not assumed: the agents of both hosts send their
+kernel views (ops channel: the network's namespace and the containers' namespaces,
+as their own dumps hold them): the container's interface and its route, the veth end
+on the network's bridge, the VXLAN device (VNI, local VTEP) with the FDB entry that
+sends the destination MAC to the remote VTEP and the neighbour entry the ARP proxy
+answers from, the underlay devices, and the same on the far side. Then the source
+container pings the destination (a ping stream op) while the source host's agent
+captures its underlay device (a capture op, started first: its Ready says tcpdump
+listens). Nothing runs on the caller's machine, so `trace` works against real hosts
+as in a lab; `Places` names what no agent sees (the lab's host namespaces, its switch).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ipaddress
 import re
 import select
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from vxlab import hostops, ops
+from vxlab.client import Client
+from vxlab.errors import InvalidArgument
 from vxlab.model import Endpoint, Network
+from vxlab.ops import KernelState, NamespaceView
+
+MARK = "vxlab:"
 
 
 @dataclass(frozen=True)
@@ -41,74 +56,152 @@ class Trace:
         return asdict(self)
 
 
-def _sh(ns: str, *cmd: str) -> str:
-    return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True).stdout.strip()
+@dataclass(frozen=True)
+class Places:
+    """What the hops call the places no agent's view names: a host's own namespace, and
+    the underlay between hosts (a lab passes its namespace names and its switch)."""
+
+    host: Callable[[str], str] = lambda h: f"host {h}"
+    underlay: tuple[str, str, str] = ("underlay", "(network)", "carried to the destination host's underlay address")
 
 
-def _fdb_line(ns: str, dev: str, mac: str) -> str:
-    for line in _sh(ns, "bridge", "fdb", "show", "dev", dev).splitlines():
-        if line.startswith(mac) and " dst " in line:
-            return line
+def _ns(view: KernelState, host: str, kind: str, name: str) -> NamespaceView | None:
+    """The namespace of `view` whose marker says it is host's `kind` (net, ctr) `name`."""
+    return next((n for n in view.namespaces if n.marker == f"{MARK}{host}:{kind}:{name}"), None)
+
+
+def _dev_of(ns: NamespaceView | None, ip: str) -> str:
+    return next((dev for dev, cidr in ns.addrs if cidr.split("/")[0] == ip), "?") if ns else "?"
+
+
+def _route(ns: NamespaceView | None, dst: str) -> str:
+    """What the container's routes say about `dst` (as `ip route get` would)."""
+    if ns is None:
+        return "?"
+    ip = ipaddress.IPv4Address(dst)
+    for dev, cidr in ns.addrs:
+        if ip in ipaddress.IPv4Interface(cidr).network:
+            return f"{dst} dev {dev} src {cidr.split('/')[0]}"
+    for rdst, gw, dev in ns.routes:
+        if rdst == "default" or ip in ipaddress.IPv4Network(rdst, strict=False):
+            src = next((c.split("/")[0] for d, c in ns.addrs if d == dev), "")
+            return f"{dst} via {gw} dev {dev}" + (f" src {src}" if src else "")
+    return f"{dst}: no route"
+
+
+def _fdb_line(ns: NamespaceView | None, dev: str, mac: str) -> str:
+    for d, m, dst in ns.fdb if ns else ():
+        if d == dev and m == mac:
+            return f"{mac} dst {dst} self permanent"
     return f"(no FDB entry for {mac}: the packet would be dropped)"
 
 
-def build(src: Endpoint, dst: Endpoint, net: Network, *, container_ns: Any, host_ns: Any, network_ns: Any,
-          underlay_ip: dict[str, str]) -> Trace:
-    """The hops from `src` to `dst` on `net` (namespaces come from the lab's naming)."""
+def _neigh_line(ns: NamespaceView | None, dev: str, ip: str) -> str:
+    for d, i, mac in ns.neigh if ns else ():
+        if d == dev and i == ip:
+            return f"{ip} lladdr {mac} PERMANENT"
+    return f"(no neighbour entry for {ip})"
+
+
+def _veth(ns: NamespaceView | None, ep: Endpoint) -> str:
+    """The bridge-side end of `ep`'s veth, by its marker."""
+    link = next((k for k in ns.links if k.alias == f"{MARK}ep:{ep.id}"), None) if ns else None
+    return link.name if link else f"(no veth for {ep.name})"
+
+
+def _where(ns: NamespaceView | None, host: str, what: str) -> str:
+    return ns.name if ns else f"(no {what} namespace on {host})"
+
+
+def build(src: Endpoint, dst: Endpoint, net: Network, *, src_view: KernelState, dst_view: KernelState,
+          places: Places = Places()) -> Trace:
+    """The hops from `src` to `dst` on `net`, from the two hosts' kernel views."""
     t = Trace(src.name, dst.name, net.name, net.vni)
-    sns, dns = container_ns(src.host, src.name), container_ns(dst.host, dst.name)
-    snet, dnet = network_ns(src.host, net.name), network_ns(dst.host, net.name)
-    sdev = _sh(sns, "ip", "-o", "-4", "addr", "show", "to", src.ip).split()[1] if src.ip else "?"
-    route = _sh(sns, "ip", "route", "get", dst.ip)
-    t.hops.append(Hop(sns, sdev, f"{src.ip} ({src.mac}); route: {route.splitlines()[0] if route else '?'}"))
-    t.hops.append(Hop(snet, f"vxe-{src.id[:11]}", f"veth end on bridge vxb-{net.name}"))
+    sns, dns = _ns(src_view, src.host, "ctr", src.name), _ns(dst_view, dst.host, "ctr", dst.name)
+    snet, dnet = _ns(src_view, src.host, "net", net.name), _ns(dst_view, dst.host, "net", net.name)
+    bridge, vx = f"vxb-{net.name}", f"vxv-{net.name}"
+    t.hops.append(Hop(_where(sns, src.host, "container"), _dev_of(sns, src.ip),
+                      f"{src.ip} ({src.mac}); route: {_route(sns, dst.ip)}"))
+    t.hops.append(Hop(_where(snet, src.host, "network"), _veth(snet, src), f"veth end on bridge {bridge}"))
     if src.host == dst.host:
-        t.hops.append(Hop(snet, f"vxb-{net.name}", "bridged locally: same host, no VXLAN"))
+        t.hops.append(Hop(_where(snet, src.host, "network"), bridge, "bridged locally: same host, no VXLAN"))
     else:
-        vx = f"vxv-{net.name}"
-        neigh = _sh(snet, "ip", "neigh", "show", dst.ip, "dev", vx) or f"(no neighbour entry for {dst.ip})"
-        t.hops.append(Hop(snet, f"vxb-{net.name}", f"bridge floods/forwards {dst.mac} to {vx}"))
-        t.hops.append(Hop(snet, vx, f"VXLAN vni {net.vni}, local {underlay_ip[src.host]}; ARP proxy: {neigh}; "
-                                    f"FDB: {_fdb_line(snet, vx, dst.mac)}"))
-        t.hops.append(Hop(host_ns(src.host), "eth0",
-                          f"UDP {underlay_ip[src.host]} -> {underlay_ip[dst.host]}:4789 (outer headers +50 bytes)"))
-        t.hops.append(Hop("underlay switch", "vxsw", "bridged to the destination host's port"))
-        t.hops.append(Hop(host_ns(dst.host), "eth0", "the VXLAN socket of the host namespace receives it"))
-        t.hops.append(Hop(dnet, vx, f"decapsulated (vni {net.vni}), into bridge vxb-{net.name}"))
-        t.hops.append(Hop(dnet, f"vxe-{dst.id[:11]}", "veth end towards the container"))
-    ddev = _sh(dns, "ip", "-o", "-4", "addr", "show", "to", dst.ip).split()
-    t.hops.append(Hop(dns, ddev[1] if len(ddev) > 1 else "?", f"{dst.ip} ({dst.mac})"))
+        link = snet.link(vx) if snet else None
+        local = link.local if link else src_view.underlay_ip
+        port = link.port if link and link.port else 4789
+        t.hops.append(Hop(_where(snet, src.host, "network"), bridge, f"bridge floods/forwards {dst.mac} to {vx}"))
+        t.hops.append(Hop(_where(snet, src.host, "network"), vx,
+                          f"VXLAN vni {link.vni if link else net.vni}, local {local}; ARP proxy: "
+                          f"{_neigh_line(snet, vx, dst.ip)}; FDB: {_fdb_line(snet, vx, dst.mac)}"))
+        t.hops.append(Hop(places.host(src.host), src_view.underlay_dev or "?",
+                          f"UDP {src_view.underlay_ip} -> {dst_view.underlay_ip}:{port} (outer headers +50 bytes)"))
+        t.hops.append(Hop(*places.underlay))
+        t.hops.append(Hop(places.host(dst.host), dst_view.underlay_dev or "?",
+                          "the VXLAN socket of the host namespace receives it"))
+        t.hops.append(Hop(_where(dnet, dst.host, "network"), vx, f"decapsulated (vni {net.vni}), into bridge {bridge}"))
+        t.hops.append(Hop(_where(dnet, dst.host, "network"), _veth(dnet, dst), "veth end towards the container"))
+    t.hops.append(Hop(_where(dns, dst.host, "container"), _dev_of(dns, dst.ip), f"{dst.ip} ({dst.mac})"))
     return t
 
 
-def capture(t: Trace, *, src_ns: str, src_host_ns: str, dst_ip: str, count: int = 3) -> Trace:
-    """Ping while tcpdump decodes the underlay; fills `capture` and `reached`."""
+def _pick(src: str, dst: str, network: str, eps: list[Endpoint], nets: list[Network]) -> tuple[Endpoint, Endpoint, Network]:
+    mine = {e.network: e for e in eps if e.name == src}
+    theirs = {e.network: e for e in eps if e.name == dst}
+    if not mine:
+        raise InvalidArgument("src", f"no container named {src!r}")
+    if not theirs:
+        raise InvalidArgument("dst", f"no container named {dst!r}")
+    shared = [n for n in sorted(theirs) if n in mine and (not network or n == network)]
+    if not shared:
+        raise InvalidArgument("network", f"{src!r} and {dst!r} share no network"
+                              + (f" named {network!r}" if network else "") + "; they cannot reach each other")
+    net = next(n for n in nets if n.name == shared[0])
+    return mine[net.name], theirs[net.name], net
+
+
+async def trace(client: Client, src: str, dst: str, *, network: str = "", count: int = 3,
+                places: Places = Places()) -> Trace:
+    """The path from container `src` to `dst` (on their first shared network, or
+    `network`), with a live underlay capture decoded as VXLAN."""
+    eps, nets = await asyncio.gather(client.list_endpoints(), client.list_networks())
+    a, b, net = _pick(src, dst, network, eps, nets)
+    if a.host == b.host:
+        view = await hostops.kernel_view(client, a.host, network=net.name, containers=[a.name, b.name])
+        views = (view, view)
+    else:
+        views = await asyncio.gather(hostops.kernel_view(client, a.host, network=net.name, containers=[a.name]),
+                                     hostops.kernel_view(client, b.host, network=net.name, containers=[b.name]))
+    t = build(a, b, net, src_view=views[0], dst_view=views[1], places=places)
+    return await capture(client, t, src=a, dst_ip=b.ip, count=count)
+
+
+async def capture(client: Client, t: Trace, *, src: Endpoint, dst_ip: str, count: int = 3) -> Trace:
+    """Ping from `src` while its host's agent captures VXLAN on its underlay device;
+    fills `capture` (timestamps cut) and `reached` (any echo answered)."""
     local = not any(h.what.startswith("vxv-") for h in t.hops)
-    cap = None if local else subprocess.Popen(
-        ["ip", "netns", "exec", src_host_ns, "tcpdump", "-i", "eth0", "-nn", "-l", "-c", str(2 * count),
-         "udp", "port", "4789"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cap = None if local else hostops.stream(client, src.host, ops.Capture(
+        filter=("udp", "port", "4789"), count=2 * count, seconds=count * 0.2 + 5.0))
     try:
         if cap is not None:
-            _wait_listening(cap)
-        ping = subprocess.run(["ip", "netns", "exec", src_ns, "ping", "-n", "-c", str(count), "-i", "0.2", "-W", "1",
-                               dst_ip], capture_output=True, text=True)
-        t.reached = ping.returncode == 0
+            await hostops.until_ready(cap)
+        samples = [s async for s in hostops.stream(client, src.host, ops.PingStream(
+            src.name, dst_ip, interval=0.2, count=count, timeout=1.0))]
+        t.reached = any(isinstance(s, ops.PingSample) and s.rtt_ms is not None for s in samples)
         if cap is not None:
-            try:
-                out, _ = cap.communicate(timeout=3)
-            except subprocess.TimeoutExpired:
-                cap.kill()
-                out, _ = cap.communicate()
-            t.capture = [re.sub(r"^\S+ ", "", line) for line in out.splitlines() if line.strip()]
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(3.0):
+                    async for event in cap:
+                        if isinstance(event, ops.Line):
+                            t.capture.append(re.sub(r"^\S+ ", "", event.text))
     finally:
-        if cap is not None and cap.poll() is None:
-            cap.kill()
+        if cap is not None:
+            await cap.aclose()  # type: ignore[attr-defined]
     return t
 
 
 def _wait_listening(cap: subprocess.Popen[str], *, timeout: float = 5.0) -> None:
-    """Until tcpdump says it is capturing ("listening on eth0, …" on stderr): on a busy
-    machine a fixed sleep misses the first packets."""
+    """Until a local tcpdump says it is capturing ("listening on eth0, …" on stderr): on
+    a busy machine a fixed sleep misses the first packets (tests' own captures)."""
     assert cap.stderr is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -40,6 +40,7 @@ class AgentConfig:
     labels: dict[str, str] = field(default_factory=dict)
     tls: TlsConfig | None = None  # this host's certificate (mutual TLS with the controller)
     metrics: str = ""       # "" : no Prometheus endpoint
+    ops_concurrency: int = 8  # ops run at once for the controllers (agent/opslink.py); 0: no ops channel
 
     @classmethod
     def from_options(cls, opts: Mapping[str, Any], *, tls: TlsConfig | None = None) -> AgentConfig:

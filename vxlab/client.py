@@ -26,7 +26,7 @@ import grpc.aio
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from vxlab import errors, wire
+from vxlab import errors, ops, wire
 from vxlab.model import Endpoint, Host, Network, Policy, WatchBatch
 from vxlab.tls import TlsConfig
 from vxlab.v1 import vxlab_pb2 as pb
@@ -50,7 +50,12 @@ _NOT_REPEATABLE = frozenset({"CreateNetwork", "CreateEndpoint", "DeleteNetwork",
                              "CreatePolicy", "DeletePolicy"})
 _STUBS = {"host": pb_grpc.HostServiceStub, "network": pb_grpc.NetworkServiceStub,
           "endpoint": pb_grpc.EndpointServiceStub, "policy": pb_grpc.PolicyServiceStub,
-          "watch": pb_grpc.WatchServiceStub}
+          "watch": pb_grpc.WatchServiceStub, "agent": pb_grpc.AgentServiceStub, "ops": pb_grpc.OpsServiceStub}
+# An agent's ops channel idles for hours: HTTP/2 pings find a controller gone without a
+# FIN (the server accepts pings this often, controller/server.py KEEPALIVE).
+KEEPALIVE = [("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
+             ("grpc.keepalive_permit_without_calls", 1)]
+OP_HEADER = "vxlab-op"  # Run's headers name the op once the controller routed it to an agent
 
 
 def parse_addresses(addresses: str | list[str]) -> list[str]:
@@ -134,14 +139,16 @@ class Client:
     """The controller's API as coroutines; use `async with Client(...) as c:`."""
 
     def __init__(self, addresses: str | list[str], *, timeout: float = 10.0, failover_timeout: float | None = 3.0,
-                 max_receive_bytes: int = MAX_RECEIVE_BYTES, tls: TlsConfig | None = None) -> None:
+                 max_receive_bytes: int = MAX_RECEIVE_BYTES, tls: TlsConfig | None = None,
+                 keepalive: bool = False) -> None:
         """`timeout`: the deadline of a call; `failover_timeout`: the shorter one of an
-        attempt that has another address to fail over to (None: `timeout`)."""
+        attempt that has another address to fail over to (None: `timeout`);
+        `keepalive`: HTTP/2 pings on idle channels (an agent's ops channel)."""
         self._addresses = parse_addresses(addresses)
         self._timeout = timeout
         self._failover_timeout = timeout if failover_timeout is None else min(timeout, failover_timeout)
         self._options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", max_receive_bytes),
-                                                *RECONNECT_OPTIONS]
+                                                *RECONNECT_OPTIONS, *(KEEPALIVE if keepalive else [])]
         self._tls = tls
         self._credentials: grpc.ChannelCredentials | None = None
         if tls is not None:  # read now: a missing file is bad input, not a failed call
@@ -337,3 +344,51 @@ class Client:
                 raise self._error(err, address) from None
             finally:
                 call.cancel()
+
+    # -- the ops channel (vxlab.ops) ----------------------------------------------------
+
+    async def run_op(self, request: ops.OpRequest) -> AsyncIterator[ops.OpEvent]:
+        """Run an op on `request.host`'s agent: its events, the last a Done. Tries the
+        next controller while one answers UNAVAILABLE before routing the op (the agent
+        is not connected to it, or it is down): nothing ran there. Once routed, no
+        failover (an exec must not run twice). Stopping the iteration cancels the op."""
+        message = wire.op_request_to_pb(request)
+        deadline = ops.timeout_of(ops.check(request)) + self._timeout
+        order = self._order()
+        for attempt, i in enumerate(order):
+            address = self._addresses[i]
+            call = self._stub(address, "ops").Run(message, timeout=deadline)
+            routed = False
+            try:
+                headers = await call.initial_metadata()
+                routed = any(k == OP_HEADER for k, _ in (headers or ()))
+                async for response in call:
+                    yield wire.op_event_from_pb(response)
+                self._current = i
+                return
+            except grpc.aio.AioRpcError as err:
+                if err.code() == grpc.StatusCode.UNAVAILABLE and not routed and attempt + 1 < len(order):
+                    continue
+                raise self._error(err, address, deadline) from None
+            finally:
+                call.cancel()
+
+    async def connect_ops(self, address: str, *, host: str, version: str, events: AsyncIterator[ops.OpEvent],
+                          opened: Callable[[], None] = lambda: None) -> AsyncIterator[ops.OpRequest]:
+        """An agent's ops channel to the controller at `address` (one of ours): a Hello
+        for `host`, then `events` up; yields the requests coming down. `opened` is
+        called once the controller took the Hello."""
+        async def up() -> AsyncIterator[Any]:
+            yield wire.hello_to_pb(host, version)
+            async for event in events:
+                yield wire.agent_message_to_pb(event)
+        call = self._stub(address, "agent").Connect(up())
+        try:
+            await call.initial_metadata()
+            opened()
+            async for request in call:
+                yield wire.op_request_from_pb(request)
+        except grpc.aio.AioRpcError as err:
+            raise self._error(err, address) from None
+        finally:
+            call.cancel()

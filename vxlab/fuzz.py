@@ -6,7 +6,9 @@ The properties:
   protobuf descriptors, so every field of every request gets arbitrary strings, ints,
   bools and label maps): each call succeeds or aborts with INVALID_ARGUMENT, NOT_FOUND,
   ALREADY_EXISTS, FAILED_PRECONDITION or RESOURCE_EXHAUSTED, with one line naming a
-  field; never INTERNAL; and a rejected call leaves the store revision unchanged;
+  field; never INTERNAL; and a rejected call leaves the store revision unchanged
+  (OpsService.Run may also answer UNAVAILABLE: no agent is connected under the fuzzer;
+  AgentService.Connect gets a stream of one generated message);
 - `topology.parse` and `scenario.parse` on arbitrary YAML-ish structures raise only
   TopologyError / ScenarioError (one line), never another exception; an error in YAML
   text (anything but an empty or too deeply nested document) names its line and column.
@@ -42,6 +44,7 @@ from vxlab.model import Host, Network
 from vxlab.v1 import vxlab_pb2 as pb
 
 CLEAN = frozenset({"INVALID_ARGUMENT", "NOT_FOUND", "ALREADY_EXISTS", "FAILED_PRECONDITION", "RESOURCE_EXHAUSTED"})
+ALSO_CLEAN = {"Run": frozenset({"UNAVAILABLE"})}  # a valid op for a host whose agent is not connected
 FIELD_RE = re.compile(r"^[a-z_]+[.:\[]")  # "network.subnet: …", "name: …", "hosts[0].name: …"
 
 # Plausible values mixed with arbitrary ones, so fuzzing also gets past validation.
@@ -61,6 +64,9 @@ POOL = {"name": ["h1", "h2", "blue", "red", "web", "db"], "network": ["blue", "r
         # policies (vxlab.policy): selectors, verdicts, protocols, ports
         "action": ["allow", "deny"], "protocol": ["", "any", "tcp", "icmp"], "ports": ["80", "8000-8099"],
         "container": ["", "web", "db"], "label": ["", "tier=front"], "cidr": ["", "10.10.0.0/28"],
+        # ops (vxlab.ops)
+        "ProbeSpec.protocol": ["", "icmp", "tcp"], "argv": ["true", "ls"], "filter": ["udp", "port", "4789"],
+        "containers": ["web", "db"], "device": ["", "eth0"],
         # updates in place: the fields that may change
         "update_mask": ["mtu", "gateway", "internal", "labels"],
         # "Message.field": for that message only (an overlay network names no host)
@@ -78,7 +84,9 @@ def _int(lo: int, hi: int) -> st.SearchStrategy[int]:
 
 
 INT_POOL = {"mtu": [0, 1400], "vni": [0, 4096, 5000], "lease_ttl": [0, 10], "underlay_mtu": [0, 1500],
-            "start_revision": [0, 1, 3], "lease_id": [0, 1, 2], "priority": [0, 100]}
+            "start_revision": [0, 1, 3], "lease_id": [0, 1, 2], "priority": [0, 100],
+            "count": [0, 3], "port": [0, 80]}
+FLOAT_POOL = {"timeout": [0.0, 1.0], "interval": [0.0, 0.2], "seconds": [0.0, 1.0]}
 
 
 def _field(f: FieldDescriptor, *, wild: bool) -> st.SearchStrategy[Any]:
@@ -97,14 +105,27 @@ def _field(f: FieldDescriptor, *, wild: bool) -> st.SearchStrategy[Any]:
         return st.booleans()
     if f.type in INT_RANGES:
         return _int(*INT_RANGES[f.type]) if wild else st.sampled_from(INT_POOL.get(f.name, [0]))
+    if f.type == FieldDescriptor.TYPE_DOUBLE:
+        return (st.floats(allow_nan=True) if wild else st.sampled_from(FLOAT_POOL.get(f.name, [0.0])))
+    if f.type == FieldDescriptor.TYPE_BYTES:
+        return st.binary(max_size=20) if wild else st.just(b"")
     raise TypeError(f"{f.full_name}: no strategy for field type {f.type}")
+
+
+def _fields(desc: Descriptor, wild: Callable[[FieldDescriptor], bool]) -> st.SearchStrategy[Any]:
+    """Messages of type `desc`, each field arbitrary where `wild(field)`, else plausible;
+    of each oneof, one member at most (setting them all would always keep the last)."""
+    cls = getattr(pb, desc.name)
+    plain = st.fixed_dictionaries({f.name: _field(f, wild=wild(f)) for f in desc.fields
+                                   if f.containing_oneof is None})
+    choices = [st.one_of(st.just({}), *(st.fixed_dictionaries({f.name: _field(f, wild=wild(f))})
+                                        for f in oneof.fields)) for oneof in desc.oneofs]
+    return st.tuples(plain, *choices).map(lambda parts: cls(**{k: v for part in parts for k, v in part.items()}))
 
 
 def message(desc: Descriptor, *, wild: bool) -> st.SearchStrategy[Any]:
     """A message of type `desc` with every field arbitrary (`wild`) or plausible."""
-    cls = getattr(pb, desc.name)
-    fields = {f.name: _field(f, wild=wild) for f in desc.fields}
-    return st.fixed_dictionaries(fields).map(lambda kw: cls(**kw))
+    return _fields(desc, lambda _f: wild)
 
 
 def request(desc: Descriptor) -> st.SearchStrategy[Any]:
@@ -114,8 +135,7 @@ def request(desc: Descriptor) -> st.SearchStrategy[Any]:
     kinds = [st.just(cls()), message(desc, wild=False), message(desc, wild=True)]
     if desc.fields:
         def one_wild(name: str) -> st.SearchStrategy[Any]:
-            fields = {f.name: _field(f, wild=f.name == name) for f in desc.fields}
-            return st.fixed_dictionaries(fields).map(lambda kw: cls(**kw))
+            return _fields(desc, lambda f: f.name == name)
         kinds.append(st.sampled_from([f.name for f in desc.fields]).flatmap(one_wild))
     # mostly plausible or one field off: calls get far enough to meet existing objects
     weights = [1, 1, 1, 1, 2, 2, 3, 3, 3] if desc.fields else [0]
@@ -138,14 +158,19 @@ class _Context:
         """Watch sends its headers at once (a live controller is told from a hung one)."""
 
 
-def _rpcs(core: Controller) -> dict[str, tuple[Callable[..., Any], Descriptor]]:
-    """Every method of every service the proto declares (a new service is fuzzed too)."""
-    out: dict[str, tuple[Callable[..., Any], Descriptor]] = {}
+def _rpcs(core: Controller) -> dict[str, tuple[Callable[..., Any], Descriptor, bool, bool]]:
+    """Every method of every service the proto declares (a new service is fuzzed too):
+    (the servicer's method, its request type, client-streaming, server-streaming)."""
+    out: dict[str, tuple[Callable[..., Any], Descriptor, bool, bool]] = {}
     for service, desc in pb.DESCRIPTOR.services_by_name.items():
         servicer = getattr(servicer_module, service.removesuffix("Service") + "Servicer")(core)
         for m in desc.methods:
-            out[m.name] = (getattr(servicer, m.name), m.input_type)
+            out[m.name] = (getattr(servicer, m.name), m.input_type, m.client_streaming, m.server_streaming)
     return out
+
+
+async def _one(request: Any) -> Any:
+    yield request
 
 
 class RpcTarget:
@@ -162,11 +187,21 @@ class RpcTarget:
 
     async def _seed(self) -> None:
         """Two hosts and two networks, so plausible endpoint and policy requests can
-        succeed too (also after a plausible delete took one network)."""
+        succeed too; put back before every call when a plausible delete took one (or a
+        network in their way makes that impossible: then they stay away)."""
+        from vxlab.errors import VxError
+
+        hosts = {h.name for h in (await self.core.hosts.list())[0]}
         for name, ip in (("h1", "172.30.0.11"), ("h2", "172.30.0.12")):
-            await self.core.hosts.register(Host(name=name, underlay_ip=ip))
-        await self.core.networks.create(Network(name="blue", subnet="10.10.0.0/24"))
-        await self.core.networks.create(Network(name="red", subnet="10.30.0.0/24"))
+            if name not in hosts:
+                await self.core.hosts.register(Host(name=name, underlay_ip=ip))
+        nets = {n.name for n in (await self.core.networks.list())[0]}
+        for name, subnet in (("blue", "10.10.0.0/24"), ("red", "10.30.0.0/24")):
+            if name not in nets:
+                try:
+                    await self.core.networks.create(Network(name=name, subnet=subnet))
+                except VxError:
+                    pass
 
     def close(self) -> None:
         tasks = asyncio.all_tasks(self.loop)  # the watch hub
@@ -180,19 +215,21 @@ class RpcTarget:
         self.loop.close()
 
     def strategy(self) -> st.SearchStrategy[tuple[str, Any]]:
-        return st.one_of(*(request(desc).map(lambda req, n=name: (n, req)) for name, (_, desc) in self.rpcs.items()))
+        return st.one_of(*(request(desc).map(lambda req, n=name: (n, req)) for name, (_, desc, _, _) in
+                           self.rpcs.items()))
 
     def call(self, name: str, request: Any) -> None:
         """One RPC; an AssertionError when a property does not hold."""
         self.loop.run_until_complete(self._call(name, request))
 
     async def _call(self, name: str, request: Any) -> None:
-        fn = self.rpcs[name][0]
+        fn, _, client_streaming, server_streaming = self.rpcs[name]
+        await self._seed()
         before = await self.store.revision()
         try:
-            if name == "Watch":
-                stream = fn(request, _Context())
-                try:  # the first batch (a snapshot), or nothing yet for a future revision
+            if server_streaming:
+                stream = fn(_one(request) if client_streaming else request, _Context())
+                try:  # the first message (a snapshot), or nothing yet (a future revision, no op)
                     await asyncio.wait_for(stream.__anext__(), 0.05)
                 except (TimeoutError, StopAsyncIteration):
                     pass
@@ -203,7 +240,7 @@ class RpcTarget:
             code = "OK"
         except Aborted as e:
             code = e.code
-            assert code in CLEAN, f"{name}: {e}"
+            assert code in CLEAN | ALSO_CLEAN.get(name, frozenset()), f"{name}: {e}"
             assert "\n" not in e.details, f"{name}: a multi-line error: {e.details!r}"
             if code == "INVALID_ARGUMENT":
                 assert FIELD_RE.match(e.details), f"{name}: the error names no field: {e.details!r}"

@@ -1,11 +1,17 @@
 """Conversions between the core dataclasses (vxlab.model) and the v1 protobuf messages.
 
-Shared by the two edges that speak gRPC: the controller's servicer and vxlab.client.
-Nothing else imports the generated code.
+Shared by the two edges that speak gRPC: the controller's servicer and vxlab.client
+(and the agent's end of the ops channel, through the client). Nothing else imports the
+generated code. The ops channel's dataclasses (vxlab.ops) mostly mirror their messages
+field by field (`_flat_*`); the nested ones are spelled out.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
+from vxlab import ops
 from vxlab.model import Change, Endpoint, Host, Network, Policy, Selector, WatchBatch
 from vxlab.v1 import vxlab_pb2 as pb
 
@@ -121,3 +127,133 @@ def batch_from_pb(m: pb.WatchResponse) -> WatchBatch:
         changes=tuple(_change_from_pb(c) for c in m.changes),
         policies=tuple(policy_from_pb(p) for p in m.policies),
     )
+
+
+# --- the ops channel (vxlab.ops) ---------------------------------------------------------
+_SCALAR = (str, bytes, int, float, bool)
+
+
+def _flat_to_pb(obj: Any, cls: Any) -> Any:
+    """A dataclass whose fields are the message's (tuples for repeated scalars)."""
+    return cls(**{f.name: list(v) if isinstance(v := getattr(obj, f.name), tuple) else v
+                  for f in dataclasses.fields(obj)})
+
+
+def _flat_from_pb(m: Any, cls: Any) -> Any:
+    return cls(**{f.name: v if isinstance(v := getattr(m, f.name), _SCALAR) else tuple(v)
+                  for f in dataclasses.fields(cls)})
+
+
+_OPS: dict[str, tuple[type, Any]] = {
+    "probe": (ops.ProbeBatch, pb.ProbeBatch), "ping": (ops.PingStream, pb.PingStream),
+    "capture": (ops.Capture, pb.Capture), "kernel_view": (ops.KernelView, pb.KernelView),
+    "drift": (ops.Drift, pb.Drift), "exec": (ops.Exec, pb.Exec), "iperf_server": (ops.IperfServer, pb.IperfServer),
+    "iperf_client": (ops.IperfClient, pb.IperfClient), "cancel": (ops.Cancel, pb.Cancel)}
+_EVENTS: dict[str, tuple[type, Any]] = {
+    "ready": (ops.Ready, pb.Ready), "probes": (ops.ProbeResults, pb.ProbeResults),
+    "sample": (ops.PingSample, pb.PingSample), "line": (ops.Line, pb.Line), "kernel": (ops.KernelState, pb.KernelState),
+    "drift": (ops.DriftReport, pb.DriftReport), "exec": (ops.ExecResult, pb.ExecResult),
+    "iperf": (ops.IperfReport, pb.IperfReport), "done": (ops.Done, pb.Done)}
+_OP_NAME = {cls: name for name, (cls, _) in _OPS.items()}
+_EVENT_NAME = {cls: name for name, (cls, _) in _EVENTS.items()}
+
+
+def _op_to_pb(op: ops.Op) -> Any:
+    if isinstance(op, ops.ProbeBatch):
+        return pb.ProbeBatch(probes=[_flat_to_pb(p, pb.ProbeSpec) for p in op.probes])
+    return _flat_to_pb(op, _OPS[_OP_NAME[type(op)]][1])
+
+
+def _op_from_pb(m: Any, name: str) -> ops.Op:
+    if name == "probe":
+        return ops.ProbeBatch(tuple(_flat_from_pb(p, ops.ProbeSpec) for p in m.probes))
+    return _flat_from_pb(m, _OPS[name][0])  # type: ignore[no-any-return]
+
+
+def op_request_to_pb(r: ops.OpRequest) -> pb.OpRequest:
+    m = pb.OpRequest(id=r.id, host=r.host, timeout=r.timeout)
+    if r.op is not None:
+        getattr(m, _OP_NAME[type(r.op)]).CopyFrom(_op_to_pb(r.op))
+    return m
+
+
+def op_request_from_pb(m: pb.OpRequest) -> ops.OpRequest:
+    name = m.WhichOneof("op")
+    return ops.OpRequest(host=m.host, op=None if name is None else _op_from_pb(getattr(m, name), name), id=m.id,
+                         timeout=m.timeout)
+
+
+def _namespace_to_pb(n: ops.NamespaceView) -> pb.KernelNamespace:
+    return pb.KernelNamespace(
+        name=n.name, marker=n.marker, links=[_flat_to_pb(k, pb.KernelLink) for k in n.links],
+        addrs=[pb.KernelAddr(dev=d, cidr=c) for d, c in n.addrs],
+        routes=[pb.KernelRoute(dst=d, gateway=g, dev=v) for d, g, v in n.routes],
+        fdb=[pb.KernelFdb(dev=d, mac=m, dst=t) for d, m, t in n.fdb],
+        neigh=[pb.KernelNeigh(dev=d, ip=i, mac=m) for d, i, m in n.neigh])
+
+
+def _namespace_from_pb(m: pb.KernelNamespace) -> ops.NamespaceView:
+    return ops.NamespaceView(
+        name=m.name, marker=m.marker, links=tuple(_flat_from_pb(k, ops.LinkView) for k in m.links),
+        addrs=tuple((a.dev, a.cidr) for a in m.addrs), routes=tuple((r.dst, r.gateway, r.dev) for r in m.routes),
+        fdb=tuple((f.dev, f.mac, f.dst) for f in m.fdb), neigh=tuple((n.dev, n.ip, n.mac) for n in m.neigh))
+
+
+def _event_to_pb(e: ops.Event) -> Any:
+    if isinstance(e, ops.ProbeResults):
+        return pb.ProbeResults(results=[_flat_to_pb(r, pb.ProbeResult) for r in e.results])
+    if isinstance(e, ops.PingSample):
+        return pb.PingSample(seq=e.seq, sent=e.sent, rtt_ms=e.rtt_ms or 0.0, lost=e.rtt_ms is None)
+    if isinstance(e, ops.KernelState):
+        return pb.KernelState(namespaces=[_namespace_to_pb(n) for n in e.namespaces], underlay_ip=e.underlay_ip,
+                              underlay_dev=e.underlay_dev, underlay_mtu=e.underlay_mtu)
+    if isinstance(e, ops.DriftReport):
+        return pb.DriftReport(entries=[_flat_to_pb(x, pb.DriftEntry) for x in e.entries], revision=e.revision,
+                              applied_revision=e.applied_revision)
+    return _flat_to_pb(e, _EVENTS[_EVENT_NAME[type(e)]][1])
+
+
+def _event_from_pb(m: Any, name: str) -> ops.Event:
+    if name == "probes":
+        return ops.ProbeResults(tuple(_flat_from_pb(r, ops.ProbeResult) for r in m.results))
+    if name == "sample":
+        return ops.PingSample(seq=m.seq, sent=m.sent, rtt_ms=None if m.lost else m.rtt_ms)
+    if name == "kernel":
+        return ops.KernelState(tuple(_namespace_from_pb(n) for n in m.namespaces), underlay_ip=m.underlay_ip,
+                               underlay_dev=m.underlay_dev, underlay_mtu=m.underlay_mtu)
+    if name == "drift":
+        return ops.DriftReport(tuple(_flat_from_pb(x, ops.DriftEntry) for x in m.entries), revision=m.revision,
+                               applied_revision=m.applied_revision)
+    return _flat_from_pb(m, _EVENTS[name][0])  # type: ignore[no-any-return]
+
+
+def op_event_to_pb(e: ops.OpEvent) -> pb.OpEvent:
+    m = pb.OpEvent(id=e.id)
+    getattr(m, _EVENT_NAME[type(e.event)]).CopyFrom(_event_to_pb(e.event))
+    return m
+
+
+def op_event_from_pb(m: pb.OpEvent) -> ops.OpEvent:
+    """An event without a kind (a newer agent's) reads as a Done saying so."""
+    name = m.WhichOneof("event")
+    if name is None:
+        return ops.OpEvent(m.id, ops.Done("an event of a kind this controller does not know"))
+    return ops.OpEvent(m.id, _event_from_pb(getattr(m, name), name))
+
+
+def hello_to_pb(host: str, agent_version: str) -> pb.AgentMessage:
+    return pb.AgentMessage(hello=pb.Hello(host=host, agent_version=agent_version))
+
+
+def agent_message_to_pb(e: ops.OpEvent) -> pb.AgentMessage:
+    return pb.AgentMessage(event=op_event_to_pb(e))
+
+
+def agent_message_from_pb(m: pb.AgentMessage) -> tuple[str, ops.OpEvent | None]:
+    """(the Hello's host, None) for a Hello; ("", the event) for an event; ("", None) else."""
+    which = m.WhichOneof("message")
+    if which == "hello":
+        return m.hello.host, None
+    if which == "event":
+        return "", op_event_from_pb(m.event)
+    return "", None

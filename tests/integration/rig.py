@@ -5,6 +5,9 @@ real agent process in each, given every controller address (comma-separated).
 Everything is named `vxt<6 hex>…` and removed in `close()`, which the fixtures call
 also when a test fails. With `tls=True` the rig makes a PKI in its tmp dir and runs
 every hop with mutual TLS (etcd, controller, each agent with its own host certificate).
+With `isolated=True` every agent also runs in mount and PID namespaces of its own
+(`unshare`), closer to a VM: it is PID 1 there and shares nothing with the test but
+its host's network namespace, the controller's socket and its flags.
 """
 
 from __future__ import annotations
@@ -97,7 +100,7 @@ class Rig:
     METRICS_PORT = 9464  # each agent listens in its own host namespace
 
     def __init__(self, tmp: Path, *, hosts: int = 2, lease_ttl: int = 4, resync: float = 2.0,
-                 tls: bool = False, controllers: int = 1) -> None:
+                 tls: bool = False, controllers: int = 1, isolated: bool = False) -> None:
         self.tmp = tmp
         self.id = "vxt" + secrets.token_hex(3)
         self.lease_ttl = lease_ttl
@@ -114,6 +117,7 @@ class Rig:
         self.hosts = {f"h{i}": underlay.SimHost(f"h{i}", self.layout.host_ns(f"h{i}"), f"172.31.0.{10 + i}",
                                                 f"172.31.0.{10 + i}/24") for i in range(1, hosts + 1)}
         self.switch = self.layout.switch_ns
+        self.isolated = isolated
 
     # --- lifecycle ------------------------------------------------------------------
     def start(self) -> Rig:
@@ -171,8 +175,10 @@ class Rig:
     def start_agent(self, host: str) -> None:
         h = self.hosts[host]
         log = (self.tmp / f"agent-{host}.log").open("ab")
+        unshare = ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "unchanged"]
         self.agents[host] = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{h.ns}", sys.executable, "-m", "vxlab.cli", *self.agent_config(host).argv()],
+            [*(unshare if self.isolated else []),
+             "nsenter", f"--net=/run/netns/{h.ns}", sys.executable, "-m", "vxlab.cli", *self.agent_config(host).argv()],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill_agent(self, host: str, sig: int = signal.SIGKILL) -> None:

@@ -79,6 +79,9 @@ def test_quickstart_up_check_exec_down(env, tmp_path):
     traced = json.loads(vx(env, "trace", "web", "db", "--json").stdout)
     assert traced["reached"] and traced["vni"] == int(vni) and len(traced["hops"]) == 10
     assert vx(env, "exec", "web", "--", "sh", "-c", "exit 7").returncode == 7
+    assert vx(env, "exec", "--via-agent", "web", "--", "sh", "-c", "exit 7").returncode == 7  # the agent ran it
+    kernel = vx(env, "check", "--kernel")
+    assert kernel.returncode == 0 and "h1: no drift" in kernel.stderr and "h2: no drift" in kernel.stderr, kernel.stderr
     assert vx(env, "exec", "web", "--", "ping", "-c1", "-W1", "10.10.0.3").returncode == 0
     run = vx(env, "container", "run", "cache", "--host", "h2", "--network", "blue", "--ip", "10.10.0.77")
     assert run.returncode == 0, run.stderr
@@ -328,4 +331,8 @@ def test_check_over_fifty_containers_fits_the_machines_neighbour_table(env, tmp_
         assert "2450/2450 expectations hold" in out.stderr
     finally:
         assert vx(env, "down", "--lab", name).returncode == 0
-    assert neigh.read() == before and left_behind(name) == []
+    assert left_behind(name) == []
+    if neigh.holders():  # another lab on this machine (a concurrent run) still needs the raise
+        assert neigh.read()[2] >= neigh.LAB_VALUES[2]
+    else:
+        assert neigh.read() == before

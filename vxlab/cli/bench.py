@@ -197,6 +197,23 @@ def deadhost(out: OutOpt = Path("bench/results"), quick: QuickOpt = False) -> No
     _suite_part("deadhost", out, quick)
 
 
+@app.command("check")
+def check(
+    out: OutOpt = Path("bench/results"),
+    hosts: Annotated[int, typer.Option(min=2, help="Hosts, one container each: hosts*(hosts-1) pairs.")] = 20,
+    reps: Annotated[int, typer.Option(min=1, help="Timed checks of each kind.")] = 5,
+) -> None:
+    """`check` through the agents (ops channel) vs pinged from this machine, same lab, same run."""
+    from vxlab.bench import check as bench
+
+    result = bench.run(out, hosts=hosts, reps=reps, progress=_progress)
+    row = result["vxlab"]
+    output(as_json=False, data=result, columns=["PAIRS", "AGENTS S", "LOCAL S", "AGENTS/LOCAL", "TARGET <= 1.5"],
+           rows=[[str(row["pairs"]), str(row["agents_s"]), str(row["local_s"]), str(row["agents_over_local"]),
+                  row["verdict"]]])
+    typer.echo(f"written: {result['path']}", err=True)
+
+
 @app.command("footprint")
 def footprint(out: OutOpt = Path("bench/results"), quick: QuickOpt = False) -> None:
     """Controller creates/s, agent RSS and idle CPU, etcd keys and bytes per endpoint."""

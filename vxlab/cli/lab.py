@@ -1,8 +1,10 @@
-"""Lab verbs: `vxlab up`, `down`, `status`, `check`, `exec`, `lab ls`.
+"""Lab verbs: `vxlab up`, `down`, `status`, `check`, `exec`, `trace`, `lab ls`.
 
 Each converts its arguments, makes one call on `vxlab.lab.Lab`, and prints a table or
 JSON. Lab failures (a bad topology file, a process that would not start) are one
-`error: …` line and exit code 1.
+`error: …` line and exit code 1. `check` (also `--kernel`), `trace` and `exec` work
+through the agents' ops channel, so they also act on real hosts (`--controller ADDR
+--pki DIR`, no lab): `target()` decides, as for every verb.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from vxlab.cli.main import LabOpt, fail, given_lab, lab_name, output, print_json
+from vxlab.cli.main import LabOpt, call, fail, given_lab, in_lab_or_call, lab_name, output, print_json, target
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -107,12 +109,22 @@ def _yes(v: bool) -> Text:
     return Text("yes", style="green") if v else Text("no", style="red")
 
 
-def check(ctx: typer.Context, lab: LabOpt = None, as_json: JsonOpt = False) -> None:
+def check(
+    ctx: typer.Context,
+    lab: LabOpt = None,
+    as_json: JsonOpt = False,
+    kernel: Annotated[bool, typer.Option("--kernel", help="Drift instead: every agent's plan against a fresh dump of "
+                                         "its kernel; lists the stale, missing and differing entries per host.")] = False,
+) -> None:
     """Ping every pair: must reach within a network (unless a policy denies it), must not
-    reach across networks."""
-    from vxlab.lab.lab import Lab
+    reach across networks. The agents send the probes: in a lab, or against real hosts
+    with --controller ADDR --pki DIR."""
+    from vxlab.lab import check as lab_check
 
-    result = Lab(lab_name(ctx)).check()
+    if kernel:
+        _drift(call(ctx, lab_check.drift), as_json=as_json)
+        return
+    result = in_lab_or_call(ctx, in_lab=lambda the_lab: the_lab.check(), alone=lab_check.check)
     if as_json:
         print_json(result.to_json())
     else:
@@ -129,7 +141,30 @@ def check(ctx: typer.Context, lab: LabOpt = None, as_json: JsonOpt = False) -> N
         bad = result.failures
         typer.echo(f"{len(result.probes) - len(bad)}/{len(result.probes)} expectations hold"
                    + (f"; failed: {', '.join(f'{p.src}->{p.dst}@{p.network}' for p in bad)}" if bad else ""), err=True)
+        for why in sorted({p.error for p in bad if p.error})[:5]:
+            typer.echo(f"  {why}", err=True)
     if not result.ok:
+        raise typer.Exit(1)
+
+
+def _drift(hosts: list[Any], *, as_json: bool) -> None:
+    """`check --kernel`'s table (or JSON); exit 1 when any host drifted or could not tell."""
+    if as_json:
+        print_json({"ok": all(h.ok for h in hosts), "hosts": [h.to_json() for h in hosts]})
+    else:
+        rows = [[h.host, e.namespace or "(host)", Text(e.state, style="red"), e.kind, e.target, e.reason]
+                for h in hosts for e in h.entries]
+        if rows:
+            output(as_json=False, data=None, columns=["HOST", "NAMESPACE", "STATE", "KIND", "WHAT", "WHY"], rows=rows)
+        for h in hosts:
+            behind = f" (the agent had applied {h.applied_revision} of {h.revision})" \
+                if h.applied_revision < h.revision and not h.error else ""
+            said = f"cannot tell: {h.error}" if h.error else (
+                f"{len(h.entries)} {'entry' if len(h.entries) == 1 else 'entries'} drifted" if h.entries else "no drift")
+            typer.echo(f"{h.host}: {said}{behind}", err=True)
+        if not hosts:
+            typer.echo("no hosts", err=True)
+    if not all(h.ok for h in hosts):
         raise typer.Exit(1)
 
 
@@ -138,8 +173,12 @@ def exec_(
     container: Annotated[str, typer.Argument(help="Container name.")],
     cmd: Annotated[list[str], typer.Argument(help="Command to run inside the container's namespace.")],
     lab: LabOpt = None,
+    via_agent: Annotated[bool, typer.Option("--via-agent", help="Run it through the container's agent (the ops "
+                                            "channel) also in a lab; without a lab it always is.")] = False,
 ) -> None:
-    """Run CMD inside the container's network namespace; its exit code is passed through."""
+    """Run CMD inside the container's network namespace; its exit code is passed through.
+    In a lab it runs here (with stdin); against real hosts (--controller, no lab) the
+    container's agent runs it (no stdin; output capped at 1 MiB per stream)."""
     from vxlab.lab.lab import Lab
     from vxlab.lab.procs import LabError
 
@@ -147,12 +186,25 @@ def exec_(
         cmd = cmd[1:]
     if not cmd:
         fail("cmd: nothing to run (vxlab exec NAME -- CMD…)")
-    try:
-        ns = Lab(lab_name(ctx)).namespace_of(container)
-    except LabError as e:
-        fail(str(e))
-    proc = subprocess.run(["ip", "netns", "exec", ns, *cmd], stdin=sys.stdin)
-    raise typer.Exit(proc.returncode)
+    to = target(ctx)
+    if to.lab and not via_agent:
+        try:
+            ns = Lab(to.lab).namespace_of(container)
+        except LabError as e:
+            fail(str(e))
+        proc = subprocess.run(["ip", "netns", "exec", ns, *cmd], stdin=sys.stdin)
+        raise typer.Exit(proc.returncode)
+    from vxlab import hostops
+
+    async def go(c: Any) -> Any:
+        return await hostops.exec_(c, await hostops.host_of(c, container), container, cmd)
+    result = call(ctx, go)
+    sys.stdout.buffer.write(result.stdout)
+    sys.stdout.flush()
+    sys.stderr.buffer.write(result.stderr)
+    if result.truncated:
+        typer.echo("warning: output cut at 1 MiB per stream", err=True)
+    raise typer.Exit(result.exit_code if result.exit_code >= 0 else 128 - result.exit_code)
 
 
 def labs(as_json: JsonOpt = False) -> None:
@@ -176,14 +228,12 @@ def trace(
     lab: LabOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """The path SRC -> DST hop by hop (veth, bridge, VXLAN, underlay) with a live capture."""
-    from vxlab.lab.lab import Lab
-    from vxlab.lab.procs import LabError
+    """The path SRC -> DST hop by hop (veth, bridge, VXLAN, underlay) with a live capture,
+    from the agents' kernel views: in a lab, or against real hosts with --controller."""
+    from vxlab.lab import trace as lab_trace
 
-    try:
-        t = Lab(lab_name(ctx)).trace(src, dst, network=network)
-    except LabError as e:
-        fail(str(e))
+    t = in_lab_or_call(ctx, in_lab=lambda the_lab: the_lab.trace(src, dst, network=network),
+                       alone=lambda c: lab_trace.trace(c, src, dst, network=network))
     if as_json:
         print_json(t.to_json())
     else:
@@ -191,7 +241,7 @@ def trace(
         output(as_json=False, data=None, columns=["#", "NAMESPACE", "DEVICE", "WHAT HAPPENS"],
                rows=[[str(i), h.where, h.what, h.detail] for i, h in enumerate(t.hops, 1)])
         if t.capture:
-            typer.echo("underlay capture (source host eth0, udp/4789):")
+            typer.echo("underlay capture (source host's underlay device, udp/4789):")
             for line in t.capture:
                 typer.echo(f"  {line}")
         typer.echo(f"reached: {'yes' if t.reached else 'NO'}")

@@ -373,3 +373,351 @@ class WatchResponse(_message.Message):
     changes: _containers.RepeatedCompositeFieldContainer[Change]
     policies: _containers.RepeatedCompositeFieldContainer[Policy]
     def __init__(self, revision: _Optional[int] = ..., snapshot: _Optional[bool] = ..., compacted: _Optional[bool] = ..., hosts: _Optional[_Iterable[_Union[Host, _Mapping]]] = ..., networks: _Optional[_Iterable[_Union[Network, _Mapping]]] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ...) -> None: ...
+
+class ProbeSpec(_message.Message):
+    __slots__ = ("container", "ip", "protocol", "port", "timeout")
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    IP_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    container: str
+    ip: str
+    protocol: str
+    port: int
+    timeout: float
+    def __init__(self, container: _Optional[str] = ..., ip: _Optional[str] = ..., protocol: _Optional[str] = ..., port: _Optional[int] = ..., timeout: _Optional[float] = ...) -> None: ...
+
+class ProbeBatch(_message.Message):
+    __slots__ = ("probes",)
+    PROBES_FIELD_NUMBER: _ClassVar[int]
+    probes: _containers.RepeatedCompositeFieldContainer[ProbeSpec]
+    def __init__(self, probes: _Optional[_Iterable[_Union[ProbeSpec, _Mapping]]] = ...) -> None: ...
+
+class PingStream(_message.Message):
+    __slots__ = ("container", "ip", "interval", "count", "timeout")
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    IP_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    container: str
+    ip: str
+    interval: float
+    count: int
+    timeout: float
+    def __init__(self, container: _Optional[str] = ..., ip: _Optional[str] = ..., interval: _Optional[float] = ..., count: _Optional[int] = ..., timeout: _Optional[float] = ...) -> None: ...
+
+class Capture(_message.Message):
+    __slots__ = ("device", "filter", "count", "seconds")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    filter: _containers.RepeatedScalarFieldContainer[str]
+    count: int
+    seconds: float
+    def __init__(self, device: _Optional[str] = ..., filter: _Optional[_Iterable[str]] = ..., count: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
+
+class KernelView(_message.Message):
+    __slots__ = ("network", "containers")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    containers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, network: _Optional[str] = ..., containers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Drift(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Exec(_message.Message):
+    __slots__ = ("container", "argv")
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    ARGV_FIELD_NUMBER: _ClassVar[int]
+    container: str
+    argv: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, container: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class IperfServer(_message.Message):
+    __slots__ = ("container", "port")
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    container: str
+    port: int
+    def __init__(self, container: _Optional[str] = ..., port: _Optional[int] = ...) -> None: ...
+
+class IperfClient(_message.Message):
+    __slots__ = ("container", "ip", "port", "seconds", "interval")
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    IP_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    container: str
+    ip: str
+    port: int
+    seconds: float
+    interval: float
+    def __init__(self, container: _Optional[str] = ..., ip: _Optional[str] = ..., port: _Optional[int] = ..., seconds: _Optional[float] = ..., interval: _Optional[float] = ...) -> None: ...
+
+class Cancel(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class OpRequest(_message.Message):
+    __slots__ = ("id", "host", "timeout", "probe", "ping", "capture", "kernel_view", "drift", "exec", "iperf_server", "iperf_client", "cancel")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    PROBE_FIELD_NUMBER: _ClassVar[int]
+    PING_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_VIEW_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_FIELD_NUMBER: _ClassVar[int]
+    EXEC_FIELD_NUMBER: _ClassVar[int]
+    IPERF_SERVER_FIELD_NUMBER: _ClassVar[int]
+    IPERF_CLIENT_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    host: str
+    timeout: float
+    probe: ProbeBatch
+    ping: PingStream
+    capture: Capture
+    kernel_view: KernelView
+    drift: Drift
+    exec: Exec
+    iperf_server: IperfServer
+    iperf_client: IperfClient
+    cancel: Cancel
+    def __init__(self, id: _Optional[str] = ..., host: _Optional[str] = ..., timeout: _Optional[float] = ..., probe: _Optional[_Union[ProbeBatch, _Mapping]] = ..., ping: _Optional[_Union[PingStream, _Mapping]] = ..., capture: _Optional[_Union[Capture, _Mapping]] = ..., kernel_view: _Optional[_Union[KernelView, _Mapping]] = ..., drift: _Optional[_Union[Drift, _Mapping]] = ..., exec: _Optional[_Union[Exec, _Mapping]] = ..., iperf_server: _Optional[_Union[IperfServer, _Mapping]] = ..., iperf_client: _Optional[_Union[IperfClient, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ...) -> None: ...
+
+class ProbeResult(_message.Message):
+    __slots__ = ("index", "reached", "rtt_ms", "error")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    REACHED_FIELD_NUMBER: _ClassVar[int]
+    RTT_MS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    reached: bool
+    rtt_ms: float
+    error: str
+    def __init__(self, index: _Optional[int] = ..., reached: _Optional[bool] = ..., rtt_ms: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ProbeResults(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ProbeResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[ProbeResult, _Mapping]]] = ...) -> None: ...
+
+class PingSample(_message.Message):
+    __slots__ = ("seq", "sent", "rtt_ms", "lost")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    SENT_FIELD_NUMBER: _ClassVar[int]
+    RTT_MS_FIELD_NUMBER: _ClassVar[int]
+    LOST_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    sent: float
+    rtt_ms: float
+    lost: bool
+    def __init__(self, seq: _Optional[int] = ..., sent: _Optional[float] = ..., rtt_ms: _Optional[float] = ..., lost: _Optional[bool] = ...) -> None: ...
+
+class Ready(_message.Message):
+    __slots__ = ("detail",)
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    detail: str
+    def __init__(self, detail: _Optional[str] = ...) -> None: ...
+
+class Line(_message.Message):
+    __slots__ = ("text",)
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    def __init__(self, text: _Optional[str] = ...) -> None: ...
+
+class KernelLink(_message.Message):
+    __slots__ = ("name", "kind", "alias", "mac", "mtu", "up", "master", "vni", "local", "port", "learning", "proxy")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    MAC_FIELD_NUMBER: _ClassVar[int]
+    MTU_FIELD_NUMBER: _ClassVar[int]
+    UP_FIELD_NUMBER: _ClassVar[int]
+    MASTER_FIELD_NUMBER: _ClassVar[int]
+    VNI_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_FIELD_NUMBER: _ClassVar[int]
+    PROXY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    alias: str
+    mac: str
+    mtu: int
+    up: bool
+    master: str
+    vni: int
+    local: str
+    port: int
+    learning: bool
+    proxy: bool
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., alias: _Optional[str] = ..., mac: _Optional[str] = ..., mtu: _Optional[int] = ..., up: _Optional[bool] = ..., master: _Optional[str] = ..., vni: _Optional[int] = ..., local: _Optional[str] = ..., port: _Optional[int] = ..., learning: _Optional[bool] = ..., proxy: _Optional[bool] = ...) -> None: ...
+
+class KernelAddr(_message.Message):
+    __slots__ = ("dev", "cidr")
+    DEV_FIELD_NUMBER: _ClassVar[int]
+    CIDR_FIELD_NUMBER: _ClassVar[int]
+    dev: str
+    cidr: str
+    def __init__(self, dev: _Optional[str] = ..., cidr: _Optional[str] = ...) -> None: ...
+
+class KernelRoute(_message.Message):
+    __slots__ = ("dst", "gateway", "dev")
+    DST_FIELD_NUMBER: _ClassVar[int]
+    GATEWAY_FIELD_NUMBER: _ClassVar[int]
+    DEV_FIELD_NUMBER: _ClassVar[int]
+    dst: str
+    gateway: str
+    dev: str
+    def __init__(self, dst: _Optional[str] = ..., gateway: _Optional[str] = ..., dev: _Optional[str] = ...) -> None: ...
+
+class KernelFdb(_message.Message):
+    __slots__ = ("dev", "mac", "dst")
+    DEV_FIELD_NUMBER: _ClassVar[int]
+    MAC_FIELD_NUMBER: _ClassVar[int]
+    DST_FIELD_NUMBER: _ClassVar[int]
+    dev: str
+    mac: str
+    dst: str
+    def __init__(self, dev: _Optional[str] = ..., mac: _Optional[str] = ..., dst: _Optional[str] = ...) -> None: ...
+
+class KernelNeigh(_message.Message):
+    __slots__ = ("dev", "ip", "mac")
+    DEV_FIELD_NUMBER: _ClassVar[int]
+    IP_FIELD_NUMBER: _ClassVar[int]
+    MAC_FIELD_NUMBER: _ClassVar[int]
+    dev: str
+    ip: str
+    mac: str
+    def __init__(self, dev: _Optional[str] = ..., ip: _Optional[str] = ..., mac: _Optional[str] = ...) -> None: ...
+
+class KernelNamespace(_message.Message):
+    __slots__ = ("name", "marker", "links", "addrs", "routes", "fdb", "neigh")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MARKER_FIELD_NUMBER: _ClassVar[int]
+    LINKS_FIELD_NUMBER: _ClassVar[int]
+    ADDRS_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    FDB_FIELD_NUMBER: _ClassVar[int]
+    NEIGH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    marker: str
+    links: _containers.RepeatedCompositeFieldContainer[KernelLink]
+    addrs: _containers.RepeatedCompositeFieldContainer[KernelAddr]
+    routes: _containers.RepeatedCompositeFieldContainer[KernelRoute]
+    fdb: _containers.RepeatedCompositeFieldContainer[KernelFdb]
+    neigh: _containers.RepeatedCompositeFieldContainer[KernelNeigh]
+    def __init__(self, name: _Optional[str] = ..., marker: _Optional[str] = ..., links: _Optional[_Iterable[_Union[KernelLink, _Mapping]]] = ..., addrs: _Optional[_Iterable[_Union[KernelAddr, _Mapping]]] = ..., routes: _Optional[_Iterable[_Union[KernelRoute, _Mapping]]] = ..., fdb: _Optional[_Iterable[_Union[KernelFdb, _Mapping]]] = ..., neigh: _Optional[_Iterable[_Union[KernelNeigh, _Mapping]]] = ...) -> None: ...
+
+class KernelState(_message.Message):
+    __slots__ = ("namespaces", "underlay_ip", "underlay_dev", "underlay_mtu")
+    NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    UNDERLAY_IP_FIELD_NUMBER: _ClassVar[int]
+    UNDERLAY_DEV_FIELD_NUMBER: _ClassVar[int]
+    UNDERLAY_MTU_FIELD_NUMBER: _ClassVar[int]
+    namespaces: _containers.RepeatedCompositeFieldContainer[KernelNamespace]
+    underlay_ip: str
+    underlay_dev: str
+    underlay_mtu: int
+    def __init__(self, namespaces: _Optional[_Iterable[_Union[KernelNamespace, _Mapping]]] = ..., underlay_ip: _Optional[str] = ..., underlay_dev: _Optional[str] = ..., underlay_mtu: _Optional[int] = ...) -> None: ...
+
+class DriftEntry(_message.Message):
+    __slots__ = ("namespace", "state", "kind", "target", "reason")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    state: str
+    kind: str
+    target: str
+    reason: str
+    def __init__(self, namespace: _Optional[str] = ..., state: _Optional[str] = ..., kind: _Optional[str] = ..., target: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DriftReport(_message.Message):
+    __slots__ = ("entries", "revision", "applied_revision")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[DriftEntry]
+    revision: int
+    applied_revision: int
+    def __init__(self, entries: _Optional[_Iterable[_Union[DriftEntry, _Mapping]]] = ..., revision: _Optional[int] = ..., applied_revision: _Optional[int] = ...) -> None: ...
+
+class ExecResult(_message.Message):
+    __slots__ = ("exit_code", "stdout", "stderr", "truncated")
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_FIELD_NUMBER: _ClassVar[int]
+    STDERR_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+    truncated: bool
+    def __init__(self, exit_code: _Optional[int] = ..., stdout: _Optional[bytes] = ..., stderr: _Optional[bytes] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class IperfReport(_message.Message):
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    def __init__(self, json: _Optional[str] = ...) -> None: ...
+
+class Done(_message.Message):
+    __slots__ = ("error",)
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    error: str
+    def __init__(self, error: _Optional[str] = ...) -> None: ...
+
+class OpEvent(_message.Message):
+    __slots__ = ("id", "ready", "probes", "sample", "line", "kernel", "drift", "exec", "iperf", "done")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    PROBES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_FIELD_NUMBER: _ClassVar[int]
+    EXEC_FIELD_NUMBER: _ClassVar[int]
+    IPERF_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    ready: Ready
+    probes: ProbeResults
+    sample: PingSample
+    line: Line
+    kernel: KernelState
+    drift: DriftReport
+    exec: ExecResult
+    iperf: IperfReport
+    done: Done
+    def __init__(self, id: _Optional[str] = ..., ready: _Optional[_Union[Ready, _Mapping]] = ..., probes: _Optional[_Union[ProbeResults, _Mapping]] = ..., sample: _Optional[_Union[PingSample, _Mapping]] = ..., line: _Optional[_Union[Line, _Mapping]] = ..., kernel: _Optional[_Union[KernelState, _Mapping]] = ..., drift: _Optional[_Union[DriftReport, _Mapping]] = ..., exec: _Optional[_Union[ExecResult, _Mapping]] = ..., iperf: _Optional[_Union[IperfReport, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ...) -> None: ...
+
+class Hello(_message.Message):
+    __slots__ = ("host", "agent_version")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    agent_version: str
+    def __init__(self, host: _Optional[str] = ..., agent_version: _Optional[str] = ...) -> None: ...
+
+class AgentMessage(_message.Message):
+    __slots__ = ("hello", "event")
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    hello: Hello
+    event: OpEvent
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., event: _Optional[_Union[OpEvent, _Mapping]] = ...) -> None: ...

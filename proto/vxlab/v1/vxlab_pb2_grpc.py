@@ -1028,3 +1028,147 @@ class WatchService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AgentServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Connect = channel.stream_stream(
+                '/vxlab.v1.AgentService/Connect',
+                request_serializer=vxlab_dot_v1_dot_vxlab__pb2.AgentMessage.SerializeToString,
+                response_deserializer=vxlab_dot_v1_dot_vxlab__pb2.OpRequest.FromString,
+                _registered_method=True)
+
+
+class AgentServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Connect(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AgentServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Connect': grpc.stream_stream_rpc_method_handler(
+                    servicer.Connect,
+                    request_deserializer=vxlab_dot_v1_dot_vxlab__pb2.AgentMessage.FromString,
+                    response_serializer=vxlab_dot_v1_dot_vxlab__pb2.OpRequest.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'vxlab.v1.AgentService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('vxlab.v1.AgentService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AgentService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Connect(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/vxlab.v1.AgentService/Connect',
+            vxlab_dot_v1_dot_vxlab__pb2.AgentMessage.SerializeToString,
+            vxlab_dot_v1_dot_vxlab__pb2.OpRequest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class OpsServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Run = channel.unary_stream(
+                '/vxlab.v1.OpsService/Run',
+                request_serializer=vxlab_dot_v1_dot_vxlab__pb2.OpRequest.SerializeToString,
+                response_deserializer=vxlab_dot_v1_dot_vxlab__pb2.OpEvent.FromString,
+                _registered_method=True)
+
+
+class OpsServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Run(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_OpsServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Run': grpc.unary_stream_rpc_method_handler(
+                    servicer.Run,
+                    request_deserializer=vxlab_dot_v1_dot_vxlab__pb2.OpRequest.FromString,
+                    response_serializer=vxlab_dot_v1_dot_vxlab__pb2.OpEvent.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'vxlab.v1.OpsService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('vxlab.v1.OpsService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class OpsService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Run(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/vxlab.v1.OpsService/Run',
+            vxlab_dot_v1_dot_vxlab__pb2.OpRequest.SerializeToString,
+            vxlab_dot_v1_dot_vxlab__pb2.OpEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -1,0 +1,231 @@
+"""The agent's executor of ops (the ops channel, agent/opslink.py, hands them in).
+
+Each request becomes one asyncio task that sends its events through `reply` and ends
+with a Done (the error, if any, as text). Limits: at most `limit` ops run at once
+(the others wait for a slot, their deadline ticking), each has a deadline
+(vxlab.ops.timeout_of), outputs are capped (agent/opsproc.py), and a Cancel (or the
+link it came on closing) cancels it. Nothing here runs in the reconcile thread:
+probes run in a pool of their own (one thread per batch, vxlab.icmp), kernel views and
+drift in one thread with a kernel of its own (netlink sockets are per thread),
+programs as asyncio subprocesses.
+
+Containers are named, never namespaces: a container must have an endpoint on this
+host in the agent's desired state, and its namespace is the one the agent's naming
+gives it (`Naming.container_ns`); anything else is refused.
+
+Drift is the reconciler's dry run against a fresh dump: a Reconciler of its own over
+the ops kernel plans (never applies) the desired state the agent holds now, and every
+action is an entry: an add is missing, a delete stale, a replace or update differing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vxlab import icmp, ops
+from vxlab.agent import opsproc
+from vxlab.agent.cache import StateCache
+from vxlab.agent.desired import HostInfo
+from vxlab.agent.kernel import Kernel, KernelError, Namespace
+from vxlab.agent.reconciler import Reconciler
+from vxlab.errors import InvalidArgument, VxError
+
+log = logging.getLogger("vxlab.agent")
+Reply = Callable[[ops.OpEvent], None]
+Prober = Callable[..., list[icmp.Reached]]
+
+
+@dataclass
+class AgentSide:
+    """What the executor needs of its agent."""
+
+    me: HostInfo
+    underlay_dev: str
+    cache: Callable[[], StateCache]   # the live cache (read in the event loop's thread)
+    applied: Callable[[], int]        # the revision the agent has applied
+    kernel: Callable[[], Kernel]      # a factory: the executor makes its own kernel
+
+
+class Executor:
+    def __init__(self, agent: AgentSide, *, limit: int = 8, prober: Prober = icmp.reach,
+                 pinger: type[icmp.Pinger] = icmp.Pinger, enter: opsproc.Enter = opsproc.ip_netns_exec) -> None:
+        self.agent = agent
+        self.limit = limit
+        self._slots = asyncio.Semaphore(limit)
+        self._prober, self._pinger, self._enter = prober, pinger, enter
+        self._tasks: dict[tuple[object, str], asyncio.Task[None]] = {}
+        self._probe_pool = concurrent.futures.ThreadPoolExecutor(max_workers=limit, thread_name_prefix="ops-probe")
+        self._kernel_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ops-kernel")
+        self._kernel: Kernel | None = None  # made and used in the ops-kernel thread only
+
+    # --- requests in -------------------------------------------------------------------------
+    def submit(self, link: object, request: ops.OpRequest, reply: Reply) -> None:
+        """Start `request` (from `link`), or cancel the op a Cancel names."""
+        if isinstance(request.op, ops.Cancel):
+            self.cancel(link, request.op.id)
+            return
+        key = (link, request.id)
+        self._tasks[key] = asyncio.create_task(self._run(request, reply), name=f"op-{request.id}")
+        self._tasks[key].add_done_callback(lambda _t: self._tasks.pop(key, None))
+
+    def cancel(self, link: object, op_id: str) -> None:
+        task = self._tasks.get((link, op_id))
+        if task is not None:
+            task.cancel()
+
+    def drop(self, link: object) -> None:
+        """The link closed: its ops have no caller any more."""
+        for (owner, op_id) in list(self._tasks):
+            if owner is link:
+                self.cancel(owner, op_id)
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    async def close(self) -> None:
+        tasks = list(self._tasks.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._kernel is not None:
+            await asyncio.get_running_loop().run_in_executor(self._kernel_pool, self._kernel.close)
+        self._kernel_pool.shutdown(wait=False)
+        self._probe_pool.shutdown(wait=False)
+
+    async def _run(self, request: ops.OpRequest, reply: Reply) -> None:
+        error = ""
+        try:
+            request = ops.check(request)
+            deadline = ops.timeout_of(request)
+            try:
+                async with asyncio.timeout(deadline):
+                    async with self._slots:
+                        async for event in self._dispatch(request):
+                            reply(ops.OpEvent(request.id, event))
+            except TimeoutError:
+                error = f"deadline of {deadline:g}s passed"
+        except asyncio.CancelledError:
+            return  # nobody waits for a Done any more
+        except (VxError, KernelError) as e:
+            error = str(e)
+        except OSError as e:
+            error = f"{e.strerror or e}"
+        except Exception as e:  # noqa: BLE001 - a bug must not take the agent down
+            log.exception("op %s failed", request.id)
+            error = f"internal error: {type(e).__name__}: {e}"
+        reply(ops.OpEvent(request.id, ops.Done(error)))
+
+    def _dispatch(self, request: ops.OpRequest) -> AsyncIterator[ops.Event]:
+        op = request.op
+        if isinstance(op, ops.ProbeBatch):
+            return self._probe(op)
+        if isinstance(op, ops.PingStream):
+            return self._ping(op)
+        if isinstance(op, ops.Capture):
+            return opsproc.capture(op, op.device or self.agent.underlay_dev)
+        if isinstance(op, ops.KernelView):
+            return self._one(self._kernel_view(op))
+        if isinstance(op, ops.Drift):
+            return self._one(self._drift())
+        if isinstance(op, ops.Exec):
+            ns = self._containers([op.container], "exec.container")[0]
+            return self._one(opsproc.run([*self._enter(ns), *op.argv]))
+        if isinstance(op, ops.IperfServer):
+            ns = self._containers([op.container], "iperf_server.container")[0]
+            return opsproc.iperf_server(op, ns, self._enter)
+        if isinstance(op, ops.IperfClient):
+            ns = self._containers([op.container], "iperf_client.container")[0]
+            return self._one(opsproc.iperf_client(op, ns, self._enter))
+        raise InvalidArgument("op", f"{type(op).__name__} is not an op this agent runs")
+
+    @staticmethod
+    async def _one(result: Any) -> AsyncIterator[ops.Event]:
+        yield await result
+
+    # --- what the ops may touch ------------------------------------------------------------
+    def _containers(self, names: Sequence[str], field: str) -> list[str]:
+        """The namespaces of `names`, each a container of this host; InvalidArgument
+        naming the first that is not (`field`, with `[i]` where it holds `{}`)."""
+        me = self.agent.me
+        mine = {e.name for e in self.agent.cache().endpoints.values() if e.host == me.name}
+        for i, name in enumerate(names):
+            if name not in mine:
+                raise InvalidArgument(field.format(i), f"{name!r} is not a container of host {me.name}")
+        return [me.naming.container_ns(n) for n in names]
+
+    # --- probes ------------------------------------------------------------------------------
+    async def _probe(self, op: ops.ProbeBatch) -> AsyncIterator[ops.Event]:
+        spaces = self._containers([p.container for p in op.probes], "probe.probes[{}].container")
+        targets = [icmp.Target(ns, p.ip, p.protocol, p.port, p.timeout) for ns, p in zip(spaces, op.probes, strict=True)]
+        stop = False
+        loop = asyncio.get_running_loop()
+        try:
+            found = await loop.run_in_executor(self._probe_pool, lambda: self._prober(targets, cancelled=lambda: stop))
+        finally:
+            stop = True  # a cancelled op: the thread gives up within 50 ms
+        yield ops.ProbeResults(tuple(ops.ProbeResult(i, r.reached, round(r.rtt_ms, 3), r.error)
+                                     for i, r in enumerate(found)))
+
+    async def _ping(self, op: ops.PingStream) -> AsyncIterator[ops.Event]:
+        ns = self._containers([op.container], "ping.container")[0]
+        loop = asyncio.get_running_loop()
+        pinger = await loop.run_in_executor(self._probe_pool, lambda: self._pinger(
+            ns, op.ip, interval=op.interval, timeout=op.timeout, count=op.count))
+        offset = time.time() - time.monotonic()
+        emitted = 0
+        pinger.start()
+        try:
+            while not (op.count and emitted >= op.count):
+                for sample in pinger.decided(emitted):
+                    yield ops.PingSample(emitted, round(sample.t + offset, 6),
+                                         None if sample.rtt_ms is None else round(sample.rtt_ms, 3))
+                    emitted += 1
+                if pinger.finished and not pinger.decided(emitted):
+                    return
+                await asyncio.sleep(min(op.interval, 0.05))
+        finally:
+            loop.run_in_executor(self._probe_pool, pinger.stop)  # joins its thread: not in the loop
+
+    # --- the kernel ---------------------------------------------------------------------------
+    def _in_kernel(self, fn: Callable[[Kernel], Any]) -> asyncio.Future[Any]:
+        def call() -> Any:
+            if self._kernel is None:
+                self._kernel = self.agent.kernel()
+            return fn(self._kernel)
+        return asyncio.get_running_loop().run_in_executor(self._kernel_pool, call)
+
+    async def _kernel_view(self, op: ops.KernelView) -> ops.KernelState:
+        names = [self.agent.me.naming.network_ns(op.network)] if op.network else []
+        names += self._containers(op.containers, "kernel_view.containers[{}]")
+
+        def dump(kernel: Kernel) -> list[Namespace]:
+            return [ns for name in names for n, ns in kernel.dump(name).items() if n == name]
+        found = await self._in_kernel(dump)
+        me = self.agent.me
+        return ops.KernelState(tuple(view(ns) for ns in found), underlay_ip=me.underlay_ip,
+                               underlay_dev=self.agent.underlay_dev, underlay_mtu=me.underlay_mtu)
+
+    async def _drift(self) -> ops.DriftReport:
+        state = self.agent.cache()
+        if not state.synced:
+            raise VxError(f"host {self.agent.me.name}: the agent has no snapshot of the desired state yet")
+        state, applied = state.copy(), self.agent.applied()
+        actions = await self._in_kernel(lambda k: Reconciler(k, self.agent.me).plan(state, full=True)[0])
+        return ops.DriftReport(tuple(ops.DriftEntry(a.ns, ops.DRIFT_STATE[a.op], a.kind, a.target, a.reason)
+                                     for a in actions), revision=state.revision, applied_revision=applied)
+
+
+def view(ns: Namespace) -> ops.NamespaceView:
+    """A kernel dump's namespace as the ops channel carries it."""
+    return ops.NamespaceView(
+        ns.name, ns.marker, tuple(ops.LinkView(**dataclasses.asdict(k)) for k in ns.links.values()),
+        addrs=tuple(sorted(ns.addrs)), routes=tuple(sorted(tuple(r) for r in ns.routes)),
+        fdb=tuple(sorted(tuple(f) for f in ns.fdb)), neigh=tuple(sorted(tuple(n) for n in ns.neigh)))
