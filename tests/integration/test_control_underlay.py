@@ -101,9 +101,14 @@ def test_partition_from_the_control_plane(lab: Lab) -> None:
                           and vtep_entries(lab, "h2")["h3"] > 0, timeout=ttl + 30)
         assert back is not None, "h1/h2 not back on h3 after the heal"
         lab.wait_converged(timeout=30)
-        assert lab.check().ok
+        assert all(reaches(lab, a, b) for a in IP for b in IP if a != b)
+        # `check` probes through the agents' ops channels: each reopens once its agent finds
+        # the old stream dead (HTTP/2 keepalive), then on its own backoff
+        holds = time_until(lambda: lab.check().ok, timeout=60, interval=0.5)
+        assert holds is not None, lab.check().failures
     finally:
         samples = p12.stop()
+    assert lost(samples) == 0, f"c1->c2 lost {lost(samples)} of {len(samples)} probes (the heal included)"
     print(f"\nleases expired {expired:.2f}s after the cut, h3 purged them {purged:.2f}s later "
           f"(TTL {ttl}s); after the heal ({healed - cut:.1f}s after the cut) alive and programmed on h3 in "
-          f"{back:.2f}s; c1->c2 lost {lost(samples)} of {len(samples)} probes overall")
+          f"{back:.2f}s, `check` (through the agents) held {holds:.2f}s after that; c1->c2 lost none of {len(samples)} probes")
