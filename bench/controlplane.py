@@ -182,14 +182,21 @@ def measure(hosts: int, *, samples: int, progress: Callable[[str], None],
 
 
 def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per size: first-reply p50/p99 and create RPC p50 with `local` and `underlay` control (pure)."""
+    """Per size, with `local` and with `underlay` control: the first replies and create
+    RPCs of every repetition pooled (p50, p99), and the replies that never came (pure)."""
     out = []
     for hosts in sorted({r["hosts"] for r in rows}):
-        by = {r["control"]: r for r in rows if r["hosts"] == hosts}
-        if {"local", "underlay"} <= set(by):
-            out.append({"hosts": hosts, **{f"{c}_{k}_{q}": by[c][k].get(q) for c in ("local", "underlay")
-                                           for k in ("first_reply_ms", "rpc_ms") for q in ("p50", "p99")},
-                        "missing_replies": {c: by[c]["missing_replies"] for c in ("local", "underlay")}})
+        by = {c: [r for r in rows if r["hosts"] == hosts and r["control"] == c] for c in ("local", "underlay")}
+        if by["local"] and by["underlay"]:
+            row: dict[str, Any] = {"hosts": hosts, "repetitions": len(by["local"])}
+            for c, mine in by.items():
+                raw = [s for r in mine for s in r["raw"]]
+                replies = summary.dist([v for s in raw for v in s["first_reply_ms"].values()])
+                rpcs = summary.dist([s["rpc_ms"] for s in raw])
+                row[c] = {"first_reply_p50_ms": replies.get("p50"), "first_reply_p99_ms": replies.get("p99"),
+                          "rpc_p50_ms": rpcs.get("p50"), "rpc_p99_ms": rpcs.get("p99"),
+                          "missing_replies": sum(r["missing_replies"] for r in mine)}
+            out.append(row)
     return out
 
 
@@ -220,10 +227,11 @@ def summarize(hosts: int, rows: list[dict[str, Any]]) -> dict[str, Any]:
 def run(out_dir: Path, *, sizes: list[int] | None = None, samples: int = 20,
         progress: Callable[[str], None] = lambda s: None, write: bool = True,
         gc_thresh: tuple[int, int, int] | None = GC_THRESH_LAB, stem: str = "controlplane",
-        controls: tuple[str, ...] = (DEFAULT_CONTROL,)) -> dict[str, Any]:
+        controls: tuple[str, ...] = (DEFAULT_CONTROL,), reps: int = 1) -> dict[str, Any]:
+    """`reps` runs of every size with every control, the controls' order alternating."""
     sizes = sizes or [10, 50]
-    rows = [measure(n, samples=samples, progress=progress, gc_thresh=gc_thresh, control=c)
-            for n in sizes for c in controls]
+    rows = [measure(n, samples=samples, progress=progress, gc_thresh=gc_thresh, control=c) | {"rep": rep}
+            for rep in range(reps) for n in sizes for c in (controls if rep % 2 == 0 else controls[::-1])]
     result = {"benchmark": "control plane: container create call -> first ping reply from a container on every "
                            "other host (5 ms probes, ARP retry 10 ms in the probing containers; the machine's neighbour table "
                            "limits raised for the run, see gc_thresh)",

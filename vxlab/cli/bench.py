@@ -171,6 +171,7 @@ def controlplane(
                             "only raised, restored after; 'keep' leaves them). Default 8192,32768,65536.")] = "",
     control: Annotated[str, typer.Option(help="With --sizes: the labs' control (local, underlay), comma-separated: "
                                                "each size runs with each.")] = "local,underlay",
+    reps: Annotated[int, typer.Option(min=1, help="With --sizes: runs of every size with every control.")] = 1,
 ) -> None:
     """container run -> first reply from every other host, at 10 and 50 hosts, with a breakdown."""
     if sizes:
@@ -182,7 +183,7 @@ def controlplane(
         result = cp.run(out, sizes=_ints(sizes, "sizes"), samples=samples, progress=_progress,
                         gc_thresh=(thresh[0], thresh[1], thresh[2]) if thresh else None,
                         stem="controlplane-gc-" + ("-".join(map(str, thresh)) if thresh else "keep"),
-                        controls=_controls(control))
+                        controls=_controls(control), reps=reps)
         for row in result["sizes"]:
             typer.echo(f"{row['hosts']} hosts, control {row['control']}: first reply per peer {row['first_reply_ms']}, "
                        f"missing {row['missing_replies']}, arp {row['arp']}, gc_thresh {row['gc_thresh']}")
