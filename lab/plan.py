@@ -25,6 +25,7 @@ from typing import Any
 from vxlab import policy
 from vxlab.client import Client
 from vxlab.lab.topology import NetworkSpec, Topology
+from vxlab.lab.vm import VmSpec
 from vxlab.model import Endpoint, Network
 from vxlab.view import Delta, FieldChange, View
 
@@ -80,6 +81,7 @@ class Live:
     underlay: tuple[str, int] | None = None  # (subnet, mtu) it was made with
     etcd_members: int = 0
     control: str = ""  # `control` it was made with ("": not running)
+    vms: dict[str, VmSpec | None] = field(default_factory=dict)  # host -> what it runs as (None: a namespace)
     modes: dict[str, tuple[str, str]] = field(default_factory=dict)  # network_mode containers: name -> (mode, host)
 
 
@@ -93,6 +95,7 @@ async def read_live(c: Client, *, agents: set[str], applied: Topology | None) ->
     return Live({h: ips.get(h, "") for h in agents}, View.of_objects([*nets, *eps, *rules]),
                 (applied.underlay.subnet, applied.underlay.mtu) if applied else None,
                 applied.etcd_members if applied else 0, applied.control if applied else "",
+                {h.name: h.vm for h in (applied.hosts if applied else ()) if h.name in agents},
                 {c.name: (c.network_mode, c.host) for c in (applied.containers if applied else ()) if c.network_mode})
 
 
@@ -146,10 +149,22 @@ def _fixed(topo: Topology, live: Live) -> list[str]:
         have.append(("etcd.members", live.etcd_members, topo.etcd_members))
     if live.control:
         have.append(("control", live.control, topo.control))
+    for i, h in enumerate(topo.hosts):
+        again = f"take host {h.name} out ('vxlab up' without it), then put it back"
+        if h.name in live.vms and live.vms[h.name] != h.vm:
+            out.append(f"hosts[{i}].vm: {_vm(live.vms[h.name])} -> {_vm(h.vm)} cannot change on a running lab; {again}")
+        elif h.vm is not None and live.hosts.get(h.name) not in (None, "", h.underlay_ip):
+            out.append(f"hosts[{i}].underlay_ip: {live.hosts[h.name]} -> {h.underlay_ip}: a VM host's address "
+                       f"cannot change on a running lab; {again}")
     for path, old, new in have:
         if str(old) != str(new):
             out.append(f"{path}: {old} -> {new} cannot change on a running lab; 'vxlab down' it, then 'vxlab up'")
     return out
+
+
+def _vm(spec: VmSpec | None) -> str:
+    return "a namespace" if spec is None else f"a VM ({spec.cpus} CPU, {spec.memory_mb} MiB" + (
+        f", kernel {spec.kernel})" if spec.kernel else ")")
 
 
 def _hosts(topo: Topology, live: Live) -> list[Step]:

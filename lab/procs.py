@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from vxlab import netns
+from vxlab.lab import vmhost
 from vxlab.lab.state import LabState
 from vxlab.lab.supervisor import Command, Proc, SpawnError, Supervisor
 from vxlab.agentconfig import AgentConfig, Launch
@@ -148,19 +149,27 @@ def start_agents(state: LabState, layout: LabLayout, hosts: list[str]) -> None:
         return
     resync = resync_for(len(state.topology.hosts) if state.topology else 0)
     sup = Supervisor(state.dir)
+    vms = vmhost.vm_hosts(state.topology)
+
+    def config(host: str) -> AgentConfig:
+        return AgentConfig(controller=[agents_controller(state)], host=host, netns_prefix=layout.agent(host).prefix,
+                           resync=resync, status_file=str(agent_status_path(state, host)), tls=host_tls(state, host))
 
     def launches() -> Iterator[Launch]:
         for host in hosts:
-            config = AgentConfig(controller=[agents_controller(state)], host=host, netns_prefix=layout.agent(host).prefix,
-                                 resync=resync, status_file=str(agent_status_path(state, host)),
-                                 tls=host_tls(state, host))
-            yield Launch(config, netns=layout.host_ns(host), log=str(sup.log(f"agent-{host}")), nice=AGENT_NICE)
+            if host not in vms:
+                yield Launch(config(host), netns=layout.host_ns(host), log=str(sup.log(f"agent-{host}")),
+                             nice=AGENT_NICE)
 
     def started(host: str, proc: Proc) -> None:
         state.agents[host] = proc
     try:
-        sup.start_agents(launches(), started=started)
-    except SpawnError as e:
+        if any(h not in vms for h in hosts):
+            sup.start_agents(launches(), started=started)
+        for host in (h for h in hosts if h in vms):  # in its guest (a VM host has CPUs of its own)
+            state.agents[host] = vmhost.start_agent(state.dir, config(host), log=str(sup.log(f"agent-{host}")))
+            state.save()
+    except (SpawnError, vmhost.VmHostError) as e:
         raise LabError(str(e)) from None
     finally:
         state.save()

@@ -6,8 +6,10 @@ where its agents reach the controller (`control`): `underlay`, the control addre
 the underlay switch (the underlay's second address, `CONTROL_OFFSET`, reserved like the
 switch's first: the agents dial it across the underlay, so faults on the underlay cut
 control traffic as on real hosts), or `local`, the controller's unix socket (reachable
-from every namespace, never cut). The file
-is YAML 1.2, not PyYAML's 1.1: `off` is a string, `0o17` octal, and a decimal with a
+from every namespace, never cut). A host may be a VM (`vm: true` or `vm: {cpus, memory,
+kernel}`, vxlab.lab.vm.parse_spec): a QEMU guest on the switch with a kernel of its own,
+whose agent dials the controller across the underlay (so it needs `control: underlay`).
+The file is YAML 1.2, not PyYAML's 1.1: `off` is a string, `0o17` octal, and a decimal with a
 leading zero (`mtu: 01400`, octal 768 in YAML 1.1) is refused (the rules:
 vxlab.lab.yamlfile). Every problem is reported as ONE `TopologyError` whose str() is
 "file:line:column: path: reason", the path being the YAML location
@@ -32,6 +34,7 @@ from vxlab import policy, validate
 from vxlab.layout import LAB_NAME_MAX
 from vxlab.errors import InvalidArgument
 from vxlab.model import Policy
+from vxlab.lab.vm import VmSpec, parse_spec
 from vxlab.lab.yamlfile import (  # noqa: F401 - TopologyError, one_line: re-exported
     Document, TopologyError, _int, _items, _join, _kind, _labels, _mapping, _opt, _section, _str, one_line, read,
     read_file)
@@ -54,7 +57,7 @@ NETWORK_MODES = ("none", "host")
 
 TOP_KEYS = ("name", "underlay", "hosts", "networks", "containers", "policies", "etcd", "control")
 UNDERLAY_KEYS = ("subnet", "mtu")
-HOST_KEYS = ("name", "underlay_ip")
+HOST_KEYS = ("name", "underlay_ip", "vm")
 NETWORK_KEYS = ("name", "subnet", "gateway", "vni", "mtu", "internal", "driver", "host", "labels")
 CONTAINER_KEYS = ("name", "host", "networks", "ip", "network_mode", "labels")
 ATTACH_KEYS = ("name", "ip")
@@ -86,6 +89,7 @@ class UnderlaySpec:
 class HostSpec:
     name: str
     underlay_ip: str
+    vm: VmSpec | None = None  # a VM host (lab/vm.py); None: a network namespace here
 
 
 @dataclass(frozen=True)
@@ -189,11 +193,16 @@ def to_dict(t: Topology) -> dict[str, Any]:
         "underlay": {"subnet": t.underlay.subnet, "mtu": t.underlay.mtu},
         "etcd": {"members": t.etcd_members},
         "control": t.control,
-        "hosts": [{"name": h.name, "underlay_ip": h.underlay_ip} for h in t.hosts],
+        "hosts": [{"name": h.name, "underlay_ip": h.underlay_ip, **({"vm": _vm(h.vm)} if h.vm else {})}
+                  for h in t.hosts],
         "networks": [network(n) for n in t.networks],
         "containers": [container(c) for c in t.containers],
         **({"policies": [policy.to_plain(p) for p in t.policies]} if t.policies else {}),
     }
+
+
+def _vm(spec: VmSpec) -> dict[str, Any]:
+    return {"cpus": spec.cpus, "memory": spec.memory_mb, **({"kernel": spec.kernel} if spec.kernel else {})}
 
 
 # --- sections --------------------------------------------------------------------------
@@ -207,12 +216,20 @@ def _topology(top: dict[str, Any]) -> Topology:
     members = 1 if members is None else members
     if members not in ETCD_MEMBERS:
         raise TopologyError("etcd.members", f"expected 1 or 3, got {members}")
-    control = _str(top, "control", "") or DEFAULT_CONTROL
+    hosts = _hosts(top.get("hosts"), underlay.network)
+    # The default: `underlay` when a host is a VM (its agent cannot reach a unix socket of
+    # this machine), else `local` (underlay costs control-plane latency at 50 hosts here:
+    # bench/results/control/RESULTS.md).
+    control = _str(top, "control", "") or ("underlay" if any(h.vm for h in hosts) else DEFAULT_CONTROL)
     if control not in CONTROLS:
         raise TopologyError("control", f"{control[:20]!r} is not one of {', '.join(CONTROLS)}")
-    hosts = _hosts(top.get("hosts"), underlay.network)
+    for i, h in enumerate(hosts):
+        if h.vm is not None and control != "underlay":
+            raise TopologyError(f"hosts[{i}].vm", "a VM host needs `control: underlay` (its agent reaches the "
+                                f"controller across the underlay; the unix socket is on this machine), not {control!r}")
     networks = _networks(_items(top, "networks"), {h.name for h in hosts})
-    containers = _containers(_items(top, "containers"), {h.name for h in hosts}, networks)
+    containers = _containers(_items(top, "containers"), {h.name for h in hosts}, networks,
+                             vms={h.name for h in hosts if h.vm is not None})
     policies = _policies(_items(top, "policies"), {n.name for n in networks})
     return Topology(name, underlay, hosts, networks, containers, members, policies, control)
 
@@ -240,7 +257,7 @@ def _hosts(raw: Any, net: ipaddress.IPv4Network) -> tuple[HostSpec, ...]:
         raise TopologyError("hosts", f"expected a count or a list, got {_kind(raw)}")
     if not 1 <= len(raw) <= HOSTS_MAX:
         raise TopologyError("hosts", f"expected 1..{HOSTS_MAX} hosts, got {len(raw)}")
-    entries: list[tuple[str, ipaddress.IPv4Address | None]] = []
+    entries: list[tuple[str, ipaddress.IPv4Address | None, VmSpec | None]] = []
     names: set[str] = set()
     used: dict[ipaddress.IPv4Address, str] = {}
     for i, item in enumerate(raw):
@@ -270,10 +287,10 @@ def _hosts(raw: Any, net: ipaddress.IPv4Network) -> tuple[HostSpec, ...]:
             if addr in used:
                 raise TopologyError(field_, f"{addr} is already used by host {used[addr]!r}")
             used[addr] = name
-        entries.append((name, addr))
+        entries.append((name, addr, parse_spec(item.get("vm"), f"{path}.vm")))
     hosts = []
     candidate = net.network_address + FIRST_HOST_OFFSET
-    for name, addr in entries:
+    for name, addr, vm in entries:
         if addr is None:
             while candidate in used:
                 candidate += 1
@@ -282,7 +299,7 @@ def _hosts(raw: Any, net: ipaddress.IPv4Network) -> tuple[HostSpec, ...]:
                                     f" (automatic addresses start at {net.network_address + FIRST_HOST_OFFSET})")
             addr = candidate
             used[addr] = name
-        hosts.append(HostSpec(name, str(addr)))
+        hosts.append(HostSpec(name, str(addr), vm))
     return tuple(hosts)
 
 
@@ -364,7 +381,8 @@ def _attachments(c: dict[str, Any], path: str) -> list[tuple[str, str, str | Non
     return found
 
 
-def _containers(raw: list[Any], hosts: set[str], networks: tuple[NetworkSpec, ...]) -> tuple[ContainerSpec, ...]:
+def _containers(raw: list[Any], hosts: set[str], networks: tuple[NetworkSpec, ...], *,
+                vms: frozenset[str] | set[str] = frozenset()) -> tuple[ContainerSpec, ...]:
     by_name = {n.name: n for n in networks}
     out: list[ContainerSpec] = []
     taken: dict[tuple[str, ipaddress.IPv4Address], str] = {}   # (network, ip) -> container
@@ -384,6 +402,9 @@ def _containers(raw: list[Any], hosts: set[str], networks: tuple[NetworkSpec, ..
                 raise TopologyError(f"{path}.network_mode", f"{mode[:20]!r} is not one of {', '.join(NETWORK_MODES)}")
             if c.get("networks") or c.get("ip"):
                 raise TopologyError(f"{path}.network_mode", "excludes networks")
+            if host in vms:
+                raise TopologyError(f"{path}.network_mode", f"not on a VM host ({host}): the lab makes such a "
+                                    "container's namespace on this machine")
         attachments: list[Attachment] = []
         for net_name, net_path, ip_text, ip_path in _attachments(c, path):
             net = by_name.get(net_name)

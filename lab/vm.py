@@ -43,12 +43,14 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from vxlab import netns, validate
-from vxlab.lab import underlay, vmaccel, vmchan, vminitrd, vmkernel
+from vxlab.lab import supervisor, underlay, vmaccel, vmchan, vminitrd, vmkernel
+from vxlab.lab.supervisor import Proc
 from vxlab.lab.vmchan import Channel, ChannelError, RunResult
 
 VM_KEYS = ("cpus", "memory", "kernel")
@@ -203,44 +205,18 @@ def net_script(nic: Nic) -> str:
 
 def find_qemu(run: Path) -> list[int]:
     """Pids of QEMU processes of the VM in `run` (their command line names its pid file)."""
-    return _qemu_where(lambda arg: arg == str(run / "qemu.pid").encode())
+    return [p.pid for p in _qemu_where(lambda arg: arg == str(run / "qemu.pid").encode())]
 
 
-def _qemu_where(match: Any) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and b"qemu-system" in argv[0] and any(match(a) for a in argv) and not _zombie(int(entry.name)):
-            found.append(int(entry.name))
-    return found
+def _qemu_where(match: Callable[[bytes], bool]) -> list[Proc]:
+    """Live QEMU processes with an argument `match` accepts (the lab's supervisor scans)."""
+    return supervisor.scan(lambda argv: b"qemu-system" in argv[0] and any(match(a) for a in argv))
 
 
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except OSError:
-        return True
-
-
-def _kill(pids: list[int], *, timeout: float = 10.0) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + timeout
-    for pid in pids:
-        while not _zombie(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        try:
-            os.waitpid(pid, os.WNOHANG)  # our child: reap it
-        except ChildProcessError:
-            pass
+def _kill(procs: list[Proc], *, timeout: float = 10.0) -> None:
+    """SIGKILL each QEMU and wait until it is gone (reaped if it is our child)."""
+    for proc in procs:
+        proc.stop(sig=signal.SIGKILL, timeout=timeout)
 
 
 class Vm:
@@ -257,6 +233,15 @@ class Vm:
             return None
         nic = Nic(**raw.pop("nic")) if raw.get("nic") else None
         return VmConfig(**{**raw, "spec": VmSpec(**raw["spec"]), "nic": nic, "shares": tuple(raw["shares"])})
+
+    def booted(self) -> dict[str, Any]:
+        """What the last boot recorded: `kernel` (its version) and `accel` ({name, reason});
+        {} before any boot."""
+        try:
+            raw = json.loads((self.dir / "vm.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return {"kernel": raw["kernel"], "accel": raw["accel"]} if "kernel" in raw and "accel" in raw else {}
 
     @property
     def console(self) -> Path:
@@ -354,7 +339,7 @@ class Vm:
 
     def kill(self) -> None:
         """Host crash: SIGKILL QEMU (the tap stays, without carrier)."""
-        _kill(self.pids())
+        _kill(_qemu_where(lambda arg: arg == str(self.dir / "qemu.pid").encode()))
         if self._proc is not None:
             self._proc.wait()
             self._proc = None

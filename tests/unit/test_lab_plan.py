@@ -148,6 +148,14 @@ def test_the_underlay_and_etcd_cannot_change_on_a_running_lab(old: str, new: str
         assert refused == [f"{path} cannot change on a running lab; 'vxlab down' it, then 'vxlab up'"]
 
 
+def test_a_host_cannot_become_a_vm_on_a_running_lab() -> None:
+    body = BODY.replace("hosts: 2", "hosts: [h1, {name: h2, vm: {memory: 1G}}]\ncontrol: underlay")
+    running = live(control="underlay", vms={"h1": None, "h2": None})
+    assert plan(topo(body=body), running).refused == [
+        "hosts[1].vm: a namespace -> a VM (1 CPU, 1024 MiB) cannot change on a running lab; take host h2 out"
+        " ('vxlab up' without it), then put it back"]
+
+
 def test_attach_and_detach_a_network() -> None:
     p = plan(topo("{name: db, host: h2, networks: [blue]", "{name: db, host: h2, networks: [blue, red]"), live())
     assert lines(p) == ["+ container db: on h2, network red"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from vxlab.lab.topology import (
+    DEFAULT_CONTROL,
     Attachment,
     ContainerSpec,
     HostSpec,
@@ -21,6 +22,7 @@ from vxlab.lab.topology import (
     parse,
     to_dict,
 )
+from vxlab.lab.vm import VmSpec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 BASE = "name: t\nhosts: 2\n"
@@ -300,6 +302,23 @@ def test_host_forms_and_address_assignment() -> None:
     t = parse("name: t\nhosts: [{name: a, underlay_ip: 10.0.0.3}]\nunderlay: {subnet: 10.0.0.0/29}\n")
     assert t.hosts[0].underlay_ip == "10.0.0.3"
     assert parse("name: t\nhosts: 4\nunderlay: {subnet: 10.0.0.0/28}\n").hosts[-1].underlay_ip == "10.0.0.14"
+
+
+def test_vm_hosts() -> None:
+    t = parse("name: t\nhosts: [h1, {name: h2, vm: true}, {name: h3, vm: {cpus: 2, memory: 1G}}]\n")
+    assert [h.vm for h in t.hosts] == [None, VmSpec(), VmSpec(cpus=2, memory_mb=1024)]
+    assert t.control == "underlay"  # the default with a VM host (local without)
+    assert parse(BASE).control == DEFAULT_CONTROL == "local"
+    assert to_dict(t)["hosts"][2] == {"name": "h3", "underlay_ip": "172.30.0.13", "vm": {"cpus": 2, "memory": 1024}}
+    assert parse(yaml.safe_dump(to_dict(t))) == t
+    assert _err("name: t\nhosts: [{name: h1, vm: true}]\ncontrol: local\n") == (
+        "hosts[0].vm: a VM host needs `control: underlay` (its agent reaches the controller across the underlay;"
+        " the unix socket is on this machine), not 'local'")
+    assert _err("name: t\ncontrol: underlay\nhosts: [{name: h1, vm: {memory: 12}}]\n") == (
+        "hosts[0].vm.memory: 12 MiB is out of range 256..65536")
+    assert _err("name: t\ncontrol: underlay\nhosts: [{name: h1, vm: true}]\ncontainers: [{name: c, host: h1,"
+                " network_mode: none}]\n") == ("containers[0].network_mode: not on a VM host (h1): the lab makes"
+                                                " such a container's namespace on this machine")
 
 
 def test_control_address() -> None:
