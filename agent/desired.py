@@ -11,8 +11,9 @@ only objects the agent owns, so the planner can diff the two field by field:
   the network's policy rules that apply to its local endpoints (policy_nft.py); on a
   non-internal network the gateway on the bridge, the uplink and its NAT (nat.py);
 - a container namespace per local container: one interface per network, with the
-  endpoint's MAC and address, and a default route via the gateway of its first
-  non-internal network.
+  endpoint's MAC and address, a default route via the gateway of its first
+  non-internal network, and a resolv.conf naming the agent's embedded DNS
+  (127.0.0.11; `local_containers` is also the set of namespaces it listens in).
 
 Interface names inside a container are kept when they exist (`actual`), so adding or
 removing a network never renames eth0; new interfaces take the lowest free ethN (an
@@ -33,6 +34,7 @@ import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass
 
+from vxlab import netns
 from vxlab.agent import nat, policy_nft, vtep
 from vxlab.agent.cache import StateCache
 from vxlab.agent.kernel import MARK, UPLINK_MARK, AgentNs, Fdb, Link, Namespace, Neigh, Route
@@ -154,7 +156,9 @@ def _container_ns(name: str, eps: list[Endpoint], state: StateCache, me: HostInf
         addrs.add((ifname, f"{ep.ip}/{prefix}"))
         if not net.internal and not routes and net.gateway:
             routes.add(Route("default", net.gateway, ifname))
-    return Namespace(n.container_ns(name), n.container_marker(name), links, frozenset(addrs), frozenset(routes))
+    marker = n.container_marker(name)
+    return Namespace(n.container_ns(name), marker, links, frozenset(addrs), frozenset(routes),
+                     resolv=netns.resolv_conf(marker))
 
 
 def desired_state(state: StateCache, me: HostInfo, actual: dict[str, Namespace] | None = None, *,
@@ -165,11 +169,10 @@ def desired_state(state: StateCache, me: HostInfo, actual: dict[str, Namespace] 
     (the agent's grace period after it lost the control plane itself)."""
     actual = actual or {}
     by_network: dict[str, list[Endpoint]] = defaultdict(list)
-    by_container: dict[str, list[Endpoint]] = defaultdict(list)
-    for ep in state.endpoints.values():
-        if ep.host == me.name and ep.network in state.networks:
+    by_container = _local_endpoints(state, me)
+    for eps in by_container.values():
+        for ep in eps:
             by_network[ep.network].append(ep)
-            by_container[ep.name].append(ep)
     out: dict[str, Namespace] = {}
     blocks = _uplink_blocks([state.networks[name] for name in by_network
                              if not state.networks[name].internal and state.networks[name].gateway], me, actual)
@@ -180,6 +183,20 @@ def desired_state(state: StateCache, me: HostInfo, actual: dict[str, Namespace] 
         ns_name = me.naming.container_ns(name)
         out[ns_name] = _container_ns(name, eps, state, me, actual.get(ns_name))
     return out
+
+
+def _local_endpoints(state: StateCache, me: HostInfo) -> dict[str, list[Endpoint]]:
+    """This host's containers and their endpoints (on networks the cache knows)."""
+    out: dict[str, list[Endpoint]] = defaultdict(list)
+    for ep in state.endpoints.values():
+        if ep.host == me.name and ep.network in state.networks:
+            out[ep.name].append(ep)
+    return out
+
+
+def local_containers(state: StateCache, me: HostInfo) -> dict[str, str]:
+    """Container namespace -> container, for every container of this host."""
+    return {me.naming.container_ns(name): name for name in _local_endpoints(state, me)}
 
 
 def desired_agent_ns(state: StateCache, me: HostInfo, desired: dict[str, Namespace]) -> AgentNs:

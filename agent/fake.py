@@ -36,6 +36,7 @@ class _Ns:
     arp: dict[tuple[str, str], str] = field(default_factory=dict)  # dynamic entries: (dev, ip) -> MAC
     policy: PolicyTable | None = None
     nat: Nat | None = None
+    resolv: str | None = None
 
 
 def _lo(marker: str) -> Link:
@@ -44,13 +45,15 @@ def _lo(marker: str) -> Link:
 
 def _dumped(name: str, n: _Ns) -> Namespace:
     """`n` as NetlinkKernel's dump reads it: FDB and neighbour entries of vxlan devices
-    only, tables only in a network namespace (ours, with a bridge)."""
+    only, tables only in a network namespace (ours, with a bridge), a resolv.conf only
+    in one of ours without a bridge (a container's)."""
     vxlans = {d for d, link in n.links.items() if link.kind == "vxlan"}
     network = n.marker.startswith(MARK) and any(link.kind == "bridge" for link in n.links.values())
     return Namespace(name, n.marker, {"lo": _lo(n.marker), **n.links}, frozenset(n.addrs), frozenset(n.routes),
                      frozenset(e for e in n.fdb.values() if e.dev in vxlans),
                      frozenset(e for e in n.neigh.values() if e.dev in vxlans),
-                     n.policy if network else None, n.nat if network else None)
+                     n.policy if network else None, n.nat if network else None,
+                     n.resolv if n.marker.startswith(MARK) and not network else None)
 
 
 class FakeKernel(Kernel):
@@ -121,6 +124,18 @@ class FakeKernel(Kernel):
         if n is not None and n.nat is not None:
             n.nat = None
             self.writes["delete_nat"] += 1
+
+    def set_resolv(self, ns: str, text: str) -> None:
+        n = self._get(ns)
+        if n.resolv != text:
+            n.resolv = text
+            self.writes["set_resolv"] += 1
+
+    def delete_resolv(self, ns: str) -> None:
+        n = self.ns.get(ns)
+        if n is not None and n.resolv is not None:
+            n.resolv = None
+            self.writes["delete_resolv"] += 1
 
     def delete_vtep_filter(self) -> None:
         if self.vteps is not None:

@@ -23,7 +23,10 @@ and an uplink's host end is made and marked in the network namespace, then moved
 
 nftables: our tables (the VTEP allow-list and NAT of the agent's namespace, NAT and
 policy of a network namespace) are part of the state, read with every dump and
-planned like links (agent/nft.py is the driver).
+planned like links (agent/nft.py is the driver). So is a container namespace's
+`/etc/netns/<name>/resolv.conf` (pointing at the agent's embedded DNS, agent/dnsserver.py):
+a file, but one that `ip netns exec` mounts into the namespace, written and removed
+with it (vxlab.netns).
 
 `interrupt` is a test hook (off by default): a method named in it stops right after
 creating its object and before marking it, as a killed pass would.
@@ -98,6 +101,7 @@ class Namespace:
     neigh: frozenset[Neigh] = frozenset()                # permanent entries on vxlan devices
     policy: PolicyTable | None = None                    # network namespaces: our nft policy table
     nat: Nat | None = None                               # network namespaces: our NAT table (uplink)
+    resolv: str | None = None                            # container namespaces: our /etc/netns/<name>/resolv.conf
 
 
 @dataclass(frozen=True)
@@ -231,7 +235,17 @@ class Kernel(ABC):
 
     @abstractmethod
     def delete_netns(self, name: str) -> None:
-        """Remove the namespace; the peers of its veths, in other namespaces, go at once."""
+        """Remove the namespace, and the resolv.conf we wrote for it; the peers of its veths,
+        in other namespaces, go at once."""
+
+    @abstractmethod
+    def set_resolv(self, ns: str, text: str) -> None:
+        """Make /etc/netns/`ns`/resolv.conf `text` (what `ip netns exec` mounts over
+        /etc/resolv.conf); nothing is written when it already is."""
+
+    @abstractmethod
+    def delete_resolv(self, ns: str) -> None:
+        """Remove the resolv.conf we wrote for `ns`; a missing one is no error."""
 
     # --- links (in namespace `ns`) -----------------------------------------------
     @abstractmethod

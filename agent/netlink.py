@@ -146,6 +146,8 @@ class NetlinkKernel(TableOps, ObjectOps):
             if ns.marker.startswith(MARK) and any(link.kind == "bridge" for link in ns.links.values()):
                 policy, nat = self.network_tables(name)  # a network namespace
                 ns = dataclasses.replace(ns, policy=policy, nat=nat)
+            elif ns.marker.startswith(MARK):
+                ns = dataclasses.replace(ns, resolv=netns.read_resolv(name))
             out[name] = ns
         return out
 
@@ -210,8 +212,26 @@ class NetlinkKernel(TableOps, ObjectOps):
             removed = netlink_ns.remove_netns(name)
         except (OSError, ValueError) as exc:
             raise KernelError(f"delete_netns {name}: {exc}") from exc
+        netns.remove_etc(name)
         if removed:
             self.writes["delete_netns"] += 1
+
+    def set_resolv(self, ns: str, text: str) -> None:
+        if netns.read_resolv(ns) == text:
+            return
+        try:
+            netns.write_resolv(ns, text)
+        except OSError as exc:
+            raise KernelError(f"set_resolv {ns}: {exc}") from exc
+        self.writes["set_resolv"] += 1
+
+    def delete_resolv(self, ns: str) -> None:
+        try:
+            removed = netns.remove_etc(ns)
+        except OSError as exc:
+            raise KernelError(f"delete_resolv {ns}: {exc}") from exc
+        if removed:
+            self.writes["delete_resolv"] += 1
 
     # --- links ---------------------------------------------------------------------------
     def add_bridge(self, ns: str, name: str, *, mtu: int, alias: str) -> None:

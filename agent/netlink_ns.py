@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from pyroute2 import IPRoute
 
-from vxlab.netns import CLONE_NEWNET, NETNS_DIR, in_thread, run_in
+from vxlab.netns import CLONE_NEWNET, NETNS_DIR, ident, in_thread, run_in
 from vxlab.netns import check as _check
 from vxlab.netns import libc as _c
 
@@ -35,7 +35,6 @@ _MNT_DETACH = 2
 
 _rundir_lock = threading.Lock()
 _rundir_shared = False
-_nsfs_dev: int | None = None  # st_dev of nsfs: all namespace files share it
 
 
 class NamespaceMissing(OSError):
@@ -57,18 +56,8 @@ def list_netns() -> list[str]:
 
 
 def ns_ident(name: str) -> tuple[int, int] | None:
-    """(st_dev, st_ino) of the namespace `name`, or None when there is no such namespace
-    or the file under /run/netns is a stale mount point (not on nsfs)."""
-    global _nsfs_dev
-    try:
-        st = os.stat(path_of(name))
-    except FileNotFoundError:
-        return None
-    if _nsfs_dev is None:
-        _nsfs_dev = os.stat("/proc/self/ns/net").st_dev
-    if st.st_dev != _nsfs_dev:
-        return None
-    return st.st_dev, st.st_ino
+    """(st_dev, st_ino) of the namespace `name` (vxlab.netns.ident)."""
+    return ident(path_of(name))
 
 
 def _rtnl_fds() -> tuple[int, int]:

@@ -33,7 +33,7 @@ from vxlab.agent.names import Naming
 
 Op = Literal["add", "delete", "replace", "update"]
 # Execution order of the phases (lower first).
-PHASE = {"vtep~": 0, "netns+": 0, "adopt": 0, "link^": 0, "policy~": 1, "nat~": 1, "bridge+": 1, "vxlan+": 2, "veth+": 3,
+PHASE = {"vtep~": 0, "netns+": 0, "adopt": 0, "link^": 0, "policy~": 1, "nat~": 1, "resolv~": 1, "bridge+": 1, "vxlan+": 2, "veth+": 3,
          "uplink+": 3, "link~": 4, "addr^": 4, "addr+": 5, "route+": 6,
          "fdb+": 7, "neigh+": 7, "neigh-": 8, "fdb-": 8, "route-": 9, "addr-": 9, "link-": 10, "netns-": 11}
 
@@ -211,7 +211,18 @@ def _diff_ns(want: Namespace, have: Namespace, desired: dict[str, Namespace]) ->
     elif why:
         out.append(_act("delete", "policy", ns, f"{policy_nft.FAMILY} {policy_nft.TABLE}", why, "delete_policy",
                         "policy~", ns))
-    return out + _plan_nat(ns, want.nat, have.nat)
+    return out + _plan_nat(ns, want.nat, have.nat) + _plan_resolv(ns, want.resolv, have.resolv)
+
+
+def _plan_resolv(ns: str, want: str | None, have: str | None) -> list[Action]:
+    """A container namespace's resolv.conf (its embedded DNS, 127.0.0.11)."""
+    if want == have:
+        return []
+    if want is None:
+        return [_act("delete", "resolv", ns, "resolv.conf", "not desired", "delete_resolv", "resolv~", ns)]
+    return [_act("add" if have is None else "update", "resolv", ns, "resolv.conf",
+                 "nameserver 127.0.0.11 (the agent's DNS)" if have is None else "not what the agent writes",
+                 "set_resolv", "resolv~", ns, want)]
 
 
 def _plan_nat(ns: str, want: nat.Nat | None, have: nat.Nat | None) -> list[Action]:

@@ -23,7 +23,8 @@ longer than the lease TTL lets every lease expire at once; without the grace per
 every agent would purge every peer and drop traffic that never stopped flowing (the
 same reasoning as Kubernetes' node controller refusing mass evictions).
 
-After every pass the agent writes a status file (JSON) that labs and tests read.
+After every pass the agent writes a status file (JSON) that labs and tests read, once
+its embedded DNS listens in the pass's container namespaces (agent/dnsserver.py).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from typing import Any, TypeVar
 
 from vxlab.agent import metrics, nat, opslink, vtep
 from vxlab.agent.cache import StateCache
-from vxlab.agent.desired import HostInfo
+from vxlab.agent.desired import HostInfo, local_containers
+from vxlab.agent.dnsserver import Resolver
 from vxlab.agent.kernel import AgentNs, Kernel
 from vxlab.agent.reconciler import PassResult, Reconciler, observe
 from vxlab.agent.underlay import controller_ips
@@ -86,6 +88,7 @@ class Agent:
         self.me = HostInfo(config.host, underlay.ip, underlay.mtu, config.netns_prefix)
         self.underlay_dev = underlay.dev
         self.reconciler = Reconciler(self.kernel, self.me)
+        self.dns = Resolver(self.cache, config.host, forward=config.dns_forward)
 
     def in_thread(self, fn: Callable[[], T]) -> T:
         """Run `fn` in the reconcile thread and wait for it (for synchronous callers)."""
@@ -115,6 +118,7 @@ class Agent:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            self.dns.close()
             await self.client.close()
             self.close_kernel()
 
@@ -268,6 +272,7 @@ class Agent:
                 log.warning("pass (%s) at revision %d: %d actions, %d writes, %d errors in %.1f ms",
                             "full" if full else "event", copy.revision, len(result.actions),
                             sum(result.writes.values()), len(result.errors), result.seconds * 1000)
+            await self.dns.sync(local_containers(copy, self.me))
             self.write_status()
 
     def status(self) -> AgentStatus:

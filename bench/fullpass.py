@@ -101,6 +101,7 @@ def measure(*, networks: int, passes: int, nft: str = "auto") -> dict[str, Any]:
         for name in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split():
             if name.startswith(tag):
                 subprocess.run(["ip", "netns", "del", name], check=False)
+                netns.remove_etc(name)
 
 
 def main() -> None:

@@ -12,9 +12,15 @@ the transaction re-checks all of it. A failed transaction discards the hint, rea
 everything again (which also produces the precise error: not found, already
 exists, address in use) and retries.
 
-Update changes an endpoint's labels in place (a compare-and-swap on the record's mod
-revision); its network, host, address and MAC cannot change: the endpoint is deleted
-and created again (what `up` does for a moved container or a new address).
+Update changes an endpoint's labels and aliases in place (a compare-and-swap on the
+record's mod revision); its network, host, address and MAC cannot change: the endpoint
+is deleted and created again (what `up` does for a moved container or a new address).
+
+Aliases (more DNS names of the container on the network) are unique on the network
+among endpoint names and aliases: each holds an alloc key `alias/<network>/<alias>`,
+and the transaction that adds one also compares that no endpoint has it as its name
+(and a create, that its name is nobody's alias). A clash is ALREADY_EXISTS naming the
+field, found again by the full read after a failed transaction.
 """
 
 from __future__ import annotations
@@ -31,13 +37,14 @@ from vxlab import validate
 from vxlab.controller import alloc
 from vxlab.controller.context import Context, now
 from vxlab.controller.networks import same_immutable, update_fields
-from vxlab.controller.store import Absent, Delete, KeyValue, ModRevisionIs, Put
+from vxlab.controller.keys import Keys
+from vxlab.controller.store import Absent, Compare, Delete, KeyValue, ModRevisionIs, Op, Put, Store
 from vxlab.controller.txn import CONFLICT, retry
 from vxlab.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from vxlab.model import Endpoint, Network, from_json, to_json
 
 
-MUTABLE = ("labels",)
+MUTABLE = ("labels", "aliases")
 IMMUTABLE = ("host", "ip", "mac")
 RECREATE = "delete the endpoint and create it again"
 
@@ -47,7 +54,41 @@ def check(ep: Endpoint) -> ipaddress.IPv4Address | None:
     validate.name(ep.network, field="endpoint.network", max_len=validate.NETWORK_NAME_MAX)
     validate.name(ep.host, field="endpoint.host", max_len=validate.HOST_NAME_MAX)
     validate.labels(ep.labels, field="endpoint.labels")
+    validate.aliases(ep.aliases, owner=ep.name, field="endpoint.aliases")
     return validate.ipv4(ep.ip, field="endpoint.ip") if ep.ip else None
+
+
+async def _alias_clash(store: Store, keys: Keys, ep: Endpoint, aliases: Collection[str], *,
+                       name_too: bool) -> None:
+    """ALREADY_EXISTS naming the field when one of `aliases` (of `ep`) is taken on its
+    network, as an endpoint's name or an alias, or (`name_too`) when `ep`'s own name is
+    an alias there."""
+    net = ep.network
+    todo = [a for a in ep.aliases if a in aliases]
+    found = await asyncio.gather(*(store.get(k) for a in todo for k in (keys.endpoint(net, a), keys.alias(net, a))),
+                                 store.get(keys.alias(net, ep.name)) if name_too else _none())
+    for i, a in enumerate(todo):
+        as_name, as_alias = found[2 * i], found[2 * i + 1]
+        if as_name is not None or as_alias is not None:
+            whose = f"the name of container {a!r}" if as_name is not None else \
+                f"an alias of container {as_alias.value.decode()!r}"  # type: ignore[union-attr]
+            raise AlreadyExists(f"endpoint.aliases[{ep.aliases.index(a)}]: {a!r} is already {whose}"
+                                f" on network {net!r}")
+    if found[-1] is not None:
+        raise AlreadyExists(f"endpoint.name: {ep.name!r} is already an alias of container"
+                            f" {found[-1].value.decode()!r} on network {net!r}")
+
+
+async def _none() -> None:
+    return None
+
+
+def _alias_ops(keys: Keys, ep: Endpoint, added: Collection[str], removed: Collection[str]) -> tuple[list[Compare], list[Op]]:
+    """The comparisons and writes that add `added` and remove `removed` aliases of `ep`."""
+    net = ep.network
+    cmps: list[Compare] = [c for a in added for c in (Absent(keys.endpoint(net, a)), Absent(keys.alias(net, a)))]
+    ops: list[Op] = [Put(keys.alias(net, a), ep.name.encode()) for a in added]
+    return cmps, ops + [Delete(keys.alias(net, a)) for a in removed]
 
 
 @dataclass
@@ -92,9 +133,10 @@ class Endpoints:
         """Read the network, the host, the endpoint and the used addresses at once;
         raise the user-facing error when one of them is wrong."""
         keys = self.keys
-        net_kv, host_kv, existing, (used_kvs, rev) = await asyncio.gather(
+        net_kv, host_kv, existing, (used_kvs, rev), _ = await asyncio.gather(
             self.store.get(keys.network(ep.network)), self.store.get(keys.host(ep.host)),
-            self.store.get(keys.endpoint(ep.network, ep.name)), self.store.range(keys.network_ips(ep.network)))
+            self.store.get(keys.endpoint(ep.network, ep.name)), self.store.range(keys.network_ips(ep.network)),
+            _alias_clash(self.store, keys, ep, ep.aliases, name_too=True))
         if net_kv is None:
             self._hints.pop(ep.network, None)
             raise NotFound(f"endpoint.network: no network named {ep.network!r}")
@@ -182,16 +224,17 @@ class Endpoints:
             mac = alloc.random_mac()
             record = dataclasses.replace(ep, ip=ip, mac=mac, id=alloc.new_id(), created=now())
             host_kv = hint.hosts[ep.host]
+            alias_cmps, alias_ops = _alias_ops(keys, ep, ep.aliases, ())
             pending.add(ip_int)
             try:
                 res = await self.store.txn(
                     [ModRevisionIs(hint.net_kv.key, hint.net_kv.mod_revision),
                      ModRevisionIs(host_kv.key, host_kv.mod_revision),
-                     Absent(keys.endpoint(ep.network, ep.name)),
-                     Absent(keys.ip(ep.network, ip)), Absent(keys.mac(ep.network, mac))],
+                     Absent(keys.endpoint(ep.network, ep.name)), Absent(keys.alias(ep.network, ep.name)),
+                     Absent(keys.ip(ep.network, ip)), Absent(keys.mac(ep.network, mac)), *alias_cmps],
                     [Put(keys.endpoint(ep.network, ep.name), to_json(record)),
                      Put(keys.ip(ep.network, ip), ep.name.encode()),
-                     Put(keys.mac(ep.network, mac), ep.name.encode())],
+                     Put(keys.mac(ep.network, mac), ep.name.encode()), *alias_ops],
                 )
             finally:
                 pending.discard(ip_int)
@@ -221,12 +264,13 @@ class Endpoints:
         return [e for e in eps if (not host or e.host == host) and (not name or e.name == name)], rev
 
     async def update(self, ep: Endpoint, *, fields: Collection[str] = ()) -> Endpoint:
-        """Change `fields` (default: every mutable one, i.e. the labels) of the endpoint
+        """Change `fields` (default: every mutable one, labels and aliases) of the endpoint
         `ep.name` on `ep.network`; returns the record. Nothing changed: nothing written."""
         validate.name(ep.network, field="endpoint.network", max_len=validate.NETWORK_NAME_MAX)
         validate.name(ep.name, field="endpoint.name", max_len=validate.CONTAINER_NAME_MAX)
         todo = update_fields("endpoint", fields, mutable=MUTABLE, immutable=IMMUTABLE, fix=RECREATE)
         validate.labels(ep.labels, field="endpoint.labels")
+        validate.aliases(ep.aliases, owner=ep.name, field="endpoint.aliases")
 
         async def attempt():  # type: ignore[no-untyped-def]
             kv = await self.store.get(self.keys.endpoint(ep.network, ep.name))
@@ -237,7 +281,11 @@ class Endpoints:
             record = dataclasses.replace(cur, **{f: getattr(ep, f) for f in todo})
             if record == cur:
                 return cur
-            res = await self.store.txn([ModRevisionIs(kv.key, kv.mod_revision)], [Put(kv.key, to_json(record))])
+            added = [a for a in record.aliases if a not in cur.aliases]
+            await _alias_clash(self.store, self.keys, record, added, name_too=False)
+            cmps, ops = _alias_ops(self.keys, record, added, [a for a in cur.aliases if a not in record.aliases])
+            res = await self.store.txn([ModRevisionIs(kv.key, kv.mod_revision), *cmps],
+                                       [Put(kv.key, to_json(record)), *ops])
             return record if res.succeeded else CONFLICT
 
         return await retry(attempt, kind="endpoint_update")
@@ -253,7 +301,8 @@ class Endpoints:
             ep = from_json(Endpoint, kv.value)
             res = await self.store.txn(
                 [ModRevisionIs(kv.key, kv.mod_revision)],
-                [Delete(kv.key), Delete(self.keys.ip(network, ep.ip)), Delete(self.keys.mac(network, ep.mac))],
+                [Delete(kv.key), Delete(self.keys.ip(network, ep.ip)), Delete(self.keys.mac(network, ep.mac)),
+                 *_alias_ops(self.keys, ep, (), ep.aliases)[1]],
             )
             if not res.succeeded:
                 return CONFLICT

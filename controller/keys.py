@@ -8,6 +8,8 @@
     alloc/vni/<vni>              -> network name       (uniqueness of VNIs)
     alloc/ip/<network>/<ip>      -> endpoint name      (uniqueness of addresses)
     alloc/mac/<network>/<mac>    -> endpoint name      (uniqueness of MACs in a network)
+    alloc/alias/<network>/<alias> -> endpoint name     (DNS names: an alias is unique on its
+                                                        network among names and aliases)
 
 Every allocation is a compare-and-create of the alloc/ key in the same transaction
 as the record it belongs to, so two controllers can never hand out the same value.
@@ -87,6 +89,12 @@ class Keys:
 
     def mac(self, network: str, mac: str) -> str:
         return f"{self.alloc}mac/{network}/{mac}"
+
+    def network_aliases(self, network: str) -> str:
+        return f"{self.alloc}alias/{network}/"
+
+    def alias(self, network: str, alias: str) -> str:
+        return f"{self.alloc}alias/{network}/{alias}"
 
     def classify(self, key: str) -> tuple[str, list[str]]:
         """('hosts'|'alive'|'networks'|'endpoints'|'policies'|'alloc'|'', path parts after it)."""

@@ -200,6 +200,7 @@ class Networks:
                 Delete(kv.key), *([Delete(self.keys.vni(net.vni))] if net.vni else []),
                 DeletePrefix(self.keys.network_endpoints(name)), DeletePrefix(self.keys.network_ips(name)),
                 DeletePrefix(self.keys.network_macs(name)), DeletePrefix(self.keys.network_policies(name)),
+                DeletePrefix(self.keys.network_aliases(name)),
             ]
             res = await self.store.txn(
                 [ModRevisionIs(kv.key, kv.mod_revision),

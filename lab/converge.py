@@ -104,7 +104,10 @@ def wait(agents: Mapping[str, Proc], status: Callable[[str], AgentStatus], *, re
 
     def done() -> bool:
         nonlocal next_look
-        if all(status(h).programmed(revision) for h in agents):
+        # The status of the agent we started: a restarted agent's predecessor left one
+        # behind (unless ours is gone too: another process restarted it, trust the file).
+        if all((st := status(h)).programmed(revision) and (st.pid == p.pid or not p.alive())
+               for h, p in agents.items()):
             return True
         if time.monotonic() >= next_look:  # why not, less often: it reads every status and every pid
             next_look = time.monotonic() + LOOK_EVERY_S

@@ -477,9 +477,11 @@ class Lab:
             host = eps[0].host if eps else None
         return host in vms
 
-    def container(self, name: str, *, host: str, networks: list[str], ip: str = "") -> list[Endpoint]:
-        """Attach a new container (`container run`) and wait until every agent programmed it."""
-        eps = self.call(lambda c: containers.run(c, name, host=host, networks=networks, ip=ip))
+    def container(self, name: str, *, host: str, networks: list[str], ip: str = "",
+                  aliases: tuple[str, ...] = ()) -> list[Endpoint]:
+        """Attach a new container (`container run`; `aliases` on each of its networks) and
+        wait until every agent programmed it."""
+        eps = self.call(lambda c: containers.run(c, name, host=host, networks=networks, ip=ip, aliases=aliases))
         self.wait_converged()
         return eps
 

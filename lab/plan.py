@@ -4,7 +4,7 @@ controller's part of the steps; hosts and network_mode namespaces are the lab's 
 
 Each step is one thing done to one object: `+` created, `-` deleted, `~` changed in
 place (`~ network blue: mtu 1400 -> 1300`). Networks change in place (mtu, gateway,
-internal, labels) and so do containers (labels); a container with a new address or
+internal, labels) and so do containers (labels, aliases); a container with a new address or
 on another host gets its endpoint deleted and created again (`-` then `+`); a network
 with another subnet, VNI, driver or (bridge) host is deleted with its endpoints and
 policies and created again with them, only with `recreate` (`up --recreate`), and is
@@ -31,9 +31,9 @@ from vxlab.view import Delta, FieldChange, View
 
 # Execution order: the lab's own first (hosts added or readdressed, network_mode
 # namespaces removed), then the controller's (deletes before updates before creates,
-# so a freed address, subnet or VNI can be taken again), hosts removed once their
-# containers are gone, and network_mode namespaces created once agents converged.
-LAB_FIRST, POLICY_DEL, ENDPOINT_DEL, NETWORK_DEL, NETWORK_UPD, NETWORK_ADD, ENDPOINT_ADD, ENDPOINT_UPD, \
+# so a freed address, subnet, VNI or alias can be taken again), hosts removed once
+# their containers are gone, and network_mode namespaces created once agents converged.
+LAB_FIRST, POLICY_DEL, ENDPOINT_DEL, NETWORK_DEL, NETWORK_UPD, NETWORK_ADD, ENDPOINT_UPD, ENDPOINT_ADD, \
     POLICY_ADD, HOST_DEL, LAB_LAST = range(11)
 CONTROLLER = range(POLICY_DEL, POLICY_ADD + 1)
 
@@ -43,7 +43,7 @@ CONTROLLER = range(POLICY_DEL, POLICY_ADD + 1)
 RECREATE = ("subnet", "vni", "driver", "host")
 UPDATE = ("mtu", "gateway", "internal", "labels")
 REPLACE = ("host", "ip")
-COMPARED = {"networks": RECREATE + UPDATE, "endpoints": REPLACE + ("labels",)}  # policies: their whole spec
+COMPARED = {"networks": RECREATE + UPDATE, "endpoints": REPLACE + ("labels", "aliases")}  # policies: whole spec
 
 
 @dataclass(frozen=True)
@@ -117,8 +117,8 @@ def wanted(topo: Topology) -> View:
     """The topology's networks, endpoints (one per container and network, in file order)
     and policies as `up` asks the controller for them: what the file leaves to the
     controller (subnet, VNI, addresses) is empty."""
-    eps = [Endpoint(name=c.name, network=a.network, host=c.host, ip=a.ip or "", labels=dict(c.labels))
-           for c in topo.containers for a in c.networks]
+    eps = [Endpoint(name=c.name, network=a.network, host=c.host, ip=a.ip or "", labels=dict(c.labels),
+                    aliases=a.aliases) for c in topo.containers for a in c.networks]
     return View.of_objects([*(_network(n) for n in topo.networks), *eps, *topo.policies])
 
 
@@ -185,6 +185,8 @@ def _show(value: Any) -> str:
         return "{" + ", ".join(f"{k}={v}" for k, v in sorted(value.items())) + "}"
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, tuple):
+        return "[" + ", ".join(map(str, value)) + "]"
     if value == "":
         return "none"
     return "auto" if value == 0 else str(value)
@@ -257,8 +259,8 @@ def _containers(topo: Topology, live: Live, want: View, delta: Delta, recreated:
             out.append(Step("-", "container", name, f"network {net} (replaced: {why})", net, phase=ENDPOINT_DEL))
             out.append(_attach(e, f"replaced: {why}"))
         else:
-            out.append(Step("~", "container", name, f"network {net} labels {_show(dict(d.old.labels))} ->"
-                            f" {_show(dict(e.labels))}", net, phase=ENDPOINT_UPD, fields=d.fields))
+            out.append(Step("~", "container", name, f"network {net} {_show_changes(d.changes)}", net,
+                            phase=ENDPOINT_UPD, fields=d.fields))
     out += [Step("-", "container", name, f"network {net}", net, phase=ENDPOINT_DEL)
             for (net, name) in sorted((d.key for d in delta.removed("endpoints")), key=lambda k: (k[1], k[0]))]
     modes = {c.name: (c.network_mode, c.host) for c in topo.containers if c.network_mode}

@@ -153,7 +153,8 @@ def start_agents(state: LabState, layout: LabLayout, hosts: list[str]) -> None:
 
     def config(host: str) -> AgentConfig:
         return AgentConfig(controller=[agents_controller(state)], host=host, netns_prefix=layout.agent(host).prefix,
-                           resync=resync, status_file=str(agent_status_path(state, host)), tls=host_tls(state, host))
+                           resync=resync, status_file=str(agent_status_path(state, host)), tls=host_tls(state, host),
+                           dns_forward=False)  # lab traffic stays on the machine
 
     def launches() -> Iterator[Launch]:
         for host in hosts:

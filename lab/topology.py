@@ -60,7 +60,7 @@ UNDERLAY_KEYS = ("subnet", "mtu")
 HOST_KEYS = ("name", "underlay_ip", "vm")
 NETWORK_KEYS = ("name", "subnet", "gateway", "vni", "mtu", "internal", "driver", "host", "labels")
 CONTAINER_KEYS = ("name", "host", "networks", "ip", "network_mode", "labels")
-ATTACH_KEYS = ("name", "ip")
+ATTACH_KEYS = ("name", "ip", "aliases")
 POLICY_KEYS = ("name", "network", "action", "from", "to", "proto", "ports", "priority")
 _POLICY_FIELDS = {"source": "from", "destination": "to", "protocol": "proto"}  # model field -> YAML key
 
@@ -109,6 +109,7 @@ class NetworkSpec:
 class Attachment:
     network: str
     ip: str | None = None
+    aliases: tuple[str, ...] = ()   # more DNS names of the container on this network
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,8 @@ def to_dict(t: Topology) -> dict[str, Any]:
     def container(c: ContainerSpec) -> dict[str, Any]:
         d: dict[str, Any] = {"name": c.name, "host": c.host}
         if c.networks:
-            d["networks"] = [{"name": a.network, **({"ip": a.ip} if a.ip else {})} for a in c.networks]
+            d["networks"] = [{"name": a.network, **({"ip": a.ip} if a.ip else {}),
+                              **({"aliases": list(a.aliases)} if a.aliases else {})} for a in c.networks]
         if c.network_mode is not None:
             d["network_mode"] = c.network_mode
         if c.labels:
@@ -352,20 +354,25 @@ def _networks(raw: list[Any], hosts: set[str]) -> tuple[NetworkSpec, ...]:
     return tuple(out)
 
 
-def _attachments(c: dict[str, Any], path: str) -> list[tuple[str, str, str | None, str]]:
-    """(network, path of the name, ip, path of the ip) for each entry of `networks`."""
+def _attachments(c: dict[str, Any], path: str, owner: str) -> list[tuple[str, str, str | None, str, tuple[str, ...]]]:
+    """(network, path of the name, ip, path of the ip, aliases) for each entry of `networks`."""
     raw = c.get("networks") or []
     if not isinstance(raw, list):
         raise TopologyError(f"{path}.networks", f"expected a list, got {_kind(raw)}")
-    found: list[tuple[str, str, str | None, str]] = []
+    found: list[tuple[str, str, str | None, str, tuple[str, ...]]] = []
     for j, item in enumerate(raw):
         item_path = f"{path}.networks[{j}]"
         if isinstance(item, str):
-            found.append((item, item_path, None, ""))
+            found.append((item, item_path, None, "", ()))
         elif isinstance(item, dict):
             _mapping(item, item_path, ATTACH_KEYS)
             name = _str(item, "name", item_path, required=True) or ""
-            found.append((name, f"{item_path}.name", _str(item, "ip", item_path), f"{item_path}.ip"))
+            aliases = _opt(item, "aliases", item_path, list, "a list of names") or []
+            for k, alias in enumerate(aliases):
+                if not isinstance(alias, str):
+                    raise TopologyError(f"{item_path}.aliases[{k}]", f"expected a name, got {_kind(alias)}")
+            found.append((name, f"{item_path}.name", _str(item, "ip", item_path), f"{item_path}.ip",
+                          validate.aliases(aliases, owner=owner, field=f"{item_path}.aliases")))
         else:
             raise TopologyError(item_path, f"expected a network name or a mapping, got {_kind(item)}")
     for net, ip in (_opt(c, "ip", path, dict, "a mapping") or {}).items():
@@ -377,7 +384,7 @@ def _attachments(c: dict[str, Any], path: str) -> list[tuple[str, str, str | Non
             raise TopologyError(ip_path, f"ip already given in {found[hits[0]][3]}")
         if not isinstance(ip, str):
             raise TopologyError(ip_path, f"expected a string, got {_kind(ip)}")
-        found[hits[0]] = (net, found[hits[0]][1], ip, ip_path)
+        found[hits[0]] = (net, found[hits[0]][1], ip, ip_path, found[hits[0]][4])
     return found
 
 
@@ -406,7 +413,7 @@ def _containers(raw: list[Any], hosts: set[str], networks: tuple[NetworkSpec, ..
                 raise TopologyError(f"{path}.network_mode", f"not on a VM host ({host}): the lab makes such a "
                                     "container's namespace on this machine")
         attachments: list[Attachment] = []
-        for net_name, net_path, ip_text, ip_path in _attachments(c, path):
+        for net_name, net_path, ip_text, ip_path, aliases in _attachments(c, path, name):
             net = by_name.get(net_name)
             if net is None:
                 raise TopologyError(net_path, f"unknown network {net_name!r}")
@@ -428,9 +435,25 @@ def _containers(raw: list[Any], hosts: set[str], networks: tuple[NetworkSpec, ..
                 if (net_name, ip) in taken:
                     raise TopologyError(ip_path, f"{ip} is already used by container {taken[net_name, ip]!r}")
                 taken[net_name, ip] = name
-            attachments.append(Attachment(net_name, str(ip) if ip else None))
+            attachments.append(Attachment(net_name, str(ip) if ip else None, aliases))
         out.append(ContainerSpec(name, host, tuple(attachments), mode, _labels(c, path)))
+    _unique_names(out)
     return tuple(out)
+
+
+def _unique_names(containers: list[ContainerSpec]) -> None:
+    """An alias is unique on its network among the names and aliases of its containers
+    (what the controller enforces), so `up` never fails halfway on one."""
+    taken: dict[tuple[str, str], str] = {(a.network, c.name): c.name for c in containers for a in c.networks}
+    for i, c in enumerate(containers):
+        for j, a in enumerate(c.networks):
+            for k, alias in enumerate(a.aliases):
+                other = taken.get((a.network, alias))
+                if other is not None:
+                    what = f"the name of container {other!r}" if other == alias else f"an alias of container {other!r}"
+                    raise TopologyError(f"containers[{i}].networks[{j}].aliases[{k}]",
+                                        f"{alias!r} is already {what} on network {a.network!r}")
+                taken[a.network, alias] = c.name
 
 
 def _policies(raw: list[Any], networks: set[str]) -> tuple[Policy, ...]:

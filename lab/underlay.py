@@ -49,7 +49,9 @@ def create_ns(name: str, *, mark: str) -> None:
 
 
 def delete_ns(name: str) -> None:
+    """`ip netns delete`, and the resolv.conf an agent wrote for it (which iproute2 leaves)."""
     ip("netns", "delete", name, check=False)
+    netns.remove_etc(name)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 from contract_kernel_base import (BR, BR_ALIAS, CTR_MARK, EP_ALIAS, LO, MAC, NET_MARK, RMAC, UP_ALIAS, VE, VX, VX_ALIAS,
                                   Base, Outside, counting, empty, nomac, policy)
+from vxlab import netns
 from vxlab.agent.kernel import Fdb, Foreign, Kernel, KernelError, Link, Namespace, Nat, Neigh, Route
 
 
@@ -86,6 +87,29 @@ class LinkContract(Base):
         assert not w
         kernel.create_netns(net, marker="vxlab:h1:net:red")
         assert kernel.dump(outside.prefix)[net] == empty(net, "vxlab:h1:net:red")
+
+    def test_set_resolv_writes_once_is_dumped_and_goes_with_its_namespace(self, kernel: Kernel,
+                                                                           outside: Outside) -> None:
+        """A container namespace's resolv.conf (/etc/netns/<name>/, the agent's DNS)."""
+        ctr = outside.ns("c-web")
+        kernel.create_netns(ctr, marker=CTR_MARK)
+        text = netns.resolv_conf(CTR_MARK)
+        try:
+            with counting(kernel) as w:
+                kernel.set_resolv(ctr, text)
+                kernel.set_resolv(ctr, text)
+            assert w == {"set_resolv": 1}
+            assert kernel.dump(outside.prefix)[ctr] == dataclasses.replace(empty(ctr, CTR_MARK), resolv=text)
+            with counting(kernel) as w:
+                kernel.delete_resolv(ctr)
+                kernel.delete_resolv(ctr)
+            assert w == {"delete_resolv": 1} and kernel.dump(outside.prefix)[ctr].resolv is None
+            kernel.set_resolv(ctr, text)
+            kernel.delete_netns(ctr)
+            kernel.create_netns(ctr, marker=CTR_MARK)
+            assert kernel.dump(outside.prefix)[ctr].resolv is None  # it went with its namespace
+        finally:
+            netns.remove_etc(ctr)
 
     def test_a_network_namespace_dumps_as_built(self, kernel: Kernel, outside: Outside) -> None:
         """Everything a network namespace holds, read back equal (MACs the kernel picks left out)."""

@@ -6,7 +6,7 @@
   calls `from_options`; `argv()` gives the command line that runs the same agent;
 - a mapping keyed like the TOML `[agent]` table (`controller`, `host`, `underlay-ip`,
   `netns-prefix`, `resync`, `status-file`, `labels`, `metrics`, `tls-ca`/`tls-cert`/
-  `tls-key`): `to_mapping`/`from_mapping`, every value checked by vxlab.config's rules.
+  `tls-key`, `dns-forward`): `to_mapping`/`from_mapping`, every value checked by vxlab.config's rules.
   The lab's agent spawner gets it as JSON (vxlab.agent.spawner), `to_toml` writes it as
   a file `vxlab agent run --config` reads (a VM host's agent gets its options that way).
 
@@ -40,6 +40,7 @@ class AgentConfig:
     labels: dict[str, str] = field(default_factory=dict)
     tls: TlsConfig | None = None  # this host's certificate (mutual TLS with the controller)
     metrics: str = ""       # "" : no Prometheus endpoint
+    dns_forward: bool = config.default("agent", "dns-forward")  # names not ours: to the host's resolvers, or REFUSED
     ops_concurrency: int = 8  # ops run at once for the controllers (agent/opslink.py); 0: no ops channel
 
     @classmethod
@@ -50,7 +51,7 @@ class AgentConfig:
         return cls(controller=list(o["controller"]), host=o["host"], underlay_ip=o["underlay_ip"] or "",
                    underlay_dev=o["underlay_dev"] or "", netns_prefix=o["netns_prefix"], resync=float(o["resync"]),
                    status_file=o["status_file"] or "", labels=dict(o["labels"] or {}), tls=tls,
-                   metrics=o["metrics"] or "")
+                   metrics=o["metrics"] or "", dns_forward=bool(o["dns_forward"]))
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], *, source: str = "agent") -> AgentConfig:
@@ -81,7 +82,8 @@ class AgentConfig:
                                     ("netns-prefix", self.netns_prefix, config.default("agent", "netns-prefix")),
                                     ("resync", self.resync, config.default("agent", "resync")),
                                     ("status-file", self.status_file, ""),
-                                    ("labels", dict(self.labels), {}), ("metrics", self.metrics, "")):
+                                    ("labels", dict(self.labels), {}), ("metrics", self.metrics, ""),
+                                    ("dns-forward", self.dns_forward, config.default("agent", "dns-forward"))):
             if value != default:
                 out[key] = value
         if self.tls is not None:
@@ -106,7 +108,8 @@ class AgentConfig:
                         ("--status-file", self.status_file), ("--metrics", self.metrics)):
             if v:
                 out += [flag, v]
-        out += ["--netns-prefix", self.netns_prefix, "--resync", repr(self.resync)]
+        out += ["--netns-prefix", self.netns_prefix, "--resync", repr(self.resync),
+                "--dns-forward" if self.dns_forward else "--no-dns-forward"]
         for k, v in self.labels.items():
             out += ["--label", f"{k}={v}"]
         return out

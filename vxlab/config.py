@@ -151,6 +151,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "status-file": Key(_string, ""),
         "labels": Key(_labels, {}),
         "pki": Key(_string),
+        "dns-forward": Key(_bool, True),
         "tls-ca": Key(_string), "tls-cert": Key(_string), "tls-key": Key(_string),
     },
 }

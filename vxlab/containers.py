@@ -20,10 +20,13 @@ if TYPE_CHECKING:
     from vxlab.client import Client
 
 
-async def run(c: Client, name: str, *, host: str, networks: Sequence[str], ip: str = "") -> list[Endpoint]:
-    """Attach container `name` on `host` to each of `networks`; its endpoints, in that order."""
+async def run(c: Client, name: str, *, host: str, networks: Sequence[str], ip: str = "",
+              aliases: Sequence[str] = ()) -> list[Endpoint]:
+    """Attach container `name` on `host` to each of `networks` (with `aliases` on each);
+    its endpoints, in that order."""
     return list(await asyncio.gather(*(c.create_endpoint(Endpoint(name=name, network=n, host=host,
-                                                                    ip=ip if i == 0 else ""))
+                                                                    ip=ip if i == 0 else "",
+                                                                    aliases=tuple(aliases)))
                                        for i, n in enumerate(networks))))
 
 

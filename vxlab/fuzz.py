@@ -68,9 +68,13 @@ POOL = {"name": ["h1", "h2", "blue", "red", "web", "db"], "network": ["blue", "r
         "ProbeSpec.protocol": ["", "icmp", "tcp"], "argv": ["true", "ls"], "filter": ["udp", "port", "4789"],
         "containers": ["web", "db"], "device": ["", "eth0"],
         # updates in place: the fields that may change
-        "update_mask": ["mtu", "gateway", "internal", "labels"],
+        "update_mask": ["mtu", "gateway", "internal", "labels", "aliases"],
+        # DNS names of a container on a network ("db" also names a container)
+        "aliases": ["cache", "api", "db"],
         # "Message.field": for that message only (an overlay network names no host)
-        "Network.host": ["", "", "h1"]}
+        "Network.host": ["", "", "h1"],
+        # a selector sets at most one of its fields
+        "Selector.label": ["", "", "tier=front"], "Selector.cidr": ["", "", "10.10.0.0/28"]}
 INT_RANGES = {
     FieldDescriptor.TYPE_INT32: (-2**31, 2**31 - 1), FieldDescriptor.TYPE_SINT32: (-2**31, 2**31 - 1),
     FieldDescriptor.TYPE_INT64: (-2**63, 2**63 - 1), FieldDescriptor.TYPE_SINT64: (-2**63, 2**63 - 1),
@@ -98,7 +102,7 @@ def _field(f: FieldDescriptor, *, wild: bool) -> st.SearchStrategy[Any]:
         return st.lists(sub, max_size=2) if f.is_repeated else sub
     pool = POOL.get(f"{f.containing_type.name}.{f.name}", POOL.get(f.name, [""]))
     if f.type == FieldDescriptor.TYPE_STRING and f.is_repeated:
-        return st.lists(TEXT if wild else st.sampled_from(pool), max_size=3)
+        return st.lists(TEXT, max_size=3) if wild else st.lists(st.sampled_from(pool), max_size=3, unique=True)
     if f.type == FieldDescriptor.TYPE_STRING:
         return TEXT if wild else st.sampled_from(pool)
     if f.type == FieldDescriptor.TYPE_BOOL:

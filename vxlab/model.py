@@ -55,6 +55,7 @@ class Endpoint:
     id: str = ""
     created: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()  # more DNS names of the container on this network
 
 
 @dataclass(frozen=True)

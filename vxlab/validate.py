@@ -123,3 +123,23 @@ def labels(value: dict[str, str], *, field: str = "labels") -> dict[str, str]:
         if len(val) > LABEL_VALUE_MAX or not val.isprintable():
             raise InvalidArgument(f"{field}.{shown}", f"label values are at most {LABEL_VALUE_MAX} printable characters")
     return dict(value)
+
+
+ALIASES_MAX = 16  # a create's transaction checks each alias twice (etcd allows 128 operations)
+
+
+def aliases(value: tuple[str, ...] | list[str], *, owner: str, field: str = "aliases") -> tuple[str, ...]:
+    """A container's other DNS names on a network: names like a container's, at most
+    ALIASES_MAX, none twice and none the container's own name `owner` (uniqueness on
+    the network is the controller's, in its transaction)."""
+    if len(value) > ALIASES_MAX:
+        raise InvalidArgument(field, f"{len(value)} aliases; at most {ALIASES_MAX}")
+    seen: set[str] = set()
+    for i, alias in enumerate(value):
+        name(alias, field=f"{field}[{i}]", max_len=CONTAINER_NAME_MAX)
+        if alias == owner:
+            raise InvalidArgument(f"{field}[{i}]", f"{alias!r} is the container's own name")
+        if alias in seen:
+            raise InvalidArgument(f"{field}[{i}]", f"{alias!r} is given twice")
+        seen.add(alias)
+    return tuple(value)

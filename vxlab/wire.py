@@ -49,14 +49,14 @@ def network_from_pb(m: pb.Network) -> Network:
 def endpoint_to_pb(e: Endpoint) -> pb.Endpoint:
     return pb.Endpoint(
         name=e.name, network=e.network, host=e.host, ip=e.ip, mac=e.mac, id=e.id,
-        created=e.created, labels=dict(e.labels),
+        created=e.created, labels=dict(e.labels), aliases=list(e.aliases),
     )
 
 
 def endpoint_from_pb(m: pb.Endpoint) -> Endpoint:
     return Endpoint(
         name=m.name, network=m.network, host=m.host, ip=m.ip, mac=m.mac, id=m.id,
-        created=m.created, labels=dict(m.labels),
+        created=m.created, labels=dict(m.labels), aliases=tuple(m.aliases),
     )
 
 

@@ -18,6 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rig import stop_group
+from vxlab import netns
 from vxlab.etcdproc import EtcdProcess, free_port
 
 pytestmark = pytest.mark.integration
@@ -99,6 +100,7 @@ def _sweep_test_namespaces() -> Iterator[None]:
             # Old enough not to belong to a run going on right now.
             if name.startswith("vxt") and name[3:9].isalnum() and age > 600:
                 subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+                netns.remove_etc(name)
     if os.geteuid() == 0:
         sweep()
     yield

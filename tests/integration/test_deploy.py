@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from vxlab import netns
 from vxlab.client import Client
 from vxlab.etcdproc import find_etcd, free_port
 
@@ -112,6 +113,7 @@ def vm1() -> Iterator[str]:
         for name in gone:
             if name.startswith(ns):
                 subprocess.run(["ip", "netns", "delete", name], check=False)
+                netns.remove_etc(name)  # the resolv.conf the agent wrote for a container namespace
 
 
 def test_deploy_files_run_a_cluster_a_controller_and_an_agent(tmp_path: Path, procs: Procs, vm1: str) -> None:

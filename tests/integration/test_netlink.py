@@ -84,6 +84,7 @@ class Lab:
         for name in sh("ip", "netns", "list", check=False).split():
             if name.startswith(self.prefix):
                 sh("ip", "netns", "del", name, check=False)
+                netns.remove_etc(name)  # the resolv.conf the agent wrote for a container namespace
         for line in sh("ip", "-o", "link", "show", check=False).splitlines():
             name = line.split(":")[1].strip().split("@")[0]
             if name.startswith(self.prefix):

@@ -20,7 +20,8 @@ def full(tmp: Path) -> AgentConfig:
     return AgentConfig(controller=["unix:/run/x/controller.sock", "10.0.0.2:7070"], host="h1",
                        underlay_ip="172.30.0.11", underlay_dev="eth0", netns_prefix="vx-lab.h1.", resync=25.0,
                        status_file=str(tmp / "h1.json"), labels={"site": "a b", "vxlab/x": "1"},
-                       tls=TlsConfig(tmp / "ca.pem", tmp / "h1.pem", tmp / "h1.key"), metrics="127.0.0.1:9464")
+                       tls=TlsConfig(tmp / "ca.pem", tmp / "h1.pem", tmp / "h1.key"), metrics="127.0.0.1:9464",
+                       dns_forward=False)
 
 
 def test_mapping_and_json_round_trip(tmp_path: Path) -> None:

@@ -283,9 +283,11 @@ def test_container_inspect_json(fake: FakeClient) -> None:
     assert web["Name"] == "web" and web["Host"] == "h1" and len(web["Id"]) == 64
     assert web["NetworkSettings"]["Networks"] == {
         "back": {"NetworkID": "b2" * 32, "EndpointID": EP_IDS["web", "back"], "Gateway": "",
-                 "IPAddress": "10.0.2.2", "IPPrefixLen": 24, "MacAddress": "02:00:00:00:00:03"},
+                 "IPAddress": "10.0.2.2", "IPPrefixLen": 24, "MacAddress": "02:00:00:00:00:03",
+                 "Aliases": [], "DNSNames": ["web", "web.back"]},
         "front": {"NetworkID": NET_ID, "EndpointID": EP_IDS["web", "front"], "Gateway": "10.0.1.1",
-                  "IPAddress": "10.0.1.2", "IPPrefixLen": 24, "MacAddress": "02:00:00:00:00:01"},
+                  "IPAddress": "10.0.1.2", "IPPrefixLen": 24, "MacAddress": "02:00:00:00:00:01",
+                  "Aliases": [], "DNSNames": ["web", "web.front"]},
     }
     assert web["NetworkSettings"]["SandboxKey"] == "/run/netns/vx-c-web"
 

@@ -60,3 +60,24 @@ def test_converged_is_done_and_hosts_with_the_same_error_are_named_together():
     assert len(same.lines()) == 8  # for people: still one line per host
     many = look({f"h{i:02}": status(i, errors=(f"error {i}",)) for i in range(8)})
     assert many.summary().endswith("; and 3 more") and many.summary().count("error") == converge.SHOWN
+
+
+def test_wait_is_not_done_by_the_status_an_earlier_agent_left(monkeypatch) -> None:
+    """After an agent restart its predecessor's status file says converged until the new
+    agent writes one: the wait must not take it."""
+    class Proc:
+        pid = 11
+
+        def alive(self) -> bool:
+            return True
+
+    files = {"h1": status(1, converged=True, applied=9)}  # written by pid 1, now gone
+    seen = []
+
+    def wait_for(done, what, **kw):  # type: ignore[no-untyped-def]
+        seen.append(done())
+        files["h1"] = status(11, converged=True, applied=9)  # the new agent's first pass
+        seen.append(done())
+    monkeypatch.setattr(converge, "wait_for", wait_for)
+    converge.wait({"h1": Proc()}, lambda h: files[h], revision=9, timeout=1.0, logs="")
+    assert seen == [False, True]

@@ -330,3 +330,18 @@ def test_a_refused_up_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(procs.LabError, match=r"^networks\[0\]\.subnet: no$"):
         lab.up(topo())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_changed_aliases_are_an_update_in_place_before_creates() -> None:
+    """An alias given up by one container and taken by a new one in the same `up`: the
+    update (which frees it) runs before the create."""
+    eps = dict(live().view.endpoints)
+    eps["blue", "db"] = dataclasses.replace(eps["blue", "db"], aliases=("database", "pg"))
+    t = topo("{name: db, host: h2, networks: [blue]", "{name: db, host: h2, networks: [{name: blue, aliases: [pg]}]")
+    t = dataclasses.replace(t, containers=(*t.containers, *parse(BODY.replace(
+        "{name: db, host: h2, networks: [blue]", "{name: pgadmin, host: h1, networks: [{name: blue, aliases:"
+        " [database]}]")).containers[1:]))
+    p = plan(t, live(endpoints=eps))
+    assert lines(p) == ["~ container db: network blue aliases [database, pg] -> [pg]",
+                        "+ container pgadmin: on h1, network blue"]
+    assert p.steps[0].fields == ("aliases",) and p.steps[0].phase < p.steps[1].phase

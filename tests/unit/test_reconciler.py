@@ -199,3 +199,24 @@ def test_an_agent_with_the_default_prefix_leaves_a_labs_namespaces_alone():
     result = r.reconcile(StateCache(revision=1, synced=True), full=True)
     assert [(a.op, a.ns) for a in result.actions if a.kind == "netns"] == [("delete", "vx-c-old")]
     assert set(lab_ns) <= set(k.ns)
+
+
+def test_container_namespaces_get_the_resolv_conf_of_the_embedded_dns(rig):
+    """Planned with the namespace (`--dry-run` shows it), repaired when changed by hand,
+    never written to a network namespace, gone with its namespace."""
+    from vxlab import netns
+    from vxlab.agent.desired import local_containers
+
+    k, r, s = rig
+    res = r.reconcile(s, full=True)
+    assert "+ add resolv resolv.conf in vxt-h1-c-web: nameserver 127.0.0.11 (the agent's DNS)" in \
+        [a.describe() for a in res.actions]
+    assert k.ns["vxt-h1-c-web"].resolv == netns.resolv_conf("vxlab:h1:ctr:web")
+    assert k.ns["vxt-h1-n-blue"].resolv is None
+    assert local_containers(s, ME) == {"vxt-h1-c-web": "web"}
+    k.ns["vxt-h1-c-web"].resolv = "nameserver 192.0.2.1\n"
+    res = r.reconcile(s, full=True)
+    assert [a.describe() for a in res.actions] == ["~ update resolv resolv.conf in vxt-h1-c-web: not what the agent writes"]
+    assert res.writes == {"set_resolv": 1}
+    s.apply(WatchBatch(revision=11, changes=(Change("delete", s.endpoints["blue", "web"]),)))
+    assert r.reconcile(s).ok and "vxt-h1-c-web" not in k.ns and local_containers(s, ME) == {}

@@ -38,6 +38,10 @@ def run(
     status_file: Annotated[str, typer.Option(metavar="FILE", help="Write convergence status here.")] = "",
     label: Annotated[list[str] | None, typer.Option(metavar="K=V", help="Host label.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and exit; change nothing.")] = False,
+    dns_forward: Annotated[bool, typer.Option(
+        "--dns-forward/--no-dns-forward",
+        help="The embedded DNS forwards names it does not know to this host's resolvers (else REFUSED).")
+    ] = _default("dns-forward"),
 ) -> None:
     """Register HOST, follow the controller's Watch and reconcile the kernel."""
     from vxlab.agent.kernel import KernelError

@@ -225,3 +225,22 @@ def footprint(out: OutOpt = Path("bench/results"), quick: QuickOpt = False) -> N
 def docker(out: OutOpt = Path("bench/results"), quick: QuickOpt = False) -> None:
     """Docker swarm's overlay measured like vxlab (needs: apt-get install docker.io busybox-static)."""
     _suite_part("docker", out, quick)
+
+
+@app.command("dns")
+def dns_(
+    out: Annotated[Path, typer.Option("-o", "--out", help="Directory for dns.json.")] = Path("bench/results"),
+    queries: Annotated[int, typer.Option(min=100, help="Questions per series.")] = 5000,
+    levels: Annotated[str, typer.Option(help="Names on the network (endpoints + aliases), comma-separated.")]
+    = "100,1000",
+) -> None:
+    """A question to 127.0.0.11 answered by the agent: p50/p99 over UDP and TCP, NXDOMAIN, after a change."""
+    from vxlab.bench import dns as bench
+
+    result = bench.run(out, levels=[int(x) for x in levels.split(",")], queries=queries)
+    rows = [{"names": r["names"], **{f"{k}_{m}": r[k][m] for k in ("udp", "tcp", "after_change_udp")
+                                     for m in ("p50_ms", "p99_ms")}} for r in result["levels"]]
+    _report({**result, "levels": rows}, "levels", {
+        "NAMES": "names", "UDP P50 MS": "udp_p50_ms", "UDP P99 MS": "udp_p99_ms", "TCP P50 MS": "tcp_p50_ms",
+        "TCP P99 MS": "tcp_p99_ms", "AFTER CHANGE P50": "after_change_udp_p50_ms",
+        "AFTER CHANGE P99": "after_change_udp_p99_ms"})

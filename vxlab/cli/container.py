@@ -58,6 +58,7 @@ def docker_containers(name: str, *, endpoints: list[Endpoint], networks: dict[st
                 "NetworkID": net.id, "EndpointID": e.id,
                 "Gateway": "" if net.internal else net.gateway,
                 "IPAddress": e.ip, "IPPrefixLen": _prefixlen(e.ip, net.subnet), "MacAddress": e.mac,
+                "Aliases": list(e.aliases), "DNSNames": [name, *e.aliases, f"{name}.{e.network}"],
             }
         out.append({"Name": name, "Id": container_id(host=host, name=name), "Host": host,
                     "NetworkSettings": {"SandboxKey": sandbox_key(name, (hosts or {}).get(host)),
@@ -123,13 +124,17 @@ def run(
     host: Annotated[str, typer.Option("--host", metavar="H", help="The host it runs on.")],
     network: Annotated[list[str], typer.Option("--network", metavar="N", help="A network (repeatable).")],
     ip: Annotated[str, typer.Option(metavar="IP", help="Address on the first network.")] = "",
+    alias: Annotated[list[str] | None, typer.Option(
+        "--alias", metavar="NAME", help="Another DNS name of the container on its networks (repeatable).")] = None,
     lab: cli.LabOpt = None,
 ) -> None:
     """Start a container on HOST attached to each --network. In a lab: waits until it is
     reachable. Without one (real hosts): its endpoints are created in the controller and
     the host's agent makes the container's namespace (`vx-c-NAME`), its peers the entries."""
-    eps = cli.in_lab_or_call(ctx, in_lab=lambda lab: lab.container(name, host=host, networks=network, ip=ip),
-                             alone=lambda c: containers.run(c, name, host=host, networks=network, ip=ip))
+    eps = cli.in_lab_or_call(ctx, in_lab=lambda lab: lab.container(name, host=host, networks=network, ip=ip,
+                                                                   aliases=tuple(alias or ())),
+                             alone=lambda c: containers.run(c, name, host=host, networks=network, ip=ip,
+                                                            aliases=tuple(alias or ())))
     cli.output(as_json=False, data=None, columns=LS_COLUMNS,
                rows=[[e.name, e.host, e.network, e.ip, e.mac, e.id[:12]] for e in eps])
 
