@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from vxlab.lab import procs
+from vxlab.lab import procs, vmhost
 from vxlab.lab.faultspec import CONTROL, FaultError, sides
 from vxlab.lab.state import LabState
 from vxlab.lab.supervisor import Command, Proc, Supervisor
@@ -124,6 +124,8 @@ def apply(lab: Lab, fault_id: str, kind: str, p: dict[str, Any]) -> dict[str, An
     if kind == "agent-kill":
         return _kill_agent(lab, p["host"])
     if kind == "host-crash":
+        if p["host"] in vmhost.vm_hosts(lab.state.topology):
+            return _crash_vm(lab, p["host"])
         return _kill_agent(lab, p["host"]) | _link(lab, p["host"], up=False)
     if kind == "etcd-stop":
         stopped = [_command(lab, proc) for proc in lab.state.etcd if proc.alive()]
@@ -151,6 +153,11 @@ def heal(lab: Lab, fault_id: str, kind: str, p: dict[str, Any], undo: dict[str, 
     if "nft_table" in undo:
         _run(["ip", "netns", "exec", lab.layout.switch_ns, "nft", "delete", "table", "bridge", undo["nft_table"]], check=False)
     _del_qdiscs(undo.get("qdiscs", []))
+    if undo.get("vm_crashed"):  # boot it again first: its agent starts in the new guest
+        try:
+            vmhost.boot_again(lab.state.dir, p["host"])
+        except vmhost.VmHostError as e:
+            raise FaultError(str(e)) from None
     if undo.get("link_down"):
         _link(lab, p["host"], up=True)
     if "agent" in undo:
@@ -201,6 +208,16 @@ def _del_qdiscs(done: list[list[str]]) -> None:
 def _link(lab: Lab, host: str, *, up: bool) -> dict[str, Any]:
     _run(["ip", "-n", lab.layout.switch_ns, "link", "set", _port(lab, host)[1], "up" if up else "down"])
     return {"link_down": True}
+
+
+def _crash_vm(lab: Lab, host: str) -> dict[str, Any]:
+    """host-crash of a VM host: SIGKILL its QEMU (its agent dies with the guest; the tap
+    stays, without carrier); the heal boots it again and starts its agent."""
+    try:
+        vmhost.crash(lab.state.dir, host)
+    except vmhost.VmHostError as e:
+        raise FaultError(str(e)) from None
+    return {"vm_crashed": True, "agent": 0}
 
 
 def _kill_agent(lab: Lab, host: str) -> dict[str, Any]:
