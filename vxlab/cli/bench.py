@@ -192,6 +192,17 @@ def controlplane(
     _suite_part("controlplane", out, quick)
 
 
+@app.command("vm")
+def vm_(out: OutOpt = Path("bench/results"),
+        boots: Annotated[int, typer.Option(min=1, help="Boots (and crash/heal cycles in the lab).")] = 3) -> None:
+    """VM hosts: boot, KVM or TCG and why, memory, Python in the guest; in a lab: boot until
+    the agent registered, overlay ping and TCP namespace host <-> VM host. Writes vm.json."""
+    from vxlab.bench import vm
+
+    result = vm.run(out, boots=boots, progress=_progress)
+    typer.echo(f"written: {result['path']}", err=True)
+
+
 @app.command("deadhost")
 def deadhost(out: OutOpt = Path("bench/results"), quick: QuickOpt = False) -> None:
     """host-crash -> peers purged, return -> reachable, against the lease TTL."""
