@@ -168,6 +168,8 @@ def start_agents(state: LabState, layout: LabLayout, hosts: list[str]) -> None:
         if any(h not in vms for h in hosts):
             sup.start_agents(launches(), started=started)
         for host in (h for h in hosts if h in vms):  # in its guest (a VM host has CPUs of its own)
+            # A guest booted again reuses pids: the last agent's status file could pass for the new one's.
+            agent_status_path(state, host).unlink(missing_ok=True)
             state.agents[host] = vmhost.start_agent(state.dir, config(host), log=str(sup.log(f"agent-{host}")))
             state.save()
     except (SpawnError, vmhost.VmHostError) as e:
