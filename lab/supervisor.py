@@ -200,13 +200,22 @@ def scan(match: Callable[[list[bytes]], bool]) -> list[Proc]:
     return found
 
 
+def qemu_of(vm_dir: Path) -> list[Proc]:
+    """The QEMU of the VM whose run directory is `vm_dir` (its command line names its pid file)."""
+    pidfile = str(vm_dir / "qemu.pid").encode()
+    return scan(lambda argv: b"qemu-system" in argv[0] and pidfile in argv)
+
+
 def _guest_stat(vm_dir: Path, pid: int) -> tuple[str, str, int]:
     """(boot id, state, start time) of a guest's process; ("", "", 0) when it or its VM is gone."""
     from vxlab.lab.vmchan import Channel, ChannelError  # stdlib only; imported when a lab has VM hosts
 
+    if not qemu_of(vm_dir):
+        return "", "", 0
     try:
         rc, out, _ = Channel(vm_dir / "ctl.sock").run(
-            ["cat", "/proc/sys/kernel/random/boot_id", f"/proc/{pid}/stat"], timeout=30)
+            ["cat", "/proc/sys/kernel/random/boot_id", f"/proc/{pid}/stat"], timeout=30,
+            alive=lambda: bool(qemu_of(vm_dir)))
     except (ChannelError, OSError):
         return "", "", 0
     boot, _, stat = out.partition("\n")
@@ -224,7 +233,8 @@ def _guest_stop(vm_dir: Path, pid: int, *, sig: int, timeout: float) -> None:
     script = (f"kill -{int(sig)} {pid} 2>/dev/null; i=0; while kill -0 {pid} 2>/dev/null && [ $i -lt {tries} ];"
               f" do sleep 0.05; i=$((i+1)); done; kill -9 {pid} 2>/dev/null; true")
     try:
-        Channel(vm_dir / "ctl.sock").run(["/bin/sh", "-c", script], timeout=timeout + 30)
+        Channel(vm_dir / "ctl.sock").run(["/bin/sh", "-c", script], timeout=timeout + 30,
+                                         alive=lambda: bool(qemu_of(vm_dir)))
     except (ChannelError, OSError):
         pass  # the VM went, and its processes with it
 

@@ -205,11 +205,12 @@ def net_script(nic: Nic) -> str:
 
 def find_qemu(run: Path) -> list[int]:
     """Pids of QEMU processes of the VM in `run` (their command line names its pid file)."""
-    return [p.pid for p in _qemu_where(lambda arg: arg == str(run / "qemu.pid").encode())]
+    return [p.pid for p in supervisor.qemu_of(run)]
 
 
 def _qemu_where(match: Callable[[bytes], bool]) -> list[Proc]:
-    """Live QEMU processes with an argument `match` accepts (the lab's supervisor scans)."""
+    """Live QEMU processes with an argument `match` accepts (the lab's supervisor scans;
+    `supervisor.qemu_of` is the one VM's)."""
     return supervisor.scan(lambda argv: b"qemu-system" in argv[0] and any(match(a) for a in argv))
 
 
@@ -339,7 +340,7 @@ class Vm:
 
     def kill(self) -> None:
         """Host crash: SIGKILL QEMU (the tap stays, without carrier)."""
-        _kill(_qemu_where(lambda arg: arg == str(self.dir / "qemu.pid").encode()))
+        _kill(supervisor.qemu_of(self.dir))
         if self._proc is not None:
             self._proc.wait()
             self._proc = None
