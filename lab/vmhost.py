@@ -92,12 +92,15 @@ class Boots:
         self.threads.append(thread)
 
     def wait(self) -> dict[str, vm.Boot]:
+        """The boots started since the last wait, once all ended (each started again later
+        is a new one)."""
         for thread in self.threads:
             thread.join()
-        self.threads.clear()
-        if self.failed:
-            raise VmHostError("; ".join(f"VM host {h}: {why}" for h, why in sorted(self.failed.items())))
-        return self.done
+        done, failed = self.done, self.failed
+        self.threads, self.done, self.failed = [], {}, {}
+        if failed:
+            raise VmHostError("; ".join(f"VM host {h}: {why}" for h, why in sorted(failed.items())))
+        return done
 
 
 def start_agent(lab_dir: Path, agent: AgentConfig, *, log: str) -> Proc:

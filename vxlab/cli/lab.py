@@ -53,8 +53,10 @@ def up(
         console = Console(stderr=True)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console, transient=True) as progress:
-            # Steps: etcd, controller, switch, hosts, containers, agents, register, converge.
-            task = progress.add_task(f"lab {the_lab.name}: starting", total=8)
+            # Steps: etcd, controller, switch, hosts, containers, agents, register, converge
+            # (and with VM hosts: booting them, waiting for them).
+            task = progress.add_task(f"lab {the_lab.name}: starting",
+                                     total=8 + (2 if any(h.vm for h in topo.hosts) else 0))
 
             def step(msg: str) -> None:
                 progress.update(task, description=f"lab {the_lab.name}: {msg}", advance=1)
