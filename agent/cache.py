@@ -8,7 +8,7 @@ last batch applied is what the agent resumes from after a reconnect.
 
 from __future__ import annotations
 
-from vxlab.model import Endpoint, Host, Network, Policy, WatchBatch
+from vxlab.model import Endpoint, Host, Network, Policy, Service, WatchBatch
 from vxlab.view import Diff, View
 
 
@@ -39,6 +39,10 @@ class StateCache:
     @property
     def policies(self) -> dict[tuple[str, str], Policy]:
         return self.view.policies
+
+    @property
+    def services(self) -> dict[tuple[str, str], Service]:
+        return self.view.services
 
     def copy(self) -> StateCache:
         """A copy a pass can read while the watch goes on applying batches here."""

@@ -12,8 +12,11 @@ only objects the agent owns, so the planner can diff the two field by field:
   non-internal network the gateway on the bridge, the uplink and its NAT (nat.py);
 - a container namespace per local container: one interface per network, with the
   endpoint's MAC and address, a default route via the gateway of its first
-  non-internal network, and a resolv.conf naming the agent's embedded DNS
-  (127.0.0.11; `local_containers` is also the set of namespaces it listens in).
+  non-internal network (the one it publishes ports on, if any: the replies of a
+  published port must leave through the uplink they came in by), a resolv.conf naming
+  the agent's embedded DNS (127.0.0.11; `local_containers` is also the set of
+  namespaces it listens in), and the load-balancing table of the services on its
+  networks (services_nft.py) over the replicas on live hosts.
 
 Interface names inside a container are kept when they exist (`actual`), so adding or
 removing a network never renames eth0; new interfaces take the lowest free ethN (an
@@ -25,7 +28,8 @@ host only; the one an uplink has (`actual`) is kept, a new one takes the lowest 
 write, and two networks never share one, whatever their VNIs.
 
 `desired_agent_ns`: what the agent's own namespace should hold (allow-list, NAT, the
-uplinks' host ends).
+uplinks' host ends, the published ports of local containers and the routes to them:
+ports_nft.py).
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from vxlab import netns
-from vxlab.agent import nat, policy_nft, vtep
+from collections.abc import Callable
+
+from vxlab.agent import nat, policy_nft, ports_nft, services_nft, vtep
 from vxlab.agent.cache import StateCache
 from vxlab.agent.kernel import MARK, UPLINK_MARK, AgentNs, Fdb, Link, Namespace, Neigh, Route
 from vxlab.agent.names import UPLINK_BLOCKS, VXLAN_OVERHEAD, VXLAN_PORT, Naming
@@ -66,17 +72,25 @@ def overlay_mtu(net: Network, me: HostInfo) -> int:
     return net.mtu or (me.underlay_mtu or 1500) - VXLAN_OVERHEAD
 
 
+def _peer(state: StateCache, me: HostInfo, assume_alive: frozenset[str]) -> Callable[[str], bool]:
+    """Is a remote host one to reach: known, alive (or assumed so), with an underlay
+    address of its own? Unknown or dead hosts: peers are told they are unreachable."""
+    def ok(name: str) -> bool:
+        host = state.hosts.get(name)
+        return host is not None and (host.alive or name in assume_alive) and bool(host.underlay_ip) \
+            and host.underlay_ip != me.underlay_ip
+    return ok
+
+
 def _remote_entries(net: Network, vxlan: str, state: StateCache, me: HostInfo,
                     assume_alive: frozenset[str]) -> tuple[set[Fdb], set[Neigh]]:
     fdb: set[Fdb] = set()
     neigh: set[Neigh] = set()
+    peer = _peer(state, me, assume_alive)
     for ep in state.endpoints.values():
-        if ep.network != net.name or ep.host == me.name:
+        if ep.network != net.name or ep.host == me.name or not peer(ep.host):
             continue
-        host = state.hosts.get(ep.host)
-        alive = host is not None and (host.alive or host.name in assume_alive)
-        if host is None or not alive or not host.underlay_ip or host.underlay_ip == me.underlay_ip:
-            continue  # unknown or dead host: peers are told it is unreachable
+        host = state.hosts[ep.host]
         fdb.add(Fdb(vxlan, ep.mac, host.underlay_ip))
         neigh.add(Neigh(vxlan, ep.ip, ep.mac))
     return fdb, neigh
@@ -136,7 +150,7 @@ def _network_ns(net: Network, local: list[Endpoint], state: StateCache, me: Host
 
 
 def _container_ns(name: str, eps: list[Endpoint], state: StateCache, me: HostInfo,
-                  actual: Namespace | None) -> Namespace:
+                  actual: Namespace | None, assume_alive: frozenset[str]) -> Namespace:
     n = me.naming
     existing = {link.alias: link.name for link in (actual.links.values() if actual else ())
                 if link.alias.startswith(MARK) and link.name != "lo"}
@@ -144,6 +158,9 @@ def _container_ns(name: str, eps: list[Endpoint], state: StateCache, me: HostInf
     links: dict[str, Link] = {}
     addrs: set[tuple[str, str]] = set()
     routes: set[Route] = set()
+    # The default route: the network it publishes ports on, else the first non-internal one.
+    outward = [e for e in eps if not state.networks[e.network].internal and state.networks[e.network].gateway]
+    default = min(outward, key=lambda e: (not e.ports, e.created, e.network)) if outward else None
     for ep in sorted(eps, key=lambda e: (e.created, e.network)):
         net = state.networks[ep.network]
         alias = n.endpoint_alias(ep.id)
@@ -154,11 +171,14 @@ def _container_ns(name: str, eps: list[Endpoint], state: StateCache, me: HostInf
         links[ifname] = Link(ifname, "veth", alias=alias, mac=ep.mac, mtu=overlay_mtu(net, me), up=True)
         prefix = ipaddress.IPv4Network(net.subnet).prefixlen
         addrs.add((ifname, f"{ep.ip}/{prefix}"))
-        if not net.internal and not routes and net.gateway:
+        if ep is default:
             routes.add(Route("default", net.gateway, ifname))
     marker = n.container_marker(name)
+    peer = _peer(state, me, assume_alive)
+    table = services_nft.build(eps, state.services.values(), state.endpoints.values(),
+                               alive=lambda host: host == me.name or peer(host)) if state.services else None
     return Namespace(n.container_ns(name), marker, links, frozenset(addrs), frozenset(routes),
-                     resolv=netns.resolv_conf(marker))
+                     resolv=netns.resolv_conf(marker), services=table)
 
 
 def desired_state(state: StateCache, me: HostInfo, actual: dict[str, Namespace] | None = None, *,
@@ -181,7 +201,7 @@ def desired_state(state: StateCache, me: HostInfo, actual: dict[str, Namespace] 
         out[ns.name] = ns
     for name, eps in by_container.items():
         ns_name = me.naming.container_ns(name)
-        out[ns_name] = _container_ns(name, eps, state, me, actual.get(ns_name))
+        out[ns_name] = _container_ns(name, eps, state, me, actual.get(ns_name), assume_alive)
     return out
 
 
@@ -201,14 +221,22 @@ def local_containers(state: StateCache, me: HostInfo) -> dict[str, str]:
 
 def desired_agent_ns(state: StateCache, me: HostInfo, desired: dict[str, Namespace]) -> AgentNs:
     """The agent's own namespace: the allow-list of every known host and this one, the
-    NAT table while any network has an uplink, and each uplink's host end with its
-    address (the far end of the network namespace's default route)."""
+    NAT table while any network has an uplink, each uplink's host end with its address
+    (the far end of the network namespace's default route), and the published ports of
+    this host's containers with a route to each one's subnet through its uplink."""
     vteps = vtep.desired_filter({h.name: h.underlay_ip for h in state.hosts.values()},
                                 me_ip=me.underlay_ip, port=me.vxlan_port)
     uplinks = {}
+    via: dict[str, tuple[str, str]] = {}  # network -> (uplink host end, the namespace's end)
     for ns in desired.values():
         link = ns.links.get(Naming.UPLINK)
         if link is not None:
             host_ip = next(r.gateway for r in ns.routes if r.dev == link.name)
-            uplinks[Naming.uplink_host(link.alias[len(UPLINK_MARK):])] = frozenset({f"{host_ip}/30"})
-    return AgentNs(vteps, nat.host(desired.values()), uplinks)
+            network = link.alias[len(UPLINK_MARK):]
+            uplinks[Naming.uplink_host(network)] = frozenset({f"{host_ip}/30"})
+            ns_ip = next(c for d, c in ns.addrs if d == link.name).split("/")[0]
+            via[network] = (Naming.uplink_host(network), ns_ip)
+    published = [ports_nft.Published(ep, state.networks[ep.network].subnet, *via[ep.network])
+                 for eps in _local_endpoints(state, me).values() for ep in eps if ep.ports and ep.network in via]
+    ports, routes = ports_nft.build(published)
+    return AgentNs(vteps, nat.host(desired.values()), uplinks, ports, routes)

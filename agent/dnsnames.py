@@ -13,6 +13,9 @@ that network, for a container that shares the network, and for no other:
   forwarded: isolation holds for names too; so is `<x>.<network>` for any network;
 - A records carry the address; any other type for a known name is an empty NOERROR
   answer (AAAA included: the overlay is IPv4, and a resolver must not wait for one);
+- a service (vxlab.services) is a name on its network like a container's: `<service>`
+  and `<service>.<network>` resolve to its VIP (the controller keeps service names
+  unique among the network's names and aliases);
 - reverse lookups (PTR) of an address on a shared network give `<name>.<network>.`;
   an address in any network's subnet that is not the asker's to see is NXDOMAIN;
 - anything else is not ours: `respond` returns None (the server forwards it to the
@@ -43,7 +46,7 @@ import dns.rdatatype
 import dns.reversename
 import dns.rrset
 
-from vxlab.model import Endpoint, Network
+from vxlab.model import Endpoint, Network, Service
 
 TTL = 0
 _REVERSE = dns.name.from_text("in-addr.arpa.")
@@ -62,7 +65,7 @@ class Names:
 
     @classmethod
     def of(cls, endpoints: Iterable[Endpoint], networks: dict[str, Network], *, host: str,
-           revision: int = 0) -> Names:
+           revision: int = 0, services: Iterable[Service] = ()) -> Names:
         names: dict[str, dict[str, str]] = {n: {} for n in networks}
         ptr: dict[str, dict[str, str]] = {n: {} for n in networks}
         local: dict[str, list[Endpoint]] = {}
@@ -75,6 +78,10 @@ class Names:
             ptr[ep.network][ep.ip] = ep.name
             if ep.host == host:
                 local.setdefault(ep.name, []).append(ep)
+        for s in services:
+            if s.network in networks and s.vip:
+                names[s.network].setdefault(s.name, s.vip)
+                ptr[s.network][s.vip] = s.name
         attached = {c: tuple(e.network for e in sorted(eps, key=lambda e: (e.created, e.network)))
                     for c, eps in local.items()}
         subnets = tuple(ipaddress.IPv4Network(n.subnet) for n in networks.values() if n.subnet)

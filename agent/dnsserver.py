@@ -122,7 +122,8 @@ class Resolver:
         """The answers' index, rebuilt when the cache moved to another revision."""
         c = self.cache
         if self._names is None or self._names.revision != c.revision:
-            self._names = Names.of(c.endpoints.values(), c.networks, host=self.host, revision=c.revision)
+            self._names = Names.of(c.endpoints.values(), c.networks, host=self.host, revision=c.revision,
+                                   services=c.services.values())
         return self._names
 
     def answer(self, data: bytes, asker: str) -> tuple[dns.message.Message | None, dns.message.Message | None]:

@@ -8,8 +8,9 @@ error, `Foreign` for unmarked objects in the way, `adopt_link` only in a namespa
 the given marker, veth pairs that vanish together, `interrupt` leaving an unmarked
 object behind, a write counter per method called, a dump with `lo` (carrying the
 marker) and only what the real dump reads. The agent's own namespace holds the
-allow-list, the NAT table and the uplinks' host ends (`own`); `arp` holds a
-namespace's dynamic ARP entries (what `forget_stale_neigh` may delete).
+allow-list, the NAT and published-ports tables, the uplinks' host ends and routes
+(`own`; its sysctls in `sysctls`); `arp` holds a namespace's dynamic ARP entries (what
+`forget_stale_neigh` may delete).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from vxlab.agent.kernel import (MARK, UPLINK_MARK, AgentNs, Fdb, Foreign, Kernel, KernelError, Link, Namespace, Nat, Neigh,
-                               PolicyTable, Route, Underlay, VtepFilter)
+                               NftTable, PolicyTable, Route, Underlay, VtepFilter)
 from vxlab.agent.underlay import UnderlayFacts, select_underlay
 
 ZERO_MAC = "00:00:00:00:00:00"
@@ -37,6 +38,8 @@ class _Ns:
     policy: PolicyTable | None = None
     nat: Nat | None = None
     resolv: str | None = None
+    services: NftTable | None = None  # a container namespace's
+    ports: NftTable | None = None     # the agent's own namespace's
 
 
 def _lo(marker: str) -> Link:
@@ -45,15 +48,16 @@ def _lo(marker: str) -> Link:
 
 def _dumped(name: str, n: _Ns) -> Namespace:
     """`n` as NetlinkKernel's dump reads it: FDB and neighbour entries of vxlan devices
-    only, tables only in a network namespace (ours, with a bridge), a resolv.conf only
-    in one of ours without a bridge (a container's)."""
+    only, tables only in a network namespace (ours, with a bridge), a resolv.conf and a
+    services table only in one of ours without a bridge (a container's)."""
     vxlans = {d for d, link in n.links.items() if link.kind == "vxlan"}
     network = n.marker.startswith(MARK) and any(link.kind == "bridge" for link in n.links.values())
+    container = n.marker.startswith(MARK) and not network
     return Namespace(name, n.marker, {"lo": _lo(n.marker), **n.links}, frozenset(n.addrs), frozenset(n.routes),
                      frozenset(e for e in n.fdb.values() if e.dev in vxlans),
                      frozenset(e for e in n.neigh.values() if e.dev in vxlans),
                      n.policy if network else None, n.nat if network else None,
-                     n.resolv if n.marker.startswith(MARK) and not network else None)
+                     n.resolv if container else None, n.services if container else None)
 
 
 class FakeKernel(Kernel):
@@ -63,7 +67,8 @@ class FakeKernel(Kernel):
         self._underlay = underlay
         self.peers: dict[tuple[str, str], tuple[str, str]] = {}  # veth end -> other end
         self.vteps: VtepFilter | None = None  # the allow-list table of the agent's namespace
-        self.own = _Ns("")  # the agent's namespace: uplink host ends (links, addrs) and its NAT table
+        self.own = _Ns("")  # the agent's namespace: uplink host ends (links, addrs, routes), NAT and ports tables
+        self.sysctls: dict[tuple[str, str], str] = {}  # (namespace, key) -> value, as set_ports sets them
 
     def _get(self, ns: str) -> _Ns:
         """Namespace `ns`; "" is the agent's own."""
@@ -86,7 +91,8 @@ class FakeKernel(Kernel):
     def agent_ns(self) -> AgentNs:
         uplinks = {name: frozenset(c for d, c in self.own.addrs if d == name) for name, link in self.own.links.items()
                    if link.alias.startswith(UPLINK_MARK)}
-        return AgentNs(self.vteps, self.own.nat, uplinks)
+        return AgentNs(self.vteps, self.own.nat, uplinks, self.own.ports,
+                       frozenset(r for r in self.own.routes if r.dev in uplinks))
 
     def underlay(self, *, ip: str = "", dev: str = "", towards: Sequence[str] = ()) -> Underlay:
         """By agent/underlay.py's rules over one device holding the underlay address,
@@ -124,6 +130,32 @@ class FakeKernel(Kernel):
         if n is not None and n.nat is not None:
             n.nat = None
             self.writes["delete_nat"] += 1
+
+    def set_ports(self, want: NftTable) -> None:
+        for key, value in want.sysctls:  # like /proc/sys: a device's keys only while it exists
+            parts = key.split("/")
+            if parts[:3] != ["net", "ipv4", "conf"] or parts[3] in self.own.links:
+                self.sysctls[("", key)] = value
+        if self.own.ports != want:
+            self.own.ports = want
+            self.writes["set_ports"] += 1
+
+    def delete_ports(self) -> None:
+        if self.own.ports is not None:
+            self.own.ports = None
+            self.writes["delete_ports"] += 1
+
+    def set_services(self, ns: str, want: NftTable) -> None:
+        n = self._get(ns)
+        if n.services != want:
+            n.services = want
+            self.writes["set_services"] += 1
+
+    def delete_services(self, ns: str) -> None:
+        n = self.ns.get(ns)
+        if n is not None and n.services is not None:
+            n.services = None
+            self.writes["delete_services"] += 1
 
     def set_resolv(self, ns: str, text: str) -> None:
         n = self._get(ns)

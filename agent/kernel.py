@@ -21,9 +21,11 @@ is its own, and is marked again. Nothing the agent makes is ever unmarked in the
 agent's own namespace: a VXLAN device is created straight into its network namespace,
 and an uplink's host end is made and marked in the network namespace, then moved.
 
-nftables: our tables (the VTEP allow-list and NAT of the agent's namespace, NAT and
-policy of a network namespace) are part of the state, read with every dump and
-planned like links (agent/nft.py is the driver). So is a container namespace's
+nftables: our tables (the VTEP allow-list, NAT and published ports of the agent's
+namespace, NAT and policy of a network namespace, services of a container's) are part
+of the state, read with every dump and planned like links (agent/nft.py is the driver);
+so are the agent namespace's routes through our uplinks (to the subnets of published
+containers). So is a container namespace's
 `/etc/netns/<name>/resolv.conf` (pointing at the agent's embedded DNS, agent/dnsserver.py):
 a file, but one that `ip netns exec` mounts into the namespace, written and removed
 with it (vxlab.netns).
@@ -102,6 +104,7 @@ class Namespace:
     policy: PolicyTable | None = None                    # network namespaces: our nft policy table
     nat: Nat | None = None                               # network namespaces: our NAT table (uplink)
     resolv: str | None = None                            # container namespaces: our /etc/netns/<name>/resolv.conf
+    services: NftTable | None = None                     # container namespaces: our service VIPs (services_nft.py)
 
 
 @dataclass(frozen=True)
@@ -122,11 +125,27 @@ class AgentNs:
     """What the agent keeps in its own namespace, as the kernel holds it: our nftables
     tables (None where one is missing or not in the shape we write: a rewrite repairs
     it) and our links there, the uplinks' host ends (alias `vxlab:uplink:…`), with
-    their IPv4 addresses."""
+    their IPv4 addresses, the published ports' table (ports_nft.py) and the routes
+    through the uplinks (main table, not the kernel's link routes)."""
 
     vteps: VtepFilter | None = None
     nat: Nat | None = None
     uplinks: dict[str, frozenset[str]] = field(default_factory=dict)   # link -> {"ip/prefixlen"}
+    ports: NftTable | None = None
+    routes: frozenset[Route] = frozenset()
+
+
+@dataclass(frozen=True)
+class NftTable:
+    """A table of ours compared by its tag alone (`vxlab:<digest>:<rules>`, what a dump
+    reads back: agent/nfttag.py): the published ports of the agent's namespace, the
+    services of a container's. `script` writes it, `summary` says for plans what it
+    holds, `sysctls` (key, value) are set in its namespace before it is written."""
+
+    tag: str
+    script: str = field(default="", compare=False)
+    summary: str = field(default="", compare=False)
+    sysctls: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -212,6 +231,27 @@ class Kernel(ABC):
     def delete_nat(self, ns: str) -> None:
         """Remove our NAT table from `ns` ("" = the agent's namespace); a missing one is
         no error."""
+
+    # --- published ports (the agent's own namespace) -------------------------------------
+    @abstractmethod
+    def set_ports(self, want: NftTable) -> None:
+        """Make our published-ports table (`ip vxlab_ports`) of the agent's namespace
+        `want`, atomically, after setting its sysctls (route_localnet on the uplinks of
+        loopback-bound ports); nothing is written when its tag is right already."""
+
+    @abstractmethod
+    def delete_ports(self) -> None:
+        """Remove our published-ports table; a missing one is no error."""
+
+    # --- services (in a container namespace) --------------------------------------------
+    @abstractmethod
+    def set_services(self, ns: str, want: NftTable) -> None:
+        """Make our services table (`ip vxlab_svc`) in the container namespace `ns` `want`,
+        atomically; nothing is written when its tag is right already."""
+
+    @abstractmethod
+    def delete_services(self, ns: str) -> None:
+        """Remove our services table from `ns`; a missing one (or namespace) is no error."""
 
     # --- network policy (in a network namespace) ---------------------------------------
     @abstractmethod

@@ -26,6 +26,7 @@ import dataclasses
 import errno
 import hashlib
 import os
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -43,6 +44,7 @@ from vxlab.agent.netlink_dump import (
     read_addrs,
     read_links,
     read_namespace,
+    route_of,
 )
 from vxlab.agent.netlink_ns import Handles, NamespaceMissing, NsHandle
 from vxlab.agent.netlink_objs import ObjectOps, where
@@ -146,8 +148,8 @@ class NetlinkKernel(TableOps, ObjectOps):
             if ns.marker.startswith(MARK) and any(link.kind == "bridge" for link in ns.links.values()):
                 policy, nat = self.network_tables(name)  # a network namespace
                 ns = dataclasses.replace(ns, policy=policy, nat=nat)
-            elif ns.marker.startswith(MARK):
-                ns = dataclasses.replace(ns, resolv=netns.read_resolv(name))
+            elif ns.marker.startswith(MARK):  # a container namespace
+                ns = dataclasses.replace(ns, resolv=netns.read_resolv(name), services=self.container_tables(name))
             out[name] = ns
         return out
 
@@ -156,10 +158,12 @@ class NetlinkKernel(TableOps, ObjectOps):
         with self._op("dump", "", "links"):
             links, names = read_links(own)
             addrs = read_addrs(own)
-        vteps, nat = self.own_tables()
-        ours = {n for n, link in links.items() if link.alias.startswith(UPLINK_MARK)}
+            ours = {n for n, link in links.items() if link.alias.startswith(UPLINK_MARK)}
+            found = (route_of(m, names) for m in own.ipr.route("dump", family=socket.AF_INET))
+            routes = frozenset(r for r in found if r is not None and r.dev in ours)
+        vteps, nat, ports = self.own_tables()
         uplinks = {n: frozenset(c for i, c, _s in addrs if names.get(i) == n) for n in ours}
-        return AgentNs(vteps, nat, uplinks)
+        return AgentNs(vteps, nat, uplinks, ports, routes)
 
     def underlay(self, *, ip: str = "", dev: str = "", towards: Sequence[str] = ()) -> Underlay:
         own = self._own()

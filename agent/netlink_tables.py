@@ -1,9 +1,10 @@
 """The nftables side of `NetlinkKernel` (a mixin): our tables read for a dump, the
-VTEP allow-list and NAT of the agent's namespace, NAT and network policy of a network
-namespace, and the conntrack entries a changed policy must forget.
+VTEP allow-list, NAT and published ports of the agent's namespace, NAT and network
+policy of a network namespace, services of a container's, and the conntrack entries a
+changed policy must forget.
 
 Tables go through the firewall driver (nft.py), rendered and parsed by the pure
-modules (vtep.py, nat.py, policy_nft.py); every write is ensure-style (read, compare,
+modules (vtep.py, nat.py, policy_nft.py, ports_nft.py, services_nft.py); every write is ensure-style (read, compare,
 replace the whole table atomically only when it differs). Conntrack is read and
 pruned with pyroute2 from a short-lived thread inside the namespace.
 """
@@ -17,8 +18,8 @@ from typing import Any
 from pyroute2 import Conntrack
 from pyroute2.netlink.exceptions import NetlinkError
 from vxlab import netns
-from vxlab.agent import nat, policy_nft, vtep
-from vxlab.agent.kernel import KernelError, Nat, PolicyTable, VtepFilter
+from vxlab.agent import nat, policy_nft, ports_nft, services_nft, vtep
+from vxlab.agent.kernel import KernelError, Nat, NftTable, PolicyTable, VtepFilter
 from vxlab.agent.netlink_ns import ns_ident
 from vxlab.agent.nft import Nft, where
 
@@ -35,6 +36,8 @@ BRIDGE_NF_ON = {"net/bridge/bridge-nf-call-iptables": "1", "net/bridge/bridge-nf
 VTEP = (vtep.FAMILY, vtep.TABLE)
 NAT = (nat.FAMILY, nat.TABLE)
 POLICY = (policy_nft.FAMILY, policy_nft.TABLE)
+PORTS = (ports_nft.FAMILY, ports_nft.TABLE)
+SERVICES = (services_nft.FAMILY, services_nft.TABLE)
 
 
 def forget_connections(ns: str, ips: tuple[str, ...]) -> int:
@@ -77,12 +80,18 @@ class TableOps:
         return (policy_nft.parse(found[POLICY]) if POLICY in found else None,
                 nat.parse(found[NAT]) if NAT in found else None)
 
-    def own_tables(self) -> tuple[VtepFilter | None, Nat | None]:
-        """The agent namespace's allow-list and NAT tables (one read)."""
+    def own_tables(self) -> tuple[VtepFilter | None, Nat | None, NftTable | None]:
+        """The agent namespace's allow-list, NAT and published-ports tables (one read)."""
         self._own()
-        found = self._nft.read("", (VTEP, NAT))
+        found = self._nft.read("", (VTEP, NAT, PORTS))
         return (vtep.parse(found[VTEP]) if VTEP in found else None,
-                nat.parse(found[NAT]) if NAT in found else None)
+                nat.parse(found[NAT]) if NAT in found else None,
+                ports_nft.parse(found[PORTS]) if PORTS in found else None)
+
+    def container_tables(self, ns: str) -> NftTable | None:
+        """A container namespace's services table, for its dump."""
+        found = self._nft.read(ns, (SERVICES,))
+        return services_nft.parse(found[SERVICES]) if SERVICES in found else None
 
     def _replace(self, op: str, ns: str, table: tuple[str, str], render: Callable[[], str]) -> None:
         try:
@@ -110,6 +119,25 @@ class TableOps:
     def delete_vtep_filter(self) -> None:
         self._own()
         self._delete("delete_vtep_filter", "", VTEP)
+
+    # --- published ports (ports_nft.py) and services (services_nft.py) ----------------------
+    def set_ports(self, want: NftTable) -> None:
+        self._sysctls("", dict(want.sysctls))  # route_localnet on the uplinks of loopback-bound ports
+        if self.own_tables()[2] != want:
+            self._replace("set_ports", "", PORTS, lambda: want.script)
+
+    def delete_ports(self) -> None:
+        self._own()
+        self._delete("delete_ports", "", PORTS)
+
+    def set_services(self, ns: str, want: NftTable) -> None:
+        self._own()
+        if self.container_tables(ns) != want:
+            self._replace("set_services", ns, SERVICES, lambda: want.script)
+
+    def delete_services(self, ns: str) -> None:
+        self._own()
+        self._delete("delete_services", ns, SERVICES)
 
     # --- NAT (nat.py) -----------------------------------------------------------------------
     def set_nat(self, ns: str, want: Nat) -> None:

@@ -1,7 +1,7 @@
 """The firewall driver: the agent's own nftables tables, in any network namespace.
 
-Every table of ours (the VTEP allow-list, network policy, NAT; next faults, ports,
-services) goes through here, the same three ways:
+Every table of ours (the VTEP allow-list, network policy, NAT, published ports,
+services; next faults) goes through here, the same three ways:
 
 - read: `list tables`, then `list table` (JSON) for each of the asked-for tables that
   exists; nothing but our tables is listed, so a large or odd foreign ruleset (Docker's,

@@ -9,10 +9,12 @@ Order: namespaces are created first, then bridges and VXLAN devices, veth pairs,
 addresses, routes and entries; removals run in reverse (entries, links, namespaces).
 What the agent keeps in its own namespace is planned by `plan_agent_ns`: the rogue-VTEP
 allow-list (first: the filter is in place before any VXLAN device is up), the NAT table
-(while any network has an uplink) and the uplinks' host ends (an uplink whose host end
-is missing or lacks its address is made again; a host end no network uses goes). A
-network namespace's policy and NAT tables are one action each, right after the
-namespace exists (before any container is attached to its bridge).
+(while any network has an uplink), the uplinks' host ends (an uplink whose host end
+is missing or lacks its address is made again; a host end no network uses goes), the
+published-ports table and the routes to published containers' subnets through their
+uplinks (after the uplinks). A network namespace's policy and NAT tables, and a
+container namespace's services table, are one action each, right after the namespace
+exists (before any container is attached to its bridge).
 
 A link left unmarked by a pass that stopped between creating and marking it, with the
 exact name the agent gives it, in a namespace of ours, is adopted first (`adopt_link`)
@@ -27,13 +29,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from vxlab.agent import nat, policy_nft, vtep
-from vxlab.agent.kernel import MARK, UPLINK_MARK, AgentNs, Fdb, Link, Namespace, Neigh
+from vxlab.agent import nat, policy_nft, ports_nft, services_nft, vtep
+from vxlab.agent.kernel import MARK, UPLINK_MARK, AgentNs, Fdb, Link, Namespace, Neigh, NftTable
 from vxlab.agent.names import Naming
 
 Op = Literal["add", "delete", "replace", "update"]
 # Execution order of the phases (lower first).
-PHASE = {"vtep~": 0, "netns+": 0, "adopt": 0, "link^": 0, "policy~": 1, "nat~": 1, "resolv~": 1, "bridge+": 1, "vxlan+": 2, "veth+": 3,
+PHASE = {"vtep~": 0, "netns+": 0, "adopt": 0, "link^": 0, "policy~": 1, "nat~": 1, "resolv~": 1, "table~": 1,
+         "bridge+": 1, "ports~": 6, "vxlan+": 2, "veth+": 3,
          "uplink+": 3, "link~": 4, "addr^": 4, "addr+": 5, "route+": 6,
          "fdb+": 7, "neigh+": 7, "neigh-": 8, "fdb-": 8, "route-": 9, "addr-": 9, "link-": 10, "netns-": 11}
 
@@ -211,7 +214,21 @@ def _diff_ns(want: Namespace, have: Namespace, desired: dict[str, Namespace]) ->
     elif why:
         out.append(_act("delete", "policy", ns, f"{policy_nft.FAMILY} {policy_nft.TABLE}", why, "delete_policy",
                         "policy~", ns))
-    return out + _plan_nat(ns, want.nat, have.nat) + _plan_resolv(ns, want.resolv, have.resolv)
+    return out + _plan_nat(ns, want.nat, have.nat) + _plan_resolv(ns, want.resolv, have.resolv) + _plan_table(
+        ns, "services", want.services, have.services, why=services_nft.diff_reason(want.services, have.services),
+        table=f"{services_nft.FAMILY} {services_nft.TABLE}", method="services")
+
+
+def _plan_table(ns: str, kind: str, want: NftTable | None, have: NftTable | None, *, why: str, table: str,
+                method: str, phase: str = "table~") -> list[Action]:
+    """One action when a tagged table of `ns` ("" = the agent's) differs from `want`:
+    `set_<method>` (the agent's namespace: no namespace argument) or `delete_<method>`."""
+    if not why:
+        return []
+    where, args = (ns, (ns,)) if ns else (vtep.AGENT_NS, ())
+    if want is None:
+        return [_act("delete", kind, where, table, why, f"delete_{method}", phase, *args)]
+    return [_act("add" if have is None else "update", kind, where, table, why, f"set_{method}", phase, *args, want)]
 
 
 def _plan_resolv(ns: str, want: str | None, have: str | None) -> list[Action]:
@@ -272,6 +289,15 @@ def plan_agent_ns(want: AgentNs, have: AgentNs, desired: dict[str, Namespace], p
         out.append(_act("add" if have.vteps is None else "update", "vteps", vtep.AGENT_NS,
                         f"{vtep.FAMILY} {vtep.TABLE}", reason, "set_vtep_filter", "vtep~", want.vteps))
     out += _plan_nat("", want.nat, have.nat)
+    out += _plan_table("", "ports", want.ports, have.ports, why=ports_nft.diff_reason(want.ports, have.ports),
+                       table=f"{ports_nft.FAMILY} {ports_nft.TABLE}", method="ports",
+                       phase="ports~")  # after the uplinks: its sysctls are theirs
+    for r in sorted(want.routes - have.routes):
+        out.append(_act("add", "route", vtep.AGENT_NS, f"{r.dst} via {r.gateway} dev {r.dev}",
+                        "to a container with published ports", "add_route", "route+", "", r))
+    for r in sorted(have.routes - want.routes):
+        out.append(_act("delete", "route", vtep.AGENT_NS, f"{r.dst} via {r.gateway} dev {r.dev}",
+                        "no container of that network publishes here any more", "del_route", "route-", "", r))
     making = {dict(a.kwargs)["host_name"] for a in planned if a.method == "add_uplink"}
     for ns in desired.values():
         link = _uplink_of(ns)

@@ -15,23 +15,25 @@ link-local IPv6).
 
 The table's first rule carries `vxlab:<digest>:<rules>` as its comment, so a dump
 compares one string: a missing table, another digest or rule count is rewritten whole,
-atomically (agent/nft.py: `add table; delete table; table …` in one transaction).
+atomically (agent/nfttag.py; agent/nft.py: `add table; delete table; table …` in one
+transaction).
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
-import json
 from collections.abc import Iterable
 
 from vxlab import policy as semantics
+from vxlab.agent import nfttag
 from vxlab.agent.kernel import PolicyTable
 from vxlab.model import Endpoint, Policy, Selector
 
 TABLE = "vxlab_policy"
 FAMILY = "inet"
 CHAIN = "forward"
+HEADER = "type filter hook forward priority filter; policy accept;"
+SHAPE = nfttag.hooks([nfttag.Chain(CHAIN, HEADER, ())])
 
 
 def _resolve(sel: Selector, members: list[Endpoint]) -> list[str] | None:
@@ -78,34 +80,17 @@ def build(network: str, local: list[Endpoint], members: Iterable[Endpoint],
             rules.append(_rule(p, src, dst))
     if not rules:
         return None
-    head = ["meta nfproto ipv6 counter drop", f"ip daddr != {_set(local_ips)} accept"]
-    digest = hashlib.sha256("\n".join(head + rules).encode()).hexdigest()[:16]
-    count = 1 + len(head) + len(rules)
-    tag = f"vxlab:{digest}:{count}"
-    body = "\n".join(f"    {r}" for r in [f'ct state established,related accept comment "{tag}"', *head, *rules])
-    script = (f"table {FAMILY} {TABLE} {{\n  chain {CHAIN} {{\n"
-              f"    type filter hook forward priority filter; policy accept;\n{body}\n  }}\n}}\n")
+    head = ["ct state established,related accept", "meta nfproto ipv6 counter drop",
+            f"ip daddr != {_set(local_ips)} accept"]
+    script, tag = nfttag.render(FAMILY, TABLE, [nfttag.Chain(CHAIN, HEADER, (*head, *rules))])
     return PolicyTable(tag, script=script, local=tuple(local_ips), rules=len(rules))
 
 
 def parse(listing: str) -> PolicyTable | None:
     """The table's tag from `nft -j list table inet vxlab_policy`; None when it is not in
     the shape `build` writes (a rewrite repairs it)."""
-    try:
-        items = json.loads(listing)["nftables"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    chains = [i["chain"] for i in items if "chain" in i]
-    rules = [i["rule"] for i in items if "rule" in i]
-    if len(chains) != 1 or not rules:
-        return None
-    c = chains[0]
-    if (c.get("name"), c.get("type"), c.get("hook"), c.get("policy")) != (CHAIN, "filter", "forward", "accept"):
-        return None
-    tag = rules[0].get("comment", "")
-    if not isinstance(tag, str) or not tag.startswith("vxlab:") or tag.rsplit(":", 1)[-1] != str(len(rules)):
-        return None
-    return PolicyTable(tag)
+    tag = nfttag.parse(listing, SHAPE)
+    return None if tag is None else PolicyTable(tag)
 
 
 def diff_reason(want: PolicyTable | None, have: PolicyTable | None) -> str:

@@ -1,4 +1,4 @@
-"""Pure allocation logic: subnets from a pool, VNIs, endpoint addresses and MACs.
+"""Pure allocation logic: subnets from a pool, VNIs, endpoint addresses, VIPs and MACs.
 
 No I/O here. The controller reads what is in use from etcd, asks these functions for
 a candidate, and commits it with a compare-and-create transaction; when another
@@ -75,6 +75,16 @@ def lowest_free_ip(
     below it is taken skip the scan over every address in use)."""
     gw = int(gateway)
     for addr in range(max(start, int(net.network_address) + 1), int(net.broadcast_address)):
+        if addr != gw and addr not in used:
+            return ipaddress.IPv4Address(addr)
+    raise ResourceExhausted(f"ip: subnet {net} is full")
+
+
+def highest_free_ip(net: Net4, *, gateway: ipaddress.IPv4Address, used: Container[int]) -> ipaddress.IPv4Address:
+    """The highest address of `net` that is not broadcast, gateway or in `used`: where
+    service VIPs go (containers take the lowest, so their addresses stay predictable)."""
+    gw = int(gateway)
+    for addr in range(int(net.broadcast_address) - 1, int(net.network_address), -1):
         if addr != gw and addr not in used:
             return ipaddress.IPv4Address(addr)
     raise ResourceExhausted(f"ip: subnet {net} is full")

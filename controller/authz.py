@@ -8,7 +8,7 @@ naming the field. With TLS off there is no identity and the server installs no c
 - a host (`vxlab://host/NAME`): RegisterHost, KeepAlive and DeregisterHost as itself
   only, its ops channel (AgentService.Connect, authorized on the stream's first
   message, the Hello naming the host) as itself only, plus every read (Get*, List*,
-  Watch); never creates, updates or deletes networks, endpoints or policies, and never
+  Watch); never creates, updates or deletes networks, endpoints, policies or services, and never
   runs ops (OpsService.Run: probes, captures, commands on hosts are admin only);
 - any other certificate of the CA: nothing.
 """
@@ -21,13 +21,14 @@ from vxlab.errors import PermissionDenied
 from vxlab.tls import Identity
 
 READS = frozenset({"GetHost", "ListHosts", "GetNetwork", "ListNetworks", "GetEndpoint", "ListEndpoints",
-                   "GetPolicy", "ListPolicies", "Watch"})
+                   "GetPolicy", "ListPolicies", "GetService", "ListServices", "Watch"})
 AS_ITSELF = {"RegisterHost": "host.name", "KeepAlive": "name", "DeregisterHost": "name",
              "Connect": "hello.host"}  # where the host is named
 WRITES = {"CreateNetwork": ("network", "create networks"), "DeleteNetwork": ("network", "delete networks"),
           "UpdateNetwork": ("network", "update networks"), "UpdateEndpoint": ("endpoint", "update endpoints"),
           "CreateEndpoint": ("endpoint", "create endpoints"), "DeleteEndpoint": ("endpoint", "delete endpoints"),
           "CreatePolicy": ("policy", "create policies"), "DeletePolicy": ("policy", "delete policies"),
+          "CreateService": ("service", "create services"), "DeleteService": ("service", "delete services"),
           "Run": ("op", "run operations on hosts")}
 
 

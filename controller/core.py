@@ -1,4 +1,4 @@
-"""The controller core: hosts, networks, endpoints, policies and watch over one store.
+"""The controller core: hosts, networks, endpoints, policies, services and watch over one store.
 
 Stateless apart from in-flight reservations and the agents' ops channels connected to
 this process (`ops`, opshub.py): any number of controller processes can serve the same
@@ -13,6 +13,7 @@ from vxlab.controller.hosts import Hosts
 from vxlab.controller.networks import Networks
 from vxlab.controller.opshub import OpsHub
 from vxlab.controller.policies import Policies
+from vxlab.controller.services import Services
 from vxlab.controller.store import Store
 from vxlab.controller.watch import Watcher
 
@@ -25,6 +26,7 @@ class Controller:
         self.endpoints = Endpoints(self.ctx)
         self.hosts = Hosts(self.ctx, self.endpoints)
         self.policies = Policies(self.ctx)
+        self.services = Services(self.ctx)
         self.watcher = Watcher(self.ctx)
         self.ops = OpsHub()
 

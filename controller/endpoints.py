@@ -12,7 +12,7 @@ the transaction re-checks all of it. A failed transaction discards the hint, rea
 everything again (which also produces the precise error: not found, already
 exists, address in use) and retries.
 
-Update changes an endpoint's labels and aliases in place (a compare-and-swap on the
+Update changes an endpoint's labels, aliases and published ports in place (a compare-and-swap on the
 record's mod revision); its network, host, address and MAC cannot change: the endpoint
 is deleted and created again (what `up` does for a moved container or a new address).
 
@@ -20,7 +20,10 @@ Aliases (more DNS names of the container on the network) are unique on the netwo
 among endpoint names and aliases: each holds an alloc key `alias/<network>/<alias>`,
 and the transaction that adds one also compares that no endpoint has it as its name
 (and a create, that its name is nobody's alias). A clash is ALREADY_EXISTS naming the
-field, found again by the full read after a failed transaction.
+field, found again by the full read after a failed transaction. Services hold the same
+key for their name (value `service:<name>`, controller/services.py).
+
+Published ports are claimed per host in the same transactions (controller/portclaims.py).
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
+from vxlab import ports as portspec
 from vxlab import validate
-from vxlab.controller import alloc
+from vxlab.controller import alloc, portclaims
 from vxlab.controller.context import Context, now
 from vxlab.controller.networks import same_immutable, update_fields
 from vxlab.controller.keys import Keys
@@ -44,18 +48,27 @@ from vxlab.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Not
 from vxlab.model import Endpoint, Network, from_json, to_json
 
 
-MUTABLE = ("labels", "aliases")
+MUTABLE = ("labels", "aliases", "ports")
 IMMUTABLE = ("host", "ip", "mac")
 RECREATE = "delete the endpoint and create it again"
 
 
-def check(ep: Endpoint) -> ipaddress.IPv4Address | None:
+def check(ep: Endpoint) -> tuple[Endpoint, ipaddress.IPv4Address | None]:
+    """A create request validated: normalised (its ports), and its address if given."""
     validate.name(ep.name, field="endpoint.name", max_len=validate.CONTAINER_NAME_MAX)
     validate.name(ep.network, field="endpoint.network", max_len=validate.NETWORK_NAME_MAX)
     validate.name(ep.host, field="endpoint.host", max_len=validate.HOST_NAME_MAX)
     validate.labels(ep.labels, field="endpoint.labels")
     validate.aliases(ep.aliases, owner=ep.name, field="endpoint.aliases")
-    return validate.ipv4(ep.ip, field="endpoint.ip") if ep.ip else None
+    ep = dataclasses.replace(ep, ports=portspec.check_all(ep.ports, field="endpoint.ports"))
+    return ep, validate.ipv4(ep.ip, field="endpoint.ip") if ep.ip else None
+
+
+def holder(value: bytes) -> str:
+    """Who holds an alias or address key: "container 'db'" or "service 'api'"."""
+    text = value.decode()
+    kind, _, name = text.rpartition(":")
+    return f"service {name!r}" if kind == "service" else f"container {text!r}"
 
 
 async def _alias_clash(store: Store, keys: Keys, ep: Endpoint, aliases: Collection[str], *,
@@ -71,12 +84,14 @@ async def _alias_clash(store: Store, keys: Keys, ep: Endpoint, aliases: Collecti
         as_name, as_alias = found[2 * i], found[2 * i + 1]
         if as_name is not None or as_alias is not None:
             whose = f"the name of container {a!r}" if as_name is not None else \
-                f"an alias of container {as_alias.value.decode()!r}"  # type: ignore[union-attr]
+                f"the name of {holder(as_alias.value)}" if as_alias.value.startswith(b"service:") else \
+                f"an alias of {holder(as_alias.value)}"  # type: ignore[union-attr]
             raise AlreadyExists(f"endpoint.aliases[{ep.aliases.index(a)}]: {a!r} is already {whose}"
                                 f" on network {net!r}")
     if found[-1] is not None:
-        raise AlreadyExists(f"endpoint.name: {ep.name!r} is already an alias of container"
-                            f" {found[-1].value.decode()!r} on network {net!r}")
+        what = "the name of" if found[-1].value.startswith(b"service:") else "an alias of"
+        raise AlreadyExists(f"endpoint.name: {ep.name!r} is already {what} {holder(found[-1].value)}"
+                            f" on network {net!r}")
 
 
 async def _none() -> None:
@@ -133,10 +148,10 @@ class Endpoints:
         """Read the network, the host, the endpoint and the used addresses at once;
         raise the user-facing error when one of them is wrong."""
         keys = self.keys
-        net_kv, host_kv, existing, (used_kvs, rev), _ = await asyncio.gather(
+        net_kv, host_kv, existing, (used_kvs, rev), _, _ = await asyncio.gather(
             self.store.get(keys.network(ep.network)), self.store.get(keys.host(ep.host)),
             self.store.get(keys.endpoint(ep.network, ep.name)), self.store.range(keys.network_ips(ep.network)),
-            _alias_clash(self.store, keys, ep, ep.aliases, name_too=True))
+            _alias_clash(self.store, keys, ep, ep.aliases, name_too=True), portclaims.clash(self.store, keys, ep))
         if net_kv is None:
             self._hints.pop(ep.network, None)
             raise NotFound(f"endpoint.network: no network named {ep.network!r}")
@@ -191,7 +206,7 @@ class Endpoints:
             hint.floor = min(hint.floor, ip)
 
     async def create(self, ep: Endpoint) -> Endpoint:
-        want_ip = check(ep)
+        ep, want_ip = check(ep)
         keys = self.keys
         pending = self._pending[ep.network]
         fresh = False
@@ -207,6 +222,7 @@ class Endpoints:
             if net.driver == "bridge" and ep.host != net.host:
                 raise FailedPrecondition(f"endpoint.host: network {ep.network!r} is a bridge network on host"
                                          f" {net.host!r}; {ep.host!r} cannot join it")
+            portclaims.check_network(ep, net)
             subnet = ipaddress.IPv4Network(net.subnet)
             gateway = ipaddress.IPv4Address(net.gateway)
             if want_ip is not None:
@@ -214,7 +230,8 @@ class Endpoints:
                 if want_ip == gateway:
                     raise InvalidArgument("endpoint.ip", f"{want_ip} is the gateway of network {ep.network!r}")
                 if int(want_ip) in hint.used and fresh:
-                    raise AlreadyExists(f"endpoint.ip: {want_ip} is in use by {hint.used[int(want_ip)]!r}")
+                    raise AlreadyExists(f"endpoint.ip: {want_ip} is in use by"
+                                        f" {holder(hint.used[int(want_ip)].encode())}")
                 addr = want_ip
             else:
                 addr = alloc.lowest_free_ip(subnet, gateway=gateway, used=_Both(hint.used, pending),
@@ -225,16 +242,17 @@ class Endpoints:
             record = dataclasses.replace(ep, ip=ip, mac=mac, id=alloc.new_id(), created=now())
             host_kv = hint.hosts[ep.host]
             alias_cmps, alias_ops = _alias_ops(keys, ep, ep.aliases, ())
+            port_cmps, port_ops = portclaims.ops(keys, ep)
             pending.add(ip_int)
             try:
                 res = await self.store.txn(
                     [ModRevisionIs(hint.net_kv.key, hint.net_kv.mod_revision),
                      ModRevisionIs(host_kv.key, host_kv.mod_revision),
                      Absent(keys.endpoint(ep.network, ep.name)), Absent(keys.alias(ep.network, ep.name)),
-                     Absent(keys.ip(ep.network, ip)), Absent(keys.mac(ep.network, mac)), *alias_cmps],
+                     Absent(keys.ip(ep.network, ip)), Absent(keys.mac(ep.network, mac)), *alias_cmps, *port_cmps],
                     [Put(keys.endpoint(ep.network, ep.name), to_json(record)),
                      Put(keys.ip(ep.network, ip), ep.name.encode()),
-                     Put(keys.mac(ep.network, mac), ep.name.encode()), *alias_ops],
+                     Put(keys.mac(ep.network, mac), ep.name.encode()), *alias_ops, *port_ops],
                 )
             finally:
                 pending.discard(ip_int)
@@ -264,13 +282,14 @@ class Endpoints:
         return [e for e in eps if (not host or e.host == host) and (not name or e.name == name)], rev
 
     async def update(self, ep: Endpoint, *, fields: Collection[str] = ()) -> Endpoint:
-        """Change `fields` (default: every mutable one, labels and aliases) of the endpoint
+        """Change `fields` (default: every mutable one: labels, aliases, ports) of the endpoint
         `ep.name` on `ep.network`; returns the record. Nothing changed: nothing written."""
         validate.name(ep.network, field="endpoint.network", max_len=validate.NETWORK_NAME_MAX)
         validate.name(ep.name, field="endpoint.name", max_len=validate.CONTAINER_NAME_MAX)
         todo = update_fields("endpoint", fields, mutable=MUTABLE, immutable=IMMUTABLE, fix=RECREATE)
         validate.labels(ep.labels, field="endpoint.labels")
         validate.aliases(ep.aliases, owner=ep.name, field="endpoint.aliases")
+        ep = dataclasses.replace(ep, ports=portspec.check_all(ep.ports, field="endpoint.ports"))
 
         async def attempt():  # type: ignore[no-untyped-def]
             kv = await self.store.get(self.keys.endpoint(ep.network, ep.name))
@@ -282,10 +301,15 @@ class Endpoints:
             if record == cur:
                 return cur
             added = [a for a in record.aliases if a not in cur.aliases]
-            await _alias_clash(self.store, self.keys, record, added, name_too=False)
+            net_kv = await self.store.get(self.keys.network(ep.network)) if record.ports else None
+            if net_kv is not None:
+                portclaims.check_network(record, from_json(Network, net_kv.value))
+            await asyncio.gather(_alias_clash(self.store, self.keys, record, added, name_too=False),
+                                 portclaims.clash(self.store, self.keys, record, before=cur.ports))
             cmps, ops = _alias_ops(self.keys, record, added, [a for a in cur.aliases if a not in record.aliases])
-            res = await self.store.txn([ModRevisionIs(kv.key, kv.mod_revision), *cmps],
-                                       [Put(kv.key, to_json(record)), *ops])
+            port_cmps, port_ops = portclaims.ops(self.keys, record, before=cur.ports)
+            res = await self.store.txn([ModRevisionIs(kv.key, kv.mod_revision), *cmps, *port_cmps],
+                                       [Put(kv.key, to_json(record)), *ops, *port_ops])
             return record if res.succeeded else CONFLICT
 
         return await retry(attempt, kind="endpoint_update")
@@ -302,7 +326,7 @@ class Endpoints:
             res = await self.store.txn(
                 [ModRevisionIs(kv.key, kv.mod_revision)],
                 [Delete(kv.key), Delete(self.keys.ip(network, ep.ip)), Delete(self.keys.mac(network, ep.mac)),
-                 *_alias_ops(self.keys, ep, (), ep.aliases)[1]],
+                 *_alias_ops(self.keys, ep, (), ep.aliases)[1], *portclaims.freed(self.keys, ep)],
             )
             if not res.succeeded:
                 return CONFLICT

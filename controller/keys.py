@@ -5,11 +5,17 @@
     networks/<network>           network record (JSON)
     endpoints/<network>/<name>   endpoint record (JSON)
     policies/<network>/<name>    network policy rule (JSON)
+    services/<network>/<name>    service (JSON)
     alloc/vni/<vni>              -> network name       (uniqueness of VNIs)
-    alloc/ip/<network>/<ip>      -> endpoint name      (uniqueness of addresses)
+    alloc/ip/<network>/<ip>      -> endpoint name      (uniqueness of addresses; a service's VIP:
+                                    `service:<name>`)
     alloc/mac/<network>/<mac>    -> endpoint name      (uniqueness of MACs in a network)
     alloc/alias/<network>/<alias> -> endpoint name     (DNS names: an alias is unique on its
-                                                        network among names and aliases)
+                                                        network among names and aliases; a
+                                                        service's name: `service:<name>`)
+    alloc/port/<host>/<proto>/<port> -> `<container>@<network>` (a published host port, once
+                                                        per host and protocol, whatever the address)
+    alloc/publish/<host>/<container> -> network        (the one network a container publishes on)
 
 Every allocation is a compare-and-create of the alloc/ key in the same transaction
 as the record it belongs to, so two controllers can never hand out the same value.
@@ -49,6 +55,22 @@ class Keys:
     @property
     def policies(self) -> str:
         return self.root + "policies/"
+
+    @property
+    def services(self) -> str:
+        return self.root + "services/"
+
+    def network_services(self, network: str) -> str:
+        return f"{self.services}{network}/"
+
+    def service(self, network: str, name: str) -> str:
+        return f"{self.services}{network}/{name}"
+
+    def port(self, host: str, protocol: str, port: int) -> str:
+        return f"{self.alloc}port/{host}/{protocol}/{port}"
+
+    def publish(self, host: str, container: str) -> str:
+        return f"{self.alloc}publish/{host}/{container}"
 
     def network_policies(self, network: str) -> str:
         return f"{self.policies}{network}/"
@@ -97,7 +119,7 @@ class Keys:
         return f"{self.alloc}alias/{network}/{alias}"
 
     def classify(self, key: str) -> tuple[str, list[str]]:
-        """('hosts'|'alive'|'networks'|'endpoints'|'policies'|'alloc'|'', path parts after it)."""
+        """('hosts'|'alive'|'networks'|'endpoints'|'policies'|'services'|'alloc'|'', path parts after it)."""
         if not key.startswith(self.root):
             return "", []
         kind, _, rest = key[len(self.root):].partition("/")

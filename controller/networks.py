@@ -1,5 +1,6 @@
 """Networks: validation, subnet and VNI allocation, listing, update in place,
-deletion (with the network's endpoints when forced, and always with its policies).
+deletion (with the network's endpoints when forced, freeing their published ports, and
+always with its policies and services).
 
 Create is one optimistic transaction: the name must be absent, the VNI's alloc key
 absent, and no network created since the read (so the subnet-overlap check still
@@ -18,7 +19,7 @@ import ipaddress
 from collections.abc import Collection
 
 from vxlab import validate
-from vxlab.controller import alloc
+from vxlab.controller import alloc, portclaims
 from vxlab.controller.context import Context, now
 from vxlab.controller.store import (Absent, Compare, Delete, DeletePrefix, ModRevisionIs, Op,
                                     PrefixUnchangedSince, Put)
@@ -200,7 +201,8 @@ class Networks:
                 Delete(kv.key), *([Delete(self.keys.vni(net.vni))] if net.vni else []),
                 DeletePrefix(self.keys.network_endpoints(name)), DeletePrefix(self.keys.network_ips(name)),
                 DeletePrefix(self.keys.network_macs(name)), DeletePrefix(self.keys.network_policies(name)),
-                DeletePrefix(self.keys.network_aliases(name)),
+                DeletePrefix(self.keys.network_aliases(name)), DeletePrefix(self.keys.network_services(name)),
+                *(op for e in eps for op in portclaims.freed(self.keys, from_json(Endpoint, e.value))),
             ]
             res = await self.store.txn(
                 [ModRevisionIs(kv.key, kv.mod_revision),

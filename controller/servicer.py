@@ -154,6 +154,26 @@ class PolicyServicer(pbg.PolicyServiceServicer):
         return pb.DeletePolicyResponse()
 
 
+class ServiceServicer(pbg.ServiceServiceServicer):
+    def __init__(self, core: Controller) -> None:
+        self.core = core
+
+    async def CreateService(self, request: pb.CreateServiceRequest, context: grpc.aio.ServicerContext) -> pb.Service:
+        s = await _call(context, lambda: self.core.services.create(wire.service_from_pb(request.service)))
+        return wire.service_to_pb(s)
+
+    async def GetService(self, request: pb.GetServiceRequest, context: grpc.aio.ServicerContext) -> pb.Service:
+        return wire.service_to_pb(await _call(context, lambda: self.core.services.get(request.network, request.name)))
+
+    async def ListServices(self, request: pb.ListServicesRequest, context: grpc.aio.ServicerContext) -> pb.ListServicesResponse:
+        found, rev = await _call(context, lambda: self.core.services.list(network=request.network))
+        return pb.ListServicesResponse(services=[wire.service_to_pb(s) for s in found], revision=rev)
+
+    async def DeleteService(self, request: pb.DeleteServiceRequest, context: grpc.aio.ServicerContext) -> pb.DeleteServiceResponse:
+        await _call(context, lambda: self.core.services.delete(request.network, request.name))
+        return pb.DeleteServiceResponse()
+
+
 class WatchServicer(pbg.WatchServiceServicer):
     def __init__(self, core: Controller) -> None:
         self.core = core
@@ -259,6 +279,7 @@ def add_all(server: grpc.aio.Server, core: Controller) -> list[str]:
     pbg.add_NetworkServiceServicer_to_server(NetworkServicer(core), server)
     pbg.add_EndpointServiceServicer_to_server(EndpointServicer(core), server)
     pbg.add_PolicyServiceServicer_to_server(PolicyServicer(core), server)
+    pbg.add_ServiceServiceServicer_to_server(ServiceServicer(core), server)
     pbg.add_WatchServiceServicer_to_server(WatchServicer(core), server)
     pbg.add_AgentServiceServicer_to_server(AgentServicer(core), server)
     pbg.add_OpsServiceServicer_to_server(OpsServicer(core), server)

@@ -7,10 +7,11 @@ revision, in order, each carrying the state as of its own revision (never a late
 - hosts/<h> put/delete       -> Host put (with its liveness) / Host delete;
 - alive/<h> put/delete       -> Host put with alive=True / alive=False (lease expiry);
   a host touched twice in one revision (registration puts both keys) is one change;
-- networks/…, endpoints/…, policies/… -> Network / Endpoint / Policy put or delete;
+- networks/…, endpoints/…, policies/…, services/… -> Network / Endpoint / Policy / Service
+  put or delete;
 - alloc/…                    -> nothing (bookkeeping).
 
-A delete carries only the object's identity (name; network for endpoints and policies). Resuming
+A delete carries only the object's identity (name; network for endpoints, policies and services). Resuming
 from revision R replays history after R; when R was compacted the subscriber gets a
 fresh snapshot marked `compacted`. A lost etcd connection ends the stream with
 StoreUnavailable; the agent reconnects with its last revision.
@@ -27,7 +28,7 @@ from typing import Any
 from vxlab.controller import metrics
 from vxlab.controller.context import Context
 from vxlab.controller.store import Compacted, Event, KeyValue, StoreUnavailable
-from vxlab.model import Change, Endpoint, Host, Network, Policy, WatchBatch, from_json
+from vxlab.model import Change, Endpoint, Host, Network, Policy, Service, WatchBatch, from_json
 from vxlab.view import View
 
 
@@ -169,6 +170,7 @@ class Watcher:
         networks: list[Network] = []
         endpoints: list[Endpoint] = []
         policies: list[Policy] = []
+        services: list[Service] = []
         for kv in kvs:
             kind, parts = self.keys.classify(kv.key)
             if kind == "hosts":
@@ -181,10 +183,13 @@ class Watcher:
                 endpoints.append(from_json(Endpoint, kv.value))
             elif kind == "policies":
                 policies.append(from_json(Policy, kv.value))
+            elif kind == "services":
+                services.append(from_json(Service, kv.value))
         return WatchBatch(
             revision=rev, snapshot=True, compacted=compacted,
             hosts=tuple(dataclasses.replace(h, alive=h.name in alive) for h in hosts),
             networks=tuple(networks), endpoints=tuple(endpoints), policies=tuple(policies),
+            services=tuple(services),
         )
 
     async def watch(self, *, start_revision: int = 0) -> AsyncIterator[WatchBatch]:
@@ -290,4 +295,8 @@ class Watcher:
             if ev.kind == "delete":
                 return Change("delete", Policy(name=parts[1], network=parts[0]))
             return Change("put", from_json(Policy, ev.value))
+        if kind == "services" and len(parts) == 2:
+            if ev.kind == "delete":
+                return Change("delete", Service(name=parts[1], network=parts[0]))
+            return Change("put", from_json(Service, ev.value))
         return None

@@ -4,7 +4,9 @@ Steps of one phase run at once, but for endpoint creates: the ones with a given
 address first (all at once), then the others in file order, one network after
 another in parallel, so automatic addresses follow the file (concurrent creates
 would hand them out in whatever order the transactions commit). A step is exactly
-one call: delete, update (with the fields the plan found changed) or create.
+one call: delete, update (with the fields the plan found changed) or create. Endpoint
+updates that leave an endpoint without published ports run before the others, so ports
+moving to another endpoint are free when it claims them.
 """
 
 from __future__ import annotations
@@ -31,13 +33,19 @@ async def apply(c: Client, topo: Topology, steps: list[plan.Step], *, phases: ra
         (plan.ENDPOINT_UPD, "container"): lambda s: c.update_endpoint(want.endpoints[s.network, s.name],
                                                                       fields=s.fields),
         (plan.POLICY_ADD, "policy"): lambda s: c.create_policy(want.policies[s.network, s.name]),
+        (plan.SERVICE_DEL, "service"): lambda s: c.delete_service(s.network, s.name),
+        (plan.SERVICE_ADD, "service"): lambda s: c.create_service(want.services[s.network, s.name]),
     }
     for phase in phases:
         todo = [s for s in steps if s.phase == phase]
         if phase == plan.ENDPOINT_ADD:
             await _create_endpoints(c, want, {(s.network, s.name) for s in todo})
-        else:
-            await asyncio.gather(*(calls[phase, s.kind](s) for s in todo))
+            continue
+        if phase == plan.ENDPOINT_UPD:  # published ports that move: who gives them up goes first
+            freeing = [s for s in todo if not want.endpoints[s.network, s.name].ports]
+            await asyncio.gather(*(calls[phase, s.kind](s) for s in freeing))
+            todo = [s for s in todo if s not in freeing]
+        await asyncio.gather(*(calls[phase, s.kind](s) for s in todo))
 
 
 async def _create_endpoints(c: Client, want: View, todo: set[tuple[str, str]]) -> None:

@@ -4,7 +4,12 @@ Expectations: on every network, every container reaches every other container's
 address on it (must-reach); and a container never reaches an address on a network it
 is not attached to (must-not-reach: networks are isolated, also when some container
 is attached to both). Within a network the policy rules decide (vxlab.policy): a pair
-whose ICMP a rule denies must not reach, and the probe names that rule.
+whose ICMP a rule denies must not reach, and the probe names that rule. And every
+service's VIP (vxlab.services) is reached from every container on its network (the
+echo goes to one replica, chosen by the client's namespace); the policy rules see the
+replica's address, so a VIP must not reach when the rules deny ICMP to every replica,
+and is not probed when they allow some and deny others (either may be chosen). A
+service with no replica must not reach (its VIP is refused).
 
 The echoes are sent by the agents, through the ops channel (`run`): the probes are
 grouped by the source container's host, one probe batch per host, every host at once
@@ -28,17 +33,17 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-from vxlab import hostops, policy
+from vxlab import hostops, policy, services
 from vxlab.client import Client
 from vxlab.errors import Unavailable
-from vxlab.model import Endpoint, Policy
+from vxlab.model import Endpoint, Policy, Service
 from vxlab.ops import DriftEntry, OpFailed, ProbeResult, ProbeSpec
 
 
 @dataclass(frozen=True)
 class Probe:
     src: str          # container
-    dst: str          # container
+    dst: str          # container, or `<service> (vip)`
     network: str      # the network of the destination address
     ip: str
     expect: bool      # True: must reach, False: must not reach
@@ -68,7 +73,8 @@ class CheckResult:
                 "failures": len(self.failures)}
 
 
-def expectations(endpoints: list[Endpoint], policies: Sequence[Policy] = ()) -> list[Probe]:
+def expectations(endpoints: list[Endpoint], policies: Sequence[Policy] = (),
+                 vips: Sequence[Service] = ()) -> list[Probe]:
     by_container: dict[str, dict[str, Endpoint]] = {}
     for ep in endpoints:
         by_container.setdefault(ep.name, {})[ep.network] = ep
@@ -81,13 +87,24 @@ def expectations(endpoints: list[Endpoint], policies: Sequence[Policy] = ()) -> 
                 rule = policy.decide(policies, mine[net], ep, protocol="icmp") if net in mine else None
                 expect = net in mine and (rule is None or rule.action == "allow")
                 probes.append(Probe(src, dst, net, ep.ip, expect=expect, rule=rule.name if rule else ""))
+    for s in sorted(vips, key=lambda s: (s.network, s.name)):
+        replicas = services.replicas(s, endpoints)
+        for src, mine in sorted(by_container.items()):
+            if s.network not in mine or not s.vip:
+                continue
+            rules = [policy.decide(policies, mine[s.network], r, protocol="icmp") for r in replicas]
+            denied = [r for r in rules if r is not None and r.action != "allow"]
+            if denied and len(denied) < len(rules):
+                continue  # some replicas allow it, some do not: either may be chosen
+            probes.append(Probe(src, f"{s.name} (vip)", s.network, s.vip, expect=bool(replicas) and not denied,
+                                rule=denied[0].name if denied else ""))
     return probes
 
 
 async def run(client: Client, endpoints: list[Endpoint], *, policies: Sequence[Policy] = (),
-              timeout: float = 1.0) -> CheckResult:
+              vips: Sequence[Service] = (), timeout: float = 1.0) -> CheckResult:
     """Every expectation, probed by the agents of the source containers' hosts."""
-    probes = expectations(endpoints, policies)
+    probes = expectations(endpoints, policies, vips)
     host_of = {ep.name: ep.host for ep in endpoints}
     results = await _probe(client, probes, host_of, timeout=timeout)
     again = [i for i, (p, r) in enumerate(zip(probes, results, strict=True)) if p.expect and not r.reached]
@@ -120,9 +137,10 @@ async def _probe(client: Client, probes: Sequence[Probe], host_of: dict[str, str
 
 
 async def check(client: Client, *, timeout: float = 1.0) -> CheckResult:
-    """`run` over every endpoint and policy the controller has."""
-    endpoints, rules = await asyncio.gather(client.list_endpoints(), client.list_policies())
-    return await run(client, endpoints, policies=rules, timeout=timeout)
+    """`run` over every endpoint, policy and service the controller has."""
+    endpoints, rules, vips = await asyncio.gather(client.list_endpoints(), client.list_policies(),
+                                                  client.list_services())
+    return await run(client, endpoints, policies=rules, vips=vips, timeout=timeout)
 
 
 def ping(namespace: str, ip: str, *, timeout: float = 1.0) -> bool:

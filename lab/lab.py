@@ -37,7 +37,7 @@ from vxlab.lab.state import LabState, lab_dir, list_labs  # noqa: F401 - list_la
 from vxlab.lab.supervisor import Proc, Supervisor
 from vxlab.lab import vm
 from vxlab.lab.topology import Topology, UnderlaySpec, load
-from vxlab.model import Endpoint, Host, Network, Policy
+from vxlab.model import Endpoint, Host, Network, Policy, PortMapping, Service
 from vxlab.layout import LabLayout, check_lab_name
 from vxlab.tls import TlsConfig
 
@@ -424,8 +424,9 @@ class Lab:
     def check(self, **kw: Any) -> CheckResult:
         """Every expectation, probed by the agents (lab/check.py); and, from this machine,
         that a `network_mode: none` container (no agent manages it) reaches nobody."""
-        eps, rules = self.call(lambda c: asyncio.gather(c.list_endpoints(), c.list_policies()))
-        result = self.call(lambda c: lab_check.run(c, eps, policies=rules, **kw))
+        eps, rules, vips = self.call(lambda c: asyncio.gather(c.list_endpoints(), c.list_policies(),
+                                                              c.list_services()))
+        result = self.call(lambda c: lab_check.run(c, eps, policies=rules, vips=vips, **kw))
         isolated = [n for n, (mode, _) in self._modes().items() if mode == "none"]
         extra = lab_check.run_local([Probe(n, e.name, e.network, e.ip, expect=False) for n in isolated for e in eps],
                                     self.namespace_of, timeout=0.5)
@@ -478,10 +479,11 @@ class Lab:
         return host in vms
 
     def container(self, name: str, *, host: str, networks: list[str], ip: str = "",
-                  aliases: tuple[str, ...] = ()) -> list[Endpoint]:
-        """Attach a new container (`container run`; `aliases` on each of its networks) and
-        wait until every agent programmed it."""
-        eps = self.call(lambda c: containers.run(c, name, host=host, networks=networks, ip=ip, aliases=aliases))
+                  aliases: tuple[str, ...] = (), ports: tuple[PortMapping, ...] = ()) -> list[Endpoint]:
+        """Attach a new container (`container run`; `aliases` on each of its networks,
+        `ports` published) and wait until every agent programmed it."""
+        eps = self.call(lambda c: containers.run(c, name, host=host, networks=networks, ip=ip, aliases=aliases,
+                                                 ports=ports))
         self.wait_converged()
         return eps
 
@@ -505,6 +507,17 @@ class Lab:
 
     def policies(self, *, network: str = "") -> list[Policy]:
         return self.call(lambda c: c.list_policies(network=network))
+
+    # --- services (see vxlab.services) -----------------------------------------------------
+    def add_service(self, service: Service) -> Service:
+        """Create a service (`service create`) and wait until every agent balances it."""
+        created = self.call(lambda c: c.create_service(service))
+        self.wait_converged()
+        return created
+
+    def remove_service(self, network: str, name: str) -> None:
+        self.call(lambda c: c.delete_service(network, name))
+        self.wait_converged()
 
     # --- faults (see vxlab.lab.faults) -----------------------------------------------------
     def add_fault(self, kind: str, *, duration: float | None = None, **params: Any) -> Fault:

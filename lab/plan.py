@@ -4,7 +4,9 @@ controller's part of the steps; hosts and network_mode namespaces are the lab's 
 
 Each step is one thing done to one object: `+` created, `-` deleted, `~` changed in
 place (`~ network blue: mtu 1400 -> 1300`). Networks change in place (mtu, gateway,
-internal, labels) and so do containers (labels, aliases); a container with a new address or
+internal, labels) and so do containers (labels, aliases, published ports); a service
+that changes is deleted and created again (after the containers, its replicas, are
+made); a container with a new address or
 on another host gets its endpoint deleted and created again (`-` then `+`); a network
 with another subnet, VNI, driver or (bridge) host is deleted with its endpoints and
 policies and created again with them, only with `recreate` (`up --recreate`), and is
@@ -23,19 +25,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vxlab import policy
+from vxlab import ports as portspec
+from vxlab import services as semantics
 from vxlab.client import Client
 from vxlab.lab.topology import NetworkSpec, Topology
+from vxlab.lab.topology_services import publishing_network
 from vxlab.lab.vm import VmSpec
-from vxlab.model import Endpoint, Network
+from vxlab.model import Endpoint, Network, PortMapping, Service
 from vxlab.view import Delta, FieldChange, View
 
 # Execution order: the lab's own first (hosts added or readdressed, network_mode
 # namespaces removed), then the controller's (deletes before updates before creates,
-# so a freed address, subnet, VNI or alias can be taken again), hosts removed once
-# their containers are gone, and network_mode namespaces created once agents converged.
-LAB_FIRST, POLICY_DEL, ENDPOINT_DEL, NETWORK_DEL, NETWORK_UPD, NETWORK_ADD, ENDPOINT_UPD, ENDPOINT_ADD, \
-    POLICY_ADD, HOST_DEL, LAB_LAST = range(11)
-CONTROLLER = range(POLICY_DEL, POLICY_ADD + 1)
+# so a freed address, subnet, VNI or alias can be taken again; services after their
+# replicas), hosts removed once their containers are gone, and network_mode namespaces
+# created once agents converged.
+LAB_FIRST, POLICY_DEL, SERVICE_DEL, ENDPOINT_DEL, NETWORK_DEL, NETWORK_UPD, NETWORK_ADD, ENDPOINT_UPD, ENDPOINT_ADD, \
+    POLICY_ADD, SERVICE_ADD, HOST_DEL, LAB_LAST = range(13)
+CONTROLLER = range(POLICY_DEL, SERVICE_ADD + 1)
 
 # What is compared (the view's diff, in this order) and what a difference means: a
 # network changes subnet, VNI, driver or (bridge) host only by being made again; an
@@ -43,7 +49,8 @@ CONTROLLER = range(POLICY_DEL, POLICY_ADD + 1)
 RECREATE = ("subnet", "vni", "driver", "host")
 UPDATE = ("mtu", "gateway", "internal", "labels")
 REPLACE = ("host", "ip")
-COMPARED = {"networks": RECREATE + UPDATE, "endpoints": REPLACE + ("labels", "aliases")}  # policies: whole spec
+COMPARED = {"networks": RECREATE + UPDATE, "endpoints": REPLACE + ("labels", "aliases", "ports")}  # policies,
+# services: the whole spec
 
 
 @dataclass(frozen=True)
@@ -51,10 +58,10 @@ class Step:
     """One line of an `up` plan, and what `up` does for it."""
 
     op: str      # "+" create, "-" delete, "~" change in place
-    kind: str    # host, network, container, policy
+    kind: str    # host, network, container, policy, service
     name: str
     detail: str = ""
-    network: str = ""  # containers: which attachment; policies: their network
+    network: str = ""  # containers: which attachment; policies, services: their network
     phase: int = field(default=LAB_FIRST, compare=False)
     fields: tuple[str, ...] = ()  # "~": what changes (the update's mask)
 
@@ -77,7 +84,7 @@ class Live:
     """What a running lab holds (empty for a lab that is not running)."""
 
     hosts: dict[str, str] = field(default_factory=dict)  # name -> underlay address ("": unknown)
-    view: View = field(default_factory=View)  # the controller's networks, endpoints and policies
+    view: View = field(default_factory=View)  # the controller's networks, endpoints, policies and services
     underlay: tuple[str, int] | None = None  # (subnet, mtu) it was made with
     etcd_members: int = 0
     control: str = ""  # `control` it was made with ("": not running)
@@ -88,11 +95,11 @@ class Live:
 async def read_live(c: Client, *, agents: set[str], applied: Topology | None) -> Live:
     """The controller's state, for the lab's hosts (`agents`) and with what the last
     `up` applied (`applied`: the stored topology; the controller knows no underlay)."""
-    nets, eps, rules, hosts = await asyncio.gather(c.list_networks(), c.list_endpoints(), c.list_policies(),
-                                                   c.list_hosts())
+    nets, eps, rules, hosts, svcs = await asyncio.gather(c.list_networks(), c.list_endpoints(), c.list_policies(),
+                                                         c.list_hosts(), c.list_services())
     ips = {h.name: h.underlay_ip for h in (applied.hosts if applied else ())} | {h.name: h.underlay_ip for h in hosts}
     nets = [dataclasses.replace(n, driver=n.driver or "overlay") for n in nets]  # from before drivers: overlays
-    return Live({h: ips.get(h, "") for h in agents}, View.of_objects([*nets, *eps, *rules]),
+    return Live({h: ips.get(h, "") for h in agents}, View.of_objects([*nets, *eps, *rules, *svcs]),
                 (applied.underlay.subnet, applied.underlay.mtu) if applied else None,
                 applied.etcd_members if applied else 0, applied.control if applied else "",
                 {h.name: h.vm for h in (applied.hosts if applied else ()) if h.name in agents},
@@ -109,17 +116,21 @@ def plan(topo: Topology, live: Live, *, recreate: bool = False) -> Plan:
     recreated = _networks(topo, live, delta, steps, refused, recreate=recreate)
     steps += _containers(topo, live, want, delta, recreated)
     steps += _policies(want, live, delta, recreated)
+    steps += _services(want, live, delta, recreated)
     refused += _clashes(topo, live, steps, recreated)
     return Plan(sorted(steps, key=lambda s: s.phase), refused)
 
 
 def wanted(topo: Topology) -> View:
-    """The topology's networks, endpoints (one per container and network, in file order)
-    and policies as `up` asks the controller for them: what the file leaves to the
-    controller (subnet, VNI, addresses) is empty."""
+    """The topology's networks, endpoints (one per container and network, in file order,
+    the ports on the first non-internal one), policies and services as `up` asks the
+    controller for them: what the file leaves to the controller (subnet, VNI,
+    addresses, VIPs) is empty."""
+    nets = {n.name: n for n in topo.networks}
     eps = [Endpoint(name=c.name, network=a.network, host=c.host, ip=a.ip or "", labels=dict(c.labels),
-                    aliases=a.aliases) for c in topo.containers for a in c.networks]
-    return View.of_objects([*(_network(n) for n in topo.networks), *eps, *topo.policies])
+                    aliases=a.aliases, ports=c.ports if a.network == publishing_network(c, nets) else ())
+           for c in topo.containers for a in c.networks]
+    return View.of_objects([*(_network(n) for n in topo.networks), *eps, *topo.policies, *topo.services])
 
 
 def _resolved(want: View, live: View) -> View:
@@ -137,7 +148,9 @@ def _resolved(want: View, live: View) -> View:
     for key, e in want.endpoints.items():
         cur_ep = live.endpoints.get(key)
         eps[key] = e if cur_ep is None or e.ip else dataclasses.replace(e, ip=cur_ep.ip)
-    return View(networks=nets, endpoints=eps, policies=want.policies)
+    svcs = {key: s if (cur_s := live.services.get(key)) is None or s.vip else dataclasses.replace(s, vip=cur_s.vip)
+            for key, s in want.services.items()}
+    return View(networks=nets, endpoints=eps, policies=want.policies, services=svcs)
 
 
 def _fixed(topo: Topology, live: Live) -> list[str]:
@@ -186,7 +199,7 @@ def _show(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, tuple):
-        return "[" + ", ".join(map(str, value)) + "]"
+        return "[" + ", ".join(portspec.describe(v) if isinstance(v, PortMapping) else str(v) for v in value) + "]"
     if value == "":
         return "none"
     return "auto" if value == 0 else str(value)
@@ -284,6 +297,24 @@ def _policies(want: View, live: Live, delta: Delta, recreated: set[str]) -> list
                             phase=POLICY_ADD))
     return out + [Step("-", "policy", name, f"network {net}", net, phase=POLICY_DEL)
                   for (net, name) in sorted(d.key for d in delta.removed("policies"))]
+
+
+def _services(want: View, live: Live, delta: Delta, recreated: set[str]) -> list[Step]:
+    """A service added, changed (deleted and created again: services change no other
+    way) or removed; with a recreated network, made again."""
+    out: list[Step] = []
+    for key, s in want.services.items():
+        cur = live.view.services.get(key)
+        if s.network in recreated or delta.get("services", key) is not None:
+            again = s.network not in recreated and cur is not None
+            if again:
+                out.append(Step("-", "service", s.name, f"network {s.network} (changed)", s.network,
+                                phase=SERVICE_DEL))
+            why = " (changed)" if again else " (network recreated)" if cur is not None else ""
+            out.append(Step("+", "service", s.name, f"network {s.network}: {semantics.describe(s)}{why}", s.network,
+                            phase=SERVICE_ADD))
+    return out + [Step("-", "service", name, f"network {net}", net, phase=SERVICE_DEL)
+                  for (net, name) in sorted(d.key for d in delta.removed("services"))]
 
 
 def _clashes(topo: Topology, live: Live, steps: list[Step], recreated: set[str]) -> list[str]:

@@ -1,7 +1,8 @@
 """Lab topology files: parse and validate a YAML description into frozen dataclasses.
 
 A topology names the lab, its underlay (subnet and MTU), the simulated hosts, the
-networks to create and the containers to start (see examples/quickstart.yaml), and
+networks to create, the containers to start (with their published ports) and the
+services (see examples/quickstart.yaml; ports and services: lab/topology_services.py), and
 where its agents reach the controller (`control`): `underlay`, the control address on
 the underlay switch (the underlay's second address, `CONTROL_OFFSET`, reserved like the
 switch's first: the agents dial it across the underlay, so faults on the underlay cut
@@ -31,10 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from vxlab import policy, validate
+from vxlab import ports as portspec
 from vxlab.layout import LAB_NAME_MAX
 from vxlab.errors import InvalidArgument
-from vxlab.model import Policy
+from vxlab.lab import topology_services
 from vxlab.lab.vm import VmSpec, parse_spec
+from vxlab.model import Policy, PortMapping, Service
 from vxlab.lab.yamlfile import (  # noqa: F401 - TopologyError, one_line: re-exported
     Document, TopologyError, _int, _items, _join, _kind, _labels, _mapping, _opt, _section, _str, one_line, read,
     read_file)
@@ -55,11 +58,11 @@ ETCD_MEMBERS = (1, 3)
 DRIVERS = ("overlay", "bridge")
 NETWORK_MODES = ("none", "host")
 
-TOP_KEYS = ("name", "underlay", "hosts", "networks", "containers", "policies", "etcd", "control")
+TOP_KEYS = ("name", "underlay", "hosts", "networks", "containers", "policies", "etcd", "services", "control")
 UNDERLAY_KEYS = ("subnet", "mtu")
 HOST_KEYS = ("name", "underlay_ip", "vm")
 NETWORK_KEYS = ("name", "subnet", "gateway", "vni", "mtu", "internal", "driver", "host", "labels")
-CONTAINER_KEYS = ("name", "host", "networks", "ip", "network_mode", "labels")
+CONTAINER_KEYS = ("name", "host", "networks", "ip", "network_mode", "labels", "ports")
 ATTACH_KEYS = ("name", "ip", "aliases")
 POLICY_KEYS = ("name", "network", "action", "from", "to", "proto", "ports", "priority")
 _POLICY_FIELDS = {"source": "from", "destination": "to", "protocol": "proto"}  # model field -> YAML key
@@ -119,6 +122,7 @@ class ContainerSpec:
     networks: tuple[Attachment, ...] = ()
     network_mode: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    ports: tuple[PortMapping, ...] = ()   # published, on its first non-internal network
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,7 @@ class Topology:
     containers: tuple[ContainerSpec, ...] = ()
     etcd_members: int = 1
     policies: tuple[Policy, ...] = ()
+    services: tuple[Service, ...] = ()
     control: str = DEFAULT_CONTROL
 
     @property
@@ -188,6 +193,8 @@ def to_dict(t: Topology) -> dict[str, Any]:
             d["network_mode"] = c.network_mode
         if c.labels:
             d["labels"] = dict(c.labels)
+        if c.ports:
+            d["ports"] = [portspec.describe(p) for p in c.ports]
         return d
 
     return {
@@ -200,6 +207,7 @@ def to_dict(t: Topology) -> dict[str, Any]:
         "networks": [network(n) for n in t.networks],
         "containers": [container(c) for c in t.containers],
         **({"policies": [policy.to_plain(p) for p in t.policies]} if t.policies else {}),
+        **({"services": [topology_services.to_plain(s) for s in t.services]} if t.services else {}),
     }
 
 
@@ -233,7 +241,8 @@ def _topology(top: dict[str, Any]) -> Topology:
     containers = _containers(_items(top, "containers"), {h.name for h in hosts}, networks,
                              vms={h.name for h in hosts if h.vm is not None})
     policies = _policies(_items(top, "policies"), {n.name for n in networks})
-    return Topology(name, underlay, hosts, networks, containers, members, policies, control)
+    services = topology_services.services(_items(top, "services"), {n.name: n for n in networks}, list(containers))
+    return Topology(name, underlay, hosts, networks, containers, members, policies, services, control)
 
 
 def _underlay(u: dict[str, Any]) -> UnderlaySpec:
@@ -407,8 +416,9 @@ def _containers(raw: list[Any], hosts: set[str], networks: tuple[NetworkSpec, ..
         if mode is not None:
             if mode not in NETWORK_MODES:
                 raise TopologyError(f"{path}.network_mode", f"{mode[:20]!r} is not one of {', '.join(NETWORK_MODES)}")
-            if c.get("networks") or c.get("ip"):
-                raise TopologyError(f"{path}.network_mode", "excludes networks")
+            if c.get("networks") or c.get("ip") or c.get("ports"):
+                raise TopologyError(f"{path}.network_mode", "excludes networks" if c.get("networks") or c.get("ip")
+                                    else "excludes ports (no network to publish on)")
             if host in vms:
                 raise TopologyError(f"{path}.network_mode", f"not on a VM host ({host}): the lab makes such a "
                                     "container's namespace on this machine")
@@ -436,8 +446,10 @@ def _containers(raw: list[Any], hosts: set[str], networks: tuple[NetworkSpec, ..
                     raise TopologyError(ip_path, f"{ip} is already used by container {taken[net_name, ip]!r}")
                 taken[net_name, ip] = name
             attachments.append(Attachment(net_name, str(ip) if ip else None, aliases))
-        out.append(ContainerSpec(name, host, tuple(attachments), mode, _labels(c, path)))
+        out.append(ContainerSpec(name, host, tuple(attachments), mode, _labels(c, path),
+                                 topology_services.container_ports(c, path)))
     _unique_names(out)
+    topology_services.check_ports(out, by_name)
     return tuple(out)
 
 

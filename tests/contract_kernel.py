@@ -16,7 +16,8 @@ partial failures, adoption of half-made links only in a namespace of ours.
 
 The sections are bases of `KernelContract`: contract_kernel_links.py (namespaces, links,
 half-made links), contract_kernel_entries.py (addresses, routes, FDB and neighbour
-entries, nftables tables, the agent's own namespace); `Outside` and the shared steps
+entries, nftables tables, the agent's own namespace), contract_kernel_tables.py (the
+published ports and services tables, the agent namespace's routes through uplinks); `Outside` and the shared steps
 are in contract_kernel_base.py. A new Kernel method gets its tests in the section of
 its kind (or in a new section module, one more base here), and when a test needs state
 the kernel will not make itself, one method more in `Outside` with an implementation in
@@ -32,12 +33,13 @@ import re
 from contract_kernel_base import Outside
 from contract_kernel_entries import EntryContract
 from contract_kernel_links import LinkContract
+from contract_kernel_tables import TableContract
 from vxlab.agent.kernel import Kernel
 
 __all__ = ["KernelContract", "Outside", "uncovered"]
 
 
-class KernelContract(LinkContract, EntryContract):
+class KernelContract(LinkContract, EntryContract, TableContract):
     """Every section of the contract; subclass it once per implementation."""
 
 

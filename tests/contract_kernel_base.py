@@ -59,6 +59,14 @@ class Outside(ABC):
     def neighbours(self, ns: str, dev: str) -> dict[str, tuple[str, bool]]:
         """Every IPv4 neighbour entry on `dev`: IP -> (MAC, permanent)."""
 
+    @abstractmethod
+    def route(self, ns: str, dst: str, dev: str) -> None:
+        """An on-link route to `dst` through `dev` (`ip route add`)."""
+
+    @abstractmethod
+    def sysctl(self, ns: str, key: str) -> str:
+        """/proc/sys/`key` in `ns` ("" = the kernel's own namespace); "" when unset."""
+
 
 @contextmanager
 def counting(kernel: Kernel) -> Iterator[Counter[str]]:

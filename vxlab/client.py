@@ -27,7 +27,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from vxlab import errors, ops, wire
-from vxlab.model import Endpoint, Host, Network, Policy, WatchBatch
+from vxlab.model import Endpoint, Host, Network, Policy, Service, WatchBatch
 from vxlab.tls import TlsConfig
 from vxlab.v1 import vxlab_pb2 as pb
 from vxlab.v1 import vxlab_pb2_grpc as pb_grpc
@@ -47,9 +47,10 @@ RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 200),
 # Not repeated on another controller after a timeout: the first may have done it.
 # (UpdateNetwork and UpdateEndpoint set absolute values: doing one twice is doing it once.)
 _NOT_REPEATABLE = frozenset({"CreateNetwork", "CreateEndpoint", "DeleteNetwork", "DeleteEndpoint",
-                             "CreatePolicy", "DeletePolicy"})
+                             "CreatePolicy", "DeletePolicy", "CreateService", "DeleteService"})
 _STUBS = {"host": pb_grpc.HostServiceStub, "network": pb_grpc.NetworkServiceStub,
           "endpoint": pb_grpc.EndpointServiceStub, "policy": pb_grpc.PolicyServiceStub,
+          "service": pb_grpc.ServiceServiceStub,
           "watch": pb_grpc.WatchServiceStub, "agent": pb_grpc.AgentServiceStub, "ops": pb_grpc.OpsServiceStub}
 # An agent's ops channel idles for hours: HTTP/2 pings find a controller gone without a
 # FIN (the server accepts pings this often, controller/server.py KEEPALIVE).
@@ -309,6 +310,23 @@ class Client:
 
     async def delete_policy(self, network: str, name: str) -> None:
         await self._unary("policy", "DeletePolicy", pb.DeletePolicyRequest(network=network, name=name))
+
+    # -- services -----------------------------------------------------------------------
+
+    async def create_service(self, s: Service) -> Service:
+        request = pb.CreateServiceRequest(service=wire.service_to_pb(s))
+        return wire.service_from_pb(await self._unary("service", "CreateService", request))
+
+    async def get_service(self, network: str, name: str) -> Service:
+        request = pb.GetServiceRequest(network=network, name=name)
+        return wire.service_from_pb(await self._unary("service", "GetService", request))
+
+    async def list_services(self, *, network: str = "") -> list[Service]:
+        r = await self._unary("service", "ListServices", pb.ListServicesRequest(network=network))
+        return [wire.service_from_pb(s) for s in r.services]
+
+    async def delete_service(self, network: str, name: str) -> None:
+        await self._unary("service", "DeleteService", pb.DeleteServiceRequest(network=network, name=name))
 
     # -- watch --------------------------------------------------------------------------
 

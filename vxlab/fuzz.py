@@ -39,7 +39,7 @@ from vxlab.controller.context import Config
 from vxlab.controller.core import Controller
 from vxlab.controller import servicer as servicer_module
 from vxlab.controller.store_memory import MemoryStore
-from vxlab.lab import scenario, topology
+from vxlab.lab import scenario, topology, topology_services
 from vxlab.model import Host, Network
 from vxlab.v1 import vxlab_pb2 as pb
 
@@ -68,7 +68,11 @@ POOL = {"name": ["h1", "h2", "blue", "red", "web", "db"], "network": ["blue", "r
         "ProbeSpec.protocol": ["", "icmp", "tcp"], "argv": ["true", "ls"], "filter": ["udp", "port", "4789"],
         "containers": ["web", "db"], "device": ["", "eth0"],
         # updates in place: the fields that may change
-        "update_mask": ["mtu", "gateway", "internal", "labels", "aliases"],
+        "update_mask": ["mtu", "gateway", "internal", "labels", "aliases", "ports"],
+        # published ports (vxlab.ports) and services (vxlab.services)
+        "PortMapping.protocol": ["", "tcp", "udp"], "host_ip": ["", "", "127.0.0.1"],
+        "Service.ports": ["80/tcp", "53/udp", "80"], "replicas": ["web", "db"], "vip": ["", "", "10.10.0.200"],
+        "affinity": ["", "none", "client-ip"],
         # DNS names of a container on a network ("db" also names a container)
         "aliases": ["cache", "api", "db"],
         # "Message.field": for that message only (an overlay network names no host)
@@ -89,7 +93,7 @@ def _int(lo: int, hi: int) -> st.SearchStrategy[int]:
 
 INT_POOL = {"mtu": [0, 1400], "vni": [0, 4096, 5000], "lease_ttl": [0, 10], "underlay_mtu": [0, 1500],
             "start_revision": [0, 1, 3], "lease_id": [0, 1, 2], "priority": [0, 100],
-            "count": [0, 3], "port": [0, 80]}
+            "count": [0, 3], "port": [0, 80], "host_port": [8080, 9000], "container_port": [80]}
 FLOAT_POOL = {"timeout": [0.0, 1.0], "interval": [0.0, 0.2], "seconds": [0.0, 1.0]}
 
 
@@ -255,6 +259,7 @@ class RpcTarget:
 # --- parsers ---------------------------------------------------------------------------
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.floats(allow_nan=True), TEXT)
 KEYS = st.one_of(TEXT, st.sampled_from([*topology.TOP_KEYS, *topology.NETWORK_KEYS, *topology.CONTAINER_KEYS,
+                                        *topology_services.SERVICE_KEYS,
                                         *scenario.KEYS, *scenario.PROBE_KEYS, *scenario.EVENT_KEYS, "kind", "host"]))
 TREES = st.recursive(SCALARS, lambda kids: st.one_of(st.lists(kids, max_size=4),
                                                       st.dictionaries(KEYS, kids, max_size=5)), max_leaves=20)

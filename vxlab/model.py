@@ -1,4 +1,4 @@
-"""The desired-state objects (hosts, networks, endpoints, policies) as plain dataclasses.
+"""The desired-state objects (hosts, networks, endpoints, policies, services) as plain dataclasses.
 
 This is the language of the core: the controller stores these as JSON in etcd, the
 agent reconciles against them. Only vxlab.client and the controller's servicer convert
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-T = TypeVar("T", "Host", "Network", "Endpoint", "Policy")
+T = TypeVar("T", "Host", "Network", "Endpoint", "Policy", "Service")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,17 @@ class Network:
 
 
 @dataclass(frozen=True)
+class PortMapping:
+    """A published port: `host_ip:host_port` on the endpoint's host to `container_port`
+    (vxlab.ports: parsing, validation, Docker's shape)."""
+
+    host_port: int
+    container_port: int
+    protocol: str = "tcp"   # "tcp" or "udp"
+    host_ip: str = ""       # "": every address of the host but loopback; "127.0.0.1": loopback only
+
+
+@dataclass(frozen=True)
 class Endpoint:
     name: str
     network: str
@@ -56,6 +67,7 @@ class Endpoint:
     created: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()  # more DNS names of the container on this network
+    ports: tuple[PortMapping, ...] = ()  # published ports (on one non-internal network of a container)
 
 
 @dataclass(frozen=True)
@@ -90,7 +102,22 @@ class Policy:
     created: str = ""
 
 
-Object = Host | Network | Endpoint | Policy
+@dataclass(frozen=True)
+class Service:
+    """A virtual IP on a network, load-balanced across replicas (vxlab.services)."""
+
+    name: str
+    network: str
+    vip: str = ""
+    replicas: tuple[str, ...] = ()          # container names on the network ...
+    selector: dict[str, str] = field(default_factory=dict)   # ... or the endpoints carrying these labels
+    ports: tuple[str, ...] = ()             # "80/tcp", "53/udp"
+    affinity: str = "none"                  # "none" or "client-ip"
+    id: str = ""
+    created: str = ""
+
+
+Object = Host | Network | Endpoint | Policy | Service
 
 
 @dataclass(frozen=True)
@@ -117,6 +144,7 @@ class WatchBatch:
     endpoints: tuple[Endpoint, ...] = ()
     changes: tuple[Change, ...] = ()
     policies: tuple[Policy, ...] = ()
+    services: tuple[Service, ...] = ()
 
 
 def to_json(obj: Object, *, exclude: tuple[str, ...] = ()) -> bytes:
@@ -144,7 +172,7 @@ def _build(cls: type[Any], raw: dict[str, Any]) -> Any:
 @functools.cache
 def _shape(cls: type[Any]) -> tuple[frozenset[str], dict[str, Callable[[Any], Any]]]:
     """A dataclass's field names, and a converter for each field JSON cannot give back
-    as is (a nested dataclass, a tuple). Computed once per class: from_json is on the
+    as is (a nested dataclass, a tuple, a tuple of dataclasses). Computed once per class: from_json is on the
     controller's snapshot path."""
     hints = typing.get_type_hints(cls)
     nested: dict[str, Callable[[Any], Any]] = {}
@@ -152,6 +180,8 @@ def _shape(cls: type[Any]) -> tuple[frozenset[str], dict[str, Callable[[Any], An
         hint = hints[f.name]
         if dataclasses.is_dataclass(hint):
             nested[f.name] = lambda v, sub=hint: _build(sub, v) if isinstance(v, dict) else v
+        elif typing.get_origin(hint) is tuple and dataclasses.is_dataclass(sub := typing.get_args(hint)[0]):
+            nested[f.name] = lambda v, sub=sub: tuple(_build(sub, x) if isinstance(x, dict) else x for x in v)
         elif typing.get_origin(hint) is tuple:
             nested[f.name] = tuple
     return frozenset(f.name for f in dataclasses.fields(cls)), nested

@@ -1,6 +1,6 @@
-"""The desired state as one view: every host, network, endpoint and policy keyed by its
-identity (hosts and networks by name, endpoints and policies by (network, name)), at
-the revision it is at.
+"""The desired state as one view: every host, network, endpoint, policy and service keyed
+by its identity (hosts and networks by name, endpoints, policies and services by
+(network, name)), at the revision it is at.
 
 Owned by the shared core; used by the controller's watch hub (its materialized state,
 and the snapshot new subscribers get), the agent's cache (agent/cache.py: what a pass
@@ -28,9 +28,9 @@ import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from vxlab.model import Endpoint, Host, Network, Object, Policy, WatchBatch
+from vxlab.model import Endpoint, Host, Network, Object, Policy, Service, WatchBatch
 
-Key = Any  # str (hosts, networks) or (network, name) (endpoints, policies)
+Key = Any  # str (hosts, networks) or (network, name) (endpoints, policies, services)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +59,7 @@ KINDS = (
     Kind("networks", Network, ("name",), ("id", "created")),
     Kind("endpoints", Endpoint, ("network", "name"), ("id", "created")),
     Kind("policies", Policy, ("network", "name"), ("created",)),
+    Kind("services", Service, ("network", "name"), ("id", "created")),
 )
 _BY_CLASS: dict[type, tuple[str, Callable[[Any], Key]]] = {k.cls: (k.name, k.key) for k in KINDS}
 _FIELDS = {k.name: tuple(f.name for f in dataclasses.fields(k.cls) if f.name not in k.identity) for k in KINDS}
@@ -175,21 +176,24 @@ _NOTHING = Delta()  # what a heartbeat changes (never modified: `_add` is only c
 class View:
     """Objects keyed by identity, at a revision. The tables passed in are taken, not copied."""
 
-    __slots__ = ("revision", "hosts", "networks", "endpoints", "policies", "_snap")
+    __slots__ = ("revision", "hosts", "networks", "endpoints", "policies", "services", "_snap")
     hosts: dict[str, Host]
     networks: dict[str, Network]
     endpoints: dict[tuple[str, str], Endpoint]
     policies: dict[tuple[str, str], Policy]
+    services: dict[tuple[str, str], Service]
 
     def __init__(self, revision: int = 0, *, hosts: dict[str, Host] | None = None,
                  networks: dict[str, Network] | None = None,
                  endpoints: dict[tuple[str, str], Endpoint] | None = None,
-                 policies: dict[tuple[str, str], Policy] | None = None) -> None:
+                 policies: dict[tuple[str, str], Policy] | None = None,
+                 services: dict[tuple[str, str], Service] | None = None) -> None:
         self.revision = revision
         self.hosts = {} if hosts is None else hosts
         self.networks = {} if networks is None else networks
         self.endpoints = {} if endpoints is None else endpoints
         self.policies = {} if policies is None else policies
+        self.services = {} if services is None else services
         self._snap: WatchBatch | None = None
 
     @classmethod
@@ -197,7 +201,8 @@ class View:
         """The view a snapshot batch describes; the batch itself is its first snapshot()."""
         v = cls(snap.revision, hosts={h.name: h for h in snap.hosts}, networks={n.name: n for n in snap.networks},
                 endpoints={(e.network, e.name): e for e in snap.endpoints},
-                policies={(p.network, p.name): p for p in snap.policies})
+                policies={(p.network, p.name): p for p in snap.policies},
+                services={(s.network, s.name): s for s in snap.services})
         v._snap = None if snap.compacted else snap
         return v
 
@@ -223,12 +228,12 @@ class View:
         if batch.snapshot:
             delta = Delta(snapshot=True)
             before = View(self.revision, hosts=self.hosts, networks=self.networks, endpoints=self.endpoints,
-                          policies=self.policies)
+                          policies=self.policies, services=self.services)
             delta._lazy = (before, batch)
             new = View.of(batch)
             self.revision, self._snap = new.revision, new._snap
-            self.hosts, self.networks, self.endpoints, self.policies = new.hosts, new.networks, new.endpoints, \
-                new.policies
+            self.hosts, self.networks, self.endpoints, self.policies, self.services = new.hosts, new.networks, \
+                new.endpoints, new.policies, new.services
             return delta
         if batch.revision > self.revision:
             self.revision = batch.revision
@@ -264,7 +269,7 @@ class View:
 
     def copy(self) -> View:
         v = View(self.revision, hosts=dict(self.hosts), networks=dict(self.networks),
-                 endpoints=dict(self.endpoints), policies=dict(self.policies))
+                 endpoints=dict(self.endpoints), policies=dict(self.policies), services=dict(self.services))
         v._snap = self._snap
         return v
 

@@ -12,7 +12,7 @@ import dataclasses
 from typing import Any
 
 from vxlab import ops
-from vxlab.model import Change, Endpoint, Host, Network, Policy, Selector, WatchBatch
+from vxlab.model import Change, Endpoint, Host, Network, Policy, PortMapping, Selector, Service, WatchBatch
 from vxlab.v1 import vxlab_pb2 as pb
 
 
@@ -50,6 +50,7 @@ def endpoint_to_pb(e: Endpoint) -> pb.Endpoint:
     return pb.Endpoint(
         name=e.name, network=e.network, host=e.host, ip=e.ip, mac=e.mac, id=e.id,
         created=e.created, labels=dict(e.labels), aliases=list(e.aliases),
+        ports=[_flat_to_pb(p, pb.PortMapping) for p in e.ports],
     )
 
 
@@ -57,7 +58,18 @@ def endpoint_from_pb(m: pb.Endpoint) -> Endpoint:
     return Endpoint(
         name=m.name, network=m.network, host=m.host, ip=m.ip, mac=m.mac, id=m.id,
         created=m.created, labels=dict(m.labels), aliases=tuple(m.aliases),
+        ports=tuple(_flat_from_pb(p, PortMapping) for p in m.ports),
     )
+
+
+def service_to_pb(s: Service) -> pb.Service:
+    return pb.Service(name=s.name, network=s.network, vip=s.vip, replicas=list(s.replicas), selector=dict(s.selector),
+                      ports=list(s.ports), affinity=s.affinity, id=s.id, created=s.created)
+
+
+def service_from_pb(m: pb.Service) -> Service:
+    return Service(name=m.name, network=m.network, vip=m.vip, replicas=tuple(m.replicas), selector=dict(m.selector),
+                   ports=tuple(m.ports), affinity=m.affinity, id=m.id, created=m.created)
 
 
 def _selector_to_pb(s: Selector) -> pb.Selector:
@@ -92,6 +104,8 @@ def _change_to_pb(c: Change) -> pb.Change:
         return pb.Change(kind=kind, network=network_to_pb(c.obj))
     if isinstance(c.obj, Policy):
         return pb.Change(kind=kind, policy=policy_to_pb(c.obj))
+    if isinstance(c.obj, Service):
+        return pb.Change(kind=kind, service=service_to_pb(c.obj))
     return pb.Change(kind=kind, endpoint=endpoint_to_pb(c.obj))
 
 
@@ -104,6 +118,8 @@ def _change_from_pb(m: pb.Change) -> Change:
         return Change(kind, network_from_pb(m.network))
     if which == "policy":
         return Change(kind, policy_from_pb(m.policy))
+    if which == "service":
+        return Change(kind, service_from_pb(m.service))
     return Change(kind, endpoint_from_pb(m.endpoint))
 
 
@@ -115,6 +131,7 @@ def batch_to_pb(b: WatchBatch) -> pb.WatchResponse:
         endpoints=[endpoint_to_pb(e) for e in b.endpoints],
         changes=[_change_to_pb(c) for c in b.changes],
         policies=[policy_to_pb(p) for p in b.policies],
+        services=[service_to_pb(s) for s in b.services],
     )
 
 
@@ -126,6 +143,7 @@ def batch_from_pb(m: pb.WatchResponse) -> WatchBatch:
         endpoints=tuple(endpoint_from_pb(e) for e in m.endpoints),
         changes=tuple(_change_from_pb(c) for c in m.changes),
         policies=tuple(policy_from_pb(p) for p in m.policies),
+        services=tuple(service_from_pb(s) for s in m.services),
     )
 
 

@@ -94,6 +94,14 @@ class IpOutside(Outside):
         found = json.loads(ip(*self._n(ns), "-4", "-j", "neigh", "show", "dev", dev))
         return {e["dst"]: (e.get("lladdr", ""), "PERMANENT" in e.get("state", [])) for e in found}
 
+    def route(self, ns: str, dst: str, dev: str) -> None:
+        ip(*self._n(ns), "route", "add", dst, "dev", dev)
+
+    def sysctl(self, ns: str, key: str) -> str:
+        done = subprocess.run(["ip", "netns", "exec", ns or self.host, "sysctl", "-n", key.replace("/", ".")],
+                              capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
 
 def _cleanup(prefix: str) -> None:
     for name in ip("netns", "list").split():

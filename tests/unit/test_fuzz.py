@@ -23,7 +23,7 @@ def test_fuzz(target: str) -> None:
 
 def test_rpc_fuzzing_reaches_past_validation() -> None:
     """Not only rejections: plausible requests create hosts, networks, endpoints, policies."""
-    stats = fuzz.run_rpcs(400, derandomize=True)
+    stats = fuzz.run_rpcs(600, derandomize=True)
     assert {"RegisterHost OK", "CreateNetwork OK", "CreateEndpoint OK", "CreatePolicy OK"} <= set(stats), stats
     assert "INTERNAL" not in " ".join(stats)
 

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from contract_kernel import KernelContract, Outside, uncovered
 from vxlab.agent.fake import FakeKernel, _Ns
-from vxlab.agent.kernel import Link, Underlay
+from vxlab.agent.kernel import Link, Route, Underlay
 
 
 class FakeOutside(Outside):
@@ -45,6 +45,12 @@ class FakeOutside(Outside):
         n = self._ns(ns)
         return ({ip: (mac, False) for (d, ip), mac in n.arp.items() if d == dev}
                 | {e.ip: (e.mac, True) for e in n.neigh.values() if e.dev == dev})
+
+    def route(self, ns: str, dst: str, dev: str) -> None:
+        self._ns(ns).routes.add(Route(dst, "", dev))
+
+    def sysctl(self, ns: str, key: str) -> str:
+        return self.k.sysctls.get((ns, key), "")
 
 
 class TestFakeKernelContract(KernelContract):

@@ -255,3 +255,19 @@ def dns_(
         "NAMES": "names", "UDP P50 MS": "udp_p50_ms", "UDP P99 MS": "udp_p99_ms", "TCP P50 MS": "tcp_p50_ms",
         "TCP P99 MS": "tcp_p99_ms", "AFTER CHANGE P50": "after_change_udp_p50_ms",
         "AFTER CHANGE P99": "after_change_udp_p99_ms"})
+
+
+@app.command("services")
+def services(
+    out: Annotated[Path, typer.Option("-o", "--out", help="Directory for services.json.")] = Path("bench/results"),
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds of each series (the median counts).")] = 7,
+    seconds: Annotated[float, typer.Option(min=0.5, help="Seconds per round.")] = 3.0,
+) -> None:
+    """TCP connections/s to a service VIP against a replica's direct IP (target: >= 0.9x)."""
+    from vxlab.bench import services as bench
+
+    result = bench.run(out, rounds=rounds, seconds=seconds)
+    rows = [{"series": k, **v, "rounds_per_s": " ".join(map(str, v["rounds_per_s"]))} for k, v in result["series"].items()]
+    _report({**result, "rows": rows}, "rows", {"SERIES": "series", "MEDIAN CONN/S": "median_per_s",
+                                               "ROUNDS": "rounds_per_s"})
+    typer.echo(f"vip / direct: {result['vip_vs_direct']} (target >= 0.9)", err=True)

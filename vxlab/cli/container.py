@@ -1,7 +1,8 @@
 """`vxlab container …`: containers as seen by the controller, i.e. their endpoints.
 
 A container is every endpoint that carries its name on one host; `inspect` renders it
-like `docker container inspect`'s `NetworkSettings.Networks`.
+like `docker container inspect`'s `NetworkSettings.Networks` and `.Ports`; `port` lists
+its published ports like `docker port`.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from vxlab import containers
+from vxlab import ports as portspec
 from vxlab.cli import main as cli
 from vxlab.cli.network import with_prefix
-from vxlab.errors import NotFound
+from vxlab.errors import InvalidArgument, NotFound
 from vxlab.layout import Layout
 from vxlab.model import Endpoint, Host, Network
 
@@ -60,9 +62,10 @@ def docker_containers(name: str, *, endpoints: list[Endpoint], networks: dict[st
                 "IPAddress": e.ip, "IPPrefixLen": _prefixlen(e.ip, net.subnet), "MacAddress": e.mac,
                 "Aliases": list(e.aliases), "DNSNames": [name, *e.aliases, f"{name}.{e.network}"],
             }
+        published = [p for e in endpoints if e.name == name and e.host == host for p in e.ports]
         out.append({"Name": name, "Id": container_id(host=host, name=name), "Host": host,
                     "NetworkSettings": {"SandboxKey": sandbox_key(name, (hosts or {}).get(host)),
-                                        "Networks": attached}})
+                                        "Ports": portspec.docker(published), "Networks": attached}})
     return out
 
 
@@ -126,17 +129,47 @@ def run(
     ip: Annotated[str, typer.Option(metavar="IP", help="Address on the first network.")] = "",
     alias: Annotated[list[str] | None, typer.Option(
         "--alias", metavar="NAME", help="Another DNS name of the container on its networks (repeatable).")] = None,
+    publish: Annotated[list[str] | None, typer.Option(
+        "--publish", "-p", metavar="[IP:]HOST:CONTAINER[/PROTO]",
+        help="Publish a port on the host (repeatable), e.g. 8080:80, 127.0.0.1:9000:9000, 5353:53/udp.")] = None,
     lab: cli.LabOpt = None,
 ) -> None:
     """Start a container on HOST attached to each --network. In a lab: waits until it is
     reachable. Without one (real hosts): its endpoints are created in the controller and
     the host's agent makes the container's namespace (`vx-c-NAME`), its peers the entries."""
+    try:
+        ports = portspec.check_all([portspec.parse(p, field=f"publish[{i}]") for i, p in enumerate(publish or ())],
+                                   field="publish")
+    except InvalidArgument as err:
+        cli.fail(err.message)
     eps = cli.in_lab_or_call(ctx, in_lab=lambda lab: lab.container(name, host=host, networks=network, ip=ip,
-                                                                   aliases=tuple(alias or ())),
+                                                                   aliases=tuple(alias or ()), ports=ports),
                              alone=lambda c: containers.run(c, name, host=host, networks=network, ip=ip,
-                                                            aliases=tuple(alias or ())))
+                                                            aliases=tuple(alias or ()), ports=ports))
     cli.output(as_json=False, data=None, columns=LS_COLUMNS,
                rows=[[e.name, e.host, e.network, e.ip, e.mac, e.id[:12]] for e in eps])
+
+
+@app.command("port")
+def port(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Container name.")],
+         as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of lines.")] = False,
+         lab: cli.LabOpt = None) -> None:
+    """List a container's published ports, like `docker port`: `80/tcp -> 0.0.0.0:8080`
+    (0.0.0.0: every address of its host but loopback)."""
+
+    async def go(c: Client) -> list[Endpoint]:
+        eps = await c.list_endpoints(name=name)
+        if not eps:
+            raise NotFound(f"container: no container named {name!r}")
+        return eps
+
+    eps = cli.call(ctx, go)
+    published = sorted((p for e in eps for p in e.ports), key=lambda p: (p.container_port, p.protocol, p.host_port))
+    if as_json:
+        cli.output(as_json=True, data=portspec.docker(published), columns=(), rows=())
+        return
+    for p in published:
+        typer.echo(f"{p.container_port}/{p.protocol} -> {p.host_ip or '0.0.0.0'}:{p.host_port}")
 
 
 @app.command("rm")

@@ -141,6 +141,7 @@ def check(
         print_json(result.to_json())
     else:
         names = sorted({p.src for p in result.probes} | {p.dst for p in result.probes})
+        sources = sorted({p.src for p in result.probes})  # a VIP is only ever a destination
         cells: dict[tuple[str, str], list[str]] = {}
         for p in result.probes:
             mark = ("ok" if p.reached else "FAIL") if p.expect else (
@@ -148,7 +149,7 @@ def check(
             cells.setdefault((p.src, p.dst), []).append(f"{p.network}:{mark}")
         rows = [[src, *[Text(" ".join(cells.get((src, dst), ["-"])),
                              style="red" if any(x.endswith(("FAIL", "LEAK")) for x in cells.get((src, dst), []))
-                             else "green") for dst in names]] for src in names]
+                             else "green") for dst in names]] for src in sources]
         output(as_json=False, data=None, columns=["FROM \\ TO", *names], rows=rows)
         bad = result.failures
         typer.echo(f"{len(result.probes) - len(bad)}/{len(result.probes)} expectations hold"

@@ -335,6 +335,9 @@ from vxlab.cli import policy as policy_cli  # noqa: E402
 
 app.add_typer(experiment.app, name="experiment")
 app.add_typer(policy_cli.app, name="policy")
+from vxlab.cli import service as service_cli  # noqa: E402
+
+app.add_typer(service_cli.app, name="service")
 from vxlab.cli import fuzz as fuzz_cli  # noqa: E402
 
 app.command("fuzz")(fuzz_cli.fuzz)

@@ -68,7 +68,7 @@ class Network(_message.Message):
     def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., subnet: _Optional[str] = ..., gateway: _Optional[str] = ..., vni: _Optional[int] = ..., mtu: _Optional[int] = ..., internal: _Optional[bool] = ..., created: _Optional[str] = ..., driver: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., host: _Optional[str] = ...) -> None: ...
 
 class Endpoint(_message.Message):
-    __slots__ = ("name", "network", "host", "ip", "mac", "id", "created", "labels", "aliases")
+    __slots__ = ("name", "network", "host", "ip", "mac", "id", "created", "labels", "aliases", "ports")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +85,7 @@ class Endpoint(_message.Message):
     CREATED_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     network: str
     host: str
@@ -94,7 +95,49 @@ class Endpoint(_message.Message):
     created: str
     labels: _containers.ScalarMap[str, str]
     aliases: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., network: _Optional[str] = ..., host: _Optional[str] = ..., ip: _Optional[str] = ..., mac: _Optional[str] = ..., id: _Optional[str] = ..., created: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., aliases: _Optional[_Iterable[str]] = ...) -> None: ...
+    ports: _containers.RepeatedCompositeFieldContainer[PortMapping]
+    def __init__(self, name: _Optional[str] = ..., network: _Optional[str] = ..., host: _Optional[str] = ..., ip: _Optional[str] = ..., mac: _Optional[str] = ..., id: _Optional[str] = ..., created: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., aliases: _Optional[_Iterable[str]] = ..., ports: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ...) -> None: ...
+
+class PortMapping(_message.Message):
+    __slots__ = ("host_ip", "host_port", "container_port", "protocol")
+    HOST_IP_FIELD_NUMBER: _ClassVar[int]
+    HOST_PORT_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_PORT_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    host_ip: str
+    host_port: int
+    container_port: int
+    protocol: str
+    def __init__(self, host_ip: _Optional[str] = ..., host_port: _Optional[int] = ..., container_port: _Optional[int] = ..., protocol: _Optional[str] = ...) -> None: ...
+
+class Service(_message.Message):
+    __slots__ = ("name", "network", "vip", "replicas", "selector", "ports", "affinity", "id", "created")
+    class SelectorEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    VIP_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    AFFINITY_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    network: str
+    vip: str
+    replicas: _containers.RepeatedScalarFieldContainer[str]
+    selector: _containers.ScalarMap[str, str]
+    ports: _containers.RepeatedScalarFieldContainer[str]
+    affinity: str
+    id: str
+    created: str
+    def __init__(self, name: _Optional[str] = ..., network: _Optional[str] = ..., vip: _Optional[str] = ..., replicas: _Optional[_Iterable[str]] = ..., selector: _Optional[_Mapping[str, str]] = ..., ports: _Optional[_Iterable[str]] = ..., affinity: _Optional[str] = ..., id: _Optional[str] = ..., created: _Optional[str] = ...) -> None: ...
 
 class Selector(_message.Message):
     __slots__ = ("container", "label", "cidr")
@@ -337,7 +380,7 @@ class WatchRequest(_message.Message):
     def __init__(self, start_revision: _Optional[int] = ...) -> None: ...
 
 class Change(_message.Message):
-    __slots__ = ("kind", "host", "network", "endpoint", "policy")
+    __slots__ = ("kind", "host", "network", "endpoint", "policy", "service")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         PUT: _ClassVar[Change.Kind]
@@ -349,15 +392,17 @@ class Change(_message.Message):
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
     kind: Change.Kind
     host: Host
     network: Network
     endpoint: Endpoint
     policy: Policy
-    def __init__(self, kind: _Optional[_Union[Change.Kind, str]] = ..., host: _Optional[_Union[Host, _Mapping]] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., endpoint: _Optional[_Union[Endpoint, _Mapping]] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ...) -> None: ...
+    service: Service
+    def __init__(self, kind: _Optional[_Union[Change.Kind, str]] = ..., host: _Optional[_Union[Host, _Mapping]] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., endpoint: _Optional[_Union[Endpoint, _Mapping]] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., service: _Optional[_Union[Service, _Mapping]] = ...) -> None: ...
 
 class WatchResponse(_message.Message):
-    __slots__ = ("revision", "snapshot", "compacted", "hosts", "networks", "endpoints", "changes", "policies")
+    __slots__ = ("revision", "snapshot", "compacted", "hosts", "networks", "endpoints", "changes", "policies", "services")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     COMPACTED_FIELD_NUMBER: _ClassVar[int]
@@ -366,6 +411,7 @@ class WatchResponse(_message.Message):
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
     CHANGES_FIELD_NUMBER: _ClassVar[int]
     POLICIES_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
     revision: int
     snapshot: bool
     compacted: bool
@@ -374,7 +420,48 @@ class WatchResponse(_message.Message):
     endpoints: _containers.RepeatedCompositeFieldContainer[Endpoint]
     changes: _containers.RepeatedCompositeFieldContainer[Change]
     policies: _containers.RepeatedCompositeFieldContainer[Policy]
-    def __init__(self, revision: _Optional[int] = ..., snapshot: _Optional[bool] = ..., compacted: _Optional[bool] = ..., hosts: _Optional[_Iterable[_Union[Host, _Mapping]]] = ..., networks: _Optional[_Iterable[_Union[Network, _Mapping]]] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ...) -> None: ...
+    services: _containers.RepeatedCompositeFieldContainer[Service]
+    def __init__(self, revision: _Optional[int] = ..., snapshot: _Optional[bool] = ..., compacted: _Optional[bool] = ..., hosts: _Optional[_Iterable[_Union[Host, _Mapping]]] = ..., networks: _Optional[_Iterable[_Union[Network, _Mapping]]] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ..., services: _Optional[_Iterable[_Union[Service, _Mapping]]] = ...) -> None: ...
+
+class CreateServiceRequest(_message.Message):
+    __slots__ = ("service",)
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    service: Service
+    def __init__(self, service: _Optional[_Union[Service, _Mapping]] = ...) -> None: ...
+
+class GetServiceRequest(_message.Message):
+    __slots__ = ("network", "name")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    name: str
+    def __init__(self, network: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class ListServicesRequest(_message.Message):
+    __slots__ = ("network",)
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    def __init__(self, network: _Optional[str] = ...) -> None: ...
+
+class ListServicesResponse(_message.Message):
+    __slots__ = ("services", "revision")
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    services: _containers.RepeatedCompositeFieldContainer[Service]
+    revision: int
+    def __init__(self, services: _Optional[_Iterable[_Union[Service, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class DeleteServiceRequest(_message.Message):
+    __slots__ = ("network", "name")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    name: str
+    def __init__(self, network: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class DeleteServiceResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class ProbeSpec(_message.Message):
     __slots__ = ("container", "ip", "protocol", "port", "timeout")

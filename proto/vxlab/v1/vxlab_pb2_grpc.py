@@ -958,6 +958,207 @@ class PolicyService:
             _registered_method=True)
 
 
+class ServiceServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateService = channel.unary_unary(
+                '/vxlab.v1.ServiceService/CreateService',
+                request_serializer=vxlab_dot_v1_dot_vxlab__pb2.CreateServiceRequest.SerializeToString,
+                response_deserializer=vxlab_dot_v1_dot_vxlab__pb2.Service.FromString,
+                _registered_method=True)
+        self.GetService = channel.unary_unary(
+                '/vxlab.v1.ServiceService/GetService',
+                request_serializer=vxlab_dot_v1_dot_vxlab__pb2.GetServiceRequest.SerializeToString,
+                response_deserializer=vxlab_dot_v1_dot_vxlab__pb2.Service.FromString,
+                _registered_method=True)
+        self.ListServices = channel.unary_unary(
+                '/vxlab.v1.ServiceService/ListServices',
+                request_serializer=vxlab_dot_v1_dot_vxlab__pb2.ListServicesRequest.SerializeToString,
+                response_deserializer=vxlab_dot_v1_dot_vxlab__pb2.ListServicesResponse.FromString,
+                _registered_method=True)
+        self.DeleteService = channel.unary_unary(
+                '/vxlab.v1.ServiceService/DeleteService',
+                request_serializer=vxlab_dot_v1_dot_vxlab__pb2.DeleteServiceRequest.SerializeToString,
+                response_deserializer=vxlab_dot_v1_dot_vxlab__pb2.DeleteServiceResponse.FromString,
+                _registered_method=True)
+
+
+class ServiceServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def CreateService(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetService(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListServices(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteService(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ServiceServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateService': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateService,
+                    request_deserializer=vxlab_dot_v1_dot_vxlab__pb2.CreateServiceRequest.FromString,
+                    response_serializer=vxlab_dot_v1_dot_vxlab__pb2.Service.SerializeToString,
+            ),
+            'GetService': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetService,
+                    request_deserializer=vxlab_dot_v1_dot_vxlab__pb2.GetServiceRequest.FromString,
+                    response_serializer=vxlab_dot_v1_dot_vxlab__pb2.Service.SerializeToString,
+            ),
+            'ListServices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListServices,
+                    request_deserializer=vxlab_dot_v1_dot_vxlab__pb2.ListServicesRequest.FromString,
+                    response_serializer=vxlab_dot_v1_dot_vxlab__pb2.ListServicesResponse.SerializeToString,
+            ),
+            'DeleteService': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteService,
+                    request_deserializer=vxlab_dot_v1_dot_vxlab__pb2.DeleteServiceRequest.FromString,
+                    response_serializer=vxlab_dot_v1_dot_vxlab__pb2.DeleteServiceResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'vxlab.v1.ServiceService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('vxlab.v1.ServiceService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ServiceService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def CreateService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vxlab.v1.ServiceService/CreateService',
+            vxlab_dot_v1_dot_vxlab__pb2.CreateServiceRequest.SerializeToString,
+            vxlab_dot_v1_dot_vxlab__pb2.Service.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vxlab.v1.ServiceService/GetService',
+            vxlab_dot_v1_dot_vxlab__pb2.GetServiceRequest.SerializeToString,
+            vxlab_dot_v1_dot_vxlab__pb2.Service.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListServices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vxlab.v1.ServiceService/ListServices',
+            vxlab_dot_v1_dot_vxlab__pb2.ListServicesRequest.SerializeToString,
+            vxlab_dot_v1_dot_vxlab__pb2.ListServicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vxlab.v1.ServiceService/DeleteService',
+            vxlab_dot_v1_dot_vxlab__pb2.DeleteServiceRequest.SerializeToString,
+            vxlab_dot_v1_dot_vxlab__pb2.DeleteServiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class WatchServiceStub:
     """Missing associated documentation comment in .proto file."""
 

@@ -1,0 +1,207 @@
+"""Published ports and service VIPs in a real lab (issue 17.2-17.4), with real packets:
+TCP echo servers in the containers that answer with their name and the address they
+see; a published port reached from the lab's outside address (the switch), from another
+host's namespace, from the host itself (loopback-bound too) and from containers on the
+same host (hairpin); 60 connections to a VIP spread over 3 replicas; `affinity:
+client-ip`; `check` proving every VIP; the tables repaired after they are deleted by
+hand; bad input writing nothing; and, last, a replica's host crashing: after the lease
+TTL + 1 s every connection succeeds again (the dead host's replica is out).
+
+One lab for the module: 3 hosts, one network, a published container and 3 replicas.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from vxlab.errors import AlreadyExists, InvalidArgument, VxError
+from vxlab.icmp import socket_in_netns
+from vxlab.lab import procs, topology
+from vxlab.lab.lab import Lab
+from vxlab.model import PortMapping, Service
+
+pytestmark = pytest.mark.integration
+
+BODY = """
+hosts: 3
+networks:
+  - {name: app, subnet: 10.50.0.0/24}
+containers:
+  - {name: web, host: h1, networks: [app], ports: ["8080:80", "127.0.0.1:9000:9000"]}
+  - {name: peer, host: h1, networks: [app]}
+  - {name: api1, host: h1, networks: [app], labels: {tier: api}}
+  - {name: api2, host: h2, networks: [app], labels: {tier: api}}
+  - {name: api3, host: h3, networks: [app], labels: {tier: api}}
+  - {name: client, host: h2, networks: [app]}
+services:
+  - {name: api, network: app, replicas: [api1, api2, api3], ports: [80/tcp]}
+"""
+H1 = "172.30.0.11"
+ECHO = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[2]))); s.listen(128)
+print("listening", flush=True)
+while True:
+    c, peer = s.accept()
+    c.sendall(f"{sys.argv[1]} {peer[0]}\\n".encode()); c.close()
+"""
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    run = tmp_path_factory.mktemp("services") / "run"
+    old = os.environ.get("VXLAB_RUN")
+    os.environ["VXLAB_RUN"] = str(run)
+    name = "vxt" + secrets.token_hex(3)
+    lab = Lab(name)
+    servers: list[subprocess.Popen[str]] = []
+    try:
+        lab.up(topology.parse(f"name: {name}\n{BODY}"))
+        for container, port in (("web", 80), ("web", 9000), ("api1", 80), ("api2", 80), ("api3", 80)):
+            p = subprocess.Popen(["ip", "netns", "exec", lab.namespace_of(container), sys.executable, "-c", ECHO,
+                                  container, str(port)], stdout=subprocess.PIPE, text=True)
+            servers.append(p)
+            assert p.stdout is not None and p.stdout.readline().strip() == "listening"
+        yield lab
+    finally:
+        for p in servers:
+            p.kill()
+            p.wait()
+        lab.down()
+        if old is None:
+            os.environ.pop("VXLAB_RUN", None)
+        else:
+            os.environ["VXLAB_RUN"] = old
+
+
+def connect(ns: str, ip: str, port: int, *, timeout: float = 2.0) -> str:
+    """One TCP connection from namespace `ns`: what the echo server said ("name peer"),
+    or "error: …"."""
+    sock = socket_in_netns(ns, socket.AF_INET, socket.SOCK_STREAM, 0)
+    with sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect((ip, port))
+            return sock.makefile().readline().strip()
+        except OSError as e:
+            return f"error: {e.strerror or e}"
+
+
+def vip(lab: Lab, name: str = "api") -> str:
+    return lab.call(lambda c: c.get_service("app", name)).vip
+
+
+def vx(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vxlab.cli", *args, "--lab", lab.name], capture_output=True,
+                          text=True)
+
+
+def test_a_published_port_is_reached_from_outside_other_hosts_the_host_and_containers(lab: Lab) -> None:
+    web = next(e.ip for e in lab.call(lambda c: c.list_endpoints(name="web")))
+    # from outside (the switch's 172.30.0.1) and another host: the container sees who connects
+    assert connect(lab.switch_ns, H1, 8080) == f"web {lab.outside_ip()}"
+    assert connect(lab.host_ns("h2"), H1, 8080) == "web 172.30.0.12"
+    assert connect(lab.host_ns("h1"), H1, 8080) == f"web {H1}"           # the host itself
+    # hairpin: containers of the same host and network (masqueraded to the uplink's address)
+    for container in ("peer", "web"):
+        said = connect(lab.namespace_of(container), H1, 8080)
+        assert said.startswith("web 169.254."), said
+    assert connect(lab.namespace_of("client"), H1, 8080) == "web 172.30.0.12"  # another host's container
+    # 127.0.0.1:9000 is the host's loopback only
+    assert connect(lab.host_ns("h1"), "127.0.0.1", 9000).startswith("web ")
+    assert connect(lab.switch_ns, H1, 9000).startswith("error:")
+    assert connect(lab.host_ns("h1"), "127.0.0.1", 8080).startswith("error:")  # 0.0.0.0 is not loopback
+    # the route the agent keeps to the subnet: the host reaches the container from its uplink's address
+    assert connect(lab.host_ns("h1"), web, 80).startswith("web 169.254.")
+
+
+def test_inspect_and_port_show_the_published_ports(lab: Lab) -> None:
+    p = vx(lab, "container", "port", "web")
+    assert p.returncode == 0 and p.stdout.splitlines() == ["80/tcp -> 0.0.0.0:8080", "9000/tcp -> 127.0.0.1:9000"]
+    inspect = json.loads(vx(lab, "container", "inspect", "web", "--json").stdout)
+    assert inspect[0]["NetworkSettings"]["Ports"] == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}],
+                                                      "9000/tcp": [{"HostIp": "127.0.0.1", "HostPort": "9000"}]}
+
+
+def test_sixty_connections_to_the_vip_reach_every_replica(lab: Lab) -> None:
+    address = vip(lab)
+    p = lab.exec("client", "getent", "hosts", "api")
+    assert p.returncode == 0 and p.stdout.split()[0] == address, p.stdout
+    said = [connect(lab.namespace_of("client"), address, 80) for _ in range(60)]
+    counts = collections.Counter(s.split()[0] for s in said)
+    assert set(counts) == {"api1", "api2", "api3"} and min(counts.values()) >= 6, counts
+    assert {s.split()[1] for s in said} == {next(e.ip for e in lab.call(lambda c: c.list_endpoints(name="client")))}
+    assert connect(lab.namespace_of("client"), address, 81) == "error: Connection refused"  # not a service port
+
+
+def test_client_ip_affinity_sends_a_client_to_one_replica(lab: Lab) -> None:
+    lab.add_service(Service("sticky", "app", selector={"tier": "api"}, ports=("80",), affinity="client-ip"))
+    try:
+        address = vip(lab, "sticky")
+        for client in ("client", "peer"):
+            said = {connect(lab.namespace_of(client), address, 80).split()[0] for _ in range(15)}
+            assert len(said) == 1 and said <= {"api1", "api2", "api3"}, said
+    finally:
+        lab.remove_service("app", "sticky")
+    assert connect(lab.namespace_of("client"), address, 80).startswith("error:")  # gone with it
+
+
+def test_check_proves_the_vip_from_every_container_of_its_network(lab: Lab) -> None:
+    result = lab.check()
+    assert result.ok, result.failures
+    assert {p.src for p in result.probes if p.dst == "api (vip)" and p.reached} == {
+        "web", "peer", "api1", "api2", "api3", "client"}
+
+
+def test_tables_deleted_by_hand_are_reported_and_repaired(lab: Lab) -> None:
+    client = lab.namespace_of("client")
+    subprocess.run(["ip", "netns", "exec", lab.host_ns("h1"), "nft", "delete", "table", "ip", "vxlab_ports"], check=True)
+    subprocess.run(["ip", "netns", "exec", client, "nft", "delete", "table", "ip", "vxlab_svc"], check=True)
+    p = vx(lab, "check", "--kernel")
+    assert p.returncode == 1 and "ports" in p.stdout and "services" in p.stdout, p.stdout
+    procs.wait_for(lambda: connect(lab.switch_ns, H1, 8080, timeout=0.5).startswith("web ")
+                   and connect(client, vip(lab), 80, timeout=0.5).startswith("api"),
+                   "both tables back (the agents' next full pass)", timeout=40, interval=0.5)
+
+
+def test_bad_input_writes_nothing_and_names_the_field(lab: Lab) -> None:
+    rev = lab.call(lambda c: c.revision())
+    p = vx(lab, "container", "run", "w2", "--host", "h1", "--network", "app", "-p", "70000:80")
+    assert p.returncode == 1 and p.stderr.strip() == "error: publish[0].host_port: 70000 is out of range 1..65535"
+    p = vx(lab, "container", "run", "w2", "--host", "h1", "--network", "app", "-p", "8080:81")
+    assert p.returncode == 1 and p.stderr.strip() == (
+        "error: endpoint.ports[0].host_port: tcp 8080 on host 'h1' is already published by container 'web'"
+        " (network 'app')"), p.stderr
+    with pytest.raises(AlreadyExists):
+        lab.container("w2", host="h1", networks=["app"], ports=(PortMapping(8080, 81),))
+    p = vx(lab, "service", "create", "bad", "-n", "app", "--port", "80", "--replica", "api1", "--replica", "api9")
+    assert p.returncode == 1 and p.stderr.strip() == "error: service.replicas[1]: no container 'api9' on network 'app'"
+    p = vx(lab, "service", "create", "bad", "-n", "app", "--port", "80", "--replica", "api1", "--vip", "10.9.0.1")
+    assert p.returncode == 1 and p.stderr.strip() == "error: service.vip: 10.9.0.1 is outside subnet 10.50.0.0/24"
+    with pytest.raises(InvalidArgument):
+        lab.add_service(Service("bad", "app", replicas=("api1",), ports=("70000",)))
+    assert lab.call(lambda c: c.revision()) == rev
+
+
+def test_after_a_replicas_host_crashes_every_connection_succeeds_again_after_ttl(lab: Lab) -> None:
+    """Last: h3 stays crashed until the module's lab goes down."""
+    address, client = vip(lab), lab.namespace_of("client")
+    lab.add_fault("host-crash", host="h3")
+    time.sleep(lab.lease_ttl + 1)  # the behaviour under test: the lease TTL elapsing
+    said = [connect(client, address, 80) for _ in range(30)]
+    assert all(s.split()[0] in ("api1", "api2") for s in said), collections.Counter(said)
+    try:
+        lab.heal()
+    except VxError:
+        pass
