@@ -11,11 +11,12 @@ protocol. Our init (vminitrd, ~50 lines of busybox sh) and QEMU command line (be
 are small, everything they do is visible here, and the only packages needed are
 qemu-system-x86, busybox-static and kmod (no PyPI dependency).
 
-A VM lives in a run directory (the lab's `vms/<host>/` later) holding `vm.json` (its
+A VM lives in a run directory (a lab's `vms/<host>/`, lab/vmhost.py) holding `vm.json` (its
 configuration, written before anything is created, so `cleanup` finds the tap and the
 process after a kill -9 of whoever started it), QEMU's `qemu.pid`, `qemu.log` (its own
 errors) and `ctl.sock` (the command channel, see vmchan). QEMU's command line holds
-the run directory, so `find_qemu` finds it by scanning /proc even without the pid file.
+the run directory, so `find_qemu` finds it by scanning /proc even without the pid file
+(the lab's supervisor does the scanning and the killing, vxlab.lab.supervisor).
 
 - Boot: `-kernel` from vmkernel (the uncompressed PVH vmlinux: 3 s less under TCG),
   `-initrd` from vminitrd, the root over 9p read-only,
@@ -28,7 +29,7 @@ the run directory, so `find_qemu` finds it by scanning /proc even without the pi
 - The guest gets its address, MTU and default route through the command channel
   (`modprobe virtio_net`, `ip …`) as soon as the channel answers; `start` returns then.
 - The serial console (kernel and init messages, the channel server's errors) goes to
-  `console` (the lab's logs later), appended to with a line per boot.
+  `console` (a lab's `logs/vm-<host>.console.log`), appended to with a line per boot.
 """
 
 from __future__ import annotations
