@@ -30,6 +30,12 @@ the run directory, so `find_qemu` finds it by scanning /proc even without the pi
   (`modprobe virtio_net`, `ip …`) as soon as the channel answers; `start` returns then.
 - The serial console (kernel and init messages, the channel server's errors) goes to
   `console` (a lab's `logs/vm-<host>.console.log`), appended to with a line per boot.
+- A disk VM (`VmConfig.disk`, deploy/ booted for real: lab/vmimage.py) boots an image
+  instead: the image's own kernel and initramfs, its root on the first virtio disk (a
+  qcow2 overlay per VM: its writes survive a kill, as a crashed machine's disk does), a
+  cloud-init seed on the second; no 9p root and no `vx.*` arguments. The image runs the
+  channel's server as a systemd service, so `start` returns once the guest's systemd got
+  that far, and the guest configures its own network (cloud-init).
 """
 
 from __future__ import annotations
@@ -124,6 +130,18 @@ class Nic:
 
 
 @dataclass(frozen=True)
+class Disk:
+    """A VM booted from a disk image (lab/vmimage.py): `root` (qcow2 or raw) is its
+    /dev/vda, `seed` (a NoCloud seed, read-only) its /dev/vdb; `kernel` and `initrd` are
+    the image's own."""
+
+    root: str
+    kernel: str
+    initrd: str
+    seed: str = ""
+
+
+@dataclass(frozen=True)
 class VmConfig:
     name: str                      # the guest's hostname (the lab host's name)
     spec: VmSpec = VmSpec()
@@ -132,6 +150,7 @@ class VmConfig:
     shares: tuple[str, ...] = ()   # host directories the guest mounts read-write at the same path
     accel: str = ""                # "", "kvm" or "tcg" ("": the probe's verdict)
     nice: int = VM_NICE
+    disk: Disk | None = None       # boot a disk image instead of this machine's root
 
 
 @dataclass(frozen=True)
@@ -164,18 +183,27 @@ def mac_for(nic: Nic) -> str:
 def qemu_args(run: Path, config: VmConfig, kernel: vmkernel.GuestKernel, initrd: Path,
               accel: vmaccel.Accel, *, chan: Path, python: str, image: Path | None = None) -> list[str]:
     """The QEMU command line of a VM (pure: a unit test reads it)."""
-    spec = config.spec
-    append = ["console=ttyS0", "panic=-1", "quiet", f"vx.host={config.name}", f"vx.chan={chan}",
-              f"vx.python={python}"]
-    if kernel.modules:
-        append.append(f"vx.mods={kernel.modules}")
+    spec, disk = config.spec, config.disk
+    if disk:
+        append = ["root=/dev/vda", "rw", "console=ttyS0", "net.ifnames=0", "panic=-1"]
+    else:
+        append = ["console=ttyS0", "panic=-1", "quiet", f"vx.host={config.name}", f"vx.chan={chan}",
+                  f"vx.python={python}"]
+        if kernel.modules:
+            append.append(f"vx.mods={kernel.modules}")
     args = [vmaccel.qemu_binary(), *accel.args(), "-m", f"{spec.memory_mb}M", "-smp", str(spec.cpus),
             "-name", f"vxlab:{config.name},process=vxvm-{config.name}",
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-rtc", "base=utc",
-            "-kernel", str(image or kernel.vmlinuz), "-initrd", str(initrd),
-            "-fsdev", "local,id=vxroot,path=/,security_model=none,readonly=on,multidevs=remap",
-            "-device", "virtio-9p-pci,fsdev=vxroot,mount_tag=vxroot",
-            "-chardev", f"file,id=vxcon,path={config.console or run / 'console.log'},append=on",
+            "-kernel", str(image or kernel.vmlinuz), "-initrd", str(initrd)]
+    if disk:
+        fmt = "qcow2" if disk.root.endswith(".qcow2") else "raw"
+        args += ["-drive", f"file={disk.root},format={fmt},if=virtio", "-device", "virtio-rng-pci"]
+        if disk.seed:
+            args += ["-drive", f"file={disk.seed},format=raw,if=virtio,readonly=on"]
+    else:
+        args += ["-fsdev", "local,id=vxroot,path=/,security_model=none,readonly=on,multidevs=remap",
+                 "-device", "virtio-9p-pci,fsdev=vxroot,mount_tag=vxroot"]
+    args += ["-chardev", f"file,id=vxcon,path={config.console or run / 'console.log'},append=on",
             "-serial", "chardev:vxcon",
             "-device", "virtio-serial-pci,id=vxser",
             "-chardev", f"socket,id=vxctl,path={run / 'ctl.sock'},server=on,wait=off",
@@ -234,7 +262,9 @@ class Vm:
         except (OSError, ValueError, KeyError):
             return None
         nic = Nic(**raw.pop("nic")) if raw.get("nic") else None
-        return VmConfig(**{**raw, "spec": VmSpec(**raw["spec"]), "nic": nic, "shares": tuple(raw["shares"])})
+        disk = Disk(**raw.pop("disk")) if raw.get("disk") else None
+        return VmConfig(**{**raw, "spec": VmSpec(**raw["spec"]), "nic": nic, "disk": disk,
+                           "shares": tuple(raw["shares"])})
 
     def booted(self) -> dict[str, Any]:
         """What the last boot recorded: `kernel` (its version) and `accel` ({name, reason});
@@ -274,9 +304,14 @@ class Vm:
         channel answers and its NIC is configured; VmError naming the console otherwise.
         One start at a time per run directory (a lock file): `up` and a heal may overlap."""
         validate.name(config.name, field="vm.name", max_len=validate.HOST_NAME_MAX)
-        kernel = vmkernel.guest_kernel(config.spec.kernel)
-        initrd = vminitrd.ensure(kernel.modules, kernel.home)
-        accel = vmaccel.choose(kernel, initrd, want=config.accel)
+        if config.disk:  # the image's kernel; the KVM probe boots it with our initramfs
+            kernel = vmkernel.from_path(Path(config.disk.kernel))
+            initrd = Path(config.disk.initrd)
+            accel = vmaccel.choose(kernel, vminitrd.ensure(None, kernel.home), want=config.accel)
+        else:
+            kernel = vmkernel.guest_kernel(config.spec.kernel)
+            initrd = vminitrd.ensure(kernel.modules, kernel.home)
+            accel = vmaccel.choose(kernel, initrd, want=config.accel)
         self.dir.mkdir(parents=True, exist_ok=True)
         with (self.dir / "vm.lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -309,7 +344,7 @@ class Vm:
         try:
             self._wait_channel(began, timeout)
             answered = time.monotonic() - began
-            if config.nic:
+            if config.nic and not config.disk:  # a disk VM configures its own (cloud-init)
                 rc, _, err = self.run(net_script(config.nic), timeout=60)
                 if rc != 0:
                     raise VmError(f"VM {config.name}: configuring eth0 failed: {err.strip()[-300:]}")

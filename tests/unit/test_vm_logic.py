@@ -235,6 +235,36 @@ def test_boot_image_is_the_uncompressed_pvh_kernel(tmp_path: Path, compress: str
     assert not vmkernel.has_pvh_note(b"\x7fELF\x01" + bytes(100))
 
 
+def test_qemu_command_line_of_a_disk_vm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disk VM (deploy/ for real): the image's kernel and initramfs, its root on vda (a
+    qcow2 overlay), the seed read-only on vdb; no 9p root, no vx.* arguments, the same
+    channel, console, NIC and pid file as any VM."""
+    monkeypatch.setattr(vmaccel, "qemu_binary", lambda: "/usr/bin/qemu-system-x86_64")
+    nic = vm.Nic(switch_ns="vxt1sw", tap="vxt1v1", mark="vxlab:test:vxt1", address="192.168.56.11/24")
+    disk = vm.Disk(root="/t/vm1/root.qcow2", kernel="/c/vmlinuz-6.1.0-1-amd64", initrd="/c/initrd.img", seed="/t/seed.img")
+    config = vm.VmConfig(name="vm1", nic=nic, disk=disk)
+    args = vm.qemu_args(tmp_path, config, _kernel(tmp_path), Path(disk.initrd), vmaccel.tcg("test"),
+                        chan=Path("/x/vmchan.py"), python="/usr/bin/python3", image=Path("/c/vmlinux"))
+    line = " ".join(args)
+    assert args[args.index("-kernel") + 1] == "/c/vmlinux" and args[args.index("-initrd") + 1] == "/c/initrd.img"
+    assert "file=/t/vm1/root.qcow2,format=qcow2,if=virtio" in line
+    assert "file=/t/seed.img,format=raw,if=virtio,readonly=on" in line
+    assert "9p" not in line and "vx." not in args[-1]
+    assert args[-1].split() == ["root=/dev/vda", "rw", "console=ttyS0", "net.ifnames=0", "panic=-1"]
+    assert "virtconsole,bus=vxser.0,chardev=vxctl,name=vxlab.ctl" in line and f"mac={vm.mac_for(nic)}" in line
+    raw = vm.qemu_args(tmp_path, vm.VmConfig(name="vm1", disk=vm.Disk("/i/root.img", "/k", "/i")), _kernel(tmp_path),
+                       Path("/i"), vmaccel.tcg("test"), chan=Path("/x"), python="/p")
+    assert "file=/i/root.img,format=raw,if=virtio" in " ".join(raw) and "readonly=on" not in " ".join(raw)
+
+
+def test_a_disk_vm_config_round_trips_through_vm_json(tmp_path: Path) -> None:
+    machine = vm.Vm(tmp_path)
+    config = vm.VmConfig(name="vm2", disk=vm.Disk("/r.qcow2", "/k", "/i", "/s"),
+                         nic=vm.Nic("sw", "vxt1v2", "m", "192.168.56.12/24"))
+    machine._record(config)
+    assert machine.config() == config
+
+
 def test_a_labs_vm_host_config_and_boot_record(tmp_path: Path) -> None:
     from vxlab.lab import vmhost
     from vxlab.lab.topology import parse
