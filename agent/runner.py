@@ -143,7 +143,14 @@ class Agent:
                     self.registered = True
                     log.warning("registered as %s (lease ttl %ds)", self.me.name, ttl)
                 else:
-                    self.lease, ttl, renewed = await self.client.keepalive(self.me.name, self.lease)
+                    # within a third of the lease: a later answer saves nothing, and an agent cut
+                    # off (a partition) must know it before its peers' deaths can reach it
+                    deadline = max(0.5, self.ttl / 3)
+                    try:
+                        self.lease, ttl, renewed = await asyncio.wait_for(
+                            self.client.keepalive(self.me.name, self.lease), timeout=deadline)
+                    except TimeoutError:
+                        raise Unavailable(f"controller: keepalive unanswered within {deadline:g}s") from None
                     if not renewed:
                         log.warning("lease had expired; alive again with a new one")
                 backoff = 0.2
@@ -152,6 +159,8 @@ class Agent:
                 self.registered = False
             except VxError as e:
                 metrics.ERRORS.labels("liveness").inc()
+                if isinstance(e, Unavailable):  # a watch across a cut can hang silently: this is the first sign
+                    self._control_lost(f"liveness: {e}")
                 # a certificate the controller refuses does not fix itself: say so loudly
                 level = logging.WARNING if isinstance(e, (Unauthenticated, PermissionDenied)) else logging.INFO
                 log.log(level, "liveness: %s; retry in %.1fs", e, backoff)
@@ -183,14 +192,20 @@ class Agent:
                             self.write_status()
             except (VxError, Exception) as e:  # noqa: BLE001 - any stream failure: reconnect
                 metrics.ERRORS.labels("watch").inc()
-                if self._outage_since is None:
-                    log.warning("watch: %s; reconnecting (to the next controller, if several)", e)
-                    self._outage_since = time.monotonic()
-                    if time.monotonic() >= self._grace_until:
-                        self._grace_hosts = frozenset(h.name for h in self.cache.hosts.values() if h.alive)
+                self._control_lost(f"watch: {e}; reconnecting (to the next controller, if several)")
                 log.info("watch: %s; reconnect in %.1fs", e, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
+
+    def _control_lost(self, why: str) -> None:
+        """The control plane stopped answering (the watch failed, or a keepalive did: a
+        watch across a partition hangs without an error until WATCH_IDLE): the hosts
+        alive now stay programmed while it lasts and one TTL after (the grace above)."""
+        if self._outage_since is None:
+            log.warning("%s", why)
+            self._outage_since = time.monotonic()
+            if time.monotonic() >= self._grace_until:
+                self._grace_hosts = frozenset(h.name for h in self.cache.hosts.values() if h.alive)
 
     async def _reconcile_loop(self) -> None:
         """Event passes diff against what was applied; every `resync` seconds a full pass

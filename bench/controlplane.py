@@ -10,7 +10,9 @@ agent's log the end of the pass that programmed the revision (`pass … at revis
 … in X ms`), all from the create call: "pass start" (watch delivery + queue), "pass"
 (X), "programmed" (pass end), and "reply after programmed" (first reply - pass end);
 likewise when the target host's own agent made the container ("target programmed"). The agents' log stamps have
-millisecond resolution (wall clock).
+millisecond resolution (wall clock). With several `controls` (`control: local`, the
+agents on the controller's unix socket, or `underlay`, across the underlay to its
+control address) each size runs with each, one after the other.
 """
 
 from __future__ import annotations
@@ -27,15 +29,15 @@ from vxlab.bench import firstreply, machine, summary
 from vxlab.client import Client
 from vxlab.lab import neigh
 from vxlab.lab.lab import Lab
-from vxlab.lab.topology import parse
+from vxlab.lab.topology import DEFAULT_CONTROL, parse
 from vxlab.model import Endpoint
 
 NAME = "vxbenchcp"
 _PASS = re.compile(r"^(\S+ \S+) .*pass \((?:event|full)\) at revision (\d+): .* in ([0-9.]+) ms")
 
 
-def topology(name: str, hosts: int) -> str:
-    lines = [f"name: {name}", f"hosts: {hosts}", "networks:", "  - {name: blue, subnet: 10.80.0.0/16}",
+def topology(name: str, hosts: int, *, control: str = DEFAULT_CONTROL) -> str:
+    lines = [f"name: {name}", f"control: {control}", f"hosts: {hosts}", "networks:", "  - {name: blue, subnet: 10.80.0.0/16}",
              "containers:"]
     lines += [f"  - {{name: p{h}, host: h{h}, networks: [blue], ip: {{blue: 10.80.0.{h + 1}}}}}" for h in range(1, hosts + 1)]
     return "\n".join(lines) + "\n"
@@ -141,7 +143,7 @@ def sample(lab: Lab, c: Client, loop: asyncio.AbstractEventLoop, *, i: int, host
 
 
 def measure(hosts: int, *, samples: int, progress: Callable[[str], None],
-            gc_thresh: tuple[int, int, int] | None = None) -> dict[str, Any]:
+            gc_thresh: tuple[int, int, int] | None = None, control: str = DEFAULT_CONTROL) -> dict[str, Any]:
     """`gc_thresh`: the neighbour table's gc_thresh1..3 during the run (machine-wide,
     only raised, restored afterwards); None: the machine's own, as found before `up`."""
     lab = Lab(NAME)
@@ -152,8 +154,8 @@ def measure(hosts: int, *, samples: int, progress: Callable[[str], None],
     try:
         if gc_thresh:
             neigh.write(gc_thresh)
-        progress(f"controlplane: bringing up {hosts} hosts")
-        lab.up(parse(topology(NAME, hosts)))
+        progress(f"controlplane: bringing up {hosts} hosts (control: {control})")
+        lab.up(parse(topology(NAME, hosts, control=control)))
         if not gc_thresh:  # `keep`: the machine's own limits, not the lab's raise
             neigh.write(saved)
         for h in range(1, hosts + 1):
@@ -174,7 +176,27 @@ def measure(hosts: int, *, samples: int, progress: Callable[[str], None],
         if gc_thresh:
             neigh.write(saved)
     out = summarize(hosts, rows)
+    out["control"] = control
     out["gc_thresh"] = list(gc_thresh) if gc_thresh else list(saved)
+    return out
+
+
+def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per size, with `local` and with `underlay` control: the first replies and create
+    RPCs of every repetition pooled (p50, p99), and the replies that never came (pure)."""
+    out = []
+    for hosts in sorted({r["hosts"] for r in rows}):
+        by = {c: [r for r in rows if r["hosts"] == hosts and r["control"] == c] for c in ("local", "underlay")}
+        if by["local"] and by["underlay"]:
+            row: dict[str, Any] = {"hosts": hosts, "repetitions": len(by["local"])}
+            for c, mine in by.items():
+                raw = [s for r in mine for s in r["raw"]]
+                replies = summary.dist([v for s in raw for v in s["first_reply_ms"].values()])
+                rpcs = summary.dist([s["rpc_ms"] for s in raw])
+                row[c] = {"first_reply_p50_ms": replies.get("p50"), "first_reply_p99_ms": replies.get("p99"),
+                          "rpc_p50_ms": rpcs.get("p50"), "rpc_p99_ms": rpcs.get("p99"),
+                          "missing_replies": sum(r["missing_replies"] for r in mine)}
+            out.append(row)
     return out
 
 
@@ -204,13 +226,18 @@ def summarize(hosts: int, rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run(out_dir: Path, *, sizes: list[int] | None = None, samples: int = 20,
         progress: Callable[[str], None] = lambda s: None, write: bool = True,
-        gc_thresh: tuple[int, int, int] | None = GC_THRESH_LAB, stem: str = "controlplane") -> dict[str, Any]:
+        gc_thresh: tuple[int, int, int] | None = GC_THRESH_LAB, stem: str = "controlplane",
+        controls: tuple[str, ...] = (DEFAULT_CONTROL,), reps: int = 1) -> dict[str, Any]:
+    """`reps` runs of every size with every control, the controls' order alternating."""
     sizes = sizes or [10, 50]
-    rows = [measure(n, samples=samples, progress=progress, gc_thresh=gc_thresh) for n in sizes]
+    rows = [measure(n, samples=samples, progress=progress, gc_thresh=gc_thresh, control=c) | {"rep": rep}
+            for rep in range(reps) for n in sizes for c in (controls if rep % 2 == 0 else controls[::-1])]
     result = {"benchmark": "control plane: container create call -> first ping reply from a container on every "
                            "other host (5 ms probes, ARP retry 10 ms in the probing containers; the machine's neighbour table "
                            "limits raised for the run, see gc_thresh)",
               "target": "p50 <= 50 ms, p99 <= 200 ms", "machine": machine.describe(), "sizes": rows}
+    if len(controls) > 1:
+        result["control"] = compare(rows)
     if write:
         result["path"] = str(machine.write(out_dir, stem, result))
     return result

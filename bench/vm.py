@@ -7,9 +7,10 @@ reason and what the probe cost; QEMU's RSS right after boot and after the guest
 imported the agent's modules; the guest's own view of its memory; Python in the
 guest (bare start-up, and importing grpc, pyroute2, aetcd and vxlab.agent.runner, cold
 and again warm) against the same on this machine; ping RTT switch -> guest and guest ->
-switch. The lead adds agent-registered time and overlay figures when VM hosts join labs.
+switch. Then VM hosts in a lab (bench/vmlab.py, under `lab`): boot until the guest's
+agent registered, memory per VM host, overlay ping and TCP namespace host <-> VM host.
 
-`python -m vxlab.bench.vm [OUT_DIR]` (default bench/results) writes vm.json.
+`python -m vxlab.bench.vm [OUT_DIR]` or `vxlab bench vm` (default bench/results) writes vm.json.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def ping_figures(guest: vm.Vm, *, count: int) -> dict[str, Any]:
 
 
 def run(out_dir: Path, *, boots: int = 3, pings: int = 20, memory_mb: int = 768,
-        progress: Callable[[str], None] = lambda s: None, write: bool = True) -> dict[str, Any]:
+        progress: Callable[[str], None] = lambda s: None, write: bool = True, lab: bool = True) -> dict[str, Any]:
     missing = vm.available()
     if missing:
         raise RuntimeError(missing)
@@ -124,6 +125,10 @@ def run(out_dir: Path, *, boots: int = 3, pings: int = 20, memory_mb: int = 768,
         finally:
             guest.cleanup()
             underlay.delete_ns(SWITCH)
+    if lab:
+        from vxlab.bench import vmlab
+
+        result["lab"] = vmlab.run(boots=boots, progress=progress)
     if write:
         result["path"] = str(machine.write(out_dir, "vm", result))
     return result

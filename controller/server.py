@@ -5,6 +5,13 @@ health service (SERVING while etcd answers, NOT_SERVING while it does not), serv
 reflection (so grpcurl works) and a metrics interceptor. `serve_forever` is what
 `vxlab controller serve` runs, optionally with an embedded etcd.
 
+`listen_netns` adds listeners in other network namespaces (namespace -> host:port):
+each is created by a thread that entered that namespace (vxlab.netns.run_in), since a
+listening socket belongs to the namespace of the thread that opens it; the process
+itself stays where it is (it reaches etcd on this machine's loopback, and its other
+listener, e.g. a lab's unix socket, is unchanged). A lab serves its agents this way on
+a control address of its underlay switch (`control: underlay`).
+
 With `tls` the server speaks mutual TLS only: a client without a certificate of the
 CA fails the handshake, and an interceptor authorizes every vxlab call by the identity
 in the client's certificate (policy in vxlab.controller.authz). Without it, plaintext
@@ -17,7 +24,7 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +32,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from vxlab import netns
 from vxlab.controller import authz, metrics, servicer
 from vxlab.controller.context import Config
 from vxlab.controller.core import Controller
@@ -174,12 +182,15 @@ class ControllerServer:
     """One controller: a gRPC server over a store. `await start()`, then `await stop()`."""
 
     def __init__(self, store: Store, *, config: Config | None = None, listen: str = "127.0.0.1:7070",
-                 health_interval: float = 1.0, tls: TlsConfig | None = None) -> None:
+                 listen_netns: Mapping[str, str] | None = None, health_interval: float = 1.0,
+                 tls: TlsConfig | None = None) -> None:
         self.core = Controller(store, config)
         self.listen = listen
+        self.listen_netns = dict(listen_netns or {})
         self.tls = tls
         self.health_interval = health_interval
         self.address = ""
+        self.netns_addresses: dict[str, str] = {}  # namespace -> host:port bound there
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._names: list[str] = []
@@ -201,16 +212,26 @@ class ControllerServer:
         reflection.enable_server_reflection(
             [*self._names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
             server)
-        if credentials is not None:
-            port = server.add_secure_port(self.listen, credentials)
-        else:
-            port = server.add_insecure_port(self.listen)
+        def bind(address: str) -> int:
+            if credentials is not None:
+                return server.add_secure_port(address, credentials)
+            return server.add_insecure_port(address)
+
+        port = bind(self.listen)
         if port == 0:
             raise OSError(f"listen: cannot bind {self.listen}")
         if self.listen.startswith("unix:"):
             self.address = self.listen  # a socket file: reachable from every network namespace
         else:
             self.address = f"{self.listen.rpartition(':')[0]}:{port}"
+        for ns, address in self.listen_netns.items():
+            try:
+                port = netns.run_in(ns, lambda a=address: bind(a))  # type: ignore[misc]
+            except OSError as e:
+                raise OSError(f"listen-netns: cannot enter network namespace {ns}: {e.strerror or e}") from None
+            if port == 0:
+                raise OSError(f"listen-netns: cannot bind {address} in network namespace {ns}")
+            self.netns_addresses[ns] = f"{address.rpartition(':')[0]}:{port}"
         await server.start()
         self._server = server
         await self._set_health(await self.core.healthy())
@@ -244,6 +265,7 @@ class ControllerServer:
 async def serve(
     *, listen: str, etcd_endpoints: list[str] | None, embedded_etcd_dir: str | None,
     metrics_listen: str | None, config: Config, ready_file: str | None = None,
+    listen_netns: Mapping[str, str] | None = None,
     tls: TlsConfig | None = None, etcd_tls: TlsConfig | None = None, embedded_etcd_tls: TlsConfig | None = None,
 ) -> None:
     """Run a controller until SIGINT/SIGTERM; start an embedded etcd when asked.
@@ -262,20 +284,22 @@ async def serve(
     if not etcd_endpoints:
         raise SystemExit("error: etcd: give --etcd URL[,URL…] or --embedded-etcd DIR")
     if tls is None:
-        log.warning("serving WITHOUT TLS: anyone who can reach %s can change every network", listen)
+        log.warning("serving WITHOUT TLS: anyone who can reach %s can change every network",
+                    ", ".join([listen, *(f"{a} in {ns}" for ns, a in (listen_netns or {}).items())]))
     try:
         store = EtcdStore(etcd_endpoints, tls=etcd_tls)
     except ValueError as e:
         if etcd:
             etcd.stop()
         raise SystemExit(f"error: {e}") from None
-    ctl = ControllerServer(store, config=config, listen=listen, tls=tls)
+    ctl = ControllerServer(store, config=config, listen=listen, listen_netns=listen_netns, tls=tls)
     try:
         address = await ctl.start()
         if metrics_listen:
             host, port = metrics.start_metrics_server(metrics_listen)
             log.warning("metrics on http://%s:%d/metrics", host, port)
-        log.warning("controller listening on %s%s (etcd %s)", address, " with mutual TLS" if tls else "",
+        where = ", ".join([address, *(f"{a} in network namespace {ns}" for ns, a in ctl.netns_addresses.items())])
+        log.warning("controller listening on %s%s (etcd %s)", where, " with mutual TLS" if tls else "",
                     ",".join(etcd_endpoints))
         if ready_file:
             Path(ready_file).write_text(address + "\n")

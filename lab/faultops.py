@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from vxlab.lab import procs
+from vxlab.lab import procs, vmhost
 from vxlab.lab.faultspec import FaultError
 from vxlab.lab.state import LabState
 from vxlab.lab.supervisor import Command, Proc, Supervisor
@@ -65,7 +65,19 @@ def _agent_kill(lab: Lab, p: dict[str, Any]) -> dict[str, Any]:
 
 
 def _host_crash(lab: Lab, p: dict[str, Any]) -> dict[str, Any]:
+    if p["host"] in vmhost.vm_hosts(lab.state.topology):
+        return _crash_vm(lab, p["host"])
     return _kill_agent(lab, p["host"]) | _link(lab, p["host"], up=False)
+
+
+def _crash_vm(lab: Lab, host: str) -> dict[str, Any]:
+    """host-crash of a VM host: SIGKILL its QEMU (its agent dies with the guest; the tap
+    stays, without carrier); the heal boots it again and starts its agent."""
+    try:
+        vmhost.crash(lab.state.dir, host)
+    except vmhost.VmHostError as e:
+        raise FaultError(str(e)) from None
+    return {"vm_crashed": True, "agent": 0}
 
 
 def _etcd_stop(lab: Lab, p: dict[str, Any]) -> dict[str, Any]:
@@ -106,6 +118,11 @@ def apply(lab: Lab, fault_id: str, kind: str, p: dict[str, Any]) -> dict[str, An
 
 
 def heal(lab: Lab, fault_id: str, kind: str, p: dict[str, Any], undo: dict[str, Any]) -> None:
+    if undo.get("vm_crashed"):  # boot it again first: its agent starts in the new guest
+        try:
+            vmhost.boot_again(lab.state.dir, p["host"])
+        except vmhost.VmHostError as e:
+            raise FaultError(str(e)) from None
     if undo.get("link_down"):
         _link(lab, p["host"], up=True)
     if "agent" in undo:

@@ -138,7 +138,8 @@ def add(lab: Lab, kind: str, *, duration: float | None = None, **params: Any) ->
     """Inject one fault; with `duration` it heals after that many seconds (the agents'
     faults: their lease; the lab runner's: a timer process)."""
     hosts = {h.name for h in (lab.state.topology.hosts if lab.state.topology else ())}
-    params = faultspec.validate(kind, params, hosts=hosts, members=max(1, len(lab.state.etcd)))
+    params = faultspec.validate(kind, params, hosts=hosts, members=max(1, len(lab.state.etcd)),
+                                control=bool(lab.state.topology and lab.state.topology.control == "underlay"))
     if duration is not None and duration <= 0:
         raise FaultError("for: must be a positive duration")
     with _locked(lab) as book:

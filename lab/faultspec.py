@@ -24,12 +24,21 @@ class FaultError(LabError):
     """A fault that cannot be added or healed; the message names the field."""
 
 
-def validate(kind: str, params: dict[str, Any], *, hosts: set[str], members: int = 1) -> dict[str, Any]:
-    """Normalised parameters of a fault, or FaultError; `members`: the lab's etcd members."""
+def validate(kind: str, params: dict[str, Any], *, hosts: set[str], members: int = 1,
+             control: bool = False) -> dict[str, Any]:
+    """Normalised parameters of a fault, or FaultError; `members`: the lab's etcd members;
+    `control`: the agents dial the controller across the underlay (`control: underlay`),
+    so a partition's side may name `control` — in a lab whose agents use the controller's
+    unix socket it would cut nothing, and is refused."""
     try:
-        return faultkinds.validate(kind, params, hosts=hosts, members=members, field="")
+        out = faultkinds.validate(kind, params, hosts=hosts, members=members, field="")
     except InvalidArgument as e:
         raise FaultError(e.message) from None
+    for side in ("hosts", "from"):
+        if not control and faultkinds.CONTROL in out.get(side, ()):
+            raise FaultError(f"{side}: 'control' is the control plane, which a partition cuts only in a lab with"
+                             " `control: underlay` (this lab's agents use the controller's unix socket)")
+    return out
 
 
 def parse_duration(value: Any, *, field: str = "for") -> float:

@@ -3,7 +3,8 @@
 `to_dot` turns the controller's desired state into DOT source (pure and
 deterministic: the same model always gives the same bytes). Each host is a cluster
 (name, underlay IP, green when alive, grey and dashed when dead) holding its
-containers; a container is one node even when it is attached to several networks
+containers; a VM host (a lab's QEMU guest, `vms`) is a square-cornered blue cluster
+that says "VM" and how it runs (KVM or TCG); a container is one node even when it is attached to several networks
 (its label lists "network: ip" per attachment). Each network is one node outside the
 hosts (name, subnet, VNI, "internal"), and every attachment is an edge from the
 container to its network in that network's colour.
@@ -21,6 +22,7 @@ import re
 import shutil
 import subprocess
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 
 from vxlab.model import Endpoint, Host, Network
@@ -30,6 +32,7 @@ FONT = "Helvetica"
 PALETTE = ("#1f77b4", "#e6550d", "#2ca02c", "#9467bd", "#d62728", "#17becf",
            "#8c564b", "#e377c2", "#bcbd22", "#3f51b5", "#00897b", "#6d4c41")
 ALIVE = {"color": "#2e7d32", "fill": "#f3faf3", "font": "#1b5e20"}
+VM_ALIVE = {"color": "#1565c0", "fill": "#f2f6fc", "font": "#0d47a1"}
 DEAD = {"color": "#9e9e9e", "fill": "#f4f4f4", "font": "#757575"}
 GREY = "#9e9e9e"
 DOT_TIMEOUT = 60.0
@@ -41,8 +44,10 @@ class GraphError(Exception):
 
 # --- DOT source ---------------------------------------------------------------------
 
-def to_dot(hosts: list[Host], networks: list[Network], endpoints: list[Endpoint], *, title: str) -> str:
+def to_dot(hosts: list[Host], networks: list[Network], endpoints: list[Endpoint], *, title: str,
+           vms: Mapping[str, str] | None = None) -> str:
     """DOT source for the model; sorted throughout, so the output is deterministic.
+    `vms`: the hosts that are VMs, each with how it runs ("tcg", "kvm" or "").
 
     Endpoints on a host the controller does not know are drawn in a dead cluster
     named after that host; endpoints of an unknown network get a grey network node.
@@ -72,7 +77,7 @@ def to_dot(hosts: list[Host], networks: list[Network], endpoints: list[Endpoint]
         "",
     ]
     for hname in sorted(host_by_name):
-        lines += _host_cluster(host_by_name[hname], containers, colour)
+        lines += _host_cluster(host_by_name[hname], containers, colour, vm=(vms or {}).get(hname))
     lines.append("  // networks")
     net_ids = []
     for nname in sorted(net_by_name):
@@ -96,16 +101,18 @@ def to_dot(hosts: list[Host], networks: list[Network], endpoints: list[Endpoint]
 
 
 def _host_cluster(host: Host, containers: dict[tuple[str, str], list[Endpoint]],
-                  colour: dict[str, str]) -> list[str]:
-    look = ALIVE if host.alive else DEAD
-    style = "rounded,filled" if host.alive else "rounded,filled,dashed"
+                  colour: dict[str, str], *, vm: str | None = None) -> list[str]:
+    look = (VM_ALIVE if vm is not None else ALIVE) if host.alive else DEAD
+    style = ("filled" if vm is not None else "rounded,filled") + ("" if host.alive else ",dashed")
     ip = host.underlay_ip or "no underlay IP"
-    label = (f"<b>{_esc(host.name)}</b><br/><font point-size=\"10\">{_esc(ip)} · "
+    kind = "" if vm is None else "VM" + (f" ({vm.upper()})" if vm else "") + " · "
+    label = (f"<b>{_esc(host.name)}</b><br/><font point-size=\"10\">{_esc(kind)}{_esc(ip)} · "
              f"{'alive' if host.alive else 'dead'}</font>")
     lines = [
         f"  subgraph {_id('cluster', host.name)} {{",
         (f"    label=<{label}>; style=\"{style}\"; color=\"{look['color']}\"; "
-         f"fillcolor=\"{look['fill']}\"; fontcolor=\"{look['font']}\"; penwidth=2; margin=12;"),
+         f"fillcolor=\"{look['fill']}\"; fontcolor=\"{look['font']}\"; penwidth={3 if vm is not None else 2}; "
+         "margin=12;"),
     ]
     mine = [(cname, eps) for (hname, cname), eps in containers.items() if hname == host.name]
     for cname, eps in mine:

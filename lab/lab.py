@@ -1,7 +1,8 @@
 """The lab: bring a topology up on this machine, change it, look at it, tear it down.
 
 `Lab.up(topology)` starts (or keeps) the lab's etcd and controller, the underlay
-switch and one namespace per host with its own agent process inside, then applies
+switch and one namespace per host with its own agent process inside (a VM host is a
+QEMU guest with its agent inside instead, lab/vmhost.py), then applies
 networks and containers through the controller's API and waits until every agent
 reports it has programmed the controller's current revision. On a running lab it
 applies every difference, or refuses (lab/plan.py). `Lab.down()` removes everything
@@ -27,13 +28,14 @@ from vxlab.errors import VxError
 from vxlab.errors import InvalidArgument
 from vxlab.lab import apply as lab_apply
 from vxlab.lab import plan as lab_plan
-from vxlab.lab import converge, faults, neigh, procs, underlay
+from vxlab.lab import converge, faults, neigh, procs, underlay, vmhost
 from vxlab.lab.plan import Step
 from vxlab.lab import check as lab_check
 from vxlab.lab.check import CheckResult, Probe
 from vxlab.lab.faults import Fault
 from vxlab.lab.state import LabState, lab_dir, list_labs  # noqa: F401 - list_labs: for the CLI
 from vxlab.lab.supervisor import Proc, Supervisor
+from vxlab.lab import vm
 from vxlab.lab.topology import Topology, UnderlaySpec, load
 from vxlab.model import Endpoint, Host, Network, Policy, PortMapping, Service
 from vxlab.layout import LabLayout, check_lab_name
@@ -42,6 +44,12 @@ from vxlab.tls import TlsConfig
 T = TypeVar("T")
 LEASE_TTL = 5
 PREREGISTER_TTL = 120  # until each host's own agent registers (and replaces this lease)
+
+
+def vm_budget(topo: Topology) -> float:
+    """More time for `up`'s waits when VM hosts boot: under TCG their agents start slowly
+    (Python imports ~3 s in the guest, bench/results/vm.json); nothing for namespace hosts."""
+    return vm.BOOT_TIMEOUT if vmhost.vm_hosts(topo) else 0.0
 
 
 def lease_ttl_for(hosts: int) -> int:
@@ -63,6 +71,7 @@ class Lab:
         self.layout = LabLayout.of_lab(name)
         self.supervisor = Supervisor(lab_dir(name))
         self.topology: Topology | None = None  # the file of `from_file`, then what `up` was given
+        self._boots = vmhost.Boots()  # VM hosts booting during an `up`
 
     # --- names -----------------------------------------------------------------
     @property
@@ -87,8 +96,7 @@ class Lab:
 
     def outside_ip(self) -> str:
         """The lab's outside address (the underlay's first address, on the switch)."""
-        underlay_net = (self.state.topology.underlay if self.state.topology else UnderlaySpec()).network
-        return str(underlay_net.network_address + 1)
+        return (self.state.topology.underlay if self.state.topology else UnderlaySpec()).switch_ip
 
     # --- what the lab is (the CLI and bench use these, never `state`) --------------
     @property
@@ -141,11 +149,13 @@ class Lab:
 
     def processes(self) -> dict[str, Proc]:
         """The lab's processes by role: `etcd/<member>` (1, 2, …), `controller`,
-        `agent/<host>`."""
+        `agent/<host>` (a VM host's runs in its guest: `Proc.vm`), `vm/<host>` (QEMU)."""
         st = self.state
+        qemu = {f"vm/{h}": Proc.of(pid) for h in sorted(vmhost.vm_hosts(st.topology))
+                for pid in vmhost.machine(st.dir, h).pids()[:1]}
         return {**{f"etcd/{i}": p for i, p in enumerate(st.etcd, 1)},
                 **({"controller": st.controller} if st.controller else {}),
-                **{f"agent/{h}": p for h, p in sorted(st.agents.items())}}
+                **{f"agent/{h}": p for h, p in sorted(st.agents.items())}, **qemu}
 
     # --- API access --------------------------------------------------------------
     def call(self, fn: Callable[[Client], Awaitable[T]]) -> T:
@@ -190,12 +200,13 @@ class Lab:
         if not any(p.alive() for p in self.state.etcd):  # a cluster with a member down still runs
             progress("starting etcd" + (f" ({topo.etcd_members} members)" if topo.etcd_members > 1 else ""))
             procs.start_etcd(self.state, members=topo.etcd_members)
-        if not self.running():
-            progress("starting the controller")
-            self.state.lease_ttl = lease_ttl_for(len(topo.hosts))
-            procs.start_controller(self.state, lease_ttl=self.state.lease_ttl)
         self._readdress(topo, steps)
-        self._underlay(topo, progress)
+        self._underlay(topo, progress)  # before the controller: with `control: underlay` it listens on the switch
+        if not self.running():
+            progress("starting the controller" + (f" (agents reach it at {topo.control_address} on the underlay)"
+                                                  if topo.control_address else ""))
+            self.state.lease_ttl = lease_ttl_for(len(topo.hosts))
+            procs.start_controller(self.state, lease_ttl=self.state.lease_ttl, switch_ns=self.switch_ns)
         # New hosts are registered before their agents start, and the containers created
         # before too: each new agent then starts from one snapshot holding everything and
         # programs it in one pass, instead of every agent replaying every create.
@@ -203,9 +214,9 @@ class Lab:
         self._special_containers(topo, create=False)  # before an agent wants the name
         progress("applying networks and containers")
         self._apply(topo, steps)
-        self._hosts(topo, progress)
+        self._hosts(topo, progress, notice or progress)
         progress("waiting for agents to converge")
-        self.wait_converged(timeout=60 + 2 * len(topo.hosts), tell=notice or progress)
+        self.wait_converged(timeout=60 + 2 * len(topo.hosts) + vm_budget(topo), tell=notice or progress)
         self._special_containers(topo)  # after: an agent may just have removed its own by that name
         return steps
 
@@ -230,10 +241,17 @@ class Lab:
             self.state.intend(self.switch_ns)
             net = topo.underlay.network
             underlay.create_switch(self.switch_ns, mark=mark, mtu=topo.underlay.mtu,
-                                   outside=f"{net.network_address + 1}/{net.prefixlen}")
+                                   outside=f"{topo.underlay.switch_ip}/{net.prefixlen}",
+                                   control=f"{topo.underlay.control_ip}/{net.prefixlen}"
+                                   if topo.control == "underlay" else "")
         prefix_len = topo.underlay.subnet.split("/")[1]
         new = [(underlay.SimHost(h.name, self.host_ns(h.name), h.underlay_ip, f"{h.underlay_ip}/{prefix_len}"),
-                self.layout.port(h.name)) for h in topo.hosts if self.host_ns(h.name) not in existing]
+                self.layout.port(h.name)) for h in topo.hosts if self.host_ns(h.name) not in existing and h.vm is None]
+        booting = [h for h in vmhost.vm_hosts(topo).values() if not vmhost.machine(self.state.dir, h.name).alive()]
+        if booting:  # in threads: they boot while the controller starts and the state is written
+            progress(f"booting {len(booting)} VM hosts")
+            for h in booting:
+                self._boots.start(self.state.dir, h.name, vmhost.config(self.state.dir, self.layout, topo, h))
         if new:
             progress(f"creating {len(new)} hosts")
             self.state.namespaces += [h.ns for h, _ in new if h.ns not in self.state.namespaces]
@@ -275,11 +293,20 @@ class Lab:
                                        for h in new))
             self.call(go)
 
-    def _hosts(self, topo: Topology, progress: Callable[[str], None]) -> None:
+    def _hosts(self, topo: Topology, progress: Callable[[str], None], notice: Callable[[str], None]) -> None:
         want = {h.name for h in topo.hosts}
         for gone in sorted(set(self.state.agents) - want):
             progress(f"removing host {gone}")
             self.remove_host(gone)
+        if self._boots.threads:
+            progress("waiting for the VM hosts to boot")
+            try:
+                booted = self._boots.wait()
+            except vmhost.VmHostError as e:
+                raise procs.LabError(str(e)) from None
+            for name, boot in sorted(booted.items()):
+                notice(f"VM host {name}: {boot.accel.name.upper()} ({boot.accel.reason}), kernel {boot.kernel}, "
+                       f"booted in {boot.seconds:.1f}s")
         todo = [h.name for h in topo.hosts if (p := self.state.agents.get(h.name)) is None or not p.alive()]
         if todo:
             progress(f"starting {len(todo)} agents")
@@ -292,7 +319,7 @@ class Lab:
                                      f"(see {self.state.dir / 'logs'}/agent-{dead[0]}.log)")
             return all((a := self.agent_status(h)).registered and a.pid == self.state.agents[h].pid for h in want)
         procs.wait_for(registered, "every agent to register (see the agent logs in "
-                       f"{self.state.dir / 'logs'})", timeout=60 + len(want), interval=0.1)
+                       f"{self.state.dir / 'logs'})", timeout=60 + len(want) + vm_budget(topo), interval=0.1)
 
     def _apply(self, topo: Topology, steps: list[Step]) -> None:
         gone = {s.name for s in steps if s.kind == "network" and s.op == "-"}
@@ -303,12 +330,14 @@ class Lab:
         # policy tables) before the new one, by the same name, is created.
         first = range(lab_plan.CONTROLLER.start, lab_plan.NETWORK_DEL + 1)
         self.call(lambda c: lab_apply.apply(c, topo, steps, phases=first))
-        self.wait_converged(timeout=60 + 2 * len(topo.hosts))
+        self.wait_converged(timeout=60 + 2 * len(topo.hosts) + vm_budget(topo))
         self.call(lambda c: lab_apply.apply(c, topo, steps, phases=range(first.stop, lab_plan.CONTROLLER.stop)))
 
     def remove_host(self, host: str) -> None:
         proc = self.state.agents.pop(host, None)
-        if proc:
+        if vmhost.run_dir(self.state.dir, host).exists():
+            vmhost.remove(self.state.dir, host)  # its agent goes with it
+        elif proc:
             proc.stop()
         for ns in underlay.netns_list():
             if ns.startswith(self.layout.agent(host).prefix) or ns == self.host_ns(host):
@@ -363,6 +392,7 @@ class Lab:
     def status(self, *, brief: bool = False) -> dict[str, Any]:
         self.state = LabState.load(self.name) or self.state  # a fault's heal may have restarted processes
         st: dict[str, Any] = {"name": self.name, "controller": self.socket, "controller_up": self.running(),
+                              "agents_controller": procs.agents_controller(self.state),
                               "etcd": self.state.etcd_endpoints,
                               "etcd_up": bool(self.state.etcd) and all(p.alive() for p in self.state.etcd),
                               "hosts": sorted(self.state.agents)}
@@ -377,12 +407,14 @@ class Lab:
             except Exception:  # noqa: BLE001 - etcd down: report what we know
                 st["controller_up"] = False
         rows = []
+        vms = vmhost.vm_hosts(self.state.topology)
         for name, proc in sorted(self.state.agents.items()):
             a = self.agent_status(name)
             h = hosts.get(name)
             rows.append({"name": name, "underlay_ip": h.underlay_ip if h else a.underlay_ip,
                          "alive": bool(h and h.alive), "agent_running": proc.alive(),
-                         "applied_revision": a.applied_revision, "converged": a.programmed(st["revision"])})
+                         "applied_revision": a.applied_revision, "converged": a.programmed(st["revision"]),
+                         **({"vm": vmhost.accel(self.state.dir, name)} if name in vms else {})})
         st["hosts"] = rows
         st["converged"] = all(r["converged"] for r in rows)
         st["lease_ttl"] = self.state.lease_ttl
@@ -405,7 +437,8 @@ class Lab:
         with a live underlay capture decoded as VXLAN, through the agents (lab/trace.py)."""
         from vxlab.lab import trace
 
-        places = trace.Places(host=self.host_ns,
+        vms = vmhost.vm_hosts(self.state.topology)
+        places = trace.Places(host=lambda h: f"VM host {h} (its guest)" if h in vms else self.host_ns(h),
                               underlay=("underlay switch", "vxsw", "bridged to the destination host's port"))
         try:
             return self.call(lambda c: trace.trace(c, src, dst, network=network, count=count, places=places))
@@ -413,9 +446,37 @@ class Lab:
             raise procs.LabError(e.message) from None
 
     def exec(self, container: str, *cmd: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-        """Run a command inside a container's namespace (Python API)."""
-        return subprocess.run(["ip", "netns", "exec", self.namespace_of(container), *cmd],
-                              capture_output=True, text=True, check=check)
+        """Run a command inside a container's namespace (Python API); on a VM host, its
+        agent runs it in the guest (the ops channel: no stdin, output capped)."""
+        ns = self.namespace_of(container)
+        if not self.on_vm(container):
+            return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True, check=check)
+        from vxlab import hostops
+
+        async def go(c: Client) -> Any:
+            return await hostops.exec_(c, await hostops.host_of(c, container), container, list(cmd))
+        r = self.call(go)
+        done = subprocess.CompletedProcess(["ip", "netns", "exec", ns, *cmd], r.exit_code,
+                                           r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace"))
+        if check:
+            done.check_returncode()
+        return done
+
+    def vm_hosts(self) -> dict[str, str]:
+        """The lab's VM hosts and how each runs: "kvm", "tcg" ("" before its first boot)."""
+        return {h: vmhost.accel(self.state.dir, h).get("accel", "") for h in vmhost.vm_hosts(self.state.topology)}
+
+    def on_vm(self, container: str) -> bool:
+        """The container is on a VM host (its namespace is in that host's guest)."""
+        vms = vmhost.vm_hosts(self.state.topology)
+        if not vms:
+            return False
+        host = next((c.host for c in (self.state.topology.containers if self.state.topology else ())
+                     if c.name == container), None)
+        if host is None:
+            eps = self.call(lambda c: c.list_endpoints(name=container))
+            host = eps[0].host if eps else None
+        return host in vms
 
     def container(self, name: str, *, host: str, networks: list[str], ip: str = "",
                   aliases: tuple[str, ...] = (), ports: tuple[PortMapping, ...] = ()) -> list[Endpoint]:
@@ -486,11 +547,13 @@ class Lab:
         self.state = LabState.load(self.name) or self.state  # a heal may have restarted processes
         removed = []
         for host, proc in self.state.agents.items():
-            proc.stop()
+            if not proc.vm:  # a VM host's agent goes with its VM (below)
+                proc.stop()
         if self.state.controller:
             self.state.controller.stop()
         for proc in self.state.etcd:
             proc.stop()
+        vmhost.sweep(self.state.dir)  # QEMU, taps, run directories: also of an `up` killed while booting
         for proc in self.supervisor.orphans():  # started by an `up` that crashed before saving
             proc.stop()
         for ns in underlay.netns_list():

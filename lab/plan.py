@@ -11,8 +11,8 @@ on another host gets its endpoint deleted and created again (`-` then `+`); a ne
 with another subnet, VNI, driver or (bridge) host is deleted with its endpoints and
 policies and created again with them, only with `recreate` (`up --recreate`), and is
 otherwise refused. A host with another underlay address keeps its containers: its
-agent is restarted on the new address. The underlay and the etcd cluster of a running
-lab cannot change at all (`down`, then `up`). A plan with a refusal is not carried out
+agent is restarted on the new address. The underlay, the etcd cluster and where the
+agents reach the controller (`control`) of a running lab cannot change at all (`down`, then `up`). A plan with a refusal is not carried out
 in any part, and an empty plan writes nothing.
 """
 
@@ -30,6 +30,7 @@ from vxlab import services as semantics
 from vxlab.client import Client
 from vxlab.lab.topology import NetworkSpec, Topology
 from vxlab.lab.topology_services import publishing_network
+from vxlab.lab.vm import VmSpec
 from vxlab.model import Endpoint, Network, PortMapping, Service
 from vxlab.view import Delta, FieldChange, View
 
@@ -86,6 +87,8 @@ class Live:
     view: View = field(default_factory=View)  # the controller's networks, endpoints, policies and services
     underlay: tuple[str, int] | None = None  # (subnet, mtu) it was made with
     etcd_members: int = 0
+    control: str = ""  # `control` it was made with ("": not running)
+    vms: dict[str, VmSpec | None] = field(default_factory=dict)  # host -> what it runs as (None: a namespace)
     modes: dict[str, tuple[str, str]] = field(default_factory=dict)  # network_mode containers: name -> (mode, host)
 
 
@@ -98,7 +101,8 @@ async def read_live(c: Client, *, agents: set[str], applied: Topology | None) ->
     nets = [dataclasses.replace(n, driver=n.driver or "overlay") for n in nets]  # from before drivers: overlays
     return Live({h: ips.get(h, "") for h in agents}, View.of_objects([*nets, *eps, *rules, *svcs]),
                 (applied.underlay.subnet, applied.underlay.mtu) if applied else None,
-                applied.etcd_members if applied else 0,
+                applied.etcd_members if applied else 0, applied.control if applied else "",
+                {h.name: h.vm for h in (applied.hosts if applied else ()) if h.name in agents},
                 {c.name: (c.network_mode, c.host) for c in (applied.containers if applied else ()) if c.network_mode})
 
 
@@ -156,10 +160,24 @@ def _fixed(topo: Topology, live: Live) -> list[str]:
             ("underlay.mtu", live.underlay[1], topo.underlay.mtu)] if live.underlay else []
     if live.etcd_members:
         have.append(("etcd.members", live.etcd_members, topo.etcd_members))
+    if live.control:
+        have.append(("control", live.control, topo.control))
+    for i, h in enumerate(topo.hosts):
+        again = f"take host {h.name} out ('vxlab up' without it), then put it back"
+        if h.name in live.vms and live.vms[h.name] != h.vm:
+            out.append(f"hosts[{i}].vm: {_vm(live.vms[h.name])} -> {_vm(h.vm)} cannot change on a running lab; {again}")
+        elif h.vm is not None and live.hosts.get(h.name) not in (None, "", h.underlay_ip):
+            out.append(f"hosts[{i}].underlay_ip: {live.hosts[h.name]} -> {h.underlay_ip}: a VM host's address "
+                       f"cannot change on a running lab; {again}")
     for path, old, new in have:
         if str(old) != str(new):
             out.append(f"{path}: {old} -> {new} cannot change on a running lab; 'vxlab down' it, then 'vxlab up'")
     return out
+
+
+def _vm(spec: VmSpec | None) -> str:
+    return "a namespace" if spec is None else f"a VM ({spec.cpus} CPU, {spec.memory_mb} MiB" + (
+        f", kernel {spec.kernel})" if spec.kernel else ")")
 
 
 def _hosts(topo: Topology, live: Live) -> list[Step]:

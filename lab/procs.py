@@ -8,16 +8,26 @@ it even after a crash.
 Unless the lab is `insecure`, `start_etcd` (the first step of an `up`) makes the lab's
 PKI, and everything runs with mutual TLS: etcd with its server certificate and
 client-certificate auth, the controller with `--pki`, each agent with its own host
-certificate (issued when the agent first starts).
+certificate (issued when the agent first starts). The controller's certificate names the
+lab's control address too.
+
+Where agents reach the controller is the topology's `control`: `local`, the unix socket
+in the lab's directory; `underlay`, the control address on the switch (172.30.0.2:7070),
+where the controller also listens (`--listen-netns <switch>=<address>`: the listener is
+made in the switch's namespace, the controller process stays in this machine's, next to
+etcd on loopback, and keeps its unix socket for the CLI).
 """
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from vxlab import netns
+from vxlab.lab import vmhost
 from vxlab.lab.state import LabState
 from vxlab.lab.supervisor import Command, Proc, SpawnError, Supervisor
 from vxlab.agentconfig import AgentConfig, Launch
@@ -36,7 +46,8 @@ def ensure_pki(state: LabState) -> Pki | None:
     if state.insecure:
         return None
     if state.pki is None or not state.pki.ca.is_file():
-        made = pki.init(state.dir / "pki", force=True)
+        san = [state.topology.underlay.control_ip] if state.topology else []
+        made = pki.init(state.dir / "pki", san=san, force=True)
         state.pki_dir = str(made.dir)
         state.save()
     return state.pki
@@ -75,18 +86,43 @@ def start_etcd(state: LabState, *, members: int = 1) -> None:
         member.wait_healthy()
 
 
-def start_controller(state: LabState, *, lease_ttl: int) -> None:
+def agents_controller(state: LabState) -> str:
+    """The controller address the lab's agents dial: the control address on the underlay
+    (`control: underlay`), else the unix socket."""
+    return (state.topology.control_address if state.topology else "") or state.socket
+
+
+def start_controller(state: LabState, *, lease_ttl: int, switch_ns: str) -> None:
+    """The controller on the lab's unix socket, and with `control: underlay` also on the
+    control address inside `switch_ns` (whose vxsw holds that address)."""
     sock = Path(state.socket[len("unix:"):])
     sock.unlink(missing_ok=True)
     layout = ensure_pki(state)
     tls = ["--pki", str(layout.dir)] if layout else ["--insecure"]
+    control = state.topology.control_address if state.topology else ""
+    on_switch = ["--listen-netns", f"{switch_ns}={control}"] if control else []
     sup = Supervisor(state.dir)
     state.controller = sup.start(Command(
-        (sys.executable, "-m", "vxlab.cli", "controller", "serve", "--listen", state.socket,
+        (sys.executable, "-m", "vxlab.cli", "controller", "serve", "--listen", state.socket, *on_switch,
          "--etcd", ",".join(state.etcd_endpoints), "--lease-ttl", str(lease_ttl), *tls),
         log=str(sup.log("controller"))))
     state.save()
-    wait_for(lambda: sock.exists(), f"the controller socket (see {sup.log('controller')})", alive=state.controller)
+    wait_for(lambda: sock.exists() and (not control or listening(switch_ns, control)),
+             f"the controller's {'socket' if not control else 'socket and control address ' + control}"
+             f" (see {sup.log('controller')})", alive=state.controller)
+
+
+def listening(ns: str, address: str) -> bool:
+    """Something accepts TCP connections on `address` (host:port) inside namespace `ns`."""
+    host, _, port = address.rpartition(":")
+
+    def connect() -> bool:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    return netns.run_in(ns, connect)
 
 
 AGENT_NICE = 10  # see start_agents
@@ -113,19 +149,30 @@ def start_agents(state: LabState, layout: LabLayout, hosts: list[str]) -> None:
         return
     resync = resync_for(len(state.topology.hosts) if state.topology else 0)
     sup = Supervisor(state.dir)
+    vms = vmhost.vm_hosts(state.topology)
+
+    def config(host: str) -> AgentConfig:
+        return AgentConfig(controller=[agents_controller(state)], host=host, netns_prefix=layout.agent(host).prefix,
+                           resync=resync, status_file=str(agent_status_path(state, host)), tls=host_tls(state, host),
+                           dns_forward=False)  # lab traffic stays on the machine
 
     def launches() -> Iterator[Launch]:
         for host in hosts:
-            config = AgentConfig(controller=[state.socket], host=host, netns_prefix=layout.agent(host).prefix,
-                                 resync=resync, status_file=str(agent_status_path(state, host)),
-                                 tls=host_tls(state, host), dns_forward=False)  # lab traffic stays on the machine
-            yield Launch(config, netns=layout.host_ns(host), log=str(sup.log(f"agent-{host}")), nice=AGENT_NICE)
+            if host not in vms:
+                yield Launch(config(host), netns=layout.host_ns(host), log=str(sup.log(f"agent-{host}")),
+                             nice=AGENT_NICE)
 
     def started(host: str, proc: Proc) -> None:
         state.agents[host] = proc
     try:
-        sup.start_agents(launches(), started=started)
-    except SpawnError as e:
+        if any(h not in vms for h in hosts):
+            sup.start_agents(launches(), started=started)
+        for host in (h for h in hosts if h in vms):  # in its guest (a VM host has CPUs of its own)
+            # A guest booted again reuses pids: the last agent's status file could pass for the new one's.
+            agent_status_path(state, host).unlink(missing_ok=True)
+            state.agents[host] = vmhost.start_agent(state.dir, config(host), log=str(sup.log(f"agent-{host}")))
+            state.save()
+    except (SpawnError, vmhost.VmHostError) as e:
         raise LabError(str(e)) from None
     finally:
         state.save()

@@ -2,8 +2,15 @@
 
 A topology names the lab, its underlay (subnet and MTU), the simulated hosts, the
 networks to create, the containers to start (with their published ports) and the
-services (see examples/quickstart.yaml; ports and services: lab/topology_services.py). The file
-is YAML 1.2, not PyYAML's 1.1: `off` is a string, `0o17` octal, and a decimal with a
+services (see examples/quickstart.yaml; ports and services: lab/topology_services.py), and
+where its agents reach the controller (`control`): `underlay`, the control address on
+the underlay switch (the underlay's second address, `CONTROL_OFFSET`, reserved like the
+switch's first: the agents dial it across the underlay, so faults on the underlay cut
+control traffic as on real hosts), or `local`, the controller's unix socket (reachable
+from every namespace, never cut). A host may be a VM (`vm: true` or `vm: {cpus, memory,
+kernel}`, vxlab.lab.vm.parse_spec): a QEMU guest on the switch with a kernel of its own,
+whose agent dials the controller across the underlay (so it needs `control: underlay`).
+The file is YAML 1.2, not PyYAML's 1.1: `off` is a string, `0o17` octal, and a decimal with a
 leading zero (`mtu: 01400`, octal 768 in YAML 1.1) is refused (the rules:
 vxlab.lab.yamlfile). Every problem is reported as ONE `TopologyError` whose str() is
 "file:line:column: path: reason", the path being the YAML location
@@ -29,6 +36,7 @@ from vxlab import ports as portspec
 from vxlab.layout import LAB_NAME_MAX
 from vxlab.errors import InvalidArgument
 from vxlab.lab import topology_services
+from vxlab.lab.vm import VmSpec, parse_spec
 from vxlab.model import Policy, PortMapping, Service
 from vxlab.lab.yamlfile import (  # noqa: F401 - TopologyError, one_line: re-exported
     Document, TopologyError, _int, _items, _join, _kind, _labels, _mapping, _opt, _section, _str, one_line, read,
@@ -39,14 +47,20 @@ UNDERLAY_PREFIX_MAX = 29     # room for the switch (.1) and a few hosts
 UNDERLAY_MTU_MIN, UNDERLAY_MTU_MAX = 1280, 9216
 DEFAULT_MTU = 1500
 FIRST_HOST_OFFSET = 11       # automatic host addresses: .11, .12, ...
+SWITCH_OFFSET = 1            # the switch's own address (the lab's outside): .1
+CONTROL_OFFSET = 2           # the controller's control address on the switch: .2
+CONTROL_PORT = 7070          # its port there (each lab's switch is a namespace of its own)
+CONTROLS = ("underlay", "local")
+RESERVED_HOST = "control"    # faults name the control plane so (a partition's side)
+DEFAULT_CONTROL = "local"
 HOSTS_MAX = 250
 ETCD_MEMBERS = (1, 3)
 DRIVERS = ("overlay", "bridge")
 NETWORK_MODES = ("none", "host")
 
-TOP_KEYS = ("name", "underlay", "hosts", "networks", "containers", "policies", "etcd", "services")
+TOP_KEYS = ("name", "underlay", "hosts", "networks", "containers", "policies", "etcd", "services", "control")
 UNDERLAY_KEYS = ("subnet", "mtu")
-HOST_KEYS = ("name", "underlay_ip")
+HOST_KEYS = ("name", "underlay_ip", "vm")
 NETWORK_KEYS = ("name", "subnet", "gateway", "vni", "mtu", "internal", "driver", "host", "labels")
 CONTAINER_KEYS = ("name", "host", "networks", "ip", "network_mode", "labels", "ports")
 ATTACH_KEYS = ("name", "ip", "aliases")
@@ -63,11 +77,22 @@ class UnderlaySpec:
     def network(self) -> ipaddress.IPv4Network:
         return ipaddress.IPv4Network(self.subnet)
 
+    @property
+    def switch_ip(self) -> str:
+        """The switch's own address: the lab's outside (`172.30.0.1`)."""
+        return str(self.network.network_address + SWITCH_OFFSET)
+
+    @property
+    def control_ip(self) -> str:
+        """The controller's control address on the switch (`172.30.0.2`)."""
+        return str(self.network.network_address + CONTROL_OFFSET)
+
 
 @dataclass(frozen=True)
 class HostSpec:
     name: str
     underlay_ip: str
+    vm: VmSpec | None = None  # a VM host (lab/vm.py); None: a network namespace here
 
 
 @dataclass(frozen=True)
@@ -110,6 +135,12 @@ class Topology:
     etcd_members: int = 1
     policies: tuple[Policy, ...] = ()
     services: tuple[Service, ...] = ()
+    control: str = DEFAULT_CONTROL
+
+    @property
+    def control_address(self) -> str:
+        """Where the agents dial the controller over the underlay ("" for `control: local`)."""
+        return f"{self.underlay.control_ip}:{CONTROL_PORT}" if self.control == "underlay" else ""
 
 
 def load(path: str | Path) -> Topology:
@@ -170,12 +201,18 @@ def to_dict(t: Topology) -> dict[str, Any]:
         "name": t.name,
         "underlay": {"subnet": t.underlay.subnet, "mtu": t.underlay.mtu},
         "etcd": {"members": t.etcd_members},
-        "hosts": [{"name": h.name, "underlay_ip": h.underlay_ip} for h in t.hosts],
+        "control": t.control,
+        "hosts": [{"name": h.name, "underlay_ip": h.underlay_ip, **({"vm": _vm(h.vm)} if h.vm else {})}
+                  for h in t.hosts],
         "networks": [network(n) for n in t.networks],
         "containers": [container(c) for c in t.containers],
         **({"policies": [policy.to_plain(p) for p in t.policies]} if t.policies else {}),
         **({"services": [topology_services.to_plain(s) for s in t.services]} if t.services else {}),
     }
+
+
+def _vm(spec: VmSpec) -> dict[str, Any]:
+    return {"cpus": spec.cpus, "memory": spec.memory_mb, **({"kernel": spec.kernel} if spec.kernel else {})}
 
 
 # --- sections --------------------------------------------------------------------------
@@ -190,11 +227,22 @@ def _topology(top: dict[str, Any]) -> Topology:
     if members not in ETCD_MEMBERS:
         raise TopologyError("etcd.members", f"expected 1 or 3, got {members}")
     hosts = _hosts(top.get("hosts"), underlay.network)
+    # The default: `underlay` when a host is a VM (its agent cannot reach a unix socket of
+    # this machine), else `local` (underlay costs control-plane latency at 50 hosts here:
+    # bench/results/control/RESULTS.md).
+    control = _str(top, "control", "") or ("underlay" if any(h.vm for h in hosts) else DEFAULT_CONTROL)
+    if control not in CONTROLS:
+        raise TopologyError("control", f"{control[:20]!r} is not one of {', '.join(CONTROLS)}")
+    for i, h in enumerate(hosts):
+        if h.vm is not None and control != "underlay":
+            raise TopologyError(f"hosts[{i}].vm", "a VM host needs `control: underlay` (its agent reaches the "
+                                f"controller across the underlay; the unix socket is on this machine), not {control!r}")
     networks = _networks(_items(top, "networks"), {h.name for h in hosts})
-    containers = _containers(_items(top, "containers"), {h.name for h in hosts}, networks)
+    containers = _containers(_items(top, "containers"), {h.name for h in hosts}, networks,
+                             vms={h.name for h in hosts if h.vm is not None})
     policies = _policies(_items(top, "policies"), {n.name for n in networks})
     services = topology_services.services(_items(top, "services"), {n.name: n for n in networks}, list(containers))
-    return Topology(name, underlay, hosts, networks, containers, members, policies, services)
+    return Topology(name, underlay, hosts, networks, containers, members, policies, services, control)
 
 
 def _underlay(u: dict[str, Any]) -> UnderlaySpec:
@@ -220,7 +268,7 @@ def _hosts(raw: Any, net: ipaddress.IPv4Network) -> tuple[HostSpec, ...]:
         raise TopologyError("hosts", f"expected a count or a list, got {_kind(raw)}")
     if not 1 <= len(raw) <= HOSTS_MAX:
         raise TopologyError("hosts", f"expected 1..{HOSTS_MAX} hosts, got {len(raw)}")
-    entries: list[tuple[str, ipaddress.IPv4Address | None]] = []
+    entries: list[tuple[str, ipaddress.IPv4Address | None, VmSpec | None]] = []
     names: set[str] = set()
     used: dict[ipaddress.IPv4Address, str] = {}
     for i, item in enumerate(raw):
@@ -232,6 +280,8 @@ def _hosts(raw: Any, net: ipaddress.IPv4Network) -> tuple[HostSpec, ...]:
         _mapping(item, path, HOST_KEYS)
         name = validate.name(_str(item, "name", path, required=True) or "",
                              field=f"{path}.name", max_len=validate.HOST_NAME_MAX)
+        if name == RESERVED_HOST:
+            raise TopologyError(f"{path}.name", f"{name!r} is reserved: a partition's side naming the control plane")
         if name in names:
             raise TopologyError(path, f"duplicate host {name!r}")
         names.add(name)
@@ -241,15 +291,17 @@ def _hosts(raw: Any, net: ipaddress.IPv4Network) -> tuple[HostSpec, ...]:
             field_ = f"{path}.underlay_ip"
             addr = validate.ipv4(text, field=field_)
             validate.host_in(addr, net, field=field_)
-            if addr == net.network_address + 1:
+            if addr == net.network_address + SWITCH_OFFSET:
                 raise TopologyError(field_, f"{addr} is reserved for the switch")
+            if addr == net.network_address + CONTROL_OFFSET:
+                raise TopologyError(field_, f"{addr} is reserved for the controller's control address")
             if addr in used:
                 raise TopologyError(field_, f"{addr} is already used by host {used[addr]!r}")
             used[addr] = name
-        entries.append((name, addr))
+        entries.append((name, addr, parse_spec(item.get("vm"), f"{path}.vm")))
     hosts = []
     candidate = net.network_address + FIRST_HOST_OFFSET
-    for name, addr in entries:
+    for name, addr, vm in entries:
         if addr is None:
             while candidate in used:
                 candidate += 1
@@ -258,7 +310,7 @@ def _hosts(raw: Any, net: ipaddress.IPv4Network) -> tuple[HostSpec, ...]:
                                     f" (automatic addresses start at {net.network_address + FIRST_HOST_OFFSET})")
             addr = candidate
             used[addr] = name
-        hosts.append(HostSpec(name, str(addr)))
+        hosts.append(HostSpec(name, str(addr), vm))
     return tuple(hosts)
 
 
@@ -345,7 +397,8 @@ def _attachments(c: dict[str, Any], path: str, owner: str) -> list[tuple[str, st
     return found
 
 
-def _containers(raw: list[Any], hosts: set[str], networks: tuple[NetworkSpec, ...]) -> tuple[ContainerSpec, ...]:
+def _containers(raw: list[Any], hosts: set[str], networks: tuple[NetworkSpec, ...], *,
+                vms: frozenset[str] | set[str] = frozenset()) -> tuple[ContainerSpec, ...]:
     by_name = {n.name: n for n in networks}
     out: list[ContainerSpec] = []
     taken: dict[tuple[str, ipaddress.IPv4Address], str] = {}   # (network, ip) -> container
@@ -366,6 +419,9 @@ def _containers(raw: list[Any], hosts: set[str], networks: tuple[NetworkSpec, ..
             if c.get("networks") or c.get("ip") or c.get("ports"):
                 raise TopologyError(f"{path}.network_mode", "excludes networks" if c.get("networks") or c.get("ip")
                                     else "excludes ports (no network to publish on)")
+            if host in vms:
+                raise TopologyError(f"{path}.network_mode", f"not on a VM host ({host}): the lab makes such a "
+                                    "container's namespace on this machine")
         attachments: list[Attachment] = []
         for net_name, net_path, ip_text, ip_path, aliases in _attachments(c, path, name):
             net = by_name.get(net_name)

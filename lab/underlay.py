@@ -62,14 +62,17 @@ class SimHost:
     cidr: str     # with prefix length
 
 
-def create_switch(ns: str, *, mark: str, mtu: int = 1500, outside: str = "") -> None:
+def create_switch(ns: str, *, mark: str, mtu: int = 1500, outside: str = "", control: str = "") -> None:
     """The underlay switch. `outside` (e.g. 172.30.0.1/24) is an address on the switch
-    itself: the lab's "outside world", what containers reach through their host's NAT."""
+    itself: the lab's "outside world", what containers reach through their host's NAT.
+    `control` (e.g. 172.30.0.2/24), also on the switch: where the controller listens for
+    the agents with `control: underlay`."""
     create_ns(ns, mark=mark)
     ip("link", "add", "vxsw", "mtu", str(mtu), "type", "bridge", "stp_state", "0", "forward_delay", "0", ns=ns)
     ip("link", "set", "vxsw", "alias", mark, "up", ns=ns)
-    if outside:
-        ip("addr", "add", outside, "dev", "vxsw", ns=ns)
+    for address in (outside, control):
+        if address:
+            ip("addr", "add", address, "dev", "vxsw", ns=ns)
 
 
 def batch(lines: list[str], *, ns: str | None = None) -> None:

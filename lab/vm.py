@@ -11,11 +11,12 @@ protocol. Our init (vminitrd, ~50 lines of busybox sh) and QEMU command line (be
 are small, everything they do is visible here, and the only packages needed are
 qemu-system-x86, busybox-static and kmod (no PyPI dependency).
 
-A VM lives in a run directory (the lab's `vms/<host>/` later) holding `vm.json` (its
+A VM lives in a run directory (a lab's `vms/<host>/`, lab/vmhost.py) holding `vm.json` (its
 configuration, written before anything is created, so `cleanup` finds the tap and the
 process after a kill -9 of whoever started it), QEMU's `qemu.pid`, `qemu.log` (its own
 errors) and `ctl.sock` (the command channel, see vmchan). QEMU's command line holds
-the run directory, so `find_qemu` finds it by scanning /proc even without the pid file.
+the run directory, so `find_qemu` finds it by scanning /proc even without the pid file
+(the lab's supervisor does the scanning and the killing, vxlab.lab.supervisor).
 
 - Boot: `-kernel` from vmkernel (the uncompressed PVH vmlinux: 3 s less under TCG),
   `-initrd` from vminitrd, the root over 9p read-only,
@@ -28,7 +29,7 @@ the run directory, so `find_qemu` finds it by scanning /proc even without the pi
 - The guest gets its address, MTU and default route through the command channel
   (`modprobe virtio_net`, `ip …`) as soon as the channel answers; `start` returns then.
 - The serial console (kernel and init messages, the channel server's errors) goes to
-  `console` (the lab's logs later), appended to with a line per boot.
+  `console` (a lab's `logs/vm-<host>.console.log`), appended to with a line per boot.
 - A disk VM (`VmConfig.disk`, deploy/ booted for real: lab/vmimage.py) boots an image
   instead: the image's own kernel and initramfs, its root on the first virtio disk (a
   qcow2 overlay per VM: its writes survive a kill, as a crashed machine's disk does), a
@@ -49,12 +50,14 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from vxlab import netns, validate
-from vxlab.lab import underlay, vmaccel, vmchan, vminitrd, vmkernel
+from vxlab.lab import supervisor, underlay, vmaccel, vmchan, vminitrd, vmkernel
+from vxlab.lab.supervisor import Proc
 from vxlab.lab.vmchan import Channel, ChannelError, RunResult
 
 VM_KEYS = ("cpus", "memory", "kernel")
@@ -231,44 +234,19 @@ def net_script(nic: Nic) -> str:
 
 def find_qemu(run: Path) -> list[int]:
     """Pids of QEMU processes of the VM in `run` (their command line names its pid file)."""
-    return _qemu_where(lambda arg: arg == str(run / "qemu.pid").encode())
+    return [p.pid for p in supervisor.qemu_of(run)]
 
 
-def _qemu_where(match: Any) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and b"qemu-system" in argv[0] and any(match(a) for a in argv) and not _zombie(int(entry.name)):
-            found.append(int(entry.name))
-    return found
+def _qemu_where(match: Callable[[bytes], bool]) -> list[Proc]:
+    """Live QEMU processes with an argument `match` accepts (the lab's supervisor scans;
+    `supervisor.qemu_of` is the one VM's)."""
+    return supervisor.scan(lambda argv: b"qemu-system" in argv[0] and any(match(a) for a in argv))
 
 
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except OSError:
-        return True
-
-
-def _kill(pids: list[int], *, timeout: float = 10.0) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + timeout
-    for pid in pids:
-        while not _zombie(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        try:
-            os.waitpid(pid, os.WNOHANG)  # our child: reap it
-        except ChildProcessError:
-            pass
+def _kill(procs: list[Proc], *, timeout: float = 10.0) -> None:
+    """SIGKILL each QEMU and wait until it is gone (reaped if it is our child)."""
+    for proc in procs:
+        proc.stop(sig=signal.SIGKILL, timeout=timeout)
 
 
 class Vm:
@@ -287,6 +265,15 @@ class Vm:
         disk = Disk(**raw.pop("disk")) if raw.get("disk") else None
         return VmConfig(**{**raw, "spec": VmSpec(**raw["spec"]), "nic": nic, "disk": disk,
                            "shares": tuple(raw["shares"])})
+
+    def booted(self) -> dict[str, Any]:
+        """What the last boot recorded: `kernel` (its version) and `accel` ({name, reason});
+        {} before any boot."""
+        try:
+            raw = json.loads((self.dir / "vm.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return {"kernel": raw["kernel"], "accel": raw["accel"]} if "kernel" in raw and "accel" in raw else {}
 
     @property
     def console(self) -> Path:
@@ -389,7 +376,7 @@ class Vm:
 
     def kill(self) -> None:
         """Host crash: SIGKILL QEMU (the tap stays, without carrier)."""
-        _kill(self.pids())
+        _kill(supervisor.qemu_of(self.dir))
         if self._proc is not None:
             self._proc.wait()
             self._proc = None

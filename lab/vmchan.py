@@ -111,11 +111,14 @@ class Channel:
         """The guest's kernel release and uptime; raises ChannelError when it does not answer."""
         return self.call({"op": "ping"}, timeout=timeout, alive=alive)
 
-    def run(self, cmd: str | list[str], *, timeout: float = 60.0, stdin: str = "") -> RunResult:
+    def run(self, cmd: str | list[str], *, timeout: float = 60.0, stdin: str = "",
+            alive: Callable[[], bool] | None = None) -> RunResult:
         """Run `cmd` in the guest (a string goes to /bin/sh -c) as root in its root
-        namespace; `timeout` bounds the command (killed then, rc 124) and the call."""
+        namespace; `timeout` bounds the command (killed then, rc 124) and the call;
+        `alive` (is QEMU still there?) ends the wait early when it says no."""
         argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
-        answer = self.call({"op": "run", "argv": argv, "timeout": timeout, "stdin": stdin}, timeout=timeout + 10)
+        answer = self.call({"op": "run", "argv": argv, "timeout": timeout, "stdin": stdin}, timeout=timeout + 10,
+                           alive=alive)
         if "error" in answer:
             return RunResult(127, "", answer["error"])
         return RunResult(int(answer["rc"]), answer["stdout"], answer["stderr"])

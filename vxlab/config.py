@@ -3,7 +3,8 @@
 One format for both: a table per verb, `[controller]` and `[agent]`, whose keys are the
 verb's flag names without the leading dashes (`lease-ttl = 5`, `underlay-dev = "eth0"`);
 the exceptions are `agent.controller` (the global `--controller` flag),
-`agent.labels`, a table (the flag is `--label K=V`, repeated), and `agent.tls-ca`/
+`agent.labels` and `controller.listen-netns`, tables (the flags are `--label K=V` and
+`--listen-netns NAME=ADDR`, repeated), and `agent.tls-ca`/
 `tls-cert`/`tls-key` (the global `--tls-*` flags). vxlab.agentconfig turns the [agent]
 table into an AgentConfig and back. A file may hold both
 tables; a verb needs its own and checks the whole file. Flags given on the command line
@@ -91,6 +92,27 @@ def _netns_prefix(value: Any, field: str) -> str:
     return str(value)
 
 
+def _listen_netns(value: Any, field: str) -> dict[str, str]:
+    """{network namespace: host:port}: more listeners of the controller, each created in
+    that namespace (a name under /run/netns, or a path)."""
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise InvalidArgument(field, "must be a table of strings (namespace = \"host:port\")")
+    out = {}
+    for ns, addr in value.items():
+        shown = ns[:40] if ns[:40].isprintable() else repr(ns[:40])
+        if not ns or not ns.isprintable() or any(c.isspace() for c in ns) or ns in (".", "..") or (
+                "/" in ns and not ns.startswith("/")):
+            raise InvalidArgument(f"{field}.{shown}", "a network namespace: a name under /run/netns or an absolute path")
+        host, sep, port = addr.strip().rpartition(":")
+        if addr.strip().startswith(("unix:", "unix-abstract:")):
+            raise InvalidArgument(f"{field}.{shown}", "a unix socket belongs to no network namespace; "
+                                  "use listen for it")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise InvalidArgument(f"{field}.{shown}", f"{addr[:50]!r} is not host:port")
+        out[ns] = addr.strip()
+    return out
+
+
 def _bool(value: Any, field: str) -> bool:
     if not isinstance(value, bool):
         raise InvalidArgument(field, "must be true or false")
@@ -106,6 +128,7 @@ def _labels(value: Any, field: str) -> dict[str, str]:
 SECTIONS: dict[str, dict[str, Key]] = {
     "controller": {
         "listen": Key(_string, "127.0.0.1:7070"),
+        "listen-netns": Key(_listen_netns, {}),
         "etcd": Key(_addresses),
         "embedded-etcd": Key(_string),
         "metrics": Key(_string),

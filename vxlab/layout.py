@@ -13,9 +13,10 @@ the default prefix on a machine that also runs a lab never takes the lab's names
 Hosts that share one kernel (`LabLayout`: a lab, the test rig): `<prefix><host>` each
 host's namespace, whose agent has the prefix `<prefix><host>.`; `<prefix>sw` the underlay
 switch; `vxu-<8 hex of sha1(host)>` a host's port on the switch (link names are at most
-15 characters); a marker on everything it makes (`vxlab:lab:<lab>` for a lab). A lab's
-prefix is `vx-<lab>.`: lab names hold no dot, so one lab's prefix is never a prefix of
-another's. Link names inside the agent's namespaces are vxlab.agent.names.
+15 characters; a VM host's tap has that name too); a marker on everything it makes
+(`vxlab:lab:<lab>` for a lab). A lab's prefix is `vx-<lab>.`: lab names hold no dot,
+so one lab's prefix is never a prefix of another's. Link names inside the agent's
+namespaces are vxlab.agent.names.
 
 Nothing else formats a namespace name: the agent, the lab, the CLI and the tests ask here.
 """
@@ -131,3 +132,10 @@ class LabLayout:
     def port(host: str) -> str:
         """The switch-side end of a host's underlay link: short and stable (<= 15 chars)."""
         return f"vxu-{hashlib.sha1(host.encode()).hexdigest()[:8]}"
+
+    @classmethod
+    def vm_tap(cls, host: str) -> str:
+        """The tap of a VM host (vxlab.lab.vm) on the switch: its switch port, by the
+        name a namespace host's veth end has, so what acts on a host's port (link-down,
+        loss, the ingress side of rate) acts on a VM host's alike."""
+        return cls.port(host)

@@ -37,12 +37,13 @@ def etcd(tmp_path: Path) -> Iterator[EtcdProcess]:
 class ControllerProc:
     """A `vxlab controller serve` process on a free port."""
 
-    def __init__(self, etcd_endpoints: list[str], log: Path, *, lease_ttl: int = 5, metrics: bool = False) -> None:
+    def __init__(self, etcd_endpoints: list[str], log: Path, *, lease_ttl: int = 5, metrics: bool = False,
+                 extra: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.metrics_port = free_port() if metrics else 0
         args = [sys.executable, "-m", "vxlab.cli", "controller", "serve", "--listen", self.address,
-                "--etcd", ",".join(etcd_endpoints), "--lease-ttl", str(lease_ttl)]
+                "--etcd", ",".join(etcd_endpoints), "--lease-ttl", str(lease_ttl), *extra]
         if metrics:
             args += ["--metrics", f"127.0.0.1:{self.metrics_port}"]
         self.log = log

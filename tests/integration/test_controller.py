@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import secrets
+import socket
+import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -19,6 +22,7 @@ from vxlab.client import Client
 from vxlab.controller.core import Controller
 from vxlab.controller.store_etcd import EtcdStore
 from vxlab.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from vxlab.etcdproc import free_port
 from vxlab.model import Endpoint, Host, Network
 from watch_asof import Api, check_batches, churn
 
@@ -236,3 +240,35 @@ async def _some_calls(address: str) -> None:
         await cl.create_network(Network(name="blue"))
         with pytest.raises(Exception):
             await cl.create_network(Network(name="blue"))
+
+
+def test_listen_netns_serves_inside_that_namespace_only(etcd, controllers, tmp_path):
+    """`--listen-netns NS=ADDR`: the listener is made in NS (a lab's switch, `control:
+    underlay`), the process and its --listen stay where they are."""
+    ns, other = f"vxt{secrets.token_hex(3)}ln", f"vxt{secrets.token_hex(3)}lo"
+    for name in (ns, other):
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    try:
+        port = free_port()
+        c = controllers(etcd.endpoints, extra=("--listen-netns", f"{ns}=127.0.0.1:{port}"))  # served on --listen
+        ls = [sys.executable, "-m", "vxlab.cli", "--controller", f"127.0.0.1:{port}", "host", "ls", "--json"]
+        inside = subprocess.run(["ip", "netns", "exec", ns, *ls], capture_output=True, text=True, timeout=60)
+        assert inside.returncode == 0 and inside.stdout.strip() == "[]", inside.stderr
+        for where in ("", other):  # nothing listens on that port here, nor in another namespace
+            ss = subprocess.run(["ip", "netns", "exec", where, "ss", "-Hltn"] if where else ["ss", "-Hltn"],
+                                capture_output=True, text=True, check=True).stdout
+            assert f":{port} " not in ss, ss
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        assert f"127.0.0.1:{port} in network namespace {ns}" in c.log.read_text()
+    finally:
+        for name in (ns, other):
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+    missing = f"vxt{secrets.token_hex(3)}no"
+    bad = subprocess.run([sys.executable, "-m", "vxlab.cli", "controller", "serve", "--listen", "127.0.0.1:0",
+                          "--etcd", ",".join(etcd.endpoints), "--listen-netns", f"{missing}=127.0.0.1:7070"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines()[-1] == (
+        f"error: listen-netns: cannot enter network namespace {missing}: No such file or directory")

@@ -193,3 +193,21 @@ def test_fault_bench_summary_and_verdict() -> None:
     assert s["samples"] == 11 and s["kernel_ms"]["n"] == 10 and s["healed_ms"]["n"] == 10
     assert s["applied_ms"]["n"] == 11 and s["not_applied"] == 1 and s["verdict"] == "not met"  # p99 is the 130
     assert faults.summarize(rows[:10])["verdict"] == "met"
+
+
+def test_control_comparisons_pair_local_and_underlay() -> None:
+    from vxlab.bench import bringup, controlplane
+
+    rows = [{"hosts": 10, "control": c, "seconds": s} for c, s in
+            (("local", 2.0), ("underlay", 2.2), ("local", 3.0), ("underlay", 1.8), ("local", 2.5))]
+    assert bringup.compare(rows + [{"hosts": 50, "control": "local", "seconds": 6.0}]) == [
+        {"hosts": 10, "local_s": 2.5, "underlay_s": 2.0, "runs_s": {"local": [2.0, 3.0, 2.5], "underlay": [2.2, 1.8]},
+         "underlay_over_local": 0.8}]
+
+    def cp(control: str, replies: list[float], rpc: float, missing: int) -> dict[str, object]:
+        return {"hosts": 3, "control": control, "missing_replies": missing,
+                "raw": [{"first_reply_ms": {f"h{i}": v for i, v in enumerate(replies)}, "rpc_ms": rpc}]}
+    got = controlplane.compare([cp("local", [10, 20], 5, 0), cp("underlay", [12, 30], 6, 1), cp("local", [30], 7, 0)])
+    assert got[0]["repetitions"] == 2 and got[0]["local"]["missing_replies"] == 0
+    assert got[0]["local"]["first_reply_p50_ms"] == 20 and got[0]["underlay"]["first_reply_p99_ms"] == 30
+    assert got[0]["underlay"]["missing_replies"] == 1 and got[0]["local"]["rpc_p99_ms"] == 7.0

@@ -322,7 +322,7 @@ def test_controller_serve_passes_flags(monkeypatch: pytest.MonkeyPatch) -> None:
                  "--metrics", "127.0.0.1:9100", "--lease-ttl", "3", "--subnet-pool", "172.16.0.0/12",
                  "--subnet-prefix", "26")
     assert result.exit_code == 0, result.output
-    assert seen == {"listen": "0.0.0.0:7171", "etcd_endpoints": ["http://a:2379", "http://b:2379"],
+    assert seen == {"listen": "0.0.0.0:7171", "listen_netns": {}, "etcd_endpoints": ["http://a:2379", "http://b:2379"],
                     "embedded_etcd_dir": None, "metrics": "127.0.0.1:9100", "lease_ttl": 3,
                     "subnet_pool": "172.16.0.0/12", "subnet_prefix": 26,
                     "tls": None, "etcd_tls": None, "embedded_etcd_tls": None}

@@ -34,7 +34,7 @@ def test_defaults_file_and_flags_in_that_order(tmp_path: Path) -> None:
     path = write(tmp_path, '[controller]\nlisten = "0.0.0.0:7070"\netcd = ["http://a:2379", "http://b:2379"]\n'
                            'lease-ttl = 7\n')
     opts = config.resolve("controller", path=path, flags={"lease_ttl": 3})
-    assert opts == {"listen": "0.0.0.0:7070", "etcd": ["http://a:2379", "http://b:2379"], "embedded_etcd": None,
+    assert opts == {"listen": "0.0.0.0:7070", "listen_netns": {}, "etcd": ["http://a:2379", "http://b:2379"], "embedded_etcd": None,
                     "metrics": None, "lease_ttl": 3, "subnet_pool": "10.0.0.0/8", "subnet_prefix": 24,
                     "pki": None, "tls_ca": None, "tls_cert": None, "tls_key": None, "etcd_ca": None,
                     "etcd_cert": None, "etcd_key": None, "insecure": False}
@@ -52,7 +52,15 @@ def test_addresses_as_list_or_comma_string(tmp_path: Path) -> None:
     ("[controller]\nlease-ttl = 2.5\n", "controller.toml: controller.lease-ttl: must be an integer"),
     ("[controller]\nlease-ttl = true\n", "controller.toml: controller.lease-ttl: must be an integer"),
     ("[controller]\nlisten = \"\"\n", "controller.toml: controller.listen: must be a non-empty string"),
-    ("[controller]\nlisen = \"x\"\n", "controller.toml: controller.lisen: unknown key (known: listen, etcd,"),
+    ("[controller]\nlisen = \"x\"\n", "controller.toml: controller.lisen: unknown key (known: listen, listen-netns,"),
+    ("[controller]\nlisten-netns = \"vx-a.sw=1.2.3.4:7070\"\n",
+     "controller.toml: controller.listen-netns: must be a table of strings"),
+    ("[controller]\nlisten-netns = { \"vx-a.sw\" = \"unix:/x.sock\" }\n",
+     "controller.toml: controller.listen-netns.vx-a.sw: a unix socket belongs to no network namespace"),
+    ("[controller]\nlisten-netns = { \"vx-a.sw\" = \"172.30.0.2\" }\n",
+     "controller.toml: controller.listen-netns.vx-a.sw: '172.30.0.2' is not host:port"),
+    ("[controller]\nlisten-netns = { \"a/b\" = \"172.30.0.2:7070\" }\n",
+     "controller.toml: controller.listen-netns.a/b: a network namespace: a name under /run/netns"),
     ("[controler]\n", "controller.toml: controler: unknown table (expected controller or agent)"),
     ("listen = \"x\"\n", "controller.toml: listen: unknown table"),
     ("[controller]\nsubnet-pool = \"10.0.0.1/8\"\n", "controller.toml: controller.subnet-pool: '10.0.0.1/8' is not"),
@@ -97,6 +105,21 @@ def test_controller_serve_config_then_flags(tmp_path: Path, served: dict[str, An
     assert result.exit_code == 0, result.output
     assert served["listen"] == "127.0.0.1:9" and served["etcd_endpoints"] == ["http://a:2379"]
     assert served["subnet_prefix"] == 26 and served["lease_ttl"] == 5
+
+
+def test_controller_serve_listen_netns_from_file_and_flags(tmp_path: Path, served: dict[str, Any]) -> None:
+    path = write(tmp_path, '[controller]\netcd = "http://a:2379"\nlisten-netns = { "vx-a.sw" = "172.30.0.2:7070" }\n')
+    result = runner.invoke(main.app, ["controller", "serve", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert served["listen_netns"] == {"vx-a.sw": "172.30.0.2:7070"}
+    result = runner.invoke(main.app, ["controller", "serve", "--config", str(path),
+                                      "--listen-netns", "vx-b.sw=172.30.0.2:7071", "--listen-netns", "/x/y=10.0.0.1:9"])
+    assert result.exit_code == 0, result.output
+    assert served["listen_netns"] == {"vx-b.sw": "172.30.0.2:7071", "/x/y": "10.0.0.1:9"}  # flags replace the table
+    result = runner.invoke(main.app, ["controller", "serve", "--etcd", "http://a:2379", "--listen-netns", "vx-b.sw"])
+    assert (result.exit_code, result.stderr) == (1, "error: listen-netns: expected key=value, got 'vx-b.sw'\n")
+    result = runner.invoke(main.app, ["controller", "serve", "--etcd", "http://a:2379", "--listen-netns", "n=x:y"])
+    assert (result.exit_code, result.stderr) == (1, "error: --listen-netns.n: 'x:y' is not host:port\n")
 
 
 def test_controller_serve_bad_config_is_one_line(tmp_path: Path, served: dict[str, Any]) -> None:

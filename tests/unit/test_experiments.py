@@ -53,6 +53,16 @@ def test_fault_normalised_and_described():
     assert faultspec.claims("rate", rate) == {"the egress qdisc of h1", "the ingress qdisc of h1"}
 
 
+def test_partition_from_the_control_plane_only_with_underlay_control():
+    p = faultspec.validate("partition", {"hosts": "h1", "from": "h2,control"}, hosts=HOSTS, control=True)
+    assert p["from"] == ["control", "h2"] and faultspec.describe("partition", p) == "partition h1 <-> control,h2"
+    with pytest.raises(FaultError, match="from: 'control' is the control plane, which a partition cuts only in a lab"
+                                         " with `control: underlay`"):
+        faultspec.validate("partition", {"hosts": "h1", "from": "control"}, hosts=HOSTS)
+    with pytest.raises(FaultError, match="host: unknown host 'control'"):
+        faultspec.validate("link-down", {"host": "control"}, hosts=HOSTS, control=True)
+
+
 @pytest.mark.parametrize("text, seconds", [("10s", 10), ("500ms", 0.5), ("2m", 120), ("1.5", 1.5), (3, 3)])
 def test_durations(text, seconds):
     assert faultspec.parse_duration(text) == seconds

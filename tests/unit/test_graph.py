@@ -56,6 +56,16 @@ def test_one_cluster_per_host_alive_green_dead_grey_dashed(dot: str) -> None:
     assert "ctr_h1__web" in h1 and "ctr_h2__db" in h2  # containers sit inside their host
 
 
+def test_vm_hosts_are_square_blue_and_say_how_they_run() -> None:
+    dot = to_dot(HOSTS, NETWORKS, ENDPOINTS, title="t", vms={"h1": "tcg", "h2": ""})
+    h1 = dot.split("subgraph cluster_h1 {")[1].split("}")[0]
+    h2 = dot.split("subgraph cluster_h2 {")[1].split("}")[0]
+    assert "VM (TCG) · 172.30.0.11" in h1 and graph.VM_ALIVE["color"] in h1 and 'style="filled"' in h1
+    assert "penwidth=3" in h1 and "rounded" not in h1
+    assert "VM · 172.30.0.12" in h2 and graph.DEAD["color"] in h2 and 'style="filled,dashed"' in h2
+    assert "VM" not in to_dot(HOSTS, NETWORKS, ENDPOINTS, title="t")
+
+
 def test_multi_homed_container_is_one_node_listing_each_network(dot: str) -> None:
     web = _statement(dot, "ctr_h1__web [")
     assert "<b>web</b>" in web

@@ -15,9 +15,11 @@ import pytest
 from vxlab.lab import apply as lab_apply
 from vxlab.lab import plan as lab_plan
 from vxlab.lab.plan import Live, Plan, plan
-from vxlab.lab.topology import Topology, parse
+from vxlab.lab.topology import CONTROLS, DEFAULT_CONTROL, Topology, parse
 from vxlab.model import Endpoint, Network, Policy, Selector
 from vxlab.view import View
+
+OTHER_CONTROL = next(c for c in CONTROLS if c != DEFAULT_CONTROL)
 
 BODY = """name: t
 hosts: 2
@@ -43,7 +45,7 @@ def live(**over: Any) -> Live:
         policies={("blue", "nodb"): parse(BODY).policies[0]})
     tables.update({k: over.pop(k) for k in list(over) if k in tables})
     base = Live(hosts={"h1": "172.30.0.11", "h2": "172.30.0.12"}, view=View(**tables),
-                underlay=("172.30.0.0/24", 1500), etcd_members=1)
+                underlay=("172.30.0.0/24", 1500), etcd_members=1, control=DEFAULT_CONTROL)
     return dataclasses.replace(base, **over)
 
 
@@ -138,11 +140,20 @@ def test_recreate_replaces_the_network_with_its_endpoints_and_policies_in_order(
     ("hosts: 2", "hosts: 2\nunderlay: {subnet: 172.31.0.0/24}", "underlay.subnet: 172.30.0.0/24 -> 172.31.0.0/24"),
     ("hosts: 2", "hosts: 2\nunderlay: {mtu: 9000}", "underlay.mtu: 1500 -> 9000"),
     ("hosts: 2", "hosts: 2\netcd: {members: 3}", "etcd.members: 1 -> 3"),
+    ("hosts: 2", f"hosts: 2\ncontrol: {OTHER_CONTROL}", f"control: {DEFAULT_CONTROL} -> {OTHER_CONTROL}"),
 ])
 def test_the_underlay_and_etcd_cannot_change_on_a_running_lab(old: str, new: str, path: str) -> None:
     for recreate in (False, True):
         refused = plan(topo(old, new), live(), recreate=recreate).refused
         assert refused == [f"{path} cannot change on a running lab; 'vxlab down' it, then 'vxlab up'"]
+
+
+def test_a_host_cannot_become_a_vm_on_a_running_lab() -> None:
+    body = BODY.replace("hosts: 2", "hosts: [h1, {name: h2, vm: {memory: 1G}}]\ncontrol: underlay")
+    running = live(control="underlay", vms={"h1": None, "h2": None})
+    assert plan(topo(body=body), running).refused == [
+        "hosts[1].vm: a namespace -> a VM (1 CPU, 1024 MiB) cannot change on a running lab; take host h2 out"
+        " ('vxlab up' without it), then put it back"]
 
 
 def test_attach_and_detach_a_network() -> None:

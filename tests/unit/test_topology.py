@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from vxlab.lab.topology import (
+    DEFAULT_CONTROL,
     Attachment,
     ContainerSpec,
     HostSpec,
@@ -21,6 +22,7 @@ from vxlab.lab.topology import (
     parse,
     to_dict,
 )
+from vxlab.lab.vm import VmSpec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 BASE = "name: t\nhosts: 2\n"
@@ -100,6 +102,12 @@ ERRORS = [
      "hosts[0].underlay_ip: 172.30.0.255 is the broadcast address of 172.30.0.0/24"),
     ("name: t\nhosts: [{name: h1, underlay_ip: 172.30.0.1}]\n",
      "hosts[0].underlay_ip: 172.30.0.1 is reserved for the switch"),
+    ("name: t\nhosts: [h1, {name: h2, underlay_ip: 10.9.0.2}]\nunderlay: {subnet: 10.9.0.0/16}\n",
+     "hosts[1].underlay_ip: 10.9.0.2 is reserved for the controller's control address"),
+    ("name: t\nhosts: [h1, control]\n", "hosts[1].name: 'control' is reserved: a partition's side naming the"
+     " control plane"),
+    (BASE + "control: remote\n", "control: 'remote' is not one of underlay, local"),
+    (BASE + "control: true\n", "control: expected a string, got bool"),
     ("name: t\nhosts: [{name: h1, underlay_ip: 172.30.0.20}, {name: h2, underlay_ip: 172.30.0.20}]\n",
      "hosts[1].underlay_ip: 172.30.0.20 is already used by host 'h1'"),
     ("name: t\nhosts: 5\nunderlay: {subnet: 172.30.0.0/28}\n",
@@ -291,9 +299,33 @@ def test_host_forms_and_address_assignment() -> None:
     t = parse("name: t\nhosts: 250\nunderlay: {subnet: 10.1.0.0/23}\n")
     assert (t.hosts[-1].name, t.hosts[-1].underlay_ip) == ("h250", "10.1.1.4")
     # a /29 only fits explicit addresses; a /28 fits .11 to .14
-    t = parse("name: t\nhosts: [{name: a, underlay_ip: 10.0.0.2}]\nunderlay: {subnet: 10.0.0.0/29}\n")
-    assert t.hosts[0].underlay_ip == "10.0.0.2"
+    t = parse("name: t\nhosts: [{name: a, underlay_ip: 10.0.0.3}]\nunderlay: {subnet: 10.0.0.0/29}\n")
+    assert t.hosts[0].underlay_ip == "10.0.0.3"
     assert parse("name: t\nhosts: 4\nunderlay: {subnet: 10.0.0.0/28}\n").hosts[-1].underlay_ip == "10.0.0.14"
+
+
+def test_vm_hosts() -> None:
+    t = parse("name: t\nhosts: [h1, {name: h2, vm: true}, {name: h3, vm: {cpus: 2, memory: 1G}}]\n")
+    assert [h.vm for h in t.hosts] == [None, VmSpec(), VmSpec(cpus=2, memory_mb=1024)]
+    assert t.control == "underlay"  # the default with a VM host (local without)
+    assert parse(BASE).control == DEFAULT_CONTROL == "local"
+    assert to_dict(t)["hosts"][2] == {"name": "h3", "underlay_ip": "172.30.0.13", "vm": {"cpus": 2, "memory": 1024}}
+    assert parse(yaml.safe_dump(to_dict(t))) == t
+    assert _err("name: t\nhosts: [{name: h1, vm: true}]\ncontrol: local\n") == (
+        "hosts[0].vm: a VM host needs `control: underlay` (its agent reaches the controller across the underlay;"
+        " the unix socket is on this machine), not 'local'")
+    assert _err("name: t\ncontrol: underlay\nhosts: [{name: h1, vm: {memory: 12}}]\n") == (
+        "hosts[0].vm.memory: 12 MiB is out of range 256..65536")
+    assert _err("name: t\ncontrol: underlay\nhosts: [{name: h1, vm: true}]\ncontainers: [{name: c, host: h1,"
+                " network_mode: none}]\n") == ("containers[0].network_mode: not on a VM host (h1): the lab makes"
+                                                " such a container's namespace on this machine")
+
+
+def test_control_address() -> None:
+    t = parse(BASE + "control: underlay\nunderlay: {subnet: 10.5.0.0/16}\n")
+    assert (t.control, t.underlay.switch_ip, t.underlay.control_ip, t.control_address) == (
+        "underlay", "10.5.0.1", "10.5.0.2", "10.5.0.2:7070")
+    assert parse(BASE + "control: local\n").control_address == ""
 
 
 def test_examples_load() -> None:
@@ -322,6 +354,7 @@ def test_round_trip(name: str | None) -> None:
     if name is None:
         t = parse(BASE + textwrap.dedent("""\
             etcd: {members: 3}
+            control: underlay
             underlay: {subnet: 10.5.0.0/16, mtu: 9000}
             networks:
               - {name: blue, subnet: 10.10.0.0/24, gateway: 10.10.0.9, vni: 7, mtu: 1400, internal: true,

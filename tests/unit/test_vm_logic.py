@@ -263,3 +263,35 @@ def test_a_disk_vm_config_round_trips_through_vm_json(tmp_path: Path) -> None:
                          nic=vm.Nic("sw", "vxt1v2", "m", "192.168.56.12/24"))
     machine._record(config)
     assert machine.config() == config
+
+
+def test_a_labs_vm_host_config_and_boot_record(tmp_path: Path) -> None:
+    from vxlab.lab import vmhost
+    from vxlab.lab.topology import parse
+    from vxlab.layout import LabLayout
+
+    topo = parse("name: t\nunderlay: {subnet: 10.9.0.0/16, mtu: 9000}\nhosts: [h1, {name: h2, vm: {memory: 1G}}]\n")
+    assert list(vmhost.vm_hosts(topo)) == ["h2"] and vmhost.vm_hosts(None) == {}
+    layout = LabLayout.of_lab("t")
+    cfg = vmhost.config(tmp_path, layout, topo, topo.hosts[1])
+    assert cfg.nic == vm.Nic(switch_ns="vx-t.sw", tap=layout.port("h2"), mark="vxlab:lab:t", address="10.9.0.12/16",
+                             mtu=9000)
+    assert (cfg.name, cfg.spec.memory_mb, cfg.shares) == ("h2", 1024, (str(tmp_path),))
+    assert cfg.console == str(tmp_path / "logs" / "vm-h2.console.log")
+    assert vmhost.accel(tmp_path, "h2") == {}  # never booted
+    run = vmhost.run_dir(tmp_path, "h2")
+    run.mkdir(parents=True)
+    (run / "vm.json").write_text(json.dumps({"config": {}, "kernel": "6.1.0-57-amd64",
+                                             "accel": {"name": "tcg", "cpu": "max", "reason": "no KVM"}}))
+    assert vmhost.accel(tmp_path, "h2") == {"accel": "tcg", "why": "no KVM", "kernel": "6.1.0-57-amd64"}
+
+
+def test_stat_lines_and_guest_processes_without_a_vm(tmp_path: Path) -> None:
+    from vxlab.lab import supervisor
+
+    line = "4242 (python3 -m x) S 1 4242 4242 0 -1 4194560 " + " ".join(["0"] * 12) + " 987654 0 0"
+    assert supervisor.parse_stat(line) == ("S", 987654)
+    gone = supervisor.Proc(42, 1, vm=str(tmp_path / "no-vm"), boot="b")
+    assert not gone.alive()  # no channel: not running
+    gone.stop()  # and nothing to stop
+    assert supervisor.Proc.in_guest(tmp_path / "no-vm", 42) == supervisor.Proc(42, 0, vm=str(tmp_path / "no-vm"))

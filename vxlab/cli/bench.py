@@ -62,17 +62,34 @@ def faults(
     _report({**result, "rows": rows}, "rows", {"MS": "what", "N": "n", "P50": "p50", "P99": "p99", "MAX": "max"})
 
 
+ControlOpt = Annotated[str, typer.Option(
+    help="The labs' control (local: the controller's unix socket; underlay: its control address across the "
+         "underlay), comma-separated: each size runs with each.")]
+
+
 @app.command("bringup")
 def bringup(
     out: Annotated[Path, typer.Option("-o", "--out", help="Directory for bringup.json/png.")] = Path("bench/results"),
     sizes: Annotated[str, typer.Option(help="Host counts, comma-separated.")] = "10,25,50,100",
+    control: ControlOpt = "local,underlay",
+    reps: Annotated[int, typer.Option(min=1, help="Runs of every size with every control.")] = 1,
 ) -> None:
     """Time `up` of N hosts x 5 containers to converged, phase by phase; plot it."""
     from vxlab.bench import bringup as bench
 
-    result = bench.run(out, sizes=[int(x) for x in sizes.split(",")])
-    _report(result, "sizes", {"HOSTS": "hosts", "CONTAINERS": "containers", "SECONDS": "seconds",
-                              "DOWN S": "down_seconds"})
+    result = bench.run(out, sizes=[int(x) for x in sizes.split(",")], controls=_controls(control), reps=reps)
+    _report(result, "sizes", {"HOSTS": "hosts", "CONTROL": "control", "CONTAINERS": "containers",
+                              "SECONDS": "seconds", "DOWN S": "down_seconds"})
+
+
+def _controls(text: str) -> tuple[str, ...]:
+    """'local,underlay' -> ('local', 'underlay'); a bad one is one error line."""
+    from vxlab.lab.topology import CONTROLS
+
+    values = tuple(x.strip() for x in text.split(",") if x.strip())
+    if not values or any(v not in CONTROLS for v in values):
+        raise typer.BadParameter(f"control: expected some of {', '.join(CONTROLS)}, got {text!r}")
+    return values
 
 
 def _ints(text: str, field: str) -> list[int]:
@@ -167,6 +184,9 @@ def controlplane(
     gc_thresh: Annotated[str, typer.Option(
         "--gc-thresh", help="With --sizes: the neighbour table's gc_thresh1,2,3 during the run (machine-wide, "
                             "only raised, restored after; 'keep' leaves them). Default 8192,32768,65536.")] = "",
+    control: Annotated[str, typer.Option(help="With --sizes: the labs' control (local, underlay), comma-separated: "
+                                               "each size runs with each.")] = "local,underlay",
+    reps: Annotated[int, typer.Option(min=1, help="With --sizes: runs of every size with every control.")] = 1,
 ) -> None:
     """container run -> first reply from every other host, at 10 and 50 hosts, with a breakdown."""
     if sizes:
@@ -177,13 +197,25 @@ def controlplane(
             raise typer.BadParameter("gc-thresh: expected three integers (gc_thresh1,2,3) or 'keep'")
         result = cp.run(out, sizes=_ints(sizes, "sizes"), samples=samples, progress=_progress,
                         gc_thresh=(thresh[0], thresh[1], thresh[2]) if thresh else None,
-                        stem="controlplane-gc-" + ("-".join(map(str, thresh)) if thresh else "keep"))
+                        stem="controlplane-gc-" + ("-".join(map(str, thresh)) if thresh else "keep"),
+                        controls=_controls(control), reps=reps)
         for row in result["sizes"]:
-            typer.echo(f"{row['hosts']} hosts: first reply per peer {row['first_reply_ms']}, missing "
-                       f"{row['missing_replies']}, arp {row['arp']}, gc_thresh {row['gc_thresh']}")
+            typer.echo(f"{row['hosts']} hosts, control {row['control']}: first reply per peer {row['first_reply_ms']}, "
+                       f"missing {row['missing_replies']}, arp {row['arp']}, gc_thresh {row['gc_thresh']}")
         typer.echo(f"written: {result['path']}", err=True)
         return
     _suite_part("controlplane", out, quick)
+
+
+@app.command("vm")
+def vm_(out: OutOpt = Path("bench/results"),
+        boots: Annotated[int, typer.Option(min=1, help="Boots (and crash/heal cycles in the lab).")] = 3) -> None:
+    """VM hosts: boot, KVM or TCG and why, memory, Python in the guest; in a lab: boot until
+    the agent registered, overlay ping and TCP namespace host <-> VM host. Writes vm.json."""
+    from vxlab.bench import vm
+
+    result = vm.run(out, boots=boots, progress=_progress)
+    typer.echo(f"written: {result['path']}", err=True)
 
 
 @app.command("deadhost")

@@ -60,6 +60,9 @@ def serve(
     config_file: Annotated[str | None, typer.Option(
         "--config", metavar="FILE", help="TOML file with a [controller] table; flags override it.")] = None,
     listen: Annotated[str, typer.Option(metavar="ADDR", help="gRPC listen address.")] = _default("listen"),
+    listen_netns: Annotated[list[str] | None, typer.Option(
+        "--listen-netns", metavar="NETNS=ADDR",
+        help="Also listen on host:port inside network namespace NETNS (repeatable).")] = None,
     etcd: Annotated[str | None, typer.Option(
         metavar="URL,URL…", help="etcd endpoints, comma-separated.")] = None,
     embedded_etcd: Annotated[str | None, typer.Option(
@@ -80,7 +83,10 @@ def serve(
     """Serve the controller's gRPC API, backed by etcd. With --pki or --tls-*, only
     clients with a certificate of the CA get in, and each may do what its identity allows."""
     try:
-        opts = config.resolve("controller", path=config_file, flags=given(ctx, exclude=frozenset({"config_file"})))
+        flags = given(ctx, exclude=frozenset({"config_file", "listen_netns"}))
+        if listen_netns:
+            flags["listen_netns"] = cli.parse_labels(listen_netns, field="listen-netns")
+        opts = config.resolve("controller", path=config_file, flags=flags)
     except VxError as err:
         cli.fail(err.message)
     if opts["etcd"] is not None and opts["embedded_etcd"] is not None:
@@ -94,13 +100,15 @@ def serve(
         tls, etcd_tls, embedded_tls = _tls(ctx, opts, etcd_plain=bool(endpoints) and not any(
             e.startswith("https://") for e in endpoints or []))
         result = serve_forever(
-            listen=opts["listen"], etcd_endpoints=endpoints, embedded_etcd_dir=opts["embedded_etcd"],
-            metrics=opts["metrics"], lease_ttl=opts["lease_ttl"], subnet_pool=opts["subnet_pool"],
+            listen=opts["listen"], listen_netns=opts["listen_netns"], etcd_endpoints=endpoints,
+            embedded_etcd_dir=opts["embedded_etcd"], metrics=opts["metrics"], lease_ttl=opts["lease_ttl"], subnet_pool=opts["subnet_pool"],
             subnet_prefix=opts["subnet_prefix"], tls=tls, etcd_tls=etcd_tls, embedded_etcd_tls=embedded_tls,
         )
         if inspect.iscoroutine(result):
             asyncio.run(result)
     except VxError as err:
         cli.fail(err.message)
+    except OSError as err:  # a listener that cannot be made: one line, not a traceback
+        cli.fail(str(err))
     except KeyboardInterrupt:
         raise typer.Exit(code=130) from None

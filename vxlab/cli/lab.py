@@ -53,8 +53,10 @@ def up(
         console = Console(stderr=True)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console, transient=True) as progress:
-            # Steps: etcd, controller, switch, hosts, containers, agents, register, converge.
-            task = progress.add_task(f"lab {the_lab.name}: starting", total=8)
+            # Steps: etcd, controller, switch, hosts, containers, agents, register, converge
+            # (and with VM hosts: booting them, waiting for them).
+            task = progress.add_task(f"lab {the_lab.name}: starting",
+                                     total=8 + (2 if any(h.vm for h in topo.hosts) else 0))
 
             def step(msg: str) -> None:
                 progress.update(task, description=f"lab {the_lab.name}: {msg}", advance=1)
@@ -71,7 +73,13 @@ def _summary(the_lab: Any) -> None:
            rows=[[r["container"], r["host"], r["network"], r["ip"], r["mac"], r["namespace"]] for r in rows])
     st = the_lab.status()
     typer.echo(f"lab {st['name']}: {len(st['hosts'])} hosts, {len(rows)} endpoints, "
-               f"converged at revision {st['revision']} — controller {st['controller']}", err=True)
+               f"converged at revision {st['revision']} — controller {st['controller']}{_control(st)}", err=True)
+
+
+def _control(st: dict[str, Any]) -> str:
+    """How the agents reach the controller, when not through its unix socket."""
+    dial = st.get("agents_controller", "")
+    return f", agents dial {dial} on the underlay" if dial and dial != st["controller"] else ""
 
 
 def down(ctx: typer.Context, lab: LabOpt = None) -> None:
@@ -91,11 +99,22 @@ def status(ctx: typer.Context, lab: LabOpt = None, as_json: JsonOpt = False) -> 
     if as_json:
         print_json(st)
         return
-    typer.echo(f"lab {st['name']}: controller {st['controller']} ({'up' if st['controller_up'] else 'DOWN'}), "
+    typer.echo(f"lab {st['name']}: controller {st['controller']} ({'up' if st['controller_up'] else 'DOWN'})"
+               f"{_control(st)}, "
                f"etcd {', '.join(st['etcd'])} ({'up' if st['etcd_up'] else 'DOWN'}), revision {st['revision']}")
-    output(as_json=False, data=st, columns=["HOST", "UNDERLAY", "ALIVE", "AGENT", "APPLIED", "CONVERGED"],
-           rows=[[h["name"], h["underlay_ip"], _yes(h["alive"]), _yes(h["agent_running"]),
+    output(as_json=False, data=st, columns=["HOST", "KIND", "UNDERLAY", "ALIVE", "AGENT", "APPLIED", "CONVERGED"],
+           rows=[[h["name"], _kind(h), h["underlay_ip"], _yes(h["alive"]), _yes(h["agent_running"]),
                   str(h["applied_revision"]), _yes(h["converged"])] for h in st["hosts"]])
+    for h in st["hosts"]:
+        if h.get("vm"):
+            typer.echo(f"{h['name']}: VM, {h['vm']['accel'].upper()}: {h['vm']['why']} (kernel {h['vm']['kernel']})")
+
+
+def _kind(host: dict[str, Any]) -> str:
+    """`namespace`, or `vm (kvm)`/`vm (tcg)` for a VM host."""
+    if "vm" not in host:
+        return "namespace"
+    return f"vm ({host['vm']['accel']})" if host["vm"] else "vm"
 
 
 def _yes(v: bool) -> Text:
@@ -171,8 +190,8 @@ def exec_(
                                             "channel) also in a lab; without a lab it always is.")] = False,
 ) -> None:
     """Run CMD inside the container's network namespace; its exit code is passed through.
-    In a lab it runs here (with stdin); against real hosts (--controller, no lab) the
-    container's agent runs it (no stdin; output capped at 1 MiB per stream)."""
+    In a lab it runs here (with stdin); against real hosts (--controller, no lab) and on a
+    lab's VM hosts the container's agent runs it (no stdin; output capped at 1 MiB per stream)."""
     from vxlab.lab.lab import Lab
     from vxlab.lab.procs import LabError
 
@@ -183,11 +202,14 @@ def exec_(
     to = target(ctx)
     if to.lab and not via_agent:
         try:
-            ns = Lab(to.lab).namespace_of(container)
+            the_lab = Lab(to.lab)
+            ns = the_lab.namespace_of(container)
+            in_guest = the_lab.on_vm(container)  # a VM host's container: its agent runs it, in the guest
         except LabError as e:
             fail(str(e))
-        proc = subprocess.run(["ip", "netns", "exec", ns, *cmd], stdin=sys.stdin)
-        raise typer.Exit(proc.returncode)
+        if not in_guest:
+            proc = subprocess.run(["ip", "netns", "exec", ns, *cmd], stdin=sys.stdin)
+            raise typer.Exit(proc.returncode)
     from vxlab import hostops
 
     async def go(c: Any) -> Any:

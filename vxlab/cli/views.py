@@ -46,12 +46,21 @@ def graph(
     hosts, networks, endpoints, rev = call(ctx, _snapshot)
     title = f"lab {to.lab} · revision {rev}" if to.lab else f"controller {to.controller} · revision {rev}"
     try:
-        path = render(to_dot(hosts, networks, endpoints, title=title), out)
+        path = render(to_dot(hosts, networks, endpoints, title=title, vms=_vms(to.lab)), out)
     except GraphError as e:
         fail(str(e))
     containers = len({(e.host, e.name) for e in endpoints})
     typer.echo(f"graph: wrote {path} ({len(hosts)} hosts, {len(networks)} networks, "
                f"{containers} containers, revision {rev})", err=True)
+
+
+def _vms(lab: str | None) -> dict[str, str]:
+    """A lab's VM hosts and how each runs (kvm, tcg; "" before its first boot)."""
+    if not lab:
+        return {}
+    from vxlab.lab.lab import Lab
+
+    return Lab(lab).vm_hosts()
 
 
 def store_ls(
