@@ -190,6 +190,9 @@ def _heal_agents(lab: Lab, fault_id: str) -> Fault:
     except VxError as e:
         raise FaultError(e.message) from None
     deadline = time.monotonic() + HEAL_WAIT
+    if gone.expires_at and faultkinds.kind_of(gone.kind).cuts_control(faultkinds.decode(gone.kind, gone.params)):
+        # targets it cut from the control plane hear nothing until they lift it at its deadline
+        deadline += max(0.0, (_posix(gone.expires_at) or 0.0) - time.time())
     for host in gone.targets:
         proc = lab.state.agents.get(host)
         while proc is not None and proc.alive() and not lab.agent_status(host).programmed(revision):

@@ -2,8 +2,8 @@
 until every target host said what it did, heal one (or all).
 
 `inject` creates the fault (kinds and parameters: vxlab.faultkinds), then polls it until
-each target reported applied or failed (at most `wait` seconds: a host whose agent is
-down stays pending, and the fault is in force for it once it is back). When a target
+each target reported applied or failed (at most `wait` seconds, CUT_WAIT for a fault that
+cuts its targets from the control plane: a host whose agent is down or cut stays pending, and the fault is in force for it once it is back). When a target
 failed (a delay where the kernel has no sch_netem, a side with nothing to cut), the
 fault is deleted again and `FailedPrecondition` names the host and its reason: a fault
 is carried out by all its targets or by none. Nothing here imports gRPC (the client does).
@@ -23,6 +23,7 @@ from vxlab.errors import FailedPrecondition, NotFound
 from vxlab.model import Fault, FaultStatus
 
 WAIT = 10.0          # seconds `inject` waits for the targets' reports
+CUT_WAIT = 1.0       # … for a fault that can cut them from the control plane (their reports come after it)
 DONE = ("applied", "failed", "healed")
 
 
@@ -37,6 +38,8 @@ async def inject(client: Client, kind: str, params: dict[str, Any], *, duration:
                  wait: float = WAIT) -> Injected:
     """Create the fault and wait for its targets (see the module's docstring)."""
     typed = faultkinds.validate(kind, params)  # the field errors before any call; hosts: the controller's
+    if faultkinds.kind_of(kind).cuts_control(typed):
+        wait = min(wait, CUT_WAIT)  # a target it cuts from the control plane cannot report until it ends
     start = time.monotonic()
     f = await client.create_fault(kind, faultkinds.encode(kind, typed), duration=duration)
     pause = 0.002
