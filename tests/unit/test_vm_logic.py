@@ -107,6 +107,22 @@ def test_qemu_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert "path=/run/vxlab/l,security_model=none,multidevs=remap" in line  # a share is writable
 
 
+def test_a_checkout_under_tmp_is_shared_read_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guest mounts a fresh /tmp and /run: a checkout there (a clone in /tmp) and its
+    venv's Python would be invisible, so they are shared read-only at the same path; a
+    checkout elsewhere, or one a share covers, adds nothing."""
+    monkeypatch.setattr(vmaccel, "qemu_binary", lambda: "/usr/bin/qemu-system-x86_64")
+    config = vm.VmConfig(name="h3")
+    args = vm.qemu_args(tmp_path, config, _kernel(tmp_path), tmp_path / "initrd", vmaccel.tcg("test"),
+                        chan=Path("/tmp/clone/lab/vmchan.py"), python="/tmp/clone/.venv/bin/python")
+    line = " ".join(args)
+    assert "vx.share=vxs0:/tmp/clone" in args[-1].split() and "vxs1" not in line
+    assert "path=/tmp/clone,security_model=none,multidevs=remap,readonly=on" in line
+    assert vm.hidden_from_guest(Path("/work/x/lab/vmchan.py"), "/work/x/.venv/bin/python") == []
+    assert vm.hidden_from_guest(Path("/run/x/lab/vmchan.py"), "/usr/bin/python3", shares=("/run",)) == []
+    assert vm.hidden_from_guest(Path("/tmp/c/lab/vmchan.py"), "/run/py/bin/python3") == ["/tmp/c", "/run/py"]
+
+
 def test_net_script_and_mac() -> None:
     nic = vm.Nic(switch_ns="s", tap="vxv-h3", mark="m", address="10.0.0.5/24", mtu=1400)
     assert "ip link set eth0 mtu 1400 up" in vm.net_script(nic) and "default" not in vm.net_script(nic)
