@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import threading
 from pathlib import Path
 
 import pytest
@@ -311,3 +312,34 @@ def test_stat_lines_and_guest_processes_without_a_vm(tmp_path: Path) -> None:
     assert not gone.alive()  # no channel: not running
     gone.stop()  # and nothing to stop
     assert supervisor.Proc.in_guest(tmp_path / "no-vm", 42) == supervisor.Proc(42, 0, vm=str(tmp_path / "no-vm"))
+
+
+def test_the_initramfs_cache_survives_writers_in_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three VMs booting in threads of one process build one initramfs at once (CI's deploy
+    test on a clean machine): every writer has a temporary file of its own, all get the
+    same cached file, and no temporary file is left."""
+    busybox = tmp_path / "busybox"
+    busybox.write_bytes(b"\x7fELF")
+    monkeypatch.setattr(vminitrd, "BUSYBOX", str(busybox))
+    together = threading.Barrier(3)
+
+    def build(_modules: Path | None) -> bytes:
+        together.wait(timeout=10)  # all three are past the "not cached yet" check
+        return b"archive"
+
+    monkeypatch.setattr(vminitrd, "build", build)
+    cache, got, errors = tmp_path / "cache", [], []
+
+    def boot() -> None:
+        try:
+            got.append(vminitrd.ensure(None, cache))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=boot) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(set(got)) == 1 and got[0].read_bytes() == b"archive"
+    assert [p.name for p in cache.iterdir()] == [got[0].name]
