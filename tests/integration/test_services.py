@@ -266,6 +266,28 @@ def test_service_create_ls_inspect_rm_through_the_cli(lab: Lab) -> None:
             vx(lab, "service", "rm", name, "-n", "app")
 
 
+def test_container_run_publishes_a_port_until_rm(lab: Lab) -> None:
+    """`container run -p 8080:80` on h2 (h1's 8080 is web's): reached from the outside
+    address and the other hosts' namespaces; `container rm` takes the DNAT away."""
+    try:
+        p = vx(lab, "container", "run", "pub", "--host", "h2", "--network", "app", "-p", "8080:80")
+        assert p.returncode == 0, p.stderr
+        with echo(lab.namespace_of("pub"), "pub", 80):
+            assert connect(lab.switch_ns, H2, 8080) == f"pub {lab.outside_ip()}"
+            assert connect(lab.host_ns("h1"), H2, 8080) == f"pub {H1}"
+            assert connect(lab.host_ns("h3"), H2, 8080) == f"pub {H3}"
+            assert connect(lab.switch_ns, H1, 8080) == f"web {lab.outside_ip()}"  # h1's own 8080 is still web's
+            p = vx(lab, "container", "port", "pub")
+            assert p.returncode == 0 and p.stdout.splitlines() == ["80/tcp -> 0.0.0.0:8080"], p.stdout
+            p = vx(lab, "container", "rm", "pub")
+            assert p.returncode == 0 and p.stderr.strip() == "removed pub (1 endpoints)", p.stderr
+            for ns in (lab.switch_ns, lab.host_ns("h1")):  # h2 itself answers now: nothing listens there
+                assert connect(ns, H2, 8080) == "error: Connection refused"
+        assert etcd_keys(lab, "alloc/port/h2/") == []
+    finally:
+        vx(lab, "container", "rm", "pub")
+
+
 def test_after_a_replicas_host_crashes_every_connection_succeeds_again_after_ttl(lab: Lab) -> None:
     """Last: h3 stays crashed until the module's lab goes down."""
     address, client = vip(lab), lab.namespace_of("client")
