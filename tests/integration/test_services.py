@@ -288,6 +288,42 @@ def test_container_run_publishes_a_port_until_rm(lab: Lab) -> None:
         vx(lab, "container", "rm", "pub")
 
 
+def test_a_udp_port_published_by_the_cli_answers_datagrams(lab: Lab) -> None:
+    """`-p 5353:53/udp`: datagrams from another host's namespace and the outside address
+    reach a UDP echo in the container. It binds the container's address: the agent's
+    resolver holds 127.0.0.11:53 there, so 0.0.0.0:53 is taken (README)."""
+    rev = lab.call(lambda c: c.revision())
+    for spec, line in (("5353:53/sctp", "publish[0].protocol: 'sctp' is not one of tcp, udp"),
+                       ("5353:53/UDP", "publish[0]: '5353:53/UDP' is not [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]"),
+                       ("5353:0/udp", "publish[0].container_port: 0 is out of range 1..65535"),
+                       ("53/udp", "publish[0]: '53/udp' is not [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp] (a"
+                                  " container port alone, for a random host port, is not supported: give"
+                                  " HOST_PORT:CONTAINER_PORT)")):
+        p = vx(lab, "container", "run", "u1", "--host", "h3", "--network", "app", "-p", spec)
+        assert p.returncode == 1 and p.stderr.strip() == f"error: {line}", p.stderr
+    p = vx(lab, "container", "run", "u1", "--host", "h3", "--network", "app", "-p", "5353:53/udp", "-p", "5353:54/udp")
+    assert p.returncode == 1 and p.stderr.strip() == (
+        "error: publish[1].host_port: udp 5353 is published twice (also publish[0])"), p.stderr
+    assert lab.call(lambda c: c.revision()) == rev
+    try:
+        p = vx(lab, "container", "run", "u1", "--host", "h3", "--network", "app", "-p", "5353:53/udp")
+        assert p.returncode == 0, p.stderr
+        address = next(e.ip for e in lab.call(lambda c: c.list_endpoints(name="u1")))
+        with echo(lab.namespace_of("u1"), "u1", 53, udp=True, bind=address):
+            assert connect(lab.host_ns("h1"), H3, 5353, udp=True) == f"u1 {H1}"
+            assert connect(lab.host_ns("h2"), H3, 5353, udp=True) == f"u1 {H2}"
+            assert connect(lab.switch_ns, H3, 5353, udp=True) == f"u1 {lab.outside_ip()}"
+            assert connect(lab.host_ns("h1"), H3, 5353) == "error: Connection refused"  # udp only, not tcp
+            p = vx(lab, "container", "port", "u1")
+            assert p.returncode == 0 and p.stdout.splitlines() == ["53/udp -> 0.0.0.0:5353"], p.stdout
+            p = vx(lab, "container", "run", "u2", "--host", "h3", "--network", "app", "-p", "5353:53/udp")
+            assert p.returncode == 1 and p.stderr.strip() == (
+                "error: endpoint.ports[0].host_port: udp 5353 on host 'h3' is already published by container 'u1'"
+                " (network 'app')"), p.stderr
+    finally:
+        vx(lab, "container", "rm", "u1")
+
+
 def test_after_a_replicas_host_crashes_every_connection_succeeds_again_after_ttl(lab: Lab) -> None:
     """Last: h3 stays crashed until the module's lab goes down."""
     address, client = vip(lab), lab.namespace_of("client")
