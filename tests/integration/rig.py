@@ -64,9 +64,10 @@ def stop_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def module_lab(run: Path, body: str) -> Iterator[Any]:
+def module_lab(run: Path, body: str, *, notices: list[str] | None = None) -> Iterator[Any]:
     """A lab named `vxt<6 hex>` from a topology body (no name), with VXLAB_RUN set to
-    `run` while it lives; taken down (and VXLAB_RUN restored) also on failure."""
+    `run` while it lives; taken down (and VXLAB_RUN restored) also on failure. What `up`
+    says a user should see goes to `notices` when given."""
     from vxlab.lab.lab import Lab
     from vxlab.lab.topology import parse
 
@@ -75,7 +76,7 @@ def module_lab(run: Path, body: str) -> Iterator[Any]:
     name = "vxt" + secrets.token_hex(3)
     the_lab = Lab(name)
     try:
-        the_lab.up(parse(f"name: {name}\n{body}"))
+        the_lab.up(parse(f"name: {name}\n{body}"), notice=None if notices is None else notices.append)
         yield the_lab
     finally:
         the_lab.down()
