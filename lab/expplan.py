@@ -86,7 +86,7 @@ def resolve(sc: Scenario, eps: list[Endpoint]) -> list[Pair]:
     for i, p in enumerate(sc.probes):
         for side, name in (("src", p.src), ("dst", p.dst)):
             if name not in nets:
-                raise ScenarioError(f"probes[{i}].{side}", f"no container {name!r} in this deployment")
+                raise ScenarioError(f"{p.path or f'probes[{i}]'}.{side}", f"no container {name!r} in this deployment")
     specs = list(sc.probes)
     if sc.all_pairs:  # every pair sharing a network, once, unless a probe names it already
         named = {frozenset((p.src, p.dst)) for p in specs}
@@ -99,7 +99,7 @@ def resolve(sc: Scenario, eps: list[Endpoint]) -> list[Pair]:
         if p.network:
             shared = [n for n in shared if n == p.network]
         if not shared:
-            raise ScenarioError(f"probes[{i}]", f"{p.src!r} and {p.dst!r} share no network"
+            raise ScenarioError(p.path or "probes", f"{p.src!r} and {p.dst!r} share no network"
                                 + (f" named {p.network!r}" if p.network else ""))
         src, dst = nets[p.src][shared[0]], nets[p.dst][shared[0]]
         pairs.append(Pair(p.src, p.dst, shared[0], dst.ip, src.host, dst.host, p.interval, p.tcp))

@@ -129,11 +129,18 @@ def markdown(s: dict[str, Any], *, png: str = "timeline.png") -> str:
     for p in s["pairs"]:
         rec = ", ".join(f"{k}: {v:.2f} s" for k, v in p["recovered_after_heal_s"].items()) or "-"
         tcp = f"{p['tcp_mbit_mean']:.1f} Mbit/s" if "tcp_mbit_mean" in p else "-"
+        if p.get("tcp_error"):
+            tcp += f" (iperf3: {p['tcp_error']})"
         lines.append(f"| {p['pair']} | {p['network']} | {p['sent']} | {p['lost']} | {p['loss_pct']:.1f} % | "
                      f"{_ms(p['rtt_p50_ms'])} | {_ms(p['rtt_p99_ms'])} | {p['longest_outage_s']:.2f} s | {rec} | {tcp} |")
     lines += ["", "Outages are runs of lost probes (first lost probe → first answered one). "
               "'Recovered after heal' is the time from a fault's heal to the first answered probe after the "
-              "outage it caused; pairs the fault did not hit are not listed.", ""]
+              "outage it caused; pairs the fault did not hit are not listed. The agents send the probes: while a "
+              "source's agent is down or cut from the controller its pair has no samples (unobserved, not lost).", ""]
+    gaps = [f"{p['pair']}: " + ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in p["unobserved"]) for p in s["pairs"]
+            if p["unobserved"]]
+    if gaps:
+        lines += ["Unobserved: " + "; ".join(gaps) + ".", ""]
     return "\n".join(lines)
 
 

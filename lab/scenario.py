@@ -27,7 +27,7 @@ containers and hosts are checked against the deployment when the run is planned
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ class ProbeSpec:
     network: str = ""
     interval: float = MAX_INTERVAL
     tcp: bool = False
+    path: str = field(default="", compare=False)  # where in the scenario: probes[i]
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,7 @@ def _probes(raw: Any, containers: set[str] | None) -> tuple[tuple[ProbeSpec, ...
             raise ScenarioError(f"{path}.interval", "must be between 2ms and 100ms (probes run at >= 10 Hz)")
         if not isinstance(p.get("tcp", False), bool):
             raise ScenarioError(f"{path}.tcp", "expected true or false")
-        out.append(ProbeSpec(p["src"], p["dst"], str(p.get("network") or ""), interval, p.get("tcp", False)))
+        out.append(ProbeSpec(p["src"], p["dst"], str(p.get("network") or ""), interval, p.get("tcp", False), path))
     return tuple(out), all_pairs
 
 
