@@ -5,8 +5,10 @@ across the underlay.
 - the full check matrix holds (probes sent by the agents, the guest's one included);
 - `vxlab exec` on a container of the VM host runs in the guest: `uname -r` is the
   guest's kernel, not this machine's;
-- a 50 ms delay on the VM host's underlay (netem: this machine's kernel has none, the
-  guest's has): RTT >= 50 ms on the pairs through it, not on the others;
+- a 50 ms `delay` fault on the VM host through the fault API, applied by the agent in
+  the guest (netem: this machine's kernel has none, the guest's has): RTT >= 50 ms on
+  the pairs through it, not on the others; the same fault on a namespace host refused
+  with the reason;
 - host-crash of the VM kills QEMU: its peers purge it; the heal boots it again and
   reachability returns;
 - `down` leaves nothing behind, also after a kill -9 of an `up` that was booting a VM.
@@ -31,6 +33,7 @@ import pytest
 from rig import module_lab
 from test_vm import guest_kernel
 from vxlab.lab import vm, vmhost
+from vxlab.lab.faultspec import FaultError
 from vxlab.lab.lab import Lab
 from vxlab.lab.observe import time_until, vtep_entries
 from vxlab.lab.supervisor import scan
@@ -90,20 +93,28 @@ def test_exec_on_the_vm_host_runs_in_the_guest(lab: Lab) -> None:
 
 
 def test_a_delay_in_the_guest_kernel(lab: Lab) -> None:
-    """netem on the VM host's eth0, inside the guest (this machine's kernel has no
-    sch_netem). Injected through the VM's channel: the lab's `delay` fault moves to the
-    agents (which then apply it in the guest themselves)."""
-    guest = vmhost.machine(lab.state.dir, "h3")
-    rc, _, err = guest.run("modprobe sch_netem && tc qdisc add dev eth0 root netem delay 50ms")
-    assert rc == 0, err
+    """The lab's `delay` fault on the VM host, through the fault API: the agent in the
+    guest applies netem on its own eth0 (this machine's kernel has no sch_netem, the
+    guest's has). RTT >= 50 ms on the pairs through h3, unchanged on the others; healed,
+    the delay is gone."""
+    fault = lab.add_fault("delay", host="h3", ms=50)
     try:
+        assert fault.id.startswith("f"), fault  # an API fault, carried out by h3's agent
         through = rtts(lab, "c1", "c3") + rtts(lab, "c2", "c3")
         others = rtts(lab, "c1", "c2")
         assert len(through) == 10 and min(through) >= 50.0, through
         assert len(others) == 5 and max(others) < 50.0, others
     finally:
-        guest.run("tc qdisc del dev eth0 root")
+        lab.heal(fault.id)
     assert max(rtts(lab, "c1", "c3")) < 50.0
+
+
+def test_a_delay_on_a_namespace_host_is_refused_with_the_reason(lab: Lab) -> None:
+    """The same fault on a namespace host (this machine's kernel, no sch_netem): refused,
+    naming the host and why; nothing is left applied."""
+    with pytest.raises(FaultError, match=r"h1.*sch_netem"):
+        lab.add_fault("delay", host="h1", ms=50)
+    assert not [f for f in lab.faults() if f.kind == "delay"]
 
 
 def test_host_crash_of_the_vm_and_back(lab: Lab) -> None:
