@@ -2,7 +2,9 @@
 
 `vtep_entries(lab, host)` counts, on every *other* host, the FDB entries that send
 frames to `host`'s VTEP (its underlay address): what peers purge when a host dies and
-program again when it returns. `time_until(cond)` measures how long a condition takes.
+program again when it returns. `time_until(cond)` measures how long a condition takes. Local to this machine's
+namespaces: the integration tests and bench/ use it; experiments ask the agents
+(vxlab.lab.expwatch).
 """
 
 from __future__ import annotations
