@@ -28,10 +28,10 @@ from vxlab.errors import VxError
 from vxlab.errors import InvalidArgument
 from vxlab.lab import apply as lab_apply
 from vxlab.lab import plan as lab_plan
-from vxlab.lab import converge, faults, neigh, procs, underlay, vmhost
+from vxlab.lab import converge, faults, hostns, neigh, procs, vmhost
 from vxlab.lab.plan import Step
 from vxlab.lab import check as lab_check
-from vxlab.lab.check import CheckResult, Probe
+from vxlab.lab.check import CheckResult, Expectation
 from vxlab.lab.faults import Fault
 from vxlab.lab.state import LabState, lab_dir, list_labs  # noqa: F401 - list_labs: for the CLI
 from vxlab.lab.supervisor import Proc, Supervisor
@@ -230,22 +230,22 @@ class Lab:
                 if proc:
                     proc.stop()
                 self.state.save()
-                underlay.batch(["addr flush dev eth0", f"addr add {h.underlay_ip}/{prefix_len} dev eth0"],
-                               ns=self.host_ns(h.name))
+                hostns.batch(["addr flush dev eth0", f"addr add {h.underlay_ip}/{prefix_len} dev eth0"],
+                             ns=self.host_ns(h.name))
 
     def _underlay(self, topo: Topology, progress: Callable[[str], None]) -> None:
-        existing = set(underlay.netns_list())
+        existing = set(hostns.netns_list())
         mark = self.layout.marker
         if self.switch_ns not in existing:
             progress("creating the underlay switch")
             self.state.intend(self.switch_ns)
             net = topo.underlay.network
-            underlay.create_switch(self.switch_ns, mark=mark, mtu=topo.underlay.mtu,
-                                   outside=f"{topo.underlay.switch_ip}/{net.prefixlen}",
-                                   control=f"{topo.underlay.control_ip}/{net.prefixlen}"
-                                   if topo.control == "underlay" else "")
+            hostns.create_switch(self.switch_ns, mark=mark, mtu=topo.underlay.mtu,
+                                 outside=f"{topo.underlay.switch_ip}/{net.prefixlen}",
+                                 control=f"{topo.underlay.control_ip}/{net.prefixlen}"
+                                 if topo.control == "underlay" else "")
         prefix_len = topo.underlay.subnet.split("/")[1]
-        new = [(underlay.SimHost(h.name, self.host_ns(h.name), h.underlay_ip, f"{h.underlay_ip}/{prefix_len}"),
+        new = [(hostns.SimHost(h.name, self.host_ns(h.name), h.underlay_ip, f"{h.underlay_ip}/{prefix_len}"),
                 self.layout.port(h.name)) for h in topo.hosts if self.host_ns(h.name) not in existing and h.vm is None]
         booting = [h for h in vmhost.vm_hosts(topo).values() if not vmhost.machine(self.state.dir, h.name).alive()]
         if booting:  # in threads: they boot while the controller starts and the state is written
@@ -256,20 +256,20 @@ class Lab:
             progress(f"creating {len(new)} hosts")
             self.state.namespaces += [h.ns for h, _ in new if h.ns not in self.state.namespaces]
             self.state.save()  # recorded before they exist: `down` finds half-made ones
-            underlay.add_hosts(self.switch_ns, new, mark=mark, mtu=topo.underlay.mtu)
+            hostns.add_hosts(self.switch_ns, new, mark=mark, mtu=topo.underlay.mtu)
 
     def _special_containers(self, topo: Topology, *, create: bool = True) -> None:
         """`network_mode: none`: a namespace of the lab's own with only `lo`, nothing the
         agent manages; `host`: the host's namespace itself (nothing to create). Removes
         the lab's namespaces no longer wanted, then (`create`) makes the missing ones."""
         want = {self.container_ns(c.host, c.name) for c in topo.containers if c.network_mode == "none"}
-        existing = set(underlay.netns_list())
+        existing = set(hostns.netns_list())
         for ns in sorted(want - existing) if create else ():
             self.state.intend(ns)
-            underlay.create_ns(ns, mark=self.layout.marker)
+            hostns.create_ns(ns, mark=self.layout.marker)
         for ns in sorted(existing - want):
-            if ns in self.state.namespaces and underlay.marker(ns) == self.layout.marker and self.layout.is_container_ns(ns):
-                underlay.delete_ns(ns)
+            if ns in self.state.namespaces and hostns.marker(ns) == self.layout.marker and self.layout.is_container_ns(ns):
+                hostns.delete_ns(ns)
 
     def network_modes(self) -> dict[str, tuple[str, str]]:
         """Containers with a network_mode: name -> (mode, host), from the applied topology
@@ -339,9 +339,9 @@ class Lab:
             vmhost.remove(self.state.dir, host)  # its agent goes with it
         elif proc:
             proc.stop()
-        for ns in underlay.netns_list():
+        for ns in hostns.netns_list():
             if ns.startswith(self.layout.agent(host).prefix) or ns == self.host_ns(host):
-                underlay.delete_ns(ns)
+                hostns.delete_ns(ns)
         if self.running():
             try:
                 self.call(lambda c: c.deregister_host(host, force=True))
@@ -379,7 +379,7 @@ class Lab:
         topo = self.state.topology
         ns = self.container_ns(next((c.host for c in (topo.containers if topo else ()) if c.name == container), ""),
                                container)
-        if ns in underlay.netns_list():  # from the topology file: no control plane needed
+        if ns in hostns.netns_list():  # from the topology file: no control plane needed
             return ns
         try:
             eps = self.call(lambda c: c.list_endpoints(name=container))
@@ -428,8 +428,8 @@ class Lab:
                                                               c.list_services()))
         result = self.call(lambda c: lab_check.run(c, eps, policies=rules, vips=vips, **kw))
         isolated = [n for n, (mode, _) in self._modes().items() if mode == "none"]
-        extra = lab_check.run_local([Probe(n, e.name, e.network, e.ip, expect=False) for n in isolated for e in eps],
-                                    self.namespace_of, timeout=0.5)
+        alone = [Expectation(n, e.name, e.network, e.ip, expect=False) for n in isolated for e in eps]
+        extra = lab_check.run_local(alone, self.namespace_of, timeout=0.5)
         return CheckResult(result.probes + extra.probes)
 
     def trace(self, src: str, dst: str, *, network: str = "", count: int = 3) -> Any:
@@ -556,15 +556,15 @@ class Lab:
         vmhost.sweep(self.state.dir)  # QEMU, taps, run directories: also of an `up` killed while booting
         for proc in self.supervisor.orphans():  # started by an `up` that crashed before saving
             proc.stop()
-        for ns in underlay.netns_list():
+        for ns in hostns.netns_list():
             if not self.layout.owns(ns):
                 continue
             path = f"/run/netns/{ns}"
             if os.path.isfile(path) and not os.path.ismount(path):
                 os.unlink(path)  # a stale file, no namespace: an agent killed while creating it
                 removed.append(ns)
-            elif ns in self.state.namespaces or underlay.marker(ns).startswith("vxlab:"):
-                underlay.delete_ns(ns)
+            elif ns in self.state.namespaces or hostns.marker(ns).startswith("vxlab:"):
+                hostns.delete_ns(ns)
                 removed.append(ns)
         shutil.rmtree(lab_dir(self.name), ignore_errors=True)
         neigh.release(lab_dir(self.name))
