@@ -5,7 +5,8 @@ intervals (runs of lost probes) and, for each fault that hit the pair, the time 
 its heal to the first answered probe after the outage; per fault: when it started and
 ended and, for host-crash/agent-kill, how long the peers took to purge the host's
 entries and to restore them. `write(result, DIR)` writes samples.csv, throughput.csv,
-summary.json, report.md and timeline.png (matplotlib, no display needed).
+summary.json, report.md and timeline.png (matplotlib, the `plots` extra; without it the
+report says so in one line and there is no PNG).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vxlab.lab import plots
 from vxlab.stats import percentile
 
 if TYPE_CHECKING:
@@ -91,15 +93,21 @@ def write(result: Result, out: Path) -> dict[str, Path]:
             w.writerows([p.name, f"{t:.3f}", f"{m:.2f}"] for t, m in p.rates)
     summary = summarize(result)
     paths["summary.json"].write_text(json.dumps(summary, indent=2) + "\n")
-    plot(result, paths["timeline.png"])
-    paths["report.md"].write_text(markdown(summary, png=paths["timeline.png"].name))
+    try:
+        plot(result, paths["timeline.png"])
+        png: str | None = paths["timeline.png"].name
+    except plots.PlotsMissing:
+        paths.pop("timeline.png").unlink(missing_ok=True)  # not one of an earlier run
+        png = None
+    paths["report.md"].write_text(markdown(summary, png=png))
     return paths
 
 
-def markdown(s: dict[str, Any], *, png: str = "timeline.png") -> str:
+def markdown(s: dict[str, Any], *, png: str | None = "timeline.png") -> str:
+    """The report; `png` None: no timeline (the line says why)."""
     lines = [f"# Experiment {s['experiment']}", "",
              f"Lab `{s['lab']}`, started {s['started']}, {s['duration_s']:g} s, host lease TTL {s['lease_ttl_s']} s.",
-             "", f"![timeline]({png})", "", "## Faults", ""]
+             "", f"![timeline]({png})" if png else plots.MISSING, "", "## Faults", ""]
     if s["faults"]:
         lines += ["| id | fault | from | to | peers purged after | restored after heal | error |",
                   "|---|---|---|---|---|---|---|"]
@@ -131,10 +139,8 @@ def _ms(v: float | None) -> str:
 
 
 def plot(result: Result, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """The timeline PNG; PlotsMissing without matplotlib."""
+    plt = plots.pyplot()
 
     pairs = result.pairs
     tcp = [p for p in pairs if p.rates]

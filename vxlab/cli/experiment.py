@@ -26,7 +26,7 @@ def run(
 ) -> None:
     """Run the scenario: lab up, probes, faults on the timeline; write samples, summary.json,
     report.md and timeline.png to DIR. The lab is the topology's (or --lab NAME)."""
-    from vxlab.lab import experiment, report, scenario
+    from vxlab.lab import experiment, plots, report, scenario
     from vxlab.lab.procs import LabError
     from vxlab.lab.topology import TopologyError
 
@@ -48,4 +48,5 @@ def run(
                                                                       ("restored_after", "restored after"))
                         if f[key] is not None)
         typer.echo(f"{f['id']}: {f['description']}{extra}{'  ERROR ' + f['error'] if f['error'] else ''}", err=True)
-    typer.echo(f"report: {out / 'report.md'}  timeline: {out / 'timeline.png'}", err=True)
+    png = out / "timeline.png"
+    typer.echo(f"report: {out / 'report.md'}  timeline: {png if png.is_file() else plots.MISSING}", err=True)
