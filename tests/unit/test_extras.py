@@ -29,23 +29,17 @@ def test_every_module_imports_without_the_extras() -> None:
     assert out.returncode == 0 and out.stdout == "ok\n", out.stderr
 
 
+def said(module: str, call: str, error: str, *, env: dict[str, str] | None = None) -> str:
+    """What `module.call` raises as `module.error` prints, without the extras."""
+    out = run(f"import vxlab.{module} as m\ntry:\n    m.{call}\nexcept m.{error} as e:\n    print(e)\n", env=env)
+    return out.stdout + out.stderr
+
+
 def test_plots_say_what_to_install() -> None:
-    out = run("""
-        from vxlab.lab import plots
-        try:
-            plots.pyplot()
-        except plots.PlotsMissing as e:
-            print(e)
-    """)
-    assert out.stdout == "no plots: matplotlib is not installed (pip install 'vxlab[plots]')\n", out.stderr
+    assert said("lab.plots", "pyplot()", "PlotsMissing") == \
+        "no plots: matplotlib is not installed (pip install 'vxlab[plots]')\n"
 
 
 def test_etcd_says_what_to_install() -> None:
-    out = run("""
-        from vxlab import etcdproc
-        try:
-            etcdproc.find_etcd()
-        except etcdproc.EtcdError as e:
-            print(e)
-    """, env={"PATH": "/nonexistent"})
-    assert "pip install 'vxlab[etcd]'" in out.stdout and out.stdout.count("\n") == 1, out.stdout + out.stderr
+    text = said("etcdproc", "find_etcd()", "EtcdError", env={"PATH": "/nonexistent"})
+    assert "pip install 'vxlab[etcd]'" in text and text.count("\n") == 1, text
