@@ -209,8 +209,11 @@ def qemu_args(run: Path, config: VmConfig, kernel: vmkernel.GuestKernel, initrd:
             "-chardev", f"socket,id=vxctl,path={run / 'ctl.sock'},server=on,wait=off",
             "-device", "virtconsole,bus=vxser.0,chardev=vxctl,name=vxlab.ctl",
             "-pidfile", str(run / "qemu.pid")]
-    for i, share in enumerate(config.shares):
-        args += ["-fsdev", f"local,id=vxs{i},path={share},security_model=none,multidevs=remap",
+    shares = [(share, "") for share in config.shares]
+    if not disk:
+        shares += [(path, ",readonly=on") for path in hidden_from_guest(chan, python, shares=config.shares)]
+    for i, (share, mode) in enumerate(shares):
+        args += ["-fsdev", f"local,id=vxs{i},path={share},security_model=none,multidevs=remap{mode}",
                  "-device", f"virtio-9p-pci,fsdev=vxs{i},mount_tag=vxs{i}"]
         append.append(f"vx.share=vxs{i}:{share}")
     if config.nic:
@@ -221,6 +224,21 @@ def qemu_args(run: Path, config: VmConfig, kernel: vmkernel.GuestKernel, initrd:
         if any(c.isspace() for c in value):
             raise VmError(f"cannot boot a VM: {value!r} holds a space (a path on the kernel command line)")
     return [*args, "-append", " ".join(append)]
+
+
+def hidden_from_guest(chan: Path, python: str, *, shares: tuple[str, ...] = ()) -> list[str]:
+    """The directories the guest must be given although its root is this machine's: the
+    checkout that holds the channel server and the agent (and the Python it runs), when
+    it lies under a path the guest mounts afresh (/tmp, /run: a clone in /tmp would be
+    invisible there). Shared read-only, at the same path; none when a share covers it."""
+    fresh = (Path("/tmp"), Path("/run"))
+    wanted = [chan.resolve().parents[1], Path(python).parent.parent]
+    out: list[str] = []
+    for path in wanted:
+        covered = [Path(p) for p in (*shares, *out)]
+        if any(path.is_relative_to(f) for f in fresh) and not any(path.is_relative_to(c) for c in covered):
+            out.append(str(path))
+    return out
 
 
 def net_script(nic: Nic) -> str:
