@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from vxlab.lab import underlay, vm, vmhost
+from vxlab.lab import hostns, vm, vmhost
 
 if TYPE_CHECKING:
     from vxlab.lab.lab import Lab
@@ -27,7 +27,7 @@ def vtep_entries(lab: Lab, host: str) -> dict[str, int]:
     needle = f" dst {ips[host]} "
     vms = vmhost.vm_hosts(lab.applied)
     counts = {peer: 0 for peer in ips if peer != host}
-    for ns in underlay.netns_list():
+    for ns in hostns.netns_list():
         for peer in counts:
             if peer not in vms and lab.layout.agent(peer).is_network_ns(ns):
                 out = subprocess.run(["bridge", "-n", ns, "fdb", "show"], capture_output=True, text=True).stdout

@@ -6,8 +6,10 @@ down, its agent restarting or cut from the controller) and, for each fault that 
 pair, the time from its heal to the first answered probe after the outage; per fault:
 when it started and ended and how (the runner's delete, or its lease), and what the
 control plane showed (vxlab.lab.expwatch): when a target's lease expired, when the peers
-purged it and had it back, whether the cut side kept forwarding, when all converged. `write(result, DIR)` writes samples.csv, throughput.csv,
-summary.json, report.md and timeline.png (matplotlib, no display needed).
+purged it and had it back, whether the cut side kept forwarding, when all converged.
+`write(result, DIR)` writes samples.csv, throughput.csv, summary.json, report.md and
+timeline.png (matplotlib, the `plots` extra; without it the report says so in one line
+and there is no PNG).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vxlab.lab import plots
 from vxlab.stats import percentile
 
 if TYPE_CHECKING:
@@ -105,15 +108,22 @@ def write(result: Result, out: Path) -> dict[str, Path]:
             w.writerows([p.name, f"{t:.3f}", f"{m:.2f}"] for t, m in p.rates)
     summary = summarize(result)
     paths["summary.json"].write_text(json.dumps(summary, indent=2) + "\n")
-    plot(result, paths["timeline.png"])
-    paths["report.md"].write_text(markdown(summary, png=paths["timeline.png"].name))
+    try:
+        plot(result, paths["timeline.png"])
+        png: str | None = paths["timeline.png"].name
+    except plots.PlotsMissing:
+        paths.pop("timeline.png").unlink(missing_ok=True)  # not one of an earlier run
+        png = None
+    paths["report.md"].write_text(markdown(summary, png=png))
     return paths
 
 
-def markdown(s: dict[str, Any], *, png: str = "timeline.png") -> str:
+def markdown(s: dict[str, Any], *, png: str | None = "timeline.png") -> str:
+    """The report; `png` None: no timeline (the line says why)."""
     lines = [f"# Experiment {s['experiment']}", "",
              f"{(s['where'] or 'lab ' + str(s['lab'])).capitalize()}, started {s['started']}, {s['duration_s']:g} s, "
-             f"host lease TTL {s['lease_ttl_s']} s.", "", f"![timeline]({png})", "", "## Faults", ""]
+             f"host lease TTL {s['lease_ttl_s']} s.", "", f"![timeline]({png})" if png else plots.MISSING, "",
+             "## Faults", ""]
     if s["faults"]:
         lines += ["| id | fault | through | from | to | healed by | error |", "|---|---|---|---|---|---|---|"]
         for f in s["faults"]:
@@ -186,10 +196,8 @@ def _ms(v: float | None) -> str:
 
 
 def plot(result: Result, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """The timeline PNG; PlotsMissing without matplotlib."""
+    plt = plots.pyplot()
 
     pairs = result.pairs
     tcp = [p for p in pairs if p.rates]

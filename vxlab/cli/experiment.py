@@ -31,7 +31,7 @@ def run(
     through the fault API); write samples, summary.json, report.md and timeline.png to DIR.
     In the topology's lab (or --lab NAME), brought up if needed; with --controller ADDR
     (and --pki DIR) against that deployment, naming its containers and hosts."""
-    from vxlab.lab import experiment, report, scenario
+    from vxlab.lab import experiment, plots, report, scenario
     from vxlab.lab.procs import LabError
     from vxlab.lab.topology import TopologyError
 
@@ -61,4 +61,5 @@ def run(
     for f in s["faults"]:
         say(f"{f['id']}: {f['description']}: {report.control_plane(f)}"
             + (f"  ERROR {f['error']}" if f["error"] else ""))
-    say(f"report: {out / 'report.md'}  timeline: {out / 'timeline.png'}")
+    png = out / "timeline.png"
+    say(f"report: {out / 'report.md'}  timeline: {png if png.is_file() else plots.MISSING}")
