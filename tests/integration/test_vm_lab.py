@@ -109,7 +109,8 @@ def test_trace_through_the_vm_host(lab: Lab) -> None:
 def test_an_experiment_on_the_vm_host(lab: Lab, tmp_path: Path) -> None:
     """A scenario run on the running lab (its topology file names it, so it is reused and
     left up): 50 ms of delay on the VM host for 3 s, applied in the guest; the summary has
-    RTTs of >= 50 ms on the pair through h3 only, and no probe lost."""
+    RTTs of >= 50 ms on the pair through h3 only, and no probe lost but the one netem may
+    hold when the heal removes it."""
     topo = tmp_path / "topology.yaml"
     topo.write_text(f"name: {lab.name}\n{TOPO}")
     scenario = tmp_path / "scenario.yaml"
@@ -122,7 +123,11 @@ def test_an_experiment_on_the_vm_host(lab: Lab, tmp_path: Path) -> None:
     pairs = {p["pair"]: p for p in summary["pairs"]}
     assert pairs["c1->c3"]["rtt_p99_ms"] >= 50.0 and pairs["c1->c3"]["rtt_p50_ms"] < 50.0, pairs["c1->c3"]
     assert pairs["c1->c2"]["rtt_p99_ms"] < 50.0, pairs["c1->c2"]
-    assert all(p["lost"] == 0 for p in pairs.values()), pairs
+    # Removing the netem qdisc drops what it holds: at most the one reply in its 50 ms
+    # queue (one probe per 100 ms) is lost, at the heal (t = 5 s); nothing else.
+    c13 = pairs["c1->c3"]
+    assert c13["lost"] <= 1 and all(a >= 4.9 for a, _ in c13["outages"]), c13
+    assert pairs["c1->c2"]["lost"] == 0, pairs["c1->c2"]
     assert lab.running() and not [f for f in lab.faults() if f.kind == "delay"]
 
 
