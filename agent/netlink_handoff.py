@@ -77,13 +77,18 @@ def interface(ns: str, name: str) -> Iface | None:
 
 def state(layout: Layout, ep: Endpoint, *, host_ns: str = "") -> str:
     """How far the host's agent got with `ep`: "handoff" (its handoff end waits in the
-    host's namespace with the endpoint's MAC), "taken" (no handoff end here, the bridge
-    end is on the network's bridge: a runtime took it already), "" (not programmed yet)."""
+    host's namespace with the endpoint's MAC), "taken" (no handoff end here nor in the
+    network's namespace, the bridge end is on the network's bridge: a runtime took it
+    already), "" (not programmed yet, or the agent is between making the pair and moving
+    its end out)."""
     end = interface(host_ns, layout.handoff_link(ep))
     if end is not None and end.mac == ep.mac.lower() and end.alias == Naming.endpoint_alias(ep.id):
         return "handoff"
     bridge_ns = layout.network_ns(ep.network)
-    if end is None and interface(bridge_ns, Naming.veth(ep.id)) is not None:
+    # while the agent makes the pair, the handoff end sits in the network's namespace
+    # before it is moved out: not taken, not programmed yet
+    if (end is None and interface(bridge_ns, Naming.veth(ep.id)) is not None
+            and interface(bridge_ns, layout.handoff_link(ep)) is None):
         return "taken"
     return ""
 

@@ -69,3 +69,40 @@ def test_a_runtime_takes_the_handoff_end_and_reaches_a_container_across_vxlab(ri
     rig.settle()
     assert netlink_handoff.interface(h1, layout.handoff_link(pod)) is None
     assert netlink_handoff.interface(rig.nns("h1", "blue"), Naming.veth(pod.id)) is None
+
+
+def test_not_programmed_while_the_agent_is_between_making_the_pair_and_moving_its_end(tmp_path) -> None:
+    """The agent makes the pair in the network's namespace, then moves the handoff end
+    out: in between, a plugin must read "not programmed yet", never "taken" (a CNI ADD or
+    a Docker Join would go on with an end that is not there). By hand, in namespaces of
+    the test's own (`vxt…`), the three moments: in the network's namespace, in the host's,
+    in the runtime's."""
+    import secrets
+
+    from vxlab.layout import Layout
+    from vxlab.model import Endpoint
+
+    tag = "vxt" + secrets.token_hex(3)
+    layout = Layout("h1", f"{tag}.")
+    ep = Endpoint(name="pod", network="blue", host="h1", id="ab" * 32, mac="02:00:00:aa:bb:cc")
+    bridge_ns, host_ns, pod_ns = layout.network_ns("blue"), f"{tag}.h1", f"{tag}.pod"
+    alias = Naming.endpoint_alias(ep.id)
+    handoff = layout.handoff_link(ep)
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    try:
+        for ns in (bridge_ns, host_ns, pod_ns):
+            ip("netns", "add", ns)
+        ip("-n", bridge_ns, "link", "add", Naming.veth(ep.id), "type", "veth", "peer", "name", handoff,
+           "address", ep.mac)
+        ip("-n", bridge_ns, "link", "set", handoff, "alias", alias)
+        assert netlink_handoff.state(layout, ep, host_ns=host_ns) == ""  # made, not moved out yet
+        ip("-n", bridge_ns, "link", "set", handoff, "netns", host_ns)
+        assert netlink_handoff.state(layout, ep, host_ns=host_ns) == "handoff"
+        ip("-n", host_ns, "link", "set", handoff, "netns", pod_ns)
+        assert netlink_handoff.state(layout, ep, host_ns=host_ns) == "taken"
+    finally:
+        for ns in (pod_ns, host_ns, bridge_ns):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
