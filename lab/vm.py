@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from vxlab import netns, validate
-from vxlab.lab import supervisor, underlay, vmaccel, vmchan, vminitrd, vmkernel
+from vxlab.lab import hostns, supervisor, vmaccel, vmchan, vminitrd, vmkernel
 from vxlab.lab.supervisor import Proc
 from vxlab.lab.vmchan import Channel, ChannelError, RunResult
 
@@ -448,7 +448,7 @@ def sweep(root: Path) -> list[str]:
 
 def _alias(ns: str, dev: str) -> str | None:
     """The ifalias of `dev` in `ns` ("" when unset), None when there is no such device."""
-    shown = underlay.ip("-o", "link", "show", "dev", dev, ns=ns, check=False)
+    shown = hostns.ip("-o", "link", "show", "dev", dev, ns=ns, check=False)
     if shown.returncode != 0:
         return None
     return shown.stdout.split(" alias ", 1)[1].split()[0] if " alias " in shown.stdout else ""
@@ -460,14 +460,14 @@ def ensure_tap(nic: Nic) -> None:
     if alias is not None and alias != nic.mark:
         raise VmError(f"{nic.tap} exists in {nic.switch_ns} and is not ours (no marker {nic.mark})")
     if alias is None:
-        underlay.ip("tuntap", "add", "dev", nic.tap, "mode", "tap", ns=nic.switch_ns)
-    underlay.ip("link", "set", nic.tap, "mtu", str(nic.mtu), "alias", nic.mark, "master", SWITCH_BRIDGE, "up",
+        hostns.ip("tuntap", "add", "dev", nic.tap, "mode", "tap", ns=nic.switch_ns)
+    hostns.ip("link", "set", nic.tap, "mtu", str(nic.mtu), "alias", nic.mark, "master", SWITCH_BRIDGE, "up",
                 ns=nic.switch_ns)
 
 
 def delete_tap(nic: Nic) -> None:
     if os.path.exists(netns.path(nic.switch_ns)) and _alias(nic.switch_ns, nic.tap) == nic.mark:
-        underlay.ip("link", "del", nic.tap, ns=nic.switch_ns, check=False)
+        hostns.ip("link", "del", nic.tap, ns=nic.switch_ns, check=False)
 
 
 def _tail(path: Path, lines: int = 5) -> str:

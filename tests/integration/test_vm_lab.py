@@ -20,6 +20,7 @@ kernel every test skips with the reason (VXLAB_VM_REQUIRED=1 fails instead).
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -57,8 +58,11 @@ IP = {"c1": "10.79.0.11", "c2": "10.79.0.12", "c3": "10.79.0.13"}
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     guest_kernel()  # or skip, saying what is missing
-    with module_lab(tmp_path_factory.mktemp("run"), TOPO) as the_lab:
+    with module_lab(tmp_path_factory.mktemp("run"), TOPO, notices=NOTICES) as the_lab:
         yield the_lab
+
+
+NOTICES: list[str] = []  # what the fixture's `up` told its user
 
 
 def vxlab(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
@@ -80,6 +84,51 @@ def test_the_check_matrix_holds(lab: Lab) -> None:
     assert lab.processes()["agent/h3"].vm  # its agent runs in the guest
     status = vxlab(lab, "status")
     assert status.returncode == 0 and re.search(r"h3 +vm \((kvm|tcg)\)", status.stdout), status.stdout
+
+
+def test_up_says_kvm_or_tcg_and_why(lab: Lab) -> None:
+    """`up` names each VM host's accelerator and the reason, and the guest kernel."""
+    kernel = guest_kernel().version
+    said = [n for n in NOTICES if n.startswith("VM host h3: ")]
+    assert len(said) == 1 and re.match(rf"VM host h3: (KVM|TCG) \(.+\), kernel {re.escape(kernel)}, booted in [\d.]+s$",
+                                        said[0]), NOTICES
+
+
+def test_trace_through_the_vm_host(lab: Lab) -> None:
+    """`trace` from a namespace host's container to the VM host's: the path reaches it,
+    the VM host is named as a guest, and the live capture decodes VXLAN frames."""
+    t = lab.trace("c1", "c3")
+    assert t.reached, t
+    assert any(h.where == "VM host h3 (its guest)" for h in t.hops), t.hops
+    assert any("VXLAN, flags [I]" in line for line in t.capture), t.capture
+    assert any("10.79.0.11 > 10.79.0.13: ICMP echo request" in line for line in t.capture), t.capture
+    out = vxlab(lab, "trace", "c3", "c1")
+    assert out.returncode == 0 and "VM host h3 (its guest)" in out.stdout, out.stdout + out.stderr
+
+
+def test_an_experiment_on_the_vm_host(lab: Lab, tmp_path: Path) -> None:
+    """A scenario run on the running lab (its topology file names it, so it is reused and
+    left up): 50 ms of delay on the VM host for 3 s, applied in the guest; the summary has
+    RTTs of >= 50 ms on the pair through h3 only, and no probe lost but the one netem may
+    hold when the heal removes it."""
+    topo = tmp_path / "topology.yaml"
+    topo.write_text(f"name: {lab.name}\n{TOPO}")
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text("name: vm-delay\nlab: topology.yaml\nduration: 7s\nprobes:\n"
+                        "  - {src: c1, dst: c3, interval: 100ms}\n  - {src: c1, dst: c2, interval: 100ms}\n"
+                        "timeline:\n  - at: 2s\n    fault: {kind: delay, host: h3, ms: 50}\n    for: 3s\n")
+    run = vxlab(lab, "experiment", "run", str(scenario), "-o", str(tmp_path / "out"))
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    pairs = {p["pair"]: p for p in summary["pairs"]}
+    assert pairs["c1->c3"]["rtt_p99_ms"] >= 50.0 and pairs["c1->c3"]["rtt_p50_ms"] < 50.0, pairs["c1->c3"]
+    assert pairs["c1->c2"]["rtt_p99_ms"] < 50.0, pairs["c1->c2"]
+    # Removing the netem qdisc drops what it holds: at most the one reply in its 50 ms
+    # queue (one probe per 100 ms) is lost, at the heal (t = 5 s); nothing else.
+    c13 = pairs["c1->c3"]
+    assert c13["lost"] <= 1 and all(a >= 4.9 for a, _ in c13["outages"]), c13
+    assert pairs["c1->c2"]["lost"] == 0, pairs["c1->c2"]
+    assert lab.running() and not [f for f in lab.faults() if f.kind == "delay"]
 
 
 def test_exec_on_the_vm_host_runs_in_the_guest(lab: Lab) -> None:
