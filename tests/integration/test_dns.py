@@ -155,6 +155,32 @@ def test_recreated_container_resolves_to_its_new_address(lab: Lab) -> None:
     assert getent(lab, "web", "db") == (0, "10.50.0.3")
 
 
+# A UDP echo on 0.0.0.0:PORT: "<peer address>" back to each datagram; "listening" once bound.
+UDP_ECHO = ("import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 53));"
+            " print('listening', flush=True)\nwhile True: d, a = s.recvfrom(512); s.sendto(a[0].encode(), a)")
+
+
+def test_a_server_in_the_container_binds_port_53_and_the_resolver_still_answers(lab: Lab) -> None:
+    """db runs its own server on 0.0.0.0:53/udp (the agent's listeners are on
+    127.0.0.11:10053, `ip vxlab_dns` DNATs 127.0.0.11:53 there): web on h1 reaches it at
+    db's address across VXLAN, and glibc in db still resolves through 127.0.0.11."""
+    ns = lab.namespace_of("db")
+    p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", UDP_ECHO], stdout=subprocess.PIPE,
+                         text=True)
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "listening"  # no EADDRINUSE
+        with socket_in_netns(lab.namespace_of("web"), socket.AF_INET, socket.SOCK_DGRAM, 0) as s:
+            s.settimeout(5)
+            s.connect(("10.50.0.3", 53))
+            s.send(b"?")
+            assert s.recv(512).decode() == ip_of(lab, "web", "app")
+        assert getent(lab, "db", "web") == (0, ip_of(lab, "web", "app"))
+        assert addresses(ask(lab, "db", "api", tcp=True)) == [ip_of(lab, "api", "app")]
+    finally:
+        p.kill()
+        p.wait()
+
+
 def test_listeners_come_back_after_an_agent_kill(lab: Lab) -> None:
     """kill -9 of h1's agent: its sockets die with it; the restarted agent adopts the
     namespaces (resolv.conf unchanged) and listens again before it reports converged."""
