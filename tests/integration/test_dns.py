@@ -27,7 +27,7 @@ import pytest
 
 from vxlab import netns
 from vxlab.icmp import socket_in_netns
-from vxlab.lab import topology
+from vxlab.lab import procs, topology
 from vxlab.lab.lab import Lab
 
 pytestmark = pytest.mark.integration
@@ -163,7 +163,8 @@ UDP_ECHO = ("import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_D
 def test_a_server_in_the_container_binds_port_53_and_the_resolver_still_answers(lab: Lab) -> None:
     """db runs its own server on 0.0.0.0:53/udp (the agent's listeners are on
     127.0.0.11:10053, `ip vxlab_dns` DNATs 127.0.0.11:53 there): web on h1 reaches it at
-    db's address across VXLAN, and glibc in db still resolves through 127.0.0.11."""
+    db's address across VXLAN, and glibc in db still resolves through 127.0.0.11. The
+    redirect deleted by hand is put back by the agent."""
     ns = lab.namespace_of("db")
     p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", UDP_ECHO], stdout=subprocess.PIPE,
                          text=True)
@@ -179,6 +180,9 @@ def test_a_server_in_the_container_binds_port_53_and_the_resolver_still_answers(
     finally:
         p.kill()
         p.wait()
+    subprocess.run(["ip", "netns", "exec", ns, "nft", "delete", "table", "ip", "vxlab_dns"], check=True)
+    procs.wait_for(lambda: getent(lab, "db", "web")[0] == 0, "the redirect back (h2's next full pass)",
+                   timeout=40, interval=0.5)
 
 
 def test_listeners_come_back_after_an_agent_kill(lab: Lab) -> None:
