@@ -38,7 +38,6 @@ RUNTIME = "docker"
 ENDPOINT_LABEL = "vxlab/docker-endpoint"  # "" while reserved by RequestAddress, then Docker's endpoint id
 GATEWAY = "com.docker.network.gateway"    # RequestPool's Data key, RequestAddress's type of the gateway
 REQUEST_TYPE = "RequestAddressType"
-OPT_MAC = "com.docker.network.endpoint.macaddress"
 
 
 class Programmed(Protocol):
@@ -91,7 +90,9 @@ class Driver:
         return {"Scope": "local", "ConnectivityScope": "local"}
 
     async def ipam_capabilities(self, body: dict[str, Any]) -> dict[str, Any]:
-        return {"RequiresMACAddress": True, "RequiresRequestReplay": False}  # --mac-address reaches RequestAddress
+        # No MAC: with RequiresMACAddress Docker makes up a random one before RequestAddress;
+        # without, it takes the one CreateEndpoint answers (the controller's).
+        return {"RequiresMACAddress": False, "RequiresRequestReplay": False}
 
     async def address_spaces(self, body: dict[str, Any]) -> dict[str, Any]:
         return {"LocalDefaultAddressSpace": ADDRESS_SPACE, "GlobalDefaultAddressSpace": ADDRESS_SPACE}
@@ -133,7 +134,7 @@ class Driver:
         _, net = await self.nets.network_of(nid)
         ep = await self.api.create_endpoint(Endpoint(
             name=f"dk-{secrets.token_hex(6)}", network=net.name, host=self.host, ip=asked,
-            mac=str(options.get(OPT_MAC) or ""), runtime=RUNTIME, labels={ENDPOINT_LABEL: ""}))
+            runtime=RUNTIME, labels={ENDPOINT_LABEL: ""}))
         log.info("reserved %s on %s for a Docker endpoint (%s)", ep.ip, net.name, ep.name)
         return {"Address": f"{ep.ip}/{subnet.prefixlen}", "Data": {}}
 
@@ -206,7 +207,8 @@ class Driver:
             raise Refused(f"vxlab: {ip} on {net.name} was not reserved by vxlab's IPAM on host {self.host}")
         mac = str(iface.get("MacAddress") or "").lower()
         if mac and mac != ep.mac.lower():
-            raise Refused(f"vxlab: --mac-address {mac}: the endpoint's MAC is {ep.mac}")
+            raise Refused(f"vxlab: --mac-address {mac}: not supported: the controller allocates MACs (this "
+                          f"endpoint's is {ep.mac})")
         await self.api.update_endpoint(dataclasses.replace(ep, labels={**ep.labels, ENDPOINT_LABEL: body["EndpointID"]}),
                                        fields=["labels"])
         return {"Interface": {} if mac else {"MacAddress": ep.mac}}

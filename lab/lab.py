@@ -28,7 +28,7 @@ from vxlab.errors import VxError
 from vxlab.errors import InvalidArgument
 from vxlab.lab import apply as lab_apply
 from vxlab.lab import plan as lab_plan
-from vxlab.lab import converge, faults, neigh, procs, underlay, vmhost
+from vxlab.lab import converge, dockerhost, faults, neigh, procs, underlay, vmhost
 from vxlab.lab.plan import Step
 from vxlab.lab import check as lab_check
 from vxlab.lab.check import CheckResult, Probe
@@ -149,11 +149,14 @@ class Lab:
 
     def processes(self) -> dict[str, Proc]:
         """The lab's processes by role: `etcd/<member>` (1, 2, …), `controller`,
-        `agent/<host>` (a VM host's runs in its guest: `Proc.vm`), `vm/<host>` (QEMU)."""
+        `agent/<host>` (a VM host's runs in its guest: `Proc.vm`), `vm/<host>` (QEMU),
+        `dockerd/<host>` and `docker-plugin/<host>` (Docker hosts)."""
         st = self.state
         qemu = {f"vm/{h}": Proc.of(pid) for h in sorted(vmhost.vm_hosts(st.topology))
                 for pid in vmhost.machine(st.dir, h).pids()[:1]}
-        return {**{f"etcd/{i}": p for i, p in enumerate(st.etcd, 1)},
+        dockers = {f"{role}/{h}": p for h in dockerhost.hosts(st.topology)
+                   for role, p in dockerhost.running(st.dir, h).items()}
+        return {**dockers, **{f"etcd/{i}": p for i, p in enumerate(st.etcd, 1)},
                 **({"controller": st.controller} if st.controller else {}),
                 **{f"agent/{h}": p for h, p in sorted(st.agents.items())}, **qemu}
 
@@ -215,6 +218,7 @@ class Lab:
         progress("applying networks and containers")
         self._apply(topo, steps)
         self._hosts(topo, progress, notice or progress)
+        self._dockers(topo, progress)
         progress("waiting for agents to converge")
         self.wait_converged(timeout=60 + 2 * len(topo.hosts) + vm_budget(topo), tell=notice or progress)
         self._special_containers(topo)  # after: an agent may just have removed its own by that name
@@ -321,6 +325,30 @@ class Lab:
         procs.wait_for(registered, "every agent to register (see the agent logs in "
                        f"{self.state.dir / 'logs'})", timeout=60 + len(want) + vm_budget(topo), interval=0.1)
 
+    def _dockers(self, topo: Topology, progress: Callable[[str], None]) -> None:
+        """Docker hosts (lab/dockerhost.py): start the missing dockerds and plugins, stop
+        those of hosts that are no longer Docker hosts."""
+        want = dockerhost.hosts(topo)
+        for host in sorted(set(dockerhost.made(self.state.dir)) - set(want)):
+            dockerhost.stop(self.state.dir, host)
+        todo = [h for h in want if len(dockerhost.running(self.state.dir, h)) < 2]
+        if todo:
+            progress(f"starting dockerd on {len(todo)} hosts")
+        for host in todo:
+            dockerhost.start(self.state.dir, host=host, lab=self.name, netns=self.host_ns(host))
+
+    def host_command(self, host: str, cmd: list[str]) -> tuple[list[str], dict[str, str]]:
+        """(argv, environment) running `cmd` in the namespace of `host` (`vxlab host exec`),
+        with DOCKER_HOST set to its dockerd on a Docker host."""
+        topo = self.state.topology
+        spec = next((h for h in (topo.hosts if topo else ()) if h.name == host), None)
+        if spec is None:
+            raise procs.LabError(f"host: no host named {host!r} in lab {self.name!r}")
+        if spec.vm is not None:
+            raise procs.LabError(f"host: {host} is a VM host: its namespace is in its guest")
+        env = {**os.environ, **({"DOCKER_HOST": dockerhost.socket(self.state.dir, host)} if spec.docker else {})}
+        return ["nsenter", f"--net=/run/netns/{self.host_ns(host)}", *cmd], env
+
     def _apply(self, topo: Topology, steps: list[Step]) -> None:
         gone = {s.name for s in steps if s.kind == "network" and s.op == "-"}
         if not gone & {s.name for s in steps if s.kind == "network" and s.op == "+"}:
@@ -335,6 +363,8 @@ class Lab:
 
     def remove_host(self, host: str) -> None:
         proc = self.state.agents.pop(host, None)
+        if dockerhost.host_dir(self.state.dir, host).exists():
+            dockerhost.stop(self.state.dir, host)
         if vmhost.run_dir(self.state.dir, host).exists():
             vmhost.remove(self.state.dir, host)  # its agent goes with it
         elif proc:
@@ -546,6 +576,7 @@ class Lab:
         faults.stop_timers(self)
         self.state = LabState.load(self.name) or self.state  # a heal may have restarted processes
         removed = []
+        dockerhost.sweep(self.state.dir)  # first: `docker rm` asks the plugin, which asks the controller
         for host, proc in self.state.agents.items():
             if not proc.vm:  # a VM host's agent goes with its VM (below)
                 proc.stop()
