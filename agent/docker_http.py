@@ -3,8 +3,8 @@
 Docker talks to a legacy plugin as a client of `POST /<Interface>.<Method>` with a JSON
 body (Content-Length, keep-alive), and expects 200 with a JSON object; an unknown
 method answers 404 (Docker then treats an optional method as not implemented); a
-handler's refusal is 200 with `{"Err": "…"}`, which Docker shows as the error of the
-user's command. `serve` is that server (asyncio, stdlib only): one handler for every
+handler's refusal is 200 with `{"Err": "…"}` (`{"Error": "…"}` for IpamDriver calls:
+libnetwork's IPAM API names it so), which Docker shows as the error of the user's command. `serve` is that server (asyncio, stdlib only): one handler for every
 path, which returns the reply object or raises `NotImplementedMethod` / `Refused`.
 
 `get` is the small client the plugin needs the other way: a GET to the host's dockerd
@@ -77,8 +77,9 @@ async def _connection(handler: Handler, reader: asyncio.StreamReader, writer: as
                 reply = _response("200 OK", await handler(path.lstrip("/"), request))
             except NotImplementedMethod:
                 reply = _response("404 Not Found", {"Err": f"{path}: not implemented"})
-            except Refused as e:
-                reply = _response("200 OK", {"Err": " ".join(str(e).split())})
+            except Refused as e:  # IPAM replies carry it as "Error", the others as "Err"
+                key = "Error" if path.lstrip("/").startswith("IpamDriver.") else "Err"
+                reply = _response("200 OK", {key: " ".join(str(e).split())})
             except ValueError as e:  # a body that is not JSON
                 reply = _response("400 Bad Request", {"Err": f"bad request: {e}"})
             writer.write(reply)

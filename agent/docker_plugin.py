@@ -69,18 +69,27 @@ class AgentVeth:
         self.layout: Layout | None = None
 
     async def wait(self, ep: Endpoint) -> str:
+        """The handoff end's name once it waits in this namespace. "taken" (no end here,
+        the bridge end made) is also what the agent's make-then-move looks like for a
+        moment, so it is polled on too, and refused only at the deadline."""
         from vxlab.agent import netlink_handoff
-        from vxlab.agent.kernel import KernelError
 
         if self.layout is None:  # the prefix the agent registered with
             self.layout = Layout.of_host(await self.api.get_host(self.host))
-        try:
-            got = await asyncio.to_thread(netlink_handoff.wait_programmed, self.layout, ep, timeout=self.timeout)
-        except KernelError as e:
-            raise Refused(f"vxlab: {e}") from None
-        if got != "handoff":
+        layout = self.layout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        got = ""
+        while loop.time() < deadline:
+            got = await asyncio.to_thread(netlink_handoff.state, layout, ep)
+            if got == "handoff":
+                return layout.handoff_link(ep)
+            await asyncio.sleep(0.05)  # a bounded poll: the agent's pass is another process
+        if got == "taken":
             raise Refused(f"vxlab: endpoint {ep.name}: its veth was taken already (by another sandbox)")
-        return self.layout.handoff_link(ep)
+        raise Refused(f"vxlab: endpoint {ep.name!r} on network {ep.network!r}: the agent of host {ep.host!r} has "
+                      f"not made its veth ({layout.handoff_link(ep)}) within {self.timeout:g} s; is that agent "
+                      "running and connected to the controller?")
 
 
 async def run(cfg: PluginConfig, *, ready: asyncio.Event | None = None) -> None:

@@ -275,7 +275,7 @@ async def test_the_transport_on_a_unix_socket(tmp_path):
     async def handler(method: str, body: dict[str, Any]) -> dict[str, Any]:
         if method == "Plugin.Activate":
             return {"Implements": ["NetworkDriver"]}
-        if method == "NetworkDriver.Join":
+        if method in ("NetworkDriver.Join", "IpamDriver.RequestPool"):
             raise Refused(f"no\nendpoint {body['EndpointID']}")
         raise docker_http.NotImplementedMethod(method)
     sock = tmp_path / "p.sock"
@@ -292,6 +292,7 @@ async def test_the_transport_on_a_unix_socket(tmp_path):
     try:  # one kept-alive connection, as Docker's client keeps it
         assert await post("/Plugin.Activate", b"") == ("200 OK", {"Implements": ["NetworkDriver"]})
         assert await post("/NetworkDriver.Join", b'{"EndpointID": "e1"}') == ("200 OK", {"Err": "no endpoint e1"})
+        assert await post("/IpamDriver.RequestPool", b'{"EndpointID": "e2"}') == ("200 OK", {"Error": "no endpoint e2"})
         assert (await post("/NetworkDriver.Nope", b"{}"))[0] == "404 Not Found"
         assert (await post("/NetworkDriver.Join", b"{nope"))[0] == "400 Bad Request"
     finally:
