@@ -183,7 +183,7 @@ async def test_a_network_removed_by_another_host_is_made_again(ctl):
     assert (await ctl.networks.get("blue")).subnet == "10.50.0.0/24"
 
 
-async def test_ip_range_of_released_reservation_and_rollback(ctl):
+async def test_a_reservation_docker_rolled_back_is_released(ctl):
     """An address reserved but never made an endpoint (Docker rolled back) is released."""
     h1 = plugin(ctl, "h1", {NID: "blue"})
     await network_create(h1, NID)
