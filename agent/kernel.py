@@ -2,8 +2,8 @@
 what it writes (ensure-style operations), independent of pyroute2.
 
 Two implementations: `NetlinkKernel` (netlink.py, the only importer of pyroute2) and
-`FakeKernel` (fake.py, in memory, for reconciler unit tests), held to this contract by
-one test suite (tests/contract_kernel.py) that runs on both. Both count their writes in
+`FakeKernel` (vxlab/testing/fakekernel.py, in memory, for reconciler unit tests), held
+to this contract by one test suite (tests/contract_kernel.py) that runs on both. Both count their writes in
 `writes`, under the name of the method called (add_uplink's host address under
 `add_addr`), so a test can assert that a pass with nothing to do wrote nothing.
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vxlab.bench import machine, summary
+from vxlab.lab import plots
 from vxlab.lab.lab import Lab
 from vxlab.lab.topology import DEFAULT_CONTROL, parse
 
@@ -67,11 +68,8 @@ def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+        plt = plots.pyplot()
+    except plots.PlotsMissing:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
     for control in sorted({r.get("control", DEFAULT_CONTROL) for r in rows}):
@@ -103,6 +101,6 @@ def run(out_dir: Path, *, sizes: list[int] | None = None, controls: tuple[str, .
         result["control"] = compare(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     png = plot(rows, out_dir / "bringup.png")
-    result["plot"] = str(png) if png else "matplotlib not installed"
+    result["plot"] = str(png) if png else plots.MISSING
     result["path"] = str(machine.write(out_dir, "bringup", result))
     return result

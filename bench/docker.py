@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vxlab.lab import underlay
+from vxlab.lab import hostns
 
 PREFIX = "vxbdk"
 MARK = "vxlab:bench:docker"
@@ -75,8 +75,8 @@ class Swarm:
     def up(self) -> Swarm:
         check()
         self.cleanup_stale()
-        underlay.create_switch(self.sw, mark=MARK, mtu=self.mtu, outside="172.31.0.1/24")
-        underlay.add_hosts(self.sw, [(underlay.SimHost(h, self.ns(h), ip, f"{ip}/24"), f"vxbdp{i + 1}")
+        hostns.create_switch(self.sw, mark=MARK, mtu=self.mtu, outside="172.31.0.1/24")
+        hostns.add_hosts(self.sw, [(hostns.SimHost(h, self.ns(h), ip, f"{ip}/24"), f"vxbdp{i + 1}")
                                      for i, (h, ip) in enumerate(self.ips.items())], mark=MARK, mtu=self.mtu)
         for h in self.ips:
             self.start_dockerd(h)
@@ -172,13 +172,13 @@ class Swarm:
     # --- faults ------------------------------------------------------------------------
     def crash(self, host: str) -> None:
         """host-crash: the host's link down and its dockerd killed (SIGKILL)."""
-        underlay.ip("link", "set", "eth0", "down", ns=self.ns(host))
+        hostns.ip("link", "set", "eth0", "down", ns=self.ns(host))
         p = self.procs[host]
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
 
     def restore(self, host: str) -> None:
-        underlay.ip("link", "set", "eth0", "up", ns=self.ns(host))
+        hostns.ip("link", "set", "eth0", "up", ns=self.ns(host))
         self.start_dockerd(host)
         self.wait_dockerd(host)
 
@@ -223,9 +223,9 @@ class Swarm:
         time.sleep(0.2)
         self._unmount()
         shutil.rmtree(self.dir, ignore_errors=True)
-        for ns in underlay.netns_list():
-            if ns.startswith(f"{PREFIX}.") and underlay.marker(ns) in (MARK, ""):
-                underlay.delete_ns(ns)
+        for ns in hostns.netns_list():
+            if ns.startswith(f"{PREFIX}.") and hostns.marker(ns) in (MARK, ""):
+                hostns.delete_ns(ns)
 
     def _unmount(self) -> None:
         key = str(self.dir)
@@ -238,9 +238,9 @@ class Swarm:
     def cleanup_stale() -> list[str]:
         """Namespaces of an earlier run that died before its cleanup."""
         gone = []
-        for ns in underlay.netns_list():
-            if ns.startswith(f"{PREFIX}.") and underlay.marker(ns) in (MARK, ""):
-                underlay.delete_ns(ns)
+        for ns in hostns.netns_list():
+            if ns.startswith(f"{PREFIX}.") and hostns.marker(ns) in (MARK, ""):
+                hostns.delete_ns(ns)
                 gone.append(ns)
         return gone
 

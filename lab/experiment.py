@@ -1,60 +1,43 @@
-"""Timed experiments: bring a lab up, probe it, inject faults on a timeline, record it all.
+"""Timed experiments: probe a deployment, inject faults on a timeline, record it all.
 
-`run(scenario, out=DIR)` brings the scenario's lab up (or applies the difference to it
-when it runs already), starts the probes (ICMP at >= 10 Hz, optional iperf3 TCP), then
-applies and heals each fault at its time. For faults that kill a host's agent
-(host-crash, agent-kill) a watcher measures how long the peers took to purge the host's
-FDB entries and, after the heal, to program them again. At the end every fault still
-active is healed, the lab is taken down if the experiment brought it up (unless
-`keep`), and the results are written by vxlab.lab.report.
+One code path, in a lab and against real hosts: `execute(sc, site)` plans the scenario
+against the controller (vxlab.lab.expplan: pairs, steps, refusals), starts the probes
+from the agents (a ping stream per pair from its source container's host, iperf3
+through the agents for `tcp: true`; vxlab.lab.expsite), injects and heals each entry at
+its time (the agents' kinds through the fault API, `for:` their lease, the heal their
+delete; a lab's own kinds through its runner), and watches the control plane
+(vxlab.lab.expwatch). A probe whose op goes (its agent restarts, its ops channel is
+cut) is started again; the span without samples is reported as unobserved, never as lost.
+
+`run(sc, out=DIR)` does it in the scenario's lab: brings it up (or applies the
+difference when it runs already), and at the end heals whatever is left and takes it
+down if it brought it up (unless `keep`). `run_on(sc, client, where=…)` does it against
+a deployment (`--controller ADDR --pki DIR`, no lab on this machine). The results are
+written by vxlab.lab.report.
 """
 
 from __future__ import annotations
 
-import threading
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from vxlab import faultkinds
-from vxlab.lab import faultspec, observe
-from vxlab.lab.lab import Lab
-from vxlab.lab.probe import Pinger, Throughput
+from vxlab import faultkinds, ops
+from vxlab.client import Client
+from vxlab.errors import VxError
+from vxlab.lab import expplan
+from vxlab.lab.expplan import Pair, Step
+from vxlab.lab.expsite import Site
+from vxlab.lab.expwatch import FaultRun, Watcher, forwarding
 from vxlab.lab.procs import LabError
-from vxlab.lab.scenario import ProbeSpec, Scenario, ScenarioError
+from vxlab.lab.scenario import Scenario, ScenarioError
 
-WATCHED = ("host-crash", "agent-kill")  # faults whose host's lease can expire
-LEASE_MARGIN = 2.0  # seconds an agents' fault outlives its heal time (its lease: a safety net)
-
-
-@dataclass
-class Pair:
-    src: str
-    dst: str
-    network: str
-    ip: str
-    samples: list[tuple[float, float | None]] = field(default_factory=list)  # (t, rtt ms | None)
-    rates: list[tuple[float, float]] = field(default_factory=list)           # (t, Mbit/s)
-    tcp_error: str = ""
-
-    @property
-    def name(self) -> str:
-        return f"{self.src}->{self.dst}"
-
-
-@dataclass
-class FaultRun:
-    id: str
-    kind: str
-    description: str
-    host: str
-    start: float                      # seconds since the probes started
-    end: float | None = None          # when healed
-    purged_after: float | None = None     # WATCHED: peers had no entry towards the host
-    restored_after: float | None = None   # WATCHED: every peer had them again, after the heal
-    error: str = ""
+__all__ = ["FaultRun", "Pair", "Result", "execute", "run", "run_on"]
+Progress = Callable[[str], None]
+RETRY = 0.25  # seconds before a probe whose op ended is started again
 
 
 @dataclass
@@ -65,168 +48,152 @@ class Result:
     lease_ttl: int
     pairs: list[Pair]
     faults: list[FaultRun]
+    where: str = ""                   # "lab NAME" or "controller ADDR"
 
 
-def resolve(lab: Lab, sc: Scenario) -> list[Pair]:
-    """The probes as (src, dst, network, address), from the controller's endpoints."""
-    eps = lab.call(lambda c: c.list_endpoints())
-    nets: dict[str, dict[str, str]] = {}
-    for e in eps:
-        nets.setdefault(e.name, {})[e.network] = e.ip
-    specs = list(sc.probes)
-    if sc.all_pairs:  # every pair sharing a network, once, unless a probe names it already
-        named = {frozenset((p.src, p.dst)) for p in specs}
-        names = sorted(nets)
-        specs += [ProbeSpec(a, b) for i, a in enumerate(names) for b in names[i + 1:]
-                  if set(nets[a]) & set(nets[b]) and frozenset((a, b)) not in named]
-    pairs = []
-    for i, p in enumerate(specs):
-        shared = sorted(set(nets.get(p.src, {})) & set(nets.get(p.dst, {})))
-        if p.network:
-            shared = [n for n in shared if n == p.network]
-        if not shared:
-            raise ScenarioError(f"probes[{i}]", f"{p.src!r} and {p.dst!r} share no network"
-                                + (f" named {p.network!r}" if p.network else ""))
-        pairs.append(Pair(p.src, p.dst, shared[0], nets[p.dst][shared[0]]))
-    return pairs
+def run(sc: Scenario, *, out: Path | None = None, keep: bool = False, progress: Progress = lambda s: None) -> Result:
+    """In the scenario's lab (see the module's docstring)."""
+    from vxlab.lab.lab import Lab
 
-
-def run(sc: Scenario, *, out: Path | None = None, keep: bool = False,
-        progress: Callable[[str], None] = lambda s: None) -> Result:
+    if sc.topology is None:
+        raise ScenarioError("lab", "required to run in a lab: a topology file or an inline topology (against a "
+                                   "deployment: --controller ADDR --pki DIR)")
     lab = Lab(sc.topology.name)
     was_running = lab.running()
     progress(f"lab {lab.name}: up")
     lab.up(sc.topology)
     try:
-        result = _probe_and_inject(lab, sc, progress)
+        async def go() -> Result:
+            async with lab.client() as client:
+                return await execute(sc, Site(client, where=f"lab {lab.name}", lab=lab), progress=progress)
+        result = asyncio.run(go())
     finally:
-        for f in lab.faults():
-            try:
-                lab.heal(f.id)
-            except LabError:
-                pass
+        with contextlib.suppress(LabError):
+            lab.heal()
         if not was_running and not keep:
             progress(f"lab {lab.name}: down")
             lab.down()
+    _write(result, out)
+    return result
+
+
+def run_on(sc: Scenario, client: Client, *, where: str, out: Path | None = None,
+           progress: Progress = lambda s: None) -> Result:
+    """Against the deployment behind `client` (no lab); call from no event loop."""
+    async def go() -> Result:
+        site = Site(client, where=where)
+        try:
+            return await execute(sc, site, progress=progress)
+        finally:
+            await client.close()
+    result = asyncio.run(go())
+    _write(result, out)
+    return result
+
+
+def _write(result: Result, out: Path | None) -> None:
     if out is not None:
         from vxlab.lab import report
 
         report.write(result, out)
-    return result
 
 
-def _probe_and_inject(lab: Lab, sc: Scenario, progress: Callable[[str], None]) -> Result:
-    pairs = resolve(lab, sc)
-    specs = {(p.src, p.dst): p for p in sc.probes}
-    pingers = [Pinger(lab.namespace_of(p.src), p.ip,
-                      interval=specs.get((p.src, p.dst), ProbeSpec(p.src, p.dst)).interval) for p in pairs]
-    tcps = {i: Throughput(lab.namespace_of(p.src), lab.namespace_of(p.dst), p.ip, seconds=sc.duration,
-                          port=5201 + i) for i, p in enumerate(pairs) if specs.get((p.src, p.dst), ProbeSpec("", "")).tcp}
-    t0, wall0 = time.monotonic(), time.time()
-    for pg in pingers:
-        pg.start()
-    for t in tcps.values():
-        t.start()
-    runs: list[FaultRun] = []
-    actions = sorted([(e.at, 0, i) for i, e in enumerate(sc.timeline)]
-                     + [(e.at + e.duration, 1, i) for i, e in enumerate(sc.timeline) if e.duration is not None])
-    by_event: dict[int, tuple[Any, FaultRun, _Watcher | None]] = {}
-    for at, heal, i in actions:
-        if at >= sc.duration:
-            continue
-        time.sleep(max(0.0, t0 + at - time.monotonic()))
-        e = sc.timeline[i]
-        if not heal:
-            # The agents' faults get a lease a little longer than their time here: the run
-            # heals them on time, and a run that dies leaves no fault behind.
-            lease = (e.duration if e.duration is not None else sc.duration - e.at) + LEASE_MARGIN
-            by_event[i] = _apply(lab, e.kind, e.params, t0, progress, lease=lease)
-            runs.append(by_event[i][1])
-        elif i in by_event:
-            _heal(lab, *by_event[i], t0=t0, progress=progress)
-    time.sleep(max(0.0, t0 + sc.duration - time.monotonic()))
-    for i, entry in by_event.items():
-        if entry[1].end is None:
-            _heal(lab, *entry, t0=t0, progress=progress)
-    progress("collecting samples")
-    for p, pg in zip(pairs, pingers):
-        p.samples = [(s.t - t0, s.rtt_ms) for s in pg.stop()]
-    for i, t in tcps.items():
-        t.join()
-        pairs[i].rates = [(r.t - t0, r.mbit) for r in t.rates]
-        pairs[i].tcp_error = t.error
-    for entry in by_event.values():
-        if entry[2] is not None:
-            entry[2].stop()
-    return Result(sc, wall0, sc.duration, lab.lease_ttl, pairs, runs)
+async def execute(sc: Scenario, site: Site, *, progress: Progress = lambda s: None) -> Result:
+    hosts = await site.hosts()
+    plan = expplan.plan(sc, endpoints=await site.endpoints(), hosts=[h.name for h in hosts], lab=site.lab is not None)
+    t0 = time.monotonic()
+    watcher = Watcher(site, t0=t0)
+    await watcher.prepare()
+    t0 = watcher.t0 = time.monotonic()
+    wall0 = time.time() - (time.monotonic() - t0)
+    stop = asyncio.Event()
+    probes = [asyncio.create_task(_ping(site, p, wall0, stop)) for p in plan.pairs]
+    probes += [asyncio.create_task(_iperf(site, p, wall0, seconds=sc.duration, port=5201 + i))
+               for i, p in enumerate(plan.pairs) if p.tcp]
+    watching = asyncio.create_task(watcher.run())
+    actions = sorted([(s.at, 0, s) for s in plan.steps]
+                     + [(s.heal_at, 1, s) for s in plan.steps if s.heal_at is not None], key=lambda a: a[:2])
+    made: dict[int, FaultRun] = {}
+    try:
+        for at, heal, step in actions:
+            if at >= sc.duration:
+                continue
+            await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
+            if not heal:
+                made[step.index] = await _inject(site, step, t0, progress)
+                watcher.runs.append(made[step.index])
+            elif step.index in made:
+                await _heal(site, made[step.index], t0, progress)
+        await asyncio.sleep(max(0.0, t0 + sc.duration - time.monotonic()))
+    finally:
+        for r in made.values():
+            if r.end is None and not r.error:
+                await _heal(site, r, t0, progress)
+        stop.set()
+        progress("collecting samples")
+        for task in probes:
+            if not task.done() and task.get_name() == "ping":
+                task.cancel()
+        await asyncio.gather(*probes, return_exceptions=True)
+        watcher.stop()
+        await watching
+    steps = {s.index: s for s in plan.steps}
+    for i, r in made.items():
+        r.kept_forwarding = forwarding(r, steps[i].params, plan.pairs)
+    ttl = max((h.lease_ttl for h in hosts), default=0)
+    return Result(sc, wall0, sc.duration, ttl, plan.pairs, [made[i] for i in sorted(made)], site.where)
 
 
-def _apply(lab: Lab, kind: str, params: dict[str, Any], t0: float, progress: Callable[[str], None], *,
-           lease: float) -> tuple[Any, FaultRun, _Watcher | None]:
-    host = params.get("host", "")
-    watcher = _Watcher(lab, host) if kind in WATCHED else None
+async def _inject(site: Site, step: Step, t0: float, progress: Progress) -> FaultRun:
     start = time.monotonic() - t0
+    run = FaultRun("-", step.kind, faultkinds.describe(step.kind, dict(step.params)), step.targets, round(start, 3),
+                   via=step.via, lease=step.lease)
     try:
-        f = lab.add_fault(kind, duration=lease if faultkinds.KINDS[kind].runs == faultkinds.AGENT else None,
-                          **params)
-    except LabError as err:
-        run = FaultRun("-", kind, faultspec.describe(kind, params), host, start, start, error=str(err))
-        progress(f"t={start:5.1f}s  FAILED {run.description}: {err}")
-        return None, run, None
-    run = FaultRun(f.id, kind, f.describe(), host, start)
-    progress(f"t={start:5.1f}s  + {run.description} [{f.id}]")
-    if watcher is not None:
-        watcher.start(t0 + start, run)
-    return f, run, watcher
+        run.id, run.description = await site.inject(step)
+    except (VxError, LabError) as err:
+        run.end, run.error = run.start, getattr(err, "message", str(err))
+        progress(f"t={start:5.1f}s  FAILED {run.description}: {run.error}")
+        return run
+    lease = f", lease {step.lease:g}s" if step.via == expplan.API else ""
+    progress(f"t={start:5.1f}s  + {run.description} [{run.id}{lease}]")
+    return run
 
 
-def _heal(lab: Lab, fault: Any, run: FaultRun, watcher: _Watcher | None, *, t0: float,
-          progress: Callable[[str], None]) -> None:
-    if fault is None:
+async def _heal(site: Site, run: FaultRun, t0: float, progress: Progress) -> None:
+    at = time.monotonic() - t0
+    try:
+        run.healed_by = await site.heal(run.id)
+    except (VxError, LabError) as err:
+        run.error = getattr(err, "message", str(err))
+    run.end = round(at, 3)
+    how = " (its lease had run out)" if run.healed_by == "lease" else ""
+    progress(f"t={at:5.1f}s  - healed {run.description} [{run.id}]{how}")
+
+
+async def _ping(site: Site, pair: Pair, wall0: float, stop: asyncio.Event) -> None:
+    """The pair's ping stream from its source's agent, started again whenever it ends."""
+    asyncio.current_task().set_name("ping")  # type: ignore[union-attr]
+    while not stop.is_set():
+        try:
+            async for event in site.ping(pair):
+                if isinstance(event, ops.PingSample):
+                    pair.samples.append((round(event.sent - wall0, 4), event.rtt_ms))
+        except VxError as err:
+            pair.probe_error = err.message
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), RETRY)
+
+
+async def _iperf(site: Site, pair: Pair, wall0: float, *, seconds: float, port: int) -> None:
+    """iperf3 through the agents for the whole run; each interval at its end, counted from
+    when it was asked for (the server's start-up, ~0.1 s, is the error: the agents'
+    clocks need not match ours)."""
+    asked = time.time() - wall0
+    try:
+        report = await site.iperf(pair, seconds=seconds, port=port)
+    except VxError as err:
+        pair.tcp_error = err.message
         return
-    at = time.monotonic()
-    try:
-        lab.heal(fault.id)
-    except LabError as err:
-        run.error = str(err)
-    run.end = at - t0
-    progress(f"t={run.end:5.1f}s  - healed {run.description} [{fault.id}]")
-    if watcher is not None:
-        watcher.healed(at)
-
-
-class _Watcher:
-    """Polls the peers' FDB entries towards one host: purge time, restore time."""
-
-    def __init__(self, lab: Lab, host: str) -> None:
-        self.lab, self.host = lab, host
-        self.baseline = sum(observe.vtep_entries(lab, host).values())
-        self._healed_at: float | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self, started: float, run: FaultRun) -> None:
-        self._thread = threading.Thread(target=self._loop, args=(started, run), daemon=True)
-        self._thread.start()
-
-    def healed(self, at: float) -> None:
-        self._healed_at = at
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def _loop(self, started: float, run: FaultRun) -> None:
-        if not self.baseline:
-            return
-        while not self._stop.wait(0.05):
-            counts = observe.vtep_entries(self.lab, self.host)
-            now = time.monotonic()
-            if run.purged_after is None and self._healed_at is None and not any(counts.values()):
-                run.purged_after = now - started
-            if self._healed_at is not None and run.purged_after is not None and all(counts.values()):
-                run.restored_after = now - self._healed_at
-                return
-            if self._healed_at is not None and run.purged_after is None:
-                return  # never purged: nothing to restore
+    intervals = [iv["sum"] for iv in report.get("intervals", [])]
+    pair.rates = [(round(asked + s["end"], 3), s["bits_per_second"] / 1e6) for s in intervals]
+    pair.tcp_error = report.get("error", "")

@@ -24,9 +24,10 @@ class FaultError(LabError):
     """A fault that cannot be added or healed; the message names the field."""
 
 
-def validate(kind: str, params: dict[str, Any], *, hosts: set[str], members: int = 1,
+def validate(kind: str, params: dict[str, Any], *, hosts: set[str] | None, members: int = 1,
              control: bool = False) -> dict[str, Any]:
-    """Normalised parameters of a fault, or FaultError; `members`: the lab's etcd members;
+    """Normalised parameters of a fault, or FaultError; `hosts`: the names a host may
+    take (None: any valid name, checked later against a deployment); `members`: the lab's etcd members;
     `control`: the agents dial the controller across the underlay (`control: underlay`),
     so a partition's side may name `control` — in a lab whose agents use the controller's
     unix socket it would cut nothing, and is refused."""

@@ -2,7 +2,9 @@
 
 `vtep_entries(lab, host)` counts, on every *other* host, the FDB entries that send
 frames to `host`'s VTEP (its underlay address): what peers purge when a host dies and
-program again when it returns. `time_until(cond)` measures how long a condition takes.
+program again when it returns. `time_until(cond)` measures how long a condition takes. Local to this machine's
+namespaces: the integration tests and bench/ use it; experiments ask the agents
+(vxlab.lab.expwatch).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from vxlab.lab import underlay, vm, vmhost
+from vxlab.lab import hostns, vm, vmhost
 
 if TYPE_CHECKING:
     from vxlab.lab.lab import Lab
@@ -25,7 +27,7 @@ def vtep_entries(lab: Lab, host: str) -> dict[str, int]:
     needle = f" dst {ips[host]} "
     vms = vmhost.vm_hosts(lab.applied)
     counts = {peer: 0 for peer in ips if peer != host}
-    for ns in underlay.netns_list():
+    for ns in hostns.netns_list():
         for peer in counts:
             if peer not in vms and lab.layout.agent(peer).is_network_ns(ns):
                 out = subprocess.run(["bridge", "-n", ns, "fdb", "show"], capture_output=True, text=True).stdout

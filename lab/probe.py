@@ -5,6 +5,8 @@ shared core, vxlab.icmp, which the agents' ops channel uses too; they are re-exp
 here for the lab's callers.
 
 `Throughput` runs iperf3 between two containers and yields one sample per interval.
+Local to this machine's namespaces: used by the integration tests and bench/ only
+(deadhost, firstreply, peer, vmlab); experiments probe through the agents (vxlab.lab.expsite).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 ```yaml
 name: crash-h3                 # the experiment's name (default: the file's stem)
-lab: ../three-hosts.yaml       # a topology file (relative to this file) or an inline topology
+lab: ../three-hosts.yaml       # a topology file (relative to this file) or an inline topology;
+                               # optional with --controller (a deployment: its containers and hosts)
 duration: 30s                  # default: the last heal + 5 s
 probes:
   - {src: c1, dst: c3}                       # ping every 100 ms (>= 10 Hz)
@@ -19,12 +20,14 @@ The file is YAML 1.2 like a topology file (vxlab.lab.yamlfile: `1:30` is not a n
 numbers). Every problem is one ScenarioError "file:line:column: path: reason"
 (`crash.yaml:12:30: timeline[0].fault.host: unknown host 'h9'`), raised before anything
 starts; an error in the topology file it names carries that file's position, one in an
-inline topology the scenario's (`lab.containers[0].host`).
+inline topology the scenario's (`lab.containers[0].host`). Without a `lab` the names of
+containers and hosts are checked against the deployment when the run is planned
+(vxlab.lab.expplan), with the same paths.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,7 @@ class ProbeSpec:
     network: str = ""
     interval: float = MAX_INTERVAL
     tcp: bool = False
+    path: str = field(default="", compare=False)  # where in the scenario: probes[i]
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,7 @@ class Event:
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    topology: Topology
+    topology: Topology | None     # None: no lab (a deployment's containers, `--controller`)
     probes: tuple[ProbeSpec, ...]
     all_pairs: bool
     timeline: tuple[Event, ...]
@@ -86,10 +90,12 @@ def parse(data: Any, *, base: Path, default_name: str = "experiment") -> Scenari
     for k in data:
         if k not in KEYS:
             raise ScenarioError(str(k), "unknown key", on_key=True)
-    topo = _lab(data.get("lab"), base)
-    containers = {c.name for c in topo.containers}
+    topo = _lab(data["lab"], base) if data.get("lab") is not None else None
+    containers = {c.name for c in topo.containers} if topo else None
     probes, all_pairs = _probes(data.get("probes"), containers)
-    events = tuple(_event(e, f"timeline[{i}]", {h.name for h in topo.hosts}, topo.etcd_members)
+    hosts = {h.name for h in topo.hosts} if topo else None
+    control = topo is None or topo.control == "underlay"  # a deployment's agents dial it across their underlay
+    events = tuple(_event(e, f"timeline[{i}]", hosts, topo.etcd_members if topo else 1, control)
                    for i, e in enumerate(_list(data.get("timeline"), "timeline")))
     last = max((e.at + (e.duration or 0.0) for e in events), default=0.0)
     duration = _duration(data["duration"], "duration") if data.get("duration") is not None else last + 5.0
@@ -127,7 +133,7 @@ def _list(raw: Any, path: str) -> list[Any]:
     return raw
 
 
-def _probes(raw: Any, containers: set[str]) -> tuple[tuple[ProbeSpec, ...], bool]:
+def _probes(raw: Any, containers: set[str] | None) -> tuple[tuple[ProbeSpec, ...], bool]:
     items = _list(raw, "probes")
     if not items:
         raise ScenarioError("probes", "required: at least one probe (or `all`)")
@@ -143,18 +149,18 @@ def _probes(raw: Any, containers: set[str]) -> tuple[tuple[ProbeSpec, ...], bool
             if k not in PROBE_KEYS:
                 raise ScenarioError(f"{path}.{k}", "unknown key", on_key=True)
         for k in ("src", "dst"):
-            if p.get(k) not in containers:
+            if not isinstance(p.get(k), str) or (containers is not None and p[k] not in containers):
                 raise ScenarioError(f"{path}.{k}", f"unknown container {p.get(k)!r}")
         interval = _duration(p.get("interval", MAX_INTERVAL), f"{path}.interval")
         if not 0.002 <= interval <= MAX_INTERVAL:
             raise ScenarioError(f"{path}.interval", "must be between 2ms and 100ms (probes run at >= 10 Hz)")
         if not isinstance(p.get("tcp", False), bool):
             raise ScenarioError(f"{path}.tcp", "expected true or false")
-        out.append(ProbeSpec(p["src"], p["dst"], str(p.get("network") or ""), interval, p.get("tcp", False)))
+        out.append(ProbeSpec(p["src"], p["dst"], str(p.get("network") or ""), interval, p.get("tcp", False), path))
     return tuple(out), all_pairs
 
 
-def _event(raw: Any, path: str, hosts: set[str], members: int) -> Event:
+def _event(raw: Any, path: str, hosts: set[str] | None, members: int, control: bool) -> Event:
     if not isinstance(raw, dict):
         raise ScenarioError(path, "expected a mapping {at, fault, for}")
     for k in raw:
@@ -167,7 +173,7 @@ def _event(raw: Any, path: str, hosts: set[str], members: int) -> Event:
         raise ScenarioError(f"{path}.fault", "required: a mapping with a `kind`")
     params = {k: v for k, v in fault.items() if k != "kind"}
     try:
-        params = faultspec.validate(str(fault["kind"]), params, hosts=hosts, members=members)
+        params = faultspec.validate(str(fault["kind"]), params, hosts=hosts, members=members, control=control)
     except faultspec.FaultError as e:
         field, _, reason = str(e).partition(": ")
         raise ScenarioError(f"{path}.fault.{field}", reason) from None
@@ -180,3 +186,13 @@ def _duration(value: Any, path: str) -> float:
         return faultspec.parse_duration(value, field=path)
     except faultspec.FaultError as e:
         raise ScenarioError(path, str(e).partition(": ")[2]) from None
+
+
+def locate(path: str | Path, err: ScenarioError) -> ScenarioError:
+    """`err` (found later, against a deployment) at its position in the file at `path`."""
+    if err.at is not None:
+        return err
+    try:
+        return read_file(path, error=ScenarioError).locate(err)  # type: ignore[return-value]
+    except TopologyError:
+        return err

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from vxlab import netns, validate
-from vxlab.lab import supervisor, underlay, vmaccel, vmchan, vminitrd, vmkernel
+from vxlab.lab import hostns, supervisor, vmaccel, vmchan, vminitrd, vmkernel
 from vxlab.lab.supervisor import Proc
 from vxlab.lab.vmchan import Channel, ChannelError, RunResult
 
@@ -209,8 +209,11 @@ def qemu_args(run: Path, config: VmConfig, kernel: vmkernel.GuestKernel, initrd:
             "-chardev", f"socket,id=vxctl,path={run / 'ctl.sock'},server=on,wait=off",
             "-device", "virtconsole,bus=vxser.0,chardev=vxctl,name=vxlab.ctl",
             "-pidfile", str(run / "qemu.pid")]
-    for i, share in enumerate(config.shares):
-        args += ["-fsdev", f"local,id=vxs{i},path={share},security_model=none,multidevs=remap",
+    shares = [(share, "") for share in config.shares]
+    if not disk:
+        shares += [(path, ",readonly=on") for path in hidden_from_guest(chan, python, shares=config.shares)]
+    for i, (share, mode) in enumerate(shares):
+        args += ["-fsdev", f"local,id=vxs{i},path={share},security_model=none,multidevs=remap{mode}",
                  "-device", f"virtio-9p-pci,fsdev=vxs{i},mount_tag=vxs{i}"]
         append.append(f"vx.share=vxs{i}:{share}")
     if config.nic:
@@ -221,6 +224,21 @@ def qemu_args(run: Path, config: VmConfig, kernel: vmkernel.GuestKernel, initrd:
         if any(c.isspace() for c in value):
             raise VmError(f"cannot boot a VM: {value!r} holds a space (a path on the kernel command line)")
     return [*args, "-append", " ".join(append)]
+
+
+def hidden_from_guest(chan: Path, python: str, *, shares: tuple[str, ...] = ()) -> list[str]:
+    """The directories the guest must be given although its root is this machine's: the
+    checkout that holds the channel server and the agent (and the Python it runs), when
+    it lies under a path the guest mounts afresh (/tmp, /run: a clone in /tmp would be
+    invisible there). Shared read-only, at the same path; none when a share covers it."""
+    fresh = (Path("/tmp"), Path("/run"))
+    wanted = [chan.resolve().parents[1], Path(python).parent.parent]
+    out: list[str] = []
+    for path in wanted:
+        covered = [Path(p) for p in (*shares, *out)]
+        if any(path.is_relative_to(f) for f in fresh) and not any(path.is_relative_to(c) for c in covered):
+            out.append(str(path))
+    return out
 
 
 def net_script(nic: Nic) -> str:
@@ -430,7 +448,7 @@ def sweep(root: Path) -> list[str]:
 
 def _alias(ns: str, dev: str) -> str | None:
     """The ifalias of `dev` in `ns` ("" when unset), None when there is no such device."""
-    shown = underlay.ip("-o", "link", "show", "dev", dev, ns=ns, check=False)
+    shown = hostns.ip("-o", "link", "show", "dev", dev, ns=ns, check=False)
     if shown.returncode != 0:
         return None
     return shown.stdout.split(" alias ", 1)[1].split()[0] if " alias " in shown.stdout else ""
@@ -442,14 +460,14 @@ def ensure_tap(nic: Nic) -> None:
     if alias is not None and alias != nic.mark:
         raise VmError(f"{nic.tap} exists in {nic.switch_ns} and is not ours (no marker {nic.mark})")
     if alias is None:
-        underlay.ip("tuntap", "add", "dev", nic.tap, "mode", "tap", ns=nic.switch_ns)
-    underlay.ip("link", "set", nic.tap, "mtu", str(nic.mtu), "alias", nic.mark, "master", SWITCH_BRIDGE, "up",
+        hostns.ip("tuntap", "add", "dev", nic.tap, "mode", "tap", ns=nic.switch_ns)
+    hostns.ip("link", "set", nic.tap, "mtu", str(nic.mtu), "alias", nic.mark, "master", SWITCH_BRIDGE, "up",
                 ns=nic.switch_ns)
 
 
 def delete_tap(nic: Nic) -> None:
     if os.path.exists(netns.path(nic.switch_ns)) and _alias(nic.switch_ns, nic.tap) == nic.mark:
-        underlay.ip("link", "del", nic.tap, ns=nic.switch_ns, check=False)
+        hostns.ip("link", "del", nic.tap, ns=nic.switch_ns, check=False)
 
 
 def _tail(path: Path, lines: int = 5) -> str:

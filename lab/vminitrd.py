@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,7 +182,11 @@ def ensure(modules_dir: Path | None, cache_dir: Path) -> Path:
     path = cache_dir / f"initrd-vxlab-{h.hexdigest()[:12]}.cpio"
     if not path.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(build(modules_dir))
-        tmp.replace(path)
+        # one temporary file per writer: VMs booting in threads of one process (a lab's,
+        # the deploy test's three) may all build it at once; the rename is atomic
+        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=path.stem + ".", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(build(modules_dir))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
     return path

@@ -4,6 +4,8 @@ end waits in the agent's own namespace until a runtime (Docker, CNI) takes it. P
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from contract_kernel_base import BR, EP_ALIAS, MAC, VE, Base, Outside, counting, nomac
 from vxlab.agent.kernel import Kernel, KernelError, Link
@@ -46,7 +48,11 @@ class HandoffContract(Base):
             self.handoff(kernel, net)
         assert not w, "a taken end is not made again while its bridge end is there"
         outside.remove_netns(pod)  # the runtime's namespace goes, and the pair with it
-        assert VE not in kernel.dump(outside.prefix)[net].links
+        # (the kernel destroys an unmounted namespace in the background: until it did)
+        deadline = time.monotonic() + 10
+        while VE in kernel.dump(outside.prefix)[net].links:
+            assert time.monotonic() < deadline, "the bridge end outlived the runtime's namespace by 10 s"
+            time.sleep(0.02)
         self.handoff(kernel, net)
         assert set(kernel.agent_ns().handoffs) == {HO}
 

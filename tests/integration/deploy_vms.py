@@ -24,7 +24,7 @@ from typing import Any
 
 from vxlab import netns
 from vxlab.bench.vm import rss_mib
-from vxlab.lab import underlay, vm, vmimage
+from vxlab.lab import hostns, vm, vmimage
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -80,7 +80,7 @@ class Cluster:
     # --- set-up ---------------------------------------------------------------------------
     def prepare(self) -> None:
         """The switch, the PKI (the VMs' addresses as server names) and each VM's disk and seed."""
-        underlay.create_switch(self.switch, mark=self.mark, mtu=1500, outside=f"{SWITCH_IP}/24")
+        hostns.create_switch(self.switch, mark=self.mark, mtu=1500, outside=f"{SWITCH_IP}/24")
         self.vxlab("pki", "init", str(self.pki), *[a for n in NAMES for a in ("--host", n)],
                    *[a for n in NAMES for a in ("--san", ip_of(n))], local=True)
         for i, name in enumerate(NAMES):
@@ -125,7 +125,7 @@ class Cluster:
             if g.config.disk:
                 Path(g.config.disk.root).unlink(missing_ok=True)
         if Path(netns.path(self.switch)).exists():
-            underlay.delete_ns(self.switch)
+            hostns.delete_ns(self.switch)
 
     # --- acting -----------------------------------------------------------------------------
     def run(self, name: str, cmd: str, *, timeout: float = 120) -> vm.RunResult:

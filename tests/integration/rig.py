@@ -29,7 +29,7 @@ from vxlab.agentconfig import AgentConfig
 from vxlab.agentstatus import AgentStatus
 from vxlab.client import Client
 from vxlab.etcdproc import EtcdProcess
-from vxlab.lab import underlay
+from vxlab.lab import hostns
 from vxlab.lab.probe import Pinger, Sample
 from vxlab.layout import LabLayout
 from vxlab.model import Endpoint, Network
@@ -64,9 +64,10 @@ def stop_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def module_lab(run: Path, body: str) -> Iterator[Any]:
+def module_lab(run: Path, body: str, *, notices: list[str] | None = None) -> Iterator[Any]:
     """A lab named `vxt<6 hex>` from a topology body (no name), with VXLAB_RUN set to
-    `run` while it lives; taken down (and VXLAB_RUN restored) also on failure."""
+    `run` while it lives; taken down (and VXLAB_RUN restored) also on failure. What `up`
+    says a user should see goes to `notices` when given."""
     from vxlab.lab.lab import Lab
     from vxlab.lab.topology import parse
 
@@ -75,7 +76,7 @@ def module_lab(run: Path, body: str) -> Iterator[Any]:
     name = "vxt" + secrets.token_hex(3)
     the_lab = Lab(name)
     try:
-        the_lab.up(parse(f"name: {name}\n{body}"))
+        the_lab.up(parse(f"name: {name}\n{body}"), notice=None if notices is None else notices.append)
         yield the_lab
     finally:
         the_lab.down()
@@ -114,7 +115,7 @@ class Rig:
         self.controllers: list[subprocess.Popen[bytes] | None] = [None] * controllers
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
         self.layout = LabLayout(f"{self.id}-", f"vxlab:test:{self.id}")  # vxt<hex>-h1, vxt<hex>-h1.c-web, …
-        self.hosts = {f"h{i}": underlay.SimHost(f"h{i}", self.layout.host_ns(f"h{i}"), f"172.31.0.{10 + i}",
+        self.hosts = {f"h{i}": hostns.SimHost(f"h{i}", self.layout.host_ns(f"h{i}"), f"172.31.0.{10 + i}",
                                                 f"172.31.0.{10 + i}/24") for i in range(1, hosts + 1)}
         self.switch = self.layout.switch_ns
         self.isolated = isolated
@@ -124,8 +125,8 @@ class Rig:
         self.etcd.start()
         for i in range(len(self.socks)):
             self.start_controller(i)
-        underlay.create_switch(self.switch, mark=self.layout.marker)
-        underlay.add_hosts(self.switch, [(h, self.layout.port(h.name)) for h in self.hosts.values()],
+        hostns.create_switch(self.switch, mark=self.layout.marker)
+        hostns.add_hosts(self.switch, [(h, self.layout.port(h.name)) for h in self.hosts.values()],
                            mark=self.layout.marker)
         for name in self.hosts:
             self.start_agent(name)
@@ -194,9 +195,9 @@ class Rig:
         for i in range(len(self.socks)):
             self.kill_controller(i)
         self.etcd.stop()
-        for ns in underlay.netns_list():
+        for ns in hostns.netns_list():
             if ns.startswith(self.id):
-                underlay.delete_ns(ns)
+                hostns.delete_ns(ns)
 
     # --- helpers --------------------------------------------------------------------
     @staticmethod

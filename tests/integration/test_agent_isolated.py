@@ -296,3 +296,54 @@ def test_host_crash_exits_75_and_the_restarted_agent_heals_the_link_by_itself(fa
         assert "state DOWN" in rig.sh(rig.hosts["h2"].ns, "ip", "link", "show", "eth0").stdout
     rig.wait(lambda: _reach(rig), "the link up again and the overlay back", timeout=30)
     assert rig.agents["h2"].poll() is None
+
+
+# --- (issue 15, test (a)) a short experiment through --controller and --pki alone ---------------
+RIG_SCENARIO = """name: rig-partition
+duration: 4s
+probes:
+  - all
+  - {src: db, dst: web, interval: 50ms}
+timeline:
+  - at: 1s
+    fault: {kind: partition, hosts: [h1], from: [h2]}
+    for: 1.5s
+"""
+
+
+def test_experiment_through_the_fault_api_and_the_agents(faults: Rig, tmp_path: Path) -> None:
+    """No lab: the scenario names the deployment's containers; the partition goes through
+    the fault API (its `for:` the lease, the heal a delete), the agents send the probes."""
+    rig = faults
+    (tmp_path / "s.yaml").write_text(RIG_SCENARIO)
+    out = rig.vx("experiment", "run", str(tmp_path / "s.yaml"), "-o", str(tmp_path / "out"), timeout=120)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["where"] == f"controller {rig.sock}" and summary["lab"] is None
+    [cut] = summary["faults"]
+    assert (cut["kind"], cut["via"], cut["lease"], cut["healed_by"], cut["error"]) == ("partition", "api", 1.5,
+                                                                                       "delete", "")
+    assert cut["id"].startswith("f") and cut["lease_expired"] == {}  # the rig's agents dial a unix socket
+    assert cut["converged_after"] is not None  # every agent's drift check came back empty after the heal
+    pairs = {p["pair"]: p for p in summary["pairs"]}
+    assert set(pairs) == {"db->web"}  # `all` adds none: db-web is named already
+    assert pairs["db->web"]["lost"] > 0 and cut["id"] in pairs["db->web"]["recovered_after_heal_s"]
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| partition h1 <-> h2 | fault API, lease 1.5 s |" in report and "| db->web | blue |" in report
+    assert f"{cut['id']}: partition h1 <-> h2: no target's lease expired" in out.stderr
+    assert rig.vx("fault", "ls", "--json").stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("change, error", [
+    (("dst: web", "dst: nosuch"), "s.yaml:5:20: probes[1].dst: no container 'nosuch' in this deployment"),
+    (("hosts: [h1]", "hosts: [h9]"), "s.yaml:8:37: timeline[0].fault.hosts: no host 'h9' in this deployment"),
+    (("{kind: partition, hosts: [h1], from: [h2]}", "{kind: controller-kill}"),
+     "s.yaml:8:19: timeline[0].fault.kind: controller-kill acts on a lab's own processes: it runs only in a lab"),
+])
+def test_experiment_refuses_what_the_deployment_lacks(isolated: Rig, tmp_path: Path, change: tuple[str, str],
+                                                      error: str) -> None:
+    (tmp_path / "s.yaml").write_text(RIG_SCENARIO.replace(*change))
+    out = isolated.vx("experiment", "run", str(tmp_path / "s.yaml"), "-o", str(tmp_path / "out"))
+    assert out.returncode != 0 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert error in out.stderr, out.stderr
+    assert not (tmp_path / "out").exists() and isolated.vx("fault", "ls", "--json").stdout.strip() == "[]"

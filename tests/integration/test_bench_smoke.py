@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from vxlab.bench import suite
-from vxlab.lab import underlay
+from vxlab.lab import hostns
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(os.geteuid() != 0, reason="labs need root")]
@@ -34,4 +34,4 @@ def test_quick_dataplane_writes_results(tmp_path: Path, monkeypatch: pytest.Monk
     md = (out / "RESULTS.md").read_text()
     assert "throughput overlay/underlay, MTU 1500" in md and "Quick run" in md
     assert (out / "dataplane.json").is_file() and (out / "dataplane.png").stat().st_size > 0
-    assert not [ns for ns in underlay.netns_list() if ns.startswith(f"vx-{name}.")]
+    assert not [ns for ns in hostns.netns_list() if ns.startswith(f"vx-{name}.")]

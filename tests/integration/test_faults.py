@@ -243,7 +243,7 @@ lab:
 {''.join('  ' + line + chr(10) for line in TOPO.splitlines())}duration: 6s
 probes:
   - all
-  - {{src: c1, dst: c2, interval: 50ms, tcp: true}}
+  - {{src: c1, dst: c3, interval: 50ms, tcp: true}}
 timeline:
   - at: 1s
     fault: {{kind: partition, hosts: [h1], from: [h3]}}
@@ -261,7 +261,10 @@ timeline:
     cut = summary["faults"][0]["id"]
     assert pairs["c1->c3"]["lost"] > 0 and cut in pairs["c1->c3"]["recovered_after_heal_s"]
     assert pairs["c2->c3"]["lost"] == 0 and pairs["c1->c2"]["lost"] == 0  # across the cut only; agent-kill: none
-    assert pairs["c1->c2"]["tcp_mbit_mean"] > 0
+    assert pairs["c2->c3"]["unobserved"]  # h2's agent sends its probes: while it is down, no samples (not lost)
+    assert pairs["c1->c3"]["tcp_mbit_mean"] > 0  # iperf3 through h1's and h3's agents, across the healed cut
+    assert summary["faults"][0]["via"] == "api" and summary["faults"][0]["lease"] == 2.0  # for: is the lease
+    assert summary["faults"][1]["via"] == "lab" and summary["faults"][0]["converged_after"] is not None
     assert [f["kind"] for f in summary["faults"]] == ["partition", "agent-kill"]
     for name in ("samples.csv", "throughput.csv", "report.md", "timeline.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0

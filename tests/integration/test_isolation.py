@@ -26,7 +26,7 @@ from collections.abc import Iterator
 import pytest
 from vxlab import netns
 from vxlab.errors import InvalidArgument
-from vxlab.lab import underlay
+from vxlab.lab import hostns
 from rig import module_lab
 from vxlab.lab.lab import Lab
 from vxlab.model import Endpoint, Host, Network
@@ -121,14 +121,14 @@ def rogue(lab: Lab) -> Iterator[str]:
     tag = secrets.token_hex(3)
     ns, port = f"vxt{tag}r", f"vxt{tag}p"
     try:
-        underlay.ip("netns", "add", ns)
-        underlay.ip("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns, ns=lab.switch_ns)
-        underlay.ip("link", "set", port, "master", "vxsw", "up", ns=lab.switch_ns)
-        underlay.batch(["link set lo up", "link set eth0 up", f"addr add {ROGUE_IP}/24 dev eth0"], ns=ns)
+        hostns.ip("netns", "add", ns)
+        hostns.ip("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns, ns=lab.switch_ns)
+        hostns.ip("link", "set", port, "master", "vxsw", "up", ns=lab.switch_ns)
+        hostns.batch(["link set lo up", "link set eth0 up", f"addr add {ROGUE_IP}/24 dev eth0"], ns=ns)
         yield ns
     finally:
-        underlay.ip("link", "del", port, ns=lab.switch_ns, check=False)
-        underlay.delete_ns(ns)
+        hostns.ip("link", "del", port, ns=lab.switch_ns, check=False)
+        hostns.delete_ns(ns)
 
 
 def test_allow_list_holds_the_known_hosts(lab: Lab):
@@ -221,7 +221,7 @@ def test_hostile_names_through_the_cli_exit_1_with_one_line(lab: Lab, bad: str):
         assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: ") and field in out.stderr, out.stderr
     assert lab.call(lambda c: c.revision()) == before
     assert not os.path.exists("/tmp/vxtpwn")
-    assert not [n for n in underlay.netns_list() if bad in n]
+    assert not [n for n in hostns.netns_list() if bad in n]
 
 
 def test_netlink_kernel_allow_list_is_ensure_style_and_leaves_other_tables_alone():
@@ -231,7 +231,7 @@ def test_netlink_kernel_allow_list_is_ensure_style_and_leaves_other_tables_alone
     from vxlab.agent.netlink import NetlinkKernel
 
     ns = "vxt" + secrets.token_hex(3) + "k"
-    underlay.ip("netns", "add", ns)
+    hostns.ip("netns", "add", ns)
     try:
         assert sh(ns, "nft", "add", "table", "inet", "vxtother").returncode == 0
 
@@ -259,4 +259,4 @@ def test_netlink_kernel_allow_list_is_ensure_style_and_leaves_other_tables_alone
         assert final == {"set_vtep_filter": 2, "delete_vtep_filter": 1}
         assert sh(ns, "nft", "list", "table", "inet", "vxtother").returncode == 0, "a foreign table was touched"
     finally:
-        underlay.delete_ns(ns)
+        hostns.delete_ns(ns)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from vxlab.lab import underlay, vm, vmaccel, vminitrd, vmkernel
+from vxlab.lab import hostns, vm, vmaccel, vminitrd, vmkernel
 
 pytestmark = [pytest.mark.integration, pytest.mark.vm, pytest.mark.timeout(600)]
 SUBNET = "172.30.99"
@@ -72,7 +72,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     tmp = tmp_path_factory.mktemp("vm")
     share = tmp / "share"
     share.mkdir()
-    underlay.create_switch(switch, mark=mark, mtu=1500, outside=f"{SUBNET}.1/24")
+    hostns.create_switch(switch, mark=mark, mtu=1500, outside=f"{SUBNET}.1/24")
     machine = vm.Vm(tmp / "run")
     config = vm.VmConfig(name="vmt", nic=vm.Nic(switch_ns=switch, tap=f"{tag}v", mark=mark,
                                                 address=f"{SUBNET}.50/24", gateway=f"{SUBNET}.1", mtu=1400),
@@ -82,7 +82,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         yield Rig(machine, config, switch, kernel, share, boot)
     finally:
         machine.cleanup()
-        underlay.delete_ns(switch)
+        hostns.delete_ns(switch)
 
 
 def _ping_switch_to_guest(rig: Rig, count: int = 3) -> list[float]:
@@ -104,7 +104,7 @@ def test_the_guest_runs_its_own_kernel(rig: Rig) -> None:
 
 
 def test_the_root_is_this_machines_read_only_and_writes_stay_in_the_guest(rig: Rig) -> None:
-    probe = Path(vminitrd.__file__).parent / f".vm-write-{secrets.token_hex(3)}"  # a path of this checkout
+    probe = Path("/etc") / f".vxt-vm-write-{secrets.token_hex(3)}"  # a path of this machine's root
     rc, out, _ = rig.vm.run(f"echo guest > {probe} && cat {probe} && hostname")
     assert rc == 0 and out.split() == ["guest", "vmt"]
     assert not probe.exists()  # the write went to the guest's tmpfs overlay
@@ -119,7 +119,7 @@ def test_underlay_nic_on_the_switch(rig: Rig) -> None:
     rc, out, _ = rig.vm.run("ip -4 -o addr show dev eth0; ip route show default; cat /sys/class/net/eth0/mtu")
     assert rc == 0
     assert f"{SUBNET}.50/24" in out and f"default via {SUBNET}.1 dev eth0" in out and out.split()[-1] == "1400"
-    tap = underlay.ip("-o", "link", "show", "dev", rig.config.nic.tap, ns=rig.switch).stdout  # type: ignore[union-attr]
+    tap = hostns.ip("-o", "link", "show", "dev", rig.config.nic.tap, ns=rig.switch).stdout  # type: ignore[union-attr]
     assert "master vxsw" in tap and f"alias {rig.config.nic.mark}" in tap  # type: ignore[union-attr]
     rc, out, _ = rig.vm.run(f"ping -n -c 2 -W 5 {SUBNET}.1")
     assert rc == 0, out
@@ -151,7 +151,7 @@ def test_a_neighbour_table_and_conntrack_of_its_own(rig: Rig) -> None:
     assert rc == 0, err
     assert lladdr in out and out.split()[-2:] == ["4242", "12345"]
     for ns in (None, rig.switch):  # not in this machine's tables, neither in its own namespace nor the switch's
-        assert lladdr not in underlay.ip("neigh", "show", ns=ns).stdout
+        assert lladdr not in hostns.ip("neigh", "show", ns=ns).stdout
     assert Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3").read_text().strip() != "4242"
     host_max = Path("/proc/sys/net/netfilter/nf_conntrack_max")
     assert not host_max.exists() or host_max.read_text().strip() != "12345"
@@ -185,7 +185,7 @@ def test_kill_then_start_again(rig: Rig) -> None:
     with its address."""
     rig.vm.kill()
     assert not _pids(rig)
-    tap = underlay.ip("-o", "link", "show", "dev", rig.config.nic.tap, ns=rig.switch).stdout  # type: ignore[union-attr]
+    tap = hostns.ip("-o", "link", "show", "dev", rig.config.nic.tap, ns=rig.switch).stdout  # type: ignore[union-attr]
     assert "NO-CARRIER" in tap and "master vxsw" in tap
     with pytest.raises(vm.ChannelError):
         rig.vm.channel.ping(timeout=1)
@@ -213,7 +213,7 @@ def test_cleanup_after_the_starter_was_killed(tmp_path: Path, rig: Rig) -> None:
         starter.send_signal(signal.SIGKILL)
         starter.wait()
         assert other.alive()
-        assert underlay.ip("link", "show", "dev", nic.tap, ns=rig.switch, check=False).returncode == 0
+        assert hostns.ip("link", "show", "dev", nic.tap, ns=rig.switch, check=False).returncode == 0
     finally:
         swept = vm.sweep(tmp_path)  # what `lab down` calls on the lab's VM directory
         if starter.poll() is None:
@@ -221,7 +221,7 @@ def test_cleanup_after_the_starter_was_killed(tmp_path: Path, rig: Rig) -> None:
             starter.wait()
     assert swept == [str(other.dir)]
     assert not vm.find_qemu(other.dir) and not other.dir.exists()
-    assert underlay.ip("link", "show", "dev", nic.tap, ns=rig.switch, check=False).returncode != 0
+    assert hostns.ip("link", "show", "dev", nic.tap, ns=rig.switch, check=False).returncode != 0
 
 
 def test_a_vm_that_cannot_boot_is_a_clear_error(tmp_path: Path, rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -267,5 +267,5 @@ def test_stop_and_cleanup_leave_nothing(rig: Rig) -> None:
     assert not _pids(rig)
     rig.vm.cleanup()
     assert not rig.vm.dir.exists()
-    assert underlay.ip("link", "show", "dev", rig.config.nic.tap, ns=rig.switch,  # type: ignore[union-attr]
-                       check=False).returncode != 0
+    assert hostns.ip("link", "show", "dev", rig.config.nic.tap, ns=rig.switch,  # type: ignore[union-attr]
+                     check=False).returncode != 0

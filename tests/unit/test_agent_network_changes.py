@@ -9,7 +9,7 @@ import dataclasses
 
 from vxlab.agent.cache import StateCache
 from vxlab.agent.desired import HostInfo
-from vxlab.agent.fake import FakeKernel
+from vxlab.testing.fakekernel import FakeKernel
 from vxlab.agent.kernel import Route
 from vxlab.agent.reconciler import Reconciler
 from vxlab.model import Change, Endpoint, Host, Network, WatchBatch

@@ -10,7 +10,7 @@ import json
 
 from vxlab.agent import nat
 from vxlab.agent.cache import StateCache
-from vxlab.agent.fake import FakeKernel
+from vxlab.testing.fakekernel import FakeKernel
 from vxlab.agent.kernel import Nat
 from vxlab.agent.names import Naming
 from vxlab.agent.reconciler import Reconciler

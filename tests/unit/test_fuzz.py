@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from vxlab import fuzz
+from vxlab.testing import fuzz
 
 EXAMPLES = {"rpc": 400, "topology": 300, "scenario": 150}
 

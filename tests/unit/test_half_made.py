@@ -10,7 +10,7 @@ import dataclasses
 
 import pytest
 
-from vxlab.agent.fake import FakeKernel, _Ns
+from vxlab.testing.fakekernel import FakeKernel, _Ns
 from vxlab.agent.kernel import Link
 from vxlab.agent.reconciler import Reconciler
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from vxlab import faultkinds
 from vxlab.agent import fault_nft
 from vxlab.agent.faultkeeper import FaultKeeper, journal_path
-from vxlab.agent.fake import FakeKernel
+from vxlab.testing.fakekernel import FakeKernel
 from vxlab.agent.kernel import FAULT_IFB, NETEM_MISSING, Qdisc, Route
 from vxlab.agent.reconciler import Reconciler
 from vxlab.model import Change, Fault, WatchBatch

@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from contract_kernel import KernelContract, Outside, uncovered
-from vxlab.agent.fake import FakeKernel, _Ns
+from vxlab.testing.fakekernel import FakeKernel, _Ns
 from vxlab.agent.kernel import Link, Route, Underlay
 
 

@@ -16,7 +16,7 @@ import pytest
 from vxlab import icmp, ops
 from vxlab.agent.cache import StateCache
 from vxlab.agent.desired import HostInfo
-from vxlab.agent.fake import FakeKernel
+from vxlab.testing.fakekernel import FakeKernel
 from vxlab.agent.kernel import Fdb
 from vxlab.agent.ops import AgentSide, Executor
 from vxlab.agent.reconciler import Reconciler

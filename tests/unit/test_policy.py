@@ -15,7 +15,7 @@ from vxlab import policy, wire
 from vxlab.agent import policy_nft
 from vxlab.agent.cache import StateCache
 from vxlab.agent.desired import HostInfo
-from vxlab.agent.fake import FakeKernel
+from vxlab.testing.fakekernel import FakeKernel
 from vxlab.agent.reconciler import Reconciler
 from vxlab.controller.authz import authorize
 from vxlab.controller.context import Config

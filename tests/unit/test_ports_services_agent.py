@@ -17,7 +17,7 @@ from vxlab.agent import nfttag, ports_nft, services_nft
 from vxlab.agent.cache import StateCache
 from vxlab.agent.desired import HostInfo
 from vxlab.agent.dnsnames import Names, respond
-from vxlab.agent.fake import FakeKernel
+from vxlab.testing.fakekernel import FakeKernel
 from vxlab.agent.kernel import Route
 from vxlab.agent.reconciler import Reconciler
 from vxlab.model import Change, Endpoint, Host, Network, PortMapping, Service, WatchBatch

@@ -8,7 +8,7 @@ import pytest
 
 from vxlab.agent.cache import StateCache
 from vxlab.agent.desired import HostInfo
-from vxlab.agent.fake import FakeKernel
+from vxlab.testing.fakekernel import FakeKernel
 from vxlab.agent.kernel import Fdb, Link, Neigh, Route
 from vxlab.agent.reconciler import Reconciler
 from vxlab.model import Change, Endpoint, Host, Network, WatchBatch
@@ -188,7 +188,7 @@ def test_an_agent_with_the_default_prefix_leaves_a_labs_namespaces_alone():
     """A real-host agent `h1` (prefix `vx-`) on a machine running a lab with a host `h1`:
     the lab's namespaces start with `vx-` and carry `vxlab:h1:…` markers, but their names
     are not the ones this agent gives, so they are not its own."""
-    from vxlab.agent.fake import _Ns
+    from vxlab.testing.fakekernel import _Ns
 
     k = FakeKernel()
     lab_ns = {"vx-mylab.h1.n-blue": "vxlab:h1:net:blue", "vx-mylab.h1.c-web": "vxlab:h1:ctr:web"}

@@ -12,7 +12,7 @@ import pytest
 
 from vxlab.agent.cache import StateCache
 from vxlab.agent.desired import HostInfo, local_containers
-from vxlab.agent.fake import FakeKernel, _Ns
+from vxlab.testing.fakekernel import FakeKernel, _Ns
 from vxlab.agent.kernel import Fdb, Link
 from vxlab.agent.reconciler import Reconciler
 from vxlab.controller.context import Config

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import threading
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,22 @@ def test_qemu_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert {"vx.host=h3", "vx.chan=/x/vmchan.py", "vx.python=/usr/bin/python3", f"vx.mods={tmp_path / 'mods'}",
             "vx.share=vxs0:/run/vxlab/l"} <= set(append)
     assert "path=/run/vxlab/l,security_model=none,multidevs=remap" in line  # a share is writable
+
+
+def test_a_checkout_under_tmp_is_shared_read_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guest mounts a fresh /tmp and /run: a checkout there (a clone in /tmp) and its
+    venv's Python would be invisible, so they are shared read-only at the same path; a
+    checkout elsewhere, or one a share covers, adds nothing."""
+    monkeypatch.setattr(vmaccel, "qemu_binary", lambda: "/usr/bin/qemu-system-x86_64")
+    config = vm.VmConfig(name="h3")
+    args = vm.qemu_args(tmp_path, config, _kernel(tmp_path), tmp_path / "initrd", vmaccel.tcg("test"),
+                        chan=Path("/tmp/clone/lab/vmchan.py"), python="/tmp/clone/.venv/bin/python")
+    line = " ".join(args)
+    assert "vx.share=vxs0:/tmp/clone" in args[-1].split() and "vxs1" not in line
+    assert "path=/tmp/clone,security_model=none,multidevs=remap,readonly=on" in line
+    assert vm.hidden_from_guest(Path("/work/x/lab/vmchan.py"), "/work/x/.venv/bin/python") == []
+    assert vm.hidden_from_guest(Path("/run/x/lab/vmchan.py"), "/usr/bin/python3", shares=("/run",)) == []
+    assert vm.hidden_from_guest(Path("/tmp/c/lab/vmchan.py"), "/run/py/bin/python3") == ["/tmp/c", "/run/py"]
 
 
 def test_net_script_and_mac() -> None:
@@ -295,3 +312,34 @@ def test_stat_lines_and_guest_processes_without_a_vm(tmp_path: Path) -> None:
     assert not gone.alive()  # no channel: not running
     gone.stop()  # and nothing to stop
     assert supervisor.Proc.in_guest(tmp_path / "no-vm", 42) == supervisor.Proc(42, 0, vm=str(tmp_path / "no-vm"))
+
+
+def test_the_initramfs_cache_survives_writers_in_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three VMs booting in threads of one process build one initramfs at once (CI's deploy
+    test on a clean machine): every writer has a temporary file of its own, all get the
+    same cached file, and no temporary file is left."""
+    busybox = tmp_path / "busybox"
+    busybox.write_bytes(b"\x7fELF")
+    monkeypatch.setattr(vminitrd, "BUSYBOX", str(busybox))
+    together = threading.Barrier(3)
+
+    def build(_modules: Path | None) -> bytes:
+        together.wait(timeout=10)  # all three are past the "not cached yet" check
+        return b"archive"
+
+    monkeypatch.setattr(vminitrd, "build", build)
+    cache, got, errors = tmp_path / "cache", [], []
+
+    def boot() -> None:
+        try:
+            got.append(vminitrd.ensure(None, cache))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=boot) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(set(got)) == 1 and got[0].read_bytes() == b"archive"
+    assert [p.name for p in cache.iterdir()] == [got[0].name]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from vxlab.agent import vtep
-from vxlab.agent.fake import FakeKernel
+from vxlab.testing.fakekernel import FakeKernel
 from vxlab.agent.kernel import VtepFilter
 from vxlab.agent.reconciler import Reconciler
 from vxlab.agent.runner import teardown

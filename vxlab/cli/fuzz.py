@@ -1,4 +1,8 @@
-"""`vxlab fuzz`: the soak run of the fuzz properties (see vxlab/fuzz.py)."""
+"""`vxlab fuzz`: the soak run of the fuzz properties (see vxlab/testing/fuzz.py).
+
+The one runtime module that imports test support (vxlab.testing), and only when the
+verb runs, so the CLI loads without the test extra (hypothesis).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ def fuzz(
 ) -> None:
     """Fuzz every RPC and the topology and scenario parsers; print a summary; exit 1 on a failed property."""
     try:
-        from vxlab import fuzz as fz
+        from vxlab.testing import fuzz as fz
     except ImportError as e:
         fail(f"fuzz: needs the test extra (pip install 'vxlab[test]'): {e}")
     unknown = sorted(set(target or []) - set(fz.TARGETS))

@@ -134,6 +134,12 @@ def target(ctx: typer.Context) -> Target:
     return Target(found.socket, lab, None if state.insecure else explicit_tls or found.client_tls())
 
 
+def remote(ctx: typer.Context) -> Target | None:
+    """The target when the verb runs against a deployment (`--controller` given, no
+    lab named), else None: the verb works on a lab of this machine."""
+    return target(ctx) if _state(ctx).controller is not None and not given_lab(ctx) else None
+
+
 def client_factory(address: str, *, tls: TlsConfig | None = None) -> Client:
     """Build the client the verbs talk to; the single seam tests monkeypatch."""
     from vxlab.client import Client  # lazily: `--help` need not load grpc

@@ -14,7 +14,7 @@ The properties:
   text (anything but an empty or too deeply nested document) names its line and column.
 
 `tests/unit/test_fuzz.py` runs each target with a CI-sized example count; the soak is
-`vxlab fuzz --examples 10000` (or `python -m vxlab.fuzz --examples 10000`). Needs the
+`vxlab fuzz --examples 10000` (or `python -m vxlab.testing.fuzz --examples 10000`). Needs the
 test extra (hypothesis).
 """
 

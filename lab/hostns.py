@@ -1,4 +1,4 @@
-"""The lab's underlay: a switch in a namespace of its own and one namespace per host.
+"""The lab's host namespaces and their switch: one namespace per simulated host on a bridge.
 
 The switch is a bridge inside its own namespace, so the machine's firewall (Docker's
 FORWARD DROP, bridge-nf-call-iptables=1) never sees lab traffic. Each simulated host
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from vxlab import netns
 
 
-class UnderlayError(RuntimeError):
+class HostNsError(RuntimeError):
     pass
 
 
@@ -25,7 +25,7 @@ def ip(*args: str, ns: str | None = None, check: bool = True) -> subprocess.Comp
     cmd = ["ip", *(["-n", ns] if ns else []), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if check and proc.returncode != 0:
-        raise UnderlayError(f"{' '.join(cmd)}: {proc.stderr.strip()}")
+        raise HostNsError(f"{' '.join(cmd)}: {proc.stderr.strip()}")
     return proc
 
 
@@ -82,7 +82,7 @@ def batch(lines: list[str], *, ns: str | None = None) -> None:
     cmd = ["ip", *(["-n", ns] if ns else []), "-batch", "-"]
     proc = subprocess.run(cmd, input="\n".join(lines) + "\n", capture_output=True, text=True)
     if proc.returncode != 0:
-        raise UnderlayError(f"{' '.join(cmd)}: {proc.stderr.strip()}")
+        raise HostNsError(f"{' '.join(cmd)}: {proc.stderr.strip()}")
 
 
 def add_hosts(switch_ns: str, hosts: list[tuple[SimHost, str]], *, mark: str, mtu: int = 1500) -> None:
