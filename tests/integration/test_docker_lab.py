@@ -141,6 +141,22 @@ def test_docker_containers_reach_each_other_and_a_vxlab_container(lab: Lab, env:
     assert "10.50.0.0/24" in inspect
 
 
+def test_check_probes_to_docker_containers_and_says_what_it_cannot_probe_from(lab: Lab, env: dict[str, str]) -> None:
+    """`check` sends every probe it can: to the Docker containers from web; from them it
+    sends none (their namespaces are Docker's, which the agents do not enter) and says so
+    per source, with exit 0 when everything probed holds."""
+    out = vx(env, "--lab", lab.name, "check")
+    assert out.returncode == 0, out.stdout + out.stderr
+    docker = sorted(e.name for e in lab.call(lambda c: c.list_endpoints(network="blue")) if e.runtime)
+    assert len(docker) == 2
+    assert "2/2 expectations hold; 4 not probed" in out.stderr, out.stderr  # web -> d1, d2 probed
+    for name in docker:
+        assert f"not probed: {name} is a docker container" in out.stderr, out.stderr
+    result = lab.check()
+    assert result.ok and {p.src for p in result.skipped} == set(docker)
+    assert all(p.reached for p in result.probes if not p.skipped)
+
+
 def test_an_agent_restart_loses_no_probe(lab: Lab, env: dict[str, str]) -> None:
     d2 = ip_of(lab, env, "h2", "d2")
     probe = Pinger(netns_of(lab, env, "h1", "d1"), d2, interval=0.05).start()
