@@ -4,7 +4,10 @@ Each request becomes one asyncio task that sends its events through `reply` and 
 with a Done (the error, if any, as text). Limits: at most `limit` ops run at once
 (the others wait for a slot, their deadline ticking), each has a deadline
 (vxlab.ops.timeout_of), outputs are capped (agent/opsproc.py), and a Cancel (or the
-link it came on closing) cancels it. Nothing here runs in the reconcile thread:
+stream it came on being lost) cancels it. Ping streams are kept instead (ops.held_cap):
+while their controller's stream is lost (`detach`) they run on to their deadline and
+hold their newest events; the next stream names them in its Hello (`held`) and gets a
+Resumed and the held events once the controller took it (`attach`). Nothing here runs in the reconcile thread:
 probes run in a pool of their own (one thread per batch, vxlab.icmp), kernel views and
 drift in one thread with a kernel of its own (netlink sockets are per thread),
 programs as asyncio subprocesses.
@@ -21,6 +24,7 @@ action is an entry: an add is missing, a delete stale, a replace or update diffe
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import dataclasses
 import logging
@@ -53,6 +57,30 @@ class AgentSide:
     kernel: Callable[[], Kernel]      # a factory: the executor makes its own kernel
 
 
+@dataclass
+class _Op:
+    """A running op, and where its events go: `reply` while its stream is up; `held`
+    (the newest `cap`, `dropped` counts the others) while a kept op's stream is lost."""
+
+    task: asyncio.Task[None]
+    reply: Reply | None
+    cap: int                      # 0: not kept (cancelled with its stream)
+    expires: float                # loop time of its deadline: a held op is forgotten then
+    held: collections.deque[ops.OpEvent] = dataclasses.field(default_factory=collections.deque)
+    dropped: int = 0
+
+    def hold(self, event: ops.OpEvent, *, first: bool = False) -> None:
+        if len(self.held) >= self.cap:
+            self.dropped += 1
+            if first:
+                return  # an older one than all held: it is the one that goes
+            self.held.popleft()
+        if first:
+            self.held.appendleft(event)
+        else:
+            self.held.append(event)
+
+
 class Executor:
     def __init__(self, agent: AgentSide, *, limit: int = 8, prober: Prober = icmp.reach,
                  pinger: type[icmp.Pinger] = icmp.Pinger, enter: opsproc.Enter = opsproc.ip_netns_exec) -> None:
@@ -60,38 +88,90 @@ class Executor:
         self.limit = limit
         self._slots = asyncio.Semaphore(limit)
         self._prober, self._pinger, self._enter = prober, pinger, enter
-        self._tasks: dict[tuple[object, str], asyncio.Task[None]] = {}
+        self._ops: dict[tuple[object, str], _Op] = {}
         self._probe_pool = concurrent.futures.ThreadPoolExecutor(max_workers=limit, thread_name_prefix="ops-probe")
         self._kernel_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ops-kernel")
         self._kernel: Kernel | None = None  # made and used in the ops-kernel thread only
 
     # --- requests in -------------------------------------------------------------------------
     def submit(self, link: object, request: ops.OpRequest, reply: Reply) -> None:
-        """Start `request` (from `link`), or cancel the op a Cancel names."""
+        """Start `request` (from the controller `link` names), or cancel the op a Cancel names."""
         if isinstance(request.op, ops.Cancel):
             self.cancel(link, request.op.id)
             return
         key = (link, request.id)
-        self._tasks[key] = asyncio.create_task(self._run(request, reply), name=f"op-{request.id}")
-        self._tasks[key].add_done_callback(lambda _t: self._tasks.pop(key, None))
+        try:
+            cap, deadline = ops.held_cap(ops.check(request)), ops.timeout_of(ops.check(request))
+        except VxError:
+            cap, deadline = 0, 0.0  # _run says why, in its Done
+        loop = asyncio.get_running_loop()
+        task = asyncio.create_task(self._run(request, lambda e: self._emit(key, e)), name=f"op-{request.id}")
+        op = self._ops[key] = _Op(task, reply, cap, loop.time() + deadline)
+        task.add_done_callback(lambda _t: self._ended(key, op))
 
     def cancel(self, link: object, op_id: str) -> None:
-        task = self._tasks.get((link, op_id))
-        if task is not None:
-            task.cancel()
+        op = self._ops.get((link, op_id))
+        if op is not None:
+            op.task.cancel()
+            if op.task.done():  # ended while its stream was lost: forget what it held
+                self._ops.pop((link, op_id), None)
 
-    def drop(self, link: object) -> None:
-        """The link closed: its ops have no caller any more."""
-        for (owner, op_id) in list(self._tasks):
-            if owner is link:
+    def detach(self, link: object, *, unsent: Sequence[ops.OpEvent] = ()) -> None:
+        """The stream to `link`'s controller was lost: its ops have no caller any more,
+        except the kept ones (ops.held_cap), which run on and hold their events from now
+        (`unsent`: events still queued for the lost stream, theirs go back first)."""
+        for (owner, op_id), op in list(self._ops.items()):
+            if owner != link:
+                continue
+            if not op.cap:
                 self.cancel(owner, op_id)
+                continue
+            op.reply = None
+            for event in reversed([e for e in unsent if e.id == op_id]):
+                op.hold(event, first=True)
+
+    def held(self, link: object) -> list[str]:
+        """The ids of `link`'s ops kept while its stream is lost (its next Hello names them)."""
+        return [op_id for (owner, op_id), op in self._ops.items() if owner == link and op.reply is None]
+
+    def attach(self, link: object, reply: Reply) -> None:
+        """A new stream to `link`'s controller took the Hello: each kept op sends a
+        Resumed, what it held, and then its events live again on it."""
+        for key, op in list(self._ops.items()):
+            if key[0] != link or op.reply is not None:
+                continue
+            reply(ops.OpEvent(key[1], ops.Resumed(len(op.held), op.dropped)))
+            while op.held:
+                reply(op.held.popleft())
+            op.reply, op.dropped = reply, 0
+            if op.task.done():
+                self._ops.pop(key, None)
+
+    def _emit(self, key: tuple[object, str], event: ops.OpEvent) -> None:
+        op = self._ops.get(key)
+        if op is None:
+            return
+        if op.reply is not None:
+            op.reply(event)
+        elif op.cap:
+            op.hold(event)
+
+    def _ended(self, key: tuple[object, str], op: _Op) -> None:
+        if self._ops.get(key) is not op:
+            return
+        if op.reply is not None or op.task.cancelled():
+            del self._ops[key]
+            return
+        loop = asyncio.get_running_loop()  # held until a stream takes it, or until its deadline
+        loop.call_at(max(loop.time(), op.expires), lambda: self._ops.pop(key, None) if self._ops.get(key) is op
+                     else None)
 
     @property
     def running(self) -> int:
-        return len(self._tasks)
+        return sum(1 for op in self._ops.values() if not op.task.done())
 
     async def close(self) -> None:
-        tasks = list(self._tasks.values())
+        tasks = [op.task for op in self._ops.values()]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
