@@ -5,8 +5,9 @@ intervals (runs of lost probes), the unobserved spans (no samples: the probe's o
 down, its agent restarting, or cut from the controller and never back), the spans its
 agent held while cut, and, for each fault that hit the pair, the time from its heal to
 the first answered probe after the outage; per fault: when it started and ended and
-how (the runner's delete, or its lease), and what the control plane showed (vxlab.lab.expwatch): when a target's lease expired, when the peers
-purged it and had it back, whether the cut side kept forwarding, when all converged.
+how (the runner's delete, or its lease), and what the control plane showed
+(vxlab.lab.expwatch): when a target's lease expired, when the peers purged it and had
+it back, whether the cut side kept forwarding, when all converged.
 `write(result, DIR)` writes samples.csv, throughput.csv, summary.json, report.md and
 timeline.png (matplotlib, the `plots` extra; without it the report says so in one line
 and there is no PNG).
