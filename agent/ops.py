@@ -6,9 +6,10 @@ with a Done (the error, if any, as text). Limits: at most `limit` ops run at onc
 (vxlab.ops.timeout_of), outputs are capped (agent/opsproc.py), and a Cancel (or the
 stream it came on being lost) cancels it. Ping streams are kept instead (ops.held_cap):
 while their controller's stream is lost (`detach`) they run on to their deadline and
-hold their newest events; the next stream names them in its Hello (`held`) and gets a
-Resumed and the held events once the controller took it (`attach`). Nothing here runs in the reconcile thread:
-probes run in a pool of their own (one thread per batch, vxlab.icmp), kernel views and
+keep their newest events; the next stream names them in its Hello (`held`) and gets a
+Resumed and the kept events once the controller took it (`attach`).
+
+Nothing here runs in the reconcile thread: probes run in a pool of their own (one thread per batch, vxlab.icmp), kernel views and
 drift in one thread with a kernel of its own (netlink sockets are per thread),
 programs as asyncio subprocesses.
 
@@ -59,26 +60,24 @@ class AgentSide:
 
 @dataclass
 class _Op:
-    """A running op, and where its events go: `reply` while its stream is up; `held`
-    (the newest `cap`, `dropped` counts the others) while a kept op's stream is lost."""
+    """A running op and where its events go: `reply` while its stream is up, None while
+    it is lost. A kept op (cap > 0) also keeps its newest `cap` events, sent or not:
+    the ones a dying connection swallowed are sent again on the next stream (the
+    controller drops the samples it had already); `dropped` counts the ones pushed out
+    unsent."""
 
     task: asyncio.Task[None]
     reply: Reply | None
     cap: int                      # 0: not kept (cancelled with its stream)
-    expires: float                # loop time of its deadline: a held op is forgotten then
-    held: collections.deque[ops.OpEvent] = dataclasses.field(default_factory=collections.deque)
+    expires: float                # loop time of its deadline: an ended kept op is forgotten then
+    kept: collections.deque[ops.OpEvent] = dataclasses.field(default_factory=collections.deque)
     dropped: int = 0
 
-    def hold(self, event: ops.OpEvent, *, first: bool = False) -> None:
-        if len(self.held) >= self.cap:
-            self.dropped += 1
-            if first:
-                return  # an older one than all held: it is the one that goes
-            self.held.popleft()
-        if first:
-            self.held.appendleft(event)
-        else:
-            self.held.append(event)
+    def keep(self, event: ops.OpEvent) -> None:
+        if len(self.kept) >= self.cap:
+            self.kept.popleft()
+            self.dropped += self.reply is None
+        self.kept.append(event)
 
 
 class Executor:
@@ -116,19 +115,16 @@ class Executor:
             if op.task.done():  # ended while its stream was lost: forget what it held
                 self._ops.pop((link, op_id), None)
 
-    def detach(self, link: object, *, unsent: Sequence[ops.OpEvent] = ()) -> None:
+    def detach(self, link: object) -> None:
         """The stream to `link`'s controller was lost: its ops have no caller any more,
-        except the kept ones (ops.held_cap), which run on and hold their events from now
-        (`unsent`: events still queued for the lost stream, theirs go back first)."""
+        except the kept ones (ops.held_cap), which run on, keeping their events."""
         for (owner, op_id), op in list(self._ops.items()):
             if owner != link:
                 continue
             if not op.cap:
                 self.cancel(owner, op_id)
-                continue
-            op.reply = None
-            for event in reversed([e for e in unsent if e.id == op_id]):
-                op.hold(event, first=True)
+            else:
+                op.reply = None
 
     def held(self, link: object) -> list[str]:
         """The ids of `link`'s ops kept while its stream is lost (its next Hello names them)."""
@@ -136,13 +132,14 @@ class Executor:
 
     def attach(self, link: object, reply: Reply) -> None:
         """A new stream to `link`'s controller took the Hello: each kept op sends a
-        Resumed, what it held, and then its events live again on it."""
+        Resumed, the events it kept (the controller drops what it had), and then its
+        events live again on it."""
         for key, op in list(self._ops.items()):
             if key[0] != link or op.reply is not None:
                 continue
-            reply(ops.OpEvent(key[1], ops.Resumed(len(op.held), op.dropped)))
-            while op.held:
-                reply(op.held.popleft())
+            reply(ops.OpEvent(key[1], ops.Resumed(len(op.kept), op.dropped)))
+            for event in op.kept:
+                reply(event)
             op.reply, op.dropped = reply, 0
             if op.task.done():
                 self._ops.pop(key, None)
@@ -151,10 +148,10 @@ class Executor:
         op = self._ops.get(key)
         if op is None:
             return
+        if op.cap:
+            op.keep(event)
         if op.reply is not None:
             op.reply(event)
-        elif op.cap:
-            op.hold(event)
 
     def _ended(self, key: tuple[object, str], op: _Op) -> None:
         if self._ops.get(key) is not op:

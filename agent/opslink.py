@@ -68,8 +68,7 @@ async def link(client: Client, address: str, executor: Executor, *, host: str, v
         except Exception as e:  # noqa: BLE001 - any failure: open it again
             log.info("ops channel to %s: %s; again in %.1fs", address, e, backoff)
         finally:
-            unsent = [outbox.get_nowait() for _ in range(outbox.qsize())]
-            executor.detach(address, unsent=unsent)
+            executor.detach(address)
             if executor.held(address):
                 log.info("ops channel to %s: keeping %d ping streams until it is back", address,
                          len(executor.held(address)))

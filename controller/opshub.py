@@ -12,9 +12,11 @@ makes the hub send a Cancel down the link, so nothing keeps running for no one.
 A link that closes ends its ops with Unavailable, except the ones its agent keeps
 running without a stream (ping streams, `ops.held_cap`): their caller goes on waiting,
 up to the op's deadline, for the agent's next stream to name them in its Hello
-(`attach(host, resume=…)`); their held events then arrive on it, routed by op id. A
-resumed id nobody waits for any more is cancelled on that stream at once; an op the
-agent came back without (it restarted) ends with Unavailable then.
+(`attach(host, resume=…)`); a Resumed and the events the agent kept then arrive on it,
+routed by op id, and the samples the caller had already are dropped (by seq: a dying
+connection may have delivered some of what the agent sends again). A resumed id nobody
+waits for any more is cancelled on that stream at once; an op the agent came back
+without (it restarted) ends with Unavailable then.
 
 No gRPC here: the servicer converts messages with vxlab.wire.
 """
@@ -82,21 +84,54 @@ class RunningOp:
             return (f"host {self.link.host}: its agent's connection to this controller was lost during the op "
                     "and did not come back before the op's deadline")
 
+    async def _relayed(self) -> AsyncIterator[ops.OpEvent | None]:
+        """The agent's events, without the samples it sent again (seq not past the last
+        one relayed); after a Resumed, its replay, and the Resumed counting what was new
+        in it. None: the link went (its agent keeps the op; the replay starts over)."""
+        last = -1
+        while True:
+            event = await self._next()
+            if event is _AWAY:
+                yield None
+                continue
+            if isinstance(event, str):
+                raise Unavailable(event)
+            if not isinstance(event.event, ops.Resumed):
+                if not isinstance(event.event, ops.PingSample) or event.event.seq > last:
+                    last = event.event.seq if isinstance(event.event, ops.PingSample) else last
+                    yield event
+                continue
+            replay: list[ops.OpEvent] = []
+            for _ in range(event.event.held):
+                e = await self._next()
+                if e is _AWAY or isinstance(e, str):
+                    self.queue.put_nowait(e)
+                    break
+                if not isinstance(e.event, ops.PingSample) or e.event.seq > last:
+                    replay.append(e)
+                    last = e.event.seq if isinstance(e.event, ops.PingSample) else last
+            else:
+                new = sum(1 for e in replay if isinstance(e.event, ops.PingSample))
+                yield dataclasses.replace(event, event=ops.Resumed(new, event.event.dropped))
+                for e in replay:
+                    yield e
+
     async def events(self) -> AsyncIterator[ops.OpEvent]:
         done = False
+        relayed = self._relayed()
         try:
-            while True:
-                event = await self._next()
-                if event is _AWAY:
+            async for event in relayed:
+                if event is None:
                     continue  # its agent holds it: wait for the agent's next stream
-                if isinstance(event, str):
-                    done = True  # nobody to cancel it with
-                    raise Unavailable(event)
                 yield event
                 if isinstance(event.event, ops.Done):
                     done = True
                     return
+        except Unavailable:
+            done = True  # nobody to cancel it with
+            raise
         finally:
+            await relayed.aclose()  # type: ignore[attr-defined]
             self.hub._ops.pop(self.id, None)
             self.link.running.pop(self.id, None)
             if not done and not self.link.closed:
