@@ -10,7 +10,9 @@ only objects the agent owns, so the planner can diff the two field by field:
   entry (MAC -> that host's VTEP) and a permanent neighbour entry (IP -> MAC), and
   the network's policy rules that apply to its local endpoints (policy_nft.py); on a
   non-internal network the gateway on the bridge, the uplink and its NAT (nat.py);
-- a container namespace per local container: one interface per network, with the
+- a container namespace per local container of vxlab's own (an endpoint with a
+  `runtime`, Docker's or CNI's, has none: its bridge end is made like any other, its
+  container end waits in the agent's namespace for the runtime, `handoffs`): one interface per network, with the
   endpoint's MAC and address, a default route via the gateway of its first
   non-internal network (the one it publishes ports on, if any: the replies of a
   published port must leave through the uplink they came in by), a resolv.conf naming
@@ -29,7 +31,7 @@ write, and two networks never share one, whatever their VNIs.
 
 `desired_agent_ns`: what the agent's own namespace should hold (allow-list, NAT, the
 uplinks' host ends, the published ports of local containers and the routes to them:
-ports_nft.py).
+ports_nft.py, the handoff ends runtime endpoints may still have there).
 """
 
 from __future__ import annotations
@@ -189,10 +191,10 @@ def desired_state(state: StateCache, me: HostInfo, actual: dict[str, Namespace] 
     (the agent's grace period after it lost the control plane itself)."""
     actual = actual or {}
     by_network: dict[str, list[Endpoint]] = defaultdict(list)
-    by_container = _local_endpoints(state, me)
-    for eps in by_container.values():
+    for eps in _local_endpoints(state, me).values():
         for ep in eps:
             by_network[ep.network].append(ep)
+    by_container = _local_endpoints(state, me, own_ns=True)
     out: dict[str, Namespace] = {}
     blocks = _uplink_blocks([state.networks[name] for name in by_network
                              if not state.networks[name].internal and state.networks[name].gateway], me, actual)
@@ -205,18 +207,29 @@ def desired_state(state: StateCache, me: HostInfo, actual: dict[str, Namespace] 
     return out
 
 
-def _local_endpoints(state: StateCache, me: HostInfo) -> dict[str, list[Endpoint]]:
-    """This host's containers and their endpoints (on networks the cache knows)."""
+def _local_endpoints(state: StateCache, me: HostInfo, *, own_ns: bool = False) -> dict[str, list[Endpoint]]:
+    """This host's containers and their endpoints (on networks the cache knows);
+    `own_ns`: only the endpoints in a container namespace of vxlab's (not a runtime's)."""
     out: dict[str, list[Endpoint]] = defaultdict(list)
     for ep in state.endpoints.values():
-        if ep.host == me.name and ep.network in state.networks:
+        if ep.host == me.name and ep.network in state.networks and not (own_ns and ep.runtime):
             out[ep.name].append(ep)
     return out
 
 
 def local_containers(state: StateCache, me: HostInfo) -> dict[str, str]:
-    """Container namespace -> container, for every container of this host."""
-    return {me.naming.container_ns(name): name for name in _local_endpoints(state, me)}
+    """Container namespace -> container, for every container of this host in a
+    namespace of vxlab's (a runtime's namespaces are the runtime's)."""
+    return {me.naming.container_ns(name): name for name in _local_endpoints(state, me, own_ns=True)}
+
+
+def handoffs(state: StateCache, me: HostInfo) -> dict[str, Link]:
+    """The container ends of this host's runtime endpoints as they wait in the agent's
+    namespace (Kernel.add_handoff): the handoff name, the endpoint's MAC, the network's MTU."""
+    n = me.naming
+    return {n.handoff_link(ep.id): Link(n.handoff_link(ep.id), "veth", alias=n.endpoint_alias(ep.id), mac=ep.mac,
+                                        mtu=overlay_mtu(state.networks[ep.network], me))
+            for eps in _local_endpoints(state, me).values() for ep in eps if ep.runtime}
 
 
 def desired_agent_ns(state: StateCache, me: HostInfo, desired: dict[str, Namespace]) -> AgentNs:
@@ -239,4 +252,4 @@ def desired_agent_ns(state: StateCache, me: HostInfo, desired: dict[str, Namespa
     published = [ports_nft.Published(ep, state.networks[ep.network].subnet, *via[ep.network])
                  for eps in _local_endpoints(state, me).values() for ep in eps if ep.ports and ep.network in via]
     ports, routes = ports_nft.build(published)
-    return AgentNs(vteps, nat.host(desired.values()), uplinks, ports, routes)
+    return AgentNs(vteps, nat.host(desired.values()), uplinks, ports, routes, handoffs=handoffs(state, me))

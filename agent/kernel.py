@@ -49,6 +49,7 @@ from typing import NamedTuple
 from vxlab.layout import MARK  # every ifalias we set starts with it
 
 UPLINK_MARK = f"{MARK}uplink:"  # both ends of a network's uplink: vxlab:uplink:<network>
+ENDPOINT_MARK = f"{MARK}ep:"    # both ends of an endpoint's veth: vxlab:ep:<endpoint id>
 
 
 class KernelError(Exception):
@@ -185,8 +186,9 @@ class AgentNs:
     """What the agent keeps in its own namespace, as the kernel holds it: our nftables
     tables (None where one is missing or not in the shape we write: a rewrite repairs
     it) and our links there, the uplinks' host ends (alias `vxlab:uplink:…`), with
-    their IPv4 addresses, the published ports' table (ports_nft.py) and the routes
-    through the uplinks (main table, not the kernel's link routes)."""
+    their IPv4 addresses, the published ports' table (ports_nft.py), the routes
+    through the uplinks (main table, not the kernel's link routes) and the handoff
+    ends of runtime endpoints not taken yet (add_handoff)."""
 
     vteps: VtepFilter | None = None
     nat: Nat | None = None
@@ -194,6 +196,9 @@ class AgentNs:
     ports: NftTable | None = None
     routes: frozenset[Route] = frozenset()
     faults: HostFaults = field(default_factory=HostFaults)             # read with the underlay's name
+    # Runtime endpoints' container ends waiting for their runtime (alias vxlab:ep:…): name ->
+    # the link. Desired: the ones that may be there (an end its runtime took is not missing).
+    handoffs: dict[str, Link] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -404,6 +409,18 @@ class Kernel(ABC):
         """A veth pair: `name` in `ns` on bridge `master`, up; its peer `peer_name` in
         `peer_ns` with the MAC, up. Both ends get the MTU. A link of ours named
         `peer_name` in `peer_ns` (its host end gone or another) is replaced."""
+
+    @abstractmethod
+    def add_handoff(self, ns: str, name: str, *, alias: str, master: str, mtu: int, handoff: str, mac: str) -> None:
+        """The veth of an endpoint whose container namespace belongs to a runtime (Docker,
+        CNI): `name` in `ns` on bridge `master`, up; its other end `handoff` in the agent's
+        own namespace with the MAC, the MTU and `alias` (down: the runtime moves it into
+        its container, renames and configures it). Made and marked in `ns` and the
+        handoff end then moved out, as add_uplink does, so nothing unmarked is ever left
+        in the agent's namespace; a handoff end still in `ns` is moved out. When `name`
+        exists (ours) it is fixed in place, and its handoff end too where it is still in
+        the agent's namespace; one the runtime took is none of ours any more. A handoff
+        end of ours in the agent's namespace without its bridge end is replaced."""
 
     @abstractmethod
     def add_uplink(self, ns: str, name: str, *, alias: str, mtu: int, host_name: str, host_cidr: str) -> None:

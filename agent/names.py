@@ -5,6 +5,8 @@ on a real host, `vx-<lab>.<host>.` for a lab's host). All start with `vx`:
     vxb-<network>           the bridge            (<= 15 chars: network names <= 11)
     vxv-<network>           the VXLAN device
     vxe-<endpoint id[:11]>  the bridge-side end of a container's veth
+    vxh<endpoint id[:11]>   a runtime endpoint's container end, in the agent's own
+                            namespace until the runtime takes it (Layout.handoff_link)
     vxgw0 / vxg-<network>   a non-internal network's uplink (inside its namespace / in
                             the host's), a /30 of 169.254.0.0/16 unique on this host
                             (desired.py allocates it), NAT on both sides
@@ -19,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from vxlab.agent.kernel import MARK, UPLINK_MARK
+from vxlab.agent.kernel import ENDPOINT_MARK, MARK, UPLINK_MARK
 from vxlab.layout import Layout
 
 VXLAN_PORT = 4789
@@ -88,4 +90,4 @@ class Naming(Layout):
 
     @staticmethod
     def endpoint_alias(endpoint_id: str) -> str:
-        return f"{MARK}ep:{endpoint_id}"
+        return f"{ENDPOINT_MARK}{endpoint_id}"

@@ -36,7 +36,7 @@ from typing import Any
 from pyroute2.netlink.exceptions import NetlinkError
 from vxlab import netns
 from vxlab.agent import netlink_ns
-from vxlab.agent.kernel import MARK, UPLINK_MARK, AgentNs, Foreign, HostFaults, KernelError, Namespace, Underlay
+from vxlab.agent.kernel import ENDPOINT_MARK, MARK, UPLINK_MARK, AgentNs, Foreign, HostFaults, KernelError, Namespace, Underlay
 from vxlab.agent.netlink_faults import FaultOps
 from vxlab.agent.netlink_dump import (
     IFF_UP,
@@ -165,8 +165,9 @@ class NetlinkKernel(TableOps, FaultOps, ObjectOps):
             routes = frozenset(r for r in found if r is not None and r.dev in ours)
         vteps, nat, ports, faults = self.own_tables()
         uplinks = {n: frozenset(c for i, c, _s in addrs if names.get(i) == n) for n in ours}
+        handoffs = {n: link for n, link in links.items() if link.alias.startswith(ENDPOINT_MARK)}
         return AgentNs(vteps, nat, uplinks, ports, routes,
-                       faults=self.host_faults(underlay, faults) if underlay else HostFaults())
+                       faults=self.host_faults(underlay, faults) if underlay else HostFaults(), handoffs=handoffs)
 
     def underlay(self, *, ip: str = "", dev: str = "", towards: Sequence[str] = ()) -> Underlay:
         own = self._own()
@@ -325,6 +326,41 @@ class NetlinkKernel(TableOps, FaultOps, ObjectOps):
                     ifalias=alias, master=master_index, state="up")
         self._write("add_veth", ph, peer_ns, f"link {peer_name}", ph.ipr.link, "set",
                     index=self._index(ph, peer_ns, peer_name), ifalias=peer_alias, state="up")
+
+    def add_handoff(self, ns: str, name: str, *, alias: str, master: str, mtu: int, handoff: str, mac: str) -> None:
+        h, own = self._handle(ns), self._own()
+        msg = self._owned("add_handoff", ns, self._get(h, name))
+        if msg is not None and link_of(msg, {}).kind != "veth":
+            self._write("add_handoff", h, ns, f"link {name}", h.ipr.link, "del", index=msg["index"])
+            msg = None
+        if msg is None:
+            for hh, where_ in ((own, ""), (h, ns)):  # an end of ours without its bridge end
+                stale = self._owned("add_handoff", where_, self._get(hh, handoff))
+                if stale is not None:
+                    self._write("add_handoff", hh, where_, f"link {handoff}", hh.ipr.link, "del", index=stale["index"])
+            master_index = self._master_index(h, ns, master)
+            self._write("add_handoff", h, ns, f"veth {name} (peer {handoff})", h.ipr.link, "add", ifname=name,
+                        kind="veth", mtu=mtu, peer={"ifname": handoff, "address": mac, "mtu": mtu})
+            self._interrupted("add_handoff", f"veth {name}")
+            self._write("add_handoff", h, ns, f"link {name}", h.ipr.link, "set", index=self._index(h, ns, name),
+                        ifalias=alias, master=master_index, state="up")
+            self._write("add_handoff", h, ns, f"link {handoff}", h.ipr.link, "set",
+                        index=self._index(h, ns, handoff), ifalias=alias)
+        else:
+            self._fix("add_handoff", h, ns, msg, mtu=mtu, up=True, master=master, alias=alias)
+        inside = self._owned("add_handoff", ns, self._get(h, handoff))
+        if inside is not None:  # made (or left by a stopped pass) in `ns`: move it out
+            self._fix("add_handoff", h, ns, inside, mtu=mtu, alias=alias, mac=mac)
+            fd = self._ns_fd("")
+            try:
+                self._write("add_handoff", h, ns, f"link {handoff} -> the agent's namespace", h.ipr.link, "set",
+                            index=inside["index"], net_ns_fd=fd)
+            finally:
+                os.close(fd)
+            return
+        host = self._get(own, handoff)
+        if host is not None and (host.get("ifalias") or "") == alias:  # not taken yet: fixed in place
+            self._fix("add_handoff", own, "", host, mtu=mtu, mac=mac)
 
     def add_uplink(self, ns: str, name: str, *, alias: str, mtu: int, host_name: str, host_cidr: str) -> None:
         h, own = self._handle(ns), self._own()

@@ -19,6 +19,12 @@ exists (before any container is attached to its bridge).
 A link left unmarked by a pass that stopped between creating and marking it, with the
 exact name the agent gives it, in a namespace of ours, is adopted first (`adopt_link`)
 and then planned like any of ours: kept, updated or replaced.
+An endpoint with a runtime (Docker, CNI) has its veth made by `add_handoff`: the
+bridge end as for any endpoint, the other end in the agent's namespace for the runtime
+to take. Once taken, the bridge end alone is what the agent has of it, and it is
+converged (a veth whose peer is elsewhere); if it vanishes (the runtime's namespace went
+and took the pair), the pair is made again. A handoff end left in the agent's namespace
+that no endpoint needs goes.
 FDB entries are keyed by (dev, MAC) and neighbours by (dev, IP): a changed value is
 one `replace`, never a delete racing an add.
 """
@@ -66,7 +72,8 @@ def _act(op: Op, kind: str, ns: str, target: str, reason: str, method: str, phas
     return Action(op, kind, ns, target, reason, method, args, tuple(sorted(kwargs.items())), PHASE[phase])
 
 
-def _add_link(ns: Namespace, link: Link, reason: str, desired: dict[str, Namespace]) -> list[Action]:
+def _add_link(ns: Namespace, link: Link, reason: str, desired: dict[str, Namespace],
+              handoffs: dict[str, Link]) -> list[Action]:
     if link.kind == "bridge":
         return [_act("add", "bridge", ns.name, link.name, reason, "add_bridge", "bridge+", ns.name, link.name,
                      mtu=link.mtu, alias=link.alias)]
@@ -80,11 +87,22 @@ def _add_link(ns: Namespace, link: Link, reason: str, desired: dict[str, Namespa
     # namespace, whichever end was found missing (both missing: one action, deduplicated).
     pair = _veth_pair(link, desired)
     if pair is None:
-        return []
+        return _add_handoff(ns, link, reason, handoffs)
     (bns, bridge_end), (cns, peer) = pair
     return [_act("add", "veth", bns, f"{bridge_end.name} <-> {cns}/{peer.name}", reason, "add_veth", "veth+",
                  bns, bridge_end.name, alias=bridge_end.alias, master=bridge_end.master, mtu=bridge_end.mtu,
                  peer_ns=cns, peer_name=peer.name, peer_mac=peer.mac, peer_alias=peer.alias)]
+
+
+def _add_handoff(ns: Namespace, link: Link, reason: str, handoffs: dict[str, Link]) -> list[Action]:
+    """A runtime endpoint's veth: the bridge end `link`, its other end waiting in the
+    agent's namespace for the runtime (`handoffs`: by alias)."""
+    end = handoffs.get(link.alias)
+    if end is None or not link.master:
+        return []
+    return [_act("add", "veth", ns.name, f"{link.name} <-> {end.name} (the agent's namespace, for the runtime)",
+                 reason, "add_handoff", "veth+", ns.name, link.name, alias=link.alias, master=link.master,
+                 mtu=link.mtu, handoff=end.name, mac=end.mac)]
 
 
 def _uplink_host(link: Link) -> str:
@@ -102,14 +120,18 @@ def _uplink_of(ns: Namespace) -> Link | None:
     return next((link for link in ns.links.values() if link.alias.startswith(UPLINK_MARK)), None)
 
 
-def _adopt(want: Namespace, have: Namespace) -> tuple[list[Action], Namespace, set[str]]:
+def _adopt(want: Namespace, have: Namespace, handoffs: dict[str, Link]) -> tuple[list[Action], Namespace, set[str]]:
     """Links of `have` without any alias that carry a name `want` gives (or the host end
-    of `want`'s uplink, not moved out yet): adopted; `have` as it is once they are, and
-    their names."""
+    of `want`'s uplink, or a runtime endpoint's handoff end, not moved out yet): adopted;
+    `have` as it is once they are, and their names."""
     wanted = dict(want.links)
     uplink = _uplink_of(want)
     if uplink is not None:
         wanted[_uplink_host(uplink)] = uplink
+    for link in want.links.values():
+        end = handoffs.get(link.alias) if link.master else None
+        if end is not None:
+            wanted[end.name] = end
     out, links = [], dict(have.links)
     for name, cur in have.links.items():
         if name in wanted and name != "lo" and not cur.alias:
@@ -154,9 +176,10 @@ def _needs_replace(want: Link, have: Link) -> str:
     return ""
 
 
-def _diff_ns(want: Namespace, have: Namespace, desired: dict[str, Namespace]) -> list[Action]:
+def _diff_ns(want: Namespace, have: Namespace, desired: dict[str, Namespace],
+             handoffs: dict[str, Link]) -> list[Action]:
     ns = want.name
-    out, have, adopted = _adopt(want, have)
+    out, have, adopted = _adopt(want, have, handoffs)
     # `lo` carries the namespace's marker, not a link marker: never a link of ours.
     owned = {name: link for name, link in have.links.items() if link.alias.startswith(MARK) and name != "lo"}
     # Half-made links are finished by their ensure-style add (which fixes in place what
@@ -166,19 +189,24 @@ def _diff_ns(want: Namespace, have: Namespace, desired: dict[str, Namespace]) ->
     if uplink is not None and _uplink_host(uplink) in owned:  # its host end was not moved out
         del owned[_uplink_host(uplink)]
         finish[uplink.name] = "host end still in the network's namespace: move it out"
+    for link in want.links.values():  # a handoff end not moved out yet: its bridge end finishes it
+        end = handoffs.get(link.alias) if link.master else None
+        if end is not None and end.name in owned:
+            del owned[end.name]
+            finish.setdefault(link.name, "handoff end still in the network's namespace: move it out")
     replaced: set[str] = set()
     for name, link in want.links.items():
         cur = owned.get(name)
         if cur is None:
-            out += _add_link(want, link, "missing", desired)
+            out += _add_link(want, link, "missing", desired, handoffs)
             continue
         why = _needs_replace(link, cur) or (_uplink_readdressed(want, have, name) if link is uplink else "")
         if name in finish and not why.startswith(("kind", "vni", "uplink address")):
-            out += _add_link(want, link, finish[name], desired)
+            out += _add_link(want, link, finish[name], desired, handoffs)
             continue
         if why:
             out.append(_act("replace", "link", ns, name, f"{why}: delete", "delete_link", "link^", ns, name))
-            out += _add_link(want, link, f"{why}: recreate", desired)
+            out += _add_link(want, link, f"{why}: recreate", desired, handoffs)
             replaced.add(name)
         elif (link.mtu, link.up) != (cur.mtu, cur.up):
             out.append(_act("update", "link", ns, name, f"mtu/up {cur.mtu}/{cur.up} -> {link.mtu}/{link.up}",
@@ -309,14 +337,20 @@ def plan_agent_ns(want: AgentNs, have: AgentNs, desired: dict[str, Namespace], p
             continue
         why = "host end missing" if host not in have.uplinks else "host end lacks its address"
         out.append(_add_uplink(ns, link, why))
+    for name in sorted(set(have.handoffs) - set(want.handoffs)):
+        out.append(_act("delete", "link", vtep.AGENT_NS, name, "a handoff end no runtime endpoint of this host has",
+                        "delete_link", "link-", "", name))
     for host in sorted(set(have.uplinks) - set(want.uplinks)):
         out.append(_act("delete", "link", vtep.AGENT_NS, host, "an uplink no network uses", "delete_link", "link-",
                         "", host))
     return out
 
 
-def make_plan(desired: dict[str, Namespace], actual: dict[str, Namespace], naming: Naming) -> list[Action]:
-    """Actions that turn `actual` into `desired`, in execution order."""
+def make_plan(desired: dict[str, Namespace], actual: dict[str, Namespace], naming: Naming, *,
+              handoffs: dict[str, Link] | None = None) -> list[Action]:
+    """Actions that turn `actual` into `desired`, in execution order. `handoffs`: the
+    container ends of runtime endpoints, by name (desired AgentNs.handoffs)."""
+    by_alias = {link.alias: link for link in (handoffs or {}).values()}
     out: list[Action] = []
     refused: set[str] = set()
     for name, want in desired.items():
@@ -330,7 +364,7 @@ def make_plan(desired: dict[str, Namespace], actual: dict[str, Namespace], namin
                             " refusing to touch it", "create_netns", "netns+", name, marker=want.marker))
             refused.add(name)
             continue  # create_netns raises Foreign; nothing else is attempted in it
-        out += _diff_ns(want, have, desired)
+        out += _diff_ns(want, have, desired, by_alias)
     for name, have in actual.items():
         if name not in desired and naming.owns_ns(name, have.marker):
             out.append(_act("delete", "netns", name, name, "no local endpoint needs it", "delete_netns",

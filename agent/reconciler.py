@@ -96,7 +96,7 @@ class Reconciler:
         actual = self.actual(full=full)
         desired = desired_state(state, self.me, actual, assume_alive=assume_alive)
         own = desired_agent_ns(state, self.me, desired)
-        actions = make_plan(desired, actual, self.naming)
+        actions = make_plan(desired, actual, self.naming, handoffs=own.handoffs)
         mine = plan_agent_ns(own, self._believed_own, desired, actions) + self._fault_plan(faults)
         own = dataclasses.replace(own, faults=self._believed_own.faults if faults is None else faults)
         return sorted(mine + actions, key=lambda a: a.phase), desired, own

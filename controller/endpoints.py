@@ -13,8 +13,8 @@ everything again (which also produces the precise error: not found, already
 exists, address in use) and retries.
 
 Update changes an endpoint's labels, aliases and published ports in place (a compare-and-swap on the
-record's mod revision); its network, host, address and MAC cannot change: the endpoint
-is deleted and created again (what `up` does for a moved container or a new address).
+record's mod revision); its network, host, address, MAC and runtime cannot change: the
+endpoint is deleted and created again (what `up` does for a moved container or a new address).
 
 Aliases (more DNS names of the container on the network) are unique on the network
 among endpoint names and aliases: each holds an alloc key `alias/<network>/<alias>`,
@@ -45,11 +45,11 @@ from vxlab.controller.keys import Keys
 from vxlab.controller.store import Absent, Compare, Delete, KeyValue, ModRevisionIs, Op, Put, Store
 from vxlab.controller.txn import CONFLICT, retry
 from vxlab.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from vxlab.model import Endpoint, Network, from_json, to_json
+from vxlab.model import RUNTIMES, Endpoint, Network, from_json, to_json
 
 
 MUTABLE = ("labels", "aliases", "ports")
-IMMUTABLE = ("host", "ip", "mac")
+IMMUTABLE = ("host", "ip", "mac", "runtime")
 RECREATE = "delete the endpoint and create it again"
 
 
@@ -60,6 +60,10 @@ def check(ep: Endpoint) -> tuple[Endpoint, ipaddress.IPv4Address | None]:
     validate.name(ep.host, field="endpoint.host", max_len=validate.HOST_NAME_MAX)
     validate.labels(ep.labels, field="endpoint.labels")
     validate.aliases(ep.aliases, owner=ep.name, field="endpoint.aliases")
+    if ep.runtime and ep.runtime not in RUNTIMES:
+        shown = ep.runtime[:30] if ep.runtime[:30].isprintable() else repr(ep.runtime[:30])
+        raise InvalidArgument("endpoint.runtime", f"{shown!r} is not a runtime vxlab hands endpoints to"
+                                                  f" (\"\" for vxlab's own, or one of {', '.join(RUNTIMES)})")
     ep = dataclasses.replace(ep, ports=portspec.check_all(ep.ports, field="endpoint.ports"))
     return ep, validate.ipv4(ep.ip, field="endpoint.ip") if ep.ip else None
 

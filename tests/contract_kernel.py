@@ -19,7 +19,8 @@ half-made links), contract_kernel_entries.py (addresses, routes, FDB and neighbo
 entries, nftables tables, the agent's own namespace), contract_kernel_tables.py (the
 published ports and services tables, the agent namespace's routes through uplinks),
 contract_kernel_faults.py (host faults: the fault table, qdiscs, the IFB redirect, the
-underlay's state); `Outside` and the shared steps
+underlay's state), contract_kernel_handoff.py (runtime endpoints' veths, whose container
+end waits in the agent's namespace for the runtime); `Outside` and the shared steps
 are in contract_kernel_base.py. A new Kernel method gets its tests in the section of
 its kind (or in a new section module, one more base here), and when a test needs state
 the kernel will not make itself, one method more in `Outside` with an implementation in
@@ -35,6 +36,7 @@ import re
 from contract_kernel_base import Outside
 from contract_kernel_entries import EntryContract
 from contract_kernel_faults import FaultContract
+from contract_kernel_handoff import HandoffContract
 from contract_kernel_links import LinkContract
 from contract_kernel_tables import TableContract
 from vxlab.agent.kernel import Kernel
@@ -42,7 +44,7 @@ from vxlab.agent.kernel import Kernel
 __all__ = ["KernelContract", "Outside", "uncovered"]
 
 
-class KernelContract(LinkContract, EntryContract, TableContract, FaultContract):
+class KernelContract(LinkContract, EntryContract, TableContract, FaultContract, HandoffContract):
     """Every section of the contract; subclass it once per implementation."""
 
 

@@ -48,6 +48,11 @@ class Outside(ABC):
         namespace) without our marker: no ifalias, or someone else's."""
 
     @abstractmethod
+    def move(self, ns: str, name: str, into: str) -> None:
+        """Link `name` of `ns` ("" = the kernel's own) moved into namespace `into`, as a
+        runtime takes a handoff end (`ip link set NAME netns INTO`)."""
+
+    @abstractmethod
     def aliases(self, ns: str) -> dict[str, str]:
         """Every link of `ns` ("" = the kernel's own) and its ifalias ("" for none)."""
 

@@ -18,6 +18,11 @@ switch; `vxu-<8 hex of sha1(host)>` a host's port on the switch (link names are 
 so one lab's prefix is never a prefix of another's. Link names inside the agent's
 namespaces are vxlab.agent.names.
 
+An endpoint whose container namespace belongs to a runtime (`Endpoint.runtime`:
+docker, cni) gets no namespace: the container end of its veth waits in the agent's
+own namespace under its handoff name (`handoff_link`: `vxh` + 11 hex digits of the
+endpoint's id, 14 characters) until the runtime moves it into the container.
+
 Nothing else formats a namespace name: the agent, the lab, the CLI and the tests ask here.
 """
 
@@ -30,7 +35,7 @@ from typing import TYPE_CHECKING
 from vxlab import validate
 
 if TYPE_CHECKING:
-    from vxlab.model import Host
+    from vxlab.model import Endpoint, Host
 
 MARK = "vxlab:"  # every ifalias vxlab sets starts with it
 DEFAULT_PREFIX = "vx-"
@@ -69,6 +74,13 @@ class Layout:
 
     def is_network_ns(self, name: str) -> bool:
         return name.startswith(f"{self.prefix}n-")
+
+    @staticmethod
+    def handoff_link(endpoint: Endpoint | str) -> str:
+        """The name of a runtime endpoint's container end (given the endpoint or its id)
+        while it waits in the agent's own namespace for the runtime to take it."""
+        endpoint_id = endpoint if isinstance(endpoint, str) else endpoint.id
+        return f"vxh{endpoint_id[:11]}"
 
     def network_marker(self, network: str) -> str:
         return f"{MARK}{self.host}:net:{network}"

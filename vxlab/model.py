@@ -68,6 +68,10 @@ class Endpoint:
     labels: dict[str, str] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()  # more DNS names of the container on this network
     ports: tuple[PortMapping, ...] = ()  # published ports (on one non-internal network of a container)
+    runtime: str = ""  # who owns the container's namespace: "" vxlab, or one of RUNTIMES (the agent hands the veth over)
+
+
+RUNTIMES = ("docker", "cni")  # runtimes that take an endpoint's veth end (Layout.handoff_link) themselves
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,9 @@ class IpOutside(Outside):
         if alias:
             ip(*self._n(ns), "link", "set", name, "alias", alias)
 
+    def move(self, ns: str, name: str, into: str) -> None:
+        ip(*self._n(ns), "link", "set", name, "netns", into)
+
     def aliases(self, ns: str) -> dict[str, str]:
         return {link["ifname"]: link.get("ifalias", "") for link in json.loads(ip(*self._n(ns), "-j", "link", "show"))}
 

@@ -31,6 +31,14 @@ class FakeOutside(Outside):
 
     def remove_netns(self, name: str) -> None:
         del self.k.ns[name]
+        for end, other in list(self.k.peers.items()):  # its veths go, and their peers with them
+            if end[0] == name:
+                self.k.peers.pop(end, None)
+                self.k.peers.pop(other, None)
+                self.k._drop_link(*other)
+
+    def move(self, ns: str, name: str, into: str) -> None:
+        self.k._move((ns, name), into)
 
     def link(self, ns: str, name: str, kind: str, *, alias: str = "") -> None:
         self._ns(ns).links[name] = Link(name, kind, alias=alias, mtu=1500, vni=7 if kind == "vxlan" else 0)

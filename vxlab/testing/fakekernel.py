@@ -22,7 +22,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from vxlab.agent.kernel import (FAULT_IFB, MARK, NETEM_MISSING, UPLINK_MARK, AgentNs, FaultTable, Fdb, Foreign,
+from vxlab.agent.kernel import (ENDPOINT_MARK, FAULT_IFB, MARK, NETEM_MISSING, UPLINK_MARK, AgentNs, FaultTable, Fdb, Foreign,
                                HostFaults, Kernel, KernelError, Link, Namespace, Nat, Neigh, NftTable, PolicyTable,
                                Qdisc, Route, Underlay, Unsupported, VtepFilter)
 from vxlab.agent.underlay import UnderlayFacts, select_underlay
@@ -103,8 +103,9 @@ class FakeKernel(Kernel):
                    if link.alias.startswith(UPLINK_MARK)}
         faults = HostFaults(self.fault_table, dict(self.qdiscs), self.ingress, self.down,
                             tuple(sorted(r for r in self.own.routes if r.dev == underlay))) if underlay else HostFaults()
+        handoffs = {name: link for name, link in self.own.links.items() if link.alias.startswith(ENDPOINT_MARK)}
         return AgentNs(self.vteps, self.own.nat, uplinks, self.own.ports,
-                       frozenset(r for r in self.own.routes if r.dev in uplinks), faults=faults)
+                       frozenset(r for r in self.own.routes if r.dev in uplinks), faults=faults, handoffs=handoffs)
 
     # --- host faults ------------------------------------------------------------------------
     def set_fault_table(self, table: FaultTable) -> None:
@@ -321,6 +322,49 @@ class FakeKernel(Kernel):
         self._interrupted("add_veth", f"veth {name}")
         n.links[name] = want
         p.links[peer_name] = peer
+
+    def _move(self, end: tuple[str, str], into: str) -> None:
+        """Move a veth end into namespace `into` ("" = the agent's), keeping its pair."""
+        link = self._get(end[0]).links.pop(end[1])
+        self._get(into).links[end[1]] = link
+        other = self.peers.pop(end, None)
+        if other is not None:
+            self.peers[(into, end[1])], self.peers[other] = other, (into, end[1])
+
+    def add_handoff(self, ns: str, name: str, *, alias: str, master: str, mtu: int, handoff: str, mac: str) -> None:
+        """Like NetlinkKernel: made and marked in `ns`, the handoff end then moved out."""
+        n = self._get(ns)
+        want = Link(name, "veth", alias=alias, mtu=mtu, up=True, master=master)
+        end = Link(handoff, "veth", alias=alias, mac=mac, mtu=mtu)
+        self._master(n, master)
+        cur = self._owned(ns, name)
+        if cur is not None and cur.kind != "veth":
+            self._remove(ns, name)
+            self.writes["add_handoff"] += 1
+            cur = None
+        if cur is None:
+            for where in ("", ns):  # an end of ours without its bridge end
+                if self._owned(where, handoff) is not None:
+                    self._remove(where, handoff)
+                    self.writes["add_handoff"] += 1
+            n.links[name] = Link(name, "veth", mtu=mtu)  # created, not yet marked
+            n.links[handoff] = Link(handoff, "veth", mac=mac, mtu=mtu)
+            self.peers[(ns, name)], self.peers[(ns, handoff)] = (ns, handoff), (ns, name)
+            self.writes["add_handoff"] += 1
+            self._interrupted("add_handoff", f"veth {name}")
+            n.links[name], n.links[handoff] = want, end
+        elif cur != want:
+            n.links[name] = want
+            self.writes["add_handoff"] += 1
+        if self._owned(ns, handoff) is not None and self.peers.get((ns, handoff)) == (ns, name):
+            if n.links[handoff] != end:
+                n.links[handoff] = end
+            self._move((ns, handoff), "")
+            self.writes["add_handoff"] += 1
+        host = self._owned("", handoff)
+        if host is not None and host != end and host.alias == alias:  # still here: fixed in place
+            self.own.links[handoff] = end
+            self.writes["add_handoff"] += 1
 
     def add_uplink(self, ns: str, name: str, *, alias: str, mtu: int, host_name: str, host_cidr: str) -> None:
         """Like NetlinkKernel: made and marked in `ns`, the host end then moved out."""

@@ -75,6 +75,8 @@ POOL = {"name": ["h1", "h2", "blue", "red", "web", "db"], "network": ["blue", "r
         "affinity": ["", "none", "client-ip"],
         # DNS names of a container on a network ("db" also names a container)
         "aliases": ["cache", "api", "db"],
+        # who owns an endpoint's container namespace
+        "runtime": ["", "", "docker", "cni"],
         # faults (vxlab.faultkinds): kinds, ids, what a host reports
         "Fault.kind": ["loss", "partition", "rate", "delay", "link-down", "agent-kill", "etcd-stop"],
         "Fault.id": [""], "GetFaultRequest.id": ["f1", "f2"], "DeleteFaultRequest.id": ["f1", "f2"],
