@@ -4,8 +4,12 @@ Each request becomes one asyncio task that sends its events through `reply` and 
 with a Done (the error, if any, as text). Limits: at most `limit` ops run at once
 (the others wait for a slot, their deadline ticking), each has a deadline
 (vxlab.ops.timeout_of), outputs are capped (agent/opsproc.py), and a Cancel (or the
-link it came on closing) cancels it. Nothing here runs in the reconcile thread:
-probes run in a pool of their own (one thread per batch, vxlab.icmp), kernel views and
+stream it came on being lost) cancels it. Ping streams are kept instead (ops.held_cap):
+while their controller's stream is lost (`detach`) they run on to their deadline and
+keep their newest events; the next stream names them in its Hello (`held`) and gets a
+Resumed and the kept events once the controller took it (`attach`).
+
+Nothing here runs in the reconcile thread: probes run in a pool of their own (one thread per batch, vxlab.icmp), kernel views and
 drift in one thread with a kernel of its own (netlink sockets are per thread),
 programs as asyncio subprocesses.
 
@@ -21,6 +25,7 @@ action is an entry: an add is missing, a delete stale, a replace or update diffe
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import dataclasses
 import logging
@@ -53,6 +58,28 @@ class AgentSide:
     kernel: Callable[[], Kernel]      # a factory: the executor makes its own kernel
 
 
+@dataclass
+class _Op:
+    """A running op and where its events go: `reply` while its stream is up, None while
+    it is lost. A kept op (cap > 0) also keeps its newest `cap` events, sent or not:
+    the ones a dying connection swallowed are sent again on the next stream (the
+    controller drops the samples it had already); `dropped` counts the ones pushed out
+    unsent."""
+
+    task: asyncio.Task[None]
+    reply: Reply | None
+    cap: int                      # 0: not kept (cancelled with its stream)
+    expires: float                # loop time of its deadline: an ended kept op is forgotten then
+    kept: collections.deque[ops.OpEvent] = dataclasses.field(default_factory=collections.deque)
+    dropped: int = 0
+
+    def keep(self, event: ops.OpEvent) -> None:
+        if len(self.kept) >= self.cap:
+            self.kept.popleft()
+            self.dropped += self.reply is None
+        self.kept.append(event)
+
+
 class Executor:
     def __init__(self, agent: AgentSide, *, limit: int = 8, prober: Prober = icmp.reach,
                  pinger: type[icmp.Pinger] = icmp.Pinger, enter: opsproc.Enter = opsproc.ip_netns_exec) -> None:
@@ -60,38 +87,88 @@ class Executor:
         self.limit = limit
         self._slots = asyncio.Semaphore(limit)
         self._prober, self._pinger, self._enter = prober, pinger, enter
-        self._tasks: dict[tuple[object, str], asyncio.Task[None]] = {}
+        self._ops: dict[tuple[object, str], _Op] = {}
         self._probe_pool = concurrent.futures.ThreadPoolExecutor(max_workers=limit, thread_name_prefix="ops-probe")
         self._kernel_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ops-kernel")
         self._kernel: Kernel | None = None  # made and used in the ops-kernel thread only
 
     # --- requests in -------------------------------------------------------------------------
     def submit(self, link: object, request: ops.OpRequest, reply: Reply) -> None:
-        """Start `request` (from `link`), or cancel the op a Cancel names."""
+        """Start `request` (from the controller `link` names), or cancel the op a Cancel names."""
         if isinstance(request.op, ops.Cancel):
             self.cancel(link, request.op.id)
             return
         key = (link, request.id)
-        self._tasks[key] = asyncio.create_task(self._run(request, reply), name=f"op-{request.id}")
-        self._tasks[key].add_done_callback(lambda _t: self._tasks.pop(key, None))
+        try:
+            cap, deadline = ops.held_cap(ops.check(request)), ops.timeout_of(ops.check(request))
+        except VxError:
+            cap, deadline = 0, 0.0  # _run says why, in its Done
+        loop = asyncio.get_running_loop()
+        task = asyncio.create_task(self._run(request, lambda e: self._emit(key, e)), name=f"op-{request.id}")
+        op = self._ops[key] = _Op(task, reply, cap, loop.time() + deadline)
+        task.add_done_callback(lambda _t: self._ended(key, op))
 
     def cancel(self, link: object, op_id: str) -> None:
-        task = self._tasks.get((link, op_id))
-        if task is not None:
-            task.cancel()
+        op = self._ops.get((link, op_id))
+        if op is not None:
+            op.task.cancel()
+            if op.task.done():  # ended while its stream was lost: forget what it held
+                self._ops.pop((link, op_id), None)
 
-    def drop(self, link: object) -> None:
-        """The link closed: its ops have no caller any more."""
-        for (owner, op_id) in list(self._tasks):
-            if owner is link:
+    def detach(self, link: object) -> None:
+        """The stream to `link`'s controller was lost: its ops have no caller any more,
+        except the kept ones (ops.held_cap), which run on, keeping their events."""
+        for (owner, op_id), op in list(self._ops.items()):
+            if owner != link:
+                continue
+            if not op.cap:
                 self.cancel(owner, op_id)
+            else:
+                op.reply = None
+
+    def held(self, link: object) -> list[str]:
+        """The ids of `link`'s ops kept while its stream is lost (its next Hello names them)."""
+        return [op_id for (owner, op_id), op in self._ops.items() if owner == link and op.reply is None]
+
+    def attach(self, link: object, reply: Reply) -> None:
+        """A new stream to `link`'s controller took the Hello: each kept op sends a
+        Resumed, the events it kept (the controller drops what it had), and then its
+        events live again on it."""
+        for key, op in list(self._ops.items()):
+            if key[0] != link or op.reply is not None:
+                continue
+            reply(ops.OpEvent(key[1], ops.Resumed(len(op.kept), op.dropped)))
+            for event in op.kept:
+                reply(event)
+            op.reply, op.dropped = reply, 0
+            if op.task.done():
+                self._ops.pop(key, None)
+
+    def _emit(self, key: tuple[object, str], event: ops.OpEvent) -> None:
+        op = self._ops.get(key)
+        if op is None:
+            return
+        if op.cap:
+            op.keep(event)
+        if op.reply is not None:
+            op.reply(event)
+
+    def _ended(self, key: tuple[object, str], op: _Op) -> None:
+        if self._ops.get(key) is not op:
+            return
+        if op.reply is not None or op.task.cancelled():
+            del self._ops[key]
+            return
+        loop = asyncio.get_running_loop()  # held until a stream takes it, or until its deadline
+        loop.call_at(max(loop.time(), op.expires), lambda: self._ops.pop(key, None) if self._ops.get(key) is op
+                     else None)
 
     @property
     def running(self) -> int:
-        return len(self._tasks)
+        return sum(1 for op in self._ops.values() if not op.task.done())
 
     async def close(self) -> None:
-        tasks = list(self._tasks.values())
+        tasks = [op.task for op in self._ops.values()]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -5,7 +5,9 @@ single stream to "its" controller would be unreachable through the others). Each
 stream sends a Hello for this host, then the events of the ops that came down it;
 a stream that fails or ends is opened again with backoff (0.2 s doubling to 5 s, back
 to 0.2 s once a controller took the Hello), and the ops it brought are cancelled
-(their caller's stream went with it). The runner starts `serve` as one of its tasks.
+(their caller's stream went with it), except ping streams: the executor keeps them
+running and holds their events (agent/ops.py), the next Hello to that controller
+names them, and their held events follow once it took the Hello (controller/opshub.py). The runner starts `serve` as one of its tasks.
 """
 
 from __future__ import annotations
@@ -45,27 +47,31 @@ async def serve(agent: Agent, *, version: str) -> None:
 
 
 async def link(client: Client, address: str, executor: Executor, *, host: str, version: str) -> None:
-    """One controller's stream, opened again whenever it goes."""
+    """One controller's stream, opened again whenever it goes (its kept ops named in the
+    new Hello, their held events sent once the controller took it)."""
     backoff = BACKOFF_MIN
     while True:
         outbox: asyncio.Queue[ops.OpEvent] = asyncio.Queue()
-        token = object()  # this stream's ops, for the executor
 
         def opened() -> None:
             nonlocal backoff
             backoff = BACKOFF_MIN
+            executor.attach(address, outbox.put_nowait)
             log.info("ops channel to %s open", address)
         try:
             async for request in client.connect_ops(address, host=host, version=version, events=_drain(outbox),
-                                                    opened=opened):
-                executor.submit(token, request, outbox.put_nowait)
+                                                    opened=opened, resume=executor.held(address)):
+                executor.submit(address, request, outbox.put_nowait)
             log.info("ops channel to %s: closed by the controller", address)
         except (Unauthenticated, PermissionDenied) as e:  # does not fix itself: say so loudly
             log.warning("ops channel to %s: %s; again in %.1fs", address, e, backoff)
         except Exception as e:  # noqa: BLE001 - any failure: open it again
             log.info("ops channel to %s: %s; again in %.1fs", address, e, backoff)
         finally:
-            executor.drop(token)
+            executor.detach(address)
+            if executor.held(address):
+                log.info("ops channel to %s: keeping %d ping streams until it is back", address,
+                         len(executor.held(address)))
         await asyncio.sleep(backoff)
         backoff = min(backoff * 2, BACKOFF_MAX)
 

@@ -236,7 +236,8 @@ class WatchServicer(pbg.WatchServiceServicer):
 
 class AgentServicer(pbg.AgentServiceServicer):
     """An agent's ops channel: its Hello (authorized by the interceptor: a host may only
-    connect as itself), then requests down and events up until either side goes."""
+    connect as itself; it names the ops the agent kept running), then requests down and
+    events up until either side goes."""
 
     def __init__(self, core: Controller) -> None:
         self.hub = core.ops
@@ -244,14 +245,14 @@ class AgentServicer(pbg.AgentServiceServicer):
     async def Connect(self, request_iterator: AsyncIterator[pb.AgentMessage],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.OpRequest]:
         first = await anext(aiter(request_iterator), None)
-        host, _ = wire.agent_message_from_pb(first) if first is not None else ("", None)
         if first is None:
             return
+        host, resume = wire.hello_from_pb(first)
         try:
             validate.name(host, field="hello.host", max_len=validate.HOST_NAME_MAX)
         except VxError as e:
             await abort(context, e)
-        link = self.hub.attach(host)
+        link = self.hub.attach(host, resume=resume)
         await context.send_initial_metadata(())  # the agent knows it is connected
 
         async def read() -> None:

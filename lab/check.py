@@ -52,10 +52,12 @@ class Expectation:
     reached: bool = False
     rule: str = ""    # the policy rule that decided `expect` ("" when none did)
     error: str = ""   # why it was not reached, when known (its agent unreachable, …)
+    skipped: str = "" # why it was not probed (a runtime's container as the source)
 
     @property
     def ok(self) -> bool:
-        return self.reached == self.expect
+        """Held (a probe not sent is no failure: `CheckResult.skipped` lists them)."""
+        return bool(self.skipped) or self.reached == self.expect
 
 
 @dataclass(frozen=True)
@@ -70,9 +72,21 @@ class CheckResult:
     def failures(self) -> list[Expectation]:
         return [p for p in self.probes if not p.ok]
 
+    @property
+    def skipped(self) -> list[Expectation]:
+        return [p for p in self.probes if p.skipped]
+
     def to_json(self) -> dict[str, object]:
         return {"ok": self.ok, "probes": [asdict(p) | {"ok": p.ok} for p in self.probes],
-                "failures": len(self.failures)}
+                "failures": len(self.failures), "skipped": len(self.skipped)}
+
+
+def not_probed(ep: Endpoint) -> str:
+    """Why `check` sends no probe from this container ("" when it does): a runtime's
+    container (Docker, CNI) lives in a namespace of its runtime's, which the agent does
+    not enter; probes *to* it are sent as to any container."""
+    return (f"{ep.name} is a {ep.runtime} container: its namespace is the runtime's, which the agents do not "
+            "enter; probes to it are sent") if ep.runtime else ""
 
 
 def expectations(endpoints: list[Endpoint], policies: Sequence[Policy] = (),
@@ -106,7 +120,9 @@ def expectations(endpoints: list[Endpoint], policies: Sequence[Policy] = (),
 async def run(client: Client, endpoints: list[Endpoint], *, policies: Sequence[Policy] = (),
               vips: Sequence[Service] = (), timeout: float = 1.0) -> CheckResult:
     """Every expectation, probed by the agents of the source containers' hosts."""
-    probes = expectations(endpoints, policies, vips)
+    why = {ep.name: w for ep in endpoints if (w := not_probed(ep))}
+    every = expectations(endpoints, policies, vips)
+    probes = [p for p in every if p.src not in why]
     host_of = {ep.name: ep.host for ep in endpoints}
     results = await _probe(client, probes, host_of, timeout=timeout)
     again = [i for i, (p, r) in enumerate(zip(probes, results, strict=True)) if p.expect and not r.reached]
@@ -114,8 +130,10 @@ async def run(client: Client, endpoints: list[Endpoint], *, policies: Sequence[P
         retried = await _probe(client, [probes[i] for i in again], host_of, timeout=timeout)
         for i, r in zip(again, retried, strict=True):
             results[i] = r
-    return CheckResult(tuple(dataclasses.replace(p, reached=r.reached, error="" if r.reached else r.error)
-                             for p, r in zip(probes, results, strict=True)))
+    done = iter([dataclasses.replace(p, reached=r.reached, error="" if r.reached else r.error)
+                 for p, r in zip(probes, results, strict=True)])
+    return CheckResult(tuple(dataclasses.replace(p, skipped=why[p.src]) if p.src in why else next(done)
+                             for p in every))
 
 
 async def _probe(client: Client, probes: Sequence[Expectation], host_of: dict[str, str], *,

@@ -64,7 +64,8 @@ TOOLS: tuple[tuple[str, str, str, str, bool], ...] = (
     ("bridge", "iproute2", "-V", "FDB observation (experiments)", False),
     ("dot", "graphviz", "-V", "`vxlab graph` as PNG or SVG", False),
     (vmcheck.QEMU, "qemu-system-x86", "--version", "VM hosts", False),
-    ("docker", "docker.io", "--version", "bench's Docker comparison, `-m docker` tests", False),
+    ("dockerd", "docker.io", "--version", "`docker: true` lab hosts, bench's Docker comparison, `-m docker` tests",
+     False),
     ("podman", "podman", "--version", "nothing yet (another container engine)", False),
 )
 _VM = "use a VM host (a kernel of its own)"

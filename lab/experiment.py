@@ -6,8 +6,11 @@ from the agents (a ping stream per pair from its source container's host, iperf3
 through the agents for `tcp: true`; vxlab.lab.expsite), injects and heals each entry at
 its time (the agents' kinds through the fault API, `for:` their lease, the heal their
 delete; a lab's own kinds through its runner), and watches the control plane
-(vxlab.lab.expwatch). A probe whose op goes (its agent restarts, its ops channel is
-cut) is started again; the span without samples is reported as unobserved, never as lost.
+(vxlab.lab.expwatch). Each ping stream is asked for the rest of the run; one whose
+agent is cut from the controller goes on in the agent, which hands its samples over
+when its ops channel is back (after the heal; the runner waits up to CATCH_UP for them
+after the run). A probe whose op goes (its agent restarts) is started again; the span
+without samples is reported as unobserved, never as lost.
 
 `run(sc, out=DIR)` does it in the scenario's lab: brings it up (or applies the
 difference when it runs already), and at the end heals whatever is left and takes it
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +42,7 @@ from vxlab.lab.scenario import Scenario, ScenarioError
 __all__ = ["FaultRun", "Pair", "Result", "execute", "run", "run_on"]
 Progress = Callable[[str], None]
 RETRY = 0.25  # seconds before a probe whose op ended is started again
+CATCH_UP = 15.0  # seconds, after the run, for the samples of agents that were cut from the controller
 
 
 @dataclass
@@ -107,7 +112,7 @@ async def execute(sc: Scenario, site: Site, *, progress: Progress = lambda s: No
     t0 = watcher.t0 = time.monotonic()
     wall0 = time.time() - (time.monotonic() - t0)
     stop = asyncio.Event()
-    probes = [asyncio.create_task(_ping(site, p, wall0, stop)) for p in plan.pairs]
+    probes = [asyncio.create_task(_ping(site, p, wall0, stop, end=t0 + sc.duration)) for p in plan.pairs]
     probes += [asyncio.create_task(_iperf(site, p, wall0, seconds=sc.duration, port=5201 + i))
                for i, p in enumerate(plan.pairs) if p.tcp]
     watching = asyncio.create_task(watcher.run())
@@ -131,12 +136,16 @@ async def execute(sc: Scenario, site: Site, *, progress: Progress = lambda s: No
                 await _heal(site, r, t0, progress)
         stop.set()
         progress("collecting samples")
-        for task in probes:
-            if not task.done() and task.get_name() == "ping":
-                task.cancel()
+        pings = [t for t in probes if t.get_name() == "ping"]
+        if pings:  # their ops end with the run; an agent cut from the controller hands its samples over later
+            await asyncio.wait(pings, timeout=CATCH_UP)
+        for task in pings:
+            task.cancel()
         await asyncio.gather(*probes, return_exceptions=True)
         watcher.stop()
         await watching
+    for p in plan.pairs:
+        p.samples.sort(key=lambda x: x[0])  # a probe started again may overlap the one before
     steps = {s.index: s for s in plan.steps}
     for i, r in made.items():
         r.kept_forwarding = forwarding(r, steps[i].params, plan.pairs)
@@ -170,14 +179,24 @@ async def _heal(site: Site, run: FaultRun, t0: float, progress: Progress) -> Non
     progress(f"t={at:5.1f}s  - healed {run.description} [{run.id}]{how}")
 
 
-async def _ping(site: Site, pair: Pair, wall0: float, stop: asyncio.Event) -> None:
-    """The pair's ping stream from its source's agent, started again whenever it ends."""
+async def _ping(site: Site, pair: Pair, wall0: float, stop: asyncio.Event, *, end: float) -> None:
+    """The pair's ping stream from its source's agent until the run's `end` (monotonic),
+    started again whenever it ends early. Samples its agent held while it was cut from
+    the controller arrive after a Resumed: their span goes to `pair.held`."""
     asyncio.current_task().set_name("ping")  # type: ignore[union-attr]
-    while not stop.is_set():
+    while not stop.is_set() and (left := end - time.monotonic()) > 0:
+        pending, dropped, first = 0, 0, None
         try:
-            async for event in site.ping(pair):
-                if isinstance(event, ops.PingSample):
-                    pair.samples.append((round(event.sent - wall0, 4), event.rtt_ms))
+            async for event in site.ping(pair, count=math.ceil(left / pair.interval)):
+                if isinstance(event, ops.Resumed):
+                    pending, dropped, first = event.held, event.dropped, None
+                elif isinstance(event, ops.PingSample):
+                    t = round(event.sent - wall0, 4)
+                    pair.samples.append((t, event.rtt_ms))
+                    if pending:
+                        first, pending = t if first is None else first, pending - 1
+                        if not pending:
+                            pair.held.append((first, t, dropped))
         except VxError as err:
             pair.probe_error = err.message
         with contextlib.suppress(TimeoutError):

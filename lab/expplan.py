@@ -46,6 +46,8 @@ class Pair:
     tcp_error: str = ""
     gaps: list[tuple[float, float]] = field(default_factory=list)  # no samples: the probe's op was down
     probe_error: str = ""
+    held: list[tuple[float, float, int]] = field(default_factory=list)  # (from, to, dropped): samples its
+    # agent held while cut from the controller, handed over when it was back
 
     @property
     def name(self) -> str:

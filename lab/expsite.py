@@ -59,8 +59,9 @@ class Site:
             return LEASE
         return DELETED
 
-    def ping(self, pair: Pair) -> AsyncIterator[ops.Event]:
-        return hostops.stream(self.client, pair.src_host, ops.PingStream(pair.src, pair.ip, interval=pair.interval))
+    def ping(self, pair: Pair, *, count: int) -> AsyncIterator[ops.Event]:
+        return hostops.stream(self.client, pair.src_host, ops.PingStream(pair.src, pair.ip, interval=pair.interval,
+                                                                         count=count))
 
     async def iperf(self, pair: Pair, *, seconds: float, port: int) -> dict[str, Any]:
         return await hostops.iperf(self.client, src_host=pair.src_host, src=pair.src, dst_host=pair.dst_host,

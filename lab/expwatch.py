@@ -145,14 +145,19 @@ def side_of(host: str, kind: str, params: dict[str, object]) -> set[str]:
 
 def forwarding(run: FaultRun, params: dict[str, object], pairs: Sequence[Pair]) -> dict[str, dict[str, int]]:
     """For a fault whose targets lost their lease: the probes between containers on the
-    side a cut host can still reach, while it lasted (sent, answered). A pair with no
-    samples then was unobserved (its source's ops channel was cut too)."""
+    side a cut host can still reach, while it lasted (sent, answered; held: how many of
+    them its agent held while cut from the controller and handed over later, dropped:
+    how many more did not fit its buffer). A pair with no samples then was unobserved:
+    nothing came back, not even after the heal."""
     out: dict[str, dict[str, int]] = {}
     end = run.end if run.end is not None else float("inf")
     for host in run.lease_expired:
         side = side_of(host, run.kind, params)
         for p in pairs:
             if p.src_host in side and p.dst_host in side:
-                during = [r for t, r in p.samples if run.start <= t < end]
-                out[p.name] = {"sent": len(during), "answered": sum(1 for r in during if r is not None)}
+                during = [(t, r) for t, r in p.samples if run.start <= t < end]
+                spans = [(a, b, d) for a, b, d in p.held if a < end and b >= run.start]
+                out[p.name] = {"sent": len(during), "answered": sum(1 for _, r in during if r is not None),
+                               "held": sum(1 for t, _ in during if any(a <= t <= b for a, b, _ in spans)),
+                               "dropped": sum(d for _, _, d in spans)}
     return out

@@ -18,7 +18,7 @@ from typing import TypeVar
 from vxlab.agentstatus import AgentStatus
 from vxlab.client import Client
 from vxlab.errors import InvalidArgument
-from vxlab.lab import converge, procs, vmhost
+from vxlab.lab import converge, dockerhost, procs, vmhost
 from vxlab.lab.state import LabState, lab_dir
 from vxlab.lab.supervisor import Proc, Supervisor
 from vxlab.lab.topology import Topology, UnderlaySpec
@@ -118,11 +118,14 @@ class LabHandle:
 
     def processes(self) -> dict[str, Proc]:
         """The lab's processes by role: `etcd/<member>` (1, 2, …), `controller`,
-        `agent/<host>` (a VM host's runs in its guest: `Proc.vm`), `vm/<host>` (QEMU)."""
+        `agent/<host>` (a VM host's runs in its guest: `Proc.vm`), `vm/<host>` (QEMU),
+        `dockerd/<host>` and `docker-plugin/<host>` (Docker hosts)."""
         st = self.state
+        dockers = {f"{role}/{h}": p for h in dockerhost.hosts(st.topology)
+                   for role, p in dockerhost.running(st.dir, h).items()}
         qemu = {f"vm/{h}": Proc.of(pid) for h in sorted(vmhost.vm_hosts(st.topology))
                 for pid in vmhost.machine(st.dir, h).pids()[:1]}
-        return {**{f"etcd/{i}": p for i, p in enumerate(st.etcd, 1)},
+        return {**dockers, **{f"etcd/{i}": p for i, p in enumerate(st.etcd, 1)},
                 **({"controller": st.controller} if st.controller else {}),
                 **{f"agent/{h}": p for h, p in sorted(st.agents.items())}, **qemu}
 

@@ -11,6 +11,7 @@ at a running lab (containers, status, check, trace, exec), changing it in place
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from vxlab import containers
 from vxlab.client import Client
 from vxlab.errors import InvalidArgument, VxError
 from vxlab.lab import check as lab_check
-from vxlab.lab import faults, hostns, procs, vmhost
+from vxlab.lab import dockerhost, faults, hostns, procs, vmhost
 from vxlab.lab.check import CheckResult, Expectation
 from vxlab.lab.faults import Fault
 from vxlab.lab.lifecycle import Lifecycle
@@ -142,6 +143,18 @@ class Lab(Lifecycle):
         if check:
             done.check_returncode()
         return done
+
+    def host_command(self, host: str, cmd: list[str]) -> tuple[list[str], dict[str, str]]:
+        """(argv, environment) running `cmd` in the namespace of `host` (`vxlab host exec`),
+        with DOCKER_HOST set to its dockerd on a Docker host."""
+        topo = self.state.topology
+        spec = next((h for h in (topo.hosts if topo else ()) if h.name == host), None)
+        if spec is None:
+            raise procs.LabError(f"host: no host named {host!r} in lab {self.name!r}")
+        if spec.vm is not None:
+            raise procs.LabError(f"host: {host} is a VM host: its namespace is in its guest")
+        env = {**os.environ, **({"DOCKER_HOST": dockerhost.socket(self.state.dir, host)} if spec.docker else {})}
+        return ["nsenter", f"--net=/run/netns/{self.host_ns(host)}", *cmd], env
 
     def vm_hosts(self) -> dict[str, str]:
         """The lab's VM hosts and how each runs: "kvm", "tcg" ("" before its first boot)."""

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from vxlab.client import Client
 from vxlab.lab import apply as lab_apply
-from vxlab.lab import faults, hostns, neigh, procs, vm, vmhost
+from vxlab.lab import dockerhost, faults, hostns, neigh, procs, vm, vmhost
 from vxlab.lab import plan as lab_plan
 from vxlab.lab.handle import LabHandle
 from vxlab.lab.plan import Step
@@ -100,6 +100,7 @@ class Lifecycle(LabHandle):
         progress("applying networks and containers")
         self._apply(topo, steps)
         self._hosts(topo, progress, notice or progress)
+        self._dockers(topo, progress)
         progress("waiting for agents to converge")
         self.wait_converged(timeout=60 + 2 * len(topo.hosts) + vm_budget(topo), tell=notice or progress)
         self._special_containers(topo)  # after: an agent may just have removed its own by that name
@@ -208,8 +209,22 @@ class Lifecycle(LabHandle):
         self.wait_converged(timeout=60 + 2 * len(topo.hosts) + vm_budget(topo))
         self.call(lambda c: lab_apply.apply(c, topo, steps, phases=range(first.stop, lab_plan.CONTROLLER.stop)))
 
+    def _dockers(self, topo: Topology, progress: Callable[[str], None]) -> None:
+        """Docker hosts (lab/dockerhost.py): start the missing dockerds and plugins, stop
+        those of hosts that are no longer Docker hosts."""
+        want = dockerhost.hosts(topo)
+        for host in sorted(set(dockerhost.made(self.state.dir)) - set(want)):
+            dockerhost.stop(self.state.dir, host)
+        todo = [h for h in want if len(dockerhost.running(self.state.dir, h)) < 2]
+        if todo:
+            progress(f"starting dockerd on {len(todo)} hosts")
+        for host in todo:
+            dockerhost.start(self.state.dir, host=host, lab=self.name, netns=self.host_ns(host))
+
     def remove_host(self, host: str) -> None:
         proc = self.state.agents.pop(host, None)
+        if dockerhost.host_dir(self.state.dir, host).exists():
+            dockerhost.stop(self.state.dir, host)
         if vmhost.run_dir(self.state.dir, host).exists():
             vmhost.remove(self.state.dir, host)  # its agent goes with it
         elif proc:
@@ -230,6 +245,7 @@ class Lifecycle(LabHandle):
         faults.stop_timers(self)
         self.state = LabState.load(self.name) or self.state  # a heal may have restarted processes
         removed = []
+        dockerhost.sweep(self.state.dir)  # first: `docker rm` asks the plugin, which asks the controller
         for host, proc in self.state.agents.items():
             if not proc.vm:  # a VM host's agent goes with its VM (below)
                 proc.stop()

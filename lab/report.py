@@ -2,11 +2,12 @@
 
 `summarize(result)` per pair: probes sent and lost, loss %, RTT p50/p99, the outage
 intervals (runs of lost probes), the unobserved spans (no samples: the probe's op was
-down, its agent restarting or cut from the controller) and, for each fault that hit the
-pair, the time from its heal to the first answered probe after the outage; per fault:
-when it started and ended and how (the runner's delete, or its lease), and what the
-control plane showed (vxlab.lab.expwatch): when a target's lease expired, when the peers
-purged it and had it back, whether the cut side kept forwarding, when all converged.
+down, its agent restarting, or cut from the controller and never back), the spans its
+agent held while cut, and, for each fault that hit the pair, the time from its heal to
+the first answered probe after the outage; per fault: when it started and ended and
+how (the runner's delete, or its lease), and what the control plane showed
+(vxlab.lab.expwatch): when a target's lease expired, when the peers purged it and had
+it back, whether the cut side kept forwarding, when all converged.
 `write(result, DIR)` writes samples.csv, throughput.csv, summary.json, report.md and
 timeline.png (matplotlib, the `plots` extra; without it the report says so in one line
 and there is no PNG).
@@ -73,6 +74,7 @@ def _pair_summary(p: Pair, faults: list[dict[str, Any]], duration: float) -> dic
         "longest_outage_s": round(max((b - a for a, b in spans), default=0.0), 3),
         "recovered_after_heal_s": recovery,
         "unobserved": [[round(a, 3), round(b, 3)] for a, b in unobserved(p.samples, p.interval, duration=duration)],
+        "held": [[round(a, 3), round(b, 3), d] for a, b, d in p.held],  # (from, to, dropped)
         "probe_error": p.probe_error,
     }
     if p.rates or p.tcp_error:
@@ -146,7 +148,8 @@ def markdown(s: dict[str, Any], *, png: str | None = "timeline.png") -> str:
     lines += ["", "Outages are runs of lost probes (first lost probe → first answered one). "
               "'Recovered after heal' is the time from a fault's heal to the first answered probe after the "
               "outage it caused; pairs the fault did not hit are not listed. The agents send the probes: while a "
-              "source's agent is down or cut from the controller its pair has no samples (unobserved, not lost).", ""]
+              "source's agent is down its pair has no samples (unobserved, not lost); an agent cut from the "
+              "controller goes on probing and hands its samples over when it is back.", ""]
     gaps = [f"{p['pair']}: " + ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in p["unobserved"]) for p in s["pairs"]
             if p["unobserved"]]
     if gaps:
@@ -170,10 +173,13 @@ def control_plane(f: dict[str, Any]) -> str:
     if fwd:
         said = []
         for pair, n in fwd.items():
-            verdict = ("unobserved (no sample reached the controller)" if not n["sent"] else
+            verdict = ("unobserved (no sample came back, not even after the heal)" if not n["sent"] else
                        "kept forwarding" if n["answered"] == n["sent"] else
                        "did not forward" if not n["answered"] else "forwarded partly")
-            said.append(f"{pair} {verdict}, {n['answered']} of {n['sent']} answered")
+            held = (f" ({n['held']} held by its agent while it was cut from the controller, handed over when it "
+                    f"was back" + (f"; {n['dropped']} more did not fit its buffer" if n.get("dropped") else "") + ")"
+                    if n.get("held") else "")
+            said.append(f"{pair} {verdict}, {n['answered']} of {n['sent']} answered{held}")
         parts.append("inside the side it could still reach: " + "; ".join(said))
     after = []
     if f["lease_back"]:

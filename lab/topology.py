@@ -60,7 +60,7 @@ NETWORK_MODES = ("none", "host")
 
 TOP_KEYS = ("name", "underlay", "hosts", "networks", "containers", "policies", "etcd", "services", "control")
 UNDERLAY_KEYS = ("subnet", "mtu")
-HOST_KEYS = ("name", "underlay_ip", "vm")
+HOST_KEYS = ("name", "underlay_ip", "vm", "docker")
 NETWORK_KEYS = ("name", "subnet", "gateway", "vni", "mtu", "internal", "driver", "host", "labels")
 CONTAINER_KEYS = ("name", "host", "networks", "ip", "network_mode", "labels", "ports")
 ATTACH_KEYS = ("name", "ip", "aliases")
@@ -93,6 +93,7 @@ class HostSpec:
     name: str
     underlay_ip: str
     vm: VmSpec | None = None  # a VM host (lab/vm.py); None: a network namespace here
+    docker: bool = False      # a dockerd with vxlab's Docker plugin in the host's namespace (lab/dockerhost.py)
 
 
 @dataclass(frozen=True)
@@ -202,8 +203,8 @@ def to_dict(t: Topology) -> dict[str, Any]:
         "underlay": {"subnet": t.underlay.subnet, "mtu": t.underlay.mtu},
         "etcd": {"members": t.etcd_members},
         "control": t.control,
-        "hosts": [{"name": h.name, "underlay_ip": h.underlay_ip, **({"vm": _vm(h.vm)} if h.vm else {})}
-                  for h in t.hosts],
+        "hosts": [{"name": h.name, "underlay_ip": h.underlay_ip, **({"vm": _vm(h.vm)} if h.vm else {}),
+                   **({"docker": True} if h.docker else {})} for h in t.hosts],
         "networks": [network(n) for n in t.networks],
         "containers": [container(c) for c in t.containers],
         **({"policies": [policy.to_plain(p) for p in t.policies]} if t.policies else {}),
@@ -268,7 +269,7 @@ def _hosts(raw: Any, net: ipaddress.IPv4Network) -> tuple[HostSpec, ...]:
         raise TopologyError("hosts", f"expected a count or a list, got {_kind(raw)}")
     if not 1 <= len(raw) <= HOSTS_MAX:
         raise TopologyError("hosts", f"expected 1..{HOSTS_MAX} hosts, got {len(raw)}")
-    entries: list[tuple[str, ipaddress.IPv4Address | None, VmSpec | None]] = []
+    entries: list[tuple[str, ipaddress.IPv4Address | None, VmSpec | None, bool]] = []
     names: set[str] = set()
     used: dict[ipaddress.IPv4Address, str] = {}
     for i, item in enumerate(raw):
@@ -298,10 +299,15 @@ def _hosts(raw: Any, net: ipaddress.IPv4Network) -> tuple[HostSpec, ...]:
             if addr in used:
                 raise TopologyError(field_, f"{addr} is already used by host {used[addr]!r}")
             used[addr] = name
-        entries.append((name, addr, parse_spec(item.get("vm"), f"{path}.vm")))
+        docker = _opt(item, "docker", path, bool, "true or false") or False
+        vm_spec = parse_spec(item.get("vm"), f"{path}.vm")
+        if docker and vm_spec is not None:
+            raise TopologyError(f"{path}.docker", "not on a VM host: the lab runs a Docker host's dockerd in the "
+                                "host's namespace on this machine")
+        entries.append((name, addr, vm_spec, docker))
     hosts = []
     candidate = net.network_address + FIRST_HOST_OFFSET
-    for name, addr, vm in entries:
+    for name, addr, vm, docker in entries:
         if addr is None:
             while candidate in used:
                 candidate += 1
@@ -310,7 +316,7 @@ def _hosts(raw: Any, net: ipaddress.IPv4Network) -> tuple[HostSpec, ...]:
                                     f" (automatic addresses start at {net.network_address + FIRST_HOST_OFFSET})")
             addr = candidate
             used[addr] = name
-        hosts.append(HostSpec(name, str(addr), vm))
+        hosts.append(HostSpec(name, str(addr), vm, docker))
     return tuple(hosts)
 
 

@@ -417,12 +417,13 @@ class Client:
                 call.cancel()
 
     async def connect_ops(self, address: str, *, host: str, version: str, events: AsyncIterator[ops.OpEvent],
-                          opened: Callable[[], None] = lambda: None) -> AsyncIterator[ops.OpRequest]:
+                          opened: Callable[[], None] = lambda: None,
+                          resume: Sequence[str] = ()) -> AsyncIterator[ops.OpRequest]:
         """An agent's ops channel to the controller at `address` (one of ours): a Hello
-        for `host`, then `events` up; yields the requests coming down. `opened` is
-        called once the controller took the Hello."""
+        for `host` (naming the ops it kept running, `resume`), then `events` up; yields
+        the requests coming down. `opened` is called once the controller took the Hello."""
         async def up() -> AsyncIterator[Any]:
-            yield wire.hello_to_pb(host, version)
+            yield wire.hello_to_pb(host, version, resume)
             async for event in events:
                 yield wire.agent_message_to_pb(event)
         call = self._stub(address, "agent").Connect(up())

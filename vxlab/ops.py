@@ -5,6 +5,10 @@ names the host and carries one op (`ProbeBatch`, `PingStream`, `Capture`, `Kerne
 `Drift`, `Exec`, `IperfServer`, `IperfClient`; `Cancel` only travels from the controller
 to an agent); an `OpEvent` carries the request's id and one event, the last one `Done`.
 
+A ping stream outlives a lost stream to its controller (`held_cap`): its agent keeps it
+running to its deadline, holding its events, and hands them over (`Resumed`, then the
+held events) when the stream is back; every other op ends with its stream.
+
 `check` validates a request (bad input is one InvalidArgument naming the field, with
 the proto's field names) and fills the defaults; the controller checks before it
 routes, the agent again before it runs. `timeout_of` is the op's deadline.
@@ -225,7 +229,16 @@ class Done:
     error: str = ""
 
 
-Event = (Ready | ProbeResults | PingSample | Line | KernelState | DriftReport | ExecResult | IperfReport | Done)
+@dataclass(frozen=True)
+class Resumed:
+    """The agent's stream was lost during the op and came back: `held` kept events follow,
+    `dropped` (the oldest) did not fit (see `held_cap`)."""
+    held: int = 0
+    dropped: int = 0
+
+
+Event = (Ready | ProbeResults | PingSample | Line | KernelState | DriftReport | ExecResult | IperfReport | Done
+         | Resumed)
 
 
 @dataclass(frozen=True)
@@ -353,3 +366,18 @@ def timeout_of(request: OpRequest) -> float:
     if isinstance(op, IperfClient):
         return op.seconds + 30.0
     return 60.0
+
+
+MAX_HELD = 10_000  # events an agent holds for one op while its controller is away
+
+
+def held_cap(request: OpRequest) -> int:
+    """How many events the agent holds for this (checked) op while its stream to the
+    controller is lost: a ping stream's expected samples and its Done (at most
+    MAX_HELD); 0 for every other kind (it is cancelled with its stream: an exec or an
+    iperf3 run must not go on for no one, a probe batch or a view is quick to ask again)."""
+    op = request.op
+    if not isinstance(op, PingStream):
+        return 0
+    expected = op.count or int(timeout_of(request) / op.interval) + 1
+    return min(expected + 1, MAX_HELD)

@@ -9,6 +9,7 @@ field by field (`_flat_*`); the nested ones are spelled out.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 from vxlab import ops
@@ -200,7 +201,7 @@ _EVENTS: dict[str, tuple[type, Any]] = {
     "ready": (ops.Ready, pb.Ready), "probes": (ops.ProbeResults, pb.ProbeResults),
     "sample": (ops.PingSample, pb.PingSample), "line": (ops.Line, pb.Line), "kernel": (ops.KernelState, pb.KernelState),
     "drift": (ops.DriftReport, pb.DriftReport), "exec": (ops.ExecResult, pb.ExecResult),
-    "iperf": (ops.IperfReport, pb.IperfReport), "done": (ops.Done, pb.Done)}
+    "iperf": (ops.IperfReport, pb.IperfReport), "done": (ops.Done, pb.Done), "resumed": (ops.Resumed, pb.Resumed)}
 _OP_NAME = {cls: name for name, (cls, _) in _OPS.items()}
 _EVENT_NAME = {cls: name for name, (cls, _) in _EVENTS.items()}
 
@@ -288,12 +289,19 @@ def op_event_from_pb(m: pb.OpEvent) -> ops.OpEvent:
     return ops.OpEvent(m.id, _event_from_pb(getattr(m, name), name))
 
 
-def hello_to_pb(host: str, agent_version: str) -> pb.AgentMessage:
-    return pb.AgentMessage(hello=pb.Hello(host=host, agent_version=agent_version))
+def hello_to_pb(host: str, agent_version: str, resume: Sequence[str] = ()) -> pb.AgentMessage:
+    return pb.AgentMessage(hello=pb.Hello(host=host, agent_version=agent_version, resume=list(resume)))
 
 
 def agent_message_to_pb(e: ops.OpEvent) -> pb.AgentMessage:
     return pb.AgentMessage(event=op_event_to_pb(e))
+
+
+def hello_from_pb(m: pb.AgentMessage) -> tuple[str, tuple[str, ...]]:
+    """A Hello's host and the ids of the ops it resumes; ("", ()) for anything else."""
+    if m.WhichOneof("message") != "hello":
+        return "", ()
+    return m.hello.host, tuple(m.hello.resume)
 
 
 def agent_message_from_pb(m: pb.AgentMessage) -> tuple[str, ops.OpEvent | None]:

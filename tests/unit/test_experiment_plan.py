@@ -107,9 +107,9 @@ class FakeSite:
         self.cut_at = None
         return "delete"
 
-    async def ping(self, pair: Pair) -> AsyncIterator[ops.Event]:
+    async def ping(self, pair: Pair, *, count: int) -> AsyncIterator[ops.Event]:
         seq = 0
-        while True:
+        while seq < count:
             across = (pair.src_host in self._cut()) != (pair.dst_host in self._cut())
             yield ops.PingSample(seq, time.time(), None if across else 0.1)
             seq += 1

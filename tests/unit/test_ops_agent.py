@@ -199,7 +199,7 @@ def test_a_cancel_or_its_link_closing_stops_the_op_without_a_done_and_kills_its_
         a.submit(ops.Cancel("7"), link="L")
         await until(lambda: a.executor.running == 1)
         assert not _alive(pids["7"]) and _alive(pids["8"])
-        a.executor.drop("L")  # its link went away
+        a.executor.detach("L")  # its stream was lost: an exec is not kept
         await until(lambda: a.executor.running == 0)
         assert not _alive(pids["8"]) and a.events == {}
     go(body())

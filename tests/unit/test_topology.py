@@ -321,6 +321,17 @@ def test_vm_hosts() -> None:
                                                 " such a container's namespace on this machine")
 
 
+def test_docker_hosts() -> None:
+    t = parse("name: t\nhosts: [h1, {name: h2, docker: true}, {name: h3, docker: false}]\n")
+    assert [h.docker for h in t.hosts] == [False, True, False]
+    assert to_dict(t)["hosts"][1] == {"name": "h2", "underlay_ip": "172.30.0.12", "docker": True}
+    assert "docker" not in to_dict(t)["hosts"][2]
+    assert parse(yaml.safe_dump(to_dict(t))) == t
+    assert _err("name: t\nhosts: [{name: h1, docker: yes}]\n") == "hosts[0].docker: expected true or false, got str"
+    assert _err("name: t\ncontrol: underlay\nhosts: [{name: h1, docker: true, vm: true}]\n") == (
+        "hosts[0].docker: not on a VM host: the lab runs a Docker host's dockerd in the host's namespace on this machine")
+
+
 def test_control_address() -> None:
     t = parse(BASE + "control: underlay\nunderlay: {subnet: 10.5.0.0/16}\n")
     assert (t.control, t.underlay.switch_ip, t.underlay.control_ip, t.control_address) == (

@@ -43,3 +43,32 @@ def ls(
     hosts = sorted(hosts, key=lambda h: h.name)
     cli.output(as_json=as_json, data=[dataclasses.asdict(h) for h in hosts], columns=COLUMNS,
                rows=[host_row(h, endpoints=counts[h.name]) for h in hosts])
+
+
+@app.command("exec", context_settings={"allow_interspersed_args": False})
+def exec_(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="HOST", help="A lab host.")],
+    cmd: Annotated[list[str], typer.Argument(help="Command to run in the host's namespace.")],
+    lab: cli.LabOpt = None,
+) -> None:
+    """Run CMD in a lab host's network namespace (with stdin), DOCKER_HOST set to the
+    host's dockerd on a `docker: true` host; its exit code is passed through."""
+    import subprocess
+    import sys
+
+    from vxlab.lab.lab import Lab
+    from vxlab.lab.procs import LabError
+
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        cli.fail("cmd: nothing to run (vxlab host exec HOST -- CMD…)")
+    to = cli.target(ctx)
+    if not to.lab:
+        cli.fail("host exec: needs a lab (--lab NAME); on real hosts run the command there")
+    try:
+        argv, env = Lab(to.lab).host_command(name, cmd)
+    except LabError as e:
+        cli.fail(str(e))
+    raise typer.Exit(subprocess.run(argv, env=env, stdin=sys.stdin).returncode)

@@ -144,18 +144,22 @@ def check(
         sources = sorted({p.src for p in result.probes})  # a VIP is only ever a destination
         cells: dict[tuple[str, str], list[str]] = {}
         for p in result.probes:
-            mark = ("ok" if p.reached else "FAIL") if p.expect else (
+            mark = "not-probed" if p.skipped else ("ok" if p.reached else "FAIL") if p.expect else (
                 ("denied" if p.rule else "blocked") if not p.reached else "LEAK")
             cells.setdefault((p.src, p.dst), []).append(f"{p.network}:{mark}")
         rows = [[src, *[Text(" ".join(cells.get((src, dst), ["-"])),
                              style="red" if any(x.endswith(("FAIL", "LEAK")) for x in cells.get((src, dst), []))
                              else "green") for dst in names]] for src in sources]
         output(as_json=False, data=None, columns=["FROM \\ TO", *names], rows=rows)
-        bad = result.failures
-        typer.echo(f"{len(result.probes) - len(bad)}/{len(result.probes)} expectations hold"
-                   + (f"; failed: {', '.join(f'{p.src}->{p.dst}@{p.network}' for p in bad)}" if bad else ""), err=True)
+        bad, skipped = result.failures, result.skipped
+        probed = len(result.probes) - len(skipped)
+        typer.echo(f"{probed - len(bad)}/{probed} expectations hold"
+                   + (f"; failed: {', '.join(f'{p.src}->{p.dst}@{p.network}' for p in bad)}" if bad else "")
+                   + (f"; {len(skipped)} not probed" if skipped else ""), err=True)
         for why in sorted({p.error for p in bad if p.error})[:5]:
             typer.echo(f"  {why}", err=True)
+        for why in sorted({p.skipped for p in skipped}):
+            typer.echo(f"  not probed: {why}", err=True)
     if not result.ok:
         raise typer.Exit(1)
 

@@ -350,3 +350,6 @@ app.command("fuzz")(fuzz_cli.fuzz)
 from vxlab.cli import doctor as doctor_cli  # noqa: E402
 
 app.command("doctor")(doctor_cli.doctor)
+from vxlab.cli import dockerplugin  # noqa: E402
+
+app.command("docker-plugin")(dockerplugin.docker_plugin)

@@ -862,8 +862,16 @@ class Done(_message.Message):
     error: str
     def __init__(self, error: _Optional[str] = ...) -> None: ...
 
+class Resumed(_message.Message):
+    __slots__ = ("held", "dropped")
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    held: int
+    dropped: int
+    def __init__(self, held: _Optional[int] = ..., dropped: _Optional[int] = ...) -> None: ...
+
 class OpEvent(_message.Message):
-    __slots__ = ("id", "ready", "probes", "sample", "line", "kernel", "drift", "exec", "iperf", "done")
+    __slots__ = ("id", "ready", "probes", "sample", "line", "kernel", "drift", "exec", "iperf", "done", "resumed")
     ID_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
     PROBES_FIELD_NUMBER: _ClassVar[int]
@@ -874,6 +882,7 @@ class OpEvent(_message.Message):
     EXEC_FIELD_NUMBER: _ClassVar[int]
     IPERF_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FIELD_NUMBER: _ClassVar[int]
     id: str
     ready: Ready
     probes: ProbeResults
@@ -884,15 +893,18 @@ class OpEvent(_message.Message):
     exec: ExecResult
     iperf: IperfReport
     done: Done
-    def __init__(self, id: _Optional[str] = ..., ready: _Optional[_Union[Ready, _Mapping]] = ..., probes: _Optional[_Union[ProbeResults, _Mapping]] = ..., sample: _Optional[_Union[PingSample, _Mapping]] = ..., line: _Optional[_Union[Line, _Mapping]] = ..., kernel: _Optional[_Union[KernelState, _Mapping]] = ..., drift: _Optional[_Union[DriftReport, _Mapping]] = ..., exec: _Optional[_Union[ExecResult, _Mapping]] = ..., iperf: _Optional[_Union[IperfReport, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ...) -> None: ...
+    resumed: Resumed
+    def __init__(self, id: _Optional[str] = ..., ready: _Optional[_Union[Ready, _Mapping]] = ..., probes: _Optional[_Union[ProbeResults, _Mapping]] = ..., sample: _Optional[_Union[PingSample, _Mapping]] = ..., line: _Optional[_Union[Line, _Mapping]] = ..., kernel: _Optional[_Union[KernelState, _Mapping]] = ..., drift: _Optional[_Union[DriftReport, _Mapping]] = ..., exec: _Optional[_Union[ExecResult, _Mapping]] = ..., iperf: _Optional[_Union[IperfReport, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ..., resumed: _Optional[_Union[Resumed, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("host", "agent_version")
+    __slots__ = ("host", "agent_version", "resume")
     HOST_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
     host: str
     agent_version: str
-    def __init__(self, host: _Optional[str] = ..., agent_version: _Optional[str] = ...) -> None: ...
+    resume: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, host: _Optional[str] = ..., agent_version: _Optional[str] = ..., resume: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AgentMessage(_message.Message):
     __slots__ = ("hello", "event")
