@@ -18,7 +18,8 @@ only objects the agent owns, so the planner can diff the two field by field:
   published port must leave through the uplink they came in by), a resolv.conf naming
   the agent's embedded DNS (127.0.0.11; `local_containers` is also the set of
   namespaces it listens in), and the load-balancing table of the services on its
-  networks (services_nft.py) over the replicas on live hosts.
+  networks (services_nft.py) over the replicas on live hosts, and the table that
+  redirects 127.0.0.11:53 to the port its listeners are bound to (dns_nft.py).
 
 Interface names inside a container are kept when they exist (`actual`), so adding or
 removing a network never renames eth0; new interfaces take the lowest free ethN (an
@@ -43,7 +44,7 @@ from dataclasses import dataclass
 from vxlab import netns
 from collections.abc import Callable
 
-from vxlab.agent import nat, policy_nft, ports_nft, services_nft, vtep
+from vxlab.agent import dns_nft, nat, policy_nft, ports_nft, services_nft, vtep
 from vxlab.agent.cache import StateCache
 from vxlab.agent.kernel import MARK, UPLINK_MARK, AgentNs, Fdb, Link, Namespace, Neigh, Route
 from vxlab.agent.names import UPLINK_BLOCKS, VXLAN_OVERHEAD, VXLAN_PORT, Naming
@@ -180,7 +181,7 @@ def _container_ns(name: str, eps: list[Endpoint], state: StateCache, me: HostInf
     table = services_nft.build(eps, state.services.values(), state.endpoints.values(),
                                alive=lambda host: host == me.name or peer(host)) if state.services else None
     return Namespace(n.container_ns(name), marker, links, frozenset(addrs), frozenset(routes),
-                     resolv=netns.resolv_conf(marker), services=table)
+                     resolv=netns.resolv_conf(marker), services=table, dns=dns_nft.build())
 
 
 def desired_state(state: StateCache, me: HostInfo, actual: dict[str, Namespace] | None = None, *,

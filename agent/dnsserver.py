@@ -2,7 +2,9 @@
 namespaces, answered on the agent's asyncio loop from its live watch cache.
 
 For every container namespace of this host the agent keeps one UDP and one TCP
-socket bound to 127.0.0.11:53, made inside that namespace (a thread that entered it,
+socket bound to 127.0.0.11:PORT (a high port: port 53 of the container stays free for
+its own servers; the namespace's `ip vxlab_dns` table, agent/dns_nft.py, DNATs
+127.0.0.11:53 to it, planned with the namespace), made inside that namespace (a thread that entered it,
 vxlab.netns.socket_in's pattern): the socket a query arrives on says which container
 asks, and the answer follows agent/dnsnames.py. The set of listeners is a side
 structure the reconciler drives: after every pass `sync` makes it the pass's
@@ -42,10 +44,10 @@ import dns.resolver
 
 from vxlab import netns
 from vxlab.agent.cache import StateCache
+from vxlab.agent.dns_nft import ADDRESS, PORT
 from vxlab.agent.dnsnames import Names, error, respond
 
 log = logging.getLogger("vxlab.agent.dns")
-ADDRESS, PORT = "127.0.0.11", 53
 FORWARD_TIMEOUT = 2.0   # per upstream
 FORWARDS_MAX = 256      # forwarded questions in flight; more are SERVFAIL at once
 TCP_IDLE = 10.0         # an idle TCP connection is closed after this long
@@ -66,7 +68,7 @@ class _Listener:
 
 
 def _open(ns: str) -> tuple[tuple[int, int], socket.socket, socket.socket]:
-    """(the namespace's ident, a UDP and a listening TCP socket on 127.0.0.11:53 in it)."""
+    """(the namespace's ident, a UDP and a listening TCP socket on 127.0.0.11:PORT in it)."""
     def make() -> tuple[tuple[int, int], socket.socket, socket.socket]:
         st = os.stat("/proc/thread-self/ns/net")
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -118,6 +118,7 @@ class Namespace:
     nat: Nat | None = None                               # network namespaces: our NAT table (uplink)
     resolv: str | None = None                            # container namespaces: our /etc/netns/<name>/resolv.conf
     services: NftTable | None = None                     # container namespaces: our service VIPs (services_nft.py)
+    dns: NftTable | None = None                          # container namespaces: our 127.0.0.11:53 redirect (dns_nft.py)
 
 
 @dataclass(frozen=True)
@@ -319,6 +320,15 @@ class Kernel(ABC):
     @abstractmethod
     def delete_services(self, ns: str) -> None:
         """Remove our services table from `ns`; a missing one (or namespace) is no error."""
+
+    @abstractmethod
+    def set_dns_redirect(self, ns: str, want: NftTable) -> None:
+        """Make our DNS redirect table (`ip vxlab_dns`) in the container namespace `ns`
+        `want`, atomically; nothing is written when its tag is right already."""
+
+    @abstractmethod
+    def delete_dns_redirect(self, ns: str) -> None:
+        """Remove our DNS redirect table from `ns`; a missing one (or namespace) is no error."""
 
     # --- network policy (in a network namespace) ---------------------------------------
     @abstractmethod

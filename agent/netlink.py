@@ -151,7 +151,8 @@ class NetlinkKernel(TableOps, FaultOps, ObjectOps):
                 policy, nat = self.network_tables(name)  # a network namespace
                 ns = dataclasses.replace(ns, policy=policy, nat=nat)
             elif ns.marker.startswith(MARK):  # a container namespace
-                ns = dataclasses.replace(ns, resolv=netns.read_resolv(name), services=self.container_tables(name))
+                services, dns = self.container_tables(name)
+                ns = dataclasses.replace(ns, resolv=netns.read_resolv(name), services=services, dns=dns)
             out[name] = ns
         return out
 

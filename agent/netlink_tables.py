@@ -4,7 +4,7 @@ of the agent's namespace, NAT and network policy of a network namespace, service
 container's, and the conntrack entries a changed policy must forget.
 
 Tables go through the firewall driver (nft.py), rendered and parsed by the pure
-modules (vtep.py, nat.py, policy_nft.py, ports_nft.py, services_nft.py); every write is ensure-style (read, compare,
+modules (vtep.py, nat.py, policy_nft.py, ports_nft.py, services_nft.py, dns_nft.py); every write is ensure-style (read, compare,
 replace the whole table atomically only when it differs). Conntrack is read and
 pruned with pyroute2 from a short-lived thread inside the namespace.
 """
@@ -18,7 +18,7 @@ from typing import Any
 from pyroute2 import Conntrack
 from pyroute2.netlink.exceptions import NetlinkError
 from vxlab import netns
-from vxlab.agent import fault_nft, nat, policy_nft, ports_nft, services_nft, vtep
+from vxlab.agent import dns_nft, fault_nft, nat, policy_nft, ports_nft, services_nft, vtep
 from vxlab.agent.kernel import KernelError, Nat, NftTable, PolicyTable, VtepFilter
 from vxlab.agent.netlink_ns import ns_ident
 from vxlab.agent.nft import Nft, where
@@ -38,6 +38,7 @@ NAT = (nat.FAMILY, nat.TABLE)
 POLICY = (policy_nft.FAMILY, policy_nft.TABLE)
 PORTS = (ports_nft.FAMILY, ports_nft.TABLE)
 SERVICES = (services_nft.FAMILY, services_nft.TABLE)
+DNS = (dns_nft.FAMILY, dns_nft.TABLE)
 FAULT = (fault_nft.FAMILY, fault_nft.TABLE)
 
 
@@ -90,10 +91,11 @@ class TableOps:
                 nat.parse(found[NAT]) if NAT in found else None,
                 ports_nft.parse(found[PORTS]) if PORTS in found else None, found.get(FAULT))
 
-    def container_tables(self, ns: str) -> NftTable | None:
-        """A container namespace's services table, for its dump."""
-        found = self._nft.read(ns, (SERVICES,))
-        return services_nft.parse(found[SERVICES]) if SERVICES in found else None
+    def container_tables(self, ns: str) -> tuple[NftTable | None, NftTable | None]:
+        """A container namespace's services and DNS redirect tables, for its dump (one read)."""
+        found = self._nft.read(ns, (SERVICES, DNS))
+        return (services_nft.parse(found[SERVICES]) if SERVICES in found else None,
+                dns_nft.parse(found[DNS]) if DNS in found else None)
 
     def _replace(self, op: str, ns: str, table: tuple[str, str], render: Callable[[], str]) -> None:
         try:
@@ -122,7 +124,7 @@ class TableOps:
         self._own()
         self._delete("delete_vtep_filter", "", VTEP)
 
-    # --- published ports (ports_nft.py) and services (services_nft.py) ----------------------
+    # --- published ports (ports_nft.py), services (services_nft.py), DNS (dns_nft.py) -------
     def set_ports(self, want: NftTable) -> None:
         self._sysctls("", dict(want.sysctls))  # route_localnet on the uplinks of loopback-bound ports
         if self.own_tables()[2] != want:
@@ -134,12 +136,21 @@ class TableOps:
 
     def set_services(self, ns: str, want: NftTable) -> None:
         self._own()
-        if self.container_tables(ns) != want:
+        if self.container_tables(ns)[0] != want:
             self._replace("set_services", ns, SERVICES, lambda: want.script)
 
     def delete_services(self, ns: str) -> None:
         self._own()
         self._delete("delete_services", ns, SERVICES)
+
+    def set_dns_redirect(self, ns: str, want: NftTable) -> None:
+        self._own()
+        if self.container_tables(ns)[1] != want:
+            self._replace("set_dns_redirect", ns, DNS, lambda: want.script)
+
+    def delete_dns_redirect(self, ns: str) -> None:
+        self._own()
+        self._delete("delete_dns_redirect", ns, DNS)
 
     # --- NAT (nat.py) -----------------------------------------------------------------------
     def set_nat(self, ns: str, want: Nat) -> None:

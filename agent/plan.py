@@ -35,7 +35,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from vxlab.agent import nat, policy_nft, ports_nft, services_nft, vtep
+from vxlab.agent import dns_nft, nat, policy_nft, ports_nft, services_nft, vtep
 from vxlab.agent.kernel import MARK, UPLINK_MARK, AgentNs, Fdb, Link, Namespace, Neigh, NftTable
 from vxlab.agent.names import Naming
 
@@ -247,7 +247,9 @@ def _diff_ns(want: Namespace, have: Namespace, desired: dict[str, Namespace],
                         "policy~", ns))
     return out + _plan_nat(ns, want.nat, have.nat) + _plan_resolv(ns, want.resolv, have.resolv) + _plan_table(
         ns, "services", want.services, have.services, why=services_nft.diff_reason(want.services, have.services),
-        table=f"{services_nft.FAMILY} {services_nft.TABLE}", method="services")
+        table=f"{services_nft.FAMILY} {services_nft.TABLE}", method="services") + _plan_table(
+        ns, "dns", want.dns, have.dns, why=dns_nft.diff_reason(want.dns, have.dns),
+        table=f"{dns_nft.FAMILY} {dns_nft.TABLE}", method="dns_redirect")
 
 
 def _plan_table(ns: str, kind: str, want: NftTable | None, have: NftTable | None, *, why: str, table: str,

@@ -1,12 +1,12 @@
 """The kernel contract, published ports and services (a section of tests/contract_kernel.py):
 the agent namespace's published-ports table with the sysctls it needs, a container
-namespace's services table, both read back by their tag; the agent namespace's routes
+namespace's services and DNS redirect tables, all read back by their tag; the agent namespace's routes
 through our uplinks (and only those)."""
 
 from __future__ import annotations
 
 from contract_kernel_base import CTR_MARK, UP_ALIAS, Base, Outside, counting
-from vxlab.agent import ports_nft, services_nft
+from vxlab.agent import dns_nft, ports_nft, services_nft
 from vxlab.agent.kernel import Kernel, NftTable, Route
 from vxlab.model import Endpoint, PortMapping, Service
 
@@ -74,6 +74,29 @@ class TableContract(Base):
                 kernel.delete_services(ctr)
                 kernel.delete_services(outside.ns("c-gone"))
             assert kernel.dump(outside.prefix)[ctr].services is None
+        assert not w
+
+    def test_a_dns_redirect_is_read_in_container_namespaces_only_beside_services(self, kernel: Kernel,
+                                                                                 outside: Outside) -> None:
+        net = self.network(kernel, outside)
+        ctr = outside.ns("c-web")
+        kernel.create_netns(ctr, marker=CTR_MARK)
+        table = dns_nft.build()
+        kernel.set_services(ctr, services_table())
+        for _ in range(2):
+            with counting(kernel) as w:
+                kernel.set_dns_redirect(ctr, table)
+            got = kernel.dump(outside.prefix)[ctr]
+            assert got.dns == table and got.services == services_table()  # two tables, one read
+        assert not w, "the second call writes nothing"
+        kernel.set_dns_redirect(net, table)
+        assert kernel.dump(outside.prefix)[net].dns is None  # a network namespace: not read
+        for _ in range(2):
+            with counting(kernel) as w:
+                kernel.delete_dns_redirect(ctr)
+                kernel.delete_dns_redirect(outside.ns("c-gone"))
+            got = kernel.dump(outside.prefix)[ctr]
+            assert got.dns is None and got.services == services_table()
         assert not w
 
     def test_agent_ns_routes_are_those_through_our_uplinks(self, kernel: Kernel, outside: Outside) -> None:

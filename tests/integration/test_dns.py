@@ -27,7 +27,7 @@ import pytest
 
 from vxlab import netns
 from vxlab.icmp import socket_in_netns
-from vxlab.lab import topology
+from vxlab.lab import procs, topology
 from vxlab.lab.lab import Lab
 
 pytestmark = pytest.mark.integration
@@ -153,6 +153,36 @@ def test_recreated_container_resolves_to_its_new_address(lab: Lab) -> None:
     finally:
         lab.up(topology.parse(f"name: {lab.name}\n{BODY}"))
     assert getent(lab, "web", "db") == (0, "10.50.0.3")
+
+
+# A UDP echo on 0.0.0.0:PORT: "<peer address>" back to each datagram; "listening" once bound.
+UDP_ECHO = ("import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 53));"
+            " print('listening', flush=True)\nwhile True: d, a = s.recvfrom(512); s.sendto(a[0].encode(), a)")
+
+
+def test_a_server_in_the_container_binds_port_53_and_the_resolver_still_answers(lab: Lab) -> None:
+    """db runs its own server on 0.0.0.0:53/udp (the agent's listeners are on
+    127.0.0.11:10053, `ip vxlab_dns` DNATs 127.0.0.11:53 there): web on h1 reaches it at
+    db's address across VXLAN, and glibc in db still resolves through 127.0.0.11. The
+    redirect deleted by hand is put back by the agent."""
+    ns = lab.namespace_of("db")
+    p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", UDP_ECHO], stdout=subprocess.PIPE,
+                         text=True)
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "listening"  # no EADDRINUSE
+        with socket_in_netns(lab.namespace_of("web"), socket.AF_INET, socket.SOCK_DGRAM, 0) as s:
+            s.settimeout(5)
+            s.connect(("10.50.0.3", 53))
+            s.send(b"?")
+            assert s.recv(512).decode() == ip_of(lab, "web", "app")
+        assert getent(lab, "db", "web") == (0, ip_of(lab, "web", "app"))
+        assert addresses(ask(lab, "db", "api", tcp=True)) == [ip_of(lab, "api", "app")]
+    finally:
+        p.kill()
+        p.wait()
+    subprocess.run(["ip", "netns", "exec", ns, "nft", "delete", "table", "ip", "vxlab_dns"], check=True)
+    procs.wait_for(lambda: getent(lab, "db", "web")[0] == 0, "the redirect back (h2's next full pass)",
+                   timeout=40, interval=0.5)
 
 
 def test_listeners_come_back_after_an_agent_kill(lab: Lab) -> None:

@@ -20,7 +20,7 @@ import dns.rcode
 import pytest
 
 from vxlab.agent.cache import StateCache
-from vxlab.agent.dnsserver import Resolver
+from vxlab.agent.dnsserver import PORT, Resolver
 from vxlab.icmp import socket_in_netns
 from vxlab.model import Endpoint, Network, WatchBatch
 
@@ -53,23 +53,24 @@ def cache() -> StateCache:
 
 
 async def ask(ns: str, name: str, *, tcp: bool = False) -> dns.message.Message:
-    """A question to 127.0.0.11 from inside `ns` (a blocking client, off the loop)."""
+    """A question to the listener, 127.0.0.11:PORT, from inside `ns` (a blocking client,
+    off the loop; no agent here plans the table that redirects :53 to it)."""
     def go() -> dns.message.Message:
         q = dns.message.make_query(name, "A")
         kind = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
         with socket_in_netns(ns, socket.AF_INET, kind, 0) as s:
             s.settimeout(3)
             if tcp:
-                s.connect(("127.0.0.11", 53))
-                return dns.query.tcp(q, "127.0.0.11", timeout=3, sock=s)
-            return dns.query.udp(q, "127.0.0.11", timeout=3, sock=s)
+                s.connect(("127.0.0.11", PORT))
+                return dns.query.tcp(q, "127.0.0.11", port=PORT, timeout=3, sock=s)
+            return dns.query.udp(q, "127.0.0.11", port=PORT, timeout=3, sock=s)
     return await asyncio.to_thread(go)
 
 
 def refused(ns: str) -> bool:
-    """Nothing listens on 127.0.0.11:53 in `ns` (a TCP connect is refused)."""
+    """Nothing listens on 127.0.0.11:PORT in `ns` (a TCP connect is refused)."""
     with socket_in_netns(ns, socket.AF_INET, socket.SOCK_STREAM, 0) as s:
-        return s.connect_ex(("127.0.0.11", 53)) != 0
+        return s.connect_ex(("127.0.0.11", PORT)) != 0
 
 
 async def test_listeners_follow_the_namespaces_and_forwarding_works(namespaces: list[str]) -> None:

@@ -201,6 +201,22 @@ def test_an_agent_with_the_default_prefix_leaves_a_labs_namespaces_alone():
     assert set(lab_ns) <= set(k.ns)
 
 
+def test_container_namespaces_get_the_dns_redirect_planned_repaired_and_adopted(rig):
+    """`ip vxlab_dns` (127.0.0.11:53 -> the listeners' port) is planned with a reason in a
+    container namespace only, repaired when deleted, and a second pass writes nothing."""
+    from vxlab.agent import dns_nft
+
+    k, r, s = rig
+    res = r.reconcile(s, full=True)
+    want = "+ add dns ip vxlab_dns in vxt-h1-c-web: dns redirect: create (127.0.0.11:53 -> :10053, udp and tcp)"
+    assert want in [a.describe() for a in res.actions]
+    assert k.ns["vxt-h1-c-web"].dns == dns_nft.build() and k.ns["vxt-h1-n-blue"].dns is None
+    assert r.reconcile(s, full=True).writes == {}
+    k.ns["vxt-h1-c-web"].dns = None  # deleted by hand
+    res = r.reconcile(s, full=True)
+    assert [a.describe() for a in res.actions] == [want] and res.writes == {"set_dns_redirect": 1}
+
+
 def test_container_namespaces_get_the_resolv_conf_of_the_embedded_dns(rig):
     """Planned with the namespace (`--dry-run` shows it), repaired when changed by hand,
     never written to a network namespace, gone with its namespace."""

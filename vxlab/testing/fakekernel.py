@@ -43,6 +43,7 @@ class _Ns:
     nat: Nat | None = None
     resolv: str | None = None
     services: NftTable | None = None  # a container namespace's
+    dns: NftTable | None = None       # a container namespace's
     ports: NftTable | None = None     # the agent's own namespace's
 
 
@@ -53,7 +54,7 @@ def _lo(marker: str) -> Link:
 def _dumped(name: str, n: _Ns) -> Namespace:
     """`n` as NetlinkKernel's dump reads it: FDB and neighbour entries of vxlan devices
     only, tables only in a network namespace (ours, with a bridge), a resolv.conf and a
-    services table only in one of ours without a bridge (a container's)."""
+    services and a DNS redirect table only in one of ours without a bridge (a container's)."""
     vxlans = {d for d, link in n.links.items() if link.kind == "vxlan"}
     network = n.marker.startswith(MARK) and any(link.kind == "bridge" for link in n.links.values())
     container = n.marker.startswith(MARK) and not network
@@ -61,7 +62,8 @@ def _dumped(name: str, n: _Ns) -> Namespace:
                      frozenset(e for e in n.fdb.values() if e.dev in vxlans),
                      frozenset(e for e in n.neigh.values() if e.dev in vxlans),
                      n.policy if network else None, n.nat if network else None,
-                     n.resolv if container else None, n.services if container else None)
+                     n.resolv if container else None, n.services if container else None,
+                     n.dns if container else None)
 
 
 class FakeKernel(Kernel):
@@ -209,17 +211,24 @@ class FakeKernel(Kernel):
             self.own.ports = None
             self.writes["delete_ports"] += 1
 
+    def _set_table(self, ns: str, attr: str, want: NftTable | None, *, op: str) -> None:
+        """A container namespace's tagged table `attr` made `want` (None: deleted)."""
+        n = self._get(ns) if want is not None else self.ns.get(ns)
+        if n is not None and getattr(n, attr) != want:
+            setattr(n, attr, want)
+            self.writes[op] += 1
+
     def set_services(self, ns: str, want: NftTable) -> None:
-        n = self._get(ns)
-        if n.services != want:
-            n.services = want
-            self.writes["set_services"] += 1
+        self._set_table(ns, "services", want, op="set_services")
 
     def delete_services(self, ns: str) -> None:
-        n = self.ns.get(ns)
-        if n is not None and n.services is not None:
-            n.services = None
-            self.writes["delete_services"] += 1
+        self._set_table(ns, "services", None, op="delete_services")
+
+    def set_dns_redirect(self, ns: str, want: NftTable) -> None:
+        self._set_table(ns, "dns", want, op="set_dns_redirect")
+
+    def delete_dns_redirect(self, ns: str) -> None:
+        self._set_table(ns, "dns", None, op="delete_dns_redirect")
 
     def set_resolv(self, ns: str, text: str) -> None:
         n = self._get(ns)
