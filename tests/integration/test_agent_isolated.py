@@ -64,6 +64,7 @@ def test_agent_in_its_own_mount_and_pid_namespaces(tmp_path: Path) -> None:
              "--status-file", str(rig.status_path("h2"))],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         rig.wait(lambda: rig.status("h2").registered, "the isolated agent registered")
+        rig.wait(lambda: rig.status("h1").registered, "h1's agent registered")  # slow under load: CI
         assert rig.status("h2").pid == 1  # PID 1 of a PID namespace of its own
         pid = _agent_pid(rig.prefix("h2"))
         for ns in ("mnt", "pid", "net"):
