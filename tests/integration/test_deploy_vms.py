@@ -23,6 +23,7 @@ the switch are removed at the end, also on failure.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -232,7 +233,7 @@ def test_a_killed_vm_is_purged_by_its_peers_and_reachable_once_back(cluster: Clu
             seen = start
             time.sleep(0.05)
 
-    killed = time.monotonic()
+    killed, killed_at = time.monotonic(), dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
     cluster.guests[VICTIM].vm.kill()  # SIGKILL of its QEMU: the machine is gone, its tap stays
     watchers = [threading.Thread(target=watch, args=(p, killed)) for p in peers]
     for t in watchers:
@@ -240,6 +241,10 @@ def test_a_killed_vm_is_purged_by_its_peers_and_reachable_once_back(cluster: Clu
     for t in watchers:
         t.join()
     assert set(purged) == set(peers), f"not purged within 120 s: {sorted(set(peers) - set(purged))}"
+    # Where a slow purge spends its time: each peer's agent and controller, as they logged it.
+    peer_logs = {p: cluster.run(p, "journalctl --no-pager -o short-precise -u vxlab-agent -u vxlab-controller "
+                                   "--since '-120 s' | tail -n 40", timeout=60).stdout.splitlines()
+                 for p in peers}
     # How soon (the TTL + 1 s) is a figure, recorded in bench/results/deploy.json
     # ("purged_between_s", "within_ttl_plus_1"), not asserted: TCG on a loaded machine moves it.
     assert cluster.hosts()[VICTIM]["alive"] is False
@@ -261,7 +266,7 @@ def test_a_killed_vm_is_purged_by_its_peers_and_reachable_once_back(cluster: Clu
     cluster.results["kill"] = {"victim": VICTIM, "etcd_leader": leader, "lease_ttl_s": LEASE_TTL,
                                "purged_between_s": {p: list(b) for p, b in purged.items()},
                                "within_ttl_plus_1": all(by <= LEASE_TTL + 1 for _, by in purged.values()),
-                               "back": back}
+                               "killed_at": killed_at, "peer_logs": peer_logs, "back": back}
     _write_results(cluster)
 
 
