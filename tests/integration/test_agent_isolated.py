@@ -88,8 +88,10 @@ def _cli(rig: Rig, run: Path, *args: str, tls: list[str] | None = None,
 @pytest.fixture
 def remote(tmp_path: Path) -> Any:
     """Two isolated agents with mutual TLS, `web`@h1 and `db`@h2; a resync long enough
-    that drift made by hand stays until the test has seen it."""
-    rig = Rig(tmp_path, hosts=2, tls=True, isolated=True, resync=300)
+    that drift made by hand stays until the test has seen it, and a lease long enough that
+    a keepalive late on a loaded machine does not purge db's entries from h1 under the
+    trace (CI: the 4 s lease expired once between `check` and `trace`)."""
+    rig = Rig(tmp_path, hosts=2, tls=True, isolated=True, resync=300, lease_ttl=12)
     try:
         rig.start_pair("10.81.0.0/24")
         yield rig
@@ -167,6 +169,9 @@ def test_check_trace_exec_and_drift_through_the_agents_with_no_lab_state(remote:
         asyncio.run(impostor())
 
     rig.kill_agent("h2")  # the probes from db fail with the reason; web's still run (and time out: no FDB entry)
+    rig.wait(lambda: not {h.name: h.alive for h in rig.api(lambda c: c.list_hosts())}["h2"], "h2's lease expired",
+             timeout=30, interval=0.5)
+    rig.settle()  # h1 purged db's entries
     cut = _cli(rig, run, "check", "--json")
     probes = {p["src"]: p for p in json.loads(cut.stdout)["probes"]}
     assert cut.returncode == 1 and probes["web"]["error"] == "timed out", cut.stdout
