@@ -5,8 +5,8 @@ writes 0.4.0 conflists).
 Input: the plugin's config on stdin (a conflist entry, `name` and `cniVersion` put in by
 the runtime): `type` "vxlab", `network` (the vxlab network), `host` (this host's name,
 as its agent registered it), `controller` (one address or a comma-separated list, or a
-list), `pki` (optional: a `vxlab pki init` directory, whose admin certificate is used;
-none: plaintext), `timeout` (optional, seconds to wait for the agent, default 20). The
+list), `pki` (optional: a `vxlab pki init` directory: the host's certificate in it is used,
+else the admin's; none: plaintext), `timeout` (optional, seconds to wait for the agent, default 20). The
 environment: CNI_COMMAND, CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME (CNI_ARGS, CNI_PATH
 are not needed). Output: a result or an error as JSON on stdout; errors exit non-zero.
 """

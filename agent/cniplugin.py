@@ -40,7 +40,12 @@ from vxlab.tls import Pki
 
 
 def _client(conf: Config) -> Client:
-    tls = Pki(Path(conf.pki)).admin() if conf.pki else None
+    """The host's certificate of the `pki` directory (a host may make runtime endpoints on
+    itself), or the admin's where the directory has none for the host (a lab machine's)."""
+    tls = None
+    if conf.pki:
+        pki = Pki(Path(conf.pki))
+        tls = pki.host(conf.host) if pki.pair(f"host:{conf.host}")[0].is_file() else pki.admin()
     return Client(list(conf.controller), timeout=min(conf.timeout, 10.0), tls=tls)
 
 

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from vxlab import validate
 from vxlab.agent.docker_http import Refused
-from vxlab.errors import AlreadyExists, InvalidArgument, NotFound
+from vxlab.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
 from vxlab.model import Endpoint, Host, Network
 
 log = logging.getLogger("vxlab.docker")
@@ -209,6 +209,10 @@ class Bindings:
                     continue  # another host's plugin created it meanwhile: join it
                 except InvalidArgument as e:
                     raise Refused(f"vxlab: {e}") from None
+                except PermissionDenied:
+                    raise Refused(f"vxlab network {name!r} does not exist, and this plugin may not create networks "
+                                  f"(no admin certificate): create it first with `vxlab network create {name} "
+                                  f"--subnet {b.subnet}`") from None
             if why := disagreement(b, net):
                 raise Refused(why)
             return net

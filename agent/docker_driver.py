@@ -29,8 +29,8 @@ from typing import Any, Protocol
 
 from vxlab.agent.docker_bind import ADDRESS_SPACE, CREATED_LABEL, Api, Bindings, Docker, disagreement, overlapping, parse_create
 from vxlab.agent.docker_http import NotImplementedMethod, Refused
-from vxlab.errors import FailedPrecondition, NotFound, VxError
-from vxlab.model import Endpoint
+from vxlab.errors import FailedPrecondition, NotFound, PermissionDenied, VxError
+from vxlab.model import Endpoint, Network
 
 log = logging.getLogger("vxlab.docker")
 
@@ -56,8 +56,10 @@ def _pool_subnet(pool_id: str) -> str:
 class Driver:
     """Docker's calls for one host (`host`: the vxlab host this dockerd and agent are)."""
 
-    def __init__(self, api: Api, docker: Docker, programmed: Programmed, *, host: str, bindings: Bindings) -> None:
+    def __init__(self, api: Api, docker: Docker, programmed: Programmed, *, host: str, bindings: Bindings,
+                 creates_networks: bool = True) -> None:
         self.api, self.docker, self.programmed, self.host, self.nets = api, docker, programmed, host, bindings
+        self.creates_networks = creates_networks  # False: no admin certificate, only existing networks are joined
         self.methods: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
             "Plugin.Activate": self.activate,
             "NetworkDriver.GetCapabilities": self.capabilities,
@@ -118,6 +120,7 @@ class Driver:
         same, other = overlapping(str(subnet), await self.api.list_networks())
         if other is not None:
             raise Refused(f"vxlab: --subnet: {subnet} overlaps vxlab network {other.name!r} ({other.subnet})")
+        self._joinable(same, str(subnet))
         gateway = same.gateway if same is not None else str(subnet.network_address + 1)
         return {"PoolID": f"{ADDRESS_SPACE}/{subnet}", "Pool": str(subnet),
                 "Data": {GATEWAY: f"{gateway}/{subnet.prefixlen}"}}
@@ -149,12 +152,20 @@ class Driver:
         return {}
 
     # --- networks ----------------------------------------------------------------------
+    def _joinable(self, same: Network | None, subnet: str) -> None:
+        """Refused when no vxlab network has `subnet` and this plugin may not create one."""
+        if same is None and not self.creates_networks:
+            raise Refused(f"vxlab: --subnet: no vxlab network has subnet {subnet}, and this plugin may not create "
+                          "networks (it has the host's certificate, not the admin's): create it first with "
+                          f"`vxlab network create NAME --subnet {subnet}`")
+
     async def create_network(self, body: dict[str, Any]) -> dict[str, Any]:
         b = parse_create(body)
         nets = await self.api.list_networks()
         same, other = overlapping(b.subnet, nets)
         if other is not None:
             raise Refused(f"vxlab: --subnet: {b.subnet} overlaps vxlab network {other.name!r} ({other.subnet})")
+        self._joinable(same, b.subnet)
         if same is not None:
             if why := disagreement(b, same):
                 raise Refused(f"vxlab: {why}")
@@ -177,6 +188,8 @@ class Driver:
                     await self.api.delete_network(b.name)
             except (NotFound, FailedPrecondition):
                 pass  # gone already, or still used (by another host)
+            except PermissionDenied:
+                log.info("vxlab network %s stays: this plugin has no admin certificate to remove it", b.name)
         return {}
 
     # --- endpoints ---------------------------------------------------------------------

@@ -10,13 +10,17 @@ networks vxlab.agent.docker_bind; here the real adapters: the controller (a
 vxlab.client.Client), the host's dockerd (its API socket, for the names Docker does not
 give drivers), the agent's veth (vxlab.agent.netlink_handoff.wait_programmed).
 
-The controller must let the plugin create networks and endpoints: the admin certificate
-(a host's certificate may only read, controller/authz.py).
+Two certificates (controller/authz.py): the host's own for everything per container (a
+host may create, update and delete endpoints of a runtime on itself) and, optionally, the
+admin's for creating and removing vxlab networks (`network_tls`). Without the admin's,
+a Docker network binds only to a vxlab network that exists (made with `vxlab network
+create`); one that does not is refused naming that command.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import urllib.parse
 from dataclasses import dataclass
@@ -28,7 +32,7 @@ from vxlab.agent.docker_driver import Driver
 from vxlab.agent.docker_http import Refused
 from vxlab.client import Client
 from vxlab.layout import Layout
-from vxlab.model import Endpoint
+from vxlab.model import Endpoint, Network
 from vxlab.tls import TlsConfig
 
 log = logging.getLogger("vxlab.docker")
@@ -44,8 +48,27 @@ class PluginConfig:
     socket: str = DEFAULT_SOCKET
     docker: str = DEFAULT_DOCKER   # the host's dockerd: unix://PATH
     state: str = ""                # the bindings' file ("": next to the socket)
-    tls: TlsConfig | None = None
+    tls: TlsConfig | None = None          # the host's certificate (endpoints, reads)
+    network_tls: TlsConfig | None = None  # the admin's, to create/remove vxlab networks (None: as `tls`)
+    creates_networks: bool = True         # False: `tls` may not (a host's certificate and no admin's)
     programmed_timeout: float = PROGRAMMED_TIMEOUT
+
+
+class SplitApi:
+    """The controller as the plugin's calls need it: network writes through `networks`
+    (the admin's client) when there is one, everything else through `api` (the host's)."""
+
+    def __init__(self, api: Client, networks: Client | None) -> None:
+        self.api, self.networks = api, networks
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.api, name)
+
+    async def create_network(self, net: Network) -> Network:
+        return await (self.networks or self.api).create_network(net)
+
+    async def delete_network(self, name: str, *, force: bool = False) -> int:
+        return await (self.networks or self.api).delete_network(name, force=force)
 
 
 class DockerApi:
@@ -92,17 +115,29 @@ class AgentVeth:
                       "running and connected to the controller?")
 
 
+def _certificates(cfg: PluginConfig) -> str:
+    """Which certificates the plugin calls the controller with, for its first line."""
+    mine = f"certificate {cfg.tls.cert}" if cfg.tls else "no certificate (plaintext)"
+    if not cfg.creates_networks:
+        return f"{mine}; may not create networks"
+    return f"{mine}; networks: {cfg.network_tls.cert}" if cfg.network_tls else mine
+
+
 async def run(cfg: PluginConfig, *, ready: asyncio.Event | None = None) -> None:
     """Serve until cancelled."""
-    async with Client(cfg.controller, tls=cfg.tls, timeout=15.0) as api:
+    async with contextlib.AsyncExitStack() as stack:
+        host = await stack.enter_async_context(Client(cfg.controller, tls=cfg.tls, timeout=15.0))
+        admin = None if cfg.network_tls is None else await stack.enter_async_context(
+            Client(cfg.controller, tls=cfg.network_tls, timeout=15.0))
+        api = SplitApi(host, admin)
         state = Path(cfg.state) if cfg.state else Path(cfg.socket).with_suffix(".json")
         bindings = Bindings(api, DockerApi(cfg.docker), state=state)
         bindings.resume()
         driver = Driver(api, bindings.docker, AgentVeth(api, cfg.host, timeout=cfg.programmed_timeout),
-                        host=cfg.host, bindings=bindings)
+                        host=cfg.host, bindings=bindings, creates_networks=cfg.creates_networks)
 
         def listening() -> None:
-            print(f"vxlab docker-plugin: host {cfg.host}, listening on {cfg.socket}", flush=True)
+            print(f"vxlab docker-plugin: host {cfg.host}, listening on {cfg.socket}; {_certificates(cfg)}", flush=True)
             if ready is not None:
                 ready.set()
         await docker_http.serve(cfg.socket, driver.handle, ready=listening)

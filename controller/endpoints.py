@@ -33,7 +33,7 @@ import dataclasses
 import ipaddress
 import time
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from vxlab import ports as portspec
@@ -47,6 +47,8 @@ from vxlab.controller.txn import CONFLICT, retry
 from vxlab.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from vxlab.model import RUNTIMES, Endpoint, Network, from_json, to_json
 
+
+Guard = Callable[[Endpoint], None]  # raises unless the caller may change this stored record
 
 MUTABLE = ("labels", "aliases", "ports")
 IMMUTABLE = ("host", "ip", "mac", "runtime")
@@ -285,9 +287,11 @@ class Endpoints:
         eps = [from_json(Endpoint, kv.value) for kv in kvs]
         return [e for e in eps if (not host or e.host == host) and (not name or e.name == name)], rev
 
-    async def update(self, ep: Endpoint, *, fields: Collection[str] = ()) -> Endpoint:
+    async def update(self, ep: Endpoint, *, fields: Collection[str] = (), guard: Guard | None = None) -> Endpoint:
         """Change `fields` (default: every mutable one: labels, aliases, ports) of the endpoint
-        `ep.name` on `ep.network`; returns the record. Nothing changed: nothing written."""
+        `ep.name` on `ep.network`; returns the record. Nothing changed: nothing written.
+        `guard` (the caller's authorization, controller/authz.py) sees the stored record
+        the transaction compares, and may refuse it."""
         validate.name(ep.network, field="endpoint.network", max_len=validate.NETWORK_NAME_MAX)
         validate.name(ep.name, field="endpoint.name", max_len=validate.CONTAINER_NAME_MAX)
         todo = update_fields("endpoint", fields, mutable=MUTABLE, immutable=IMMUTABLE, fix=RECREATE)
@@ -300,6 +304,8 @@ class Endpoints:
             if kv is None:
                 raise NotFound(f"endpoint: no endpoint {ep.name!r} on network {ep.network!r}")
             cur = from_json(Endpoint, kv.value)
+            if guard is not None:
+                guard(cur)
             same_immutable("endpoint", ep, cur, immutable=IMMUTABLE, fix=RECREATE)
             record = dataclasses.replace(cur, **{f: getattr(ep, f) for f in todo})
             if record == cur:
@@ -318,7 +324,8 @@ class Endpoints:
 
         return await retry(attempt, kind="endpoint_update")
 
-    async def delete(self, network: str, name: str) -> None:
+    async def delete(self, network: str, name: str, *, guard: Guard | None = None) -> None:
+        """Delete the endpoint and free its address, MAC, aliases and ports; `guard` as update's."""
         validate.name(network, field="network", max_len=validate.NETWORK_NAME_MAX)
         validate.name(name, field="name", max_len=validate.CONTAINER_NAME_MAX)
 
@@ -327,6 +334,8 @@ class Endpoints:
             if kv is None:
                 raise NotFound(f"endpoint: no endpoint {name!r} on network {network!r}")
             ep = from_json(Endpoint, kv.value)
+            if guard is not None:
+                guard(ep)
             res = await self.store.txn(
                 [ModRevisionIs(kv.key, kv.mod_revision)],
                 [Delete(kv.key), Delete(self.keys.ip(network, ep.ip)), Delete(self.keys.mac(network, ep.mac)),

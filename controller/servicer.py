@@ -20,6 +20,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from vxlab import validate, wire
+from vxlab.controller import authz
 from vxlab.controller.core import Controller
 from vxlab.controller.store import StoreUnavailable
 from vxlab.errors import InvalidArgument, PermissionDenied, VxError
@@ -126,11 +127,12 @@ class EndpointServicer(pbg.EndpointServiceServicer):
 
     async def UpdateEndpoint(self, request: pb.UpdateEndpointRequest, context: grpc.aio.ServicerContext) -> pb.Endpoint:
         ep = await _call(context, lambda: self.core.endpoints.update(wire.endpoint_from_pb(request.endpoint),
-                                                                     fields=tuple(request.update_mask)))
+                                                                     fields=tuple(request.update_mask),
+                                                                     guard=authz.guard()))
         return wire.endpoint_to_pb(ep)
 
     async def DeleteEndpoint(self, request: pb.DeleteEndpointRequest, context: grpc.aio.ServicerContext) -> pb.DeleteEndpointResponse:
-        await _call(context, lambda: self.core.endpoints.delete(request.network, request.name))
+        await _call(context, lambda: self.core.endpoints.delete(request.network, request.name, guard=authz.guard()))
         return pb.DeleteEndpointResponse()
 
 

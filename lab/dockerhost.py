@@ -113,8 +113,9 @@ def docker(lab_dir: Path, host: str, *args: str, timeout: float = 60, check: boo
     return p
 
 
-def start(lab_dir: Path, *, host: str, lab: str, netns: str) -> None:
-    """Start the host's plugin and dockerd (those not running), wait for the daemon, import the image."""
+def start(lab_dir: Path, *, host: str, lab: str, netns: str, pki: Path | None = None) -> None:
+    """Start the host's plugin and dockerd (those not running), wait for the daemon, import the image.
+    With the lab's `pki`, the plugin uses the host's certificate (and the admin's for networks)."""
     if gaps := missing():
         raise LabError(f"docker: host {host} has `docker: true`, but this machine lacks {', '.join(gaps)}")
     d = host_dir(lab_dir, host)
@@ -126,7 +127,8 @@ def start(lab_dir: Path, *, host: str, lab: str, netns: str) -> None:
     enter = ("nsenter", f"--net=/run/netns/{netns}")
     if "docker-plugin" not in procs:
         procs["docker-plugin"] = sup.start(Command(
-            (*enter, sys.executable, "-m", "vxlab.cli", "docker-plugin", "--lab", lab, "--host", host,
+            (*enter, sys.executable, "-m", "vxlab.cli", *(("--pki", str(pki)) if pki else ()),
+             "docker-plugin", "--lab", lab, "--host", host,
              "--socket", str(d / "plugin" / "vxlab.sock"), "--docker", socket(lab_dir, host),
              "--state", str(d / "plugin" / "bindings.json")), log=str(sup.log(f"docker-plugin-{host}"))))
         _record(d, procs)

@@ -219,7 +219,10 @@ class Lifecycle(LabHandle):
         if todo:
             progress(f"starting dockerd on {len(todo)} hosts")
         for host in todo:
-            dockerhost.start(self.state.dir, host=host, lab=self.name, netns=self.host_ns(host))
+            procs.host_tls(self.state, host)  # the plugin's certificate for its endpoints (the admin's: networks)
+            pki = self.state.pki
+            dockerhost.start(self.state.dir, host=host, lab=self.name, netns=self.host_ns(host),
+                             pki=pki.dir if pki is not None else None)
 
     def remove_host(self, host: str) -> None:
         proc = self.state.agents.pop(host, None)

@@ -100,7 +100,7 @@ networks:
 containers:
   - {{name: web, host: h3, networks: [{{name: blue, ip: {WEB}}}]}}
 """)
-    up = vx(env, "up", str(path), "--insecure", timeout=300)
+    up = vx(env, "up", str(path), timeout=300)  # with TLS: the plugins call with their hosts' certificates
     the_lab = Lab(name)
     try:
         assert up.returncode == 0, up.stderr
@@ -139,6 +139,15 @@ def test_docker_containers_reach_each_other_and_a_vxlab_container(lab: Lab, env:
                                         f"echo | nc -w 2 {d2} 8080", ok=False).stdout, "d1 -> d2:8080 over TCP")
     inspect = on(lab, env, "h1", "docker", "network", "inspect", "-f", "{{json .IPAM.Config}}", "blue").stdout
     assert "10.50.0.0/24" in inspect
+
+
+def test_the_plugins_use_their_hosts_certificates(lab: Lab) -> None:
+    """Each host's plugin makes its endpoints with that host's certificate (a host may make
+    runtime endpoints on itself) and only networks with the admin's (controller/authz.py)."""
+    pki = lab.state.dir / "pki"
+    for host in ("h1", "h2"):
+        first = (lab.state.dir / "logs" / f"docker-plugin-{host}.log").read_text()
+        assert f"certificate {pki}/hosts/{host}.crt; networks: {pki}/admin.crt" in first, first[-500:]
 
 
 def test_check_probes_to_docker_containers_and_says_what_it_cannot_probe_from(lab: Lab, env: dict[str, str]) -> None:

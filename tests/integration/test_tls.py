@@ -133,9 +133,39 @@ def test_a_host_may_not_create_networks_or_endpoints(secured: Secured) -> None:
     before = secured.revision()
     with pytest.raises(errors.PermissionDenied, match=r"^network: host 'h1' may not create networks \(admin only\)$"):
         secured.call(h1, lambda c: c.create_network(Network("evil")))
-    with pytest.raises(errors.PermissionDenied, match="^endpoint: host 'h1' may not create endpoints"):
+    with pytest.raises(errors.PermissionDenied, match=r"^endpoint: host 'h1' may create only endpoints of a runtime "
+                                                      r"\(docker, cni\) on itself, not a vxlab endpoint"):
         secured.call(h1, lambda c: c.create_endpoint(Endpoint("x", "evil", "h1")))
     assert secured.revision() == before
+
+
+def test_a_host_makes_and_removes_runtime_endpoints_on_itself_only(secured: Secured) -> None:
+    """What its Docker and CNI plugins need, with the host's certificate alone."""
+    h1, admin = secured.pki.host("h1"), secured.pki.admin()
+    secured.call(admin, lambda c: c.create_network(Network("rt", subnet="10.77.0.0/24")))
+    for name in ("h1", "h2"):
+        secured.call(admin, lambda c, n=name: c.register_host(Host(n, underlay_ip=f"192.0.2.{n[1]}")))
+    web = secured.call(admin, lambda c: c.create_endpoint(Endpoint("web", "rt", "h1")))
+    try:
+        before = secured.revision()
+        with pytest.raises(errors.PermissionDenied, match="not a cni endpoint on host 'h2'$"):
+            secured.call(h1, lambda c: c.create_endpoint(Endpoint("pod", "rt", "h2", runtime="cni")))
+        for call in (lambda c: c.delete_endpoint("rt", "web"),
+                     lambda c: c.update_endpoint(Endpoint("web", "rt", "h1", labels={"k": "v"}))):
+            with pytest.raises(errors.PermissionDenied, match="may change only endpoints of a runtime .* not a vxlab "
+                                                              "endpoint \\(admin only\\) on host 'h1'$"):
+                secured.call(h1, call)
+        assert secured.revision() == before  # refused: nothing written
+        pod = secured.call(h1, lambda c: c.create_endpoint(Endpoint("pod", "rt", "h1", runtime="cni")))
+        assert pod.ip and pod.ip != web.ip and pod.runtime == "cni"
+        got = secured.call(h1, lambda c: c.update_endpoint(Endpoint("pod", "rt", "h1", labels={"k": "v"})))
+        assert got.labels == {"k": "v"}
+        secured.call(h1, lambda c: c.delete_endpoint("rt", "pod"))
+        assert [e.name for e in secured.call(h1, lambda c: c.list_endpoints(network="rt"))] == ["web"]
+    finally:
+        secured.call(admin, lambda c: c.delete_network("rt", force=True))
+        for name in ("h1", "h2"):
+            secured.call(admin, lambda c, n=name: c.deregister_host(n, force=True))
 
 
 def test_the_cli_uses_pki_and_says_why_without(secured: Secured) -> None:

@@ -24,6 +24,7 @@ from vxlab.controller.context import Config
 from vxlab.controller.core import Controller
 from vxlab.controller.store_memory import MemoryStore
 from vxlab.layout import Layout
+from vxlab.errors import PermissionDenied
 from vxlab.model import Endpoint, Host, Network
 
 NID, NID2 = "n" * 64, "m" * 64
@@ -249,6 +250,40 @@ async def test_refusals_found_after_the_create_refuse_every_use(ctl):
     with pytest.raises(Refused, match="name the Docker network 'red'"):
         await d.handle("IpamDriver.RequestAddress", {"PoolID": "vxlab/10.50.0.0/24", "Address": "", "Options": {}})
     assert (await ctl.endpoints.list())[0] == []
+
+
+class HostCertApi(CoreApi):
+    """The controller as a host's certificate sees it (controller/authz.py): no network writes."""
+
+    async def create_network(self, net: Network) -> Network:
+        raise PermissionDenied("network", "host 'h1' may not create networks (admin only)")
+
+    async def delete_network(self, name: str, *, force: bool = False) -> int:
+        raise PermissionDenied("network", "host 'h1' may not delete networks (admin only)")
+
+
+async def test_with_the_hosts_certificate_only_existing_networks_are_joined(ctl):
+    api, docker = HostCertApi(ctl), FakeDocker({NID: "blue", NID2: "blue"})
+    d = Driver(api, docker, FakeVeth(), host="h1", bindings=Bindings(api, docker, state=None, timeout=5),
+               creates_networks=False)
+    before = await ctl.store.revision()
+    for call, body in [("IpamDriver.RequestPool", {"AddressSpace": "vxlab", "Pool": "10.50.0.0/24"}),
+                       ("NetworkDriver.CreateNetwork", create_body(NID))]:
+        with pytest.raises(Refused, match="no vxlab network has subnet 10.50.0.0/24, and this plugin may not create "
+                                          "networks .* `vxlab network create NAME --subnet 10.50.0.0/24`"):
+            await d.handle(call, body)
+    assert await ctl.store.revision() == before and d.nets.by_id == {}
+    await ctl.networks.create(Network(name="blue", subnet="10.50.0.0/24"))  # the admin's
+    await network_create(d, NID)
+    addr, _ = await docker_run(d, NID, "e" * 64)
+    await docker_rm(d, NID, "e" * 64, addr)
+    await d.handle("NetworkDriver.DeleteNetwork", {"NetworkID": NID})
+    assert [n.name for n in (await ctl.networks.list())[0]] == ["blue"]  # it stays: not this plugin's to remove
+    await d.handle("NetworkDriver.CreateNetwork", create_body(NID2))  # bound to blue, which is then removed
+    await d.nets.tasks[NID2]
+    await ctl.networks.delete("blue")
+    with pytest.raises(Refused, match="vxlab network 'blue' does not exist, and this plugin may not create networks"):
+        await d.handle("IpamDriver.RequestAddress", {"PoolID": "vxlab/10.50.0.0/24", "Address": "", "Options": {}})
 
 
 async def test_an_address_taken_is_refused_by_the_controller(ctl):

@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 from vxlab import pki
 from vxlab.cli import main
 from vxlab.client import _connect_error
-from vxlab.controller.authz import authorize
+from vxlab.controller.authz import authorize, guard
 from vxlab.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from vxlab.model import Endpoint
 from vxlab.tls import Identity, Pki, TlsConfig, identity_of_uris
 
 ADMIN, H1, OTHER = Identity("admin"), Identity("host", "h1"), Identity("unknown")
@@ -106,11 +107,40 @@ def test_a_host_may_read(method: str) -> None:
 
 
 @pytest.mark.parametrize(("method", "field"), [("CreateNetwork", "network"), ("DeleteNetwork", "network"),
-                                               ("CreateEndpoint", "endpoint"), ("DeleteEndpoint", "endpoint"),
-                                               ("SomethingNew", "method")])
+                                               ("CreatePolicy", "policy"), ("SomethingNew", "method")])
 def test_a_host_may_not_write(method: str, field: str) -> None:
     with pytest.raises(PermissionDenied, match=f"^{field}: host 'h1' may not .*admin only"):
         authorize(H1, method, _req())
+
+
+def _ep(name: str = "c1", *, host: str = "h1", runtime: str = "docker") -> SimpleNamespace:
+    return _req(endpoint=_req(name=name, network="blue", host=host, runtime=runtime))
+
+
+def test_a_host_creates_runtime_endpoints_on_itself_only() -> None:
+    authorize(H1, "CreateEndpoint", _ep())
+    authorize(H1, "CreateEndpoint", _ep(runtime="cni"))
+    for req, tail in [(_ep(host="h2"), "not a docker endpoint on host 'h2'"),
+                      (_ep(runtime=""), "not a vxlab endpoint (admin only) on host 'h1'")]:
+        with pytest.raises(PermissionDenied) as info:
+            authorize(H1, "CreateEndpoint", req)
+        assert info.value.field == "endpoint"
+        assert info.value.message == ("endpoint: host 'h1' may create only endpoints of a runtime (docker, cni) "
+                                      f"on itself, {tail}")
+    assert guard() is None
+
+
+@pytest.mark.parametrize("method", ["UpdateEndpoint", "DeleteEndpoint"])
+def test_a_host_changes_its_runtime_endpoints_by_a_guard_on_the_stored_record(method: str) -> None:
+    authorize(H1, method, _req(network="blue", name="c1"))
+    check = guard()
+    assert check is not None
+    check(Endpoint("c1", "blue", "h1", runtime="cni"))
+    for stored in (Endpoint("c1", "blue", "h2", runtime="cni"), Endpoint("c1", "blue", "h1")):
+        with pytest.raises(PermissionDenied, match="^endpoint: host 'h1' may change only endpoints of a runtime"):
+            check(stored)
+    authorize(ADMIN, method, _req(network="blue", name="c1"))
+    assert guard() is None  # each call sets its own
 
 
 def test_other_certificates_may_do_nothing() -> None:
