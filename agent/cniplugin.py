@@ -2,7 +2,8 @@
 a Kubernetes runtime) on a host whose vxlab agent runs, in that host's namespace.
 
 - ADD: CreateEndpoint on the controller (runtime "cni", this host, named
-  `cni.endpoint_name`, labelled with the container id and the interface), wait until
+  `cni.endpoint_name`, labelled with the container id and the interface, its `netns`
+  CNI_NETNS: where the host's agent enters it for ops), wait until
   the host's agent has programmed it (its handoff end in this namespace:
   netlink_handoff.wait_programmed), move that end into CNI_NETNS as CNI_IFNAME with its
   address and a default route via the gateway, print the result. Any failure after the
@@ -51,7 +52,8 @@ def _client(conf: Config) -> Client:
 
 def _vx(exc: errors.VxError) -> CniError:
     """A controller's refusal, naming the config's field where it names one."""
-    msg = exc.message.replace("endpoint.network:", "network:").replace("endpoint.host:", "host:")
+    msg = (exc.message.replace("endpoint.network:", "network:").replace("endpoint.host:", "host:")
+           .replace("endpoint.netns:", "CNI_NETNS:"))
     if isinstance(exc, errors.Unavailable):
         return CniError(cni.TRY_AGAIN, f"controller: {msg}")
     if isinstance(exc, (errors.Unauthenticated, errors.PermissionDenied)):
@@ -90,7 +92,7 @@ async def add(conf: Config, env: Env) -> dict[str, Any]:
     name = cni.endpoint_name(env.container_id, env.ifname)
     async with _client(conf) as c:
         layout = await _host(c, conf)
-        want = Endpoint(name, conf.network, conf.host, runtime="cni",
+        want = Endpoint(name, conf.network, conf.host, runtime="cni", netns=env.netns,
                         labels={cni.LABEL_CONTAINER: env.container_id, cni.LABEL_IFNAME: env.ifname})
         try:
             net = await c.get_network(conf.network)
@@ -99,6 +101,11 @@ async def add(conf: Config, env: Env) -> dict[str, Any]:
             ep = await c.get_endpoint(conf.network, name)
             if not _mine(ep, env):
                 raise CniError(cni.BAD_CONFIG, f"network: endpoint {name!r} exists and is not this container's")
+            if ep.netns != env.netns:  # an ADD again, into a new namespace
+                try:
+                    ep = await c.update_endpoint(want, fields=["netns"])
+                except errors.VxError as exc:
+                    raise _vx(exc) from None
         except errors.NotFound as exc:
             raise CniError(cni.BAD_CONFIG, f"network: no vxlab network named {conf.network!r}"
                            if "network" in exc.message else _vx(exc).msg) from None

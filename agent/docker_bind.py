@@ -66,6 +66,10 @@ class Docker(Protocol):
     async def network_name(self, network_id: str) -> str | None:
         """The name of Docker network `network_id`; None while dockerd does not show it."""
 
+    def sandbox_path(self, key: str) -> str:
+        """Join's SandboxKey (a path in the calling dockerd's mount namespace) as this
+        host's agent opens it."""
+
 
 @dataclass
 class Binding:

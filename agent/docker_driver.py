@@ -14,8 +14,10 @@ change it afterwards. So RequestAddress creates the vxlab endpoint itself (runti
 the controller allocates the address in its etcd transaction, with `--ip` the one asked
 (refused when taken), like for any endpoint. CreateEndpoint finds that endpoint by its
 address, checks the MAC and records Docker's endpoint id in the label; Join, Leave and
-DeleteEndpoint find it by that label, ReleaseAddress by its address again. Nothing the
-plugin holds is needed for an endpoint: a restarted plugin carries on.
+DeleteEndpoint find it by that label, ReleaseAddress by its address again. Join records
+the sandbox's namespace on the endpoint (`netns`: Docker's SandboxKey as this host's agent
+opens it, `Docker.sandbox_path`), so the agent can enter it for ops; Leave clears it.
+Nothing the plugin holds is needed for an endpoint: a restarted plugin carries on.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any, Protocol
 
 from vxlab.agent.docker_bind import ADDRESS_SPACE, CREATED_LABEL, Api, Bindings, Docker, disagreement, overlapping, parse_create
 from vxlab.agent.docker_http import NotImplementedMethod, Refused
-from vxlab.errors import FailedPrecondition, NotFound, PermissionDenied, VxError
+from vxlab.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, VxError
 from vxlab.model import Endpoint, Network
 
 log = logging.getLogger("vxlab.docker")
@@ -66,7 +68,7 @@ class Driver:
             "NetworkDriver.CreateNetwork": self.create_network, "NetworkDriver.DeleteNetwork": self.delete_network,
             "NetworkDriver.CreateEndpoint": self.create_endpoint, "NetworkDriver.DeleteEndpoint": self.delete_endpoint,
             "NetworkDriver.EndpointOperInfo": self.oper_info, "NetworkDriver.Join": self.join,
-            "NetworkDriver.Leave": self.nothing, "NetworkDriver.DiscoverNew": self.nothing,
+            "NetworkDriver.Leave": self.leave, "NetworkDriver.DiscoverNew": self.nothing,
             "NetworkDriver.DiscoverDelete": self.nothing, "NetworkDriver.ProgramExternalConnectivity": self.nothing,
             "NetworkDriver.RevokeExternalConnectivity": self.nothing,
             "IpamDriver.GetCapabilities": self.ipam_capabilities,
@@ -242,7 +244,28 @@ class Driver:
             raise Refused(f"vxlab: no vxlab endpoint for Docker endpoint {str(body.get('EndpointID'))[:12]}")
         handoff = await self.programmed.wait(ep)
         net = await self.api.get_network(ep.network)
+        key = str(body.get("SandboxKey") or "")
+        await self._record_netns(ep, self.docker.sandbox_path(key) if key else "")
         reply: dict[str, Any] = {"InterfaceName": {"SrcName": handoff, "DstPrefix": "eth"}}
         if not net.internal and net.gateway:
             reply["Gateway"] = net.gateway
         return reply
+
+    async def leave(self, body: dict[str, Any]) -> dict[str, Any]:
+        ep = await self._of(str(body.get("EndpointID", "")))
+        if ep is not None and ep.netns:
+            try:
+                await self._record_netns(ep, "")
+            except NotFound:
+                pass  # deleted meanwhile
+        return {}
+
+    async def _record_netns(self, ep: Endpoint, netns: str) -> None:
+        """The endpoint's `netns` (where the agent enters the container for ops). A path the
+        controller refuses leaves it unknown (ops from it say so): the container still runs."""
+        if netns == ep.netns:
+            return
+        try:
+            await self.api.update_endpoint(dataclasses.replace(ep, netns=netns), fields=["netns"])
+        except InvalidArgument as e:
+            log.warning("endpoint %s: its namespace stays unknown to the agents: %s", ep.name, e)

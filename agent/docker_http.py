@@ -9,13 +9,19 @@ path, which returns the reply object or raises `NotImplementedMethod` / `Refused
 
 `get` is the small client the plugin needs the other way: a GET to the host's dockerd
 (`/networks/<id>`: Docker gives network drivers no network name, see docker_driver.py).
+`caller_pid()` is the pid of the process on the other end of the request being handled
+(SO_PEERCRED: the dockerd that calls; its Join's SandboxKey is a path in its mount
+namespace).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import os
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +30,21 @@ CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
 MAX_BODY = 1 << 20
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+_CALLER: contextvars.ContextVar[int] = contextvars.ContextVar("vxlab_docker_caller", default=0)
+
+
+def caller_pid() -> int:
+    """The pid of the process whose request is being handled (0: not known)."""
+    return _CALLER.get()
+
+
+def _peer_pid(writer: asyncio.StreamWriter) -> int:
+    sock = writer.get_extra_info("socket")
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except (AttributeError, OSError):
+        return 0
+    return int(struct.unpack("3i", creds)[0])
 
 
 class NotImplementedMethod(Exception):
@@ -66,6 +87,7 @@ def _response(status: str, obj: dict[str, Any]) -> bytes:
 
 
 async def _connection(handler: Handler, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    _CALLER.set(_peer_pid(writer))  # this connection's task only
     try:
         while (msg := await _read_message(reader)) is not None:
             start, headers, body = msg

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,22 @@ class DockerApi:
     async def network_name(self, network_id: str) -> str | None:
         status, body = await docker_http.get(self.path, f"/networks/{urllib.parse.quote(network_id)}")
         return str(body["Name"]) if status == 200 and isinstance(body, dict) else None
+
+    def sandbox_path(self, key: str) -> str:
+        return sandbox_path(key, docker_http.caller_pid())
+
+
+def sandbox_path(key: str, pid: int) -> str:
+    """Docker's SandboxKey as the agent beside this plugin opens it: the key itself when
+    the dockerd that called (`pid`) shares this process's mount namespace (a real host's),
+    else through /proc/<pid>/root (a lab's dockerd mounts its sandboxes in a mount
+    namespace of its own, where alone they are namespaces)."""
+    try:
+        theirs, ours = os.stat(f"/proc/{pid}/ns/mnt"), os.stat("/proc/self/ns/mnt")
+    except OSError:
+        return key  # not known (pid 0), or gone
+    same = (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+    return key if same or not key.startswith("/") else f"/proc/{pid}/root{key}"
 
 
 class AgentVeth:

@@ -8,7 +8,8 @@ waits until that is done (`wait_programmed`), then the runtime takes the end: Do
 moves and renames it itself; vxlab-cni calls `take` (into the container's namespace,
 renamed, addressed, a default route via the gateway). `interface` reads it back there
 (CNI CHECK); `release` removes it (CNI DEL; the agent removes the bridge end, and with
-it the pair, once the endpoint is deleted anyway).
+it the pair, once the endpoint is deleted anyway). `view` reads a runtime's whole
+namespace, read only, as a dump does (the agent's ops, agent/runtime_ns.py).
 
 pyroute2 in short-lived threads that entered the namespace (vxlab.netns.run_in), so any
 caller (a thread of an asyncio program too) may use these; `host_ns` "" is the caller's
@@ -28,8 +29,10 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from vxlab import netns
-from vxlab.agent.kernel import KernelError
+from vxlab.agent.kernel import KernelError, Namespace
 from vxlab.agent.names import Naming
+from vxlab.agent.netlink_dump import read_namespace
+from vxlab.agent.netlink_ns import NsHandle, rtnl_fds
 from vxlab.layout import Layout
 from vxlab.model import Endpoint
 
@@ -73,6 +76,20 @@ def interface(ns: str, name: str) -> Iface | None:
     if ns and not os.path.exists(netns.path(ns)):
         return None
     return _in(ns, lambda ipr: _read(ipr, name))
+
+
+def view(ns: str) -> Namespace:
+    """Namespace `ns` (a path) as a dump reads it: links, addresses, routes; nothing written."""
+    try:
+        handle = NsHandle.from_fds(ns, None, netns.run_in(ns, rtnl_fds))
+    except OSError as exc:
+        raise KernelError(f"{ns}: {exc.strerror or exc}") from exc
+    try:
+        return read_namespace(ns, handle)
+    except (OSError, NetlinkError) as exc:
+        raise KernelError(f"{ns}: {exc}") from exc
+    finally:
+        handle.close()
 
 
 def state(layout: Layout, ep: Endpoint, *, host_ns: str = "") -> str:

@@ -60,7 +60,7 @@ def ns_ident(name: str) -> tuple[int, int] | None:
     return ident(path_of(name))
 
 
-def _rtnl_fds() -> tuple[int, int]:
+def rtnl_fds() -> tuple[int, int]:
     """Two NETLINK_ROUTE sockets of the current thread's namespace, as detached fds."""
     a = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
     b = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
@@ -105,7 +105,7 @@ def create_netns(name: str, *, marker: str = "") -> tuple[int, int]:
 
     def make() -> tuple[int, int]:
         _check(_c().unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
-        fds = _rtnl_fds()
+        fds = rtnl_fds()
         ipr = IPRoute(fileno=os.dup(fds[0]), groups=0)
         try:
             lo = ipr.link_lookup(ifname="lo")[0]
@@ -175,7 +175,7 @@ class Handles:
     """The own-namespace handle plus one lazily opened, cached handle per namespace."""
 
     def __init__(self) -> None:
-        self.own = NsHandle.from_fds("", None, _rtnl_fds())
+        self.own = NsHandle.from_fds("", None, rtnl_fds())
         self._cache: dict[str, NsHandle] = {}
 
     def get(self, name: str) -> NsHandle:
@@ -189,7 +189,7 @@ class Handles:
         self.drop(name)
         if ident is None:
             raise NamespaceMissing(errno.ENOENT, f"no network namespace {name}")
-        handle = NsHandle.from_fds(name, ident, run_in(path_of(name), _rtnl_fds))
+        handle = NsHandle.from_fds(name, ident, run_in(path_of(name), rtnl_fds))
         self._cache[name] = handle
         return handle
 

@@ -15,7 +15,9 @@ programs as asyncio subprocesses.
 
 Containers are named, never namespaces: a container must have an endpoint on this
 host in the agent's desired state, and its namespace is the one the agent's naming
-gives it (`Naming.container_ns`); anything else is refused.
+gives it (`Naming.container_ns`); anything else is refused. A runtime's container
+(Docker, CNI) is entered by the path its endpoint records, opened once per op and only
+when it holds the endpoint (agent/runtime_ns.py: `pin`); nothing is changed there.
 
 Drift is the reconciler's dry run against a fresh dump: a Reconciler of its own over
 the ops kernel plans (never applies) the desired state the agent holds now, and every
@@ -27,7 +29,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -35,16 +39,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from vxlab import icmp, ops
-from vxlab.agent import opsproc
+from vxlab.agent import netlink_handoff, opsproc, runtime_ns
 from vxlab.agent.cache import StateCache
 from vxlab.agent.desired import HostInfo
 from vxlab.agent.kernel import Kernel, KernelError, Namespace
 from vxlab.agent.reconciler import Reconciler
 from vxlab.errors import InvalidArgument, VxError
+from vxlab.model import Endpoint
 
 log = logging.getLogger("vxlab.agent")
 Reply = Callable[[ops.OpEvent], None]
 Prober = Callable[..., list[icmp.Reached]]
+Pin = Callable[[Sequence[Endpoint]], runtime_ns.Pinned]
+PIN = functools.partial(runtime_ns.pin, read=netlink_handoff.view)
 
 
 @dataclass
@@ -82,11 +89,12 @@ class _Op:
 
 class Executor:
     def __init__(self, agent: AgentSide, *, limit: int = 8, prober: Prober = icmp.reach,
-                 pinger: type[icmp.Pinger] = icmp.Pinger, enter: opsproc.Enter = opsproc.ip_netns_exec) -> None:
+                 pinger: type[icmp.Pinger] = icmp.Pinger, enter: opsproc.Enter = opsproc.netns_exec,
+                 pin: Pin = PIN) -> None:
         self.agent = agent
         self.limit = limit
         self._slots = asyncio.Semaphore(limit)
-        self._prober, self._pinger, self._enter = prober, pinger, enter
+        self._prober, self._pinger, self._enter, self._pin = prober, pinger, enter, pin
         self._ops: dict[tuple[object, str], _Op] = {}
         self._probe_pool = concurrent.futures.ThreadPoolExecutor(max_workers=limit, thread_name_prefix="ops-probe")
         self._kernel_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ops-kernel")
@@ -213,46 +221,88 @@ class Executor:
         if isinstance(op, ops.Drift):
             return self._one(self._drift())
         if isinstance(op, ops.Exec):
-            ns = self._containers([op.container], "exec.container")[0]
-            return self._one(opsproc.run([*self._enter(ns), *op.argv]))
+            return self._program(op.container, "exec.container",
+                                 lambda ns: self._one(opsproc.run([*self._enter(ns), *op.argv])))
         if isinstance(op, ops.IperfServer):
-            ns = self._containers([op.container], "iperf_server.container")[0]
-            return opsproc.iperf_server(op, ns, self._enter)
+            return self._program(op.container, "iperf_server.container",
+                                 lambda ns: opsproc.iperf_server(op, ns, self._enter))
         if isinstance(op, ops.IperfClient):
-            ns = self._containers([op.container], "iperf_client.container")[0]
-            return self._one(opsproc.iperf_client(op, ns, self._enter))
+            return self._program(op.container, "iperf_client.container",
+                                 lambda ns: self._one(opsproc.iperf_client(op, ns, self._enter)))
         raise InvalidArgument("op", f"{type(op).__name__} is not an op this agent runs")
 
     @staticmethod
     async def _one(result: Any) -> AsyncIterator[ops.Event]:
         yield await result
 
+    async def _program(self, name: str, field: str,
+                       run: Callable[[str], AsyncIterator[ops.Event]]) -> AsyncIterator[ops.Event]:
+        async with self._spaces([name], field) as spaces:
+            async for event in run(spaces.paths[0]):
+                yield event
+
     # --- what the ops may touch ------------------------------------------------------------
-    def _containers(self, names: Sequence[str], field: str) -> list[str]:
-        """The namespaces of `names`, each a container of this host; InvalidArgument
-        naming the first that is not (`field`, with `[i]` where it holds `{}`)."""
+    @contextlib.asynccontextmanager
+    async def _spaces(self, names: Sequence[str], field: str, *, each: bool = False) -> AsyncIterator[_Spaces]:
+        """The namespaces of `names`, each a container of this host, for the op's length;
+        InvalidArgument naming the first that is not (`field`, with `[i]` where it holds
+        `{}`). A runtime's container is pinned (runtime_ns.pin: opened, checked to hold
+        its endpoints) in the probe pool and released when the op ends; one that cannot
+        be fails the op, or with `each` only its own part (`failed`: container -> why)."""
         me = self.agent.me
-        mine = {e.name for e in self.agent.cache().endpoints.values() if e.host == me.name}
+        mine: dict[str, list[Endpoint]] = {}
+        for e in self.agent.cache().endpoints.values():
+            if e.host == me.name:
+                mine.setdefault(e.name, []).append(e)
         for i, name in enumerate(names):
             if name not in mine:
                 raise InvalidArgument(field.format(i), f"{name!r} is not a container of host {me.name}")
-        return [me.naming.container_ns(n) for n in names]
+        spaces = _Spaces()
+        loop = asyncio.get_running_loop()
+        try:
+            for name in dict.fromkeys(names):
+                eps = sorted(mine[name], key=lambda e: e.network)
+                if not any(e.runtime for e in eps):
+                    continue
+                try:
+                    spaces.pinned[name] = await loop.run_in_executor(self._probe_pool, self._pin, eps)
+                except ops.OpFailed as e:
+                    if not each:
+                        raise
+                    spaces.failed[name] = e.message
+            spaces.paths = [spaces.pinned[n].path if n in spaces.pinned else "" if n in spaces.failed
+                            else me.naming.container_ns(n) for n in names]
+            yield spaces
+        finally:
+            for p in spaces.pinned.values():
+                p.close()
 
     # --- probes ------------------------------------------------------------------------------
     async def _probe(self, op: ops.ProbeBatch) -> AsyncIterator[ops.Event]:
-        spaces = self._containers([p.container for p in op.probes], "probe.probes[{}].container")
-        targets = [icmp.Target(ns, p.ip, p.protocol, p.port, p.timeout) for ns, p in zip(spaces, op.probes, strict=True)]
-        stop = False
-        loop = asyncio.get_running_loop()
-        try:
-            found = await loop.run_in_executor(self._probe_pool, lambda: self._prober(targets, cancelled=lambda: stop))
-        finally:
-            stop = True  # a cancelled op: the thread gives up within 50 ms
-        yield ops.ProbeResults(tuple(ops.ProbeResult(i, r.reached, round(r.rtt_ms, 3), r.error)
-                                     for i, r in enumerate(found)))
+        """The batch in one prober call; a probe from a runtime's container that could not
+        be pinned fails alone, with the reason."""
+        async with self._spaces([p.container for p in op.probes], "probe.probes[{}].container",
+                                each=True) as spaces:
+            sent = [i for i, p in enumerate(op.probes) if p.container not in spaces.failed]
+            targets = [icmp.Target(spaces.paths[i], p.ip, p.protocol, p.port, p.timeout)
+                       for i, p in ((i, op.probes[i]) for i in sent)]
+            stop = False
+            loop = asyncio.get_running_loop()
+            try:
+                found = await loop.run_in_executor(self._probe_pool,
+                                                   lambda: self._prober(targets, cancelled=lambda: stop))
+            finally:
+                stop = True  # a cancelled op: the thread gives up within 50 ms
+        got = {i: ops.ProbeResult(i, r.reached, round(r.rtt_ms, 3), r.error) for i, r in zip(sent, found)}
+        yield ops.ProbeResults(tuple(got.get(i) or ops.ProbeResult(i, False, error=spaces.failed.get(p.container, "no result"))
+                                     for i, p in enumerate(op.probes)))
 
     async def _ping(self, op: ops.PingStream) -> AsyncIterator[ops.Event]:
-        ns = self._containers([op.container], "ping.container")[0]
+        async with self._spaces([op.container], "ping.container") as spaces:
+            async for event in self._pings(op, spaces.paths[0]):
+                yield event
+
+    async def _pings(self, op: ops.PingStream, ns: str) -> AsyncIterator[ops.Event]:
         loop = asyncio.get_running_loop()
         pinger = await loop.run_in_executor(self._probe_pool, lambda: self._pinger(
             ns, op.ip, interval=op.interval, timeout=op.timeout, count=op.count))
@@ -280,12 +330,17 @@ class Executor:
         return asyncio.get_running_loop().run_in_executor(self._kernel_pool, call)
 
     async def _kernel_view(self, op: ops.KernelView) -> ops.KernelState:
-        names = [self.agent.me.naming.network_ns(op.network)] if op.network else []
-        names += self._containers(op.containers, "kernel_view.containers[{}]")
-
-        def dump(kernel: Kernel) -> list[Namespace]:
-            return [ns for name in names for n, ns in kernel.dump(name).items() if n == name]
-        found = await self._in_kernel(dump)
+        """The network's namespace and the containers' as dumps read them (a runtime's
+        container: what its namespace held when pinned, named by its path)."""
+        async with self._spaces(op.containers, "kernel_view.containers[{}]") as spaces:
+            names = [self.agent.me.naming.network_ns(op.network)] if op.network else []
+            names += [ns for ns, n in zip(spaces.paths, op.containers, strict=True) if n not in spaces.pinned]
+            ours = await self._in_kernel(lambda kernel: {
+                name: ns for name in names for n, ns in kernel.dump(name).items() if n == name})
+            found = [ours[n] for n in names[:1] if op.network and n in ours]
+            found += [spaces.pinned[c].view if c in spaces.pinned else ours[ns]
+                      for ns, c in zip(spaces.paths, op.containers, strict=True)
+                      if c in spaces.pinned or ns in ours]
         me = self.agent.me
         return ops.KernelState(tuple(view(ns) for ns in found), underlay_ip=me.underlay_ip,
                                underlay_dev=self.agent.underlay_dev, underlay_mtu=me.underlay_mtu)
@@ -298,6 +353,15 @@ class Executor:
         actions = await self._in_kernel(lambda k: Reconciler(k, self.agent.me).plan(state, full=True)[0])
         return ops.DriftReport(tuple(ops.DriftEntry(a.ns, ops.DRIFT_STATE[a.op], a.kind, a.target, a.reason)
                                      for a in actions), revision=state.revision, applied_revision=applied)
+
+
+@dataclass
+class _Spaces:
+    """The namespaces of an op's containers (in the order asked) and the runtime ones pinned, by container."""
+
+    paths: list[str] = dataclasses.field(default_factory=list)          # "" where it failed
+    pinned: dict[str, runtime_ns.Pinned] = dataclasses.field(default_factory=dict)
+    failed: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def view(ns: Namespace) -> ops.NamespaceView:

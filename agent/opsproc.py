@@ -4,8 +4,8 @@ Each runs in a session of its own and is killed (the whole group) when its op en
 any reason: its Done, its deadline, a Cancel. Output is capped (vxlab.ops.OUTPUT_CAP
 bytes per stream, LINE_CAP characters per capture line): beyond the cap it is read and
 dropped, so a chatty command never blocks on a full pipe. `enter(ns)` is the argv
-prefix that runs a program in a container's namespace (`ip netns exec NS`; the unit
-tests run programs here instead).
+prefix that runs a program in a container's namespace (`netns_exec`; the unit tests run
+programs here instead).
 """
 
 from __future__ import annotations
@@ -25,7 +25,13 @@ LISTEN_TIMEOUT = 5.0  # tcpdump or iperf3 not listening after this long: the op 
 CAPTURE_LINES = 8     # lines a packet may print (a cap, not an expectation)
 
 
-def ip_netns_exec(namespace: str) -> list[str]:
+def netns_exec(namespace: str) -> list[str]:
+    """The argv prefix that runs a program in `namespace`: `ip netns exec NAME` for one of
+    vxlab's (it also mounts the namespace's /etc/netns resolv.conf), `nsenter --net=PATH`
+    for a path (a runtime's container, pinned by the agent: its network namespace only,
+    the host's files)."""
+    if namespace.startswith("/"):
+        return ["nsenter", f"--net={namespace}", "--"]
     return ["ip", "netns", "exec", namespace]
 
 

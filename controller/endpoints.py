@@ -13,8 +13,11 @@ everything again (which also produces the precise error: not found, already
 exists, address in use) and retries.
 
 Update changes an endpoint's labels, aliases and published ports in place (a compare-and-swap on the
-record's mod revision); its network, host, address, MAC and runtime cannot change: the
-endpoint is deleted and created again (what `up` does for a moved container or a new address).
+record's mod revision), and a runtime endpoint's namespace path (`netns`, only when the
+update names it: Docker's plugin at Join and Leave); its network, host, address, MAC and
+runtime cannot change: the endpoint is deleted and created again (what `up` does for a
+moved container or a new address). `netns` is an absolute path and only a runtime's
+endpoint has one (`endpoint.netns`, INVALID_ARGUMENT otherwise).
 
 Aliases (more DNS names of the container on the network) are unique on the network
 among endpoint names and aliases: each holds an alloc key `alias/<network>/<alias>`,
@@ -50,7 +53,8 @@ from vxlab.model import RUNTIMES, Endpoint, Network, from_json, to_json
 
 Guard = Callable[[Endpoint], None]  # raises unless the caller may change this stored record
 
-MUTABLE = ("labels", "aliases", "ports")
+MUTABLE = ("labels", "aliases", "ports", "netns")
+DEFAULT_UPDATE = ("labels", "aliases", "ports")  # an empty update_mask: `netns` changes only when named
 IMMUTABLE = ("host", "ip", "mac", "runtime")
 RECREATE = "delete the endpoint and create it again"
 
@@ -67,7 +71,18 @@ def check(ep: Endpoint) -> tuple[Endpoint, ipaddress.IPv4Address | None]:
         raise InvalidArgument("endpoint.runtime", f"{shown!r} is not a runtime vxlab hands endpoints to"
                                                   f" (\"\" for vxlab's own, or one of {', '.join(RUNTIMES)})")
     ep = dataclasses.replace(ep, ports=portspec.check_all(ep.ports, field="endpoint.ports"))
+    check_netns(ep, runtime=ep.runtime)
     return ep, validate.ipv4(ep.ip, field="endpoint.ip") if ep.ip else None
+
+
+def check_netns(ep: Endpoint, *, runtime: str) -> None:
+    """`ep.netns` ("" or a path) for an endpoint of `runtime`: only a runtime's has one."""
+    if not ep.netns:
+        return
+    validate.netns_path(ep.netns, field="endpoint.netns")
+    if runtime not in RUNTIMES:
+        raise InvalidArgument("endpoint.netns", "only an endpoint of a runtime (docker, cni) names its namespace;"
+                                                " vxlab's own live in the namespace its agent makes")
 
 
 def holder(value: bytes) -> str:
@@ -288,13 +303,14 @@ class Endpoints:
         return [e for e in eps if (not host or e.host == host) and (not name or e.name == name)], rev
 
     async def update(self, ep: Endpoint, *, fields: Collection[str] = (), guard: Guard | None = None) -> Endpoint:
-        """Change `fields` (default: every mutable one: labels, aliases, ports) of the endpoint
+        """Change `fields` (default: labels, aliases, ports; `netns` only when named) of the endpoint
         `ep.name` on `ep.network`; returns the record. Nothing changed: nothing written.
         `guard` (the caller's authorization, controller/authz.py) sees the stored record
         the transaction compares, and may refuse it."""
         validate.name(ep.network, field="endpoint.network", max_len=validate.NETWORK_NAME_MAX)
         validate.name(ep.name, field="endpoint.name", max_len=validate.CONTAINER_NAME_MAX)
-        todo = update_fields("endpoint", fields, mutable=MUTABLE, immutable=IMMUTABLE, fix=RECREATE)
+        todo = update_fields("endpoint", fields, mutable=MUTABLE, immutable=IMMUTABLE, fix=RECREATE,
+                             default=DEFAULT_UPDATE)
         validate.labels(ep.labels, field="endpoint.labels")
         validate.aliases(ep.aliases, owner=ep.name, field="endpoint.aliases")
         ep = dataclasses.replace(ep, ports=portspec.check_all(ep.ports, field="endpoint.ports"))
@@ -307,6 +323,8 @@ class Endpoints:
             if guard is not None:
                 guard(cur)
             same_immutable("endpoint", ep, cur, immutable=IMMUTABLE, fix=RECREATE)
+            if "netns" in todo:
+                check_netns(ep, runtime=cur.runtime)
             record = dataclasses.replace(cur, **{f: getattr(ep, f) for f in todo})
             if record == cur:
                 return cur

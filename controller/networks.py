@@ -59,9 +59,9 @@ def check(net: Network) -> tuple[ipaddress.IPv4Network | None, ipaddress.IPv4Add
 
 
 def update_fields(kind: str, fields: Collection[str], *, mutable: tuple[str, ...],
-                  immutable: tuple[str, ...], fix: str) -> tuple[str, ...]:
-    """The fields an update request asks to change (its `update_mask`; empty: every
-    mutable one); an immutable or unknown field is an InvalidArgument naming it."""
+                  immutable: tuple[str, ...], fix: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The fields an update request asks to change (its `update_mask`; empty: `default`,
+    or every mutable one); an immutable or unknown field is an InvalidArgument naming it."""
     for f in fields:
         if f in immutable:
             raise InvalidArgument(f"{kind}.{f}", f"cannot be changed on an existing {kind}; {fix}")
@@ -69,7 +69,7 @@ def update_fields(kind: str, fields: Collection[str], *, mutable: tuple[str, ...
             shown = f[:30] if f[:30].isprintable() else repr(f[:30])
             raise InvalidArgument("update_mask", f"{shown!r} is not a field that can be updated"
                                                  f" (one of {', '.join(mutable)})")
-    return tuple(dict.fromkeys(fields)) or mutable
+    return tuple(dict.fromkeys(fields)) or default or mutable
 
 
 def same_immutable(kind: str, want: object, have: object, *, immutable: tuple[str, ...], fix: str) -> None:

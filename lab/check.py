@@ -13,7 +13,8 @@ service with no replica must not reach (its VIP is refused).
 
 The echoes are sent by the agents, through the ops channel (`run`): the probes are
 grouped by the source container's host, one probe batch per host, every host at once
-(a raw ICMP socket inside each source namespace, vxlab.icmp). So `check` works the
+(a raw ICMP socket inside each source namespace, vxlab.icmp; a runtime's container's
+is the one its endpoint records, agent/runtime_ns.py). So `check` works the
 same in a lab and against real hosts (`--controller ADDR --pki DIR`, nothing local).
 A must-reach probe that fails is tried once more (ARP warm-up). A host whose agent
 cannot be reached fails its probes, with the reason. `run_local` pings from
@@ -52,7 +53,7 @@ class Expectation:
     reached: bool = False
     rule: str = ""    # the policy rule that decided `expect` ("" when none did)
     error: str = ""   # why it was not reached, when known (its agent unreachable, …)
-    skipped: str = "" # why it was not probed (a runtime's container as the source)
+    skipped: str = "" # why it was not probed (a runtime's container whose namespace nobody recorded)
 
     @property
     def ok(self) -> bool:
@@ -83,10 +84,13 @@ class CheckResult:
 
 def not_probed(ep: Endpoint) -> str:
     """Why `check` sends no probe from this container ("" when it does): a runtime's
-    container (Docker, CNI) lives in a namespace of its runtime's, which the agent does
-    not enter; probes *to* it are sent as to any container."""
-    return (f"{ep.name} is a {ep.runtime} container: its namespace is the runtime's, which the agents do not "
-            "enter; probes to it are sent") if ep.runtime else ""
+    container (Docker, CNI) whose endpoint records no namespace (`Endpoint.netns`: one
+    made before vxlab recorded them, or a Docker endpoint not joined to its sandbox)
+    cannot be entered by its agent; probes *to* it are sent as to any container. One
+    whose namespace is recorded is probed from like any other (its agent checks that
+    the namespace holds the endpoint first)."""
+    return (f"{ep.name} is a {ep.runtime} container whose endpoint records no namespace, so its agent cannot "
+            "enter it (reconnect it to the network); probes to it are sent") if ep.runtime and not ep.netns else ""
 
 
 def expectations(endpoints: list[Endpoint], policies: Sequence[Policy] = (),

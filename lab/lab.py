@@ -128,11 +128,12 @@ class Lab(Lifecycle):
             raise procs.LabError(e.message) from None
 
     def exec(self, container: str, *cmd: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-        """Run a command inside a container's namespace (Python API); on a VM host, its
-        agent runs it in the guest (the ops channel: no stdin, output capped)."""
-        ns = self.namespace_of(container)
-        if not self.on_vm(container):
+        """Run a command inside a container's namespace (Python API); on a VM host or in a
+        runtime's container, its agent runs it (the ops channel: no stdin, output capped)."""
+        if not self.by_agent(container):
+            ns = self.namespace_of(container)
             return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True, check=check)
+        ns = container
         from vxlab import hostops
 
         async def go(c: Client) -> Any:
@@ -171,6 +172,16 @@ class Lab(Lifecycle):
             eps = self.call(lambda c: c.list_endpoints(name=container))
             host = eps[0].host if eps else None
         return host in vms
+
+    def by_agent(self, container: str) -> bool:
+        """Its agent runs commands in it (the ops channel): a VM host's container (its
+        namespace is in the guest) or a runtime's (Docker, CNI: the namespace its endpoint
+        records, which the agent opens)."""
+        topo = self.state.topology
+        if any(c.name == container for c in (topo.containers if topo else ())):
+            return self.on_vm(container)
+        eps = self.call(lambda c: c.list_endpoints(name=container))
+        return bool(eps) and (eps[0].host in vmhost.vm_hosts(topo) or any(e.runtime for e in eps))
 
     def container(self, name: str, *, host: str, networks: list[str], ip: str = "",
                   aliases: tuple[str, ...] = (), ports: tuple[PortMapping, ...] = ()) -> list[Endpoint]:

@@ -3,7 +3,8 @@ proven with a live capture on the underlay decoded as VXLAN.
 
 The hops are read from the kernel, not assumed: the agents of both hosts send their
 kernel views (ops channel: the network's namespace and the containers' namespaces,
-as their own dumps hold them): the container's interface and its route, the veth end
+as their own dumps hold them; a runtime's container, Docker's or CNI's, is the
+namespace its endpoint records, named by that path): the container's interface and its route, the veth end
 on the network's bridge, the VXLAN device (VNI, local VTEP) with the FDB entry that
 sends the destination MAC to the remote VTEP and the neighbour entry the ARP proxy
 answers from, the underlay devices, and the same on the far side. Then the source
@@ -70,6 +71,20 @@ def _ns(view: KernelState, host: str, kind: str, name: str) -> NamespaceView | N
     return next((n for n in view.namespaces if n.marker == f"{MARK}{host}:{kind}:{name}"), None)
 
 
+def _container(view: KernelState, ep: Endpoint) -> NamespaceView | None:
+    """`ep`'s container namespace in `view`: vxlab's by its marker, a runtime's (Docker's,
+    CNI's: not ours, no marker) by the path its endpoint records."""
+    if ep.runtime:
+        return next((n for n in view.namespaces if ep.netns and n.name == ep.netns and not n.marker), None)
+    return _ns(view, ep.host, "ctr", ep.name)
+
+
+def _where_container(ns: NamespaceView | None, ep: Endpoint) -> str:
+    if ns is None or not ep.runtime:
+        return _where(ns, ep.host, "container")
+    return f"{ns.name} ({ep.runtime}'s)"
+
+
 def _dev_of(ns: NamespaceView | None, ip: str) -> str:
     return next((dev for dev, cidr in ns.addrs if cidr.split("/")[0] == ip), "?") if ns else "?"
 
@@ -117,10 +132,10 @@ def build(src: Endpoint, dst: Endpoint, net: Network, *, src_view: KernelState, 
           places: Places = Places()) -> Trace:
     """The hops from `src` to `dst` on `net`, from the two hosts' kernel views."""
     t = Trace(src.name, dst.name, net.name, net.vni)
-    sns, dns = _ns(src_view, src.host, "ctr", src.name), _ns(dst_view, dst.host, "ctr", dst.name)
+    sns, dns = _container(src_view, src), _container(dst_view, dst)
     snet, dnet = _ns(src_view, src.host, "net", net.name), _ns(dst_view, dst.host, "net", net.name)
     bridge, vx = f"vxb-{net.name}", f"vxv-{net.name}"
-    t.hops.append(Hop(_where(sns, src.host, "container"), _dev_of(sns, src.ip),
+    t.hops.append(Hop(_where_container(sns, src), _dev_of(sns, src.ip),
                       f"{src.ip} ({src.mac}); route: {_route(sns, dst.ip)}"))
     t.hops.append(Hop(_where(snet, src.host, "network"), _veth(snet, src), f"veth end on bridge {bridge}"))
     if src.host == dst.host:
@@ -140,7 +155,7 @@ def build(src: Endpoint, dst: Endpoint, net: Network, *, src_view: KernelState, 
                           "the VXLAN socket of the host namespace receives it"))
         t.hops.append(Hop(_where(dnet, dst.host, "network"), vx, f"decapsulated (vni {net.vni}), into bridge {bridge}"))
         t.hops.append(Hop(_where(dnet, dst.host, "network"), _veth(dnet, dst), "veth end towards the container"))
-    t.hops.append(Hop(_where(dns, dst.host, "container"), _dev_of(dns, dst.ip), f"{dst.ip} ({dst.mac})"))
+    t.hops.append(Hop(_where_container(dns, dst), _dev_of(dns, dst.ip), f"{dst.ip} ({dst.mac})"))
     return t
 
 

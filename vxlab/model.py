@@ -69,6 +69,7 @@ class Endpoint:
     aliases: tuple[str, ...] = ()  # more DNS names of the container on this network
     ports: tuple[PortMapping, ...] = ()  # published ports (on one non-internal network of a container)
     runtime: str = ""  # who owns the container's namespace: "" vxlab, or one of RUNTIMES (the agent hands the veth over)
+    netns: str = ""    # a runtime endpoint's namespace, a path the host's agent opens ("" unknown; vxlab's: always "")
 
 
 RUNTIMES = ("docker", "cni")  # runtimes that take an endpoint's veth end (Layout.handoff_link) themselves

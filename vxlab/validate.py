@@ -1,4 +1,4 @@
-"""Validation of user input: names, addresses, subnets, VNIs, MTUs, labels.
+"""Validation of user input: names, addresses, subnets, VNIs, MTUs, labels, namespace paths.
 
 Pure functions that raise `InvalidArgument(field, reason)` and return normalised
 values. The limits are chosen so every kernel object derived from a name fits the
@@ -17,6 +17,7 @@ ending with '-' — safe in interface names, namespace paths, nft rules and shel
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 import re
 
 from vxlab.errors import InvalidArgument
@@ -143,3 +144,19 @@ def aliases(value: tuple[str, ...] | list[str], *, owner: str, field: str = "ali
             raise InvalidArgument(f"{field}[{i}]", f"{alias!r} is given twice")
         seen.add(alias)
     return tuple(value)
+
+
+NETNS_PATH_MAX = 1024
+
+
+def netns_path(value: str, *, field: str) -> str:
+    """A network namespace's path as a runtime names it (CNI_NETNS, Docker's SandboxKey):
+    absolute and normalised (no `.`, `..`, `//` or trailing `/`), at most NETNS_PATH_MAX
+    printable characters. Whether it is a namespace holding the endpoint is the agent's
+    to find out when it opens it."""
+    shown = value[:60] if value[:60].isprintable() else repr(value[:60])
+    if len(value) > NETNS_PATH_MAX or not value.isprintable():
+        raise InvalidArgument(field, f"{shown!r}: at most {NETNS_PATH_MAX} printable characters")
+    if not value.startswith("/") or value == "/" or posixpath.normpath(value) != value or value.startswith("//"):
+        raise InvalidArgument(field, f"{shown!r} is not an absolute, normalised path (e.g. /run/netns/NAME)")
+    return value

@@ -52,7 +52,7 @@ def endpoint_to_pb(e: Endpoint) -> pb.Endpoint:
     return pb.Endpoint(
         name=e.name, network=e.network, host=e.host, ip=e.ip, mac=e.mac, id=e.id,
         created=e.created, labels=dict(e.labels), aliases=list(e.aliases),
-        ports=[_flat_to_pb(p, pb.PortMapping) for p in e.ports], runtime=e.runtime,
+        ports=[_flat_to_pb(p, pb.PortMapping) for p in e.ports], runtime=e.runtime, netns=e.netns,
     )
 
 
@@ -60,7 +60,7 @@ def endpoint_from_pb(m: pb.Endpoint) -> Endpoint:
     return Endpoint(
         name=m.name, network=m.network, host=m.host, ip=m.ip, mac=m.mac, id=m.id,
         created=m.created, labels=dict(m.labels), aliases=tuple(m.aliases),
-        ports=tuple(_flat_from_pb(p, PortMapping) for p in m.ports), runtime=m.runtime,
+        ports=tuple(_flat_from_pb(p, PortMapping) for p in m.ports), runtime=m.runtime, netns=m.netns,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,9 @@ class FakeDocker:
             return None
         return self.names.get(network_id)
 
+    def sandbox_path(self, key: str) -> str:
+        return f"/proc/77/root{key}" if key.startswith("/lab/") else key
+
 
 class FakeVeth:
     def __init__(self) -> None:
@@ -129,7 +133,8 @@ async def docker_run(d: Driver, nid: str, eid: str, *, ip: str = "") -> tuple[st
     created = await d.handle("NetworkDriver.CreateEndpoint", {"NetworkID": nid, "EndpointID": eid,
                                                               "Interface": {"Address": addr, "MacAddress": ""}})
     assert created["Interface"]["MacAddress"]
-    return addr, await d.handle("NetworkDriver.Join", {"NetworkID": nid, "EndpointID": eid, "SandboxKey": "/x"})
+    return addr, await d.handle("NetworkDriver.Join", {"NetworkID": nid, "EndpointID": eid,
+                                                       "SandboxKey": f"/var/run/docker/netns/{eid[:12]}"})
 
 
 async def docker_rm(d: Driver, nid: str, eid: str, addr: str) -> None:
@@ -165,6 +170,7 @@ async def test_two_hosts_one_network_and_nothing_left(ctl):
     assert join1 == {"InterfaceName": {"SrcName": Layout.handoff_link(eps["h1"]), "DstPrefix": "eth"},
                      "Gateway": "10.50.0.1"}
     assert f"{eps['h1'].ip}/24" == a1
+    assert eps["h1"].netns == "/var/run/docker/netns/eeeeeeeeeeee"  # Join recorded the sandbox
 
     await docker_rm(h1, NID, "e" * 64, a1)
     await h1.handle("NetworkDriver.DeleteNetwork", {"NetworkID": NID})
@@ -306,10 +312,47 @@ async def test_a_restarted_plugin_keeps_its_networks_and_finds_its_endpoints(ctl
     assert (await ctl.networks.list())[0] == [] and json.loads(state.read_text()) == {}
 
 
+async def test_join_records_the_sandbox_as_the_agent_opens_it_and_leave_clears_it(ctl):
+    d = plugin(ctl, "h1", {NID: "blue"})
+    await network_create(d, NID)
+    eid = "e" * 64
+    addr = (await d.handle("IpamDriver.RequestAddress", {"PoolID": "vxlab/10.50.0.0/24", "Options": {}}))["Address"]
+    await d.handle("NetworkDriver.CreateEndpoint", {"NetworkID": NID, "EndpointID": eid,
+                                                    "Interface": {"Address": addr}})
+    (ep,) = (await ctl.endpoints.list(network="blue"))[0]
+    assert ep.netns == ""  # not joined yet
+    await d.handle("NetworkDriver.Join", {"NetworkID": NID, "EndpointID": eid, "SandboxKey": "/lab/exec/netns/1"})
+    assert (await ctl.endpoints.get("blue", ep.name)).netns == "/proc/77/root/lab/exec/netns/1"
+    await d.handle("NetworkDriver.Leave", {"NetworkID": NID, "EndpointID": eid})
+    assert (await ctl.endpoints.get("blue", ep.name)).netns == ""
+    # a key the controller refuses leaves the namespace unknown; the container still joins
+    await d.handle("NetworkDriver.Join", {"NetworkID": NID, "EndpointID": eid, "SandboxKey": "rel/x"})
+    assert (await ctl.endpoints.get("blue", ep.name)).netns == ""
+
+
+def test_the_sandbox_key_through_the_mount_namespace_of_the_dockerd_that_called():
+    from vxlab.agent.docker_plugin import sandbox_path
+    assert sandbox_path("/run/docker/netns/ab", os.getpid()) == "/run/docker/netns/ab"  # ours: as it is
+    assert sandbox_path("/run/docker/netns/ab", 0) == "/run/docker/netns/ab"  # caller not known
+    other = next((int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _other_mounts(int(p.name))),
+                 None)
+    if other is not None:  # a process of another mount namespace (a lab's dockerd is one)
+        assert sandbox_path("/x/netns/ab", other) == f"/proc/{other}/root/x/netns/ab"
+
+
+def _other_mounts(pid: int) -> bool:
+    try:
+        return os.stat(f"/proc/{pid}/ns/mnt").st_ino != os.stat("/proc/self/ns/mnt").st_ino
+    except OSError:
+        return False
+
+
 async def test_the_transport_on_a_unix_socket(tmp_path):
     async def handler(method: str, body: dict[str, Any]) -> dict[str, Any]:
         if method == "Plugin.Activate":
             return {"Implements": ["NetworkDriver"]}
+        if method == "NetworkDriver.Leave":  # the caller's pid, from the connection
+            return {"pid": docker_http.caller_pid()}
         if method in ("NetworkDriver.Join", "IpamDriver.RequestPool"):
             raise Refused(f"no\nendpoint {body['EndpointID']}")
         raise docker_http.NotImplementedMethod(method)
@@ -328,6 +371,7 @@ async def test_the_transport_on_a_unix_socket(tmp_path):
         assert await post("/Plugin.Activate", b"") == ("200 OK", {"Implements": ["NetworkDriver"]})
         assert await post("/NetworkDriver.Join", b'{"EndpointID": "e1"}') == ("200 OK", {"Err": "no endpoint e1"})
         assert await post("/IpamDriver.RequestPool", b'{"EndpointID": "e2"}') == ("200 OK", {"Error": "no endpoint e2"})
+        assert await post("/NetworkDriver.Leave", b"{}") == ("200 OK", {"pid": os.getpid()})
         assert (await post("/NetworkDriver.Nope", b"{}"))[0] == "404 Not Found"
         assert (await post("/NetworkDriver.Join", b"{nope"))[0] == "400 Bad Request"
     finally:

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.text import Text
 
 from vxlab.cli.main import LabOpt, call, fail, given_lab, in_lab_or_call, lab_name, output, print_json, target
+from vxlab.errors import VxError
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -194,8 +195,9 @@ def exec_(
                                             "channel) also in a lab; without a lab it always is.")] = False,
 ) -> None:
     """Run CMD inside the container's network namespace; its exit code is passed through.
-    In a lab it runs here (with stdin); against real hosts (--controller, no lab) and on a
-    lab's VM hosts the container's agent runs it (no stdin; output capped at 1 MiB per stream)."""
+    In a lab it runs here (with stdin); against real hosts (--controller, no lab), on a
+    lab's VM hosts and in a runtime's container (Docker, CNI: the host's program in its
+    network namespace) the container's agent runs it (no stdin; output capped at 1 MiB per stream)."""
     from vxlab.lab.lab import Lab
     from vxlab.lab.procs import LabError
 
@@ -207,11 +209,11 @@ def exec_(
     if to.lab and not via_agent:
         try:
             the_lab = Lab(to.lab)
-            ns = the_lab.namespace_of(container)
-            in_guest = the_lab.on_vm(container)  # a VM host's container: its agent runs it, in the guest
-        except LabError as e:
+            by_agent = the_lab.by_agent(container)  # a VM host's (in the guest) or a runtime's container
+            ns = "" if by_agent else the_lab.namespace_of(container)
+        except (LabError, VxError) as e:
             fail(str(e))
-        if not in_guest:
+        if not by_agent:
             proc = subprocess.run(["ip", "netns", "exec", ns, *cmd], stdin=sys.stdin)
             raise typer.Exit(proc.returncode)
     from vxlab import hostops

@@ -68,7 +68,7 @@ POOL = {"name": ["h1", "h2", "blue", "red", "web", "db"], "network": ["blue", "r
         "ProbeSpec.protocol": ["", "icmp", "tcp"], "argv": ["true", "ls"], "filter": ["udp", "port", "4789"],
         "containers": ["web", "db"], "device": ["", "eth0"],
         # updates in place: the fields that may change
-        "update_mask": ["mtu", "gateway", "internal", "labels", "aliases", "ports"],
+        "update_mask": ["mtu", "gateway", "internal", "labels", "aliases", "ports", "netns"],
         # published ports (vxlab.ports) and services (vxlab.services)
         "PortMapping.protocol": ["", "tcp", "udp"], "host_ip": ["", "", "127.0.0.1"],
         "Service.ports": ["80/tcp", "53/udp", "80"], "replicas": ["web", "db"], "vip": ["", "", "10.10.0.200"],
@@ -77,6 +77,8 @@ POOL = {"name": ["h1", "h2", "blue", "red", "web", "db"], "network": ["blue", "r
         "aliases": ["cache", "api", "db"],
         # who owns an endpoint's container namespace
         "runtime": ["", "", "docker", "cni"],
+        # and where its namespace is (a runtime's only)
+        "netns": ["", "", "/run/netns/cni-1", "run/netns/x"],
         # faults (vxlab.faultkinds): kinds, ids, what a host reports
         "Fault.kind": ["loss", "partition", "rate", "delay", "link-down", "agent-kill", "etcd-stop"],
         "Fault.id": [""], "GetFaultRequest.id": ["f1", "f2"], "DeleteFaultRequest.id": ["f1", "f2"],

@@ -68,7 +68,7 @@ class Network(_message.Message):
     def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., subnet: _Optional[str] = ..., gateway: _Optional[str] = ..., vni: _Optional[int] = ..., mtu: _Optional[int] = ..., internal: _Optional[bool] = ..., created: _Optional[str] = ..., driver: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., host: _Optional[str] = ...) -> None: ...
 
 class Endpoint(_message.Message):
-    __slots__ = ("name", "network", "host", "ip", "mac", "id", "created", "labels", "aliases", "ports", "runtime")
+    __slots__ = ("name", "network", "host", "ip", "mac", "id", "created", "labels", "aliases", "ports", "runtime", "netns")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +87,7 @@ class Endpoint(_message.Message):
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     PORTS_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    NETNS_FIELD_NUMBER: _ClassVar[int]
     name: str
     network: str
     host: str
@@ -98,7 +99,8 @@ class Endpoint(_message.Message):
     aliases: _containers.RepeatedScalarFieldContainer[str]
     ports: _containers.RepeatedCompositeFieldContainer[PortMapping]
     runtime: str
-    def __init__(self, name: _Optional[str] = ..., network: _Optional[str] = ..., host: _Optional[str] = ..., ip: _Optional[str] = ..., mac: _Optional[str] = ..., id: _Optional[str] = ..., created: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., aliases: _Optional[_Iterable[str]] = ..., ports: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., runtime: _Optional[str] = ...) -> None: ...
+    netns: str
+    def __init__(self, name: _Optional[str] = ..., network: _Optional[str] = ..., host: _Optional[str] = ..., ip: _Optional[str] = ..., mac: _Optional[str] = ..., id: _Optional[str] = ..., created: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., aliases: _Optional[_Iterable[str]] = ..., ports: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., runtime: _Optional[str] = ..., netns: _Optional[str] = ...) -> None: ...
 
 class PortMapping(_message.Message):
     __slots__ = ("host_ip", "host_port", "container_port", "protocol")
