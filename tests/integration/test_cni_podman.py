@@ -1,7 +1,8 @@
 """podman (Debian's 4.3, network_backend "cni") on lab host h1 runs a container on the vxlab
 network `blue` through vxlab-cni: it reaches the vxlab container `db` on h2 across
 VXLAN (ping and TCP), `db` reaches it; the controller holds its endpoint (runtime cni,
-the container's id); `podman rm` removes it (CNI DEL), and nothing is left. Everything
+the container's id, its namespace); `check` probes from it too, `trace` and `exec` go
+through h1's agent into it; `podman rm` removes it (CNI DEL), and nothing is left. Everything
 of podman's is under a tmp dir (tests/integration/podman_cni.py); skipped with the
 reason without podman (VXLAB_CNI_REQUIRED=1 fails instead)."""
 
@@ -73,6 +74,16 @@ def test_a_podman_container_on_h1_reaches_a_vxlab_container_on_h2(lab, podman: P
     finally:
         srv.kill()
         srv.wait()
+
+    # through h1's agent, in the namespace the endpoint records (CNI_NETNS, podman's sandbox)
+    sandbox = podman("inspect", "-f", "{{.NetworkSettings.SandboxKey}}", name).stdout.strip()
+    assert ep.netns == sandbox and sandbox.startswith("/"), (ep.netns, sandbox)
+    result = lab.check()
+    assert result.ok and not result.skipped, [p for p in result.probes if not p.ok or p.skipped]
+    assert {(p.src, p.dst) for p in result.probes} == {(ep.name, "db"), ("db", ep.name)}
+    t = lab.trace(ep.name, "db", count=2)
+    assert t.reached and t.hops[0].where == f"{ep.netns} (cni's)" and t.hops[0].what == "eth0", t.hops[0]
+    assert lab.exec(ep.name, "ip", "-o", "addr", "show", "eth0").stdout.count(f"{ep.ip}/24") == 1
 
     podman("rm", "--force", "--time", "0", name)
     assert cni_endpoints(lab) == [], "podman rm ran CNI DEL: the endpoint is gone"

@@ -2,7 +2,8 @@
 
 Two Docker hosts and a plain one; `docker network create -d vxlab …` on each Docker host
 names one vxlab network, `docker run` containers on both reach each other and a plain
-vxlab container across VXLAN (ping and TCP); an agent restarted loses no probe between
+vxlab container across VXLAN (ping and TCP); `check`, `trace` and `exec` work from them
+through their agents (Join recorded their sandboxes); an agent restarted loses no probe between
 them; `docker rm` and `docker network rm` leave nothing of theirs in etcd; a kill -9 of
 `up` still lets `down` remove everything. The machine's own firewall is the same before
 and after (the lab's dockerds run with --iptables=false in the hosts' namespaces).
@@ -13,6 +14,7 @@ instead with VXLAB_DOCKER_REQUIRED=1 (CI).
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -150,20 +152,38 @@ def test_the_plugins_use_their_hosts_certificates(lab: Lab) -> None:
         assert f"certificate {pki}/hosts/{host}.crt; networks: {pki}/admin.crt" in first, first[-500:]
 
 
-def test_check_probes_to_docker_containers_and_says_what_it_cannot_probe_from(lab: Lab, env: dict[str, str]) -> None:
-    """`check` sends every probe it can: to the Docker containers from web; from them it
-    sends none (their namespaces are Docker's, which the agents do not enter) and says so
-    per source, with exit 0 when everything probed holds."""
+def test_check_probes_from_docker_containers_too(lab: Lab, env: dict[str, str]) -> None:
+    """Join recorded each sandbox (through /proc/<dockerd>/root: a lab's dockerd mounts them
+    in a mount namespace of its own) and `check` probes from the Docker containers like
+    from any other: their agents enter the namespace once it holds the endpoint."""
+    docker = {e.name: e for e in lab.call(lambda c: c.list_endpoints(network="blue")) if e.runtime}
+    assert len(docker) == 2
+    for e in docker.values():
+        pid = (lab.state.dir / "docker" / e.host / "docker.pid").read_text().strip()
+        assert e.netns.startswith(f"/proc/{pid}/root{lab.state.dir}/docker/{e.host}/exec/netns/"), e.netns
     out = vx(env, "--lab", lab.name, "check")
     assert out.returncode == 0, out.stdout + out.stderr
-    docker = sorted(e.name for e in lab.call(lambda c: c.list_endpoints(network="blue")) if e.runtime)
-    assert len(docker) == 2
-    assert "2/2 expectations hold; 4 not probed" in out.stderr, out.stderr  # web -> d1, d2 probed
-    for name in docker:
-        assert f"not probed: {name} is a docker container" in out.stderr, out.stderr
+    assert "6/6 expectations hold" in out.stderr and "not probed" not in out.stderr, out.stderr
     result = lab.check()
-    assert result.ok and {p.src for p in result.skipped} == set(docker)
-    assert all(p.reached for p in result.probes if not p.skipped)
+    assert result.ok and not result.skipped and {p.src for p in result.probes} == {"web", *docker}
+    assert all(p.reached for p in result.probes)
+
+
+def test_trace_and_exec_from_a_docker_container_through_its_agent(lab: Lab, env: dict[str, str]) -> None:
+    """`trace` from d1 to web shows d1's namespace (Docker's, by its path) as the first hop;
+    `vxlab exec` runs in d1's network namespace through h1's agent; an endpoint whose
+    recorded namespace does not hold it is refused, naming it."""
+    d1 = next(e for e in lab.call(lambda c: c.list_endpoints(network="blue")) if e.host == "h1" and e.runtime)
+    out = vx(env, "--lab", lab.name, "trace", d1.name, "web", "--json")
+    assert out.returncode == 0, out.stderr
+    t = json.loads(out.stdout)
+    assert t["reached"] and t["capture"], t
+    first = t["hops"][0]
+    assert first["where"] == f"{d1.netns} (docker's)" and first["what"] == "eth0" and d1.ip in first["detail"], first
+    assert t["hops"][-1]["where"] == lab.container_ns("h3", "web")
+    r = vx(env, "--lab", lab.name, "exec", d1.name, "--", "ip", "-o", "addr", "show", "eth0")
+    assert r.returncode == 0 and f"{d1.ip}/24" in r.stdout, r.stdout + r.stderr
+    assert lab.exec(d1.name, "ping", "-c", "1", "-W", "5", WEB).returncode == 0
 
 
 def test_an_agent_restart_loses_no_probe(lab: Lab, env: dict[str, str]) -> None:

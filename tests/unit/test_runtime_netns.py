@@ -221,3 +221,19 @@ def test_programs_enter_a_path_with_nsenter_and_a_name_with_ip_netns_exec() -> N
     from vxlab.agent.opsproc import netns_exec
     assert netns_exec("vxt-h1-c-web") == ["ip", "netns", "exec", "vxt-h1-c-web"]
     assert netns_exec("/proc/1/fd/7") == ["nsenter", "--net=/proc/1/fd/7", "--"]
+
+
+def test_trace_shows_a_runtime_containers_namespace_by_its_path() -> None:
+    from test_ops_views import DB, NET, WEB, view
+
+    from vxlab.lab.trace import build
+    pod = dataclasses.replace(WEB, runtime="docker", netns="/proc/9/root/run/docker/netns/ab")
+    src = view("h1", pod, DB, "192.0.2.11", "192.0.2.12")
+    ctr = dataclasses.replace(src.namespaces[1], name=pod.netns, marker="")  # Docker's: no marker of ours
+    src = dataclasses.replace(src, namespaces=(src.namespaces[0], ctr))
+    t = build(pod, DB, NET, src_view=src, dst_view=view("h2", DB, pod, "192.0.2.12", "192.0.2.11"))
+    assert (t.hops[0].where, t.hops[0].what) == ("/proc/9/root/run/docker/netns/ab (docker's)", "eth0")
+    assert "route: 10.10.0.3 dev eth0" in t.hops[0].detail
+    unknown = dataclasses.replace(pod, netns="")  # a namespace its endpoint does not record: not guessed
+    t = build(unknown, DB, NET, src_view=src, dst_view=view("h2", DB, pod, "192.0.2.12", "192.0.2.11"))
+    assert t.hops[0].where == "(no container namespace on h1)"
