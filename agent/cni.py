@@ -124,10 +124,15 @@ def endpoint_name(container_id: str, ifname: str) -> str:
     return f"cni-{short}-{tail}"
 
 
+DNS = {"nameservers": ["127.0.0.11"], "options": ["ndots:0"]}  # the result's `dns`: the agent's embedded DNS
+
+
 def result(version: str, *, ifname: str, mac: str, sandbox: str, ip: str, subnet: str, gateway: str) -> dict[str, Any]:
     """ADD's result: the container's interface, its address (and the gateway with a
-    default route through it, on a network with a way out: `gateway` ""). No `dns`: the
-    agents' embedded DNS listens only in vxlab's own container namespaces."""
+    default route through it, on a network with a way out: `gateway` ""), and `dns`: the
+    resolver configuration the runtime may write into the container's resolv.conf (the
+    spec's `nameservers`, `options`): the host agent's embedded DNS at 127.0.0.11, which
+    ADD redirected to the agent's listener in the container's namespace."""
     prefix = ipaddress.IPv4Network(subnet).prefixlen
     addr: dict[str, Any] = {"address": f"{ip}/{prefix}", "interface": 0}
     if gateway:
@@ -135,7 +140,8 @@ def result(version: str, *, ifname: str, mac: str, sandbox: str, ip: str, subnet
     if version in ("0.3.0", "0.3.1", "0.4.0"):
         addr["version"] = "4"
     return {"cniVersion": version, "interfaces": [{"name": ifname, "mac": mac, "sandbox": sandbox}],
-            "ips": [addr], "routes": [{"dst": "0.0.0.0/0", "gw": gateway}] if gateway else []}
+            "ips": [addr], "routes": [{"dst": "0.0.0.0/0", "gw": gateway}] if gateway else [],
+            "dns": {k: list(v) for k, v in DNS.items()}}
 
 
 def error(version: str, exc: CniError) -> dict[str, Any]:

@@ -2,17 +2,19 @@
 a Kubernetes runtime) on a host whose vxlab agent runs, in that host's namespace.
 
 - ADD: CreateEndpoint on the controller (runtime "cni", this host, named
-  `cni.endpoint_name`, labelled with the container id and the interface, its `netns`
-  CNI_NETNS: where the host's agent enters it for ops), wait until
+  `cni.endpoint_name`, labelled with the container id and the interface), wait until
   the host's agent has programmed it (its handoff end in this namespace:
   netlink_handoff.wait_programmed), move that end into CNI_NETNS as CNI_IFNAME with its
-  address and a default route via the gateway, print the result. Any failure after the
-  create deletes the endpoint again. An ADD repeated for an interface that is there
-  already (ours) answers the same result.
-- DEL: the interface removed from CNI_NETNS (when it is ours and the namespace still
-  exists), then DeleteEndpoint; a missing endpoint or namespace is success.
+  address and a default route via the gateway, redirect 127.0.0.11:53 there to the
+  agent's DNS listener (the table `ip vxlab_dns` of agent/dns_nft.py, as in vxlab's own
+  containers), then record CNI_NETNS on the endpoint (`netns`: where the agent enters
+  the container for ops and opens that listener; the update starts its pass) and print
+  the result, with `dns` (127.0.0.11). Any failure after the create deletes the endpoint
+  again. An ADD repeated for an interface that is there already (ours) answers the same.
+- DEL: the DNS redirect and the interface removed from CNI_NETNS (when ours and the
+  namespace still exists), then DeleteEndpoint; a missing endpoint or namespace is success.
 - CHECK: the endpoint exists, and CNI_NETNS holds CNI_IFNAME with its MAC, marker and
-  address; else an error (code 100) saying what differs.
+  address, and the DNS redirect; else an error (code 100) saying what differs.
 - GC: endpoints of this plugin on this network and host whose (container id, ifname)
   is not in `cni.dev/valid-attachments` are deleted. STATUS: the controller answers and
   knows this host, and its agent is alive (else code 50).
@@ -21,6 +23,7 @@ a Kubernetes runtime) on a host whose vxlab agent runs, in that host's namespace
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import json
 import os
@@ -30,9 +33,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from vxlab import errors
-from vxlab.agent import cni, netlink_handoff
+from vxlab.agent import cni, dns_nft, netlink_handoff
 from vxlab.agent.cni import CniError, Config, Env
-from vxlab.agent.kernel import KernelError
+from vxlab.agent.kernel import KernelError, NftTable
+from vxlab.agent.nft import Nft
 from vxlab.agent.names import Naming
 from vxlab.client import Client
 from vxlab.layout import Layout
@@ -86,13 +90,29 @@ def _mine(ep: Endpoint, env: Env) -> bool:
     return ep.runtime == "cni" and ep.labels.get(cni.LABEL_CONTAINER) == env.container_id
 
 
+DNS_TABLE = (dns_nft.FAMILY, dns_nft.TABLE)
+
+
+def dns_redirect(ns: str) -> NftTable | None:
+    """The DNS redirect of namespace `ns` (a path) as its tag reads, None when there is none."""
+    found = Nft().read(ns, (DNS_TABLE,))
+    return dns_nft.parse(found[DNS_TABLE]) if DNS_TABLE in found else None
+
+
+def redirect_dns(ns: str) -> None:
+    """127.0.0.11:53 in `ns` to the agent's listener there (written when not right already)."""
+    want = dns_nft.build()
+    if dns_redirect(ns) != want:
+        Nft().replace(ns, DNS_TABLE, want.script)
+
+
 async def add(conf: Config, env: Env) -> dict[str, Any]:
     if not os.path.exists(env.netns):
         raise CniError(cni.UNKNOWN_CONTAINER, f"CNI_NETNS: {env.netns} does not exist")
     name = cni.endpoint_name(env.container_id, env.ifname)
     async with _client(conf) as c:
         layout = await _host(c, conf)
-        want = Endpoint(name, conf.network, conf.host, runtime="cni", netns=env.netns,
+        want = Endpoint(name, conf.network, conf.host, runtime="cni",
                         labels={cni.LABEL_CONTAINER: env.container_id, cni.LABEL_IFNAME: env.ifname})
         try:
             net = await c.get_network(conf.network)
@@ -101,11 +121,6 @@ async def add(conf: Config, env: Env) -> dict[str, Any]:
             ep = await c.get_endpoint(conf.network, name)
             if not _mine(ep, env):
                 raise CniError(cni.BAD_CONFIG, f"network: endpoint {name!r} exists and is not this container's")
-            if ep.netns != env.netns:  # an ADD again, into a new namespace
-                try:
-                    ep = await c.update_endpoint(want, fields=["netns"])
-                except errors.VxError as exc:
-                    raise _vx(exc) from None
         except errors.NotFound as exc:
             raise CniError(cni.BAD_CONFIG, f"network: no vxlab network named {conf.network!r}"
                            if "network" in exc.message else _vx(exc).msg) from None
@@ -117,11 +132,16 @@ async def add(conf: Config, env: Env) -> dict[str, Any]:
                 await asyncio.to_thread(netlink_handoff.wait_programmed, layout, ep, timeout=conf.timeout)
                 await asyncio.to_thread(netlink_handoff.take, layout.handoff_link(ep), into=env.netns,
                                         ifname=env.ifname, cidr=_cidr(ep, net), gateway=_gateway(net))
-        except (KernelError, OSError) as exc:
+            await asyncio.to_thread(redirect_dns, env.netns)
+            if ep.netns != env.netns:  # where it is, now that it is there
+                ep = await c.update_endpoint(dataclasses.replace(ep, netns=env.netns), fields=["netns"])
+        except (KernelError, OSError, errors.VxError) as exc:
             try:
                 await c.delete_endpoint(conf.network, name)
             except errors.VxError:
                 pass
+            if isinstance(exc, errors.VxError):
+                raise _vx(exc) from None
             raise CniError(cni.TRY_AGAIN if "has not made" in str(exc) else cni.IO_FAILURE, str(exc)) from None
         return _result(conf, env, ep, net)
 
@@ -135,8 +155,10 @@ async def delete(conf: Config, env: Env) -> None:
             return  # gone already (or never made): DEL is idempotent
         except errors.VxError as exc:
             raise _vx(exc) from None
-        if env.netns:
+        if env.netns and os.path.exists(env.netns):
             try:
+                if await asyncio.to_thread(dns_redirect, env.netns) is not None:
+                    await asyncio.to_thread(Nft().delete, env.netns, DNS_TABLE)
                 await asyncio.to_thread(netlink_handoff.release, env.netns, env.ifname,
                                         alias=Naming.endpoint_alias(ep.id))
             except KernelError:
@@ -166,6 +188,8 @@ async def check(conf: Config, env: Env) -> None:
     wrong = [f"{what} {got!r}, not {want!r}" for what, got, want in (
         ("marker", have.alias, Naming.endpoint_alias(ep.id)), ("mac", have.mac, ep.mac.lower()),
         ("address", have.addrs, (_cidr(ep, net),)), ("up", have.up, True)) if got != want]
+    if await asyncio.to_thread(dns_redirect, env.netns) != dns_nft.build():
+        wrong.append(f"no DNS redirect (table {' '.join(DNS_TABLE)}) to the agent's listener")
     if wrong:
         raise CniError(cni.NOT_AS_MADE, f"{env.ifname} in {env.netns}: {'; '.join(wrong)}")
 

@@ -224,6 +224,18 @@ def local_containers(state: StateCache, me: HostInfo) -> dict[str, str]:
     return {me.naming.container_ns(name): name for name in _local_endpoints(state, me, own_ns=True)}
 
 
+def runtime_dns(state: StateCache, me: HostInfo) -> dict[str, list[Endpoint]]:
+    """The namespaces of this host's CNI containers, by the path their endpoints record,
+    with those endpoints: vxlab-cni redirected 127.0.0.11:53 there to the agent's listener
+    (Docker's containers keep Docker's own DNS, which its resolv.conf names)."""
+    out: dict[str, list[Endpoint]] = defaultdict(list)
+    for eps in _local_endpoints(state, me).values():
+        for ep in eps:
+            if ep.runtime == "cni" and ep.netns:
+                out[ep.netns].append(ep)
+    return dict(out)
+
+
 def handoffs(state: StateCache, me: HostInfo) -> dict[str, Link]:
     """The container ends of this host's runtime endpoints as they wait in the agent's
     namespace (Kernel.add_handoff): the handoff name, the endpoint's MAC, the network's MTU."""

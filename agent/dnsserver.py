@@ -13,7 +13,10 @@ is gone, and opens again in a namespace that was deleted and made anew under the
 name (its nsfs inode changed). After an agent restart the first pass adopts the
 namespaces and `sync` opens their listeners (sockets die with a process: there is no
 kernel state to adopt). The resolv.conf that points `ip netns exec` at 127.0.0.11 is
-planned with the namespace (kernel.Namespace.resolv).
+planned with the namespace (kernel.Namespace.resolv). A CNI container's namespace (a
+runtime's: vxlab-cni wrote its redirect table at ADD, and its runtime the resolv.conf
+from ADD's result) gets listeners too, by the path its endpoint records, once it proved
+to hold the endpoint (agent/runtime_ns.py's `pin`); nothing else is written there.
 
 Names that are not ours are forwarded (`forward`, the agent's `dns-forward`) to the
 nameservers of the agent namespace's /etc/resolv.conf that are not loopback addresses
@@ -31,7 +34,7 @@ import ipaddress
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,9 +46,12 @@ import dns.rcode
 import dns.resolver
 
 from vxlab import netns
+from vxlab.agent import netlink_handoff, runtime_ns
 from vxlab.agent.cache import StateCache
 from vxlab.agent.dns_nft import ADDRESS, PORT
 from vxlab.agent.dnsnames import Names, error, respond
+from vxlab.model import Endpoint
+from vxlab.ops import OpFailed
 
 log = logging.getLogger("vxlab.agent.dns")
 FORWARD_TIMEOUT = 2.0   # per upstream
@@ -163,8 +169,11 @@ class Resolver:
             self._forwards -= 1
 
     # --- listeners ------------------------------------------------------------------
-    async def sync(self, wanted: dict[str, str]) -> None:
-        """Listen in exactly the namespaces of `wanted` (namespace -> container)."""
+    async def sync(self, wanted: dict[str, str], *, runtime: Mapping[str, Sequence[Endpoint]] | None = None) -> None:
+        """Listen in exactly the namespaces of `wanted` (namespace -> container) and of
+        `runtime` (a runtime's namespace, by its path -> the endpoints it holds)."""
+        runtime = runtime or {}
+        wanted = {**wanted, **{ns: eps[0].name for ns, eps in runtime.items()}}
         for ns in [ns for ns in self._listeners if ns not in wanted]:
             self._listeners.pop(ns).close()
         todo = []
@@ -178,7 +187,7 @@ class Resolver:
         if not todo:
             return
         loop = asyncio.get_running_loop()
-        opened = await loop.run_in_executor(None, _open_all, todo)
+        opened = await loop.run_in_executor(None, _open_all, todo, runtime)
         for ns, got in opened.items():
             if isinstance(got, str):
                 if self._failed.get(ns) != got:
@@ -217,13 +226,24 @@ class Resolver:
             writer.close()
 
 
-def _open_all(names: list[str]) -> dict[str, Any]:
+def _open_all(names: list[str], runtime: Mapping[str, Sequence[Endpoint]]) -> dict[str, Any]:
+    """Each namespace's listeners, or why not; a runtime's through its pin (opened once,
+    checked to hold its endpoints; the sockets keep it, the pin is closed)."""
     out: dict[str, Any] = {}
     for ns in names:
         try:
-            out[ns] = _open(ns)
+            if ns not in runtime:
+                out[ns] = _open(ns)
+                continue
+            pinned = runtime_ns.pin(runtime[ns], read=netlink_handoff.view)
+            try:
+                out[ns] = _open(pinned.path)
+            finally:
+                pinned.close()
         except OSError as e:
             out[ns] = str(e)
+        except OpFailed as e:
+            out[ns] = e.message
     return out
 
 

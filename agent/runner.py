@@ -44,7 +44,7 @@ from typing import Any, TypeVar
 
 from vxlab.agent import fault_nft, metrics, nat, opslink, vtep
 from vxlab.agent.cache import StateCache
-from vxlab.agent.desired import HostInfo, local_containers
+from vxlab.agent.desired import HostInfo, local_containers, runtime_dns
 from vxlab.agent.dnsserver import Resolver
 from vxlab.agent.faultrun import AgentFaults
 from vxlab.agent.kernel import AgentNs, Kernel
@@ -285,7 +285,7 @@ class Agent:
                 log.warning("pass (%s) at revision %d: %d actions, %d writes, %d errors in %.1f ms",
                             "full" if full else "event", copy.revision, len(result.actions),
                             sum(result.writes.values()), len(result.errors), result.seconds * 1000)
-            await self.dns.sync(local_containers(copy, self.me))
+            await self.dns.sync(local_containers(copy, self.me), runtime=runtime_dns(copy, self.me))
             await self.faults.after(result, again=self._dirty.set, faults_pass=self._faults_pass)
             self.write_status()
 

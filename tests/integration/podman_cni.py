@@ -94,7 +94,7 @@ class Podman:
         root = self.dir / "rootfs"
         (root / "bin").mkdir(parents=True)
         shutil.copy2("/bin/busybox", root / "bin" / "busybox")
-        for tool in ("sh", "sleep", "ping", "ip", "cat", "nc"):
+        for tool in ("sh", "sleep", "ping", "ip", "cat", "nc", "nslookup"):
             (root / "bin" / tool).symlink_to("busybox")
         tar = subprocess.run(["tar", "-C", str(root), "-c", "."], capture_output=True, check=True).stdout
         self("import", "-", IMAGE, stdin=tar)

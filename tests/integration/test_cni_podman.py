@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 from podman_cni import IMAGE, Podman, require
-from rig import module_lab
+from rig import Rig, module_lab
 
 from vxlab.agent import cni
 
@@ -75,6 +75,11 @@ def test_a_podman_container_on_h1_reaches_a_vxlab_container_on_h2(lab, podman: P
         srv.kill()
         srv.wait()
 
+    # DNS: podman wrote ADD's `dns` into the container's resolv.conf, and h1's agent answers there
+    resolv = podman("exec", name, "cat", "/etc/resolv.conf").stdout
+    assert "nameserver 127.0.0.11" in resolv, resolv
+    Rig.wait(lambda: db.ip in podman("exec", name, "nslookup", "db", check=False).stdout,
+             "db resolved in the podman container by h1's agent")
     # through h1's agent, in the namespace the endpoint records (CNI_NETNS, podman's sandbox)
     sandbox = podman("inspect", "-f", "{{.NetworkSettings.SandboxKey}}", name).stdout.strip()
     assert ep.netns == sandbox and sandbox.startswith("/"), (ep.netns, sandbox)

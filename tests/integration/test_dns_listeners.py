@@ -104,3 +104,28 @@ async def test_listeners_follow_the_namespaces_and_forwarding_works(namespaces: 
     finally:
         r.close()
         up.close()
+
+
+async def test_a_runtime_namespace_gets_listeners_only_once_it_holds_the_endpoint(namespaces: list[str]) -> None:
+    """A CNI container's namespace, by the path its endpoint records: no listener while no
+    interface there has the endpoint's MAC and address; one (answering as that container)
+    once it does."""
+    a, _ = namespaces
+    pod = Endpoint("pod", "blue", "h1", ip="10.10.0.9", mac="02:00:00:00:00:09", runtime="cni",
+                   netns=f"/run/netns/{a}")
+    c = cache()
+    c.apply(WatchBatch(revision=4, snapshot=True, networks=tuple(c.networks.values()),
+                       endpoints=(*c.endpoints.values(), pod)))
+    r = Resolver(c, "h1", forward=False)
+    try:
+        await r.sync({}, runtime={pod.netns: [pod]})
+        assert refused(a) and "no interface has its MAC" in r._failed[pod.netns]
+        subprocess.run(["ip", "-n", a, "link", "add", "eth0", "address", pod.mac, "type", "veth", "peer", "name", "eth1"],
+                       check=True)
+        subprocess.run(["ip", "-n", a, "addr", "add", f"{pod.ip}/24", "dev", "eth0"], check=True)
+        await r.sync({}, runtime={pod.netns: [pod]})
+        assert [rd.address for rd in (await ask(a, "db")).answer[0]] == ["10.10.0.3"]
+        await r.sync({})
+        assert refused(a)
+    finally:
+        r.close()

@@ -74,6 +74,7 @@ def test_results_in_the_configs_version() -> None:
     assert new == {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "mac": "02:00:00:00:00:04",
                                                            "sandbox": "/run/netns/x"}],
                    "ips": [{"address": "10.1.0.4/24", "interface": 0, "gateway": "10.1.0.1"}],
-                   "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.0.1"}]}
+                   "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.0.1"}],
+                   "dns": {"nameservers": ["127.0.0.11"], "options": ["ndots:0"]}}
     old = cni.result("0.4.0", ifname="eth0", mac="m", sandbox="s", ip="10.1.0.4", subnet="10.1.0.0/24", gateway="")
     assert old["ips"] == [{"address": "10.1.0.4/24", "interface": 0, "version": "4"}] and old["routes"] == []
