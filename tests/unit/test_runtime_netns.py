@@ -17,29 +17,18 @@ from vxlab import icmp, ops
 from vxlab.agent import runtime_ns
 from vxlab.agent.kernel import KernelError, Link, Namespace
 from vxlab.controller import servicer
-from vxlab.controller.context import Config
 from vxlab.controller.core import Controller
-from vxlab.controller.store_memory import MemoryStore
 from vxlab.errors import InvalidArgument
-from vxlab.model import Change, Endpoint, Host, Network, WatchBatch
+from vxlab.model import Change, Endpoint, WatchBatch
 from vxlab.ops import OpFailed
 from vxlab.testing.fuzz import Aborted, _Context
 from vxlab.v1 import vxlab_pb2 as pb
 
-from test_ops_agent import Agent, Probes, ep
+from test_ops_agent import Agent, ep
+from test_runtime_endpoints import ctl  # noqa: F401 - the fixture: h1 and blue on the memory store
 
 
-# --- the field -----------------------------------------------------------------------
-@pytest.fixture
-async def ctl():
-    store = MemoryStore(progress_interval=0.2)
-    c = Controller(store, Config(lease_ttl=5))
-    await c.hosts.register(Host(name="h1", underlay_ip="172.30.0.11"))
-    await c.networks.create(Network(name="blue", subnet="10.10.0.0/24"))
-    yield c
-    await store.close()
-
-
+# --- the field ------------------------------------------------------------------------
 async def test_a_runtime_endpoint_records_its_namespace_at_create_and_by_an_update_naming_it(ctl: Controller) -> None:
     pod = await ctl.endpoints.create(Endpoint("pod", "blue", "h1", runtime="cni", netns="/run/netns/cni-1"))
     assert (await ctl.endpoints.get("blue", "pod")).netns == "/run/netns/cni-1"
