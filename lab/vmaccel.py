@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import platform
 import select
 import shutil
@@ -86,9 +87,11 @@ def cached_probe(kernel: vmkernel.GuestKernel, initrd: Path) -> Accel:
     verdict = probe(kernel, initrd)
     known[key] = asdict(verdict)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(known, indent=1) + "\n")
-    tmp.replace(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")  # one per writer
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(known, indent=1) + "\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
     return verdict
 
 

@@ -180,10 +180,14 @@ def boot_image(kernel: GuestKernel) -> Path:
     if elf is None or not has_pvh_note(elf):
         return kernel.vmlinuz
     kernel.home.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_bytes(elf)
+    # one temporary file per writer: VMs booting in threads of one process (the deploy
+    # test's three) may all make it at once; the rename is atomic
+    fd, tmp = tempfile.mkstemp(dir=kernel.home, prefix=out.name + ".", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(elf)
+    os.chmod(tmp, 0o644)
     os.utime(tmp, ns=(src.st_atime_ns, src.st_mtime_ns))
-    tmp.replace(out)
+    os.replace(tmp, out)
     return out
 
 
