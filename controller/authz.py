@@ -24,14 +24,13 @@ is a task of its own): `guard()` is the current call's, None for a call without 
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable
 from typing import Any
 
+from vxlab.controller.endpoints import Guard
 from vxlab.errors import PermissionDenied
 from vxlab.model import RUNTIMES, Endpoint
 from vxlab.tls import Identity
 
-Guard = Callable[[Endpoint], None]  # raises PermissionDenied unless the caller may change that endpoint
 _GUARD: contextvars.ContextVar[Guard | None] = contextvars.ContextVar("vxlab_authz_guard", default=None)
 
 READS = frozenset({"GetHost", "ListHosts", "GetNetwork", "ListNetworks", "GetEndpoint", "ListEndpoints",

@@ -161,27 +161,17 @@ class Lab(Lifecycle):
         """The lab's VM hosts and how each runs: "kvm", "tcg" ("" before its first boot)."""
         return {h: vmhost.accel(self.state.dir, h).get("accel", "") for h in vmhost.vm_hosts(self.state.topology)}
 
-    def on_vm(self, container: str) -> bool:
-        """The container is on a VM host (its namespace is in that host's guest)."""
-        vms = vmhost.vm_hosts(self.state.topology)
-        if not vms:
-            return False
-        host = next((c.host for c in (self.state.topology.containers if self.state.topology else ())
-                     if c.name == container), None)
-        if host is None:
-            eps = self.call(lambda c: c.list_endpoints(name=container))
-            host = eps[0].host if eps else None
-        return host in vms
-
     def by_agent(self, container: str) -> bool:
         """Its agent runs commands in it (the ops channel): a VM host's container (its
         namespace is in the guest) or a runtime's (Docker, CNI: the namespace its endpoint
         records, which the agent opens)."""
         topo = self.state.topology
-        if any(c.name == container for c in (topo.containers if topo else ())):
-            return self.on_vm(container)
+        vms = vmhost.vm_hosts(topo)
+        host = next((c.host for c in (topo.containers if topo else ()) if c.name == container), None)
+        if host is not None:  # one of the topology's: vxlab's own
+            return host in vms
         eps = self.call(lambda c: c.list_endpoints(name=container))
-        return bool(eps) and (eps[0].host in vmhost.vm_hosts(topo) or any(e.runtime for e in eps))
+        return bool(eps) and (eps[0].host in vms or any(e.runtime for e in eps))
 
     def container(self, name: str, *, host: str, networks: list[str], ip: str = "",
                   aliases: tuple[str, ...] = (), ports: tuple[PortMapping, ...] = ()) -> list[Endpoint]:
